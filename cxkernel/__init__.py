@@ -1,0 +1,1 @@
+"""Small stdlib-only kernel shared by every package: errors, events, clocks."""

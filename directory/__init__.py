@@ -1,0 +1,1 @@
+"""Directory: units, accounts, aliases, credentials (SCRAM), certificates and the CA/RA."""

@@ -1,0 +1,185 @@
+"""Directory persistence: the only module of `directory` that speaks SQL (asyncpg)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from directory.model import Account, Role, Status, Unit, UnitKind
+from directory.scram import ScramKeys
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+UNIT_SELECT = """
+select u.id, u.code, u.name, p.code as parent, u.kind,
+       (select count(*) from accounts a where a.unit_id = u.id) as members
+from units u left join units p on p.id = u.parent_id"""
+
+ACCOUNT_SELECT = """
+select a.id, a.address, a.display_name, u.code as unit, a.title, a.roles, a.status,
+       a.quota_bytes, a.locked_until, a.last_login
+from accounts a join units u on u.id = a.unit_id"""
+
+
+def _unit(r: asyncpg.Record) -> Unit:
+    return Unit(r["id"], r["code"], r["name"], r["parent"], UnitKind(r["kind"]), r["members"])
+
+
+def _account(r: asyncpg.Record) -> Account:
+    return Account(r["id"], r["address"], r["display_name"], r["unit"], r["title"],
+                   tuple(Role(x) for x in r["roles"]), Status(r["status"]), r["quota_bytes"],
+                   r["locked_until"], r["last_login"])
+
+
+async def get_unit(conn: Conn, code: str) -> Unit | None:
+    r = await conn.fetchrow(UNIT_SELECT + " where u.code = $1", code)
+    return _unit(r) if r else None
+
+
+async def list_units(conn: Conn) -> list[Unit]:
+    return [_unit(r) for r in await conn.fetch(UNIT_SELECT + " order by u.code")]
+
+
+async def insert_unit(conn: Conn, code: str, name: str, parent_id: int | None, kind: str) -> int:
+    return int(await conn.fetchval(
+        "insert into units(code, name, parent_id, kind) values ($1,$2,$3,$4) returning id",
+        code, name, parent_id, kind))
+
+
+async def rename_unit(conn: Conn, code: str, name: str) -> bool:
+    return await conn.execute("update units set name=$2 where code=$1", code, name) == "UPDATE 1"
+
+
+async def delete_unit(conn: Conn, unit_id: int) -> None:
+    await conn.execute("delete from units where id=$1", unit_id)
+
+
+async def count_children(conn: Conn, unit_id: int) -> int:
+    return int(await conn.fetchval("select count(*) from units where parent_id=$1", unit_id))
+
+
+async def get_account(conn: Conn, address: str) -> Account | None:
+    r = await conn.fetchrow(ACCOUNT_SELECT + " where a.address = $1", address)
+    return _account(r) if r else None
+
+
+async def list_accounts(conn: Conn, unit: str | None = None) -> list[Account]:
+    if unit:
+        rows = await conn.fetch(ACCOUNT_SELECT + " where u.code=$1 order by a.address", unit)
+    else:
+        rows = await conn.fetch(ACCOUNT_SELECT + " order by a.address")
+    return [_account(r) for r in rows]
+
+
+async def insert_account(conn: Conn, address: str, name: str, unit_id: int, title: str,
+                         roles: Sequence[Role], quota: int) -> int:
+    return int(await conn.fetchval(
+        "insert into accounts(address, display_name, unit_id, title, roles, quota_bytes)"
+        " values ($1,$2,$3,$4,$5,$6) returning id",
+        address, name, unit_id, title, [r.value for r in roles], quota))
+
+
+async def insert_accounts_bulk(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> dict[str, int]:
+    """Insert many accounts at once (COPY-speed); return address -> id."""
+    rows = list(rows)
+    await conn.executemany(
+        "insert into accounts(address, display_name, unit_id, title, roles, quota_bytes)"
+        " values ($1,$2,$3,$4,$5,$6)", rows)
+    ids = await conn.fetch("select id, address from accounts where address = any($1::text[])",
+                           [r[0] for r in rows])
+    return {r["address"]: r["id"] for r in ids}
+
+
+async def update_account(conn: Conn, address: str, **fields: Any) -> bool:
+    cols = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=2))
+    res = await conn.execute(f"update accounts set {cols} where address=$1", address, *fields.values())
+    return res == "UPDATE 1"
+
+
+async def delete_account(conn: Conn, address: str) -> bool:
+    return await conn.execute("delete from accounts where address=$1", address) == "DELETE 1"
+
+
+async def set_credentials(conn: Conn, account_id: int, keys: Iterable[ScramKeys]) -> None:
+    await conn.executemany(
+        "insert into credentials(account_id, mechanism, salt, iterations, stored_key, server_key)"
+        " values ($1,$2,$3,$4,$5,$6) on conflict (account_id, mechanism) do update set"
+        " salt=excluded.salt, iterations=excluded.iterations, stored_key=excluded.stored_key,"
+        " server_key=excluded.server_key, updated_at=now()",
+        [(account_id, k.mechanism, k.salt, k.iterations, k.stored_key, k.server_key) for k in keys])
+
+
+async def get_login(conn: Conn, address: str, mechanism: str) -> tuple[Account, ScramKeys | None] | None:
+    r = await conn.fetchrow(
+        ACCOUNT_SELECT.replace("from accounts a", ", c.mechanism, c.salt, c.iterations,"
+                               " c.stored_key, c.server_key from accounts a")
+        + " left join credentials c on c.account_id = a.id and c.mechanism = $2"
+          " where a.address = $1", address, mechanism)
+    if r is None:
+        return None
+    keys = None
+    if r["salt"] is not None:
+        keys = ScramKeys(r["mechanism"], bytes(r["salt"]), r["iterations"],
+                         bytes(r["stored_key"]), bytes(r["server_key"]))
+    return _account(r), keys
+
+
+async def record_login(conn: Conn, account_id: int, ok: bool, threshold: int,
+                       lock_seconds: int) -> None:
+    if ok:
+        await conn.execute("update accounts set failed_logins=0, locked_until=null,"
+                           " last_login=now() where id=$1", account_id)
+    else:
+        await conn.execute(
+            "update accounts set failed_logins = case when failed_logins + 1 >= $2 then 0"
+            " else failed_logins + 1 end,"
+            " locked_until = case when failed_logins + 1 >= $2"
+            " then now() + make_interval(secs => $3) else locked_until end where id=$1",
+            account_id, threshold, float(lock_seconds))
+
+
+async def alias_targets(conn: Conn, address: str) -> list[str]:
+    return [r["target"] for r in await conn.fetch(
+        "select target from aliases where address=$1 order by target", address)]
+
+
+async def list_aliases(conn: Conn, target: str | None = None) -> list[tuple[str, str]]:
+    if target:
+        rows = await conn.fetch("select address, target from aliases where target=$1"
+                                " order by address", target)
+    else:
+        rows = await conn.fetch("select address, target from aliases order by address, target")
+    return [(r["address"], r["target"]) for r in rows]
+
+
+async def insert_alias(conn: Conn, address: str, target: str) -> bool:
+    res = await conn.execute("insert into aliases(address, target) values ($1,$2)"
+                             " on conflict do nothing", address, target)
+    return res == "INSERT 0 1"
+
+
+async def delete_alias(conn: Conn, address: str, target: str | None) -> int:
+    if target:
+        res = await conn.execute("delete from aliases where address=$1 and target=$2", address, target)
+    else:
+        res = await conn.execute("delete from aliases where address=$1", address)
+    return int(res.split()[-1])
+
+
+async def unit_member_addresses(conn: Conn, code: str, active_only: bool = True) -> list[str]:
+    q = ("select a.address from accounts a join units u on u.id=a.unit_id where u.code=$1"
+         + (" and a.status='active'" if active_only else "") + " order by a.address")
+    return [r["address"] for r in await conn.fetch(q, code)]
+
+
+async def existing_addresses(conn: Conn, addresses: Sequence[str]) -> set[str]:
+    rows = await conn.fetch(
+        "select address from accounts where address = any($1::text[])"
+        " union select address from aliases where address = any($1::text[])", list(addresses))
+    return {r["address"] for r in rows}
+
+
+async def unit_ids(conn: Conn) -> dict[str, int]:
+    return {r["code"]: r["id"] for r in await conn.fetch("select id, code from units")}

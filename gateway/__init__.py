@@ -1,0 +1,1 @@
+"""Gateway: the one process (config, database, listeners, CLI) that hosts everything."""

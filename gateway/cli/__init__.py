@@ -1,0 +1,1 @@
+"""Admin CLI: the service API as subcommands."""

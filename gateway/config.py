@@ -1,0 +1,326 @@
+"""Configuration: one TOML file parsed once into typed, frozen objects (mox Static config).
+
+Every section is a frozen dataclass; every field carries its documentation in
+``metadata["doc"]``, from which `cxgw config example` prints a complete documented example.
+An unknown key or a bad value raises `ConfigError` naming the key and the reason, and
+startup stops. Dynamic data (units, accounts, routes, certificates) lives in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key and the reason."""
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    domain: str = _f("cx.example", "mail and XMPP domain")
+    state_dir: str = _f("var", "database, TLS material, spool (relative to the working directory)")
+    hostname: str = _f("", "this host's name in greetings and Received: (empty: mail.<domain>)")
+    log_level: str = _f("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def host_name(self) -> str:
+        return self.hostname or f"mail.{self.domain}"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = _f("", "empty: embedded PostgreSQL in state_dir; else postgresql://user:pass@host/db")
+    pool_min: int = _f(2, "smallest number of pooled connections", min=1)
+    pool_max: int = _f(20, "largest number of pooled connections", min=1)
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    smtp: str = _f("127.0.0.1:2525", "SMTP for mail to our domain (port 25 role); \"\" disables", addr=True)
+    submission: str = _f("127.0.0.1:2587", "submission with STARTTLS+AUTH (587 role)", addr=True)
+    submissions: str = _f("127.0.0.1:2465", "submission over implicit TLS (465 role)", addr=True)
+    imap: str = _f("127.0.0.1:2143", "IMAP with STARTTLS (143 role)", addr=True)
+    imaps: str = _f("127.0.0.1:2993", "IMAP over implicit TLS (993 role)", addr=True)
+    xmpp: str = _f("127.0.0.1:5222", "XMPP client-to-server with STARTTLS (5222 role)", addr=True)
+    xmpps: str = _f("127.0.0.1:5223", "XMPP client-to-server over direct TLS (5223 role, XEP-0368)", addr=True)
+    http: str = _f("127.0.0.1:8080", "HTTP: health, metrics, CRL/OCSP, file upload", addr=True)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: str = _f("", "PEM certificate chain; empty: a self-signed certificate is made in state_dir")
+    key: str = _f("", "PEM private key for `cert`")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    lockout_failures: int = _f(5, "failed logins in a row that lock an account", min=1)
+    lockout_seconds: int = _f(900, "how long a locked account stays locked", min=0)
+    scram_iterations: int = _f(4096, "PBKDF2 iteration count for new SCRAM keys (RFC 7677 minimum 4096)", min=4096)
+    min_password_length: int = _f(8, "shortest password accepted when set by an admin or import", min=1)
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    max_message_size: int = _f(50 * 1024 * 1024, "largest message accepted, bytes (552 5.3.4 above)", min=1024)
+    max_recipients: int = _f(3000, "most recipients per transaction (452 4.5.3 above)", min=1)
+    trusted_networks: list[str] = _f([], "CIDR networks allowed to relay without AUTH (port 25 role)", cidr=True)
+    max_unauth_line: int = _f(4096, "longest command line before AUTH, bytes", min=512)
+    timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
+    group_commit_ms: float = _f(2.0, "how long the submission stage gathers messages for one COMMIT", min=0.0)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    smarthost: str = _f("", "\"host:port\" upstream for non-local mail; empty: deliver by MX", addr=True)
+    starttls: bool = _f(True, "use STARTTLS to the smarthost when it offers it")
+    require_tls: bool = _f(False, "refuse to relay in clear text")
+    username: str = _f("", "AUTH user for the smarthost (empty: no AUTH)")
+    password: str = _f("", "AUTH password for the smarthost (never logged)", secret=True)
+    verify_tls: bool = _f(True, "verify the smarthost's certificate")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    retry_initial: int = _f(300, "first retry delay, seconds", min=1)
+    retry_max: int = _f(3600, "longest retry delay, seconds (delays double up to this)", min=1)
+    max_age: int = _f(5 * 86400, "give up and bounce after this many seconds", min=60)
+    delay_warning: int = _f(4 * 3600, "send a delay notice after this many seconds (0: never)", min=0)
+    lease_seconds: int = _f(300, "a claimed queue entry returns to the queue if not finished in time", min=5)
+    max_active: int = _f(500, "most deliveries in flight per process", min=1)
+    per_destination: int = _f(20, "most concurrent deliveries to one destination", min=1)
+
+
+@dataclass(frozen=True)
+class IMAPConfig:
+    idle_timeout: int = _f(1800, "idle timeout, seconds (RFC 3501 §5.4: at least 30 minutes)", min=60)
+    max_unauth_bytes: int = _f(8192, "largest command or literal accepted before login", min=1024)
+    append_limit: int = _f(50 * 1024 * 1024, "largest APPEND literal after login (APPENDLIMIT)", min=1024)
+
+
+@dataclass(frozen=True)
+class XMPPConfig:
+    max_stanza_size: int = _f(262144, "largest stanza, bytes (policy-violation above)", min=10000)
+    max_unauth_stanza_size: int = _f(10000, "largest stanza before authentication", min=1000)
+    rate_bytes_per_s: int = _f(102400, "per-connection receive rate limit, bytes per second", min=1000)
+    directory_groups: str = _f("unit", "roster groups: \"unit\" (own unit) or \"all\" (a group per unit)", choices=("unit", "all"))
+    offline_max: int = _f(500, "most offline messages kept per user", min=1)
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    passphrase: str = _f("", "passphrase that encrypts CA and seal keys at rest (or use passphrase_file)", secret=True)
+    passphrase_file: str = _f("", "file holding the passphrase")
+    key_type: str = _f("rsa2048", "\"rsa2048\" or \"ecdsa-p256\" for new keys", choices=("rsa2048", "ecdsa-p256"))
+    public_url: str = _f("", "base URL where CRL and OCSP are reachable (empty: http://<listen.http>)")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
+    xmpp: XMPPConfig = field(default_factory=XMPPConfig)
+    ca: CAConfig = field(default_factory=CAConfig)
+    source: str = ""  # path of the file this came from, "" for defaults
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.server.state_dir).resolve()
+
+    def listen_addr(self, name: str) -> tuple[str, int] | None:
+        value = getattr(self.listen, name)
+        return parse_hostport(value) if value else None
+
+
+SECTION_DOCS = {
+    "server": "identity and where state lives",
+    "database": "PostgreSQL",
+    "listen": "listeners as \"host:port\"; \"\" disables that listener",
+    "tls": "server certificate for STARTTLS and implicit TLS",
+    "auth": "authentication and lockout, shared by SMTP, IMAP and XMPP",
+    "smtp": "SMTP receive and submission limits",
+    "relay": "delivery of non-local mail",
+    "queue": "retry schedule and delivery concurrency",
+    "imap": "IMAP server limits",
+    "xmpp": "XMPP server limits",
+    "ca": "the city CA/RA for unit seals and personal certificates",
+}
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Parse ``host:port`` or ``[v6]:port``; raise ValueError on anything else."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected \"host:port\", got {value!r}")
+    return host, int(port)
+
+
+def _convert(key: str, f: dataclasses.Field[Any], raw: Any) -> Any:
+    tp = f.type if not isinstance(f.type, str) else _resolve(f.type)
+    meta = f.metadata
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+        value: Any = raw
+    elif tp is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}")
+        value = raw
+    elif tp is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ConfigError(f"{key}: expected a number, got {raw!r}")
+        value = float(raw)
+    elif tp is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{key}: expected a string, got {raw!r}")
+        value = raw
+    elif origin is list:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise ConfigError(f"{key}: expected a list of strings, got {raw!r}")
+        value = list(raw)
+    else:  # pragma: no cover - programming error
+        raise ConfigError(f"{key}: unsupported type {tp}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{key}: must be at least {meta['min']}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta.get("addr") and value:
+        try:
+            parse_hostport(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    if meta.get("cidr"):
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}: {item!r} is not a CIDR network") from None
+    return value
+
+
+def _resolve(name: str) -> Any:
+    return {"str": str, "int": int, "float": float, "bool": bool, "list[str]": list[str]}[name]
+
+
+def _build_section(name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}]: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(fields)})")
+        kwargs[key] = _convert(f"{name}.{key}", fields[key], value)
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    domain = cfg.server.domain
+    if not domain or "." not in domain or any(c.isspace() or c in "@/:" for c in domain):
+        raise ConfigError(f"server.domain: {domain!r} is not a domain name")
+    if bool(cfg.tls.cert) != bool(cfg.tls.key):
+        raise ConfigError("tls.cert / tls.key: give both or neither")
+    for key in ("cert", "key"):
+        path = getattr(cfg.tls, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"tls.{key}: file {path!r} does not exist")
+    if cfg.database.pool_max < cfg.database.pool_min:
+        raise ConfigError("database.pool_max: must be at least database.pool_min")
+    if cfg.queue.retry_max < cfg.queue.retry_initial:
+        raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
+    if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url: must start with postgresql://")
+
+
+def from_dict(data: dict[str, Any], source: str = "") -> Config:
+    """Build a Config from parsed TOML, raising ConfigError on any unknown key or bad value."""
+    sections: dict[str, Any] = {}
+    section_types = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
+    for name, raw in data.items():
+        if name not in section_types:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(section_types)})")
+        cls = section_types[name].default_factory  # type: ignore[misc]
+        sections[name] = _build_section(name, cls, raw)  # type: ignore[arg-type]
+    cfg = Config(**sections, source=source)
+    _check(cfg)
+    return cfg
+
+
+def load(path: str | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load the configuration: `path`, else $CXGW_CONFIG, else defaults.
+
+    $CXGW_DATABASE_URL overrides `database.url`.
+    """
+    env = dict(os.environ) if env is None else env
+    path = path or env.get("CXGW_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path!r}: {exc}") from None
+    url = env.get("CXGW_DATABASE_URL")
+    if url:
+        data.setdefault("database", {})
+        if not isinstance(data["database"], dict):
+            raise ConfigError("[database]: expected a table")
+        data["database"]["url"] = url
+    return from_dict(data, source=path or "")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def example() -> str:
+    """A complete, documented example configuration with every key at its default."""
+    out = ["# cx-gateway configuration (TOML). Every key is optional; shown at its default.",
+           "# Use with: cxgw serve --config FILE   (or CXGW_CONFIG=FILE)", ""]
+    defaults = Config()
+    for sf in dataclasses.fields(Config):
+        if sf.name == "source":
+            continue
+        out.append(f"[{sf.name}]  # {SECTION_DOCS.get(sf.name, '')}")
+        section = getattr(defaults, sf.name)
+        for f in dataclasses.fields(section):
+            line = f"{f.name} = {_toml_value(getattr(section, f.name))}"
+            out.append(f"{line:<40} # {f.metadata.get('doc', '')}")
+        out.append("")
+    return "\n".join(out)
+
+
+__all__ = ["Config", "ConfigError", "load", "from_dict", "example", "parse_hostport", "types"]

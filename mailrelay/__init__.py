@@ -1,0 +1,1 @@
+"""Mail relay: SMTP receive/submission, durable queue, local store, remote delivery, IMAP."""
