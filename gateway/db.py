@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from cxkernel.errors import Unavailable
-from gateway.config import Config
+from cxkernel.config import Config
 
 log = logging.getLogger("cxgw.db")
 
@@ -143,11 +143,17 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start or attach (blocking: call in an executor); return the admin URI."""
-        import pgserver  # imported lazily: the CLI with an external URL never needs it
+        import warnings
+
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver  # lazily: with an external URL it is never needed
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         _prune_dead_handles(self.pgdata)
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         return str(self._server.get_uri())
 
     def stop(self) -> None:

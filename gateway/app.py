@@ -1,0 +1,182 @@
+"""The one server process: opens the database, builds the services, starts the components.
+
+A component is anything with listeners or background tasks (mail, IMAP, XMPP, HTTP). It is
+built from explicit services, returns the endpoints it listens on from `start()`, and
+finishes its in-flight work in `stop()`. `serve()` prints one line per endpoint, then
+`cxgw ready`, and stops cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+from cxkernel.config import Config
+from cxkernel.events import EventBus
+from cxkernel.metrics import Metrics
+from directory.auth import Authenticator
+from directory.service import DirectoryService, DirectorySettings
+from gateway.db import Database
+from gateway.http import HTTPServer, Request, Response
+from gateway.tls import ensure_self_signed, server_context
+
+log = logging.getLogger("cxgw")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # config key, e.g. "smtp", "imaps"
+    protocol: str  # "smtp", "imap", "xmpp", "http"
+    host: str
+    port: int
+    tls: str  # "none", "starttls", "implicit"
+
+    def line(self) -> str:
+        return f"listening {self.name:<12} {self.protocol}://{self.host}:{self.port} tls={self.tls}"
+
+
+@dataclass
+class Services:
+    """Everything a component may use; passed down explicitly, no globals."""
+
+    cfg: Config
+    db: Database
+    directory: DirectoryService
+    auth: Authenticator
+    tls: ssl.SSLContext
+    bus: EventBus = field(default_factory=EventBus)
+    metrics: Metrics = field(default_factory=Metrics)
+    http: HTTPServer = field(default_factory=HTTPServer)
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> list[Endpoint]: ...
+
+    async def stop(self) -> None: ...
+
+
+def directory_settings(cfg: Config) -> DirectorySettings:
+    return DirectorySettings(
+        domain=cfg.server.domain, scram_iterations=cfg.auth.scram_iterations,
+        min_password_length=cfg.auth.min_password_length,
+        lockout_failures=cfg.auth.lockout_failures, lockout_seconds=cfg.auth.lockout_seconds)
+
+
+async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services:
+    """Open the database (migrating it) and build the shared services."""
+    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(cfg, pool_max=pool_max,
+                             pool_min=min(cfg.database.pool_min, pool_max or cfg.database.pool_min))
+    settings = directory_settings(cfg)
+    if cfg.tls.cert:
+        cert, key = cfg.tls.cert, cfg.tls.key
+    else:
+        c, k = ensure_self_signed(cfg.state_path, cfg.server.host_name, cfg.server.domain)
+        cert, key = str(c), str(k)
+    from pathlib import Path
+    tls = server_context(Path(cert), Path(key))
+    return Services(cfg, db, DirectoryService(db.pool, settings),
+                    Authenticator(db.pool, settings), tls)
+
+
+class HTTPComponent:
+    """The `http` listener with /health and /metrics (others add routes to services.http)."""
+
+    name = "http"
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.server: asyncio.base_events.Server | None = None
+        services.http.route("/health", self._health)
+        services.http.route("/metrics", self._metrics)
+
+    async def _health(self, req: Request) -> Response:
+        async with self.s.db.pool.acquire() as conn:
+            await conn.fetchval("select 1")
+        return Response(200, b"ok\n")
+
+    async def _metrics(self, req: Request) -> Response:
+        return Response(200, self.s.metrics.render().encode(), "text/plain; version=0.0.4")
+
+    async def start(self) -> list[Endpoint]:
+        addr = self.s.cfg.listen_addr("http")
+        if addr is None:
+            return []
+        self.server = await asyncio.start_server(self.s.http.handle_connection, addr[0], addr[1])
+        port = self.server.sockets[0].getsockname()[1]
+        return [Endpoint("http", "http", addr[0], port, "none")]
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def build_components(services: Services) -> list[Component]:
+    """Every component of the process, in start order (HTTP last: it serves their routes)."""
+    components: list[Component] = []
+    for factory in COMPONENT_FACTORIES:
+        components.append(factory(services))
+    components.append(HTTPComponent(services))
+    return components
+
+
+# Protocol components register here (gateway imports mailrelay and xmpp, never the reverse).
+COMPONENT_FACTORIES: list = []
+
+
+def _load_factories() -> None:
+    """Import the protocol wiring modules that exist; each appends its factory."""
+    import importlib
+    for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_xmpp",
+                "gateway.wiring_docs"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+async def run_server(cfg: Config, out: TextIO = sys.stdout,
+                     stop_event: asyncio.Event | None = None) -> None:
+    """Start everything, print the endpoints and `cxgw ready`, run until stopped."""
+    t0 = time.monotonic()
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    services = await open_services(cfg)
+    _load_factories()
+    components = build_components(services)
+    started: list[Component] = []
+    try:
+        for comp in components:
+            endpoints = await comp.start()
+            started.append(comp)
+            for ep in endpoints:
+                print(ep.line(), file=out, flush=True)
+        print(f"database {'embedded ' + str(services.db.embedded.pgdata) if services.db.embedded else 'external'}",
+              file=out, flush=True)
+        print(f"cxgw ready ({time.monotonic() - t0:.2f}s)", file=out, flush=True)
+        log.info("ready in %.2fs", time.monotonic() - t0)
+        await stop.wait()
+        print("cxgw stopping", file=out, flush=True)
+    finally:
+        for comp in reversed(started):
+            try:
+                await asyncio.wait_for(comp.stop(), 30)
+            except Exception:
+                log.exception("component %s did not stop cleanly", comp.name)
+        await services.db.close()
+        print("cxgw stopped", file=out, flush=True)
