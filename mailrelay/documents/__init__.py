@@ -1,0 +1,1 @@
+"""Official documents: seal (S/MIME sign), verify on arrival, signed receipts."""

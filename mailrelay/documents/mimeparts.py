@@ -1,0 +1,179 @@
+"""Byte-exact MIME writing and splitting for sealed documents.
+
+S/MIME signatures cover the exact bytes of a MIME entity, so we neither build nor take
+apart signed entities with the ``email`` package (its generator re-folds headers). Here
+everything is bytes with CRLF line endings (RFC 5322 §2.1, RFC 8551 §3.1.1 canonical form).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import re
+import secrets
+from email.message import EmailMessage
+from urllib.parse import quote
+
+CRLF = b"\r\n"
+MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be no more than 78 characters
+_ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars; with "=?utf-8?b?" "?=" <= 75
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def new_boundary() -> str:
+    # "=_" cannot occur in base64 or quoted-printable output (RFC 2046 §5.1.1 advice).
+    return "=_cx_" + secrets.token_hex(12)
+
+
+def normalize_crlf(data: bytes) -> bytes:
+    """Turn bare LF (a message stored by a Unix tool) into CRLF; CRLF stays untouched."""
+    if b"\n" not in data or b"\r\n" in data and not _BARE_LF.search(data):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def encode_words(text: str) -> str:
+    """RFC 2047 §2 B-encoded words for non-ASCII text, each holding whole characters (§5)."""
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        raw = char.encode("utf-8")
+        if len(chunk) + len(raw) > _ENCODED_WORD_BYTES:
+            words.append(_word(chunk))
+            chunk = b""
+        chunk += raw
+    if chunk:
+        words.append(_word(chunk))
+    return " ".join(words)
+
+
+def _word(raw: bytes) -> str:
+    return "=?utf-8?b?" + base64.b64encode(raw).decode("ascii") + "?="
+
+
+def unstructured(text: str) -> str:
+    """A header value for free text: as is when ASCII, else RFC 2047 encoded words."""
+    if text.isascii() and "=?" not in text:
+        return " ".join(text.split())  # no CR/LF smuggling into the header block
+    return encode_words(" ".join(text.split()))
+
+
+def mailbox(address: str, display_name: str | None = None) -> str:
+    """``address`` with an optional (possibly Chinese) display name, RFC 5322 §3.4."""
+    if not address.isascii() or any(c in address for c in "<>\r\n ,"):
+        raise ValueError(f"not a plain ASCII address: {address!r}")
+    if not display_name:
+        return address
+    if display_name.isascii():
+        escaped = display_name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}" <{address}>'
+    return f"{encode_words(display_name)} <{address}>"
+
+
+def header(name: str, value: str) -> bytes:
+    """One header field, folded at white space to stay within 78 characters (RFC 5322 §2.2.3)."""
+    if not value.isascii() or "\r" in value or "\n" in value:
+        raise ValueError(f"header {name} must be ASCII on one line (encode it first)")
+    out: list[str] = []
+    line = name + ":"
+    for token in value.split(" "):
+        if line != name + ":" and len(line) + 1 + len(token) > MAX_LINE:
+            out.append(line)
+            line = " " + token  # folding: CRLF followed by white space
+        else:
+            line += " " + token
+    out.append(line)
+    return "\r\n".join(out).encode("ascii") + CRLF
+
+
+def rfc2231_param(name: str, value: str) -> str:
+    """``name="value"`` when ASCII, else RFC 2231 §4 ``name*=utf-8''%XX..`` (split by §3)."""
+    if value.isascii() and '"' not in value and "\\" not in value:
+        return f'{name}="{value}"'
+    encoded = quote(value.encode("utf-8"), safe="")
+    if len(encoded) <= 60:
+        return f"{name}*=utf-8''{encoded}"
+    pieces: list[str] = []
+    start = 0
+    index = 0
+    while start < len(encoded):
+        end = min(start + 60, len(encoded))
+        if end < len(encoded):  # never split a %XX triplet (RFC 2231 §4)
+            if encoded[end - 1] == "%":
+                end -= 1
+            elif encoded[end - 2] == "%":
+                end -= 2
+        prefix = "utf-8''" if index == 0 else ""
+        pieces.append(f"{name}*{index}*={prefix}{encoded[start:end]}")
+        start = end
+        index += 1
+    return "; ".join(pieces)
+
+
+def base64_body(data: bytes) -> bytes:
+    """Base64 in 76-character lines (RFC 2045 §6.8), each ending in CRLF."""
+    text = base64.b64encode(data)
+    return b"".join(text[i:i + 76] + CRLF for i in range(0, len(text), 76))
+
+
+def split_entity(entity: bytes) -> tuple[bytes, bytes]:
+    """(header block including its final CRLF, body) of a CRLF entity (RFC 5322 §2.1)."""
+    if entity.startswith(CRLF):
+        return b"", entity[2:]
+    end = entity.find(b"\r\n\r\n")
+    if end < 0:
+        return entity, b""
+    return entity[:end + 2], entity[end + 4:]
+
+
+def parse_headers(header_block: bytes) -> EmailMessage:
+    """Header fields as an EmailMessage (for reading parameters only, never for writing)."""
+    parser = email.parser.BytesParser(policy=email.policy.default)
+    msg = parser.parsebytes(header_block + CRLF, headersonly=True)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def split_multipart(body: bytes, boundary: str) -> list[bytes]:
+    """The exact bytes of each body part (RFC 2046 §5.1.1).
+
+    The CRLF before a delimiter line belongs to the delimiter, not to the part, so the
+    bytes returned are precisely what an S/MIME signer signed.
+    """
+    delim = b"--" + boundary.encode("ascii")
+    if body.startswith(delim):
+        pos = 0
+    else:
+        found = _find_delimiter(body, delim, 0)
+        if found < 0:
+            raise ValueError("multipart body without a boundary delimiter")
+        pos = found + 2
+    parts: list[bytes] = []
+    while True:
+        after = pos + len(delim)
+        if body[after:after + 2] == b"--":
+            return parts  # close-delimiter; the epilogue is ignored
+        eol = body.find(CRLF, after)
+        if eol < 0:
+            raise ValueError("truncated multipart body")
+        start = eol + 2
+        nxt = _find_delimiter(body, delim, start - 2)
+        if nxt < 0:
+            raise ValueError("multipart body without a close delimiter")
+        parts.append(body[start:nxt] if nxt >= start else b"")
+        pos = nxt + 2
+
+
+def _find_delimiter(body: bytes, delim: bytes, start: int) -> int:
+    """Index of the CRLF that starts a delimiter line for ``delim``, or -1."""
+    needle = CRLF + delim
+    while True:
+        idx = body.find(needle, start)
+        if idx < 0:
+            return -1
+        tail = body[idx + len(needle):idx + len(needle) + 2]
+        # The boundary must be followed by "--", padding white space, or the line end.
+        if tail[:2] == b"--" or tail[:1] in (b"\r", b" ", b"\t") or tail == b"":
+            return idx
+        start = idx + 1

@@ -1,0 +1,270 @@
+"""Verify a sealed document on arrival: S/MIME signature, certificate path, usage,
+validity, revocation and sender (RFC 8551 §3.5, RFC 5652 §5.6, RFC 5280 §6).
+
+:func:`verify_message` never raises for a bad message: it returns a :class:`Verdict`
+whose ``reason`` says why it is not trusted. It is CPU-bound: run it in an executor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+
+from .chain import (
+    PathResult,
+    TrustAnchors,
+    VerifyCache,
+    build_path,
+    certificate_emails,
+    check_seal_usage,
+)
+from .cms import (
+    CmsError,
+    SignedData,
+    check_digest,
+    check_signature,
+    find_signer_certificate,
+    parse_signed_data,
+)
+from .mimeparts import normalize_crlf, parse_headers, split_entity, split_multipart
+from .revocation import RevocationCheck, RevocationState
+
+SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
+OPAQUE_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
+MAX_NESTING = 4
+
+REASONS = {
+    "ok": "the seal is valid",
+    "not-signed": "the message carries no S/MIME seal",
+    "malformed": "the seal cannot be read",
+    "bad-digest": "the document was changed after it was sealed",
+    "bad-signature": "the seal's signature is not valid",
+    "weak-algorithm": "the seal uses an algorithm we do not accept",
+    "no-signer-cert": "the seal's certificate is missing",
+    "untrusted-issuer": "the seal was not issued by a trusted CA",
+    "bad-certificate": "the seal's certificate is not acceptable",
+    "expired": "the seal's certificate has expired",
+    "not-yet-valid": "the seal's certificate is not yet valid",
+    "revoked": "the seal's certificate has been revoked",
+    "revocation-unknown": "the seal's revocation status cannot be established",
+    "bad-key-usage": "the certificate may not be used for seals",
+    "no-email-protection": "the certificate is not for e-mail protection",
+    "sender-mismatch": "the seal does not belong to the sender",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one message. ``trusted`` is True only when ``reason == "ok"``."""
+
+    trusted: bool
+    reason: str
+    text: str
+    signer_subject: str | None = None
+    signer_serial: int | None = None
+    signer_email: str | None = None  # first rfc822Name of the signer certificate
+    signing_time: datetime | None = None  # claimed by the signer (no timestamp authority)
+    digest: bytes | None = None  # digest of the signed content (for receipts)
+    digest_algorithm: str | None = None
+    signer_certificate: x509.Certificate | None = field(default=None, repr=False)
+    content: bytes | None = field(default=None, repr=False)  # the signed entity, exact
+    revocation_source: str | None = None
+
+    @property
+    def signer_emails(self) -> list[str]:
+        return certificate_emails(self.signer_certificate) if self.signer_certificate else []
+
+
+def _fail(reason: str, text: str | None = None, **kw: object) -> Verdict:
+    return Verdict(False, reason, text or REASONS.get(reason, reason), **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SignedParts:
+    """Where the seal is: the signed content (exact bytes) and the CMS DER."""
+
+    content: bytes
+    signature_der: bytes
+    headers_block: bytes  # header block of the entity that held the seal
+    opaque: bool = False
+
+
+def find_signed(raw: bytes) -> SignedParts | None:
+    """Locate multipart/signed (or opaque pkcs7-mime signed-data) in a message.
+
+    Searches the top level and, for a multipart/mixed wrapper (a list footer, a
+    forward), its body parts. Raises ValueError for broken MIME.
+    """
+    return _find(normalize_crlf(raw), 0)
+
+
+def _find(entity: bytes, depth: int) -> SignedParts | None:
+    head, body = split_entity(entity)
+    msg = parse_headers(head)
+    ctype = msg.get_content_type()
+    if ctype == "multipart/signed":
+        boundary = msg.get_param("boundary")
+        if not isinstance(boundary, str):
+            raise ValueError("multipart/signed without boundary")
+        parts = split_multipart(body, boundary)
+        # RFC 1847 §2.1: exactly two body parts, content then signature.
+        if len(parts) != 2:
+            raise ValueError(f"multipart/signed with {len(parts)} parts")
+        sig_head, sig_body = split_entity(parts[1])
+        sig_type = parse_headers(sig_head).get_content_type()
+        if sig_type not in SIGNATURE_TYPES:
+            raise ValueError(f"multipart/signed with a {sig_type} signature")
+        return SignedParts(parts[0], _decode_b64(sig_body), head)
+    if ctype in OPAQUE_TYPES:
+        smime_type = str(msg.get_param("smime-type") or "signed-data").lower()
+        if smime_type != "signed-data":
+            return None
+        return SignedParts(b"", _decode_b64(body), head, opaque=True)
+    if ctype.startswith("multipart/") and depth < MAX_NESTING:
+        boundary = msg.get_param("boundary")
+        if not isinstance(boundary, str):
+            return None
+        for part in split_multipart(body, boundary):
+            found = _find(part, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _decode_b64(body: bytes) -> bytes:
+    try:
+        return base64.b64decode(b"".join(body.split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"signature part is not base64: {exc}") from exc
+
+
+def _signer_fields(cert: x509.Certificate) -> dict[str, object]:
+    emails = certificate_emails(cert)
+    return {
+        "signer_subject": cert.subject.rfc4514_string(),
+        "signer_serial": cert.serial_number,
+        "signer_email": emails[0] if emails else None,
+        "signer_certificate": cert,
+    }
+
+
+def verify_detached(
+    content: bytes,
+    signature_der: bytes,
+    anchors: TrustAnchors,
+    *,
+    now: datetime,
+    revocation: RevocationCheck | None = None,
+    require_revocation: bool = False,
+    cache: VerifyCache | None = None,
+    sender: str | None = None,
+    extra_certs: Sequence[x509.Certificate] = (),
+    require_eku: bool = True,
+) -> Verdict:
+    """Verify CMS SignedData over ``content`` (exact bytes). ``sender``, when given, must
+    be one of the signer certificate's e-mail addresses."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    try:
+        sd = parse_signed_data(signature_der)
+        if sd.encapsulated is not None:
+            content = sd.encapsulated  # opaque signed-data carries its own content
+        signer = find_signer_certificate(sd, extra_certs)
+    except CmsError as err:
+        return _fail(err.reason, err.text)
+    info = _signer_fields(signer)
+    try:
+        digest, signing_time = check_digest(sd, content)
+        info |= {"signing_time": signing_time, "digest": digest,
+                 "digest_algorithm": sd.digest_name}
+        # RFC 5652 §5.6: the signature is checked with the signer certificate's key.
+        check_signature(sd.signer_info, content, signer)
+    except CmsError as err:
+        return _fail(err.reason, err.text, **info)
+    return _check_certificate(sd, signer, content, info, anchors, now=now,
+                              revocation=revocation, require_revocation=require_revocation,
+                              cache=cache, sender=sender, extra_certs=extra_certs,
+                              require_eku=require_eku)
+
+
+def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
+                       info: dict[str, object], anchors: TrustAnchors, *, now: datetime,
+                       revocation: RevocationCheck | None, require_revocation: bool,
+                       cache: VerifyCache | None, sender: str | None,
+                       extra_certs: Sequence[x509.Certificate],
+                       require_eku: bool) -> Verdict:
+    intermediates = [x509.load_der_x509_certificate(c.dump()) for c in sd.certificates]
+    intermediates += list(extra_certs)
+    path: PathResult = (cache.path(signer, intermediates, anchors) if cache
+                        else build_path(signer, intermediates, anchors))
+    reason, text = path.at(now)
+    if reason != "ok":
+        return _fail(reason, text, **info)
+    reason, text = check_seal_usage(signer, require_eku=require_eku)
+    if reason != "ok":
+        return _fail(reason, text, **info)
+    source = None
+    if revocation is not None:
+        # RFC 5280 §6.3: every certificate below the trust anchor is checked.
+        for cert, issuer in zip(path.path, path.path[1:], strict=False):
+            status = revocation(cert, issuer, now)
+            source = status.source
+            if status.state is RevocationState.REVOKED:
+                when = status.revoked_at.isoformat() if status.revoked_at else "unknown"
+                return _fail("revoked", f"certificate {cert.subject.rfc4514_string()} was "
+                                        f"revoked at {when} ({status.reason})",
+                             revocation_source=status.source, **info)
+            if status.state is RevocationState.UNKNOWN and require_revocation:
+                return _fail("revocation-unknown",
+                             f"revocation status unknown: {status.detail}",
+                             revocation_source=status.source, **info)
+    if sender is not None:
+        _, addr = email.utils.parseaddr(sender)
+        if addr.lower() not in certificate_emails(signer):
+            return _fail("sender-mismatch", f"sealed by {info['signer_email']}, "
+                                            f"sent as {addr}", revocation_source=source,
+                         **info)
+    return Verdict(True, "ok", REASONS["ok"], content=content,
+                   revocation_source=source, **info)  # type: ignore[arg-type]
+
+
+def verify_message(
+    raw: bytes,
+    anchors: TrustAnchors,
+    *,
+    now: datetime,
+    revocation: RevocationCheck | None = None,
+    require_revocation: bool = False,
+    cache: VerifyCache | None = None,
+    check_sender: bool = True,
+    expected_sender: str | None = None,
+    extra_certs: Sequence[x509.Certificate] = (),
+    require_eku: bool = True,
+) -> Verdict:
+    """Verify a sealed message given as raw bytes (CRLF or LF line endings).
+
+    With ``check_sender`` the From field of the entity holding the seal must be an
+    address of the signer certificate; ``expected_sender`` overrides that address.
+    """
+    try:
+        found = find_signed(raw)
+    except (ValueError, UnicodeError) as exc:
+        return _fail("malformed", f"cannot read the MIME structure: {exc}")
+    if found is None:
+        return _fail("not-signed")
+    sender = expected_sender
+    if sender is None and check_sender:
+        sender = parse_headers(found.headers_block).get("From")
+        if sender is None:
+            return _fail("sender-mismatch", "the message has no From field")
+        sender = str(sender)
+    return verify_detached(found.content, found.signature_der, anchors, now=now,
+                           revocation=revocation, require_revocation=require_revocation,
+                           cache=cache, sender=sender, extra_certs=extra_certs,
+                           require_eku=require_eku)
