@@ -1,0 +1,101 @@
+"""Sequence sets: ``1:3,5,7:*`` (RFC 3501 §9 sequence-set) and ``$`` (RFC 5182)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .errors import ParseError
+
+__all__ = ["SequenceSet"]
+
+#: Largest number in a set: nz-number is a 32-bit unsigned (RFC 3501 §9).
+MAX_NUMBER = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSet:
+    """Ranges ``(lo, hi)`` as written by the client; ``None`` stands for ``*``.
+
+    ``saved`` is True for ``$`` (the SEARCHRES saved result).
+    """
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> SequenceSet:
+        if text == "$":
+            return cls((), saved=True)
+        if not text:
+            raise ParseError("Empty sequence set")
+        ranges: list[tuple[int | None, int | None]] = []
+        for item in text.split(","):
+            lo_s, sep, hi_s = item.partition(":")
+            lo = _num(lo_s)
+            hi = _num(hi_s) if sep else lo
+            ranges.append((lo, hi))
+        return cls(tuple(ranges))
+
+    @classmethod
+    def from_numbers(cls, numbers: Iterable[int]) -> SequenceSet:
+        """Compact a collection of numbers into ranges (``1,2,3,5`` → ``1:3,5``)."""
+        ranges: list[tuple[int | None, int | None]] = []
+        lo = hi = None
+        for n in sorted(set(numbers)):
+            if hi is not None and n == hi + 1:
+                hi = n
+                continue
+            if lo is not None:
+                ranges.append((lo, hi))
+            lo = hi = n
+        if lo is not None:
+            ranges.append((lo, hi))
+        return cls(tuple(ranges))
+
+    def __str__(self) -> str:
+        if self.saved:
+            return "$"
+        parts = []
+        for lo, hi in self.ranges:
+            a = "*" if lo is None else str(lo)
+            b = "*" if hi is None else str(hi)
+            parts.append(a if a == b else f"{a}:{b}")
+        return ",".join(parts)
+
+    def bounds(self, largest: int) -> list[tuple[int, int]]:
+        """Ranges with ``*`` replaced by ``largest`` and each range ordered."""
+        out = []
+        for lo, hi in self.ranges:
+            a = largest if lo is None else lo
+            b = largest if hi is None else hi
+            out.append((a, b) if a <= b else (b, a))
+        return out
+
+    def contains(self, n: int, largest: int) -> bool:
+        return any(a <= n <= b for a, b in self.bounds(largest))
+
+    def iter(self, largest: int) -> Iterator[int]:
+        """Distinct numbers in ascending order, capped at ``largest`` (for seqs)."""
+        seen: set[int] = set()
+        for a, b in sorted(self.bounds(largest)):
+            for n in range(max(a, 1), min(b, largest) + 1):
+                if n not in seen:
+                    seen.add(n)
+                    yield n
+
+    def filter(self, values: Iterable[int], largest: int) -> list[int]:
+        """Members of ``values`` (e.g. existing UIDs) that are in this set."""
+        bounds = self.bounds(largest)
+        return [v for v in values if any(a <= v <= b for a, b in bounds)]
+
+
+def _num(s: str) -> int | None:
+    if s == "*":
+        return None
+    if not s.isdigit() or not s.isascii() or s[0] == "0":
+        raise ParseError(f"Invalid sequence set number: {s[:20]!r}")
+    n = int(s)
+    if n > MAX_NUMBER:
+        raise ParseError("Sequence number too large")
+    return n
