@@ -26,7 +26,7 @@ from .mimeparts import (
     mailbox,
     new_boundary,
     rfc2231_param,
-    unstructured,
+    text_header,
 )
 
 METADATA_FILENAME = "cx-document.json"
@@ -92,11 +92,13 @@ def document_headers(meta: DocumentMeta, env: Envelope) -> list[bytes]:
     return [
         header("From", mailbox(env.from_addr, meta.from_unit_name)),
         header("To", ", ".join(mailbox(a) for a in env.to_addrs)),
-        header("Subject", unstructured(meta.title)),
+        text_header("Subject", meta.title),
         header("Date", email.utils.format_datetime(env.date)),  # RFC 5322 §3.3
         header("Message-ID", env.message_id),
+        # RFC 8098 §2.1: the sender asks for a receipt (our signed MDN) at its inbox.
+        header("Disposition-Notification-To", env.from_addr),
         header("X-CX-Doc-Id", meta.doc_id),
-        header("X-CX-Doc-Number", unstructured(meta.number)),  # RFC 2047 for 文号
+        text_header("X-CX-Doc-Number", meta.number),  # RFC 2047 for 文号
         header("X-CX-Doc-Urgency", meta.urgency.value),
         header("X-CX-Doc-Classification", meta.classification.value),
         header("X-CX-Doc-From-Unit", meta.from_unit),

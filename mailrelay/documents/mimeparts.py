@@ -33,15 +33,20 @@ def normalize_crlf(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", data)
 
 
-def encode_words(text: str) -> str:
-    """RFC 2047 §2 B-encoded words for non-ASCII text, each holding whole characters (§5)."""
+def encode_words(text: str, first_room: int = MAX_LINE) -> str:
+    """RFC 2047 §2 B-encoded words for non-ASCII text, each holding whole characters (§5).
+
+    ``first_room`` is how many characters are left on the line of the first word.
+    """
     words: list[str] = []
     chunk = b""
+    limit = min(_ENCODED_WORD_BYTES, max(6, (first_room - 13) // 4 * 3))
     for char in text:
         raw = char.encode("utf-8")
-        if len(chunk) + len(raw) > _ENCODED_WORD_BYTES:
+        if len(chunk) + len(raw) > limit:
             words.append(_word(chunk))
             chunk = b""
+            limit = _ENCODED_WORD_BYTES
         chunk += raw
     if chunk:
         words.append(_word(chunk))
@@ -52,11 +57,19 @@ def _word(raw: bytes) -> str:
     return "=?utf-8?b?" + base64.b64encode(raw).decode("ascii") + "?="
 
 
-def unstructured(text: str) -> str:
-    """A header value for free text: as is when ASCII, else RFC 2047 encoded words."""
+def unstructured(text: str, name: str = "") -> str:
+    """A header value for free text: as is when ASCII, else RFC 2047 encoded words.
+
+    Pass the field ``name`` so the first encoded word fits on the field's first line.
+    """
     if text.isascii() and "=?" not in text:
         return " ".join(text.split())  # no CR/LF smuggling into the header block
-    return encode_words(" ".join(text.split()))
+    return encode_words(" ".join(text.split()), MAX_LINE - len(name) - 2)
+
+
+def text_header(name: str, text: str) -> bytes:
+    """An unstructured header field (Subject, X-CX-Doc-Number), encoded and folded."""
+    return header(name, unstructured(text, name))
 
 
 def mailbox(address: str, display_name: str | None = None) -> str:
@@ -68,7 +81,7 @@ def mailbox(address: str, display_name: str | None = None) -> str:
     if display_name.isascii():
         escaped = display_name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}" <{address}>'
-    return f"{encode_words(display_name)} <{address}>"
+    return f"{encode_words(display_name, MAX_LINE - 8)} <{address}>"
 
 
 def header(name: str, value: str) -> bytes:
@@ -92,13 +105,13 @@ def rfc2231_param(name: str, value: str) -> str:
     if value.isascii() and '"' not in value and "\\" not in value:
         return f'{name}="{value}"'
     encoded = quote(value.encode("utf-8"), safe="")
-    if len(encoded) <= 60:
+    if len(encoded) <= 50:
         return f"{name}*=utf-8''{encoded}"
     pieces: list[str] = []
     start = 0
     index = 0
     while start < len(encoded):
-        end = min(start + 60, len(encoded))
+        end = min(start + 50, len(encoded))
         if end < len(encoded):  # never split a %XX triplet (RFC 2231 §4)
             if encoded[end - 1] == "%":
                 end -= 1

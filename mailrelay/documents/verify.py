@@ -201,7 +201,7 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                        require_eku: bool) -> Verdict:
     intermediates = [x509.load_der_x509_certificate(c.dump()) for c in sd.certificates]
     intermediates += list(extra_certs)
-    path: PathResult = (cache.path(signer, intermediates, anchors) if cache
+    path: PathResult = (cache.path(signer, intermediates, anchors) if cache is not None
                         else build_path(signer, intermediates, anchors))
     reason, text = path.at(now)
     if reason != "ok":
