@@ -1,0 +1,148 @@
+"""Build FETCH response data from a stored row (RFC 3501 §7.4.2, RFC 3516, RFC 7162)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from mailrelay.mime import find_part, render_bodystructure, render_envelope, section_bytes
+from mailrelay.mime.decode import decode_transfer
+from mailrelay.mime.structure import parse_message
+
+from .proto.commands import FetchAttr
+from .store_api import MessageRow
+
+__all__ = [
+    "needs_raw",
+    "needs_structure",
+    "sets_seen",
+    "format_internaldate",
+    "fetch_response",
+    "BinaryUnknownEncoding",
+]
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class BinaryUnknownEncoding(Exception):
+    """RFC 3516 §4.2: answer ``NO [UNKNOWN-CTE]``."""
+
+
+def needs_raw(attrs: Sequence[FetchAttr]) -> bool:
+    return any(
+        a.section is not None or a.name.startswith("RFC822") and a.name != "RFC822.SIZE"
+        for a in attrs
+    )
+
+
+def needs_structure(attrs: Sequence[FetchAttr]) -> bool:
+    return any(
+        a.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE") or a.section is not None for a in attrs
+    )
+
+
+def sets_seen(attrs: Sequence[FetchAttr]) -> bool:
+    """RFC 3501 §6.4.5: BODY[...] (not .PEEK), RFC822, RFC822.TEXT set \\Seen."""
+    return any(
+        (a.section is not None and not a.peek and a.name in ("BODY", "BINARY"))
+        or a.name in ("RFC822", "RFC822.TEXT")
+        for a in attrs
+    )
+
+
+def format_internaldate(d: datetime) -> str:
+    """``"17-Jul-1996 02:44:25 -0700"`` (RFC 3501 §9 date-time)."""
+    off = d.utcoffset()
+    minutes = int(off.total_seconds() // 60) if off is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    return (
+        f'"{d.day:2d}-{_MONTHS[d.month - 1]}-{d.year:04d} '
+        f'{d.hour:02d}:{d.minute:02d}:{d.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
+    )
+
+
+def _literal(data: bytes | None, binary: bool = False) -> bytes:
+    if data is None:
+        return b"NIL"
+    # RFC 3516 §4.3: literal8 when the decoded data contains NUL
+    prefix = b"~" if binary and b"\x00" in data else b""
+    return prefix + b"{%d}\r\n" % len(data) + data
+
+
+def _binary(raw: bytes, structure: dict, attr: FetchAttr) -> bytes | None:
+    assert attr.section is not None
+    part = (
+        find_part(structure["body"], attr.section.part) if attr.section.part else structure["body"]
+    )
+    if part is None:
+        return None
+    data = raw[part["bs"] : part["be"]]
+    if "parts" in part or "msg" in part:
+        return data
+    decoded = decode_transfer(data, part.get("enc"))
+    if decoded is None:
+        raise BinaryUnknownEncoding(part.get("enc"))
+    return decoded
+
+
+def fetch_items(row: MessageRow, attrs: Sequence[FetchAttr]) -> list[bytes]:
+    """``NAME value`` pairs for one message, in the requested order."""
+    st = row.structure
+    raw = row.raw
+    if st is None and raw is not None and needs_structure(attrs):
+        st = parse_message(raw)  # fallback for rows stored before structures existed
+    out: list[bytes] = []
+    for a in attrs:
+        n = a.name
+        if n == "UID":
+            out.append(b"UID %d" % row.uid)
+        elif n == "FLAGS":
+            out.append(b"FLAGS (" + " ".join(sorted(row.flags)).encode() + b")")
+        elif n == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + format_internaldate(row.internaldate).encode())
+        elif n == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % row.size)
+        elif n == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % row.modseq)  # RFC 7162 §3.1.4.1
+        elif n == "ENVELOPE":
+            assert st is not None
+            out.append(b"ENVELOPE " + render_envelope(st["env"]))
+        elif n == "BODYSTRUCTURE":
+            assert st is not None
+            out.append(b"BODYSTRUCTURE " + render_bodystructure(st["body"], True))
+        elif n == "BODY" and a.section is None:
+            assert st is not None
+            out.append(b"BODY " + render_bodystructure(st["body"], False))
+        elif n in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+            assert raw is not None
+            body = st["body"] if st else None
+            if n == "RFC822":
+                data = raw
+            elif body is None:
+                data = b""
+            elif n == "RFC822.HEADER":
+                data = raw[: body["bs"]]
+            else:
+                data = raw[body["bs"] :]
+            out.append(n.encode() + b" " + _literal(data))
+        elif a.section is not None:
+            assert raw is not None and st is not None
+            sect: bytes | None
+            if n == "BODY":
+                sect = section_bytes(raw, st, a.section)
+            else:
+                sect = _binary(raw, st, a)
+            if n == "BINARY.SIZE":
+                out.append(a.response_name().encode() + b" %d" % len(sect or b""))
+                continue
+            if a.partial is not None and sect is not None:
+                start, length = a.partial
+                sect = sect[start : start + length]
+            out.append(a.response_name().encode() + b" " + _literal(sect, n == "BINARY"))
+    return out
+
+
+def fetch_response(seq: int, row: MessageRow, attrs: Sequence[FetchAttr]) -> bytes:
+    """``<seq> FETCH (...)`` — wrap in ``Untagged`` to send."""
+    return b"%d FETCH (" % seq + b" ".join(fetch_items(row, attrs)) + b")"

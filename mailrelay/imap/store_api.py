@@ -1,0 +1,213 @@
+"""The boundary between the IMAP server and the mail store (implemented over PostgreSQL).
+
+Everything here is data (frozen dataclasses) or a ``typing.Protocol``; the
+IMAP core and the pure execution helpers depend only on this module.
+Mailbox names are Unicode with "/" as hierarchy delimiter; flags are IMAP
+spellings (``\\Seen``, ``$Junk``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+__all__ = [
+    "MailboxInfo",
+    "MessageMeta",
+    "MessageRow",
+    "SelectResult",
+    "StoreResult",
+    "CopyResult",
+    "AppendResult",
+    "QuotaResource",
+    "MessageAdded",
+    "FlagsChanged",
+    "MessageExpunged",
+    "Change",
+    "MailStore",
+    "StoreError",
+]
+
+
+class StoreError(Exception):
+    """A store failure with the IMAP reply it deserves, e.g. NO [TRYCREATE]."""
+
+    def __init__(self, text: str, code: str | None = None, status: str = "NO") -> None:
+        super().__init__(text)
+        self.text, self.code, self.status = text, code, status
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    name: str
+    attributes: frozenset[str] = frozenset()  # \Noselect \HasChildren \Sent ... (RFC 6154)
+    subscribed: bool = False
+    mailbox_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What SELECT needs per message: enough to build the UID ↔ seq map."""
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A stored message as FETCH/SEARCH need it.
+
+    ``structure`` is :func:`mailrelay.mime.parse_message` output, stored at
+    delivery. ``raw`` is None when the caller did not ask for the bytes.
+    """
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    internaldate: datetime
+    size: int
+    structure: dict[str, Any] | None = None
+    raw: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectResult:
+    mailbox_id: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: Sequence[MessageMeta]
+    flags: tuple[str, ...] = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+    permanent_flags: tuple[str, ...] = (
+        "\\Answered",
+        "\\Flagged",
+        "\\Deleted",
+        "\\Seen",
+        "\\Draft",
+        "\\*",
+    )
+    readonly: bool = False
+    recent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """``updated``: rows after the change; ``modified``: UIDs failing UNCHANGEDSINCE."""
+
+    updated: Sequence[MessageMeta]
+    modified: Sequence[int] = ()
+    highestmodseq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """For COPYUID (RFC 4315 §3): source and destination UIDs in matching order."""
+
+    uidvalidity: int
+    source_uids: Sequence[int]
+    dest_uids: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    uidvalidity: int
+    uid: int  # APPENDUID (RFC 4315 §3)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaResource:
+    name: str  # STORAGE (in KiB, RFC 9208 §5.1) or MESSAGE
+    usage: int
+    limit: int
+
+
+# --- change events (the store publishes them; the selected view consumes them) -------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAdded:
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlagsChanged:
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageExpunged:
+    uid: int
+    modseq: int
+
+
+Change = MessageAdded | FlagsChanged | MessageExpunged
+
+
+class MailStore(Protocol):
+    """Per-user mail store. Raises :class:`StoreError` for expected failures."""
+
+    async def list_mailboxes(self, user: str) -> list[MailboxInfo]: ...
+
+    async def create_mailbox(
+        self, user: str, name: str, special_use: Iterable[str] = ()
+    ) -> None: ...
+
+    async def delete_mailbox(self, user: str, name: str) -> None: ...
+
+    async def rename_mailbox(self, user: str, old: str, new: str) -> None: ...
+
+    async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None: ...
+
+    async def select(self, user: str, name: str, readonly: bool) -> SelectResult: ...
+
+    async def status(self, user: str, name: str, items: Iterable[str]) -> dict[str, int]: ...
+
+    async def fetch(
+        self, mailbox_id: int, uids: Sequence[int], *, raw: bool, structure: bool
+    ) -> list[MessageRow]: ...
+
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        mode: str,
+        flags: Iterable[str],
+        unchangedsince: int | None = None,
+    ) -> StoreResult: ...
+
+    async def append(
+        self,
+        user: str,
+        name: str,
+        message: bytes,
+        flags: Iterable[str],
+        internaldate: datetime,
+        structure: dict[str, Any],
+    ) -> AppendResult: ...
+
+    async def copy(
+        self, mailbox_id: int, uids: Sequence[int], user: str, dest: str
+    ) -> CopyResult: ...
+
+    async def move(
+        self, mailbox_id: int, uids: Sequence[int], user: str, dest: str
+    ) -> CopyResult: ...
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove \\Deleted messages (only among ``uids`` if given); return their UIDs."""
+        ...
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> list[Change]: ...
+
+    async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
+        """UIDs expunged after ``modseq`` (RFC 7162 §3.2.5 QRESYNC VANISHED (EARLIER))."""
+        ...
+
+    async def quota(self, user: str, root: str) -> list[QuotaResource]: ...
