@@ -1,0 +1,179 @@
+"""Counting and timing: exact accounting, HDR latency histograms, per-second time series.
+
+The unit of accounting is a *delivery*: one message to one recipient. A message to three
+recipients counts three deliveries, so `smtp-circular` (one message, all recipients) and
+`smtp-burst` (many messages, one recipient each) report in the same unit. The invariant
+`sent == delivered + failed + lost` holds exactly at the end of every run:
+
+- sent: deliveries the harness started (a transaction was attempted for them);
+- delivered: accepted with 250 (and, with IMAP verification, seen in the mailbox);
+- failed: refused with a reply (4xx/5xx) or never handed over (connect, TLS, protocol error);
+- lost: handed over but fate unknown (timeout or disconnect after the final dot), or
+  accepted but not seen in the mailbox before the verification deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+PERCENTILES: dict[str, float] = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+PLOT_PERCENTILES = [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99,
+                    100.0]
+_HIST_MAX_US = 3_600_000_000  # one hour in microseconds
+
+
+def new_histogram() -> HdrHistogram:
+    """Microsecond histogram from 1 µs to 1 h with 3 significant digits."""
+    return HdrHistogram(1, _HIST_MAX_US, 3)
+
+
+def summarize(h: HdrHistogram) -> dict[str, float | None]:
+    """p50/p90/p99/p999/max/mean in milliseconds (None when empty)."""
+    if h.get_total_count() == 0:
+        return {**{k: None for k in PERCENTILES}, "max": None, "mean": None, "count": 0}
+    out: dict[str, float | None] = {k: h.get_value_at_percentile(p) / 1000.0
+                                    for k, p in PERCENTILES.items()}
+    out["max"] = h.get_max_value() / 1000.0
+    out["mean"] = round(h.get_mean_value() / 1000.0, 3)
+    out["count"] = h.get_total_count()
+    return out
+
+
+def percentile_curve(h: HdrHistogram) -> list[list[float]]:
+    """[[percentile, ms], ...] for plotting the latency distribution."""
+    if h.get_total_count() == 0:
+        return []
+    return [[p, h.get_value_at_percentile(p) / 1000.0] for p in PLOT_PERCENTILES]
+
+
+@dataclass
+class Bucket:
+    """One second of the run."""
+
+    started: int = 0
+    delivered: int = 0
+    failed: int = 0
+    lost: int = 0
+    lat_sum_us: int = 0
+    lat_n: int = 0
+    lat_max_us: int = 0
+
+
+@dataclass
+class Recorder:
+    """Collects every outcome of a run; cheap enough to call per message."""
+
+    t0: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    sent: int = 0
+    accepted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    lost: int = 0
+    messages_sent: int = 0
+    messages_accepted: int = 0
+    connections_opened: int = 0
+    bytes_sent: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    hists: dict[str, HdrHistogram] = field(default_factory=dict)
+    buckets: list[Bucket] = field(default_factory=list)
+    ended_wall: float | None = None
+    t_end: float | None = None
+
+    def _bucket(self, now: float) -> Bucket:
+        i = max(0, int(now - self.t0))
+        while len(self.buckets) <= i:
+            self.buckets.append(Bucket())
+        return self.buckets[i]
+
+    def hist(self, name: str) -> HdrHistogram:
+        h = self.hists.get(name)
+        if h is None:
+            h = self.hists[name] = new_histogram()
+        return h
+
+    def record_latency(self, name: str, seconds: float) -> None:
+        self.hist(name).record_value(max(1, min(int(seconds * 1e6), _HIST_MAX_US)))
+
+    # -- outcomes ------------------------------------------------------------------------
+    def started(self, deliveries: int, nbytes: int = 0, now: float | None = None) -> None:
+        """A message with `deliveries` recipients is about to be sent."""
+        self.sent += deliveries
+        self.messages_sent += 1
+        self.bytes_sent += nbytes
+        self._bucket(now or time.monotonic()).started += deliveries
+
+    def fail(self, cls: str, deliveries: int = 1, now: float | None = None) -> None:
+        """Deliveries refused or never handed over; `cls` like `smtp-5xx`, `connect`."""
+        if deliveries <= 0:
+            return
+        self.failed += deliveries
+        self.errors[cls] += deliveries
+        self._bucket(now or time.monotonic()).failed += deliveries
+
+    def lose(self, cls: str, deliveries: int = 1, now: float | None = None) -> None:
+        """Deliveries whose fate is unknown (`timeout`, `disconnect`, `not-seen`)."""
+        if deliveries <= 0:
+            return
+        self.lost += deliveries
+        self.errors[cls] += deliveries
+        self._bucket(now or time.monotonic()).lost += deliveries
+
+    def accept(self, deliveries: int, latency_s: float, now: float | None = None,
+               pending: int = 0) -> None:
+        """The server said 250 for a message carrying `deliveries` accepted recipients.
+
+        `pending` of them wait for mailbox verification and count as delivered only once
+        `seen` (or as lost by `lose("not-seen")`).
+        """
+        now = now or time.monotonic()
+        self.accepted += deliveries
+        self.messages_accepted += 1
+        self.record_latency("latency", latency_s)
+        b = self._bucket(now)
+        us = int(latency_s * 1e6)
+        b.lat_sum_us += us
+        b.lat_n += 1
+        b.lat_max_us = max(b.lat_max_us, us)
+        self.delivered += deliveries - pending
+        b.delivered += deliveries - pending
+
+    def seen(self, e2e_s: float, now: float | None = None) -> None:
+        """One accepted delivery showed up in its mailbox after `e2e_s` seconds."""
+        self.delivered += 1
+        self.record_latency("e2e", e2e_s)
+        self._bucket(now or time.monotonic()).delivered += 1
+
+    def finish(self) -> None:
+        self.t_end = time.monotonic()
+        self.ended_wall = time.time()
+
+    # -- views ---------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        end = self.t_end if self.t_end is not None else time.monotonic()
+        return max(end - self.t0, 1e-9)
+
+    def balanced(self) -> bool:
+        return self.sent == self.delivered + self.failed + self.lost
+
+    def timeseries(self) -> list[dict[str, Any]]:
+        return [{"t": i, "started": b.started, "delivered": b.delivered, "failed": b.failed,
+                 "lost": b.lost,
+                 "latency_mean_ms": round(b.lat_sum_us / b.lat_n / 1000, 3) if b.lat_n else None,
+                 "latency_max_ms": round(b.lat_max_us / 1000, 3) if b.lat_n else None}
+                for i, b in enumerate(self.buckets)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Numbers for the live progress display."""
+        lat = self.hists.get("latency")
+        return {"elapsed": self.elapsed, "sent": self.sent, "accepted": self.accepted,
+                "delivered": self.delivered, "failed": self.failed, "lost": self.lost,
+                "rate": self.accepted / self.elapsed,
+                "p99_ms": lat.get_value_at_percentile(99.0) / 1000 if lat and
+                lat.get_total_count() else None}
