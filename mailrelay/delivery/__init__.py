@@ -1,0 +1,1 @@
+"""Delivery targets: local mailboxes and remote SMTP (smarthost or MX)."""
