@@ -19,6 +19,7 @@ CRLF = b"\r\n"
 MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be no more than 78 characters
 _ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars; with "=?utf-8?b?" "?=" <= 75
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_PLAIN_PARAM = re.compile(r"[A-Za-z0-9._()+-]+(?: [A-Za-z0-9._()+-]+)*")
 
 
 def new_boundary() -> str:
@@ -102,7 +103,7 @@ def header(name: str, value: str) -> bytes:
 
 def rfc2231_param(name: str, value: str) -> str:
     """``name="value"`` when ASCII, else RFC 2231 §4 ``name*=utf-8''%XX..`` (split by §3)."""
-    if value.isascii() and '"' not in value and "\\" not in value:
+    if _PLAIN_PARAM.fullmatch(value):
         return f'{name}="{value}"'
     encoded = quote(value.encode("utf-8"), safe="")
     if len(encoded) <= 50:

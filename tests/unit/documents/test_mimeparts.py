@@ -1,0 +1,58 @@
+"""Byte-exact MIME helpers: header encoding, RFC 2231 parameters, multipart splitting."""
+
+from __future__ import annotations
+
+import email.policy
+from email import message_from_bytes
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailrelay.documents.mimeparts import (
+    header,
+    normalize_crlf,
+    rfc2231_param,
+    split_multipart,
+    text_header,
+)
+
+
+def _read(field: bytes) -> str:
+    msg = message_from_bytes(field + b"\r\n", policy=email.policy.default)
+    return str(next(iter(msg.values())))
+
+
+@given(st.text(min_size=1, max_size=200).filter(lambda t: t.strip()))
+def test_text_header_round_trip(text: str) -> None:
+    field = text_header("Subject", text)
+    assert field.isascii()
+    assert all(len(line) <= 78 for line in field.split(b"\r\n"))
+    assert _read(field) == " ".join(text.split())
+
+
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=120).filter(lambda t: t.strip() == t))
+def test_rfc2231_round_trip(name: str) -> None:
+    field = header("Content-Disposition", f"attachment; {rfc2231_param('filename', name)}")
+    msg = message_from_bytes(field + b"\r\n", policy=email.policy.default)
+    assert msg.get_filename() == name
+
+
+def test_header_folds_at_spaces() -> None:
+    units = ", ".join(f"unit-{i:03d}.docs@cx.example" for i in range(40))
+    field = header("To", units)
+    assert all(len(line) <= 78 for line in field.split(b"\r\n"))
+    assert b" ".join(field.split(b"\r\n ")).decode() == f"To: {units}\r\n"
+
+
+part_text = st.binary(max_size=200).map(lambda b: b.replace(b"--b", b"-_b"))
+
+
+@given(st.lists(part_text, min_size=1, max_size=5))
+def test_split_multipart_is_exact(parts: list[bytes]) -> None:
+    body = b"preamble\r\n" + b"".join(b"--b\r\n" + p + b"\r\n" for p in parts) + b"--b--\r\n"
+    assert split_multipart(body, "b") == parts
+
+
+def test_normalize_crlf() -> None:
+    assert normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
+    assert normalize_crlf(b"a\r\nb") == b"a\r\nb"
