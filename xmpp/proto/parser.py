@@ -1,0 +1,270 @@
+"""Incremental, restricted XML stream parser (RFC 6120 §4, §11). Sans-IO, expat-based.
+
+Feed bytes split at any boundary; get back StreamOpened, StanzaReceived (an
+``xml.etree.ElementTree.Element`` with Clark-notation tags), StreamClosed, or one final
+StreamFailed carrying the stream error to send. After StreamFailed the parser is dead.
+
+Restricted XML (RFC 6120 §11.1): a DTD, entity declarations, entity references other than
+the five predefined ones, comments and processing instructions end the stream with
+``restricted-xml``. Since a DTD is refused at its first byte, no entity is ever declared,
+so billion-laughs style expansion cannot happen. Depth and stanza size are limited
+(``policy-violation``). ``reset()`` starts a fresh XML document, as needed after STARTTLS
+(RFC 6120 §5.4.3.3) and SASL success (§6.4.6).
+"""
+
+from __future__ import annotations
+
+import xml.parsers.expat as expat
+from xml.etree.ElementTree import Element
+
+from . import ns
+from .errors import StreamError
+from .events import ParserEvent, StanzaReceived, StreamClosed, StreamFailed, StreamOpened
+
+_SLICE = 16384  # bytes parsed between size checks, bounding memory of an unfinished stanza
+_WHITESPACE = " \t\r\n"
+_ERR = expat.errors
+_RESTRICTED_CODES = frozenset(
+    _ERR.codes[m] for m in (
+        _ERR.XML_ERROR_UNDEFINED_ENTITY, _ERR.XML_ERROR_RECURSIVE_ENTITY_REF,
+        _ERR.XML_ERROR_ASYNC_ENTITY, _ERR.XML_ERROR_BINARY_ENTITY_REF,
+        _ERR.XML_ERROR_ATTRIBUTE_EXTERNAL_ENTITY_REF, _ERR.XML_ERROR_EXTERNAL_ENTITY_HANDLING,
+        _ERR.XML_ERROR_ENTITY_DECLARED_IN_PE, _ERR.XML_ERROR_NOT_STANDALONE,
+        getattr(_ERR, "XML_ERROR_AMPLIFICATION_LIMIT_BREACH", _ERR.XML_ERROR_UNDEFINED_ENTITY),
+    )
+)
+_ENCODING_CODES = frozenset(
+    _ERR.codes[m] for m in (_ERR.XML_ERROR_UNKNOWN_ENCODING, _ERR.XML_ERROR_INCORRECT_ENCODING)
+)
+
+
+def _restricted(what: str) -> StreamError:
+    return StreamError("restricted-xml", f"{what} not allowed (RFC 6120 §11.1)")
+
+
+class StreamParser:
+    """One XML stream from one peer. Not thread-safe; one per connection.
+
+    `content_ns` is the expected default namespace (``jabber:client`` for c2s);
+    `max_stanza_bytes` may be changed at any time (smaller before authentication).
+    """
+
+    def __init__(self, *, content_ns: str = ns.CLIENT, max_stanza_bytes: int = 65536,
+                 max_depth: int = 48) -> None:
+        self.content_ns = content_ns
+        self.max_stanza_bytes = max_stanza_bytes
+        self.max_depth = max_depth
+        self._names: dict[str, str] = {}
+        self._dead = False
+        self.reset()
+
+    # -- public API -------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new XML document (stream restart); unparsed state is dropped."""
+        # The encoding is forced to UTF-8 (RFC 6120 §11.6) and namespaces are reported as
+        # "uri}local", the same trick ElementTree uses, so "{" + name is Clark notation.
+        p = expat.ParserCreate("UTF-8", "}")
+        p.buffer_text = True
+        p.buffer_size = 65536
+        p.ordered_attributes = False
+        p.specified_attributes = True
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._data
+        p.StartNamespaceDeclHandler = self._ns_decl
+        p.XmlDeclHandler = self._xml_decl
+        p.StartDoctypeDeclHandler = self._doctype
+        p.EntityDeclHandler = self._entity_decl
+        p.CommentHandler = self._comment
+        p.ProcessingInstructionHandler = self._pi
+        p.SkippedEntityHandler = self._skipped_entity
+        p.ExternalEntityRefHandler = self._external_entity
+        self._p = p
+        self._depth = 0
+        self._stack: list[Element] = []
+        self._events: list[ParserEvent] = []
+        self._marks: list[int] = []
+        self._header_ns: dict[str, str] = {}
+        self._stanza_start = 0
+        self._fed = 0
+        self._chunk = b""
+        self._chunk_base = 0
+        self._dead = False
+
+    @property
+    def depth(self) -> int:
+        """Open elements, counting the stream element (0 before the header)."""
+        return self._depth
+
+    def feed(self, data: bytes) -> list[ParserEvent]:
+        """Parse `data` and return the events it completed, in order."""
+        if self._dead or not data:
+            return []
+        self._chunk = data
+        self._chunk_base = self._fed
+        try:
+            if len(data) <= _SLICE:
+                self._fed += len(data)
+                self._p.Parse(data, False)
+            else:
+                for i in range(0, len(data), _SLICE):
+                    piece = data[i:i + _SLICE]
+                    self._fed += len(piece)
+                    self._p.Parse(piece, False)
+                    self._check_pending_size()
+            self._check_pending_size()
+        except StreamError as exc:
+            self._fail(exc)
+        except expat.ExpatError as exc:
+            self._fail(self._error_from_expat(exc))
+        except RecursionError:  # pragma: no cover - depth is limited well below this
+            self._fail(StreamError("policy-violation", "Nesting too deep"))
+        events = self._events
+        self._events = []
+        return events
+
+    def remainder_after(self, index: int) -> bytes:
+        """Bytes of the last ``feed`` chunk that follow the element that completed event
+        number `index` of the list it returned: what must be re-parsed as a new document
+        when that element triggered a stream restart (RFC 6120 §6.4.6 pipelining)."""
+        mark = self._marks[index]
+        data = self._chunk
+        if mark < 0:
+            return b""
+        pos = max(mark - self._chunk_base, 0)
+        # The mark is where the closing tag (or the empty-element tag) begins; skip to the
+        # ">" that ends it, ignoring any ">" inside quoted attribute values.
+        quote = 0
+        for i in range(pos, len(data)):
+            c = data[i]
+            if quote:
+                if c == quote:
+                    quote = 0
+            elif c in (0x22, 0x27):
+                quote = c
+            elif c == 0x3E:
+                return data[i + 1:]
+        return b""
+
+    # -- errors -----------------------------------------------------------------------
+
+    def _fail(self, error: StreamError) -> None:
+        self._dead = True
+        self._events.append(StreamFailed(error))
+        self._marks.append(-1)
+
+    def _error_from_expat(self, exc: expat.ExpatError) -> StreamError:
+        if exc.code in _RESTRICTED_CODES:
+            return _restricted("Entity reference")
+        if exc.code in _ENCODING_CODES:
+            return StreamError("unsupported-encoding", "Only UTF-8 is allowed")
+        return StreamError("not-well-formed", "XML is not well-formed")
+
+    def _check_pending_size(self) -> None:
+        if self._depth > 1 and self._fed - self._stanza_start > self.max_stanza_bytes:
+            raise StreamError("policy-violation", "Stanza too large")
+
+    # -- expat handlers ---------------------------------------------------------------
+
+    def _clark(self, name: str) -> str:
+        tag = "{" + name if "}" in name else name
+        if len(self._names) < 4096:
+            self._names[name] = tag
+        return tag
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        depth = self._depth
+        if depth == 0:
+            self._open_stream(name, attrs)
+            return
+        if depth == 1:
+            self._stanza_start = self._p.CurrentByteIndex
+        elif depth >= self.max_depth:
+            raise StreamError("policy-violation", "Nesting too deep")
+        tag = self._names.get(name) or self._clark(name)
+        if attrs:
+            for key in attrs:
+                if "}" in key:
+                    attrs = {("{" + k if "}" in k else k): v for k, v in attrs.items()}
+                    break
+            el = Element(tag, attrs)
+        else:
+            el = Element(tag)
+        if depth > 1:
+            self._stack[-1].append(el)
+        self._stack.append(el)
+        self._depth = depth + 1
+
+    def _end(self, name: str) -> None:
+        depth = self._depth - 1
+        self._depth = depth
+        if depth > 1:
+            self._stack.pop()
+        elif depth == 1:
+            el = self._stack.pop()
+            mark = self._p.CurrentByteIndex
+            if mark - self._stanza_start > self.max_stanza_bytes:
+                raise StreamError("policy-violation", "Stanza too large")
+            self._events.append(StanzaReceived(el))
+            self._marks.append(mark)
+        else:
+            self._events.append(StreamClosed())
+            self._marks.append(self._p.CurrentByteIndex)
+
+    def _data(self, text: str) -> None:
+        if self._depth > 1:
+            el = self._stack[-1]
+            if len(el):
+                last = el[-1]
+                last.tail = text if last.tail is None else last.tail + text
+            else:
+                el.text = text if el.text is None else el.text + text
+        elif text.strip(_WHITESPACE):
+            # RFC 6120 §11.7: only whitespace (e.g. keepalives, §4.6.1) between stanzas.
+            raise StreamError("bad-format", "Text is not allowed between stanzas")
+
+    def _ns_decl(self, prefix: str | None, uri: str) -> None:
+        if self._depth == 0:
+            self._header_ns[prefix or ""] = uri
+
+    def _open_stream(self, name: str, attrs: dict[str, str]) -> None:
+        tag = self._clark(name)
+        if tag != ns.STREAM:
+            if tag.endswith("}stream") or tag == "stream":
+                # RFC 6120 §4.8.1: the stream element MUST be qualified by the streams ns.
+                raise StreamError("invalid-namespace", "Wrong stream namespace")
+            raise StreamError("bad-format", "Expected <stream:stream>")
+        # RFC 6120 §4.8.2: the content namespace is declared as the default namespace.
+        if self._header_ns.get("") != self.content_ns:
+            raise StreamError("invalid-namespace", "Wrong or missing content namespace")
+        self._depth = 1
+        self._events.append(StreamOpened(
+            to=attrs.get("to"), from_=attrs.get("from"), version=attrs.get("version"),
+            lang=attrs.get(ns.XML + "}lang"), id=attrs.get("id"),
+        ))
+        self._marks.append(-1)
+
+    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        # RFC 6120 §11.6: the only allowed encoding is UTF-8.
+        if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
+            raise StreamError("unsupported-encoding", "Only UTF-8 is allowed")
+
+    def _doctype(self, *args: object) -> None:
+        raise _restricted("DTD")
+
+    def _entity_decl(self, *args: object) -> None:
+        raise _restricted("Entity declaration")
+
+    def _comment(self, data: str) -> None:
+        raise _restricted("Comment")
+
+    def _pi(self, target: str, data: str) -> None:
+        raise _restricted("Processing instruction")
+
+    def _skipped_entity(self, name: str, is_parameter: int) -> None:
+        raise _restricted("Entity reference")
+
+    def _external_entity(self, *args: object) -> int:
+        raise _restricted("External entity")
