@@ -30,8 +30,9 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def throughput_svg(result: dict[str, Any]) -> str:
     ts = result.get("timeseries") or []
-    series = [Series("delivered/s", [(b["t"], b["delivered"]) for b in ts]),
-              Series("started/s", [(b["t"], b["started"]) for b in ts], dashed=True)]
+    series = [Series("started/s", [(b["t"], b["started"]) for b in ts], color="#9ca3af",
+                     dashed=True),
+              Series("delivered/s", [(b["t"], b["delivered"]) for b in ts], color="#2563eb")]
     if any(b["failed"] or b["lost"] for b in ts):
         series.append(Series("failed+lost/s", [(b["t"], b["failed"] + b["lost"]) for b in ts],
                              color="#dc2626"))
@@ -41,9 +42,10 @@ def throughput_svg(result: dict[str, Any]) -> str:
 
 def latency_over_time_svg(result: dict[str, Any]) -> str:
     ts = [b for b in result.get("timeseries") or [] if b.get("latency_mean_ms") is not None]
-    series = [Series("mean", [(b["t"], b["latency_mean_ms"]) for b in ts]),
-              Series("max", [(b["t"], b["latency_max_ms"]) for b in ts], dashed=True)]
-    return line_chart(series, title="Latency of the 250 reply over time",
+    series = [Series("mean", [(b["t"], b["latency_mean_ms"]) for b in ts], color="#2563eb"),
+              Series("max", [(b["t"], b["latency_max_ms"]) for b in ts], color="#d97706",
+                     dashed=True)]
+    return line_chart(series, title="Latency over time (SMTP: 250 reply)",
                       x_label="seconds since start", y_label="ms")
 
 

@@ -7,7 +7,8 @@ Schema (version 1), stable for `compare` and for anyone plotting runs over time:
     accepted, balanced (sent == delivered + failed + lost), messages_sent,
     messages_accepted, connections_opened, bytes_sent,
     throughput_per_s (deliveries accepted with 250 per second of the run),
-    latency_ms {p50, p90, p99, p999, max, mean, count}  (transaction start -> 250),
+    latency_ms {p50, p90, p99, p999, max, mean, count}  (SMTP: transaction start -> 250;
+    IMAP: one whole sync), login_ms {...} (IMAP),
     e2e_latency_ms {...} (with IMAP verification), connect_ms {...}, lag_ms {...} (open loop),
     curves {name: [[percentile, ms], ...]}, errors {class: count},
     timeseries [{t, started, delivered, failed, lost, latency_mean_ms, latency_max_ms}],
@@ -26,7 +27,7 @@ from load.stats import percentile_curve, summarize
 
 SCHEMA_VERSION = 1
 _HISTS = {"latency": "latency_ms", "e2e": "e2e_latency_ms", "connect": "connect_ms",
-          "lag": "lag_ms"}
+          "login": "login_ms", "lag": "lag_ms"}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -100,8 +101,9 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("sent", _fmt(result["sent"])), ("delivered", _fmt(result["delivered"])),
             ("failed", _fmt(result["failed"])), ("lost", _fmt(result["lost"])),
             ("throughput", f"{_fmt(result['throughput_per_s'])} /s")]
-    for key, label in (("latency_ms", "latency 250"), ("e2e_latency_ms", "e2e latency"),
-                       ("connect_ms", "connect"), ("lag_ms", "schedule lag")):
+    for key, label in (("latency_ms", "latency"), ("e2e_latency_ms", "e2e latency"),
+                       ("connect_ms", "connect"), ("login_ms", "login"),
+                       ("lag_ms", "schedule lag")):
         s = result.get(key)
         if s and s.get("count"):
             rows.append((f"{label} ms", "  ".join(f"{k} {_fmt(s[k])}" for k in

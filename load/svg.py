@@ -96,22 +96,22 @@ def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str,
                  f'{escape(x_label)}</text>')
     parts.append(f'<text transform="translate(14,{mt + ph / 2}) rotate(-90)" '
                  f'text-anchor="middle">{escape(y_label)}</text>')
-    lx = ml + pw
+    legend_w = sum(8 + 7 * len(s.name) + 22 for s in series)
+    lx = ml + pw - legend_w
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
         dash = ' stroke-dasharray="5,4"' if s.dashed else ""
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points)
         if len(s.points) == 1:
             x, y = s.points[0]
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
         else:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
                          f'stroke-width="1.8"{dash}/>')
-        label = escape(s.name)
-        lx -= 8 + 7 * len(s.name) + 22
         parts.append(f'<line x1="{lx}" x2="{lx + 16}" y1="{mt - 8}" y2="{mt - 8}" '
                      f'stroke="{color}" stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{lx + 20}" y="{mt - 4}">{label}</text>')
+        parts.append(f'<text x="{lx + 20}" y="{mt - 4}">{escape(s.name)}</text>')
+        lx += 8 + 7 * len(s.name) + 22
     parts.append("</svg>")
     return "".join(parts)
 

@@ -12,6 +12,7 @@ The harness runs its own event loop in the test thread, as `cxgw load` would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import threading
 from collections import defaultdict
@@ -60,6 +61,7 @@ class FakeImap(asyncio.Protocol):
         self.boxes = boxes
         self.user = ""
         self.buf = b""
+        self.stores = 0
 
     def connection_made(self, transport: Any) -> None:
         self.t = transport
@@ -87,14 +89,27 @@ class FakeImap(asyncio.Protocol):
             needle = rest.split()[-1].encode()
             uids = [i + 1 for i, msg in enumerate(box) if i + 1 >= lo and needle in msg]
             return f"* SEARCH {' '.join(map(str, uids))}\r\n{tag} OK done\r\n".encode()
+        if cmd.startswith("AUTHENTICATE PLAIN"):
+            self.user = base64.b64decode(rest.split()[-1]).split(b"\0")[1].decode().lower()
+            return f"{tag} OK authenticated\r\n".encode()
+        if cmd.startswith("UID STORE"):
+            self.stores += 1
+            return f"{tag} OK stored\r\n".encode()
         if cmd.startswith("UID FETCH"):
             out = b""
-            for u in rest.split()[2].split(","):
-                msg = box[int(u) - 1]
-                hdr = re.search(rb"^X-Load-Id: .*\r\n", msg, re.M | re.I)
-                lit = (hdr.group(0) if hdr else b"") + b"\r\n"
-                out += b"* %d FETCH (UID %d BODY[HEADER.FIELDS (X-LOAD-ID)] {%d}\r\n%s)\r\n" % (
-                    int(u), int(u), len(lit), lit)
+            uset = rest.split()[2]
+            uids = list(range(1, len(box) + 1)) if ":" in uset else [int(u) for u in uset.split(",")]
+            for u in uids:
+                msg = box[u - 1]
+                if "RFC822.SIZE" in cmd:
+                    out += b"* %d FETCH (UID %d FLAGS () RFC822.SIZE %d)\r\n" % (u, u, len(msg))
+                    continue
+                if "BODY.PEEK[]" in cmd:
+                    lit = msg
+                else:
+                    hdr = re.search(rb"^X-Load-Id: .*\r\n", msg, re.M | re.I)
+                    lit = (hdr.group(0) if hdr else b"") + b"\r\n"
+                out += b"* %d FETCH (UID %d BODY[] {%d}\r\n%s)\r\n" % (u, u, len(lit), lit)
             return out + f"{tag} OK done\r\n".encode()
         if cmd.startswith("LOGOUT"):
             return f"* BYE\r\n{tag} OK bye\r\n".encode()

@@ -172,3 +172,18 @@ def test_hard_max_duration_cuts_and_books_still_balance(servers: Servers, tmp_pa
     assert r["completed"] is False
     assert (r["sent"], r["lost"], r["errors"]) == (2, 2, {"aborted": 2})
     assert_balanced(r)
+
+
+@pytest.mark.parametrize("extra", [[], ["--reuse", "--sasl"]])
+def test_imap_sync(servers: Servers, tmp_path: Path, extra: list[str]) -> None:
+    boxes = {"ann@x.test": [b"Subject: a\r\n\r\nhello\r\n", b"Subject: b\r\n\r\nworld\r\n"],
+             "bob@x.test": []}
+    port = servers.start(lambda: FakeImap(boxes))
+    creds = tmp_path / "c.csv"
+    creds.write_text("ann@x.test,pw-ann-1\nbob@x.test,pw-bob-1\n")
+    rc, r = run(["imap-sync", "--target", f"127.0.0.1:{port}", "--count", "10",
+                 "--connections", "2", "--credentials", str(creds), *extra], tmp_path)
+    assert rc == 0, r
+    assert (r["sent"], r["delivered"]) == (10, 10)
+    assert r["login_ms"]["count"] == (2 if extra else 10)
+    assert_balanced(r)
