@@ -139,17 +139,17 @@ def test_simple_message_defaults() -> None:
 def test_multipart_mixed_with_attachment() -> None:
     raw = normalize_crlf(
         b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.de>\n"
-        b"To: \"Doe, Jane\" <jane@example.com>, bob@example.com (Bob Smith)\n"
+        b'To: "Doe, Jane" <jane@example.com>, bob@example.com (Bob Smith)\n'
         b"Cc: Team: x@y.z, w@y.z;\n"
         b"Reply-To: <reply@example.com>\n"
         b"In-Reply-To: <prev@example.com>\n"
         b"Message-ID: <id1@example.com>\n"
-        b"Content-Type: multipart/mixed; boundary=\"=_abc\"\n\n"
+        b'Content-Type: multipart/mixed; boundary="=_abc"\n\n'
         b"--=_abc\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n\n"
         + "Grüße\n".encode()
         + b"--=_abc\n"
         b"Content-Type: application/pdf; name*=UTF-8''%E6%96%87.pdf\n"
-        b"Content-Disposition: attachment;\n filename*0=\"long\"; filename*1=\"name.pdf\"\n"
+        b'Content-Disposition: attachment;\n filename*0="long"; filename*1="name.pdf"\n'
         b"Content-Transfer-Encoding: base64\n\nJVBERi0=\n--=_abc--\n"
     )
     s = parse_message(raw)
@@ -181,7 +181,7 @@ def test_chinese_rfc2047_subject_left_encoded() -> None:
 def test_raw_utf8_header_becomes_literal() -> None:
     raw = "Subject: 你好\r\n\r\nx".encode()
     env = render_envelope(parse_message(raw)["env"])
-    assert b'{6}\r\n\xe4\xbd\xa0\xe5\xa5\xbd' in env
+    assert b"{6}\r\n\xe4\xbd\xa0\xe5\xa5\xbd" in env
 
 
 def test_nested_message_rfc822_in_multipart() -> None:
@@ -216,10 +216,10 @@ def test_digest_defaults_to_message_rfc822() -> None:
         b"Content-Type: multipart/mixed\r\n\r\nno boundary param",
         b"Content-Type: multipart/mixed; boundary=X\r\n\r\nboundary never appears",
         b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\nContent-Type: text/plain\r\n\r\nunclosed",
-        b"Content-Type: text/plain; charset=\"no-such-charset\r\n\r\nx",
+        b'Content-Type: text/plain; charset="no-such-charset\r\n\r\nx',
         b"Content-Type: /\r\nContent-Transfer-Encoding:\r\nContent-Disposition: ;;\r\n\r\n",
         b"Subject: " + b"x" * 200000 + b"\r\n\r\nbody",
-        b"From: <<<@@@>>>, \"unterminated\r\nTo: ;;;,,,:::\r\n\r\n",
+        b'From: <<<@@@>>>, "unterminated\r\nTo: ;;;,,,:::\r\n\r\n',
         b"Content-Type: message/rfc822\r\n\r\n",
         b"\xff\xfe\x00\x01: \x80\x81\r\n\r\n\x00",
     ],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -69,7 +69,7 @@ def make_row(raw: bytes, uid: int = 1, flags=(), size=None, date=None, modseq=1)
         uid=uid,
         flags=frozenset(flags),
         modseq=modseq,
-        internaldate=date or datetime(2024, 1, 15, 10, 0, tzinfo=timezone.utc),
+        internaldate=date or datetime(2024, 1, 15, 10, 0, tzinfo=UTC),
         size=len(raw) if size is None else size,
         structure=parse_message(raw),
         raw=raw,

@@ -95,7 +95,7 @@ def test_starttls_drops_pipelined_plaintext(link: Link) -> None:
 
 
 def test_commands_not_valid_before_login(link: Link) -> None:
-    for line in (b"a SELECT INBOX", b"a LIST \"\" *", b"a FETCH 1 FLAGS", b"a IDLE"):
+    for line in (b"a SELECT INBOX", b'a LIST "" *', b"a FETCH 1 FLAGS", b"a IDLE"):
         evs = link.send(line + b"\r\n")
         assert isinstance(evs[0], CommandRejected)
         assert link.out().startswith(b"a BAD")
@@ -108,7 +108,7 @@ def test_login_not_valid_after_login(link: Link) -> None:
 
 
 def test_any_state_commands(link: Link) -> None:
-    for line in (b"a CAPABILITY", b"a NOOP", b'a ID NIL'):
+    for line in (b"a CAPABILITY", b"a NOOP", b"a ID NIL"):
         link.command(line)
 
 

@@ -53,7 +53,7 @@ def test_fetch_macros() -> None:
 def test_fetch_sections_and_partials() -> None:
     link = selected()
     cmd = link.command(
-        b"a FETCH 1,3:5 (UID BODY.PEEK[HEADER.FIELDS (From \"To\")] BODY[1.2.MIME]<10.20> "
+        b'a FETCH 1,3:5 (UID BODY.PEEK[HEADER.FIELDS (From "To")] BODY[1.2.MIME]<10.20> '
         b"BODY[] BINARY.PEEK[2] BINARY.SIZE[2] RFC822.SIZE BODYSTRUCTURE)"
     )
     assert cmd.seqset == SequenceSet(((1, 1), (3, 5)))

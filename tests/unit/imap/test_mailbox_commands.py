@@ -105,7 +105,9 @@ def test_list_variants() -> None:
     assert link.command(b'a LIST "" %') == List("a", "", ("%",))
     assert link.command(b'a LIST "" ""') == List("a", "", ("",))
     assert link.command(b'a LIST "" "*" RETURN (SPECIAL-USE)').returns == ("SPECIAL-USE",)
-    cmd = link.command(b'a LIST (SPECIAL-USE) "" ("INBOX" "Arch*") RETURN (CHILDREN STATUS (MESSAGES))')
+    cmd = link.command(
+        b'a LIST (SPECIAL-USE) "" ("INBOX" "Arch*") RETURN (CHILDREN STATUS (MESSAGES))'
+    )
     assert cmd.selection == ("SPECIAL-USE",)
     assert cmd.patterns == ("INBOX", "Arch*")
     assert cmd.returns == ("CHILDREN", "STATUS")
