@@ -159,7 +159,7 @@ class MXResolver:
                                             temporary=False, reason=f"null MX for {key}"),
                             self._neg_ttl)
             else:
-                hosts = sorted({(r.preference, r.exchange.lower()) for r in records},
+                hosts = sorted({(r.preference, r.exchange.lower().rstrip(".")) for r in records},
                                key=lambda h: h[0])
                 ttl = min(r.ttl for r in records)
                 self._store(key, hosts, ttl)
