@@ -19,8 +19,8 @@ from ..jid import JID
 from . import ns, sasl
 from .errors import StanzaError, StreamError
 from .events import (
-    AuthFailed,
     Authenticated,
+    AuthFailed,
     BindFailed,
     NonzaReceived,
     SessionBound,

@@ -85,7 +85,7 @@ class StreamParser:
         self._depth = 0
         self._stack: list[Element] = []
         self._events: list[ParserEvent] = []
-        self._marks: list[int] = []
+        self._marks: list[tuple[int, str]] = []  # per event: end position, tag
         self._header_ns: dict[str, str] = {}
         self._stanza_start = 0
         self._fed = 0
@@ -104,6 +104,7 @@ class StreamParser:
             return []
         self._chunk = data
         self._chunk_base = self._fed
+        self._marks = []
         try:
             if len(data) <= _SLICE:
                 self._fed += len(data)
@@ -129,31 +130,31 @@ class StreamParser:
         """Bytes of the last ``feed`` chunk that follow the element that completed event
         number `index` of the list it returned: what must be re-parsed as a new document
         when that element triggered a stream restart (RFC 6120 §6.4.6 pipelining)."""
-        mark = self._marks[index]
-        data = self._chunk
+        mark, tag = self._marks[index]
         if mark < 0:
             return b""
-        pos = max(mark - self._chunk_base, 0)
-        # The mark is where the closing tag (or the empty-element tag) begins; skip to the
-        # ">" that ends it, ignoring any ">" inside quoted attribute values.
-        quote = 0
-        for i in range(pos, len(data)):
-            c = data[i]
-            if quote:
-                if c == quote:
-                    quote = 0
-            elif c in (0x22, 0x27):
-                quote = c
-            elif c == 0x3E:
-                return data[i + 1:]
-        return b""
+        data = self._chunk
+        pos = mark - self._chunk_base
+        # expat reports an end tag at its "</", but an empty-element tag just after its
+        # "/>": then the mark may sit on the *next* end tag (the stream's), with another name.
+        if pos >= 0:
+            if not data.startswith(b"</", pos):
+                return data[pos:]
+            end = pos + 2
+            while end < len(data) and data[end] not in b" \t\r\n>":
+                end += 1
+            local = tag.rpartition("}")[2].encode("utf-8")
+            if data[pos + 2:end].rpartition(b":")[2] != local:
+                return data[pos:]
+        gt = data.find(b">", max(pos, 0))  # an end tag holds no quoted ">"
+        return data[gt + 1:] if gt >= 0 else b""
 
     # -- errors -----------------------------------------------------------------------
 
     def _fail(self, error: StreamError) -> None:
         self._dead = True
         self._events.append(StreamFailed(error))
-        self._marks.append(-1)
+        self._marks.append((-1, ""))
 
     def _error_from_expat(self, exc: expat.ExpatError) -> StreamError:
         if exc.code in _RESTRICTED_CODES:
@@ -208,10 +209,10 @@ class StreamParser:
             if mark - self._stanza_start > self.max_stanza_bytes:
                 raise StreamError("policy-violation", "Stanza too large")
             self._events.append(StanzaReceived(el))
-            self._marks.append(mark)
+            self._marks.append((mark, el.tag))
         else:
             self._events.append(StreamClosed())
-            self._marks.append(self._p.CurrentByteIndex)
+            self._marks.append((-1, ""))
 
     def _data(self, text: str) -> None:
         if self._depth > 1:
@@ -244,7 +245,7 @@ class StreamParser:
             to=attrs.get("to"), from_=attrs.get("from"), version=attrs.get("version"),
             lang=attrs.get(ns.XML + "}lang"), id=attrs.get("id"),
         ))
-        self._marks.append(-1)
+        self._marks.append((-1, ""))
 
     def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
         # RFC 6120 §11.6: the only allowed encoding is UTF-8.
