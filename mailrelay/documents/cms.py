@@ -148,13 +148,17 @@ def find_signer_certificate(sd: SignedData,
     sid = sd.signer_info["sid"]
     if sid.name == "issuer_and_serial_number":
         issuer = sid.chosen["issuer"]
+        issuer_der = issuer.dump()
         serial = sid.chosen["serial_number"].native
+        # Same DER is the usual case; Name.__eq__ (RFC 5280 §7.1 string prep) is slow.
         for cert in sd.certificates:
-            if cert.serial_number == serial and cert.issuer == issuer:
+            if cert.serial_number == serial and (cert.issuer.dump() == issuer_der
+                                                 or cert.issuer == issuer):
                 return x509.load_der_x509_certificate(cert.dump())
         for known in extra:
-            if known.serial_number == serial and \
-                    asn1_x509.Name.load(known.issuer.public_bytes()) == issuer:
+            if known.serial_number == serial and (
+                    known.issuer.public_bytes() == issuer_der
+                    or asn1_x509.Name.load(known.issuer.public_bytes()) == issuer):
                 return known
     elif sid.name == "subject_key_identifier":
         ski = sid.chosen.native

@@ -12,13 +12,13 @@ import email.parser
 import email.policy
 import re
 import secrets
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from urllib.parse import quote
 
 CRLF = b"\r\n"
+_FAST_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be no more than 78 characters
 _ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars; with "=?utf-8?b?" "?=" <= 75
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _PLAIN_PARAM = re.compile(r"[A-Za-z0-9._()+-]+(?: [A-Za-z0-9._()+-]+)*")
 
 
@@ -29,9 +29,10 @@ def new_boundary() -> str:
 
 def normalize_crlf(data: bytes) -> bytes:
     """Turn bare LF (a message stored by a Unix tool) into CRLF; CRLF stays untouched."""
-    if b"\n" not in data or b"\r\n" in data and not _BARE_LF.search(data):
-        return data
-    return _BARE_LF.sub(b"\r\n", data)
+    lf = data.count(b"\n")
+    if lf == 0 or lf == data.count(b"\r\n"):
+        return data  # already canonical: the common case, and cheap (no regex scan)
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def encode_words(text: str, first_room: int = MAX_LINE) -> str:
@@ -127,8 +128,10 @@ def rfc2231_param(name: str, value: str) -> str:
 
 def base64_body(data: bytes) -> bytes:
     """Base64 in 76-character lines (RFC 2045 §6.8), each ending in CRLF."""
-    text = base64.b64encode(data)
-    return b"".join(text[i:i + 76] + CRLF for i in range(0, len(text), 76))
+    if not data:
+        return b""
+    # encodebytes writes 76-character lines ending in LF; C speed, then LF -> CRLF.
+    return base64.encodebytes(data).replace(b"\n", CRLF)
 
 
 def split_entity(entity: bytes) -> tuple[bytes, bytes]:
@@ -142,11 +145,17 @@ def split_entity(entity: bytes) -> tuple[bytes, bytes]:
 
 
 def parse_headers(header_block: bytes) -> EmailMessage:
-    """Header fields as an EmailMessage (for reading parameters only, never for writing)."""
+    """Header fields decoded (RFC 2047) as an EmailMessage, for reading, never writing."""
     parser = email.parser.BytesParser(policy=email.policy.default)
     msg = parser.parsebytes(header_block + CRLF, headersonly=True)
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+def read_headers(header_block: bytes) -> Message:
+    """Raw header fields (no RFC 2047 decoding): 10x cheaper than :func:`parse_headers`;
+    enough for Content-Type parameters and addresses on the verification path."""
+    return _FAST_PARSER.parsebytes(header_block + CRLF, headersonly=True)
 
 
 def split_multipart(body: bytes, boundary: str) -> list[bytes]:

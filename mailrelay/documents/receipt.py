@@ -24,7 +24,7 @@ from .mimeparts import (
     header,
     mailbox,
     new_boundary,
-    parse_headers,
+    read_headers,
     split_entity,
     split_multipart,
     text_header,
@@ -137,7 +137,7 @@ class ReceiptVerdict:
 def parse_mdn(entity: bytes) -> Receipt:
     """Read the disposition-notification fields of a multipart/report (ValueError)."""
     head, body = split_entity(entity)
-    msg = parse_headers(head)
+    msg = read_headers(head)
     if msg.get_content_type() != "multipart/report" or \
             msg.get_param("report-type") != "disposition-notification":
         raise ValueError("not a multipart/report disposition-notification")
@@ -146,8 +146,8 @@ def parse_mdn(entity: bytes) -> Receipt:
         raise ValueError("multipart/report without boundary")
     for part in split_multipart(body, boundary):
         part_head, part_body = split_entity(part)
-        if parse_headers(part_head).get_content_type() == "message/disposition-notification":
-            fields = parse_headers(part_body.rstrip(b"\r\n") + CRLF)
+        if read_headers(part_head).get_content_type() == "message/disposition-notification":
+            fields = read_headers(part_body.rstrip(b"\r\n") + CRLF)
             original = fields.get("Original-Message-ID")
             disposition = fields.get("Disposition")
             recipient = fields.get("Final-Recipient")

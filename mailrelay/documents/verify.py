@@ -32,7 +32,7 @@ from .cms import (
     find_signer_certificate,
     parse_signed_data,
 )
-from .mimeparts import normalize_crlf, parse_headers, split_entity, split_multipart
+from .mimeparts import normalize_crlf, read_headers, split_entity, split_multipart
 from .revocation import RevocationCheck, RevocationState
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
@@ -106,7 +106,7 @@ def find_signed(raw: bytes) -> SignedParts | None:
 
 def _find(entity: bytes, depth: int) -> SignedParts | None:
     head, body = split_entity(entity)
-    msg = parse_headers(head)
+    msg = read_headers(head)
     ctype = msg.get_content_type()
     if ctype == "multipart/signed":
         boundary = msg.get_param("boundary")
@@ -117,7 +117,7 @@ def _find(entity: bytes, depth: int) -> SignedParts | None:
         if len(parts) != 2:
             raise ValueError(f"multipart/signed with {len(parts)} parts")
         sig_head, sig_body = split_entity(parts[1])
-        sig_type = parse_headers(sig_head).get_content_type()
+        sig_type = read_headers(sig_head).get_content_type()
         if sig_type not in SIGNATURE_TYPES:
             raise ValueError(f"multipart/signed with a {sig_type} signature")
         return SignedParts(parts[0], _decode_b64(sig_body), head)
@@ -260,7 +260,7 @@ def verify_message(
         return _fail("not-signed")
     sender = expected_sender
     if sender is None and check_sender:
-        sender = parse_headers(found.headers_block).get("From")
+        sender = read_headers(found.headers_block).get("From")
         if sender is None:
             return _fail("sender-mismatch", "the message has no From field")
         sender = str(sender)

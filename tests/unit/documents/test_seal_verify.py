@@ -275,3 +275,25 @@ def test_revocation_good_and_unknown(city: City, sealed: Callable[..., bytes]) -
 def test_trust_anchors_pem_round_trip(city: City) -> None:
     again = TrustAnchors.from_pem(city.anchors.pem())
     assert again.key == city.anchors.key
+
+
+def test_legacy_x_pkcs7_signature_type(city: City, sealed: Callable[..., bytes]) -> None:
+    raw = sealed().replace(b"application/pkcs7-signature", b"application/x-pkcs7-signature")
+    assert check(raw, city).trusted
+
+
+def test_signer_certificate_by_subject_key_identifier(city: City) -> None:
+    """RFC 5652 §5.3: sid may be a subjectKeyIdentifier; rewrite ours to that form."""
+    from asn1crypto import cms as asn1_cms
+
+    prepared = prepare()
+    der = sign_detached(prepared.entity, city.signer())
+    info = asn1_cms.ContentInfo.load(der)
+    si = info["content"]["signer_infos"][0]
+    ski = city.finance.certificate.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier).value.digest
+    si["sid"] = asn1_cms.SignerIdentifier({"subject_key_identifier": ski})
+    si["version"] = "v3"
+    raw = assemble_signed(prepared.outer_headers, prepared.entity, info.dump(force=True))
+    verdict = check(raw, city)
+    assert verdict.trusted, verdict.text
