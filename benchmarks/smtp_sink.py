@@ -16,7 +16,9 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import socket
+import sys
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -135,17 +137,25 @@ def main() -> None:
     ap.add_argument("--pipelining", action="store_true", help="aiosmtpd: advertise PIPELINING")
     ap.add_argument("--procs", type=int, default=1)
     a = ap.parse_args()
-    procs = [multiprocessing.Process(target=_serve, args=(a.host, a.port, a.impl, a.pipelining))
-             for _ in range(a.procs)]
+    if a.procs <= 1:
+        _serve(a.host, a.port, a.impl, a.pipelining)
+        return
+    procs = [multiprocessing.Process(target=_serve, args=(a.host, a.port, a.impl, a.pipelining),
+                                     daemon=True) for _ in range(a.procs)]
     for p in procs:
         p.start()
+
+    def stop(*_: object) -> None:
+        for p in procs:
+            p.terminate()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-
+        stop()
 
 if __name__ == "__main__":
     main()

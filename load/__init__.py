@@ -1,1 +1,24 @@
-"""Load harness: protocol clients that drive any server and measure it (imports no server internals)."""
+"""Load harness: protocol clients that drive any server and measure it (imports no server internals).
+
+Layout (one concern per module; scenarios are plug-ins):
+
+    cli.py            `cxgw load ...` subcommands: register(subparsers), main() for `python -m load`
+    options.py        common knobs: target + loopback safety, limits, sizes, TLS, credentials, units
+    context.py        RunContext: what a scenario receives (target, limits, recorder, params)
+    runner.py         drive(): closed loop / open loop (--rate), count/duration/hard-cap bounds
+    stats.py          Recorder: exact accounting, HDR histograms, per-second time series
+    result.py         result dict (JSON schema), summary table
+    report.py, svg.py self-contained HTML report with hand-drawn inline SVG charts
+    compare.py        ratios B/A between two result files
+    smtp_source.py    import a Postfix smtp-source run for cross-checking
+    message.py        test messages with unique X-Load-Id / Message-ID, exact sizes
+    smtpclient.py     lean SMTP client (raw asyncio streams, PIPELINING, STARTTLS, AUTH PLAIN)
+    imapclient.py     lean IMAP4rev1 client (LOGIN/AUTHENTICATE, SELECT, FETCH, STORE, IDLE)
+    imapverify.py     end-to-end arrival check over IMAP (X-Load-Id search)
+    scenarios/        one module per scenario, registered in scenarios/__init__.py SCENARIOS
+
+Adding a scenario: write `scenarios/<name>.py` with `add_arguments(parser)` (call
+`options.add_common_arguments`), `async run(ctx, args)` that drives `runner.drive` with a
+worker per connection and records into `ctx.rec`, and `SCENARIO = Scenario(...)`; then
+list it in `scenarios/__init__.py`.
+"""
