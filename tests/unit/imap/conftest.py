@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -25,9 +26,9 @@ class Link:
     def __init__(self, core: ImapServerCore | None = None) -> None:
         self.core = core or ImapServerCore()
 
-    def send(self, data: bytes) -> list[Event]:
+    def send(self, data: bytes) -> list[Any]:
         self.core.receive_data(data)
-        events: list[Event] = []
+        events: list[Any] = []
         while (ev := self.core.next_event()) is not NEED_DATA:
             assert isinstance(ev, Event)
             events.append(ev)

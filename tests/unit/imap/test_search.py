@@ -1,6 +1,7 @@
 """SEARCH: key parsing (RFC 3501 §6.4.4), ESEARCH (RFC 4731), evaluation over rows."""
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_simple_keys_are_normalised() -> None:
 def test_compound_program() -> None:
     cmd = parse(b'a UID SEARCH CHARSET UTF-8 OR FROM "bob" (SUBJECT hi LARGER 10) NOT DELETED 1:5')
     assert cmd.uid and cmd.charset == "UTF-8"
-    k = cmd.key
+    k: Any = cmd.key
     assert k.op == "AND" and len(k.args) == 3
     assert k.args[0].op == "OR"
     assert k.args[0].args[0] == SearchKey("HEADER", ("FROM", b"bob"))
