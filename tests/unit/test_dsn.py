@@ -11,7 +11,7 @@ import email.policy
 import json
 import os
 from datetime import UTC, datetime
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ def test_parse_back(name: str) -> None:
     assert all(len(line) <= 998 for line in out.split(b"\r\n"))  # RFC 5322 §2.1.1
     msg: Any = email.message_from_bytes(out, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
+    parts: Any = msg.get_payload()
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"
     assert msg["Auto-Submitted"] == "auto-replied"
@@ -66,7 +67,7 @@ def test_parse_back(name: str) -> None:
     assert msg["To"].addresses[0].addr_spec == p["original_sender"]
     assert msg["Message-ID"] == p["message_id"]
     assert not msg.defects
-    text, status, returned = msg.get_payload()
+    text, status, returned = parts
     assert text.get_content_type() == "text/plain"
     body = text.get_content()
     assert "mail.cx.example" in body
@@ -75,7 +76,7 @@ def test_parse_back(name: str) -> None:
         assert r.final_recipient in body
 
     assert status.get_content_type() == "message/delivery-status"
-    blocks: list[Message] = status.get_payload()
+    blocks: list[Any] = status.get_payload()
     per_msg, per_rcpt = blocks[0], blocks[1:]
     assert per_msg["Reporting-MTA"] == "dns; mail.cx.example"
     assert per_msg["Original-Envelope-Id"] == p["original_envelope_id"]
