@@ -101,7 +101,7 @@ def status_response(name: str, values: Mapping[str, int], items: Sequence[str]) 
     return Untagged(b"STATUS " + mailbox_name(name) + b" (" + body.encode() + b")")
 
 
-def _pattern_re(pattern: str) -> re.Pattern[str]:
+def _pattern_re(pattern: str, flags: int = 0) -> re.Pattern[str]:
     out = []
     for ch in pattern:
         if ch == "*":
@@ -110,7 +110,7 @@ def _pattern_re(pattern: str) -> re.Pattern[str]:
             out.append(f"[^{re.escape(DELIMITER)}]*")
         else:
             out.append(re.escape(ch))
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+    return re.compile("".join(out) + r"\Z", re.DOTALL | flags)
 
 
 def list_match(reference: str, pattern: str, name: str) -> bool:
@@ -118,12 +118,8 @@ def list_match(reference: str, pattern: str, name: str) -> bool:
 
     INBOX matches case-insensitively (RFC 3501 §5.1).
     """
-    full = reference + pattern
-    if name == "INBOX":
-        return bool(
-            _pattern_re(full.upper() if full.upper().startswith("INBOX") else full).match(name)
-        )
-    return bool(_pattern_re(full).match(name))
+    flags = re.IGNORECASE if name == "INBOX" else 0
+    return bool(_pattern_re(reference + pattern, flags).match(name))
 
 
 def list_responses(

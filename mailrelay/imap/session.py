@@ -15,7 +15,6 @@ responses into the core. The network loop stays thin::
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -446,6 +445,10 @@ class ImapSession:
     async def _cmd_search(self, cmd: c.Search, now: datetime) -> None:
         view = self.view
         assert view is not None
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            # RFC 3501 §6.4.4: unknown charset → NO [BADCHARSET]
+            self._no(cmd.tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+            return
         full = needs_content(cmd.key)
         rows = await self.store.fetch(view.mailbox_id, list(view.uids), raw=full, structure=full)
         rows = [r for r in rows if view.seq_of(r.uid) is not None]
@@ -512,8 +515,3 @@ class ImapSession:
             self.core.send(line)
         self._drain()
         self._ok(cmd.tag, "Expunge completed")
-
-    # not used directly: base64 helper for SASL challenges in tests and callers
-    @staticmethod
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode("ascii")

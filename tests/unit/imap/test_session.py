@@ -91,6 +91,7 @@ async def test_select_fetch_store_search_expunge(store: FakeStore) -> None:
     out = await c.cmd("e EXPUNGE")
     assert "* 2 EXPUNGE" in out and "e OK" in out
     assert "* SEARCH 1" in await c.cmd("q3 SEARCH BODY first")
+    assert "NO [BADCHARSET" in await c.cmd("q4 SEARCH CHARSET KOI8-R ALL")
 
 
 async def test_copy_move_uidplus(store: FakeStore) -> None:
