@@ -100,6 +100,10 @@ class StreamParser:
 
     def feed(self, data: bytes) -> list[ParserEvent]:
         """Parse `data` and return the events it completed, in order."""
+        if self._fed == 0:
+            # Whitespace before a (restarted) stream is a keepalive of the previous one;
+            # XML would refuse it before the declaration (XML 1.0 §2.8).
+            data = data.lstrip(b" \t\r\n")
         if self._dead or not data:
             return []
         self._chunk = data

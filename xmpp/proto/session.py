@@ -194,6 +194,8 @@ class ServerSession:
 
     def bound(self, jid: JID) -> None:
         """Bind succeeded with this full JID (its resource may differ from the request)."""
+        if self._waiting != "bind":
+            raise RuntimeError("no bind answer is pending")
         if (jid.local != self.username or jid.domain != self.domain or not jid.resource):
             raise ValueError(f"{jid} is not a full JID of {self.username}@{self.domain}")
         iq = self._expect_bind()

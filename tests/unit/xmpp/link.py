@@ -52,6 +52,14 @@ class Link:
     server_events: list[SessionEvent] = field(default_factory=list)
     client_events: list[SessionEvent] = field(default_factory=list)
     pending: list[SessionEvent] = field(default_factory=list)  # unanswered when not auto
+    chunk: int = 0  # deliver bytes in pieces of this size (0: as produced)
+
+    def _deliver(self, to: ServerSession | ClientSession, data: bytes) -> None:
+        if not self.chunk:
+            to.receive_data(data)
+            return
+        for i in range(0, len(data), self.chunk):
+            to.receive_data(data[i:i + self.chunk])
 
     def answer(self, event: SessionEvent) -> None:
         """What a real driver does for a server event (directory lookups, binding)."""
@@ -74,7 +82,7 @@ class Link:
             data = self.client.data_to_send()
             if data:
                 moved = True
-                self.server.receive_data(data)
+                self._deliver(self.server, data)
             tls = False
             while (ev := self.server.next_event()) is not None:
                 self.server_events.append(ev)
@@ -87,7 +95,7 @@ class Link:
             data = self.server.data_to_send()
             if data:
                 moved = True
-                self.client.receive_data(data)
+                self._deliver(self.client, data)
             if tls:
                 self.server.tls_started()
             while (ev := self.client.next_event()) is not None:

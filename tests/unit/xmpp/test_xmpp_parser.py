@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,12 +21,16 @@ MSG = (b"<message to='juliet@example.com/balcony' from='romeo@example.net/orchar
 STREAM = HEADER + b"\n " + MSG + b"<presence/>\t" + b"</stream:stream>"
 
 
+def parse(data: bytes, **kw: Any) -> list[Any]:
+    return StreamParser(**kw).feed(data)
+
+
 def kinds(events: list) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
 def failure(data: bytes, **kw: int) -> str:
-    events = StreamParser(**kw).feed(data)
+    events = parse(data, **kw)
     assert isinstance(events[-1], StreamFailed), events
     return events[-1].error.condition
 
@@ -53,7 +58,7 @@ def test_whole_stream_in_one_chunk() -> None:
 
 def test_one_byte_at_a_time() -> None:
     parser = StreamParser()
-    events = []
+    events: list[Any] = []
     for i in range(len(STREAM)):
         events += parser.feed(STREAM[i:i + 1])
     check_stream(events)
@@ -62,7 +67,7 @@ def test_one_byte_at_a_time() -> None:
 def test_multibyte_utf8_split_across_chunks() -> None:
     data = HEADER + "<message><body>Grüße 😀 ok</body></message>".encode()
     parser = StreamParser()
-    events = []
+    events: list[Any] = []
     for i in range(len(data)):
         events += parser.feed(data[i:i + 1])
     assert events[1].element.findtext("{jabber:client}body") == "Grüße 😀 ok"
@@ -73,7 +78,7 @@ def test_multibyte_utf8_split_across_chunks() -> None:
 def test_any_chunk_boundaries(cuts: list[int]) -> None:
     points = sorted(set(cuts))
     parser = StreamParser()
-    events = []
+    events: list[Any] = []
     prev = 0
     for p in [*points, len(STREAM)]:
         events += parser.feed(STREAM[prev:p])
@@ -119,7 +124,7 @@ def test_billion_laughs_is_refused_before_any_expansion() -> None:
 
 
 def test_predefined_and_character_references_are_allowed() -> None:
-    events = StreamParser().feed(HEADER + b"<m>&amp;&lt;&gt;&quot;&apos;&#65;&#x42;</m>")
+    events = parse(HEADER + b"<m>&amp;&lt;&gt;&quot;&apos;&#65;&#x42;</m>")
     assert events[1].element.text == "&<>\"'AB"
 
 
@@ -154,7 +159,7 @@ def test_invalid_namespace(data: bytes) -> None:
 
 def test_server_role_content_namespace() -> None:
     data = b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>"
-    events = StreamParser(content_ns="jabber:server").feed(data + b"<message/>")
+    events = parse(data + b"<message/>", content_ns="jabber:server")
     assert events[1].element.tag == "{jabber:server}message"
 
 
@@ -184,7 +189,7 @@ def test_stanza_size_limit_complete_stanza() -> None:
 def test_stanza_size_limit_unfinished_stanza_is_cut_early() -> None:
     parser = StreamParser(max_stanza_bytes=1000)
     parser.feed(HEADER + b"<message><body>")
-    events = []
+    events: list[Any] = []
     for _ in range(5):
         events += parser.feed(b"y" * 300)
     assert kinds(events) == ["StreamFailed"]
@@ -192,8 +197,7 @@ def test_stanza_size_limit_unfinished_stanza_is_cut_early() -> None:
 
 
 def test_huge_single_chunk_is_cut_without_parsing_it_all() -> None:
-    parser = StreamParser(max_stanza_bytes=10_000)
-    events = parser.feed(HEADER + b"<message><body>" + b"z" * 5_000_000)
+    events = parse(HEADER + b"<message><body>" + b"z" * 5_000_000, max_stanza_bytes=10_000)
     assert events[-1].error.condition == "policy-violation"
 
 
@@ -238,7 +242,7 @@ def test_stream_close() -> None:
 
 
 def test_elements_are_plain_elementtree() -> None:
-    events = StreamParser().feed(HEADER + MSG)
+    events = parse(HEADER + MSG)
     assert isinstance(events[1].element, ET.Element)
 
 
@@ -263,3 +267,9 @@ def test_remainder_when_end_tag_spans_chunks() -> None:
     events = parser.feed(b"onse><presence/>")
     assert parser.remainder_after(0) == b"<presence/>"
     assert isinstance(events[0], StanzaReceived)
+
+
+def test_whitespace_before_a_restarted_stream_is_ignored() -> None:
+    parser = StreamParser()
+    assert parser.feed(b" \n") == []
+    assert kinds(parser.feed(b"\t" + HEADER)) == ["StreamOpened"]

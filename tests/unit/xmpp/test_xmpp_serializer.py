@@ -97,7 +97,7 @@ def test_escaping() -> None:
     assert escape_text("bad\x00\x1b") == "bad\ufffd\ufffd"
 
 
-xml_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+xml_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
 @settings(max_examples=200, deadline=None)
