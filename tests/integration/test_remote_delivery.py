@@ -62,7 +62,7 @@ class Sink:
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         self.tls.append(session.ssl is not None)
-        if self.drop_at_data:
+        if self.drop_at_data and server.transport is not None:
             server.transport.close()  # the reply to "." never arrives
         if self.data_reply:
             return self.data_reply
@@ -462,3 +462,17 @@ async def test_connection_lost_after_data_is_temporary(start_sink: StartSink) ->
                                         MSG)
     assert statuses(res) == [("b@peer.example", "temp", 451, "4.4.2"),
                              ("bad@peer.example", "perm", 550, "5.1.1")]
+
+
+async def test_dkim_signed_message_still_verifies_after_delivery(start_sink: StartSink) -> None:
+    from mailrelay.dkim import DkimSigner, generate_key, record_value, verify
+
+    pem, record = generate_key("s1", "cx.example", bits=1024)
+    raw = MSG.replace(b"Hello.\r\n", b".\r\n..x\r\nline with trailing space \r\n\xe4\xb8\xad\r\n")
+    signed = await DkimSigner("cx.example", "s1", pem).sign_async(raw)
+    sink = Sink()
+    port = await start_sink(sink)
+    res = await smarthost(port).deliver("a@cx.example", ["b@peer.example"], signed)
+    assert res[0].status == "ok"
+    assert sink.received[0]["data"] == signed
+    assert verify(sink.received[0]["data"], {"s1._domainkey.cx.example": record_value(record)}.get)
