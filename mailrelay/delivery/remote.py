@@ -31,6 +31,7 @@ from typing import Literal
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
+from aiosmtplib.email import parse_address
 
 from cxkernel.config import RelayConfig, parse_hostport
 from mailrelay.delivery.mx import DnsFailure, MXResolver
@@ -164,6 +165,17 @@ class RemoteDelivery:
         """
         if not recipients:
             return []
+        if sender and not _mailbox_ok(sender):
+            return [RcptResult(r, "perm", 553, "5.1.7", "bad sender address syntax")
+                    for r in recipients]
+        bad = {r: RcptResult(r, "perm", 553, "5.1.3", "bad recipient address syntax")
+               for r in recipients if not _mailbox_ok(r)}
+        if bad:
+            good = [r for r in recipients if r not in bad]
+            done = dict(bad)
+            if good:
+                done.update((x.recipient, x) for x in await self.deliver(sender, good, raw))
+            return [done[r] for r in recipients]
         needs = message_needs(raw)
         try:
             hosts = await self._hosts(recipients[0])
@@ -175,11 +187,14 @@ class RemoteDelivery:
             try:
                 return await self._attempt(host, port, sender, recipients, raw, needs)
             except _SessionFailure as exc:
-                log.info("delivery to %s:%d failed: %s %s %s", host, port, exc.code,
-                         exc.enhanced, exc.text)
                 last = exc
-                if not exc.try_next:
-                    break
+            except Exception:  # a bug must not lose mail: defer, never bounce
+                log.exception("unexpected error delivering to %s:%d", host, port)
+                last = _SessionFailure("temp", 451, "4.3.0", "internal error, will retry")
+            log.info("delivery to %s:%d failed: %s %s %s", host, port, last.code,
+                     last.enhanced, last.text)
+            if not last.try_next:
+                break
         return [last.result(r) for r in recipients]
 
     async def _hosts(self, rcpt: str) -> list[tuple[str, int]]:
@@ -350,6 +365,11 @@ class RemoteDelivery:
         """MAIL, RCPT per recipient, DATA; fills `results` with final outcomes only."""
         try:
             await smtp.mail(sender, options=options, encoding=enc)
+        except ValueError:  # aiosmtplib refuses a mailbox that would break the command line
+            for r in todo:
+                results[r] = RcptResult(r, "perm", 553, "5.1.7", "bad sender address syntax",
+                                        host)
+            return
         except aiosmtplib.SMTPSenderRefused as exc:
             if exc.code >= 500:
                 for r in todo:
@@ -361,6 +381,10 @@ class RemoteDelivery:
         for i, r in enumerate(todo):
             try:
                 resp = await smtp.rcpt(r, encoding=enc)
+            except ValueError:  # RFC 5321 §4.1.2: not a mailbox (spaces, controls, <>)
+                results[r] = RcptResult(r, "perm", 553, "5.1.3",
+                                        "bad recipient address syntax", host)
+                continue
             except aiosmtplib.SMTPRecipientRefused as exc:
                 results[r] = _from_reply(r, exc.code, exc.message, host)
                 if exc.code == 421:  # RFC 5321 §3.8: the server is closing the channel
@@ -385,6 +409,21 @@ class RemoteDelivery:
         # One reply to the final "." covers every accepted recipient (RFC 5321 §4.1.1.4).
         for r in accepted:
             results[r] = _from_reply(r, resp.code, resp.message, host)
+
+
+def _mailbox_ok(addr: str) -> bool:
+    """A bare mailbox that goes on the command line unchanged (RFC 5321 §4.1.2).
+
+    aiosmtplib parses addresses with email.utils, which silently drops comments and folding
+    white space ("x\\r\\nRSET@d" would become "xRSET@d"): anything it would rewrite is
+    refused here instead of being delivered to a different mailbox.
+    """
+    if not addr or any(ord(c) < 0x20 or ord(c) == 0x7F for c in addr):
+        return False
+    try:
+        return parse_address(addr) == addr
+    except ValueError:
+        return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -476,3 +476,19 @@ async def test_dkim_signed_message_still_verifies_after_delivery(start_sink: Sta
     assert res[0].status == "ok"
     assert sink.received[0]["data"] == signed
     assert verify(sink.received[0]["data"], {"s1._domainkey.cx.example": record_value(record)}.get)
+
+
+async def test_bad_address_syntax_is_permanent(start_sink: StartSink) -> None:
+    sink = Sink()
+    port = await start_sink(sink)
+    res = await smarthost(port).deliver(
+        "a@cx.example", ["bad rcpt@peer.example", "b@peer.example", "x\r\nRSET@peer.example",
+                         "<c@peer.example>", '"john doe"@peer.example'], MSG)
+    assert statuses(res) == [("bad rcpt@peer.example", "perm", 553, "5.1.3"),
+                             ("b@peer.example", "ok", 250, "2.0.0"),
+                             ("x\r\nRSET@peer.example", "perm", 553, "5.1.3"),
+                             ("<c@peer.example>", "perm", 553, "5.1.3"),
+                             ('"john doe"@peer.example', "ok", 250, "2.0.0")]
+    assert sink.received[0]["to"] == ["b@peer.example", '"john doe"@peer.example']
+    res = await smarthost(port).deliver("a b@cx.example", ["b@peer.example"], MSG)
+    assert statuses(res) == [("b@peer.example", "perm", 553, "5.1.7")]
