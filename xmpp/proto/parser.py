@@ -245,6 +245,7 @@ class StreamParser:
         if self._header_ns.get("") != self.content_ns:
             raise StreamError("invalid-namespace", "Wrong or missing content namespace")
         self._depth = 1
+        self._p.StartNamespaceDeclHandler = None  # only the header's declarations matter
         self._events.append(StreamOpened(
             to=attrs.get("to"), from_=attrs.get("from"), version=attrs.get("version"),
             lang=attrs.get(ns.XML + "}lang"), id=attrs.get("id"),
