@@ -187,3 +187,32 @@ def test_imap_sync(servers: Servers, tmp_path: Path, extra: list[str]) -> None:
     assert (r["sent"], r["delivered"]) == (10, 10)
     assert r["login_ms"]["count"] == (2 if extra else 10)
     assert_balanced(r)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_submission_auth_plain(servers: Servers, tmp_path: Path) -> None:
+    from aiosmtpd.smtp import SMTP, AuthResult
+
+    logins: list[str] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
+                      data: Any) -> AuthResult:
+        ok = data.password == b"pw-ann-1"
+        if ok:
+            logins.append(data.login.decode())
+        return AuthResult(success=ok, handled=False)
+
+    handler = SinkHandler()
+    port = servers.start(lambda: SMTP(handler, authenticator=authenticator,
+                                      auth_require_tls=False, auth_required=True))
+    creds = tmp_path / "c.csv"
+    creds.write_text("address,password\nann@x.test,pw-ann-1\n")
+    rc, r = run(["smtp-burst", "--target", f"127.0.0.1:{port}", "--count", "3", "--auth",
+                 "--credentials", str(creds), "--rcpt", "b@x.test"], tmp_path)
+    assert rc == 0, r
+    assert logins == ["ann@x.test"] * 3 and handler.transactions[0][0] == "ann@x.test"
+    creds.write_text("ann@x.test,wrong-pass\n")
+    rc, r = run(["smtp-burst", "--target", f"127.0.0.1:{port}", "--count", "2", "--auth",
+                 "--credentials", str(creds), "--rcpt", "b@x.test"], tmp_path)
+    assert rc == 1 and r["errors"] == {"smtp-5xx": 2}
+    assert_balanced(r)
