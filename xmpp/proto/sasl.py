@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from directory.scram import HASHES, ScramError, ScramKeys, ScramServer
 
@@ -124,4 +124,3 @@ class Exchange:
     #: driver's keys; "final": waiting for SCRAM client-final; "verdict": waiting for the
     #: driver's PLAIN verdict.
     stage: str = "first"
-    extra: dict[str, str] = field(default_factory=dict)

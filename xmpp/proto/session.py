@@ -25,8 +25,8 @@ from xml.etree.ElementTree import Element, SubElement
 
 from directory.scram import ScramError, ScramKeys, ScramServer
 
-from ..jid import JID, JIDError, nameprep, parse_jid, resourceprep
-from . import ns, sasl
+from ..jid import JID, JIDError, nameprep, parse_jid
+from . import inbound, ns, sasl
 from .config import SessionConfig, post_auth_features, pre_auth_features
 from .errors import SaslFailure, StanzaError, StreamError, error_reply, is_error_stanza
 from .events import (
@@ -52,10 +52,6 @@ from .serializer import STREAM_CLOSE, stream_header, to_bytes
 from .state import UNAUTHENTICATED, SessionState, StateMachine, Trigger
 
 S = SessionState
-IQ_TYPES = frozenset({"get", "set", "result", "error"})
-PRESENCE_TYPES = frozenset({"unavailable", "subscribe", "subscribed", "unsubscribe",
-                            "unsubscribed", "probe", "error"})
-_RESOURCE = ns.q(ns.BIND, "resource")
 
 
 def _new_id() -> str:
@@ -154,6 +150,8 @@ class ServerSession:
 
     def tls_started(self) -> None:
         """TLS is up: the next bytes are a new stream over TLS (RFC 6120 §5.4.3.3)."""
+        if self.state is S.CLOSED:
+            return  # answers racing with a closed connection are ignored
         self._expect("tls")
         self._machine.fire(Trigger.TLS_STARTED)
         self.secured = True
@@ -166,6 +164,8 @@ class ServerSession:
     def provide_scram_keys(self, keys: ScramKeys | None) -> None:
         """Stored keys for the user of AuthRequested, or None if there is no such user
         (the exchange then fails at the proof, like a wrong password)."""
+        if self.state is S.CLOSED:
+            return
         ex = self._expect_sasl("keys")
         assert ex.scram is not None
         if keys is None:
@@ -182,6 +182,8 @@ class ServerSession:
                     text: str | None = None) -> None:
         """Verdict on PlainCredentials; or ``ok=False`` instead of keys (e.g.
         ``temporary-auth-failure`` when the directory is down)."""
+        if self.state is S.CLOSED:
+            return
         ex = self._sasl
         if ex is None or self._waiting != "auth" or (ok and ex.stage != "verdict"):
             raise RuntimeError("no authentication verdict is pending")
@@ -194,6 +196,8 @@ class ServerSession:
 
     def bound(self, jid: JID) -> None:
         """Bind succeeded with this full JID (its resource may differ from the request)."""
+        if self.state is S.CLOSED:
+            return
         if self._waiting != "bind":
             raise RuntimeError("no bind answer is pending")
         if (jid.local != self.username or jid.domain != self.domain or not jid.resource):
@@ -214,6 +218,8 @@ class ServerSession:
 
     def bind_refused(self, error: StanzaError) -> None:
         """Refuse binding, e.g. resource-constraint or not-allowed (RFC 6120 §7.6.2)."""
+        if self.state is S.CLOSED:
+            return
         iq = self._expect_bind()
         self._out.append(to_bytes(error_reply(iq, error)))
         self._resume()
@@ -493,70 +499,22 @@ class ServerSession:
     # -- resource binding (RFC 6120 §7) -------------------------------------------------------------
 
     def _on_bind(self, iq: Element) -> None:
-        if not iq.get("id"):
-            self._reply_error(iq, StanzaError("bad-request", "Missing 'id'"))
+        request = inbound.bind_request(iq)
+        if isinstance(request, StanzaError):
+            self._reply_error(iq, request)
             return
-        bind = iq.find(ns.BIND_TAG)
-        res_el = bind.find(_RESOURCE) if bind is not None else None
-        text = (res_el.text or "").strip() if res_el is not None else ""
-        if text:
-            try:
-                resource, generated = resourceprep(text), False
-            except JIDError:
-                self._reply_error(iq, StanzaError("bad-request", "Invalid resource"))  # §7.7.2.1
-                return
-        else:
-            resource, generated = secrets.token_urlsafe(9), True  # RFC 6120 §7.6
         self._bind_iq = iq
         self._waiting = "bind"
-        self._events.append(BindRequested(resource, generated))
+        self._events.append(BindRequested(*request))
 
     # -- stanzas from a bound client (RFC 6120 §8) ---------------------------------------------------
 
     def _on_stanza(self, el: Element) -> None:
-        jid = self.jid
-        assert jid is not None
-        sender = el.get("from")
-        if sender is not None and sender != self._jid_str:
-            # RFC 6120 §8.1.2.1: the server stamps 'from'; a different JID is spoofing.
-            try:
-                claimed: JID | None = parse_jid(sender)
-            except JIDError:
-                claimed = None
-            if claimed != jid and claimed != jid.bare:
-                self._fail(StreamError("invalid-from"))  # RFC 6120 §4.9.3.9
-                return
-        el.set("from", self._jid_str)
-        stype = el.get("type")
-        to = el.get("to")
-        if to is not None:
-            try:
-                to_jid = str(parse_jid(to))
-            except JIDError:
-                # RFC 6120 §8.3.3.8: jid-malformed, answered by the server itself.
-                self._reply_error(el, StanzaError("jid-malformed"), from_=self.domain)
-                return
-            if to_jid != to:
-                el.set("to", to_jid)
-        tag = el.tag
-        if tag == ns.IQ:
-            if stype not in IQ_TYPES or not el.get("id"):
-                self._reply_error(el, StanzaError("bad-request"))  # RFC 6120 §8.2.3
-                return
-            if stype in ("get", "set"):
-                if len(el) != 1:  # RFC 6120 §8.2.3: exactly one payload child
-                    self._reply_error(el, StanzaError("bad-request"))
-                    return
-                child = el[0].tag
-                if child == ns.SESSION_TAG and (to is None or to == self.domain):
-                    # RFC 6121 Appendix E: session establishment is a no-op.
-                    self._out.append(to_bytes(Element(ns.IQ, {
-                        "type": "result", "id": el.get("id", ""), "to": self._jid_str})))
-                    return
-                if child == ns.BIND_TAG:
-                    self._reply_error(el, StanzaError("not-allowed", "Already bound"))
-                    return
-        elif tag == ns.PRESENCE and stype is not None and stype not in PRESENCE_TYPES:
-            self._reply_error(el, StanzaError("bad-request"))
-            return
-        self._events.append(StanzaFromClient(el))
+        assert self.jid is not None and self.domain is not None
+        verdict = inbound.vet_stanza(el, self.jid, self.domain)
+        if verdict is inbound.Verdict.ROUTE:
+            self._events.append(StanzaFromClient(el))
+        elif isinstance(verdict, StreamError):
+            self._fail(verdict)
+        elif isinstance(verdict, Element):
+            self._out.append(to_bytes(verdict))

@@ -196,6 +196,17 @@ def test_async_answers_and_held_input() -> None:
     assert link.server.state is S.BOUND
 
 
+def test_late_answers_after_close_are_ignored() -> None:
+    probe = Probe()
+    probe.send(HEADER)
+    probe.send(plain_auth())
+    probe.send(b"")  # the client went away while the directory was busy
+    probe.server.auth_result(True)
+    probe.server.provide_scram_keys(None)
+    probe.server.bound(JID("juliet", DOMAIN, "x"))
+    assert probe.ended().by_peer
+
+
 def test_driver_answers_in_the_wrong_state_are_refused() -> None:
     probe = Probe()
     with pytest.raises(RuntimeError):
