@@ -16,7 +16,6 @@ from cxkernel.errors import Conflict, Invalid, NotFound
 from directory import repo
 from directory.model import (
     Account,
-    Role,
     Status,
     Unit,
     UnitKind,

@@ -15,7 +15,7 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from cxkernel.config import Config
 from cxkernel.events import EventBus
@@ -53,6 +53,8 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     metrics: Metrics = field(default_factory=Metrics)
     http: HTTPServer = field(default_factory=HTTPServer)
+    # Components publish what sibling wiring needs here (e.g. "mail" for documents).
+    components: dict[str, Any] = field(default_factory=dict)
 
 
 class Component(Protocol):
@@ -130,7 +132,7 @@ def build_components(services: Services) -> list[Component]:
 
 
 # Protocol components register here (gateway imports mailrelay and xmpp, never the reverse).
-COMPONENT_FACTORIES: list = []
+COMPONENT_FACTORIES: list[Any] = []
 
 
 def _load_factories() -> None:
@@ -145,6 +147,33 @@ def _load_factories() -> None:
                 raise
 
 
+class RunningServer:
+    """The whole server started in this event loop (used by `run_server` and by tests)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.started: list[Component] = []
+        self.endpoints: list[Endpoint] = []
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {ep.name: ep.port for ep in self.endpoints}
+
+    async def start(self) -> None:
+        _load_factories()
+        for comp in build_components(self.services):
+            self.started.append(comp)  # stop() must cope with a component whose start() failed
+            self.endpoints.extend(await comp.start())
+
+    async def stop(self) -> None:
+        for comp in reversed(self.started):
+            try:
+                await asyncio.wait_for(comp.stop(), 30)
+            except Exception:
+                log.exception("component %s did not stop cleanly", comp.name)
+        self.started.clear()
+
+
 async def run_server(cfg: Config, out: TextIO = sys.stdout,
                      stop_event: asyncio.Event | None = None) -> None:
     """Start everything, print the endpoints and `cxgw ready`, run until stopped."""
@@ -157,15 +186,11 @@ async def run_server(cfg: Config, out: TextIO = sys.stdout,
         except (NotImplementedError, RuntimeError):
             pass
     services = await open_services(cfg)
-    _load_factories()
-    components = build_components(services)
-    started: list[Component] = []
+    server = RunningServer(services)
     try:
-        for comp in components:
-            endpoints = await comp.start()
-            started.append(comp)
-            for ep in endpoints:
-                print(ep.line(), file=out, flush=True)
+        await server.start()
+        for ep in server.endpoints:
+            print(ep.line(), file=out, flush=True)
         print(f"database {'embedded ' + str(services.db.embedded.pgdata) if services.db.embedded else 'external'}",
               file=out, flush=True)
         print(f"cxgw ready ({time.monotonic() - t0:.2f}s)", file=out, flush=True)
@@ -173,10 +198,6 @@ async def run_server(cfg: Config, out: TextIO = sys.stdout,
         await stop.wait()
         print("cxgw stopping", file=out, flush=True)
     finally:
-        for comp in reversed(started):
-            try:
-                await asyncio.wait_for(comp.stop(), 30)
-            except Exception:
-                log.exception("component %s did not stop cleanly", comp.name)
+        await server.stop()
         await services.db.close()
         print("cxgw stopped", file=out, flush=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
-from cxkernel.errors import Unavailable
 from cxkernel.config import Config
+from cxkernel.errors import Unavailable
 
 log = logging.getLogger("cxgw.db")
 
@@ -197,7 +197,7 @@ class Database:
             pool = await asyncpg.create_pool(
                 url, min_size=pool_min or cfg.database.pool_min,
                 max_size=pool_max or cfg.database.pool_max, init=_init_connection)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if embedded:
                 await loop.run_in_executor(None, embedded.stop)
             raise Unavailable("database is not reachable",
@@ -214,8 +214,18 @@ class Database:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)
 
 
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + json.dumps(value, separators=(",", ":")).encode()
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return json.loads(data[1:])  # jsonb binary format: version byte 1, then JSON text
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Binary format so that COPY (used by group commits) can carry jsonb too.
+    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode,
+                              schema="pg_catalog", format="binary")
 
 
 async def _ensure_database(admin_uri: str, name: str) -> None:

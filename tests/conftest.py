@@ -89,15 +89,24 @@ def db_url(pg_admin_uri: str, pg_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def cfg(db_url: str, tmp_path: Path) -> Config:
+def cfg_overrides() -> dict[str, dict[str, object]]:
+    """Override in a test module to change config sections for its tests."""
+    return {}
+
+
+@pytest.fixture
+def cfg(db_url: str, tmp_path: Path, cfg_overrides: dict[str, dict[str, object]]) -> Config:
     """A config on the test database with every listener on port 0 of 127.0.0.1."""
-    return from_dict({
+    data: dict[str, dict[str, object]] = {
         "server": {"domain": "cx.example", "state_dir": str(tmp_path / "state")},
-        "database": {"url": db_url, "pool_min": 1, "pool_max": 10},
+        "database": {"url": db_url, "pool_min": 1, "pool_max": 20},
         "listen": {k: "127.0.0.1:0" for k in ("smtp", "submission", "submissions", "imap",
                                               "imaps", "xmpp", "xmpps", "http")},
         "auth": {"lockout_failures": 3, "lockout_seconds": 60},
-    })
+    }
+    for section, values in cfg_overrides.items():
+        data.setdefault(section, {}).update(values)
+    return from_dict(data)
 
 
 @pytest.fixture
@@ -109,3 +118,17 @@ async def services(cfg: Config) -> AsyncIterator[object]:
         yield s
     finally:
         await s.db.close()
+
+
+@pytest.fixture
+async def server(services: object) -> AsyncIterator[object]:
+    """The whole server (every component) on 127.0.0.1 port 0 in this event loop.
+
+    `server.ports["smtp"]` etc. give the bound ports; `server.services` the services."""
+    from gateway.app import RunningServer
+    srv = RunningServer(services)  # type: ignore[arg-type]
+    try:
+        await srv.start()
+        yield srv
+    finally:
+        await srv.stop()

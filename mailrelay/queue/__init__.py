@@ -1,0 +1,1 @@
+"""The durable queue: repository, scheduler and delivery dispatch."""

@@ -1,0 +1,143 @@
+"""The mail component: address book, submission stage, queue scheduler and SMTP listeners,
+built from explicit services and configuration (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from dataclasses import dataclass
+
+import asyncpg
+
+from cxkernel.config import Config
+from cxkernel.metrics import Metrics
+from directory.auth import Authenticator
+from mailrelay import addressbook
+from mailrelay.addressbook import AddressBook
+from mailrelay.bounce import Bouncer
+from mailrelay.queue.scheduler import Scheduler
+from mailrelay.smtp.handler import ListenerPolicy, handler_for
+from mailrelay.smtp.server import start_listener
+from mailrelay.submit import Submitter
+
+log = logging.getLogger("cxgw.mail")
+
+
+class LiveAddressBook:
+    """Keeps the address book fresh: reload on `directory_changed`, usage every few seconds."""
+
+    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0) -> None:
+        self.pool = pool
+        self.domain = domain
+        self.refresh = refresh
+        self.book = AddressBook(domain)
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    def __call__(self) -> AddressBook:
+        return self.book
+
+    async def start(self) -> None:
+        self.book = await addressbook.load(self.pool, self.domain)
+        self._conn = await self.pool.acquire()
+        await self._conn.add_listener("directory_changed", self._changed)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _changed(self, *args: object) -> None:
+        self._dirty.set()
+
+    async def reload(self) -> None:
+        self.book = await addressbook.load(self.pool, self.domain)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), self.refresh)
+                await asyncio.sleep(0.05)  # coalesce a burst of directory changes
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            try:
+                await self.reload()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("address book reload failed: %s", exc)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.remove_listener("directory_changed", self._changed)
+            await self.pool.release(conn)
+
+
+@dataclass
+class MailParts:
+    book: LiveAddressBook
+    submitter: Submitter
+    scheduler: Scheduler
+
+
+def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
+    """Address book, submission stage and scheduler (also used by the CLI's `mail send`)."""
+    book = LiveAddressBook(pool, cfg.server.domain)
+    host = cfg.server.host_name
+    submitter = Submitter(pool, book, host, metrics)
+    remote = None
+    try:
+        from mailrelay.delivery.remote import RemoteDelivery
+        remote = RemoteDelivery(cfg.relay, host)
+    except ImportError:  # pragma: no cover - the remote transport ships with the package
+        log.warning("remote delivery unavailable")
+    bouncer = Bouncer(pool, submitter, host, cfg.server.domain, cfg.queue)
+    scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics)
+    submitter.on_committed = scheduler.nudge
+    return MailParts(book, submitter, scheduler)
+
+
+class MailComponent:
+    """SMTP listeners plus the queue scheduler."""
+
+    name = "mail"
+
+    def __init__(self, pool: asyncpg.Pool, cfg: Config, auth: Authenticator,
+                 tls: ssl.SSLContext, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.auth = auth
+        self.tls = tls
+        self.metrics = metrics
+        self.parts = build(pool, cfg, metrics)
+        self.servers: list[asyncio.base_events.Server] = []
+
+    async def start(self) -> list[tuple[str, str, int, str]]:
+        await self.parts.book.start()
+        await self.parts.scheduler.start()
+        nets = tuple(ipaddress.ip_network(n, strict=False) for n in self.cfg.smtp.trusted_networks)
+        out = []
+        for role in ("smtp", "submission", "submissions"):
+            addr = self.cfg.listen_addr(role)
+            if addr is None:
+                continue
+            policy = ListenerPolicy(role, self.cfg.smtp.max_recipients, nets)
+            handler = handler_for(policy, book=self.parts.book, submitter=self.parts.submitter,
+                                  auth=self.auth if policy.submission else None,
+                                  metrics=self.metrics)
+            server = await start_listener(role, addr[0], addr[1], handler,
+                                          hostname=self.cfg.server.host_name, tls=self.tls,
+                                          max_size=self.cfg.smtp.max_message_size,
+                                          timeout=self.cfg.smtp.timeout)
+            self.servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))
+        return out
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            s.close()  # stop accepting; sessions in DATA finish their submit
+        await self.parts.submitter.close()
+        await self.parts.scheduler.stop()
+        await self.parts.book.stop()

@@ -1,0 +1,1 @@
+"""SMTP receive and submission: aiosmtpd listeners, our policy and handler."""

@@ -1,0 +1,158 @@
+"""SMTP policy: pure decisions on envelope and content (mox `smtpserver/analyze.go`).
+
+No I/O: every function takes what it needs (the address book snapshot, the session facts)
+and either returns a decision or raises `PolicyError`, which carries the SMTP reply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import getaddresses
+
+from cxkernel.errors import CxError
+from mailrelay.addressbook import AddressBook, Expansion
+
+
+class PolicyError(CxError):
+    """A refusal with its SMTP reply (code, enhanced code, public text)."""
+
+    def __init__(self, code: int, enhanced: str, text: str, reason: str | None = None) -> None:
+        super().__init__(text, reason=reason, smtp_code=code, smtp_enhanced=enhanced)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one envelope recipient goes."""
+
+    recipient: str
+    transport: str  # "local" | "remote" | "docs"
+    domain: str  # destination domain for remote, "" otherwise
+    expansion: Expansion | None = None
+
+
+# RFC 5321 §4.1.2 Mailbox = Local-part "@" Domain. We accept dot-atom local parts (and
+# UTF-8 with SMTPUTF8) but refuse what open-relay probes use: quoted local parts that hide
+# '@', '%'-hacks, '!' bang paths and source routes (RFC 5321 §4.1.1.3 / Appendix C).
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([^\s.@\[\]\"<>()]+\.)*[^\s.@\[\]\"<>()]+$")
+_LOCAL_RE = re.compile(r"^[^\s@\"<>()\[\],;:\\%!]+$")
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """Split and sanity-check a forward-path mailbox; raise PolicyError 501/553 if malformed."""
+    if address.startswith("@") or ":" in address.split("@", 1)[0]:
+        # source route "@a,@b:user@c": RFC 5321 §4.1.1.3 says receivers SHOULD ignore routes;
+        # relaying through them is exactly the open-relay trick, so we refuse outright.
+        raise PolicyError(553, "5.1.3", "Source routes are not accepted")
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        raise PolicyError(553, "5.1.3", "Address must be user@domain")
+    if local.startswith('"') or not _LOCAL_RE.match(local):
+        raise PolicyError(553, "5.1.3", "Address syntax not accepted")
+    if domain.startswith("[") and domain.endswith("]"):
+        raise PolicyError(553, "5.1.2", "Address literals are not accepted")
+    if not _DOMAIN_RE.match(domain) or ".." in local or local.startswith(".") or local.endswith("."):
+        raise PolicyError(553, "5.1.3", "Address syntax not accepted")
+    return local, domain.lower()
+
+
+def route_recipient(address: str, book: AddressBook, *, relay_allowed: bool) -> Route:
+    """Decide what to do with one RCPT TO address."""
+    if "%" in address or "!" in address.split("@", 1)[0]:
+        if relay_allowed:
+            raise PolicyError(553, "5.1.3", "Address syntax not accepted")
+        raise PolicyError(554, "5.7.1", "Relay access denied")
+    try:
+        local, domain = split_address(address)
+    except PolicyError:
+        if relay_allowed:
+            raise
+        raise PolicyError(554, "5.7.1", "Relay access denied") from None
+    addr = f"{local}@{domain}"
+    if book.is_local_domain(domain):
+        exp = book.lookup(addr.lower())
+        if exp is None:
+            raise PolicyError(550, "5.1.1", "No such user here", reason=f"unknown {addr}")
+        if exp.kind == "account":
+            acct = book.accounts[addr.lower()]
+            if not acct.active:
+                raise PolicyError(550, "5.2.1", "Mailbox disabled", reason=f"disabled {addr}")
+            if acct.over_quota:
+                raise PolicyError(552, "5.2.2", "Mailbox full", reason=f"over quota {addr}")
+        transport = "docs" if exp.kind == "unit-docs" else "local"
+        return Route(addr.lower(), transport, "", exp)
+    if not relay_allowed:
+        raise PolicyError(554, "5.7.1", "Relay access denied", reason=f"relay to {domain}")
+    return Route(addr, "remote", domain)
+
+
+def check_sender(mail_from: str, auth_user: str | None, book: AddressBook) -> None:
+    """A submitting user may use only their own address or aliases they own (553 5.7.1)."""
+    if auth_user is None:
+        return
+    if mail_from == "" or not book.may_send_as(auth_user, mail_from):
+        raise PolicyError(553, "5.7.1", "Sender address not owned by you",
+                          reason=f"{auth_user} tried MAIL FROM {mail_from!r}")
+
+
+def header_block(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    return raw if end < 0 else raw[:end + 2]
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    """Unfolded values of a header field in the header block of `raw`."""
+    out: list[str] = []
+    current: list[str] | None = None
+    lname = name.lower().encode()
+    for line in header_block(raw).split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and current is not None:
+            current.append(line.decode("utf-8", "replace"))
+            continue
+        if current is not None:
+            out.append("".join(current).strip())
+            current = None
+        k, sep, v = line.partition(b":")
+        if sep and k.strip().lower() == lname:
+            current = [v.decode("utf-8", "replace")]
+    if current is not None:
+        out.append("".join(current).strip())
+    return out
+
+
+def check_from_header(raw: bytes, auth_user: str | None, book: AddressBook) -> None:
+    """Every From: address of an authenticated submission must be the user's (553 5.7.1)."""
+    if auth_user is None:
+        return
+    values = header_values(raw, "From")
+    addrs = [a for _n, a in getaddresses(values)]
+    if not addrs or any(not a or not book.may_send_as(auth_user, a) for a in addrs):
+        raise PolicyError(553, "5.7.1", "From: header address not owned by you",
+                          reason=f"{auth_user} used From: {values!r}")
+
+
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
+
+
+def has_bare_line_endings(data: bytes) -> bool:
+    """True if `data` has a CR not before LF, an LF not after CR, or NUL (SMTP smuggling,
+    CVE-2023-51764 family; RFC 5321 §2.3.8 says CR and LF only occur together as CRLF)."""
+    return _BARE.search(data) is not None
+
+
+def normalise_line_endings(data: bytes) -> bytes:
+    """Bare CR or LF become CRLF; NUL bytes are dropped."""
+    if not has_bare_line_endings(data):
+        return data
+    data = data.replace(b"\x00", b"")
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def check_data(data: bytes, *, strict: bool) -> bytes:
+    """Return the content to store. `strict` (the port-25 role) refuses bare CR/LF/NUL with
+    550 5.6.0; submission listeners normalise them. Raw bare endings are never stored."""
+    if not has_bare_line_endings(data):
+        return data
+    if strict:
+        raise PolicyError(550, "5.6.0", "Bare CR, LF or NUL in message data is not accepted")
+    return normalise_line_endings(data)

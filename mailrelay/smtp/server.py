@@ -1,0 +1,111 @@
+"""SMTP listeners: aiosmtpd's protocol in our own event loop via `loop.create_server`.
+
+`CxSMTP` adds what aiosmtpd lacks: an enhanced status code on every reply once
+ENHANCEDSTATUSCODES is advertised (RFC 2034 §3: all replies but the greeting, EHLO's and
+intermediate 334/354 ones), and replies for its built-in errors that name the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import warnings
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from mailrelay.smtp.handler import MailHandler
+
+log = logging.getLogger("cxgw.smtp")
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection chatter
+
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
+_DEFAULT_ENHANCED = {
+    "211": "2.0.0", "214": "2.0.0", "220": "2.0.0", "221": "2.0.0", "235": "2.7.0",
+    "250": "2.0.0", "251": "2.1.5", "252": "2.5.0", "421": "4.3.0", "450": "4.2.0",
+    "451": "4.3.0", "452": "4.3.1", "454": "4.7.0", "500": "5.5.2", "501": "5.5.4",
+    "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "521": "5.3.2", "530": "5.7.0",
+    "534": "5.7.9", "535": "5.7.8", "538": "5.7.11", "550": "5.0.0", "551": "5.1.6",
+    "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
+}
+_REWRITE = {
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds the limit",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
+    "500 Error: line too long": "500 5.5.2 Line too long",
+}
+
+
+def with_enhanced_code(status: str) -> str:
+    """Insert a default enhanced code into a reply line that lacks one."""
+    if status in _REWRITE:
+        return _REWRITE[status]
+    if len(status) < 3 or not status[:3].isdigit() or status[:3] in ("334", "354"):
+        return status
+    if _HAS_ENHANCED.match(status):
+        return status
+    code = status[:3]
+    enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
+    sep = status[3:4] or " "
+    rest = status[4:]
+    if rest.startswith("Error: "):
+        rest = rest[7:]
+    return f"{code}{sep}{enhanced} {rest}".rstrip()
+
+
+class CxSMTP(SMTP):
+    """aiosmtpd's SMTP with enhanced status codes on every reply."""
+
+    _greeted = False
+    _raw_replies = False
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and self._greeted and not self._raw_replies:
+            status = with_enhanced_code(status)  # type: ignore[assignment]
+        self._greeted = True
+        await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._raw_replies = True  # RFC 2034: no enhanced codes in the EHLO response
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._raw_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._raw_replies = False
+
+
+async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
+                         hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
+                         ) -> asyncio.base_events.Server:
+    """Start one SMTP listener. `role` is smtp | submission | submissions."""
+    loop = asyncio.get_running_loop()
+    implicit = role == "submissions"
+
+    def factory() -> SMTP:
+        kw: dict[str, Any] = dict(
+            hostname=hostname, ident="cx-gateway", data_size_limit=max_size,
+            enable_SMTPUTF8=True, decode_data=False, timeout=timeout,
+            tls_context=None if implicit else tls, loop=loop)
+        if role == "smtp":
+            kw.update(require_starttls=False, auth_required=False,
+                      auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"])
+        elif role == "submission":
+            # RFC 8314 / RFC 4954 §4: no AUTH (and here no MAIL) before STARTTLS.
+            kw.update(require_starttls=True, auth_required=True, auth_require_tls=True)
+        else:
+            # Implicit TLS: aiosmtpd does not know the transport is TLS, so it must be told
+            # not to require STARTTLS before offering AUTH (the connection is TLS already).
+            kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
+        with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
+            warnings.simplefilter("ignore", UserWarning)
+            return CxSMTP(handler, **kw)
+
+    return await loop.create_server(factory, host, port, ssl=tls if implicit else None,
+                                    reuse_address=True, backlog=512)

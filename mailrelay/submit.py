@@ -1,0 +1,239 @@
+"""The submission stage ("cleanup", as in Postfix): one `submit()` for every entry point.
+
+SMTP, the CLI, official documents and bounces all come through here. The stage adds the
+trace and missing headers, drops Bcc:, expands aliases and unit lists, de-duplicates
+recipients, parses the MIME structure once, and writes the message once plus one queue
+row per recipient in ONE transaction. Many submissions share one COMMIT (group commit):
+while a commit is in flight the next batch gathers, so the durable path costs one fsync
+per batch, not per message. `submit()` returns only after COMMIT: then the caller says 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+import asyncpg
+
+from cxkernel.errors import Unavailable
+from cxkernel.metrics import Metrics
+from mailrelay.addressbook import AddressBook
+from mailrelay.mime import parse_message
+from mailrelay.queue import repo
+from mailrelay.smtp.policy import Route, header_block, route_recipient
+
+log = logging.getLogger("cxgw.mail")
+
+PARSE_IN_EXECUTOR = 256 * 1024
+
+
+def new_queue_id() -> str:
+    """A short, unique, sortable queue id (time in ms + random), e.g. 19B2F3A81C4E7D2A."""
+    return f"{int(time.time() * 1000):011X}{secrets.token_hex(3).upper()}"
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Facts about where a message came from, for Received: and logs."""
+
+    protocol: str = "ESMTP"  # ESMTP, ESMTPS, ESMTPSA, ESMTPA, LOCAL
+    helo: str = ""
+    address: str = ""
+    hostname: str = ""
+    auth_user: str | None = None
+    tls: str | None = None
+
+
+@dataclass
+class Submission:
+    sender: str  # envelope reverse-path; "" is the null sender (bounces)
+    recipients: Sequence[str]  # envelope forward-paths
+    raw: bytes  # the message, CRLF line endings
+    client: ClientInfo = field(default_factory=ClientInfo)
+    source: str = "smtp"  # smtp | submission | cli | dsn | docs
+    routes: dict[str, Route] | None = None  # precomputed at RCPT time
+    envid: str | None = None
+    notify: str | None = None
+    ret: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    queue_id: str
+    message_id: int
+    recipients: int  # queue rows written after expansion
+
+
+def _has_header(raw: bytes, name: bytes) -> bool:
+    block = header_block(raw).lower()
+    return block.startswith(name.lower() + b":") or (b"\r\n" + name.lower() + b":") in block
+
+
+def _drop_header(raw: bytes, name: bytes) -> bytes:
+    """Remove every occurrence of a header field (with its folded lines)."""
+    end = raw.find(b"\r\n\r\n")
+    head, body = (raw, b"") if end < 0 else (raw[:end + 2], raw[end + 2:])
+    out: list[bytes] = []
+    skipping = False
+    lname = name.lower() + b":"
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                out.append(line)
+            continue
+        skipping = line.lower().startswith(lname)
+        if not skipping:
+            out.append(line)
+    return b"\r\n".join(out) + body
+
+
+class Submitter:
+    """The submission stage. `book` is a callable so the address book can be reloaded."""
+
+    def __init__(self, pool: asyncpg.Pool, book: Callable[[], AddressBook], hostname: str,
+                 metrics: Metrics | None = None, max_batch: int = 256, max_inflight: int = 2,
+                 on_committed: Callable[[], None] | None = None) -> None:
+        self.pool = pool
+        self.book = book
+        self.hostname = hostname
+        self.metrics = metrics or Metrics()
+        self.max_batch = max_batch
+        self._pending: list[tuple[str, repo.NewMessage, asyncio.Future[int]]] = []
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.on_committed = on_committed
+
+    # ---- cleanup ---------------------------------------------------------------------
+    def cleanup_headers(self, sub: Submission, queue_id: str, now: datetime) -> bytes:
+        raw = sub.raw
+        if sub.source in ("submission", "cli", "docs"):
+            raw = _drop_header(raw, b"Bcc")  # RFC 5322 §3.6.3: Bcc never travels
+            extra = b""
+            if not _has_header(raw, b"Message-ID"):
+                extra += f"Message-ID: {make_msgid(domain=self.hostname)}\r\n".encode()
+            if not _has_header(raw, b"Date"):
+                extra += f"Date: {format_datetime(now)}\r\n".encode()
+            if extra:
+                end = raw.find(b"\r\n\r\n")
+                raw = raw[:end + 2] + extra + raw[end + 2:] if end >= 0 else raw + b"\r\n" + extra
+        return self.received(sub, queue_id, now) + raw
+
+    def received(self, sub: Submission, queue_id: str, now: datetime) -> bytes:
+        """The Received: trace field (RFC 5321 §4.4); the auth user is never disclosed."""
+        c = sub.client
+        if sub.source in ("cli", "dsn", "docs"):
+            frm = f"from localhost (cxgw {sub.source})"
+        else:
+            frm = f"from {c.helo or 'unknown'} ({c.hostname or 'unknown'} [{c.address or 'unknown'}])"
+        tls = f"\r\n\t(using {c.tls})" if c.tls else ""
+        rcpt = f"\r\n\tfor <{sub.recipients[0]}>" if len(sub.recipients) == 1 else ""
+        return (f"Received: {frm}{tls}\r\n\tby {self.hostname} (cx-gateway) with {c.protocol}"
+                f" id {queue_id}{rcpt};\r\n\t{format_datetime(now)}\r\n").encode("utf-8", "replace")
+
+    def expand(self, sub: Submission) -> list[tuple[Any, ...]]:
+        """Queue rows (QUEUE_COLUMNS minus ids) after alias/list expansion and de-duplication."""
+        book = self.book()
+        rows: list[tuple[Any, ...]] = []
+        seen: set[tuple[str, str]] = set()
+
+        def add(transport: str, rcpt: str, orig: str | None, domain: str) -> None:
+            key = (transport, rcpt.lower() if transport != "remote" else rcpt)
+            if key in seen:
+                return
+            seen.add(key)
+            rows.append((sub.sender, rcpt, orig, domain, transport, sub.envid, sub.notify, sub.ret))
+
+        for rcpt in sub.recipients:
+            route = (sub.routes or {}).get(rcpt) or route_recipient(rcpt, book, relay_allowed=True)
+            if route.transport == "remote":
+                add("remote", route.recipient, None, route.domain)
+                continue
+            exp = route.expansion
+            if exp is None:
+                continue
+            if route.transport == "docs":
+                add("docs", route.recipient, None, "")
+                continue
+            orig = None if exp.kind == "account" else route.recipient
+            for acct in exp.accounts:
+                add("local", acct, orig, "")
+            for ext in exp.external:
+                add("remote", ext, route.recipient, ext.rpartition("@")[2].lower())
+        return rows
+
+    # ---- the stage -------------------------------------------------------------------
+    async def submit(self, sub: Submission) -> SubmitResult:
+        now = datetime.now(UTC)
+        queue_id = new_queue_id()
+        raw = self.cleanup_headers(sub, queue_id, now)
+        rows = self.expand(sub)
+        if len(raw) > PARSE_IN_EXECUTOR:
+            structure = await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)
+        else:
+            structure = parse_message(raw)
+        message = repo.NewMessage(raw, structure, rows)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((queue_id, message, fut))
+        self._ensure_writer()
+        message_id = await fut
+        self.metrics.inc("mail_messages_queued_total", source=sub.source)
+        log.info("queued id=%s from=<%s> rcpts=%d size=%d source=%s client=%s", queue_id,
+                 sub.sender, len(rows), len(raw), sub.source, sub.client.address or "-")
+        return SubmitResult(queue_id, message_id, len(rows))
+
+    def _ensure_writer(self) -> None:
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._writer())
+
+    async def _writer(self) -> None:
+        """Take everything pending as one batch whenever a commit slot is free."""
+        while self._pending:
+            await self._slots.acquire()
+            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+            if not batch:
+                self._slots.release()
+                break
+            task = asyncio.get_running_loop().create_task(self._commit(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            await asyncio.sleep(0)
+
+    async def _commit(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                ids = await repo.enqueue(conn, [b[0] for b in batch], [b[1] for b in batch])
+        except Exception as exc:  # every waiter gets an answer: a 4xx, never a hang
+            log.error("group commit of %d messages failed: %r", len(batch), exc)
+            err = Unavailable("Queue write failed; try again later", reason=str(exc))
+            for _q, _m, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+        else:
+            self.metrics.inc("mail_group_commits_total")
+            for (_q, _m, fut), mid in zip(batch, ids, strict=True):
+                if not fut.done():
+                    fut.set_result(mid)
+            if self.on_committed:
+                self.on_committed()
+        finally:
+            self._slots.release()
+            if self._pending:
+                self._ensure_writer()
+
+    async def close(self) -> None:
+        """Wait for in-flight commits (new submissions are refused by the listeners first)."""
+        while self._pending or self._inflight or (self._task and not self._task.done()):
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            else:
+                await asyncio.sleep(0.01)
