@@ -95,6 +95,13 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class DKIMConfig:
+    selector: str = _f("cx", "DKIM selector (DNS name <selector>._domainkey.<domain>)")
+    key_file: str = _f("", "PEM private key; empty: <state_dir>/dkim/<selector>.key if it exists (made by `cxgw dkim keygen`)")
+    sign: bool = _f(True, "DKIM-sign outbound mail from our domain when a key exists")
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     retry_initial: int = _f(300, "first retry delay, seconds", min=1)
     retry_max: int = _f(3600, "longest retry delay, seconds (delays double up to this)", min=1)
@@ -139,6 +146,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
     ca: CAConfig = field(default_factory=CAConfig)
@@ -147,6 +155,11 @@ class Config:
     @property
     def state_path(self) -> Path:
         return Path(self.server.state_dir).resolve()
+
+    @property
+    def dkim_key_path(self) -> Path:
+        return Path(self.dkim.key_file) if self.dkim.key_file else (
+            self.state_path / "dkim" / f"{self.dkim.selector}.key")
 
     def listen_addr(self, name: str) -> tuple[str, int] | None:
         value = getattr(self.listen, name)
@@ -162,6 +175,7 @@ SECTION_DOCS = {
     "smtp": "SMTP receive and submission limits",
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
+    "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "xmpp": "XMPP server limits",
     "ca": "the city CA/RA for unit seals and personal certificates",

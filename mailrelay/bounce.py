@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from cxkernel.config import QueueConfig
+from mailrelay import dsn
 from mailrelay.queue import repo
 from mailrelay.queue.repo import QueueRow
 from mailrelay.queue.scheduler import Outcome
@@ -30,8 +31,6 @@ class Bouncer:
         self.cfg = queue_cfg
 
     async def __call__(self, items: Sequence[tuple[QueueRow, Outcome]], kind: str) -> None:
-        from mailrelay import dsn
-
         first = items[0][0]
         async with self.pool.acquire() as conn:
             raw = await repo.message_raw(conn, first.message_id)

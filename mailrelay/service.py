@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -74,6 +75,17 @@ class LiveAddressBook:
             await self.pool.release(conn)
 
 
+def dkim_signer(cfg: Config) -> Callable[[bytes], bytes] | None:
+    """The DKIM signing function when signing is on and a key exists."""
+    path = cfg.dkim_key_path
+    if not cfg.dkim.sign or not path.is_file():
+        return None
+    from mailrelay.dkim import DkimSigner
+    signer = DkimSigner(cfg.server.domain, cfg.dkim.selector, path.read_bytes())
+    log.info("DKIM signing as %s._domainkey.%s", cfg.dkim.selector, cfg.server.domain)
+    return signer.sign
+
+
 @dataclass
 class MailParts:
     book: LiveAddressBook
@@ -85,7 +97,7 @@ def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     """Address book, submission stage and scheduler (also used by the CLI's `mail send`)."""
     book = LiveAddressBook(pool, cfg.server.domain)
     host = cfg.server.host_name
-    submitter = Submitter(pool, book, host, metrics)
+    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain)
     remote = None
     try:
         from mailrelay.delivery.remote import RemoteDelivery

@@ -99,7 +99,8 @@ class Submitter:
 
     def __init__(self, pool: asyncpg.Pool, book: Callable[[], AddressBook], hostname: str,
                  metrics: Metrics | None = None, max_batch: int = 256, max_inflight: int = 2,
-                 on_committed: Callable[[], None] | None = None) -> None:
+                 on_committed: Callable[[], None] | None = None,
+                 dkim: Callable[[bytes], bytes] | None = None, domain: str = "") -> None:
         self.pool = pool
         self.book = book
         self.hostname = hostname
@@ -111,6 +112,8 @@ class Submitter:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.on_committed = on_committed
+        self.dkim = dkim  # signs outbound mail of `domain` (CPU-bound: run in the executor)
+        self.domain = domain.lower()
 
     # ---- cleanup ---------------------------------------------------------------------
     def cleanup_headers(self, sub: Submission, queue_id: str, now: datetime) -> bytes:
@@ -176,6 +179,11 @@ class Submitter:
         queue_id = new_queue_id()
         raw = self.cleanup_headers(sub, queue_id, now)
         rows = self.expand(sub)
+        loop = asyncio.get_running_loop()
+        if (self.dkim is not None and sub.sender.lower().endswith("@" + self.domain)
+                and any(r[4] == "remote" for r in rows)):
+            # Signed once, before queueing; nothing touches the bytes afterwards.
+            raw = await loop.run_in_executor(None, self.dkim, raw)
         if len(raw) > PARSE_IN_EXECUTOR:
             structure = await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)
         else:

@@ -109,6 +109,11 @@ async def reclaim_expired(conn: Conn) -> int:
     return int(res.split()[-1])
 
 
+async def active_owners(conn: Conn) -> list[str]:
+    return [r["lease_owner"] for r in await conn.fetch(
+        "select distinct lease_owner from queue where state = 'active' and lease_owner is not null")]
+
+
 async def release_owner(conn: Conn, owner: str) -> None:
     """On clean shutdown, hand back rows this process still holds (attempt not counted)."""
     await conn.execute("update queue set state = 'ready', lease_owner = null, lease_until = null,"

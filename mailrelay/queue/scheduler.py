@@ -89,7 +89,25 @@ class Scheduler:
         await self._listen_conn.add_listener("queue_ready", self._on_notify)
         async with self.pool.acquire() as conn:
             await repo.reclaim_expired(conn)
+            await self._reclaim_dead_local_owners(conn)
         self._main = asyncio.get_running_loop().create_task(self._run())
+
+    async def _reclaim_dead_local_owners(self, conn: Any) -> None:
+        """Rows claimed by a process on this host that no longer exists (kill -9, crash)
+        need not wait for their lease to expire."""
+        host = socket.gethostname()
+        for owner in await repo.active_owners(conn):
+            h, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            if h != host or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                await repo.release_owner(conn, owner)
+                log.info("reclaimed queue entries of dead process %s", owner)
+            except PermissionError:
+                pass
 
     def _on_notify(self, *args: Any) -> None:
         self._wake.set()

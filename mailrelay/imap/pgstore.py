@@ -1,0 +1,590 @@
+"""The PostgreSQL ``MailStore``: mailboxes, flags, APPEND/COPY/MOVE/EXPUNGE over asyncpg.
+
+Tables (``mailrelay/migrations/0001_mail.sql``): ``mailboxes`` holds UIDVALIDITY,
+UIDNEXT and HIGHESTMODSEQ; ``mailbox_messages`` one row per (mailbox, UID) pointing at a
+shared ``messages`` row (never mutated); ``mailbox_expunged`` keeps expunged UIDs with
+their MODSEQ for QRESYNC; ``mail_usage`` the bytes counted against the quota.
+
+Every writer locks the mailbox row (``update mailboxes ... returning``) before it
+allocates UIDs or MODSEQs, so MODSEQs grow in commit order per mailbox (RFC 7162 §3.1.1
+needs them strictly increasing), then ``pg_notify('mailbox_changed', ids)`` in the
+same transaction: the NOTIFY reaches listeners only after COMMIT.
+
+``user`` is the account's address (what the authenticator returns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .store_api import (
+    AppendResult,
+    Change,
+    CopyResult,
+    FlagsChanged,
+    MailboxInfo,
+    MessageAdded,
+    MessageExpunged,
+    MessageMeta,
+    MessageRow,
+    QuotaResource,
+    SelectResult,
+    StoreError,
+    StoreResult,
+)
+
+__all__ = ["PgMailStore", "NOTIFY_CHANNEL"]
+
+NOTIFY_CHANNEL = "mailbox_changed"
+DELIMITER = "/"
+_SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def _no_such() -> StoreError:
+    return StoreError("No such mailbox", "TRYCREATE")  # RFC 3501 §6.3.11 / §6.4.7
+
+
+def _flags(value: Sequence[str] | None) -> frozenset[str]:
+    return frozenset(value or ())
+
+
+class PgMailStore:
+    """``MailStore`` on an asyncpg pool (see :mod:`mailrelay.imap.store_api`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._accounts: dict[str, int] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+    async def _account(self, conn: Any, user: str) -> int:
+        aid = self._accounts.get(user)
+        if aid is None:
+            aid = await conn.fetchval("select id from accounts where address = $1", user)
+            if aid is None:
+                raise StoreError("Unknown account", "UNAVAILABLE")
+            if len(self._accounts) > 10000:
+                self._accounts.clear()
+            self._accounts[user] = aid
+        return int(aid)
+
+    async def _mailbox(self, conn: Any, user: str, name: str, lock: bool = False) -> Any:
+        aid = await self._account(conn, user)
+        row = await conn.fetchrow(
+            "select id, account_id, uidvalidity, uidnext, highestmodseq from mailboxes"
+            " where account_id = $1 and name = $2" + (" for update" if lock else ""),
+            aid,
+            name,
+        )
+        if row is None:
+            raise _no_such()
+        return row
+
+    @staticmethod
+    async def _notify(conn: Any, *ids: int) -> None:
+        await conn.execute(
+            "select pg_notify($1, $2)", NOTIFY_CHANNEL, ",".join(str(i) for i in sorted(set(ids)))
+        )
+
+    @staticmethod
+    async def _bump(conn: Any, mailbox_id: int, uids: int = 0, modseqs: int = 1) -> Any:
+        """Lock the mailbox and allocate ``uids`` UIDs and ``modseqs`` MODSEQs.
+
+        Returns (first_uid, first_modseq, uidvalidity).
+        """
+        row = await conn.fetchrow(
+            "update mailboxes set uidnext = uidnext + $2, highestmodseq = highestmodseq + $3"
+            " where id = $1 returning uidnext - $2 as first_uid,"
+            " highestmodseq - $3 + 1 as first_modseq, uidvalidity",
+            mailbox_id,
+            uids,
+            modseqs,
+        )
+        if row is None:
+            raise StoreError("Mailbox was deleted", "NONEXISTENT")
+        return row
+
+    async def _check_quota(self, conn: Any, account_id: int, extra: int) -> None:
+        row = await conn.fetchrow(
+            "select u.bytes, a.quota_bytes from mail_usage u join accounts a on a.id = u.account_id"
+            " where u.account_id = $1",
+            account_id,
+        )
+        if row is not None and row["quota_bytes"] and row["bytes"] + extra > row["quota_bytes"]:
+            raise StoreError("Quota exceeded", "OVERQUOTA")  # RFC 9208 §4.3 / RFC 5530
+
+    @staticmethod
+    async def _usage(conn: Any, account_id: int, nbytes: int, nmsgs: int) -> None:
+        await conn.execute(
+            "update mail_usage set bytes = greatest(bytes + $2, 0),"
+            " messages = greatest(messages + $3, 0) where account_id = $1",
+            account_id,
+            nbytes,
+            nmsgs,
+        )
+
+    # -- mailboxes -----------------------------------------------------------------------
+    async def list_mailboxes(self, user: str) -> list[MailboxInfo]:
+        async with self.pool.acquire() as conn:
+            aid = await self._account(conn, user)
+            rows = await conn.fetch(
+                "select id, name, special_use, subscribed from mailboxes"
+                " where account_id = $1 order by name <> 'INBOX', name",
+                aid,
+            )
+        return [
+            MailboxInfo(
+                r["name"],
+                frozenset([r["special_use"]] if r["special_use"] else []),
+                r["subscribed"],
+                r["id"],
+            )
+            for r in rows
+        ]
+
+    async def create_mailbox(self, user: str, name: str, special_use: Iterable[str] = ()) -> None:
+        if not name or DELIMITER * 2 in name or name.startswith(DELIMITER):
+            raise StoreError("Invalid mailbox name", "CANNOT")
+        uses = list(special_use)
+        if len(uses) > 1 or any(u not in _SPECIAL_USES for u in uses):
+            raise StoreError("Unsupported special-use", "USEATTR")  # RFC 6154 §3
+        async with self.pool.acquire() as conn, conn.transaction():
+            aid = await self._account(conn, user)
+            if await conn.fetchval(
+                "select 1 from mailboxes where account_id = $1 and name = $2", aid, name
+            ):
+                raise StoreError("Mailbox already exists", "ALREADYEXISTS")  # RFC 5530
+            # RFC 3501 §6.3.3: create the superior hierarchical names as well
+            parts = name.split(DELIMITER)
+            parents = [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
+            for p in parents:
+                await conn.execute(
+                    "insert into mailboxes(account_id, name) values ($1, $2)"
+                    " on conflict do nothing",
+                    aid,
+                    p,
+                )
+            await conn.execute(
+                "insert into mailboxes(account_id, name, special_use) values ($1, $2, $3)",
+                aid,
+                name,
+                uses[0] if uses else None,
+            )
+
+    async def delete_mailbox(self, user: str, name: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            box = await self._mailbox(conn, user, name, lock=True)
+            aid = box["account_id"]
+            if await conn.fetchval(
+                "select 1 from mailboxes where account_id = $1 and starts_with(name, $2)",
+                aid,
+                name + DELIMITER,
+            ):
+                # RFC 3501 §6.3.4 lets us refuse; RFC 5530 names the reason
+                raise StoreError("Mailbox has children, delete them first", "HASCHILDREN")
+            usage = await conn.fetchrow(
+                "select coalesce(sum(size), 0) as b, count(*) as n from mailbox_messages"
+                " where mailbox_id = $1",
+                box["id"],
+            )
+            await conn.execute("delete from mailboxes where id = $1", box["id"])
+            await self._usage(conn, aid, -int(usage["b"]), -int(usage["n"]))
+            await self._notify(conn, box["id"])
+
+    async def rename_mailbox(self, user: str, old: str, new: str) -> None:
+        if not new or new.startswith(DELIMITER) or DELIMITER * 2 in new:
+            raise StoreError("Invalid mailbox name", "CANNOT")
+        if new == old:
+            raise StoreError("Mailbox already exists", "ALREADYEXISTS")
+        async with self.pool.acquire() as conn, conn.transaction():
+            box = await self._mailbox(conn, user, old, lock=True)
+            aid = box["account_id"]
+            if new == "INBOX" or await conn.fetchval(
+                "select 1 from mailboxes where account_id = $1 and name = $2", aid, new
+            ):
+                raise StoreError("Mailbox already exists", "ALREADYEXISTS")
+            if old.startswith(new + DELIMITER) or new.startswith(old + DELIMITER):
+                raise StoreError("Cannot move a mailbox into itself", "CANNOT")
+            if old == "INBOX":
+                await self._rename_inbox(conn, box, new)
+                return
+            parts = new.split(DELIMITER)
+            for i in range(1, len(parts)):
+                await conn.execute(
+                    "insert into mailboxes(account_id, name) values ($1, $2)"
+                    " on conflict do nothing",
+                    aid,
+                    DELIMITER.join(parts[:i]),
+                )
+            # RFC 3501 §6.3.5: inferior names are renamed too
+            await conn.execute(
+                "update mailboxes set name = $3 || substr(name, length($2) + 1)"
+                " where account_id = $1 and (name = $2 or starts_with(name, $2 || '/'))",
+                aid,
+                old,
+                new,
+            )
+
+    async def _rename_inbox(self, conn: Any, inbox: Any, new: str) -> None:
+        """RFC 3501 §6.3.5: renaming INBOX moves its messages to a new mailbox."""
+        dest = await conn.fetchrow(
+            "insert into mailboxes(account_id, name, uidnext, highestmodseq)"
+            " values ($1, $2, $3, $4) returning id",
+            inbox["account_id"],
+            new,
+            inbox["uidnext"],
+            inbox["highestmodseq"] + 1,
+        )
+        bump = await self._bump(conn, inbox["id"])
+        moved = await conn.fetch(
+            "update mailbox_messages set mailbox_id = $2 where mailbox_id = $1 returning uid",
+            inbox["id"],
+            dest["id"],
+        )
+        await conn.execute(
+            "insert into mailbox_expunged(mailbox_id, uid, modseq)"
+            " select $1, u, $3 from unnest($2::bigint[]) u"
+            " on conflict (mailbox_id, uid) do update set modseq = excluded.modseq",
+            inbox["id"],
+            [r["uid"] for r in moved],
+            bump["first_modseq"],
+        )
+        await self._notify(conn, inbox["id"])
+
+    async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None:
+        async with self.pool.acquire() as conn:
+            aid = await self._account(conn, user)
+            done = await conn.fetchval(
+                "update mailboxes set subscribed = $3 where account_id = $1 and name = $2"
+                " returning id",
+                aid,
+                name,
+                subscribed,
+            )
+        if done is None and subscribed:
+            raise _no_such()
+
+    # -- selecting -----------------------------------------------------------------------
+    async def select(self, user: str, name: str, readonly: bool) -> SelectResult:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            box = await self._mailbox(conn, user, name)
+            rows = await conn.fetch(
+                "select uid, flags, modseq from mailbox_messages where mailbox_id = $1"
+                " order by uid",
+                box["id"],
+            )
+        metas = [MessageMeta(r[0], _flags(r[1]), r[2]) for r in rows]
+        return SelectResult(
+            box["id"],
+            box["uidvalidity"],
+            box["uidnext"],
+            box["highestmodseq"],
+            metas,
+            readonly=readonly,
+        )
+
+    async def status(self, user: str, name: str, items: Iterable[str]) -> dict[str, int]:
+        async with self.pool.acquire() as conn:
+            box = await self._mailbox(conn, user, name)
+            agg = await conn.fetchrow(
+                "select count(*) as messages, coalesce(sum(size), 0) as size,"
+                " count(*) filter (where not flags @> array['\\Seen']) as unseen,"
+                " count(*) filter (where flags @> array['\\Deleted']) as deleted"
+                " from mailbox_messages where mailbox_id = $1",
+                box["id"],
+            )
+        vals = {
+            "MESSAGES": agg["messages"],
+            "UIDNEXT": box["uidnext"],
+            "UIDVALIDITY": box["uidvalidity"],
+            "UNSEEN": agg["unseen"],
+            "RECENT": 0,
+            "HIGHESTMODSEQ": box["highestmodseq"],  # RFC 7162 §3.1.6
+            "SIZE": int(agg["size"]),  # RFC 8438
+            "DELETED": agg["deleted"],  # RFC 9051 §6.3.11
+        }
+        wanted = set(items)
+        return {k: int(v) for k, v in vals.items() if k in wanted}
+
+    # -- messages ------------------------------------------------------------------------
+    async def fetch(
+        self, mailbox_id: int, uids: Sequence[int], *, raw: bool, structure: bool
+    ) -> list[MessageRow]:
+        """All rows for ``uids`` in one query (``raw``/``structure`` only when asked)."""
+        if not uids:
+            return []
+        cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
+        cols += ", m.structure" if structure else ", null"
+        cols += ", m.raw" if raw else ", null"
+        join = " join messages m on m.id = mm.message_id" if (raw or structure) else ""
+        lo, hi = uids[0], uids[-1]
+        # callers pass ascending unique UIDs: a contiguous run needs no array
+        if len(uids) > 1 and len(uids) == hi - lo + 1:
+            where, arg = "mm.uid between $2 and $3", (lo, hi)
+        else:
+            where, arg = "mm.uid = any($2::bigint[])", (list(uids),)  # type: ignore[assignment]
+        sql = (
+            f"select {cols} from mailbox_messages mm{join}"
+            f" where mm.mailbox_id = $1 and {where} order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg)
+        return [
+            MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows
+        ]
+
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        mode: str,
+        flags: Iterable[str],
+        unchangedsince: int | None = None,
+    ) -> StoreResult:
+        given = frozenset(flags) - {"\\Recent"}
+        if not uids:
+            return StoreResult([], [], 0)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # lock the mailbox first: MODSEQs are allocated in commit order
+            hms = await conn.fetchval(
+                "select highestmodseq from mailboxes where id = $1 for update", mailbox_id
+            )
+            if hms is None:
+                raise StoreError("Mailbox was deleted", "NONEXISTENT")
+            rows = await conn.fetch(
+                "select uid, flags, modseq from mailbox_messages"
+                " where mailbox_id = $1 and uid = any($2::bigint[]) order by uid",
+                mailbox_id,
+                list(uids),
+            )
+            updated: list[MessageMeta] = []
+            modified: list[int] = []
+            changes: list[tuple[int, frozenset[str]]] = []
+            for uid, old_flags, modseq in rows:
+                old = _flags(old_flags)
+                if unchangedsince is not None and modseq > unchangedsince:
+                    modified.append(uid)  # RFC 7162 §3.1.3: MODIFIED response code
+                    continue
+                new = old | given if mode == "+" else old - given if mode == "-" else given
+                if new == old:
+                    updated.append(MessageMeta(uid, old, modseq))
+                else:
+                    changes.append((uid, new))
+            if changes:
+                modseq = hms + 1  # one MODSEQ for the whole command (RFC 7162 §3.1.3 allows)
+                await conn.execute(
+                    "update mailboxes set highestmodseq = $2 where id = $1", mailbox_id, modseq
+                )
+                await conn.execute(
+                    "update mailbox_messages mm set flags = string_to_array(t.f, ' '),"
+                    " modseq = $4 from unnest($2::bigint[], $3::text[]) as t(uid, f)"
+                    " where mm.mailbox_id = $1 and mm.uid = t.uid",
+                    mailbox_id,
+                    [u for u, _ in changes],
+                    [" ".join(sorted(f)) for _, f in changes],
+                    modseq,
+                )
+                updated += [MessageMeta(u, f, modseq) for u, f in changes]
+                hms = modseq
+                await self._notify(conn, mailbox_id)
+        updated.sort(key=lambda m: m.uid)
+        return StoreResult(updated, modified, hms)
+
+    async def append(
+        self,
+        user: str,
+        name: str,
+        message: bytes,
+        flags: Iterable[str],
+        internaldate: datetime,
+        structure: dict[str, Any],
+    ) -> AppendResult:
+        async with self.pool.acquire() as conn, conn.transaction():
+            box = await self._mailbox(conn, user, name)
+            aid = box["account_id"]
+            await self._check_quota(conn, aid, len(message))
+            mid = await conn.fetchval(
+                "insert into messages(raw, size, structure) values ($1, $2, $3) returning id",
+                message,
+                len(message),
+                structure,
+            )
+            b = await self._bump(conn, box["id"], uids=1)
+            await conn.execute(
+                "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
+                " internaldate, size) values ($1, $2, $3, $4, $5, $6, $7)",
+                box["id"],
+                b["first_uid"],
+                mid,
+                sorted(set(flags)),
+                b["first_modseq"],
+                internaldate,
+                len(message),
+            )
+            await self._usage(conn, aid, len(message), 1)
+            await self._notify(conn, box["id"])
+        return AppendResult(b["uidvalidity"], b["first_uid"])
+
+    async def _copy(self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str,
+                    dest: str) -> tuple[CopyResult, Any, list[Any]]:
+        dst = await self._mailbox(conn, user, dest)
+        src_account = await conn.fetchval(
+            "select account_id from mailboxes where id = $1", mailbox_id
+        )
+        if src_account != dst["account_id"]:
+            raise _no_such()
+        rows = await conn.fetch(
+            "select uid, message_id, flags, internaldate, size from mailbox_messages"
+            " where mailbox_id = $1 and uid = any($2::bigint[]) order by uid",
+            mailbox_id,
+            list(uids),
+        )
+        if not rows:
+            return CopyResult(dst["uidvalidity"], [], []), dst, rows
+        total = sum(r["size"] for r in rows)
+        await self._check_quota(conn, dst["account_id"], total)
+        n = len(rows)
+        b = await self._bump(conn, dst["id"], uids=n, modseqs=1)
+        first = b["first_uid"]
+        await conn.execute(
+            "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
+            " internaldate, size)"
+            " select $1, $2 + o - 1, mm.message_id, mm.flags, $4, mm.internaldate, mm.size"
+            " from unnest($3::bigint[]) with ordinality as t(uid, o)"
+            " join mailbox_messages mm on mm.mailbox_id = $5 and mm.uid = t.uid",
+            dst["id"],
+            first,
+            [r["uid"] for r in rows],
+            b["first_modseq"],
+            mailbox_id,
+        )
+        await self._usage(conn, dst["account_id"], total, n)
+        res = CopyResult(b["uidvalidity"], [r["uid"] for r in rows], list(range(first, first + n)))
+        return res, dst, rows
+
+    async def copy(
+        self, mailbox_id: int, uids: Sequence[int], user: str, dest: str
+    ) -> CopyResult:
+        async with self.pool.acquire() as conn, conn.transaction():
+            res, dst, _ = await self._copy(conn, mailbox_id, uids, user, dest)
+            if res.dest_uids:
+                await self._notify(conn, dst["id"])
+        return res
+
+    async def move(
+        self, mailbox_id: int, uids: Sequence[int], user: str, dest: str
+    ) -> CopyResult:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # lock both mailboxes in id order: two opposite MOVEs must not deadlock
+            aid = await self._account(conn, user)
+            await conn.execute(
+                "select 1 from mailboxes where id = $1 or (account_id = $2 and name = $3)"
+                " order by id for update",
+                mailbox_id,
+                aid,
+                dest,
+            )
+            res, dst, rows = await self._copy(conn, mailbox_id, uids, user, dest)
+            if res.source_uids:
+                await self._remove(conn, mailbox_id, res.source_uids, dst["account_id"],
+                                   sum(r["size"] for r in rows))
+                await self._notify(conn, mailbox_id, dst["id"])
+        return res
+
+    async def _remove(self, conn: Any, mailbox_id: int, uids: Sequence[int], account_id: int,
+                      nbytes: int) -> None:
+        b = await self._bump(conn, mailbox_id)
+        await conn.execute(
+            "delete from mailbox_messages where mailbox_id = $1 and uid = any($2::bigint[])",
+            mailbox_id,
+            list(uids),
+        )
+        await conn.execute(
+            "insert into mailbox_expunged(mailbox_id, uid, modseq)"
+            " select $1, u, $3 from unnest($2::bigint[]) u"
+            " on conflict (mailbox_id, uid) do update set modseq = excluded.modseq",
+            mailbox_id,
+            list(uids),
+            b["first_modseq"],
+        )
+        await self._usage(conn, account_id, -nbytes, -len(uids))
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            aid = await conn.fetchval(
+                "select account_id from mailboxes where id = $1 for update", mailbox_id
+            )
+            if aid is None:
+                raise StoreError("Mailbox was deleted", "NONEXISTENT")
+            sql = (
+                "select uid, size from mailbox_messages where mailbox_id = $1"
+                " and flags @> array['\\Deleted']"
+            )
+            args: list[Any] = [mailbox_id]
+            if uids is not None:
+                sql += " and uid = any($2::bigint[])"
+                args.append(list(uids))
+            rows = await conn.fetch(sql + " order by uid", *args)
+            if not rows:
+                return []
+            gone = [r["uid"] for r in rows]
+            await self._remove(conn, mailbox_id, gone, aid, sum(r["size"] for r in rows))
+            await self._notify(conn, mailbox_id)
+        return gone
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> list[Change]:
+        """Rows changed after ``modseq``, as both "added" and "flags" events.
+
+        The store cannot tell which UIDs a session already knows; the view keeps
+        an :class:`MessageAdded` only for unknown UIDs and a :class:`FlagsChanged`
+        only for known ones, so each row is reported both ways.
+        """
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select uid, flags, modseq, false from mailbox_messages"
+                " where mailbox_id = $1 and modseq > $2"
+                " union all select uid, null, modseq, true from mailbox_expunged"
+                " where mailbox_id = $1 and modseq > $2",
+                mailbox_id,
+                modseq,
+            )
+        out: list[Change] = []
+        for uid, flags, ms, gone in sorted(rows, key=lambda r: r[2]):
+            if gone:
+                out.append(MessageExpunged(uid, ms))
+            else:
+                f = _flags(flags)
+                out.append(MessageAdded(uid, f, ms))
+                out.append(FlagsChanged(uid, f, ms))
+        return out
+
+    async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select uid from mailbox_expunged where mailbox_id = $1 and modseq > $2"
+                " order by uid",
+                mailbox_id,
+                modseq,
+            )
+        return [r[0] for r in rows]
+
+    async def quota(self, user: str, root: str) -> list[QuotaResource]:
+        if root != "":
+            raise StoreError("No such quota root", "NONEXISTENT")  # RFC 9208 §4.2
+        async with self.pool.acquire() as conn:
+            aid = await self._account(conn, user)
+            row = await conn.fetchrow(
+                "select coalesce(u.bytes, 0) as bytes, a.quota_bytes from accounts a"
+                " left join mail_usage u on u.account_id = a.id where a.id = $1",
+                aid,
+            )
+        # RFC 9208 §5.1: STORAGE is counted in units of 1024 octets
+        return [QuotaResource("STORAGE", (int(row["bytes"]) + 1023) // 1024,
+                              int(row["quota_bytes"]) // 1024)]
+
+
+_SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
+                           "\\Trash"})
