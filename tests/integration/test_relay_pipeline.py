@@ -12,7 +12,6 @@ from aiosmtpd.smtp import SMTP as SinkSMTP
 
 from mailrelay.dkim import generate_key, record_value
 from mailrelay.dkim import verify as dkim_verify
-
 from tests.integration.mailutil import PASSWORD, client_tls, queue_empty, seed_city, wait_inbox
 
 
