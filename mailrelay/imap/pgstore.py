@@ -332,9 +332,7 @@ class PgMailStore:
         )
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(sql, mailbox_id, *arg)
-        return [
-            MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows
-        ]
+        return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     async def store_flags(
         self,
@@ -428,8 +426,9 @@ class PgMailStore:
             await self._notify(conn, box["id"])
         return AppendResult(b["uidvalidity"], b["first_uid"])
 
-    async def _copy(self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str,
-                    dest: str) -> tuple[CopyResult, Any, list[Any]]:
+    async def _copy(
+        self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str, dest: str
+    ) -> tuple[CopyResult, Any, list[Any]]:
         dst = await self._mailbox(conn, user, dest)
         src_account = await conn.fetchval(
             "select account_id from mailboxes where id = $1", mailbox_id
@@ -465,18 +464,14 @@ class PgMailStore:
         res = CopyResult(b["uidvalidity"], [r["uid"] for r in rows], list(range(first, first + n)))
         return res, dst, rows
 
-    async def copy(
-        self, mailbox_id: int, uids: Sequence[int], user: str, dest: str
-    ) -> CopyResult:
+    async def copy(self, mailbox_id: int, uids: Sequence[int], user: str, dest: str) -> CopyResult:
         async with self.pool.acquire() as conn, conn.transaction():
             res, dst, _ = await self._copy(conn, mailbox_id, uids, user, dest)
             if res.dest_uids:
                 await self._notify(conn, dst["id"])
         return res
 
-    async def move(
-        self, mailbox_id: int, uids: Sequence[int], user: str, dest: str
-    ) -> CopyResult:
+    async def move(self, mailbox_id: int, uids: Sequence[int], user: str, dest: str) -> CopyResult:
         async with self.pool.acquire() as conn, conn.transaction():
             # lock both mailboxes in id order: two opposite MOVEs must not deadlock
             aid = await self._account(conn, user)
@@ -489,13 +484,19 @@ class PgMailStore:
             )
             res, dst, rows = await self._copy(conn, mailbox_id, uids, user, dest)
             if res.source_uids:
-                await self._remove(conn, mailbox_id, res.source_uids, dst["account_id"],
-                                   sum(r["size"] for r in rows))
+                await self._remove(
+                    conn,
+                    mailbox_id,
+                    res.source_uids,
+                    dst["account_id"],
+                    sum(r["size"] for r in rows),
+                )
                 await self._notify(conn, mailbox_id, dst["id"])
         return res
 
-    async def _remove(self, conn: Any, mailbox_id: int, uids: Sequence[int], account_id: int,
-                      nbytes: int) -> None:
+    async def _remove(
+        self, conn: Any, mailbox_id: int, uids: Sequence[int], account_id: int, nbytes: int
+    ) -> None:
         b = await self._bump(conn, mailbox_id)
         await conn.execute(
             "delete from mailbox_messages where mailbox_id = $1 and uid = any($2::bigint[])",
@@ -582,9 +583,13 @@ class PgMailStore:
                 aid,
             )
         # RFC 9208 §5.1: STORAGE is counted in units of 1024 octets
-        return [QuotaResource("STORAGE", (int(row["bytes"]) + 1023) // 1024,
-                              int(row["quota_bytes"]) // 1024)]
+        return [
+            QuotaResource(
+                "STORAGE", (int(row["bytes"]) + 1023) // 1024, int(row["quota_bytes"]) // 1024
+            )
+        ]
 
 
-_SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
-                           "\\Trash"})
+_SPECIAL_USES = frozenset(
+    {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
+)
