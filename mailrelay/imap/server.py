@@ -1,0 +1,335 @@
+"""The asyncio driver: IMAP listeners that join sockets to ``ImapServerCore`` + ``ImapSession``.
+
+One :class:`ImapConnection` (an ``asyncio.Protocol``) per client. Nothing runs for an
+idle connection: bytes arriving start a short-lived task that executes the commands
+now complete and ends when the core needs more data; store changes arrive through the
+process-wide :class:`~mailrelay.imap.hub.ChangeHub`. TLS (implicit on ``imaps``,
+STARTTLS on ``imap``) runs over memory BIOs (:mod:`mailrelay.imap.tlsbio`), so an idle
+connection holds no large buffers. One sweeper task enforces the idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .hub import ChangeHub
+from .proto import commands as c
+from .proto.connection import (
+    DEFAULT_LIMITS,
+    NEED_DATA,
+    AuthResponse,
+    CommandReceived,
+    ConnectionClosed,
+    IdleDone,
+    ImapServerCore,
+)
+from .proto.reader import Limits
+from .proto.response import Bye, Tagged
+from .proto.state import SessionState
+from .session import ImapSession
+from .store_api import Change, MailStore
+from .tlsbio import TlsFailed, TlsLayer
+
+__all__ = ["ImapListenerConfig", "ImapServer", "ImapConnection"]
+
+log = logging.getLogger("cxgw.imap")
+
+#: Before login a client gets this long between commands (RFC 3501 §5.4 covers only
+#: authenticated sessions); afterwards ``idle_timeout``.
+UNAUTH_TIMEOUT = 60.0
+
+
+class ImapListenerConfig:
+    """The knobs the driver needs (taken from ``cxkernel.config.IMAPConfig``)."""
+
+    def __init__(
+        self,
+        idle_timeout: float = 1800,
+        max_unauth_bytes: int = 8192,
+        append_limit: int = 50 << 20,
+        unauth_timeout: float = UNAUTH_TIMEOUT,
+    ) -> None:
+        self.idle_timeout = idle_timeout
+        self.unauth_timeout = unauth_timeout
+        self.append_limit = append_limit
+        unauth = Limits(max_unauth_bytes, max_unauth_bytes, max_unauth_bytes * 2)
+        authed = Limits(65536, append_limit, append_limit + 65536)
+        self.limits = {
+            **DEFAULT_LIMITS,
+            SessionState.NOT_AUTHENTICATED: unauth,
+            SessionState.AUTHENTICATED: authed,
+            SessionState.SELECTED: authed,
+        }
+
+
+class _Login:
+    """Adapts the directory's ``authenticate()`` (with lockout) to the session."""
+
+    __slots__ = ("auth", "remote")
+
+    def __init__(self, auth: Any, remote: str) -> None:
+        self.auth, self.remote = auth, remote
+
+    async def login(self, user: str, password: str) -> str | None:
+        res = await self.auth.authenticate(user, password, protocol="imap", remote=self.remote)
+        return res.account.address if res.ok and res.account is not None else None
+
+
+class ImapConnection(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = (
+        "srv",
+        "implicit_tls",
+        "transport",
+        "core",
+        "session",
+        "tls",
+        "last",
+        "_pump",
+        "_paused_reading",
+        "_write_ready",
+        "_sub",
+        "_notified",
+        "_closed",
+    )
+
+    def __init__(self, srv: ImapServer, implicit_tls: bool) -> None:
+        self.srv = srv
+        self.implicit_tls = implicit_tls
+        self.transport: asyncio.Transport | None = None
+        self.tls: TlsLayer | None = None
+        self.last = time.monotonic()
+        self._pump: asyncio.Task[None] | None = None
+        self._paused_reading = False
+        self._write_ready: asyncio.Future[None] | None = None
+        self._sub: int | None = None
+        self._notified = 0
+        self._closed = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        remote = peer[0] if isinstance(peer, tuple) else ""
+        self.core = ImapServerCore(self.srv.cfg.limits)
+        self.session = ImapSession(
+            self.core,
+            self.srv.store,
+            _Login(self.srv.auth, remote),
+            tls=self.implicit_tls,
+            appendlimit=self.srv.cfg.append_limit,
+        )
+        if self.implicit_tls:
+            self.tls = TlsLayer(self.srv.tls, transport.write)
+        self.srv.conns.add(self)
+        self.session.greeting()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.last = time.monotonic()
+        if self.tls is not None:
+            try:
+                data = self.tls.receive(data)
+            except TlsFailed as exc:
+                log.debug("tls failed: %s", exc)
+                self._abort()
+                return
+            if data:
+                self.core.receive_data(data)
+            if self.tls.closed:
+                self.core.receive_data(b"")  # close_notify is an EOF
+            elif not data:
+                return  # handshake or a partial record
+        else:
+            self.core.receive_data(data)
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._run())
+        elif not self._paused_reading and self.transport is not None:
+            # a command is executing: stop reading until it is done (bounded buffers)
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.core.receive_data(b"")
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._run())
+        return True  # we close once pending commands are answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.srv.conns.discard(self)
+        self._subscribe(None)
+        if self._write_ready is not None and not self._write_ready.done():
+            self._write_ready.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._write_ready is None or self._write_ready.done():
+            self._write_ready = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_ready is not None and not self._write_ready.done():
+            self._write_ready.set_result(None)
+
+    # -- output --------------------------------------------------------------------------
+    def _flush(self) -> None:
+        data = self.core.data_to_send()
+        if not data or self._closed or self.transport is None or self.transport.is_closing():
+            return
+        if self.tls is not None:
+            try:
+                self.tls.send(data)
+            except TlsFailed:
+                self._abort()
+        else:
+            self.transport.write(data)
+
+    def _abort(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self, text: str) -> None:
+        """Send ``* BYE text`` and close (idle timeout, shutdown)."""
+        if self._closed:
+            return
+        self.core.send(Bye(text))
+        self._flush()
+        if self.tls is not None:
+            self.tls.close()
+        self._abort()
+
+    # -- command execution ---------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while not self._closed:
+                ev = self.core.next_event()
+                if ev is NEED_DATA:
+                    self._flush()  # e.g. "+" for a synchronising literal
+                    break
+                if isinstance(ev, ConnectionClosed):
+                    self._flush()
+                    if self.tls is not None:
+                        self.tls.close()
+                    self._abort()
+                    break
+                await self._handle(ev)
+                self._flush()
+                if self._write_ready is not None and not self._write_ready.done():
+                    await self._write_ready
+        finally:
+            self._pump = None
+            if self._paused_reading and not self._closed and self.transport is not None:
+                self._paused_reading = False
+                self.transport.resume_reading()  # the loop above consumed what arrived
+
+    async def _handle(self, ev: object) -> None:
+        starttls = (
+            isinstance(ev, CommandReceived)
+            and isinstance(ev.command, c.StartTLS)
+            and not self.session.tls
+        )
+        try:
+            await self.session.handle(ev, now=datetime.now(UTC))  # type: ignore[arg-type]
+        except Exception:
+            log.exception("IMAP command failed")
+            tag = (
+                ev.command.tag
+                if isinstance(ev, CommandReceived)
+                else ev.tag
+                if isinstance(ev, IdleDone | AuthResponse)
+                else None
+            )
+            if tag is not None:
+                self.core.send(Tagged(tag, "NO", "Server error, please try again", "SERVERBUG"))
+            return
+        if starttls and self.transport is not None:
+            self._flush()  # the tagged OK goes out in clear text
+            self.tls = TlsLayer(self.srv.tls, self.transport.write)
+            self.session.tls_started()
+        view = self.session.view
+        self._subscribe(view.mailbox_id if view is not None else None)
+
+    # -- change notifications (hub.Subscriber) -------------------------------------------
+    def _subscribe(self, mailbox_id: int | None) -> None:
+        if mailbox_id == self._sub:
+            return
+        if self._sub is not None:
+            self.srv.hub.unsubscribe(self._sub, self)
+        self._sub = mailbox_id
+        self._notified = 0
+        if mailbox_id is not None:
+            self.srv.hub.subscribe(mailbox_id, self)
+
+    def known_modseq(self, mailbox_id: int) -> int | None:
+        view = self.session.view
+        if view is None or view.mailbox_id != mailbox_id:
+            return None
+        return max(view.highestmodseq, self._notified)
+
+    def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None:
+        floor = self.known_modseq(mailbox_id)
+        if floor is None or self._closed:
+            return
+        fresh = [ch for ch in changes if ch.modseq > floor]
+        if not fresh:
+            return
+        self._notified = max(ch.modseq for ch in fresh)
+        self.session.notify(fresh)
+        if self.core.idling:
+            self._flush()
+
+
+class ImapServer:
+    """The ``imap`` / ``imaps`` listeners, the change hub and the idle sweeper."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        hub: ChangeHub,
+        auth: Any,
+        tls: ssl.SSLContext,
+        cfg: ImapListenerConfig,
+    ) -> None:
+        self.store, self.hub, self.auth, self.tls, self.cfg = store, hub, auth, tls, cfg
+        self.conns: set[ImapConnection] = set()
+        self.servers: list[asyncio.base_events.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def listen(self, host: str, port: int, implicit_tls: bool) -> int:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: ImapConnection(self, implicit_tls), host, port, backlog=1024
+        )
+        self.servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        """Close connections idle for too long (RFC 3501 §5.4 autologout)."""
+        step = max(0.5, min(30.0, self.cfg.unauth_timeout / 4))
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for conn in list(self.conns):
+                authed = conn.session.user is not None
+                limit = self.cfg.idle_timeout if authed else self.cfg.unauth_timeout
+                if conn._pump is None and now - conn.last > limit:
+                    conn.close("Autologout; idle for too long")
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            s.close()
+        for conn in list(self.conns):
+            conn.close("Server shutting down")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.hub.stop()

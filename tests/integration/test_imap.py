@@ -1,0 +1,292 @@
+"""IMAP on real listeners with a real PostgreSQL: imaplib (in a thread) and raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import aiosmtplib
+import pytest
+
+from tests.integration.mailutil import PASSWORD, client_tls, seed_city, wait_inbox
+
+T = TypeVar("T")
+USER = "zhang.san@cx.example"
+MSG = (
+    b"From: Outside <outside@example.org>\r\nTo: zhang.san@cx.example\r\n"
+    b"Subject: hello imap\r\nMessage-ID: <1@example.org>\r\n"
+    b"Date: Mon, 3 Jun 2024 10:00:00 +0000\r\n\r\nhello world\r\n"
+)
+MULTI = (
+    b"From: a@example.org\r\nTo: zhang.san@cx.example\r\nSubject: parts\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+    b"--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nfirst part\r\n"
+    b"--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+    b"\r\nAAECAw==\r\n--XX--\r\n"
+)
+
+
+@pytest.fixture
+def cfg_overrides() -> dict[str, dict[str, object]]:
+    return {"imap": {"max_unauth_bytes": 4096}}
+
+
+@pytest.fixture
+async def city(server: Any) -> Any:
+    await seed_city(server)
+    return server
+
+
+async def th(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(fn, *args)
+
+
+def imaps(server: Any) -> imaplib.IMAP4_SSL:
+    return imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=client_tls(),
+                             timeout=10)
+
+
+def logged_in(server: Any, user: str = "zhang.san") -> imaplib.IMAP4_SSL:
+    m = imaps(server)
+    m.login(user, PASSWORD)
+    return m
+
+
+async def smtp_deliver(server: Any, raw: bytes = MSG, to: str = USER) -> None:
+    await aiosmtplib.send(raw, sender="outside@example.org", recipients=[to],
+                          hostname="127.0.0.1", port=server.ports["smtp"], start_tls=False)
+
+
+async def test_starttls_and_logindisabled(city: Any) -> None:
+    def run() -> None:
+        m = imaplib.IMAP4("127.0.0.1", city.ports["imap"], timeout=10)
+        assert "LOGINDISABLED" in m.capabilities and "STARTTLS" in m.capabilities
+        typ, data = m._simple_command("LOGIN", "zhang.san", PASSWORD)  # refused before TLS
+        assert typ == "NO"
+        m.starttls(client_tls())
+        assert "LOGINDISABLED" not in m.capabilities
+        assert m.login("zhang.san", PASSWORD)[0] == "OK"
+        assert m.select("INBOX")[0] == "OK"
+        m.logout()
+
+    await th(run)
+
+
+async def test_login_failure_and_list_special_use(city: Any) -> None:
+    def run() -> None:
+        m = imaps(city)
+        with pytest.raises(imaplib.IMAP4.error):
+            m.login("zhang.san", "wrong")
+        m.login("zhang.san", PASSWORD)
+        typ, data = m.list()
+        lines = [x.decode() for x in data]
+        assert any('"INBOX"' in x or " INBOX" in x for x in lines)
+        assert any("\\Sent" in x and "Sent" in x for x in lines)
+        assert any("\\Trash" in x for x in lines) and any("\\Junk" in x for x in lines)
+        assert m.create("Projects/2024")[0] == "OK"
+        lines = [x.decode() for x in m.list("\"\"", "Projects*")[1]]
+        assert any("\\HasChildren" in x and '"Projects"' in x for x in lines), lines
+        assert m.rename("Projects", "Work")[0] == "OK"
+        names = " ".join(x.decode() for x in m.list()[1])
+        assert "Work/2024" in names and "Projects" not in names
+        assert m.delete("Work")[0] == "NO"  # has children
+        assert m.delete("Work/2024")[0] == "OK"
+        assert m.unsubscribe("Work")[0] == "OK"
+        assert not [x for x in m.lsub()[1] if x and b"Work" in x]
+        typ, data = m.status("INBOX", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+        assert typ == "OK" and b"MESSAGES 0" in data[0]
+        m.logout()
+
+    await th(run)
+
+
+async def test_fetch_store_search_append_copy_move_expunge(city: Any) -> None:
+    await smtp_deliver(city)
+    await wait_inbox(city, USER, 1)
+    await smtp_deliver(city, MULTI)
+    await wait_inbox(city, USER, 2)
+
+    def run() -> None:
+        m = logged_in(city)
+        typ, data = m.select("INBOX")
+        assert data == [b"2"]
+        typ, data = m.fetch("1:*", "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)")
+        text = b" ".join(x if isinstance(x, bytes) else x[0] for x in data).decode()
+        assert '"hello imap"' in text and "MIXED" in text.upper() and "BOUNDARY" in text.upper()
+        typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.5>)")
+        assert data[0][1] == b"Subject: hello imap\r\n\r\n"
+        assert data[1][1] == b"hello"
+        typ, data = m.fetch("2", "(BODY.PEEK[1] BODY.PEEK[2.MIME] BINARY.PEEK[2])")
+        assert data[0][1] == b"first part"
+        assert data[2][1] == b"\x00\x01\x02\x03"
+        typ, data = m.fetch("1", "(FLAGS)")
+        assert b"\\Seen" not in data[0]
+        typ, data = m.fetch("1", "(RFC822)")
+        assert data[0][1].endswith(b"hello world\r\n")
+        assert b"\\Seen" in b"".join(x if isinstance(x, bytes) else x[0] for x in data)
+        typ, data = m.store("2", "+FLAGS", "(\\Flagged $Important)")
+        assert b"$Important" in data[0] and b"\\Flagged" in data[0]
+        assert m.search(None, "FLAGGED")[1] == [b"2"]
+        assert m.search(None, "UNSEEN")[1] == [b"2"]
+        assert m.search(None, 'SUBJECT "imap"')[1] == [b"1"]
+        assert m.search(None, 'BODY "first part"')[1] == [b"2"]
+        assert m.uid("SEARCH", "KEYWORD", "$Important")[1] == [b"2"]
+        typ, data = m.append("Drafts", "(\\Draft)", None, b"Subject: draft\r\n\r\nx\r\n")
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        typ, data = m._simple_command("UID", "COPY", "1:2", "Archive")
+        assert re.search(rb"COPYUID \d+ 1:2 1:2", data[0]), data
+        typ, data = m.uid("MOVE", "1", "Trash")
+        assert typ == "OK"
+        assert m.untagged_responses.get("OK") and any(
+            b"COPYUID" in x for x in m.untagged_responses["OK"]
+        )
+        assert m.select("INBOX")[1] == [b"1"]
+        m.store("1", "+FLAGS", "\\Deleted")
+        typ, data = m.expunge()
+        assert data == [b"1"]
+        assert m.select("Archive")[1] == [b"2"]
+        typ, data = m.getquotaroot("INBOX")
+        assert typ == "OK"
+        quota = m.untagged_responses.get("QUOTA") or data[1]
+        assert b"STORAGE" in b" ".join(q for q in quota if isinstance(q, bytes)), data
+        m.logout()
+
+    await th(run)
+    async with city.services.db.pool.acquire() as conn:
+        usage = await conn.fetchrow(
+            "select u.bytes, u.messages from mail_usage u join accounts a on a.id = u.account_id"
+            " where a.address = $1", USER)
+        actual = await conn.fetchrow(
+            "select coalesce(sum(mm.size), 0) as b, count(*) as n from mailbox_messages mm"
+            " join mailboxes b on b.id = mm.mailbox_id join accounts a on a.id = b.account_id"
+            " where a.address = $1", USER)
+    assert (usage["bytes"], usage["messages"]) == (actual["b"], actual["n"])
+
+
+async def test_condstore_qresync(city: Any) -> None:
+    await smtp_deliver(city)
+    await smtp_deliver(city)
+    await wait_inbox(city, USER, 2)
+
+    def run() -> None:
+        m = logged_in(city)
+        typ, data = m._simple_command("ENABLE", "QRESYNC")
+        assert typ == "OK"
+        m.select("INBOX")
+        uidvalidity = int(m.untagged_responses["UIDVALIDITY"][-1])
+        hms = int(m.untagged_responses["HIGHESTMODSEQ"][-1])
+        typ, data = m._simple_command("UID", "STORE", "1", "+FLAGS.SILENT", "(\\Seen)")
+        typ, data = m._simple_command("UID", "STORE", "2", "(UNCHANGEDSINCE 1)", "+FLAGS",
+                                      "(\\Answered)")
+        assert typ == "OK"
+        assert any(b"MODIFIED" in x for x in m.untagged_responses.get("OK", [])) or any(
+            b"MODIFIED" in (x or b"") for x in data)
+        m.store("2", "+FLAGS", "\\Deleted")
+        m.expunge()
+        m.close()
+        typ, data = m._simple_command(
+            "SELECT", "INBOX", f"(QRESYNC ({uidvalidity} {hms}))")
+        assert typ == "OK"
+        m.state = "SELECTED"  # imaplib tracks state only through select()
+        fetches = m.untagged_responses.get("FETCH", [])
+        vanished = m.untagged_responses.get("VANISHED", [])
+        assert any(b"(EARLIER) 2" in v for v in vanished), vanished
+        assert any(b"UID 1" in f and b"\\Seen" in f for f in fetches), fetches
+        typ, data = m._simple_command("UID", "FETCH", "1:*", "(FLAGS)", f"(CHANGEDSINCE {hms})")
+        assert typ == "OK"
+        m.logout()
+
+    await th(run)
+
+
+async def test_two_sessions_and_idle_push_from_smtp(city: Any) -> None:
+    import aioimaplib
+
+    a = aioimaplib.IMAP4_SSL("127.0.0.1", city.ports["imaps"], ssl_context=client_tls())
+    await a.wait_hello_from_server()
+    assert (await a.login("zhang.san", PASSWORD)).result == "OK"
+    assert (await a.select("INBOX")).result == "OK"
+    b = aioimaplib.IMAP4_SSL("127.0.0.1", city.ports["imaps"], ssl_context=client_tls())
+    await b.wait_hello_from_server()
+    await b.login("zhang.san", PASSWORD)
+    await b.select("INBOX")
+
+    idle = await a.idle_start(timeout=10)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await smtp_deliver(city)
+    push = await asyncio.wait_for(a.wait_server_push(), 10)
+    assert any(b"1 EXISTS" in (x if isinstance(x, bytes) else x.encode()) for x in push), push
+    assert loop.time() - t0 < 5
+    a.idle_done()
+    await asyncio.wait_for(idle, 10)
+
+    # b sees the delivery on NOOP; then b flags it and a sees the FETCH on NOOP
+    res = await b.noop()
+    assert any(b"EXISTS" in x for x in res.lines if isinstance(x, bytes)), res.lines
+    await b.store("1", "+FLAGS", "(\\Flagged)")
+    res = await a.noop()
+    assert any(b"FETCH" in x and b"\\Flagged" in x for x in res.lines if isinstance(x, bytes))
+    await b.store("1", "+FLAGS", "(\\Deleted)")
+    await b.expunge()
+    res = await a.noop()
+    assert any(b"1 EXPUNGE" in x for x in res.lines if isinstance(x, bytes)), res.lines
+    await a.logout()
+    await b.logout()
+
+
+class Raw:
+    """A raw line client over TLS for inputs libraries refuse to send."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+
+    @classmethod
+    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> Raw:
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+        c = cls(r, w)
+        assert (await c.line()).startswith(b"* OK")
+        return c
+
+    async def line(self) -> bytes:
+        return await asyncio.wait_for(self.r.readline(), 10)
+
+    async def cmd(self, data: bytes, tag: bytes) -> list[bytes]:
+        self.w.write(data)
+        await self.w.drain()
+        out = []
+        while True:
+            ln = await self.line()
+            if not ln:
+                return out
+            out.append(ln)
+            if ln.startswith(tag + b" ") or ln.startswith(b"+ ") or ln.startswith(b"* BYE"):
+                return out
+
+
+async def test_garbage_and_huge_literal(city: Any) -> None:
+    c = await Raw.connect(city.ports["imaps"], client_tls())
+    out = await c.cmd(b"a1 FROBNICATE\r\n", b"a1")
+    assert out[-1].startswith(b"a1 BAD")
+    out = await c.cmd(b"\x00\xff\xfe garbage ((( \r\n", b"*")
+    assert b"BAD" in out[-1]
+    # a 100 MB literal in LOGIN is refused without waiting for the data
+    out = await c.cmd(b"a2 LOGIN {104857600}\r\n", b"a2")
+    assert out[-1].startswith(b"a2 BAD") or out[-1].startswith(b"a2 NO"), out
+    out = await c.cmd(b"a3 NOOP\r\n", b"a3")
+    assert out[-1].startswith(b"a3 OK")
+    # a line far over the pre-login limit is refused too, and the connection lives
+    out = await c.cmd(b"a4 LOGIN " + b"x" * 100_000 + b" y\r\n", b"a4")
+    assert b"BAD" in out[-1]
+    out = await c.cmd(b"a5 LOGIN zhang.san \"" + PASSWORD.encode() + b"\"\r\n", b"a5")
+    assert out[-1].startswith(b"a5 OK")
+    # a LITERAL+ over the limit: BYE and close (the data is already on its way)
+    c2 = await Raw.connect(city.ports["imaps"], client_tls())
+    out = await c2.cmd(b"b1 LOGIN {104857600+}\r\n", b"b1")
+    assert out[-1].startswith(b"* BYE")
+    c.w.close()
+    c2.w.close()
