@@ -131,13 +131,13 @@ def check_from_header(raw: bytes, auth_user: str | None, book: AddressBook) -> N
                           reason=f"{auth_user} used From: {values!r}")
 
 
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
 
 
 def has_bare_line_endings(data: bytes) -> bool:
     """True if `data` has a CR not before LF, an LF not after CR, or NUL (SMTP smuggling,
     CVE-2023-51764 family; RFC 5321 §2.3.8 says CR and LF only occur together as CRLF)."""
-    return _BARE.search(data) is not None
+    crlf = data.count(b"\r\n")  # three C-speed counts beat a regex scan
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf or b"\x00" in data
 
 
 def normalise_line_endings(data: bytes) -> bytes:

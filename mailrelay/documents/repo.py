@@ -1,0 +1,241 @@
+"""Document tracking persistence: the only SQL of official documents.
+
+A `documents` row is one sealed message; `document_recipients` holds, per receiving
+unit, the state (queued, delivered, held, signed), the verdict and the receipt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+@dataclass(frozen=True)
+class DocRow:
+    id: int
+    doc_id: str
+    title: str
+    number: str
+    from_unit: str
+    from_name: str | None
+    sender: str
+    urgency: str
+    classification: str
+    origin: str
+    sent_by: str | None
+    header_message_id: str | None
+    message_id: int | None
+    queue_id: str | None
+    digest: bytes | None
+    digest_algorithm: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    document_id: int
+    unit: str
+    state: str
+    trusted: bool | None
+    reason: str | None
+    reason_text: str | None
+    signer: str | None
+    signer_serial: str | None
+    verified_at: datetime | None
+    delivered_at: datetime | None
+    delivered_message_id: int | None
+    clerks: int
+    receipt_by: str | None
+    receipt_sent_at: datetime | None
+    signed_at: datetime | None
+    signed_by: str | None
+    receipt_message_id: int | None
+    updated_at: datetime
+
+
+DOC_COLUMNS = ("id, doc_id, title, number, from_unit, from_name, sender, urgency, classification,"
+               " origin, sent_by, header_message_id, message_id, queue_id, digest,"
+               " digest_algorithm, created_at")
+RCPT_COLUMNS = ("document_id, unit, state, trusted, reason, reason_text, signer, signer_serial,"
+                " verified_at, delivered_at, delivered_message_id, clerks, receipt_by,"
+                " receipt_sent_at, signed_at, signed_by, receipt_message_id, updated_at")
+
+
+def _doc(r: asyncpg.Record) -> DocRow:
+    values = list(r.values())
+    if values[14] is not None:
+        values[14] = bytes(values[14])
+    return DocRow(*values)
+
+
+def _rcpt(r: asyncpg.Record) -> RecipientRow:
+    return RecipientRow(*r.values())
+
+
+async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, from_unit: str,
+                          from_name: str | None, sender: str, urgency: str,
+                          classification: str, origin: str, sent_by: str | None,
+                          header_message_id: str | None, units: Sequence[str],
+                          message_id: int | None = None,
+                          digest: bytes | None = None, digest_algorithm: str | None = None) -> int:
+    """A document and its recipient rows (state queued)."""
+    doc = int(await conn.fetchval(
+        "insert into documents(doc_id, title, number, from_unit, from_name, sender, urgency,"
+        " classification, origin, sent_by, header_message_id, message_id, digest,"
+        " digest_algorithm) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " returning id", doc_id, title, number, from_unit, from_name, sender, urgency,
+        classification, origin, sent_by, header_message_id, message_id, digest,
+        digest_algorithm))
+    if units:
+        await conn.execute("insert into document_recipients(document_id, unit)"
+                           " select $1, u from unnest($2::text[]) u on conflict do nothing",
+                           doc, list(units))
+    return doc
+
+
+async def set_queued(conn: Conn, doc: int, message_id: int, queue_id: str) -> None:
+    await conn.execute("update documents set message_id = $2, queue_id = $3 where id = $1",
+                       doc, message_id, queue_id)
+
+
+async def get(conn: Conn, doc: int) -> DocRow | None:
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where id = $1", doc)
+    return _doc(r) if r else None
+
+
+async def find(conn: Conn, ident: str) -> DocRow | None:
+    """By numeric id, doc id (uuid, or a unique prefix of at least 8 characters)."""
+    if ident.isdigit():
+        return await get(conn, int(ident))
+    rows = await conn.fetch(f"select {DOC_COLUMNS} from documents where doc_id = $1"
+                            " or (length($1) >= 8 and doc_id like $1 || '%') order by id limit 2",
+                            ident)
+    return _doc(rows[0]) if len(rows) == 1 else None
+
+
+async def by_message(conn: Conn, message_id: int) -> DocRow | None:
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where message_id = $1",
+                            message_id)
+    return _doc(r) if r else None
+
+
+async def local_unqueued(conn: Conn, header_message_id: str, doc_id: str) -> DocRow | None:
+    """A document sent from here whose queue entry was not linked yet (a fast scheduler)."""
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where header_message_id = $1"
+                            " and doc_id = $2 and origin <> 'smtp' and message_id is null"
+                            " order by id desc limit 1", header_message_id, doc_id)
+    return _doc(r) if r else None
+
+
+async def for_receipt(conn: Conn, header_message_id: str, from_unit: str) -> DocRow | None:
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where header_message_id = $1"
+                            " and from_unit = $2 order by id desc limit 1",
+                            header_message_id, from_unit)
+    return _doc(r) if r else None
+
+
+async def set_digest(conn: Conn, doc: int, digest: bytes | None, algorithm: str | None) -> None:
+    await conn.execute("update documents set digest = coalesce(digest, $2),"
+                       " digest_algorithm = coalesce(digest_algorithm, $3) where id = $1",
+                       doc, digest, algorithm)
+
+
+async def recipient(conn: Conn, doc: int, unit: str) -> RecipientRow | None:
+    r = await conn.fetchrow(f"select {RCPT_COLUMNS} from document_recipients"
+                            " where document_id = $1 and unit = $2", doc, unit)
+    return _rcpt(r) if r else None
+
+
+async def recipients(conn: Conn, doc: int) -> list[RecipientRow]:
+    rows = await conn.fetch(f"select {RCPT_COLUMNS} from document_recipients"
+                            " where document_id = $1 order by unit", doc)
+    return [_rcpt(r) for r in rows]
+
+
+async def record_verdict(conn: Conn, doc: int, unit: str, *, state: str, trusted: bool,
+                         reason: str, text: str, signer: str | None, signer_serial: str | None,
+                         delivered_message_id: int | None = None, clerks: int = 0) -> None:
+    """Store the verdict for one receiving unit (and its delivery when trusted)."""
+    await conn.execute(
+        "insert into document_recipients(document_id, unit, state, trusted, reason, reason_text,"
+        " signer, signer_serial, verified_at, delivered_at, delivered_message_id, clerks)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8, now(),"
+        "  case when $3 = 'delivered' then now() end, $9, $10)"
+        " on conflict (document_id, unit) do update set state = excluded.state,"
+        "  trusted = excluded.trusted, reason = excluded.reason,"
+        "  reason_text = excluded.reason_text, signer = excluded.signer,"
+        "  signer_serial = excluded.signer_serial, verified_at = excluded.verified_at,"
+        "  delivered_at = excluded.delivered_at,"
+        "  delivered_message_id = excluded.delivered_message_id, clerks = excluded.clerks,"
+        "  updated_at = now()",
+        doc, unit, state, trusted, reason, text, signer, signer_serial, delivered_message_id,
+        clerks)
+
+
+async def mark_receipt_sent(conn: Conn, doc: int, unit: str, by: str, *,
+                            signed: bool = False) -> None:
+    await conn.execute(
+        "update document_recipients set receipt_by = $3, receipt_sent_at = now(),"
+        " state = case when $4 then 'signed' else state end,"
+        " signed_at = case when $4 then now() else signed_at end,"
+        " signed_by = case when $4 then $3 else signed_by end, updated_at = now()"
+        " where document_id = $1 and unit = $2", doc, unit, by, signed)
+
+
+async def mark_signed(conn: Conn, doc: int, unit: str, *, by: str, at: datetime,
+                      receipt_message_id: int) -> bool:
+    res = await conn.execute(
+        "update document_recipients set state = 'signed', signed_at = $3,"
+        " signed_by = coalesce(receipt_by, $4), receipt_message_id = $5, updated_at = now()"
+        " where document_id = $1 and unit = $2 and state in ('delivered', 'signed')",
+        doc, unit, at, by, receipt_message_id)
+    return res.endswith(" 1")
+
+
+async def add_event(conn: Conn, kind: str, detail: str, *, doc: int | None = None,
+                    unit: str | None = None, message_id: int | None = None) -> None:
+    await conn.execute("insert into document_events(document_id, unit, kind, detail, message_id)"
+                       " values ($1, $2, $3, $4, $5)", doc, unit, kind, detail, message_id)
+
+
+async def events(conn: Conn, doc: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch("select unit, kind, detail, at from document_events"
+                            " where document_id = $1 order by id", doc)
+    return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+
+
+LIST_SQL = f"""
+select {', '.join('d.' + c.strip() for c in DOC_COLUMNS.split(','))},
+       coalesce(array_agg(r.unit order by r.unit) filter (where r.unit is not null), '{{}}') as units,
+       coalesce(array_agg(r.state order by r.unit) filter (where r.unit is not null), '{{}}') as states,
+       coalesce(array_agg(coalesce(r.reason, '') order by r.unit)
+                filter (where r.unit is not null), '{{}}') as reasons
+from documents d left join document_recipients r on r.document_id = d.id
+where ($1::text is null or d.from_unit = $1 or exists (select 1 from document_recipients x
+       where x.document_id = d.id and x.unit = $1))
+group by d.id
+having ($2::text is null or $2 = any(array_agg(r.state)))
+order by d.id desc limit $3"""
+
+
+async def list_documents(conn: Conn, unit: str | None, state: str | None,
+                         limit: int = 500) -> list[tuple[DocRow, list[str], list[str], list[str]]]:
+    rows = await conn.fetch(LIST_SQL, unit, state, limit)
+    out = []
+    for r in rows:
+        values = list(r.values())
+        out.append((_doc_values(values[:17]), list(values[17]), list(values[18]),
+                    list(values[19])))
+    return out
+
+
+def _doc_values(values: list[Any]) -> DocRow:
+    if values[14] is not None:
+        values[14] = bytes(values[14])
+    return DocRow(*values)

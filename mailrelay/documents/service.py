@@ -1,0 +1,292 @@
+"""Official documents as a service: send (seal once, queue to each unit), receipts,
+tracking. The CLI (`cxgw doc ...`) and the server (docs handler, clerk submissions)
+share it.
+
+A document goes to ``<unit>.docs@<domain>`` of each receiving unit through the ordinary
+submission stage (source "docs"); the scheduler hands those queue rows to
+:meth:`DocumentService.handle` (see :mod:`mailrelay.documents.inbound`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from cxkernel.errors import Conflict, Invalid, NotFound
+from cxkernel.events import EventBus
+from cxkernel.metrics import Metrics
+from directory.ca import unit_docs_address
+from directory.certs import CertificateService
+from mailrelay.addressbook import AddressBook
+from mailrelay.documents import repo
+from mailrelay.documents.docmime import Attachment, DocumentMeta
+from mailrelay.documents.inbound import Inbound
+from mailrelay.documents.mailform import parse_classification, parse_urgency
+from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
+from mailrelay.documents.seal import Signer, prepare_document, sign_detached
+from mailrelay.documents.trust import TrustStore
+from mailrelay.queue.repo import QueueRow, message_raw
+from mailrelay.queue.scheduler import Outcome
+from mailrelay.submit import ClientInfo, Submission, Submitter
+
+log = logging.getLogger("cxgw.docs")
+T = TypeVar("T")
+LOCAL = ClientInfo(protocol="LOCAL")  # Received: ... with LOCAL (see mailform)
+
+
+@dataclass(frozen=True)
+class SentDocument:
+    id: int
+    doc_id: str
+    queue_id: str
+    units: tuple[str, ...]
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "doc_id": self.doc_id, "queue_id": self.queue_id,
+                "units": list(self.units), "size": self.size}
+
+
+def overall_state(states: Sequence[str]) -> str:
+    """One word for a document: held > queued > delivered > signed."""
+    if not states:
+        return "queued"
+    for s in ("held", "queued", "delivered"):
+        if s in states:
+            return s
+    return "signed"
+
+
+def verdict_summary(states: Sequence[str], reasons: Sequence[str]) -> str:
+    bad = sorted({r for s, r in zip(states, reasons, strict=True) if s == "held"})
+    if bad:
+        return "untrusted: " + ",".join(bad)
+    if any(r == "ok" for r in reasons):
+        return "trusted" if all(r == "ok" for r in reasons) else "trusted (partly pending)"
+    return "pending"
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v else None
+
+
+class DocumentService:
+    def __init__(self, pool: asyncpg.Pool, certs: CertificateService, submitter: Submitter,
+                 book: Callable[[], AddressBook], domain: str, *, bus: EventBus | None = None,
+                 metrics: Metrics | None = None, executor: Executor | None = None) -> None:
+        self.pool = pool
+        self.certs = certs
+        self.submitter = submitter
+        self.book = book
+        self.domain = domain.lower()
+        self.bus = bus
+        self.metrics = metrics or Metrics()
+        self.executor = executor  # a thread pool: key objects do not pickle
+        self.trust = TrustStore(certs)
+        self.inbound = Inbound(self)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run CPU-bound work (sign, verify, parse) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kw))
+
+    async def fire(self, name: str, event: object) -> None:
+        if self.bus is None:
+            return
+        try:
+            await self.bus.fire(name, event)
+        except Exception:  # a subscriber's bug never loses a document
+            log.exception("event %s handler failed", name)
+
+    async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
+        """The scheduler's docs handler."""
+        return await self.inbound.handle(rows)
+
+    def docs_address(self, unit: str) -> str:
+        return unit_docs_address(unit, self.domain)
+
+    # ---- sending ---------------------------------------------------------------------
+    def resolve_units(self, from_unit: str, to: Sequence[str]) -> list[str]:
+        units = self.book().units
+        if from_unit not in units:
+            raise NotFound(f"unknown unit {from_unit!r}")
+        wanted = [u.strip().lower() for u in to if u.strip()]
+        if "all" in wanted:  # a circular: every unit, the issuing one keeps its copy too
+            return sorted(units)
+        unknown = [u for u in wanted if u not in units]
+        if unknown:
+            raise NotFound(f"unknown unit {', '.join(unknown)}")
+        out = sorted(set(wanted))
+        if not out:
+            raise Invalid("no receiving unit")
+        return out
+
+    async def signer(self, unit: str) -> Signer:
+        seal = await self.certs.seal_key(unit)
+        return Signer(seal.key, seal.certificate, (seal.ca_certificate,))
+
+    async def _unit_name(self, unit: str) -> str | None:
+        async with self.pool.acquire() as conn:
+            value: Any = await conn.fetchval("select name from units where code = $1", unit)
+        return value
+
+    async def send(self, *, from_unit: str, to: Sequence[str], title: str, number: str,
+                   attachments: Sequence[Attachment], note: str = "", urgency: str = "normal",
+                   classification: str = "internal", origin: str = "cli",
+                   sent_by: str | None = None) -> SentDocument:
+        """Build the document, seal it once with the unit's seal, queue it to every unit."""
+        from_unit = from_unit.strip().lower()
+        units = self.resolve_units(from_unit, to)
+        title = " ".join(title.split())
+        if not title or not number.strip():
+            raise Invalid("a document needs a title and a number (文号)")
+        signer = await self.signer(from_unit)
+        meta = DocumentMeta(doc_id=DocumentMeta.new_id(), number=number.strip(), title=title,
+                            from_unit=from_unit, to_units=tuple(units),
+                            urgency=parse_urgency(urgency),
+                            classification=parse_classification(classification),
+                            from_unit_name=await self._unit_name(from_unit))
+        sender = self.docs_address(from_unit)
+        rcpts = [self.docs_address(u) for u in units]
+        prepared = await self.run(prepare_document, meta, note, list(attachments),
+                                  from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
+                                  domain=self.domain)
+        signature = await self.run(sign_detached, prepared.entity, signer)
+        raw = prepared.finish(signature)
+        async with self.pool.acquire() as conn:
+            doc = await repo.insert_document(
+                conn, doc_id=meta.doc_id, title=title, number=meta.number, from_unit=from_unit,
+                from_name=meta.from_unit_name, sender=sender, urgency=meta.urgency.value,
+                classification=meta.classification.value, origin=origin, sent_by=sent_by,
+                header_message_id=prepared.envelope.message_id, units=units,
+                digest=hashlib.sha256(prepared.entity).digest(), digest_algorithm="sha256")
+        try:
+            result = await self.submitter.submit(Submission(sender, rcpts, raw, LOCAL, "docs"))
+        except BaseException:
+            async with self.pool.acquire() as conn:
+                await conn.execute("delete from documents where id = $1", doc)
+            raise
+        async with self.pool.acquire() as conn:
+            await repo.set_queued(conn, doc, result.message_id, result.queue_id)
+        self.metrics.inc("docs_sent_total", origin=origin)
+        log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
+                 meta.doc_id, from_unit, len(units), result.queue_id)
+        return SentDocument(doc, meta.doc_id, result.queue_id, tuple(units), len(raw))
+
+    # ---- lookup ----------------------------------------------------------------------
+    async def _get(self, ident: str) -> repo.DocRow:
+        async with self.pool.acquire() as conn:
+            doc = await repo.find(conn, ident.strip())
+        if doc is None:
+            raise NotFound(f"no document {ident!r}")
+        return doc
+
+    # ---- receipts (签收) -------------------------------------------------------------
+    async def receipt(self, ident: str, *, by: str | None = None,
+                      unit: str | None = None) -> dict[str, Any]:
+        """Seal a receipt with the receiving unit's seal and send it to the sender's inbox."""
+        doc = await self._get(ident)
+        book = self.book()
+        who = by.strip().lower() if by else f"cli:{getpass.getuser()}"
+        if by and "@" not in who:
+            who = f"{who}@{self.domain}"
+        if by:
+            acct = book.accounts.get(who)
+            if acct is None or not acct.active or "clerk" not in acct.roles:
+                raise Invalid(f"{who} is not an active clerk")
+            if unit and unit != acct.unit:
+                raise Invalid(f"{who} is not a clerk of {unit}")
+            unit = acct.unit
+        async with self.pool.acquire() as conn:
+            rows = await repo.recipients(conn, doc.id)
+        if unit is None:
+            delivered = [r for r in rows if r.state == "delivered"]
+            if len(delivered) != 1:
+                raise Invalid("say which receiving unit signs for it (--by or --unit)")
+            unit = delivered[0].unit
+        rcpt = next((r for r in rows if r.unit == unit), None)
+        if rcpt is None:
+            raise NotFound(f"document {doc.id} was not sent to {unit}")
+        if rcpt.state == "signed" or rcpt.receipt_sent_at is not None:
+            raise Conflict(f"{unit} already signed for document {doc.id}")
+        if rcpt.state != "delivered" or not doc.digest or not doc.header_message_id:
+            raise Conflict(f"document {doc.id} is {rcpt.state} at {unit}: only a verified,"
+                           " delivered document can be signed for")
+        original_sender = (self.docs_address(doc.from_unit)
+                           if doc.from_unit in book.units else doc.sender)
+        req = ReceiptRequest(doc.header_message_id, original_sender, doc.doc_id, doc.title,
+                             doc.number, doc.digest, doc.digest_algorithm or "sha256")
+        signer = await self.signer(unit)
+        receiver = self.docs_address(unit)
+        unit_name = await self._unit_name(unit) or unit
+        raw = await self.run(seal_receipt, req, signer, receiver=receiver,
+                             receiver_unit=f"{unit_name}（{who}）", now=datetime.now(UTC),
+                             domain=self.domain, receiver_name=unit_name)
+        result = await self.submitter.submit(Submission(receiver, [original_sender], raw,
+                                                        LOCAL, "docs"))
+        local = doc.from_unit in book.units
+        async with self.pool.acquire() as conn:
+            # A receipt to another organisation never comes back here: signed when sent.
+            await repo.mark_receipt_sent(conn, doc.id, unit, who, signed=not local)
+        log.info("receipt for document %d sent by %s (%s) as %s", doc.id, unit, who,
+                 result.queue_id)
+        return {"id": doc.id, "unit": unit, "by": who, "to": original_sender,
+                "queue_id": result.queue_id}
+
+    # ---- tracking --------------------------------------------------------------------
+    async def status(self, ident: str) -> dict[str, Any]:
+        doc = await self._get(ident)
+        async with self.pool.acquire() as conn:
+            rows = await repo.recipients(conn, doc.id)
+            evs = await repo.events(conn, doc.id)
+        return {
+            "id": doc.id, "doc_id": doc.doc_id, "title": doc.title, "number": doc.number,
+            "from": doc.from_unit, "origin": doc.origin, "sent_by": doc.sent_by,
+            "urgency": doc.urgency, "created_at": doc.created_at.isoformat(),
+            "state": overall_state([r.state for r in rows]),
+            "recipients": [{
+                "unit": r.unit, "state": r.state,
+                "verdict": ("trusted" if r.trusted else "untrusted" if r.trusted is False
+                            else None),
+                "reason": r.reason, "reason_text": r.reason_text, "signer": r.signer,
+                "verified_at": _iso(r.verified_at), "delivered_at": _iso(r.delivered_at),
+                "clerks": r.clerks, "signed_at": _iso(r.signed_at), "signed_by": r.signed_by,
+                "receipt_sent_at": _iso(r.receipt_sent_at),
+            } for r in rows],
+            "events": evs,
+        }
+
+    async def list(self, *, unit: str | None = None, state: str | None = None,
+                   limit: int = 500) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            found = await repo.list_documents(conn, unit, state, limit)
+        return [{"id": d.id, "title": d.title, "number": d.number, "from": d.from_unit,
+                 "units": units, "state": overall_state(states),
+                 "verdict": verdict_summary(states, reasons), "origin": d.origin,
+                 "doc_id": d.doc_id, "created_at": d.created_at.isoformat()}
+                for d, units, states, reasons in found]
+
+    async def raw(self, ident: str, unit: str | None = None) -> bytes:
+        """The message exactly as delivered to ``unit`` (or as received, when held)."""
+        doc = await self._get(ident)
+        async with self.pool.acquire() as conn:
+            rows = await repo.recipients(conn, doc.id)
+            if unit is not None:
+                rows = [r for r in rows if r.unit == unit]
+                if not rows:
+                    raise NotFound(f"document {doc.id} was not sent to {unit}")
+            delivered = [r.delivered_message_id for r in rows if r.delivered_message_id]
+            mid = delivered[0] if delivered else doc.message_id
+            if mid is None:
+                raise NotFound(f"document {doc.id} has no stored message yet")
+            return await message_raw(conn, mid)
