@@ -1,0 +1,104 @@
+"""Wires official documents into the process: the docs handler on the mail scheduler,
+the CRL and OCSP responder on the `http` listener, and document events on the bus.
+
+Built after the mail component (gateway.app imports wiring_mail first) and before the
+HTTP component (always last), so the routes exist when HTTP starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from cxkernel.errors import Invalid, NotFound
+from directory.certs import CRL_PATH, CRL_PEM_PATH, OCSP_PATH, CertificateService
+from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
+from gateway.http import Request, Response
+from mailrelay.documents.service import DocumentService
+
+log = logging.getLogger("cxgw.docs")
+MAX_OCSP_REQUEST = 16 * 1024
+
+
+class DocsWiring:
+    name = "docs"
+
+    def __init__(self, s: Services) -> None:
+        mail = s.components.get("mail")
+        if mail is None:
+            raise RuntimeError("official documents need the mail component: gateway.wiring_mail"
+                               " must be built before gateway.wiring_docs")
+        parts = mail.parts
+        self.certs = CertificateService.from_config(s.cfg, s.db.pool)
+        # executor None: the loop's default thread pool (key objects do not pickle).
+        self.service = DocumentService(s.db.pool, self.certs, parts.submitter, parts.book,
+                                       s.cfg.server.domain, bus=s.bus, metrics=s.metrics)
+        parts.scheduler.docs_handler = self.service.handle
+        s.components["docs"] = self.service
+        s.http.route(CRL_PATH, self._crl_der)
+        s.http.route(CRL_PEM_PATH, self._crl_pem)
+        s.http.route(OCSP_PATH, self._ocsp, methods=("GET", "POST"), max_body=MAX_OCSP_REQUEST)
+
+    async def start(self) -> list[Endpoint]:
+        if not await self.certs.has_ca():
+            log.warning("no CA yet (`cxgw ca init`): arriving documents will be held")
+        elif not self.certs.has_passphrase:
+            log.warning("no CA passphrase configured: documents can be verified but not"
+                        " sealed here, and CRL/OCSP are not served")
+        return []
+
+    async def stop(self) -> None:
+        return None
+
+    # ---- CRL and OCSP (RFC 5280 §5, RFC 6960 appendix A) -------------------------------
+    async def _crl(self) -> Any:
+        try:
+            return await self.certs.crl()
+        except NotFound:
+            return Response(404, b"no CA\n")
+        except Invalid:
+            return Response(503, b"CRL unavailable\n")
+
+    async def _crl_der(self, req: Request) -> Response:
+        crl = await self._crl()
+        if isinstance(crl, Response):
+            return crl
+        return Response(200, crl.public_bytes(serialization.Encoding.DER), "application/pkix-crl")
+
+    async def _crl_pem(self, req: Request) -> Response:
+        crl = await self._crl()
+        if isinstance(crl, Response):
+            return crl
+        return Response(200, crl.public_bytes(serialization.Encoding.PEM),
+                        "application/x-pem-file")
+
+    async def _ocsp(self, req: Request) -> Response:
+        if req.method == "POST":
+            der = req.body
+        else:
+            # RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER request}
+            encoded = req.path[len(OCSP_PATH):].lstrip("/")
+            try:
+                der = base64.b64decode(encoded.replace("-", "+").replace("_", "/") + "==")
+            except (binascii.Error, ValueError):
+                return Response(400, b"bad OCSP request encoding\n")
+        if not der:
+            return Response(400, b"empty OCSP request\n")
+        try:
+            answer = await self.certs.ocsp_response(der)
+        except NotFound:
+            return Response(404, b"no CA\n")
+        except Invalid:
+            return Response(503, b"OCSP unavailable\n")
+        return Response(200, answer, "application/ocsp-response")
+
+
+def factory(s: Services) -> Any:
+    return DocsWiring(s)
+
+
+COMPONENT_FACTORIES.append(factory)
