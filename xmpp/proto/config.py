@@ -29,6 +29,8 @@ class FeaturesConfig:
     session_optional: bool = True
     #: Further namespaces whose first-level elements are passed on as NonzaReceived.
     extra_nonza_namespaces: frozenset[str] = frozenset()
+    #: XEP-0115 §6.3: the server's entity capabilities (node, ver) in stream features.
+    caps: tuple[str, str] | None = None
 
     def nonza_namespaces(self) -> frozenset[str]:
         out = set(self.extra_nonza_namespaces)
@@ -83,6 +85,12 @@ def _mechanisms(parent: Element, names: tuple[str, ...]) -> None:
         SubElement(mechs, ns.q(ns.SASL, "mechanism")).text = name
 
 
+def _caps(root: Element, feats: FeaturesConfig) -> None:
+    if feats.caps is not None:
+        node, ver = feats.caps
+        SubElement(root, ns.q(ns.CAPS, "c"), {"hash": "sha-1", "node": node, "ver": ver})
+
+
 def pre_auth_features(config: SessionConfig, secured: bool) -> Element:
     """Features before authentication: STARTTLS and/or SASL mechanisms."""
     root = Element(ns.FEATURES)
@@ -95,6 +103,7 @@ def pre_auth_features(config: SessionConfig, secured: bool) -> Element:
             # RFC 6120 §5.3.1: when TLS is mandatory, nothing else is offered before it.
             return root
     _mechanisms(root, offered(config.mechanisms, secured))
+    _caps(root, config.features)
     return root
 
 
@@ -112,4 +121,5 @@ def post_auth_features(config: SessionConfig) -> Element:
         SubElement(root, ns.q(ns.CSI, "csi"))
     if feats.roster_ver:
         SubElement(root, ns.q(ns.ROSTER_VER, "ver"))
+    _caps(root, feats)
     return root

@@ -15,6 +15,7 @@ STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 SM = "urn:xmpp:sm:3"
 CSI = "urn:xmpp:csi:0"
 ROSTER_VER = "urn:xmpp:features:rosterver"
+CAPS = "http://jabber.org/protocol/caps"
 
 #: Namespaces whose top-level elements are stanzas (RFC 6120 §4.8.2, content namespaces).
 CONTENT_NAMESPACES = frozenset({CLIENT, SERVER})

@@ -1,0 +1,425 @@
+"""The asyncio driver of c2s streams: listeners, TLS, rate limit, and the session core.
+
+One ``C2SConnection`` (an ``asyncio.Protocol``) per TCP connection feeds bytes to a
+sans-IO ``ServerSession`` and answers its requests (STARTTLS, SCRAM keys, PLAIN verdict,
+bind). Stanzas from a bound client go straight to ``Router.route`` in ``data_received``:
+no task per message. Work that needs I/O runs in the connection's ordered lane (one task
+while there is work). Output is buffered per connection and flushed once per event-loop
+iteration for all connections (one TLS record and one ``write`` for a burst).
+
+Limits: a token bucket per connection (``xmpp.rate_bytes_per_s``) pauses reading when a
+client sends faster; it is never disconnected for that, and nobody else waits for it.
+Stanza size limits are enforced by the core; unauthenticated streams may only do TLS and
+SASL (core) and must authenticate within ``AUTH_TIMEOUT`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cxkernel.metrics import Metrics
+from directory.auth import Authenticator
+from directory.model import Account
+
+from .caps import NODE, verification_string
+from .host import Host
+from .jid import JID
+from .proto.config import FeaturesConfig, SessionConfig
+from .proto.errors import StanzaError, StreamError
+from .proto.events import (
+    Authenticated,
+    AuthFailed,
+    AuthRequested,
+    BindRequested,
+    PlainCredentials,
+    SessionBound,
+    StanzaFromClient,
+    StartTLSRequested,
+    StreamEnded,
+)
+from .proto.session import ServerSession
+from .proto.state import SessionState
+from .router import Resource, SessionEvent
+from .tls import TLSClosed, TLSLayer
+
+log = logging.getLogger("cxgw.xmpp.c2s")
+
+AUTH_TIMEOUT = 60.0       # seconds to get from TCP accept to a bound resource
+MAX_RESOURCES = 20        # bound resources per account (RFC 6120 §7.6.2.1 resource-constraint)
+
+
+class C2SServer:
+    """The listeners and the set of live connections."""
+
+    def __init__(self, host: Host, auth: Authenticator, tls: ssl.SSLContext,
+                 metrics: Metrics | None = None) -> None:
+        self.host = host
+        self.auth = auth
+        self.tls = tls
+        self.metrics = metrics or Metrics()
+        self.connections: set[C2SConnection] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._dirty: list[C2SConnection] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        cfg = host.cfg
+        features = FeaturesConfig(
+            roster_ver="roster-ver" in host.stream_features,
+            caps=(NODE, verification_string(host.identities, host.features))
+            if host.identities else None)
+        common: dict[str, Any] = dict(
+            domains=(host.domain,), features=features,
+            max_stanza_bytes=cfg.max_stanza_size,
+            max_stanza_bytes_unauthenticated=cfg.max_unauth_stanza_size)
+        self.config_starttls = SessionConfig(direct_tls=False, **common)
+        self.config_direct = SessionConfig(direct_tls=True, **common)
+        self.metrics.gauge("xmpp_sessions", lambda: float(host.router.count()),
+                           "bound XMPP sessions")
+        self.metrics.gauge("xmpp_connections", lambda: float(len(self.connections)),
+                           "open XMPP connections")
+
+    async def listen(self, host: str, port: int, direct_tls: bool) -> int:
+        """Start a listener; returns the bound port."""
+        loop = self._loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: C2SConnection(self, direct_tls), host, port, backlog=1024)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    # -- output batching -------------------------------------------------------------------
+
+    def mark_dirty(self, conn: C2SConnection) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close the listeners, end every stream with ``system-shutdown`` (RFC 6120
+        §4.9.3.20), and give the lanes a moment to finish."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close_stream(StreamError("system-shutdown"))
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout)
+            except TimeoutError:
+                pass
+        self._servers.clear()
+        lanes = [c.lane_task for c in list(self.connections) if c.lane_task is not None]
+        if lanes:
+            await asyncio.wait(lanes, timeout=timeout)
+
+
+class C2SConnection(asyncio.Protocol, Resource):
+    """One client connection: transport ↔ TLS ↔ ServerSession ↔ Router."""
+
+    __slots__ = ("server", "router", "session", "transport", "tls", "wbuf", "lane",
+                 "lane_task", "account", "peer", "tokens", "t_last", "paused", "ended",
+                 "bound", "timer")
+
+    def __init__(self, server: C2SServer, direct_tls: bool) -> None:
+        Resource.__init__(self)
+        self.server = server
+        self.router = server.host.router
+        self.session = ServerSession(server.config_direct if direct_tls
+                                     else server.config_starttls)
+        self.transport: asyncio.Transport | None = None
+        self.tls: TLSLayer | None = TLSLayer(server.tls) if direct_tls else None
+        self.wbuf: list[bytes] = []
+        self.lane: deque[Callable[[], Awaitable[object]]] | None = None
+        self.lane_task: asyncio.Task[None] | None = None
+        self.account: Account | None = None
+        self.peer = ""
+        self.tokens = float(server.host.cfg.rate_bytes_per_s)
+        self.t_last = 0.0
+        self.paused = False
+        self.ended = False
+        self.bound = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- transport callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self.t_last = loop.time()
+        self.timer = loop.call_later(AUTH_TIMEOUT, self._auth_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._throttle(len(data))
+        tls = self.tls
+        if tls is not None:
+            try:
+                plain = tls.receive(data)
+            except TLSClosed:
+                plain = b""
+                self.session.receive_data(b"")
+                self._pump()
+                return
+            except ssl.SSLError as exc:
+                log.info("tls failure from %s: %s", self.peer, exc.reason)
+                self._abort()
+                return
+            out = tls.outgoing()
+            if out and self.transport is not None:
+                self.transport.write(out)  # handshake records
+            if not plain:
+                return
+            data = plain
+        self.session.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if not self.ended:
+            self.session.receive_data(b"")
+            self._pump()
+        self._finish()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        pass  # output is bounded by the sender's rate limit; nothing to do for now
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- rate limit (token bucket) ---------------------------------------------------------
+
+    def _throttle(self, n: int) -> None:
+        rate = self.server.host.cfg.rate_bytes_per_s
+        loop = self.server._loop or asyncio.get_running_loop()
+        now = loop.time()
+        tokens = min(float(rate), self.tokens + (now - self.t_last) * rate) - n
+        self.t_last = now
+        self.tokens = tokens
+        if tokens < 0 and not self.paused and self.transport is not None:
+            # Slow the reader down instead of dropping anything.
+            self.paused = True
+            self.transport.pause_reading()
+            loop.call_later(-tokens / rate, self._unpause)
+
+    def _unpause(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.ended:
+            self.transport.resume_reading()
+
+    # -- the session core ---------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        session = self.session
+        router = self.router
+        while (ev := session.next_event()) is not None:
+            kind = type(ev)
+            if kind is StanzaFromClient:
+                el = ev.element  # type: ignore[union-attr]
+                if self.lane:
+                    self.run(_later(router.route, el, self))  # keep order behind async work
+                else:
+                    router.route(el, self)
+            elif kind is AuthRequested:
+                self.run(_later_async(self._scram_keys, ev))
+            elif kind is PlainCredentials:
+                self.run(_later_async(self._check_plain, ev))
+            elif kind is BindRequested:
+                self._bind(ev)  # type: ignore[arg-type]
+            elif kind is SessionBound:
+                self.bound = True
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+                self.server.metrics.inc("xmpp_sessions_bound_total")
+                self.run(_later_async(self.server.host.bus.fire, "session/bound",
+                                      SessionEvent(self)))
+            elif kind is Authenticated:
+                self.server.metrics.inc("xmpp_logins_total", result="ok")
+                if self.account is not None:
+                    self.run(_later_async(self.server.auth.record, self.account, True))
+            elif kind is AuthFailed:
+                self.server.metrics.inc("xmpp_logins_total", result="fail")
+                if self.account is not None:
+                    self.run(_later_async(self.server.auth.record, self.account, False))
+                    self.account = None
+            elif kind is StartTLSRequested:
+                self._start_tls()
+            elif kind is StreamEnded:
+                self._ended()
+                return
+        out = session.data_to_send()
+        if out:
+            self._write(out)
+
+    def _start_tls(self) -> None:
+        # RFC 6120 §5.4.3.3: <proceed/> goes out in the clear, then TLS starts at once.
+        out = self.session.data_to_send()
+        if out and self.transport is not None:
+            self.flush()
+            self.transport.write(out)
+        self.tls = TLSLayer(self.server.tls)
+        self.session.tls_started()
+
+    async def _scram_keys(self, ev: AuthRequested) -> None:
+        try:
+            account, keys = await self.server.auth.scram_keys(ev.username, ev.mechanism)
+        except Exception:
+            log.exception("scram keys lookup failed")
+            self.session.auth_result(False, "temporary-auth-failure")
+        else:
+            self.account = account
+            self.session.provide_scram_keys(keys if account is not None else None)
+        self._pump()
+
+    async def _check_plain(self, ev: PlainCredentials) -> None:
+        try:
+            result = await self.server.auth.authenticate(
+                ev.username, ev.password, protocol="xmpp", remote=self.peer)
+        except Exception:
+            log.exception("authentication failed")
+            self.session.auth_result(False, "temporary-auth-failure")
+        else:
+            condition = "account-disabled" if result.reason == "disabled" else "not-authorized"
+            self.session.auth_result(result.ok, condition)
+        self._pump()
+
+    def _bind(self, ev: BindRequested) -> None:
+        username = self.session.username or ""
+        host = self.server.host
+        try:
+            jid = JID(username, host.domain, ev.resource)
+        except ValueError:
+            self.session.bind_refused(StanzaError("bad-request"))
+            return
+        existing = self.router.sessions.get(f"{username}@{host.domain}", {})
+        if len(existing) >= MAX_RESOURCES and ev.resource not in existing:
+            self.session.bind_refused(StanzaError("resource-constraint"))
+            return
+        self.router.bind(self, jid)
+        self.session.bound(jid)
+
+    def _ended(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        out = self.session.data_to_send()
+        if out:
+            self._write(out)
+        self.flush()
+        transport = self.transport
+        if transport is not None:
+            if self.tls is not None and self.tls.handshaken:
+                try:
+                    transport.write(self.tls.close_notify())
+                except Exception:
+                    pass
+            transport.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.bound:
+            self.bound = False
+            self.router.unbind(self)
+            self.run(_later_async(self.server.host.bus.fire, "session/closed",
+                                  SessionEvent(self)))
+
+    def _abort(self) -> None:
+        self.ended = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _auth_timeout(self) -> None:
+        self.timer = None
+        if not self.bound and not self.ended:
+            self.close_stream(StreamError("connection-timeout"))
+
+    # -- Resource: output, lane, close ---------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if not self.wbuf:
+            self.server.mark_dirty(self)
+        self.wbuf.append(data)
+
+    def deliver_bytes(self, data: bytes) -> None:
+        if self.ended or self.session.state is not SessionState.BOUND:
+            return
+        if not self.wbuf:
+            self.server.mark_dirty(self)
+        self.wbuf.append(data)
+
+    def flush(self) -> None:
+        if not self.wbuf:
+            return
+        data = b"".join(self.wbuf)
+        self.wbuf.clear()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        transport.write(data)
+
+    def run(self, job: Callable[[], Awaitable[object]]) -> None:
+        lane = self.lane
+        if lane is None:
+            lane = self.lane = deque()
+        lane.append(job)
+        if self.lane_task is None:
+            self.lane_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        lane = self.lane
+        assert lane is not None
+        try:
+            while lane:
+                job = lane[0]
+                try:
+                    await job()
+                except Exception:
+                    log.exception("xmpp session job failed for %s", self.full or self.peer)
+                finally:
+                    lane.popleft()
+        finally:
+            self.lane_task = None
+
+    def close_stream(self, error: StreamError | None) -> None:
+        if self.ended:
+            return
+        self.session.close(error)
+        self._pump()
+
+
+def _later(fn: Callable[..., object], *args: Any) -> Callable[[], Awaitable[None]]:
+    """A lane job running a synchronous call."""
+    async def job() -> None:
+        fn(*args)
+    return job
+
+
+def _later_async(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:
+    return lambda: fn(*args)

@@ -1,0 +1,82 @@
+"""The XMPP component: directory snapshot, feature modules, router and c2s listeners,
+built from explicit services (no globals). ``gateway.wiring_xmpp`` plugs it in."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from cxkernel.config import Config
+from cxkernel.events import EventBus
+from cxkernel.metrics import Metrics
+from directory.auth import Authenticator
+from directory.model import Account
+from directory.service import DirectoryService
+
+from . import features
+from .dircache import DirectoryCache
+from .hooks import Hooks
+from .host import Host
+from .repo import XmppStore
+from .router import Router
+from .server import C2SServer
+
+log = logging.getLogger("cxgw.xmpp")
+
+
+class XmppComponent:
+    """Start: load the directory, register features, listen. Stop: ``system-shutdown``."""
+
+    def __init__(self, pool: asyncpg.Pool, cfg: Config, directory: DirectoryService,
+                 auth: Authenticator, tls: ssl.SSLContext, bus: EventBus | None = None,
+                 metrics: Metrics | None = None,
+                 feature_names: tuple[str, ...] = features.DEFAULT) -> None:
+        self.cfg = cfg
+        self.directory_service = directory
+        self.auth = auth
+        self.tls = tls
+        self.metrics = metrics or Metrics()
+        self.store = XmppStore(pool)
+        domain = cfg.server.domain
+        cache = DirectoryCache(self._load_directory)
+        hooks = Hooks()
+        bus = bus or EventBus()
+        router = Router(domain, bus, hooks, cache.exists)
+        self.host = Host(domain, cfg.xmpp, bus, hooks, router, cache, self.store)
+        self.feature_names = feature_names
+        self.c2s: C2SServer | None = None
+        self._unlisten: Callable[[], Awaitable[None]] | None = None
+
+    async def _load_directory(self) -> tuple[list[Account], dict[str, str]]:
+        units = {u.code: u.name for u in await self.directory_service.list_units()}
+        return await self.directory_service.list_users(), units
+
+    async def start(self) -> list[tuple[str, str, int, str]]:
+        """Returns (role, host, port, tls) for each listener."""
+        host = self.host
+        await host.directory.load()
+        features.load(host, self.feature_names)
+        await host.start()
+        self._unlisten = await self.store.listen("directory_changed", host.directory.changed)
+        host.directory.start()
+        self.c2s = C2SServer(host, self.auth, self.tls, self.metrics)
+        out: list[tuple[str, str, int, str]] = []
+        for role, direct in (("xmpp", False), ("xmpps", True)):
+            addr = self.cfg.listen_addr(role)
+            if addr is None:
+                continue
+            port = await self.c2s.listen(addr[0], addr[1], direct)
+            out.append((role, addr[0], port, "implicit" if direct else "starttls"))
+        return out
+
+    async def stop(self) -> None:
+        if self.c2s is not None:
+            await self.c2s.stop()
+        if self._unlisten is not None:
+            await self._unlisten()
+            self._unlisten = None
+        await self.host.directory.stop()
+        await self.host.stop()
