@@ -174,3 +174,27 @@ async def test_smuggling_refused_on_smtp_normalised_on_submission(city, payload)
     (stored,) = await wait_inbox(city, "li.si@cx.example", 1)
     assert b"\x00" not in stored
     assert stored.count(b"\n") == stored.count(b"\r\n") and stored.count(b"\r") == stored.count(b"\r\n")
+
+
+async def test_over_quota_mailbox_refused_at_rcpt(city):
+    await city.services.directory.update_user("li.si", quota=100)
+    await aiosmtplib.send(MSG, sender="outside@example.org", recipients=["li.si@cx.example"],
+                          hostname="127.0.0.1", port=city.ports["smtp"], start_tls=False)
+    await wait_inbox(city, "li.si@cx.example", 1)
+    await city.services.components["mail"].parts.book.reload()
+    c = await RawSMTP.connect(city.ports["smtp"])
+    await c.cmd("EHLO me.example")
+    await c.cmd("MAIL FROM:<a@example.org>")
+    assert (await c.cmd("RCPT TO:<li.si@cx.example>")) == "552 5.2.2 Mailbox full"
+    assert (await c.cmd("RCPT TO:<zhang.san@cx.example>")).startswith("250")
+    await c.close()
+
+
+async def test_every_account_has_special_use_folders(city):
+    async with city.services.db.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "select b.name, b.special_use from mailboxes b join accounts a on a.id = b.account_id"
+            " where a.address = 'zhang.san@cx.example' order by b.name")
+    assert {(r["name"], r["special_use"]) for r in rows} == {
+        ("Archive", "\\Archive"), ("Drafts", "\\Drafts"), ("INBOX", None), ("Junk", "\\Junk"),
+        ("Sent", "\\Sent"), ("Trash", "\\Trash")}
