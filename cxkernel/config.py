@@ -25,7 +25,8 @@ class ConfigError(Exception):
 
 def _f(default: Any, doc: str, **kw: Any) -> Any:
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"doc": doc, **kw})
+        items = list(default)
+        return field(default_factory=items.copy, metadata={"doc": doc, **kw})
     return field(default=default, metadata={"doc": doc, **kw})
 
 

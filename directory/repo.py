@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from directory.model import Account, Role, Status, Unit, UnitKind
 from directory.scram import ScramKeys
 
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# A connection or a pool's proxy of one (duck-typed alike).
+Conn: TypeAlias = Any
 
 UNIT_SELECT = """
 select u.id, u.code, u.name, p.code as parent, u.kind,

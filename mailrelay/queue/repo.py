@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# A connection or a pool's proxy of one (duck-typed alike).
+Conn: TypeAlias = Any
 
 QUEUE_COLUMNS = ("queue_id", "message_id", "sender", "recipient", "orig_rcpt", "domain",
                  "transport", "envid", "notify", "ret")

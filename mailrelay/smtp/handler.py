@@ -61,8 +61,8 @@ class MailHandler:
         self.metrics = metrics or Metrics()
 
     # ---- helpers ---------------------------------------------------------------------
-    def _peer_ip(self, session: Session) -> str:
-        peer = session.peer
+    def _peer_ip(self, session: Session | None) -> str:
+        peer = session.peer if session is not None else None
         return peer[0] if isinstance(peer, tuple) else str(peer or "")
 
     def _trusted(self, session: Session) -> bool:
