@@ -31,7 +31,7 @@ async def _run(args: list[str], stdin: bytes, home: Path) -> tuple[int, str]:
 @pytest.mark.skipif(shutil.which("go-sendxmpp") is None,
                     reason="go-sendxmpp not installed (apt-get install go-sendxmpp)")
 @pytest.mark.parametrize("direct", [False, True])
-async def test_go_sendxmpp_to_slixmpp(xmpp: Any, tmp_path: Path, direct: bool) -> None:
+async def test_go_sendxmpp_to_slixmpp(xmpp: Any, tmp_path: Path, direct: bool) -> None:  # noqa: F811
     receiver = await xmpp.connect("li.si/pc")
     port = xmpp.ports["xmpps" if direct else "xmpp"]
     args = ["go-sendxmpp", "-u", f"zhang.san@{DOMAIN}", "-p", PASSWORD,
@@ -47,7 +47,7 @@ async def test_go_sendxmpp_to_slixmpp(xmpp: Any, tmp_path: Path, direct: bool) -
 
 @pytest.mark.skipif(shutil.which("sendxmpp") is None,
                     reason="sendxmpp not installed (apt-get install sendxmpp)")
-async def test_sendxmpp_to_slixmpp(xmpp: Any, tmp_path: Path) -> None:
+async def test_sendxmpp_to_slixmpp(xmpp: Any, tmp_path: Path) -> None:  # noqa: F811
     receiver = await xmpp.connect("li.si/pc")
     port = xmpp.ports["xmpp"]
     args = ["sendxmpp", "-u", "zhang.san", "-p", PASSWORD, "-j", f"127.0.0.1:{port}",
