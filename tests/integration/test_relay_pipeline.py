@@ -56,7 +56,8 @@ def cfg_overrides(sink, tmp_path):
     key.write_bytes(DKIM_KEY[0])
     return {"relay": {"smarthost": f"127.0.0.1:{sink.port}"},
             "queue": {"retry_initial": 1, "retry_max": 2},
-            "dkim": {"key_file": str(key)}}
+            "dkim": {"key_file": str(key)},
+            "smtp": {"trusted_networks": ["127.0.0.0/8"]}}
 
 
 async def send_out(server, recipients, body=None):
@@ -112,3 +113,14 @@ async def test_permanent_failure_bounces_to_sender_inbox(server, sink):
         sender = await conn.fetchval("select sender from deliveries where recipient = $1",
                                      "zhang.san@cx.example")
     assert sender == ""
+
+
+async def test_trusted_network_may_relay_without_auth(server, sink):
+    await seed_city(server)
+    body = b"From: app@internal.example\r\nSubject: from the intranet\r\n\r\nhi\r\n"
+    await aiosmtplib.send(body, sender="app@internal.example", recipients=["far@remote.example"],
+                          hostname="127.0.0.1", port=server.ports["smtp"], start_tls=False)
+    assert await queue_empty(server)
+    assert [r for _f, r, _d in sink.received] == [["far@remote.example"]]
+    # not our domain: no DKIM signature is added for a stranger's mail
+    assert not sink.received[0][2].startswith(b"DKIM-Signature:")
