@@ -32,7 +32,8 @@ from directory.ca import unit_docs_address
 from mailrelay.documents import events
 from mailrelay.documents import repo as docs_repo
 from mailrelay.documents.chain import TrustAnchors, VerifyCache
-from mailrelay.documents.docmime import ParsedDocument, outer_matches_signed, parse_document
+from mailrelay.documents.docmime import DocumentMeta
+from mailrelay.documents.fastmeta import mismatches, outer_fields, read_meta
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
     is_local_docs,
@@ -66,7 +67,7 @@ class Examined:
 
     verdict: Verdict
     outer: dict[str, str]
-    parsed: ParsedDocument | None
+    meta: DocumentMeta | None  # the sealed metadata, when the seal is trusted and ours
     mismatches: tuple[str, ...]
 
 
@@ -74,20 +75,17 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
             revocation: RevocationCheck | None, cache: VerifyCache) -> Examined:
     """Verify the seal and read the document (pure and blocking: run in the executor)."""
     verdict = verify_message(raw, anchors, now=now, revocation=revocation, cache=cache)
-    outer_msg = parse_headers(split_entity(raw)[0])
-    outer = {k: " ".join(str(outer_msg.get(k, "")).split()) for k in
-             ("From", "Subject", "Message-ID", "X-CX-Doc-Id", "X-CX-Doc-Number",
-              "X-CX-Doc-From-Unit", "X-CX-Doc-Urgency", "X-CX-Doc-Classification")}
-    parsed = None
-    mismatches: tuple[str, ...] = ()
+    outer, _ = outer_fields(raw)
+    meta = None
+    found: tuple[str, ...] = ()
     if verdict.trusted and verdict.content is not None:
         try:
-            parsed = parse_document(verdict.content)
-        except (ValueError, KeyError, TypeError, UnicodeError, AttributeError):
-            parsed = None
-        if parsed is not None:
-            mismatches = tuple(outer_matches_signed(outer_msg, parsed.meta))
-    return Examined(verdict, outer, parsed, mismatches)
+            meta = read_meta(verdict.content)
+        except (ValueError, KeyError, TypeError, UnicodeError):
+            meta = None
+        if meta is not None:
+            found = mismatches(outer, meta)
+    return Examined(verdict, outer, meta, found)
 
 
 def drop_field(raw: bytes, name: bytes) -> bytes:
@@ -185,7 +183,7 @@ class Inbound:
     async def _new_arrival(self, conn: Any, mid: int, rows: list[QueueRow],
                            ex: Examined) -> docs_repo.DocRow:
         o = ex.outer
-        meta = ex.parsed.meta if ex.parsed is not None else None
+        meta = ex.meta
         _, sender = email.utils.parseaddr(o["From"])
         fields = dict(
             doc_id=meta.doc_id if meta else (o["X-CX-Doc-Id"] or o["Message-ID"] or f"msg-{mid}"),
@@ -213,11 +211,11 @@ class Inbound:
         v = ex.verdict
         if not v.trusted:
             return v.reason, v.text
-        if ex.parsed is None:
+        if ex.meta is None:
             if ex.outer["X-CX-Doc-Id"]:
                 return "not-a-document", EXTRA_REASONS["not-a-document"]
             return "ok", v.text  # a sealed mail (e.g. Thunderbird, personal certificate)
-        meta = ex.parsed.meta
+        meta = ex.meta
         if ex.mismatches:
             return "header-mismatch", (f"{EXTRA_REASONS['header-mismatch']}: "
                                        f"{', '.join(ex.mismatches)}")

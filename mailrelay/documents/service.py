@@ -14,6 +14,7 @@ import functools
 import getpass
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from mailrelay.submit import ClientInfo, Submission, Submitter
 
 log = logging.getLogger("cxgw.docs")
 T = TypeVar("T")
+NAME_TTL = 60.0
 LOCAL = ClientInfo(protocol="LOCAL")  # Received: ... with LOCAL (see mailform)
 
 
@@ -94,6 +96,7 @@ class DocumentService:
         self.executor = executor  # a thread pool: key objects do not pickle
         self.trust = TrustStore(certs)
         self.inbound = Inbound(self)
+        self._names: dict[str, tuple[float, str | None]] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run CPU-bound work (sign, verify, parse) off the event loop."""
@@ -132,12 +135,19 @@ class DocumentService:
         return out
 
     async def signer(self, unit: str) -> Signer:
+        """The unit's current seal (one query; the decrypted key stays in memory), so a
+        seal issued or revoked a moment ago is honoured at once."""
         seal = await self.certs.seal_key(unit)
         return Signer(seal.key, seal.certificate, (seal.ca_certificate,))
 
     async def _unit_name(self, unit: str) -> str | None:
+        now = time.monotonic()
+        cached = self._names.get(unit)
+        if cached is not None and now - cached[0] < NAME_TTL:
+            return cached[1]
         async with self.pool.acquire() as conn:
             value: Any = await conn.fetchval("select name from units where code = $1", unit)
+        self._names[unit] = (now, value)
         return value
 
     async def send(self, *, from_unit: str, to: Sequence[str], title: str, number: str,

@@ -11,7 +11,7 @@ from cxkernel.config import CAConfig
 from cxkernel.errors import Invalid
 from directory.ca import RevocationReason
 from directory.certs import parse_reason, parse_serial, passphrase_from
-from mailrelay.documents.docmime import Urgency
+from mailrelay.documents.docmime import Urgency, parse_document
 from mailrelay.documents.inbound import drop_field, examine, is_receipt, stamp, unit_of
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
@@ -96,8 +96,9 @@ def test_examine_reads_the_document_and_outer_mismatch(city, sealed):
     from mailrelay.documents.chain import VerifyCache
     raw = sealed()
     ex = examine(raw, city.anchors, NOW, None, VerifyCache())
-    assert ex.verdict.trusted and ex.parsed is not None and ex.mismatches == ()
-    assert ex.parsed.meta.to_units == ("stats", "town-lucheng")
+    assert ex.verdict.trusted and ex.meta is not None and ex.mismatches == ()
+    assert ex.meta == parse_document(ex.verdict.content).meta  # the fast reader agrees
+    assert ex.outer["Subject"] == ex.meta.title
     relabeled = raw.replace(b"X-CX-Doc-Urgency: urgent", b"X-CX-Doc-Urgency: normal", 1)
     ex = examine(relabeled, city.anchors, NOW, None, VerifyCache())
     assert ex.verdict.trusted and ex.mismatches == ("X-CX-Doc-Urgency",)
