@@ -145,23 +145,27 @@ class SizeDist:
 class Credential:
     address: str
     password: str
+    unit: str | None = None
 
     def __repr__(self) -> str:  # never print passwords
         return f"Credential({self.address!r}, password=***)"
 
 
 def load_credentials(path: str | Path) -> list[Credential]:
-    """Read `address,password` lines (CSV; an optional header line; `#` comments).
+    """Read `address,password[,unit]` lines (CSV; an optional header line; `#` comments).
 
-    Accepts the demo password file too: its header (`address,password`) is skipped because
-    the first field has no `@`.
+    Reads the file `cxgw demo seed` writes (`<state_dir>/demo-passwords.csv`, header
+    `address,password,unit`): the header is skipped because its first field has no `@`,
+    and the third column, when present, is the account's unit (used by `doc-exchange` and
+    `workday`). Extra columns are ignored.
     """
     out: list[Credential] = []
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.reader(line for line in f if not line.lstrip().startswith("#")):
             if len(row) < 2 or "@" not in row[0]:
                 continue
-            out.append(Credential(row[0].strip().lower(), row[1].strip()))
+            unit = row[2].strip().lower() if len(row) > 2 and row[2].strip() else None
+            out.append(Credential(row[0].strip().lower(), row[1].strip(), unit))
     if not out:
         raise OptionError(f"{path}: no `address,password` lines found")
     return out

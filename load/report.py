@@ -45,7 +45,7 @@ def latency_over_time_svg(result: dict[str, Any]) -> str:
     series = [Series("mean", [(b["t"], b["latency_mean_ms"]) for b in ts], color="#2563eb"),
               Series("max", [(b["t"], b["latency_max_ms"]) for b in ts], color="#d97706",
                      dashed=True)]
-    return line_chart(series, title="Latency over time (SMTP: 250 reply)",
+    return line_chart(series, title="Latency over time (see the summary for what it measures)",
                       x_label="seconds since start", y_label="ms")
 
 

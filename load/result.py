@@ -8,7 +8,8 @@ Schema (version 1), stable for `compare` and for anyone plotting runs over time:
     messages_accepted, connections_opened, bytes_sent,
     throughput_per_s (deliveries accepted with 250 per second of the run),
     latency_ms {p50, p90, p99, p999, max, mean, count}  (SMTP: transaction start -> 250;
-    IMAP: one whole sync), login_ms {...} (IMAP),
+    IMAP: one whole sync; imap-idle: 250 -> EXISTS; XMPP chat: sent -> received by the
+    peer; xmpp-login: connect -> bound), login_ms {...} (IMAP, XMPP), smtp_ms {...} (imap-idle),
     e2e_latency_ms {...} (with IMAP verification), connect_ms {...}, lag_ms {...} (open loop),
     curves {name: [[percentile, ms], ...]}, errors {class: count},
     timeseries [{t, started, delivered, failed, lost, latency_mean_ms, latency_max_ms}],
@@ -27,7 +28,7 @@ from load.stats import percentile_curve, summarize
 
 SCHEMA_VERSION = 1
 _HISTS = {"latency": "latency_ms", "e2e": "e2e_latency_ms", "connect": "connect_ms",
-          "login": "login_ms", "lag": "lag_ms"}
+          "login": "login_ms", "lag": "lag_ms", "smtp": "smtp_ms"}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -102,7 +103,8 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("failed", _fmt(result["failed"])), ("lost", _fmt(result["lost"])),
             ("throughput", f"{_fmt(result['throughput_per_s'])} /s")]
     for key, label in (("latency_ms", "latency"), ("e2e_latency_ms", "e2e latency"),
-                       ("connect_ms", "connect"), ("login_ms", "login"),
+                       ("smtp_ms", "smtp 250"), ("connect_ms", "connect"),
+                       ("login_ms", "login"),
                        ("lag_ms", "schedule lag")):
         s = result.get(key)
         if s and s.get("count"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from load.context import RunContext
 from load.imapverify import ImapVerifier
 from load.message import MessageFactory
-from load.options import OptionError, check_target_allowed, parse_target
+from load.options import OptionError, check_target_allowed, client_ssl_context, parse_target
 from load.runner import Ticket, drive
 from load.smtpclient import SmtpClient, classify, reply_class
 
@@ -161,7 +161,8 @@ async def run_smtp(ctx: RunContext, args: argparse.Namespace, plan: Callable[[in
         vt = parse_target(args.verify_imap, 993 if args.verify_imap_tls else 143)
         check_target_allowed(vt, args.allow_remote)
         verifier = ImapVerifier(vt, ctx.run_id, ctx.password_for, tls=args.verify_imap_tls,
-                                ssl_ctx=ctx.ssl_ctx, timeout=ctx.timeout,
+                                ssl_ctx=ctx.ssl_ctx or client_ssl_context(args.insecure, args.cafile),
+                                timeout=ctx.timeout,
                                 poll=float(args.verify_poll))
         ctx.params["verify_imap"] = str(vt)
         await verifier.start(mailboxes)
