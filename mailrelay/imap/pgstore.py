@@ -311,13 +311,25 @@ class PgMailStore:
 
     # -- messages ------------------------------------------------------------------------
     async def fetch(
-        self, mailbox_id: int, uids: Sequence[int], *, raw: bool, structure: bool
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
     ) -> list[MessageRow]:
         """All rows for ``uids`` in one query (``raw``/``structure`` only when asked)."""
         if not uids:
             return []
         cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
-        cols += ", m.structure" if structure else ", null"
+        if structure and envelope_only and not raw:
+            cols += (
+                ", case when m.structure is null then null"
+                " else jsonb_build_object('env', m.structure->'env') end"
+            )
+        else:
+            cols += ", m.structure" if structure else ", null"
         cols += ", m.raw" if raw else ", null"
         join = " join messages m on m.id = mm.message_id" if (raw or structure) else ""
         lo, hi = uids[0], uids[-1]

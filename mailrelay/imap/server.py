@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from .hub import ChangeHub
 from .proto import commands as c
@@ -115,7 +115,8 @@ class ImapConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else ""
@@ -315,9 +316,8 @@ class ImapServer:
 
     async def _sweep(self) -> None:
         """Close connections idle for too long (RFC 3501 §5.4 autologout)."""
-        step = max(0.5, min(30.0, self.cfg.unauth_timeout / 4))
         while True:
-            await asyncio.sleep(step)
+            await asyncio.sleep(max(0.2, min(30.0, self.cfg.unauth_timeout / 4)))
             now = time.monotonic()
             for conn in list(self.conns):
                 authed = conn.session.user is not None

@@ -384,6 +384,7 @@ class ImapSession:
             uids,
             raw=fetchmod.needs_raw(attrs),
             structure=fetchmod.needs_structure(attrs),
+            envelope_only=fetchmod.envelope_only(attrs),
         )
         seen_rows = {}
         if fetchmod.sets_seen(attrs) and not view.readonly:

@@ -170,8 +170,17 @@ class MailStore(Protocol):
     async def status(self, user: str, name: str, items: Iterable[str]) -> dict[str, int]: ...
 
     async def fetch(
-        self, mailbox_id: int, uids: Sequence[int], *, raw: bool, structure: bool
-    ) -> list[MessageRow]: ...
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
+    ) -> list[MessageRow]:
+        """Rows for ``uids`` (ascending). ``envelope_only``: a structure holding just
+        ``{"env": ...}`` is enough (header sync)."""
+        ...
 
     async def store_flags(
         self,

@@ -121,7 +121,7 @@ class FakeStore:
         }
         return {k: v for k, v in vals.items() if k in items}
 
-    async def fetch(self, mailbox_id, uids, *, raw, structure):
+    async def fetch(self, mailbox_id, uids, *, raw, structure, envelope_only=False):
         b = self._by_id(mailbox_id)
         return [b.rows[u] for u in uids if u in b.rows]
 

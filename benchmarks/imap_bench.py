@@ -1,0 +1,332 @@
+"""IMAP server benchmark (issue 4): APPEND/s, full FETCH/s, header sync msgs/s, IDLE push, memory.
+
+Starts `cxgw serve` on a fresh state directory (embedded PostgreSQL) in its own process,
+adds one account, then drives the `imaps` listener (implicit TLS) with a small raw
+client in this process:
+  1. APPEND/s on one connection and on ten (ten mailboxes, LITERAL+);
+  2. seeds INBOX to --messages (default 10,000) distinct ~3 KB messages through SQL;
+  3. full-message FETCH/s: `UID FETCH 1:* (BODY.PEEK[])`, one connection and ten;
+  4. header sync msgs/s: `UID FETCH 1:* (UID FLAGS ENVELOPE)`, one connection and ten;
+  5. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
+     another session -> EXISTS;
+  6. memory per idle connection (measured first, on a small heap): server RSS growth
+     over --idle TLS connections logged in, a small mailbox selected, in IDLE.
+
+    .venv/bin/python benchmarks/imap_bench.py [--messages 10000] [--idle 500] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosmtplib
+import asyncpg
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+sys.path.insert(0, str(ROOT))
+PASSWORD = "Bench-pass-1234"
+USER = "tester@bench.example"
+LITERAL_RE = re.compile(rb"\{(\d+)\+?\}\r\n$")
+
+
+def start(state: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    cfg = state / "cx.toml"
+    listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in ("smtp", "imap", "imaps"))
+    off = "\n".join(f'{k} = ""' for k in ("submission", "submissions", "xmpp", "xmpps", "http"))
+    cfg.write_text(
+        f'[server]\nstate_dir = "{state / "var"}"\nlog_level = "warning"\n'
+        f'domain = "bench.example"\n[listen]\n{listen}\n{off}\n'
+        f'[relay]\nsmarthost = "127.0.0.1:9"\n'
+    )
+    env = {**os.environ, "CXGW_DATABASE_URL": "", "CXGW_CONFIG": ""}
+    proc = subprocess.Popen(
+        [PY, "-m", "gateway", "--config", str(cfg), "serve"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
+        text=True, env=env,
+    )
+    ports: dict[str, int] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.match(r"listening (\S+)\s+\w+://[\d.]+:(\d+)", line)
+        if m:
+            ports[m.group(1)] = int(m.group(2))
+        if line.startswith("cxgw ready"):
+            return proc, ports
+    raise SystemExit("server did not start")
+
+
+def cli(state: Path, *argv: str, stdin: str | None = None) -> str:
+    p = subprocess.run(
+        [PY, "-m", "gateway", "--config", str(state / "cx.toml"), *argv], cwd=ROOT,
+        capture_output=True, text=True, input=stdin,
+        env={**os.environ, "CXGW_DATABASE_URL": ""},
+    )
+    if p.returncode:
+        raise SystemExit(p.stderr)
+    return p.stdout
+
+
+def message(i: int, size: int = 3000) -> bytes:
+    head = (
+        f"From: Sender {i} <sender{i}@example.org>\r\nTo: {USER}\r\n"
+        f"Subject: benchmark message {i}\r\nMessage-ID: <{i}.bench@example.org>\r\n"
+        f"Date: Mon, 3 Jun 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog, message body text.\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+class Client:
+    """Just enough IMAP to time commands: literals are read and counted, not parsed."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w, self.n = r, w, 0
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, limit=1 << 20)
+        c = cls(r, w)
+        await r.readline()
+        return c
+
+    async def response(self) -> bytes:
+        """One response line, literals included (skipped)."""
+        line = await self.r.readline()
+        while (m := LITERAL_RE.search(line)) is not None:
+            await self.r.readexactly(int(m.group(1)))
+            line = await self.r.readline()
+        if not line:
+            raise ConnectionError("closed")
+        return line
+
+    async def cmd(self, text: bytes, literal: bytes | None = None) -> tuple[int, bytes]:
+        """(untagged responses, tagged line)."""
+        self.n += 1
+        tag = b"t%d" % self.n
+        data = tag + b" " + text
+        if literal is not None:
+            data += b" {%d+}\r\n" % len(literal) + literal
+        self.w.write(data + b"\r\n")
+        untagged = 0
+        while True:
+            line = await self.response()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return untagged, line
+            untagged += 1
+
+    async def login(self) -> None:
+        await self.cmd(b'LOGIN tester "' + PASSWORD.encode() + b'"')
+
+    def close(self) -> None:
+        self.w.close()
+
+
+async def append_rate(port: int, conns: int, per_conn: int) -> float:
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for i, c in enumerate(clients):
+        await c.login()
+        await c.cmd(b"CREATE A%d-%d" % (conns, i))
+    msg = message(0)
+
+    async def run(i: int, c: Client) -> None:
+        for _ in range(per_conn):
+            await c.cmd(b"APPEND A%d-%d (\\Seen)" % (conns, i), msg)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
+    dt = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return conns * per_conn / dt
+
+
+async def seed(url: str, count: int) -> None:
+    from mailrelay.mime import parse_message
+
+    conn = await asyncpg.connect(url)
+    try:
+        box = await conn.fetchval(
+            "select m.id from mailboxes m join accounts a on a.id = m.account_id"
+            " where a.address = $1 and m.name = 'INBOX'", USER)
+        now = datetime.now(UTC)
+        batch = 1000
+        uid = 1
+        for start_i in range(0, count, batch):
+            raws = [message(i) for i in range(start_i, min(count, start_i + batch))]
+            ids = await conn.fetch(
+                "insert into messages(raw, size, structure)"
+                " select r, length(r), s::jsonb from unnest($1::bytea[], $2::text[]) as t(r, s)"
+                " returning id", raws, [json.dumps(parse_message(r)) for r in raws])
+            await conn.executemany(
+                "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
+                " internaldate, size) values ($1, $2, $3, $4, $5, $6, $7)",
+                [(box, uid + k, r["id"], ["\\Seen"] if k % 3 else [], uid + k + 1, now,
+                  len(raws[k])) for k, r in enumerate(ids)])
+            uid += len(raws)
+        await conn.execute(
+            "update mailboxes set uidnext = $2, highestmodseq = $3 where id = $1",
+            box, uid, uid + 1)
+    finally:
+        await conn.close()
+
+
+async def fetch_rate(port: int, conns: int, items: bytes, expected: int) -> float:
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+        await c.cmd(b"EXAMINE INBOX")
+
+    async def run(c: Client) -> int:
+        n, _ = await c.cmd(b"UID FETCH 1:* " + items)
+        return n
+
+    t0 = time.perf_counter()
+    counts = await asyncio.gather(*(run(c) for c in clients))
+    dt = time.perf_counter() - t0
+    assert all(n >= expected for n in counts), counts
+    for c in clients:
+        c.close()
+    return sum(counts) / dt
+
+
+async def idle_latency(ports: dict[str, int], rounds: int) -> dict[str, float]:
+    watcher = await Client.connect(ports["imaps"])
+    await watcher.login()
+    await watcher.cmd(b"CREATE Watched")
+    await watcher.cmd(b"SELECT INBOX")
+    other = await Client.connect(ports["imaps"])
+    await other.login()
+
+    async def idle_until(action: object) -> float:
+        watcher.n += 1
+        tag = b"t%d" % watcher.n
+        watcher.w.write(tag + b" IDLE\r\n")
+        assert (await watcher.response()).startswith(b"+")
+        t0 = await action()  # type: ignore[operator]
+        while True:
+            line = await watcher.response()
+            if line.endswith(b" EXISTS\r\n"):
+                dt = time.perf_counter() - t0
+                break
+        watcher.w.write(b"DONE\r\n")
+        while not (await watcher.response()).startswith(tag):
+            pass
+        return dt
+
+    async def smtp() -> float:
+        await aiosmtplib.send(message(1, 1000), sender="x@example.org", recipients=[USER],
+                              hostname="127.0.0.1", port=ports["smtp"], start_tls=False)
+        return time.perf_counter()  # from the 250: the message is committed to the queue
+
+    async def append() -> float:
+        await other.cmd(b"APPEND INBOX", message(2, 1000))
+        return time.perf_counter()
+
+    smtp_ms = [1000 * await idle_until(smtp) for _ in range(rounds)]
+    append_ms = [1000 * await idle_until(append) for _ in range(rounds)]
+    watcher.close()
+    other.close()
+    return {
+        "smtp_250_to_exists_ms_median": statistics.median(smtp_ms),
+        "smtp_250_to_exists_ms_max": max(smtp_ms),
+        "append_ok_to_exists_ms_median": statistics.median(append_ms),
+        "append_ok_to_exists_ms_max": max(append_ms),
+    }
+
+
+async def idle_memory(port: int, pid: int, count: int) -> float:
+    proc = psutil.Process(pid)
+    clients: list[Client] = []
+    # warm up allocator and code paths
+    for _ in range(20):
+        c = await Client.connect(port)
+        await c.login()
+        await c.cmd(b"SELECT Drafts")
+        c.close()
+    await asyncio.sleep(0.5)
+    before = proc.memory_info().rss
+    for _ in range(count):
+        c = await Client.connect(port)
+        await c.login()
+        await c.cmd(b"SELECT Drafts")
+        c.w.write(b"i IDLE\r\n")
+        assert (await c.response()).startswith(b"+")
+        clients.append(c)
+    await asyncio.sleep(1.0)
+    after = proc.memory_info().rss
+    for c in clients:
+        c.close()
+    return (after - before) / count
+
+
+async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
+    proc, ports = start(state)
+    try:
+        cli(state, "unit", "add", "bench", "--name", "Bench")
+        cli(state, "user", "add", USER, "--unit", "bench", "--name", "Bench",
+            "--password-stdin", stdin=PASSWORD + "\n")
+        url = f"postgresql://postgres:@/cxgw?host={state / 'var' / 'pg'}"
+        res: dict[str, object] = {}
+        port = ports["imaps"]
+        # first, while the heap is small: later phases leave freed memory that hides growth
+        res["rss_bytes_per_idle_tls_connection"] = await idle_memory(port, proc.pid, args.idle)
+        res["append_per_s_1conn"] = await append_rate(port, 1, args.appends)
+        res["append_per_s_10conn"] = await append_rate(port, 10, args.appends // 5)
+        t = time.perf_counter()
+        await seed(url, args.messages)
+        res["seed_seconds"] = time.perf_counter() - t
+        n = args.messages
+        res["full_fetch_msgs_per_s_1conn"] = await fetch_rate(port, 1, b"(BODY.PEEK[])", n)
+        res["full_fetch_msgs_per_s_10conn"] = await fetch_rate(port, 10, b"(BODY.PEEK[])", n)
+        hdr = b"(UID FLAGS ENVELOPE)"
+        res["header_sync_msgs_per_s_1conn"] = await fetch_rate(port, 1, hdr, n)
+        res["header_sync_msgs_per_s_10conn"] = await fetch_rate(port, 10, hdr, n)
+        res.update(await idle_latency(ports, args.rounds))
+        return res
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=10_000)
+    ap.add_argument("--appends", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=20, help="IDLE push measurements")
+    ap.add_argument("--idle", type=int, default=500, help="idle connections for memory")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="imapbench"))
+    try:
+        res = asyncio.run(main_async(args, state))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    for k, v in res.items():
+        print(f"{k:<40} {v:>12,.1f}" if isinstance(v, float) else f"{k:<40} {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
