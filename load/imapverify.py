@@ -27,7 +27,6 @@ from load.options import Target
 from load.smtpclient import classify
 from load.stats import Recorder
 
-_LOAD_ID = re.compile(rb"X-Load-Id:\s*(\S+)", re.I)
 _LOGIN_CONCURRENCY = 50
 
 
@@ -36,7 +35,8 @@ class ImapVerifier:
 
     def __init__(self, target: Target, run_id: str, password_for: Callable[[str], str | None],
                  *, tls: bool = False, ssl_ctx: ssl.SSLContext | None = None,
-                 timeout: float = 30.0, poll: float = 0.05) -> None:
+                 timeout: float = 30.0, poll: float = 0.05,
+                 header: str = LOAD_ID_HEADER) -> None:
         self.target = target
         self.run_id = run_id
         self.password_for = password_for
@@ -44,6 +44,8 @@ class ImapVerifier:
         self.ssl_ctx = ssl_ctx
         self.timeout = timeout
         self.poll = max(poll, 0.005)
+        self.header = header  # where the X-Load-Id travels (Subject for documents)
+        self._lid = re.compile(re.escape(run_id).encode() + rb"-\d{8}")
         self.sent_at: dict[str, float] = {}
         self.expected: set[tuple[str, str]] = set()
         self.seen_at: dict[tuple[str, str], float] = {}
@@ -107,15 +109,15 @@ class ImapVerifier:
                 if changed or time.monotonic() - last_search >= 1.0:
                     last_search = time.monotonic()
                     uids = [u for u in await c.uid_search(
-                        f"UID {base}:* HEADER {LOAD_ID_HEADER} {self.run_id}") if u >= base]
+                        f"UID {base}:* HEADER {self.header} {self.run_id}") if u >= base]
                     seen = time.monotonic()
                     if uids:
                         base = max(uids) + 1
                         for line in await c.uid_fetch(
                                 ",".join(map(str, uids)),
-                                f"(BODY.PEEK[HEADER.FIELDS ({LOAD_ID_HEADER.upper()})])"):
-                            for m in _LOAD_ID.finditer(line):
-                                key = (m.group(1).decode("ascii", "replace"), mb)
+                                f"(BODY.PEEK[HEADER.FIELDS ({self.header.upper()})])"):
+                            for m in self._lid.finditer(line):
+                                key = (m.group(0).decode("ascii", "replace"), mb)
                                 self.seen_at.setdefault(key, seen)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll)

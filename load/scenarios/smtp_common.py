@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from load.context import RunContext
 from load.imapverify import ImapVerifier
-from load.message import MessageFactory
+from load.message import LOAD_ID_HEADER, MessageFactory
 from load.options import OptionError, check_target_allowed, client_ssl_context, parse_target
 from load.runner import Ticket, drive
 from load.smtpclient import SmtpClient, classify, reply_class
@@ -23,12 +23,23 @@ from load.smtpclient import SmtpClient, classify, reply_class
 
 @dataclass(frozen=True)
 class Job:
-    """One transaction: `msg_seq` names the message (its X-Load-Id), `rcpts` its recipients."""
+    """One transaction: `msg_seq` names the message (its X-Load-Id), `rcpts` its recipients.
+
+    Optional: `payload` (a ready DATA payload instead of a generated message), `auth`
+    (log in as this account for this job), `deliveries` and `watch` (count this many
+    deliveries and verify these mailboxes instead of the recipients: a document sent to
+    its own unit's inbox fans out to the receiving units' clerks), `subject`.
+    """
 
     msg_seq: int
     mail_from: str
     rcpts: list[str]
     size: int
+    payload: bytes | None = None
+    auth: tuple[str, str] | None = None
+    deliveries: int | None = None
+    watch: list[str] | None = None
+    subject: str = "load test"
 
 
 def add_smtp_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,14 +107,16 @@ class SmtpWorker:
                 raise OptionError(f"--auth: no password for {user} in --credentials")
             self.auth = (user, pw)
         self.client: SmtpClient | None = None
+        self.client_auth: tuple[str, str] | None = None
 
-    async def _connect(self) -> SmtpClient:
+    async def _connect(self, auth: tuple[str, str] | None) -> SmtpClient:
         ctx = self.ctx
         t = time.monotonic()
         client = await SmtpClient.connect(
             ctx.target, io_timeout=ctx.timeout, helo=self.helo, ssl_ctx=ctx.ssl_ctx,
             implicit_tls=ctx.implicit_tls, starttls=ctx.starttls,
-            server_hostname=self.server_name, auth=self.auth)
+            server_hostname=self.server_name, auth=auth)
+        self.client_auth = auth
         ctx.rec.connections_opened += 1
         ctx.rec.record_latency("connect", time.monotonic() - t)
         return client
@@ -111,13 +124,21 @@ class SmtpWorker:
     async def handle(self, ticket: Ticket) -> None:
         ctx, rec = self.ctx, self.ctx.rec
         job = self.plan(ticket.seq)
-        lid, data = self.factory.build(job.msg_seq, job.mail_from, job.rcpts, job.size)
-        n = len(job.rcpts)
+        lid, data = self.factory.build(job.msg_seq, job.mail_from, job.rcpts, job.size,
+                                       job.subject)
+        if job.payload is not None:
+            data = job.payload
+        n = len(job.rcpts) if job.deliveries is None else job.deliveries
         rec.started(n, len(data))
+        auth = job.auth or self.auth
         client = self.client
+        if client is not None and auth != self.client_auth:
+            self.client = None
+            await client.quit()
+            client = None
         try:
             if client is None:
-                client = self.client = await self._connect()
+                client = self.client = await self._connect(auth)
             t0 = time.monotonic()
             async with asyncio.timeout(ctx.timeout):
                 res = await client.send(job.mail_from, job.rcpts, data, self.pipelining)
@@ -134,13 +155,23 @@ class SmtpWorker:
                 raise
             return
         now = time.monotonic()
-        for _rcpt, code in res.rejected:
-            rec.fail(reply_class(code), 1, now)
-        if res.ok:
-            pending = self.verifier.expect(lid, res.accepted, t0) if self.verifier else 0
-            rec.accept(len(res.accepted), now - t0, now, pending=pending)
-        elif res.accepted:
-            rec.fail(reply_class(res.final_code), len(res.accepted), now)
+        if job.deliveries is not None:  # all or nothing: the deliveries hang on one message
+            if not res.ok:
+                code = res.final_code if res.final_code >= 400 else (
+                    res.rejected[0][1] if res.rejected else 554)
+                rec.fail(reply_class(code), n, now)
+            else:
+                watch = job.watch or []
+                pending = self.verifier.expect(lid, watch, t0) if self.verifier else 0
+                rec.accept(n, now - t0, now, pending=pending)
+        else:
+            for _rcpt, code in res.rejected:
+                rec.fail(reply_class(code), 1, now)
+            if res.ok:
+                pending = self.verifier.expect(lid, res.accepted, t0) if self.verifier else 0
+                rec.accept(len(res.accepted), now - t0, now, pending=pending)
+            elif res.accepted:
+                rec.fail(reply_class(res.final_code), len(res.accepted), now)
         if not self.reuse:
             self.client = None
             await client.quit()
@@ -152,7 +183,7 @@ class SmtpWorker:
 
 
 async def run_smtp(ctx: RunContext, args: argparse.Namespace, plan: Callable[[int], Job],
-                   mailboxes: list[str]) -> None:
+                   mailboxes: list[str], verify_header: str = LOAD_ID_HEADER) -> None:
     """Drive SMTP load with `plan`, then (optionally) wait for the mailboxes to see it all."""
     ctx.params.update({"reuse": bool(args.reuse), "auth": bool(args.auth),
                        "pipelining": args.pipelining, "from": args.mail_from})
@@ -163,7 +194,7 @@ async def run_smtp(ctx: RunContext, args: argparse.Namespace, plan: Callable[[in
         verifier = ImapVerifier(vt, ctx.run_id, ctx.password_for, tls=args.verify_imap_tls,
                                 ssl_ctx=ctx.ssl_ctx or client_ssl_context(args.insecure, args.cafile),
                                 timeout=ctx.timeout,
-                                poll=float(args.verify_poll))
+                                poll=float(args.verify_poll), header=verify_header)
         ctx.params["verify_imap"] = str(vt)
         await verifier.start(mailboxes)
     factory = MessageFactory(ctx.run_id)
