@@ -42,7 +42,11 @@ class MessageFactory:
             reps = n // len(_LINE) + 1
             raw = (_LINE * reps)[:n]
             if raw and not raw.endswith(b"\r\n"):
-                raw = raw[:-2] + b"\r\n" if len(raw) >= 2 else b"\r\n"
+                # end on a whole line; never leave a bare CR (RFC 5321 §2.3.8)
+                raw = raw[:max(n - 2, 0)]
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1] + b"x"
+                raw += b"\r\n"
             body = self._bodies[size] = raw
         return body
 

@@ -70,6 +70,7 @@ def build_result(ctx: RunContext) -> dict[str, Any]:
     out["curves"] = {key: percentile_curve(rec.hists[name])
                      for name, key in _HISTS.items() if name in rec.hists}
     out["errors"] = dict(sorted(rec.errors.items()))
+    out["error_samples"] = dict(sorted(rec.samples.items()))
     out["timeseries"] = rec.timeseries()
     out.update(ctx.extra)
     return out
@@ -113,6 +114,14 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     if "reach_everyone_ms" in result:
         rows.append(("reached everyone", f"{_fmt(result['reach_everyone_ms'])} ms "
                                          f"({result.get('reach_everyone_basis')})"))
+    for name, part in (result.get("protocols") or {}).items():
+        lat = part.get("latency_ms") or {}
+        rows.append((f"  {name}", f"sent {_fmt(part['sent'])}  delivered "
+                     f"{_fmt(part['delivered'])}  failed {_fmt(part['failed'])}  lost "
+                     f"{_fmt(part['lost'])}  {_fmt(part.get('throughput_per_s'))}/s  p50 "
+                     f"{_fmt(lat.get('p50'))}  p99 {_fmt(lat.get('p99'))} ms"))
+    for name, why in (result.get("skipped") or {}).items():
+        rows.append((f"  {name}", f"skipped: {why}"))
     if result["errors"]:
         rows.append(("errors", ", ".join(f"{k} {v}" for k, v in result["errors"].items())))
     if not result.get("balanced", True):

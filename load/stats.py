@@ -80,6 +80,7 @@ class Recorder:
     connections_opened: int = 0
     bytes_sent: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)  # class -> first few texts
     hists: dict[str, HdrHistogram] = field(default_factory=dict)
     buckets: list[Bucket] = field(default_factory=list)
     ended_wall: float | None = None
@@ -108,10 +109,19 @@ class Recorder:
         self.bytes_sent += nbytes
         self._bucket(now or time.monotonic()).started += deliveries
 
-    def fail(self, cls: str, deliveries: int = 1, now: float | None = None) -> None:
+    def note(self, cls: str, text: str) -> None:
+        """Keep the first three server texts of an error class (shown in the result)."""
+        got = self.samples.setdefault(cls, [])
+        if len(got) < 3 and text:
+            got.append(text[:200])
+
+    def fail(self, cls: str, deliveries: int = 1, now: float | None = None,
+             detail: str = "") -> None:
         """Deliveries refused or never handed over; `cls` like `smtp-5xx`, `connect`."""
         if deliveries <= 0:
             return
+        if detail:
+            self.note(cls, detail)
         self.failed += deliveries
         self.errors[cls] += deliveries
         self._bucket(now or time.monotonic()).failed += deliveries
@@ -148,6 +158,28 @@ class Recorder:
         self.delivered += 1
         self.record_latency("e2e", e2e_s)
         self._bucket(now or time.monotonic()).delivered += 1
+
+    def merge(self, other: Recorder) -> None:
+        """Add another run's outcomes (a part of a composite run such as `workday`)."""
+        for name in ("sent", "accepted", "delivered", "failed", "lost", "messages_sent",
+                     "messages_accepted", "connections_opened", "bytes_sent"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.update(other.errors)
+        for cls, texts in other.samples.items():
+            for t in texts:
+                self.note(cls, t)
+        for name, h in other.hists.items():
+            self.hist(name).add(h)
+        offset = max(0, int(other.t0 - self.t0))
+        for i, b in enumerate(other.buckets):
+            mine = self._bucket(self.t0 + offset + i + 0.5)
+            mine.started += b.started
+            mine.delivered += b.delivered
+            mine.failed += b.failed
+            mine.lost += b.lost
+            mine.lat_sum_us += b.lat_sum_us
+            mine.lat_n += b.lat_n
+            mine.lat_max_us = max(mine.lat_max_us, b.lat_max_us)
 
     def finish(self) -> None:
         self.t_end = time.monotonic()

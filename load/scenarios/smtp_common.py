@@ -147,7 +147,7 @@ class SmtpWorker:
             if client is not None and client.data_sent:
                 rec.lose(cls, n)
             else:
-                rec.fail(cls, n)
+                rec.fail(cls, n, detail=str(e))
             if client is not None:
                 client.abort()
             self.client = None
@@ -159,19 +159,20 @@ class SmtpWorker:
             if not res.ok:
                 code = res.final_code if res.final_code >= 400 else (
                     res.rejected[0][1] if res.rejected else 554)
-                rec.fail(reply_class(code), n, now)
+                rec.fail(reply_class(code), n, now, detail=res.final_text)
             else:
                 watch = job.watch or []
                 pending = self.verifier.expect(lid, watch, t0) if self.verifier else 0
                 rec.accept(n, now - t0, now, pending=pending)
         else:
-            for _rcpt, code in res.rejected:
-                rec.fail(reply_class(code), 1, now)
+            for rcpt, code in res.rejected:
+                rec.fail(reply_class(code), 1, now, detail=f"RCPT {rcpt}: {code}")
             if res.ok:
                 pending = self.verifier.expect(lid, res.accepted, t0) if self.verifier else 0
                 rec.accept(len(res.accepted), now - t0, now, pending=pending)
             elif res.accepted:
-                rec.fail(reply_class(res.final_code), len(res.accepted), now)
+                rec.fail(reply_class(res.final_code), len(res.accepted), now,
+                         detail=f"{res.final_code} {res.final_text}")
         if not self.reuse:
             self.client = None
             await client.quit()

@@ -115,3 +115,20 @@ async def test_xmpp_chat(city: Any, tmp_path: Path) -> None:
                        "--credentials", str(city.creds))
     assert rc == 0, r
     assert (r["sent"], r["delivered"]) == (60, 60)
+
+
+async def test_workday_all_protocols(city: Any, tmp_path: Path) -> None:
+    need(city, "imaps", "xmpp", "submission")
+    p = city.ports
+    rc, r = await load(tmp_path, "workday", "--target", "127.0.0.1", "--insecure",
+                       "--credentials", str(city.creds), "--acceleration", "20000",
+                       "--duration", "1.5", "--chat-pairs", "2", "--connections", "3",
+                       "--smtp-port", str(p["smtp"]), "--submission-port", str(p["submission"]),
+                       "--imaps-port", str(p["imaps"]), "--xmpp-port", str(p["xmpp"]),
+                       "--seed", "1")
+    assert rc == 0, (r["errors"], r["error_samples"], r.get("skipped"), r["protocols"])
+    parts = r["protocols"]
+    assert set(parts) == {"mail", "imap", "chat", "docs", "circular"}, r.get("skipped")
+    assert all(v["sent"] > 0 for v in parts.values()), parts
+    assert r["sent"] == sum(v["sent"] for v in parts.values())
+    assert parts["circular"]["sent"] == 6 * r["params"]["circulars"]

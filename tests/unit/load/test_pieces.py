@@ -139,3 +139,12 @@ def test_list_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert "smtp-burst" in out and "xmpp-chat" in out
     with pytest.raises(SystemExit):
         main(["smtp-burst"])  # --target is required: no default remote target
+
+
+def test_message_bodies_have_no_bare_cr_or_lf_at_any_size() -> None:
+    import re
+
+    f = MessageFactory("cxltest")
+    for size in range(0, 400):
+        _, data = f.build(1, "a@x", ["b@y"], size)
+        assert not re.search(rb"\r(?!\n)|(?<!\r)\n", data), size
