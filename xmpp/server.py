@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -115,13 +116,14 @@ class C2SServer:
             server.close()
         for conn in list(self.connections):
             conn.close_stream(StreamError("system-shutdown"))
+        # Lanes now hold each session's last work (unavailable presence, last activity).
+        lanes = [c.lane_task for c in list(self.connections) if c.lane_task is not None]
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), timeout)
             except TimeoutError:
                 pass
         self._servers.clear()
-        lanes = [c.lane_task for c in list(self.connections) if c.lane_task is not None]
         if lanes:
             await asyncio.wait(lanes, timeout=timeout)
 
@@ -130,7 +132,7 @@ class C2SConnection(asyncio.Protocol, Resource):
     """One client connection: transport ↔ TLS ↔ ServerSession ↔ Router."""
 
     __slots__ = ("server", "router", "session", "transport", "tls", "wbuf", "lane",
-                 "lane_task", "account", "peer", "tokens", "t_last", "paused", "ended",
+                 "lane_task", "account", "peer", "tokens", "t_last", "held", "ended",
                  "bound", "timer")
 
     def __init__(self, server: C2SServer, direct_tls: bool) -> None:
@@ -148,7 +150,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.peer = ""
         self.tokens = float(server.host.cfg.rate_bytes_per_s)
         self.t_last = 0.0
-        self.paused = False
+        self.held: list[bytes] | None = None  # input waiting for the rate limit
         self.ended = False
         self.bound = False
         self.timer: asyncio.TimerHandle | None = None
@@ -156,8 +158,13 @@ class C2SConnection(asyncio.Protocol, Resource):
     # -- transport callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop: not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:  # small stanzas must not wait for delayed ACKs (Nagle)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
         self.server.connections.add(self)
@@ -166,13 +173,25 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.timer = loop.call_later(AUTH_TIMEOUT, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
-        self._throttle(len(data))
+        delay = self._charge(len(data))
+        if self.held is not None:  # over the rate: wait with the rest (flow control)
+            self.held.append(data)
+            return
+        if delay > 0:
+            self.held = [data]
+            if self.transport is not None:
+                self.transport.pause_reading()
+            loop = self.server._loop or asyncio.get_running_loop()
+            loop.call_later(delay, self._release)
+            return
+        self._process(data)
+
+    def _process(self, data: bytes) -> None:
         tls = self.tls
         if tls is not None:
             try:
                 plain = tls.receive(data)
             except TLSClosed:
-                plain = b""
                 self.session.receive_data(b"")
                 self._pump()
                 return
@@ -208,23 +227,34 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     # -- rate limit (token bucket) ---------------------------------------------------------
 
-    def _throttle(self, n: int) -> None:
+    def _charge(self, n: int) -> float:
+        """Take `n` bytes from the bucket (refilled at the rate, holding at most one
+        second's worth); the seconds to wait before these bytes may be processed."""
         rate = self.server.host.cfg.rate_bytes_per_s
         loop = self.server._loop or asyncio.get_running_loop()
         now = loop.time()
         tokens = min(float(rate), self.tokens + (now - self.t_last) * rate) - n
         self.t_last = now
         self.tokens = tokens
-        if tokens < 0 and not self.paused and self.transport is not None:
-            # Slow the reader down instead of dropping anything.
-            self.paused = True
-            self.transport.pause_reading()
-            loop.call_later(-tokens / rate, self._unpause)
+        return -tokens / rate if tokens < 0 else 0.0
 
-    def _unpause(self) -> None:
-        self.paused = False
-        if self.transport is not None and not self.ended:
+    def _release(self) -> None:
+        """The wait is over: process what was held, then read again."""
+        held, self.held = self.held, None
+        if self.ended or held is None:
+            return
+        if self.transport is not None:
             self.transport.resume_reading()
+        data = b"".join(held)
+        delay = self._charge(0)  # bytes that came in while pausing may still be over
+        if data:
+            self._process(data)
+        if delay > 0 and not self.ended and self.held is None:
+            self.held = []
+            if self.transport is not None:
+                self.transport.pause_reading()
+            loop = self.server._loop or asyncio.get_running_loop()
+            loop.call_later(delay, self._release)
 
     # -- the session core ---------------------------------------------------------------------
 
@@ -406,6 +436,8 @@ class C2SConnection(asyncio.Protocol, Resource):
                     lane.popleft()
         finally:
             self.lane_task = None
+            if not lane:
+                self.lane = None  # an idle session keeps no deque (memory per session)
 
     def close_stream(self, error: StreamError | None) -> None:
         if self.ended:

@@ -22,6 +22,12 @@ from .errors import StreamError
 from .events import ParserEvent, StanzaReceived, StreamClosed, StreamFailed, StreamOpened
 
 _SLICE = 16384  # bytes parsed between size checks, bounding memory of an unfinished stanza
+# Shared by every stream of the process (one event loop thread): expat's string intern
+# table and our name → Clark tag cache. Per-stream copies cost ~10 KiB per session; the
+# shared ones are capped (cleared when full) so a client inventing names cannot grow them.
+_INTERN: dict[str, str] = {}
+_NAMES: dict[str, str] = {}
+_SHARED_MAX = 20000
 _WHITESPACE = " \t\r\n"
 _ERR = expat.errors
 _RESTRICTED_CODES = frozenset(
@@ -54,7 +60,7 @@ class StreamParser:
         self.content_ns = content_ns
         self.max_stanza_bytes = max_stanza_bytes
         self.max_depth = max_depth
-        self._names: dict[str, str] = {}
+        self._names = _NAMES
         self._dead = False
         self.reset()
 
@@ -64,9 +70,11 @@ class StreamParser:
         """Start a new XML document (stream restart); unparsed state is dropped."""
         # The encoding is forced to UTF-8 (RFC 6120 §11.6) and namespaces are reported as
         # "uri}local", the same trick ElementTree uses, so "{" + name is Clark notation.
-        p = expat.ParserCreate("UTF-8", "}")
+        if len(_INTERN) > _SHARED_MAX:
+            _INTERN.clear()
+        p = expat.ParserCreate("UTF-8", "}", intern=_INTERN)
         p.buffer_text = True
-        p.buffer_size = 65536
+        p.buffer_size = 1024  # per stream (RSS); longer text arrives in pieces, joined in _data
         p.ordered_attributes = False
         p.specified_attributes = True
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -175,8 +183,9 @@ class StreamParser:
 
     def _clark(self, name: str) -> str:
         tag = "{" + name if "}" in name else name
-        if len(self._names) < 4096:
-            self._names[name] = tag
+        if len(self._names) >= _SHARED_MAX:
+            self._names.clear()
+        self._names[name] = tag
         return tag
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:

@@ -1,0 +1,292 @@
+"""XMPP benchmark (not a test): routing rate, latency, logins, memory per session.
+
+    .venv/bin/python benchmarks/xmpp_bench.py [--pairs 50] [--window 50] [--seconds 10]
+        [--logins 200] [--sessions 1000]
+
+Starts `cxgw serve` as a separate process (uvloop, embedded PostgreSQL in a temporary
+state dir), seeds the directory, and drives it with a lean raw client: the sans-IO
+``xmpp.proto.client.ClientSession`` for STARTTLS + SCRAM-SHA-256 + bind, then
+pre-serialised stanzas and a byte scan on the receiving side (slixmpp would be the
+bottleneck). Server CPU comes from /proc/<pid>/stat, memory from VmRSS.
+
+Routing: each pair A↔B keeps `window` chat messages in flight: every message received is
+answered with one to the partner, so the load is closed-loop; msg/s counts deliveries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cxkernel.config import from_dict  # noqa: E402
+from xmpp.jid import JID  # noqa: E402
+from xmpp.proto.client import ClientSession  # noqa: E402
+from xmpp.proto.events import AuthFailed, SessionBound, StartTLSRequested, StreamEnded  # noqa: E402
+
+DOMAIN = "bench.example"
+PASSWORD = "Bench-pass-2024"
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK  # utime + stime
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _client_ctx() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the benchmark server's certificate is self-signed
+    return ctx
+
+
+CLIENT_CTX = _client_ctx()
+
+
+def client_ctx() -> ssl.SSLContext:
+    return CLIENT_CTX
+
+
+class Conn:
+    """A logged-in raw client connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 jid: str) -> None:
+        self.reader, self.writer, self.jid = reader, writer, jid
+
+
+async def login(port: int, user: str, resource: str = "b") -> Conn:
+    """STARTTLS, SCRAM-SHA-256, bind, with the sans-IO client core."""
+    session = ClientSession(JID(user, DOMAIN, resource), PASSWORD,
+                            mechanisms=("SCRAM-SHA-256",))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    session.start()
+    writer.write(session.data_to_send())
+    while True:
+        data = await reader.read(65536)
+        session.receive_data(data)
+        while (ev := session.next_event()) is not None:
+            if isinstance(ev, StartTLSRequested):
+                await writer.drain()
+                await writer.start_tls(client_ctx())
+                session.tls_started()
+            elif isinstance(ev, SessionBound):
+                writer.write(session.data_to_send())
+                return Conn(reader, writer, str(ev.jid))
+            elif isinstance(ev, AuthFailed):
+                raise RuntimeError(f"login of {user} failed: {ev}")
+            elif isinstance(ev, StreamEnded):
+                raise RuntimeError(f"login of {user} failed: {ev}")
+        out = session.data_to_send()
+        if out:
+            writer.write(out)
+        if not data:
+            raise RuntimeError("connection closed during login")
+
+
+BODY = re.compile(rb"<body>([0-9.]+)</body>")
+
+
+async def pair_loop(me: Conn, peer: str, window: int, stop: asyncio.Event,
+                    lat: list[float], count: list[int]) -> None:
+    """Send `window` messages, then answer every message received with a new one."""
+    head = f"<message to='{peer}' type='chat'><body>".encode()
+    tail = b"</body></message>"
+
+    def msg() -> bytes:
+        return head + f"{time.perf_counter():.6f}".encode() + tail
+
+    me.writer.write(b"".join(msg() for _ in range(window)))
+    buf = b""
+    while not stop.is_set():
+        data = await me.reader.read(65536)
+        if not data:
+            return
+        buf += data
+        end = buf.rfind(b"</message>")
+        if end < 0:
+            continue
+        chunk, buf = buf[:end + 10], buf[end + 10:]
+        now = time.perf_counter()
+        stamps = BODY.findall(chunk)
+        count[0] += len(stamps)
+        if len(lat) < 2_000_000:
+            lat.extend(now - float(s) for s in stamps)
+        if not stop.is_set():
+            me.writer.write(b"".join(msg() for _ in stamps))
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))] if s else float("nan")
+
+
+async def seed(cfg_data: dict, users: list[tuple[str, str]], units: set[str]) -> None:
+    from gateway.app import open_services
+    services = await open_services(from_dict(cfg_data))
+    try:
+        for unit in sorted(units):
+            await services.directory.add_unit(unit, f"基准测试{unit}")
+        sem = asyncio.Semaphore(4)
+
+        async def add(user: str, unit: str) -> None:
+            async with sem:
+                await services.directory.add_user(user, unit, f"用户{user}", password=PASSWORD)
+
+        await asyncio.gather(*(add(u, unit) for u, unit in users))
+    finally:
+        await services.db.close()
+
+
+def start_server(toml: Path, log_path: Path) -> subprocess.Popen[str]:
+    """`cxgw serve` in its own process; returns once it printed `cxgw ready`."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(toml),
+                                 "serve"], stdout=subprocess.PIPE, stderr=log, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("cxgw ready"):
+            break
+    return proc
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="cxbench"))
+    port, sport = free_port(), free_port()
+    cfg_data = {
+        "server": {"domain": DOMAIN, "state_dir": str(tmp / "state")},
+        "listen": {k: "" for k in ("smtp", "submission", "submissions", "imap", "imaps",
+                                   "http")} | {"xmpp": f"127.0.0.1:{port}",
+                                               "xmpps": f"127.0.0.1:{sport}"},
+        "xmpp": {"rate_bytes_per_s": 100_000_000},
+    }
+    npairs = args.pairs
+    users = [(f"p{i:04d}", f"pair{i // 2:03d}") for i in range(2 * npairs)]
+    users += [(f"s{i:05d}", f"sess{i // 100:03d}") for i in range(args.sessions)]
+    print(f"seeding {len(users)} accounts ...", flush=True)
+    t0 = time.perf_counter()
+    await seed(cfg_data, users, {u for _, u in users})
+    print(f"seeded in {time.perf_counter() - t0:.1f}s", flush=True)
+    toml = tmp / "cxgw.toml"
+    lines = []
+    for section, values in cfg_data.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {v!r}".replace("'", '"') if isinstance(v, str)
+                         else f"{k} = {v}")
+    toml.write_text("\n".join(lines) + "\n")
+    proc = start_server(toml, tmp / "server.log")
+    try:
+        pid = proc.pid
+        await asyncio.sleep(0.5)
+        await run_benchmarks(args, pid, port)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def run_benchmarks(args: argparse.Namespace, pid: int, port: int) -> None:
+    # -- logins ---------------------------------------------------------------------------
+    n = args.logins
+    sem = asyncio.Semaphore(10)
+
+    async def one(i: int) -> None:
+        async with sem:
+            c = await login(port, f"p{i % (2 * args.pairs):04d}", f"l{i}")
+            c.writer.write(b"</stream:stream>")
+            c.writer.close()
+
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    print(f"logins: {n} STARTTLS+SCRAM-SHA-256+bind in {wall:.2f}s = {n / wall:,.0f}/s, "
+          f"server CPU {cpu / n * 1000:.2f} ms per login", flush=True)
+    await asyncio.sleep(1)
+
+    # -- routing ----------------------------------------------------------------------------
+    conns = [await login(port, f"p{i:04d}") for i in range(2 * args.pairs)]
+    stop = asyncio.Event()
+    lat: list[float] = []
+    count = [0]
+    tasks = [asyncio.create_task(pair_loop(conns[i], conns[i ^ 1].jid, args.window, stop,
+                                           lat, count)) for i in range(len(conns))]
+    await asyncio.sleep(2)  # warm-up
+    lat.clear()
+    c0, cpu0, t0 = count[0], cpu_seconds(pid), time.perf_counter()
+    await asyncio.sleep(args.seconds)
+    c1, cpu1, t1 = count[0], cpu_seconds(pid), time.perf_counter()
+    stop.set()
+    msgs = c1 - c0
+    print(f"routing: {args.pairs} pairs x {args.window} in flight (x2 directions): "
+          f"{msgs / (t1 - t0):,.0f} msg/s, server CPU {(cpu1 - cpu0) / msgs * 1e6:.1f} µs/msg "
+          f"({(cpu1 - cpu0) / (t1 - t0) * 100:.0f}% of a core), "
+          f"latency p50 {pct(lat, .5) * 1000:.2f} ms p99 {pct(lat, .99) * 1000:.2f} ms",
+          flush=True)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for c in conns:
+        c.writer.close()
+    await asyncio.sleep(1)
+
+    # -- memory per session -------------------------------------------------------------------
+    if args.sessions:
+        rss0 = rss_kb(pid)
+        held: list[Conn] = []
+        sem = asyncio.Semaphore(20)
+
+        async def hold(i: int) -> None:
+            async with sem:
+                held.append(await login(port, f"s{i:05d}"))
+
+        await asyncio.gather(*(hold(i) for i in range(args.sessions)))
+        await asyncio.sleep(1)
+        rss1 = rss_kb(pid)
+        print(f"memory: {args.sessions} bound TLS sessions: server RSS {rss0 / 1024:.1f} → "
+              f"{rss1 / 1024:.1f} MiB, {(rss1 - rss0) / args.sessions:.1f} KiB per session",
+              flush=True)
+        for c in held:
+            c.writer.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=50)
+    p.add_argument("--window", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--logins", type=int, default=200)
+    p.add_argument("--sessions", type=int, default=1000)
+    args = p.parse_args()
+    try:
+        import uvloop
+        uvloop.run(main_async(args))
+    except ImportError:
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
