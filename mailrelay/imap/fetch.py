@@ -40,8 +40,11 @@ def needs_raw(attrs: Sequence[FetchAttr]) -> bool:
 
 
 def needs_structure(attrs: Sequence[FetchAttr]) -> bool:
+    # RFC822.HEADER / RFC822.TEXT split the message at the stored header end
     return any(
-        a.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE") or a.section is not None for a in attrs
+        a.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
+        or a.section is not None
+        for a in attrs
     )
 
 

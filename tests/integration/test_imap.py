@@ -128,6 +128,8 @@ async def test_fetch_store_search_append_copy_move_expunge(city: Any) -> None:
         typ, data = m.fetch("1", "(RFC822)")
         assert data[0][1].endswith(b"hello world\r\n")
         assert b"\\Seen" in b"".join(x if isinstance(x, bytes) else x[0] for x in data)
+        typ, data = m.fetch("1", "(RFC822.HEADER)")  # what fetchmail asks for
+        assert data[0][1].startswith(b"Received: ") and data[0][1].endswith(b"\r\n\r\n")
         typ, data = m.store("2", "+FLAGS", "(\\Flagged $Important)")
         assert b"$Important" in data[0] and b"\\Flagged" in data[0]
         assert m.search(None, "FLAGGED")[1] == [b"2"]
@@ -290,3 +292,27 @@ async def test_garbage_and_huge_literal(city: Any) -> None:
     assert out[-1].startswith(b"* BYE")
     c.w.close()
     c2.w.close()
+
+
+async def test_compress_deflate_and_idle_timeout(city: Any) -> None:
+    import zlib
+
+    imap = city.services.components["imap"]
+    imap.cfg.unauth_timeout = 0.5
+    c = await Raw.connect(city.ports["imaps"], client_tls())
+    out = await c.cmd(b"a LOGIN zhang.san \"" + PASSWORD.encode() + b"\"\r\n", b"a")
+    assert out[-1].startswith(b"a OK")
+    out = await c.cmd(b"b COMPRESS DEFLATE\r\n", b"b")
+    assert out[-1].startswith(b"b OK")
+    comp, decomp = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+    c.w.write(comp.compress(b"c SELECT INBOX\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+    got = b""
+    while b"c OK" not in got:
+        got += decomp.decompress(await asyncio.wait_for(c.r.read(4096), 10))
+    assert b"* 0 EXISTS" in got
+    c.w.close()
+    # before login the short timeout applies: the server says BYE and closes
+    d = await Raw.connect(city.ports["imaps"], client_tls())
+    line = await asyncio.wait_for(d.r.readline(), 10)
+    assert line.startswith(b"* BYE")
+    d.w.close()

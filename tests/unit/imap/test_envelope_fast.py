@@ -32,3 +32,12 @@ def test_envelope_only() -> None:
     assert envelope_only([FetchAttr("UID"), FetchAttr("FLAGS"), FetchAttr("ENVELOPE")])
     assert not envelope_only([FetchAttr("ENVELOPE"), FetchAttr("BODYSTRUCTURE")])
     assert not envelope_only([FetchAttr("FLAGS")])
+
+
+def test_rfc822_header_and_text_load_the_structure() -> None:
+    from mailrelay.imap.fetch import needs_structure
+
+    # fetchmail fetches RFC822.HEADER alone: the split point comes from the structure
+    assert needs_structure([FetchAttr("RFC822.HEADER")])
+    assert needs_structure([FetchAttr("RFC822.TEXT")])
+    assert not needs_structure([FetchAttr("RFC822.SIZE"), FetchAttr("FLAGS")])
