@@ -1,7 +1,10 @@
 """XMPP benchmark (not a test): routing rate, latency, logins, memory per session.
 
     .venv/bin/python benchmarks/xmpp_bench.py [--pairs 50] [--window 50] [--seconds 10]
-        [--logins 200] [--sessions 1000]
+        [--logins 200] [--sessions 1000] [--peer prosody]
+
+``--peer prosody`` runs the same load against Debian's Prosody (apt-get install prosody;
+internal_plain accounts, STARTTLS, SCRAM-SHA-1, limits module off) for a side-by-side.
 
 Starts `cxgw serve` as a separate process (uvloop, embedded PostgreSQL in a temporary
 state dir), seeds the directory, and drives it with a lean raw client: the sans-IO
@@ -35,6 +38,8 @@ from xmpp.proto.client import ClientSession  # noqa: E402
 from xmpp.proto.events import AuthFailed, SessionBound, StartTLSRequested, StreamEnded  # noqa: E402
 
 DOMAIN = "bench.example"
+PEER_DOMAIN = "peer.example"
+TARGET = {"domain": DOMAIN, "mechanisms": ("SCRAM-SHA-256",)}
 PASSWORD = "Bench-pass-2024"
 CLOCK = os.sysconf("SC_CLK_TCK")
 
@@ -81,8 +86,8 @@ class Conn:
 
 async def login(port: int, user: str, resource: str = "b") -> Conn:
     """STARTTLS, SCRAM-SHA-256, bind, with the sans-IO client core."""
-    session = ClientSession(JID(user, DOMAIN, resource), PASSWORD,
-                            mechanisms=("SCRAM-SHA-256",))
+    session = ClientSession(JID(user, TARGET["domain"], resource), PASSWORD,  # type: ignore[arg-type]
+                            mechanisms=TARGET["mechanisms"])  # type: ignore[arg-type]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     session.start()
     writer.write(session.data_to_send())
@@ -162,6 +167,44 @@ async def seed(cfg_data: dict, users: list[tuple[str, str]], units: set[str]) ->
         await services.db.close()
 
 
+def start_prosody(tmp: Path, users: list[str], port: int) -> subprocess.Popen[bytes]:
+    """Debian's Prosody on 127.0.0.1:`port` with `users` (password PASSWORD)."""
+    from gateway.tls import ensure_self_signed
+    d = tmp / "prosody"
+    acc = d / "data" / PEER_DOMAIN.replace(".", "%2e") / "accounts"
+    acc.mkdir(parents=True)
+    crt, key = ensure_self_signed(d, PEER_DOMAIN, PEER_DOMAIN)
+    for u in users:
+        (acc / f"{u}.dat").write_text(f'return {{\n\t["password"] = "{PASSWORD}";\n}};\n')
+    subprocess.run(["chown", "-R", "prosody:prosody", str(d)], check=True)
+    conf = d / "prosody.cfg.lua"
+    conf.write_text(f"""
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+daemonize = false
+run_as_root = true
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+s2s_ports = {{ }}
+c2s_require_encryption = true
+authentication = "internal_plain"
+log = {{ error = "{d}/prosody.err" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "presence", "message" }}
+modules_disabled = {{ "s2s", "offline", "c2s_limits", "limits" }}
+VirtualHost "{PEER_DOMAIN}"
+  ssl = {{ key = "{key}"; certificate = "{crt}"; }}
+""")
+    proc = subprocess.Popen(["prosody", "--config", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc
+
+
 def start_server(toml: Path, log_path: Path) -> subprocess.Popen[str]:
     """`cxgw serve` in its own process; returns once it printed `cxgw ready`."""
     with log_path.open("w") as log:
@@ -187,6 +230,17 @@ async def main_async(args: argparse.Namespace) -> None:
     npairs = args.pairs
     users = [(f"p{i:04d}", f"pair{i // 2:03d}") for i in range(2 * npairs)]
     users += [(f"s{i:05d}", f"sess{i // 100:03d}") for i in range(args.sessions)]
+    if args.peer == "prosody":
+        TARGET["domain"] = PEER_DOMAIN
+        TARGET["mechanisms"] = ("SCRAM-SHA-1", "PLAIN")
+        peer = start_prosody(tmp, [u for u, _ in users], port)
+        try:
+            print(f"peer: prosody pid {peer.pid}", flush=True)
+            await run_benchmarks(args, peer.pid, port)
+        finally:
+            peer.terminate()
+            peer.wait(30)
+        return
     print(f"seeding {len(users)} accounts ...", flush=True)
     t0 = time.perf_counter()
     await seed(cfg_data, users, {u for _, u in users})
@@ -223,7 +277,7 @@ async def run_benchmarks(args: argparse.Namespace, pid: int, port: int) -> None:
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
-    print(f"logins: {n} STARTTLS+SCRAM-SHA-256+bind in {wall:.2f}s = {n / wall:,.0f}/s, "
+    print(f"logins: {n} STARTTLS+{TARGET['mechanisms'][0]}+bind in {wall:.2f}s = {n / wall:,.0f}/s, "
           f"server CPU {cpu / n * 1000:.2f} ms per login", flush=True)
     await asyncio.sleep(1)
 
@@ -280,6 +334,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--logins", type=int, default=200)
     p.add_argument("--sessions", type=int, default=1000)
+    p.add_argument("--peer", choices=["prosody"], help="measure Prosody instead of cx-gateway")
     args = p.parse_args()
     try:
         import uvloop
