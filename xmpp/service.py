@@ -17,9 +17,10 @@ from directory.model import Account
 from directory.service import DirectoryService
 
 from . import features
-from .dircache import DirectoryCache
+from .dircache import DirectoryCache, Snapshot
 from .hooks import Hooks
 from .host import Host
+from .proto.errors import StreamError
 from .repo import XmppStore
 from .router import Router
 from .server import C2SServer
@@ -57,6 +58,7 @@ class XmppComponent:
     async def start(self) -> list[tuple[str, str, int, str]]:
         """Returns (role, host, port, tls) for each listener."""
         host = self.host
+        host.directory.listeners.append(self._kick_removed)
         await host.directory.load()
         features.load(host, self.feature_names)
         await host.start()
@@ -71,6 +73,12 @@ class XmppComponent:
             port = await self.c2s.listen(addr[0], addr[1], direct)
             out.append((role, addr[0], port, "implicit" if direct else "starttls"))
         return out
+
+    async def _kick_removed(self, old: Snapshot, new: Snapshot) -> None:
+        """Accounts disabled, removed or renamed lose their sessions at once."""
+        for bare in [b for b in self.host.router.sessions if b not in new.accounts]:
+            for session in self.host.router.resources(bare):
+                session.close_stream(StreamError("not-authorized", "Account disabled"))
 
     async def stop(self) -> None:
         if self.c2s is not None:

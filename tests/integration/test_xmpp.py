@@ -271,3 +271,13 @@ async def test_resource_conflict_new_session_wins(xmpp: Any) -> None:
     await xmpp.connect("zhang.san/desk")
     await asyncio.sleep(0.3)
     assert "conflict" in first.stream_errors
+
+
+async def test_disabled_account_loses_its_session(xmpp: Any) -> None:
+    c = await xmpp.connect("wang.wu/pc")
+    await xmpp.services.directory.disable_user("wang.wu")
+    for _ in range(50):
+        if "not-authorized" in c.stream_errors:
+            break
+        await asyncio.sleep(0.1)
+    assert "not-authorized" in c.stream_errors
