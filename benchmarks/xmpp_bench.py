@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -150,7 +151,7 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(len(s) * p))] if s else float("nan")
 
 
-async def seed(cfg_data: dict, users: list[tuple[str, str]], units: set[str]) -> None:
+async def seed(cfg_data: dict[str, dict[str, Any]], users: list[tuple[str, str]], units: set[str]) -> None:
     from gateway.app import open_services
     services = await open_services(from_dict(cfg_data))
     try:
@@ -220,7 +221,7 @@ def start_server(toml: Path, log_path: Path) -> subprocess.Popen[str]:
 async def main_async(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cxbench"))
     port, sport = free_port(), free_port()
-    cfg_data = {
+    cfg_data: dict[str, dict[str, Any]] = {
         "server": {"domain": DOMAIN, "state_dir": str(tmp / "state")},
         "listen": {k: "" for k in ("smtp", "submission", "submissions", "imap", "imaps",
                                    "http")} | {"xmpp": f"127.0.0.1:{port}",

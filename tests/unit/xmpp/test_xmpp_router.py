@@ -18,7 +18,7 @@ def bodies(els: list[Element]) -> list[str]:
 
 
 def errors(els: list[Element]) -> list[str]:
-    out = []
+    out: list[str] = []
     for el in els:
         if el.get("type") == "error":
             err = el.find("{jabber:client}error")
