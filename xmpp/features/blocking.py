@@ -89,7 +89,22 @@ class Blocking:
         await self.host.store.block(owner, jids)
         self.lists.setdefault(owner, set()).update(jids)
         self._push(owner, BLOCK, jids)
+        self._vanish(owner, jids)
         return iq_result(ev.stanza)
+
+    def _vanish(self, owner: str, jids: list[str]) -> None:
+        """XEP-0191 §3.3: the blocked contacts see the user go unavailable."""
+        router = self.host.router
+        mine = router.available_resources(owner)
+        for jid in jids:
+            if "@" not in jid:
+                continue  # a whole domain: nobody local to tell
+            for r in mine:
+                pres = Element(ns.PRESENCE, {"type": "unavailable", "from": r.full, "to": jid})
+                if "/" in jid:
+                    router.to_full(jid, pres)
+                else:
+                    router.to_available(jid, pres)
 
     async def unblock(self, ev: IqEvent) -> Element:
         owner = ev.origin.bare

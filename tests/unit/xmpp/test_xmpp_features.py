@@ -195,9 +195,11 @@ async def test_blocking() -> None:
     z = await w.login("zhang.san", "desk")
     li = await w.login("li.si", "pc")
     await w.iq(li, "<iq type='get' id='b'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+    z.take()
     r = await w.iq(li, f"<iq type='set' id='b2'><block xmlns='urn:xmpp:blocking'><item jid='{Z}'/></block></iq>")
     assert r.get("type") == "result"
-    z.take(), li.take()
+    assert (f"{L}/pc", "unavailable") in presences(z.take())  # XEP-0191 §3.3
+    li.take()
     await w.send(z, f"<message to='{L}' type='chat'><body>x</body></message>")
     assert li.take() == []
     err = z.take()
