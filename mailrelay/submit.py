@@ -219,7 +219,8 @@ class Submitter:
     async def _commit(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]]) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                ids = await repo.enqueue(conn, [b[0] for b in batch], [b[1] for b in batch])
+                ids, inline = await repo.enqueue(conn, [b[0] for b in batch],
+                                                 [b[1] for b in batch])
         except Exception as exc:  # every waiter gets an answer: a 4xx, never a hang
             log.error("group commit of %d messages failed: %r", len(batch), exc)
             err = Unavailable("Queue write failed; try again later", reason=str(exc))
@@ -228,6 +229,11 @@ class Submitter:
                     fut.set_exception(err)
         else:
             self.metrics.inc("mail_group_commits_total")
+            if inline:
+                self.metrics.inc("mail_delivered_total", len(inline), transport="local")
+                if log.isEnabledFor(logging.INFO):
+                    for qid, rcpt in inline:
+                        log.info("delivered id=%s to=<%s> transport=local", qid, rcpt)
             for (_q, _m, fut), mid in zip(batch, ids, strict=True):
                 if not fut.done():
                     fut.set_result(mid)

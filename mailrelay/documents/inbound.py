@@ -281,7 +281,7 @@ class Inbound:
         owner: dict[int, int] = {}
         results: dict[int, Outcome] = {}
         async with self.s.pool.acquire() as conn, conn.transaction():
-            [smid] = await queue_repo.enqueue(
+            [smid], _ = await queue_repo.enqueue(
                 conn, [rows[0].queue_id], [queue_repo.NewMessage(stamped, structure, [])])
             for rid, (_unit, clerks) in deliver.items():
                 for c in clerks:
@@ -393,7 +393,7 @@ class Inbound:
             stamped = stamp(raw, doc.id, seal)
             structure = await self.s.run(parse_message, stamped)
             async with self.s.pool.acquire() as conn, conn.transaction():
-                [smid] = await queue_repo.enqueue(
+                [smid], _ = await queue_repo.enqueue(
                     conn, [row.queue_id], [queue_repo.NewMessage(stamped, structure, [])])
                 await queue_repo.deliver_local(conn, [(i, smid, c, len(stamped))
                                                       for i, c in enumerate(clerks)])

@@ -69,8 +69,16 @@ def _row(r: asyncpg.Record) -> QueueRow:
     return QueueRow(*r.values())
 
 
-async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMessage]) -> list[int]:
-    """Write messages and their queue rows; return message ids (caller holds the transaction)."""
+async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMessage],
+                  *, local_inline: bool = True) -> tuple[list[int], list[tuple[str, str]]]:
+    """Write messages and their queue rows (the caller holds the transaction).
+
+    With `local_inline`, recipients with a local mailbox are delivered in this same
+    transaction (the local stage run at once, as mox does): their INBOX entries commit
+    together with the message, so there is nothing to claim, deliver and finish later.
+    Rows that cannot be delivered inline (no active mailbox) are queued as usual.
+    Returns (message ids, [(queue_id, recipient)] delivered inline).
+    """
     ids = [r[0] for r in await conn.fetch(
         "select nextval('messages_id_seq') from generate_series(1, $1)", len(messages))]
     await conn.copy_records_to_table(
@@ -79,10 +87,25 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
                  for mid, m in zip(ids, messages, strict=True)])
     records = [(qid, mid, *row) for qid, mid, m in zip(queue_ids, ids, messages, strict=True)
                for row in m.rows]
+    inline: list[tuple[str, str]] = []
+    if local_inline:
+        # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
+        sizes = {mid: len(m.raw) for mid, m in zip(ids, messages, strict=True)}
+        local = [(i, r) for i, r in enumerate(records) if r[6] == "local"]
+        done = await deliver_local(conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local])
+        if done:
+            delivered = [records[i] for i in sorted(done)]
+            await conn.copy_records_to_table(
+                "deliveries", columns=("queue_id", "message_id", "sender", "recipient", "status",
+                                       "detail", "attempts"),
+                records=[(r[0], r[1], r[2], r[4] or r[3], "delivered", "local INBOX", 1)
+                         for r in delivered])
+            inline = [(r[0], r[3]) for r in delivered]
+            records = [r for i, r in enumerate(records) if i not in done]
     if records:
         await conn.copy_records_to_table("queue", columns=QUEUE_COLUMNS, records=records)
         await conn.execute("select pg_notify('queue_ready', '')")
-    return ids
+    return ids, inline
 
 
 async def claim(conn: Conn, owner: str, limit: int, lease_seconds: int,
