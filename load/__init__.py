@@ -15,7 +15,10 @@ Layout (one concern per module; scenarios are plug-ins):
     smtpclient.py     lean SMTP client (raw asyncio streams, PIPELINING, STARTTLS, AUTH PLAIN)
     imapclient.py     lean IMAP4rev1 client (LOGIN/AUTHENTICATE, SELECT, FETCH, STORE, IDLE)
     imapverify.py     end-to-end arrival check over IMAP (X-Load-Id search)
-    scenarios/        one module per scenario, registered in scenarios/__init__.py SCENARIOS
+    xmppclient.py     lean XMPP client (STARTTLS, SASL PLAIN / SCRAM-SHA-256 / SCRAM-SHA-1, bind)
+    scenarios/        one module per scenario, registered in scenarios/__init__.py SCENARIOS:
+                      smtp-burst, smtp-circular, imap-sync, imap-idle, xmpp-login, xmpp-chat,
+                      doc-exchange, workday (which runs the others at once as its parts)
 
 Adding a scenario: write `scenarios/<name>.py` with `add_arguments(parser)` (call
 `options.add_common_arguments`), `async run(ctx, args)` that drives `runner.drive` with a

@@ -26,7 +26,7 @@ from load.context import RunContext
 from load.options import OptionError, add_common_arguments
 from load.runner import Ticket, drive
 from load.scenarios.base import Scenario
-from load.scenarios.xmpp_common import Ledger, add_xmpp_arguments, login
+from load.scenarios.xmpp_common import Ledger, add_xmpp_arguments, login, note_tls
 from load.smtpclient import classify
 from load.xmppclient import XmppClient, stanza_error
 
@@ -151,6 +151,7 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
         raise OptionError("--window must be at least 1")
     ctx.params.update({"pairs": pairs, "window": args.window, "to": args.to,
                        "mechanism": args.mechanism, "presence": args.presence})
+    note_tls(ctx, args)
     ledger = Ledger(ctx.rec)
     clients = await login_all(ctx, args, 2 * pairs, on_stanza_for(ledger))
     try:

@@ -33,6 +33,12 @@ def add_xmpp_arguments(p: argparse.ArgumentParser) -> None:
                    help="send initial presence after login (default on)")
 
 
+def note_tls(ctx: RunContext, args: argparse.Namespace) -> None:
+    """XMPP uses STARTTLS unless told otherwise: say so in the params."""
+    ctx.params["tls"] = ("direct" if ctx.implicit_tls else
+                         "none" if args.no_starttls else "starttls")
+
+
 def xmpp_domain(ctx: RunContext, args: argparse.Namespace) -> str:
     if args.domain:
         return str(args.domain)

@@ -21,7 +21,7 @@ from load.context import RunContext
 from load.options import OptionError, add_common_arguments
 from load.runner import Ticket, drive
 from load.scenarios.base import Scenario
-from load.scenarios.xmpp_common import add_xmpp_arguments, login
+from load.scenarios.xmpp_common import add_xmpp_arguments, login, note_tls
 from load.smtpclient import classify
 from load.xmppclient import XmppClient
 
@@ -66,6 +66,7 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
     ctx.params.update({"mechanism": args.mechanism, "hold": bool(args.hold),
                        "presence": args.presence, "accounts": len(ctx.credentials),
                        "starttls": not args.no_starttls})
+    note_tls(ctx, args)
     held: list[XmppClient] = []
     try:
         ctx.completed = await drive(ctx.limits, lambda i: LoginWorker(ctx, args, held), ctx.rec)
