@@ -156,7 +156,9 @@ def fetch_items(row: MessageRow, attrs: Sequence[FetchAttr]) -> list[bytes]:
             out.append(b"MODSEQ (%d)" % row.modseq)  # RFC 7162 §3.1.4.1
         elif n == "ENVELOPE":
             assert st is not None
-            out.append(b"ENVELOPE " + render_envelope_fast(st["env"]))
+            envr = st.get("envr")  # rendered once at delivery (mailrelay.mime.parse_message)
+            out.append(b"ENVELOPE " + (envr.encode("latin-1") if envr is not None
+                                       else render_envelope_fast(st["env"])))
         elif n == "BODYSTRUCTURE":
             assert st is not None
             out.append(b"BODYSTRUCTURE " + render_bodystructure(st["body"], True))

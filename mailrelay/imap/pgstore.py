@@ -326,6 +326,7 @@ class PgMailStore:
         if structure and envelope_only and not raw:
             cols += (
                 ", case when m.structure is null then null"
+                " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
                 " else jsonb_build_object('env', m.structure->'env') end"
             )
         else:

@@ -37,6 +37,7 @@ from .headers import (
     split_fields,
     unfold,
 )
+from .render import render_envelope
 
 __all__ = ["parse_message", "parse_envelope", "normalize_crlf", "STRUCTURE_VERSION"]
 
@@ -224,4 +225,7 @@ def parse_message(raw: bytes) -> dict[str, Any]:
     he, _ = find_header_end(raw, 0, len(raw))
     env = parse_envelope(raw, 0, he)
     body = parser.part(0, len(raw), ("text", "plain"), 0)
-    return {"v": STRUCTURE_VERSION, "env": env, "body": body}
+    # The ENVELOPE response is rendered once here too (latin-1 text of the IMAP bytes), so
+    # a header sync (FETCH 1:* (FLAGS ENVELOPE)) only concatenates stored strings.
+    envr = render_envelope(env).decode("latin-1")
+    return {"v": STRUCTURE_VERSION, "env": env, "envr": envr, "body": body}
