@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# asyncpg.Connection or a pool's PoolConnectionProxy: the union is not valid as a
+# type (the proxy is not a Connection subclass), and asyncpg ships no stubs.
+Conn: TypeAlias = Any
 
 
 @dataclass(frozen=True)
