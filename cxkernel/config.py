@@ -82,6 +82,8 @@ class SMTPConfig:
     trusted_networks: list[str] = _f([], "CIDR networks allowed to relay without AUTH (port 25 role)", cidr=True)
     max_unauth_line: int = _f(4096, "longest command line before AUTH, bytes", min=512)
     timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
+    max_connections: int = _f(1000, "concurrent connections per SMTP listener (421 4.7.0 above)", min=1)
+    max_connections_per_ip: int = _f(50, "concurrent connections from one address per listener", min=1)
     group_commit_ms: float = _f(2.0, "how long the submission stage gathers messages for one COMMIT", min=0.0)
 
 

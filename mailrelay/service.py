@@ -141,7 +141,9 @@ class MailComponent:
             server = await start_listener(role, addr[0], addr[1], handler,
                                           hostname=self.cfg.server.host_name, tls=self.tls,
                                           max_size=self.cfg.smtp.max_message_size,
-                                          timeout=self.cfg.smtp.timeout)
+                                          timeout=self.cfg.smtp.timeout,
+                                          max_connections=self.cfg.smtp.max_connections,
+                                          max_per_ip=self.cfg.smtp.max_connections_per_ip)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))

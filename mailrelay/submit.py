@@ -108,7 +108,6 @@ class Submitter:
         self.max_batch = max_batch
         self._pending: list[tuple[str, repo.NewMessage, asyncio.Future[int]]] = []
         self._slots = asyncio.Semaphore(max_inflight)
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.on_committed = on_committed
@@ -199,7 +198,6 @@ class Submitter:
         return SubmitResult(queue_id, message_id, len(rows))
 
     def _ensure_writer(self) -> None:
-        self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._writer())
 

@@ -57,6 +57,31 @@ def with_enhanced_code(status: str) -> str:
 _SIMPLE_PATH = re.compile(r"<([^<>\"()\s,:;\\@\[\]]+@[^<>\"()\s,:;\\@\[\]]+)?>")
 
 
+class ConnectionLimiter:
+    """Concurrent connections per listener and per client address."""
+
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total, self.per_ip = total, per_ip
+        self.active = 0
+        self.by_ip: dict[str, int] = {}
+
+    def admit(self, ip: str) -> bool:
+        n = self.by_ip.get(ip, 0)
+        if self.active >= self.total or n >= self.per_ip:
+            return False
+        self.active += 1
+        self.by_ip[ip] = n + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.active -= 1
+        n = self.by_ip.get(ip, 1) - 1
+        if n:
+            self.by_ip[ip] = n
+        else:
+            self.by_ip.pop(ip, None)
+
+
 class CxSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on every reply, the EHLO response in one
     write, and a fast path for plain `<user@domain>` paths."""
@@ -65,12 +90,34 @@ class CxSMTP(SMTP):
     _raw_replies = False
     _collect: list[bytes] | None = None
 
+    _limiter: ConnectionLimiter | None = None
+    _admitted_ip: str | None = None
+    _refused = False
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if isinstance(peer, tuple) else ""
+            if not self._limiter.admit(ip):
+                # Each session may buffer a whole DATA: bound how many a peer can hold.
+                self._refused = True
+                transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+                transport.close()
+                return
+            self._admitted_ip = ip
         self._pending: list[bytes] = []
         super().connection_made(transport)
 
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._admitted_ip is not None and self._limiter is not None:
+            self._limiter.release(self._admitted_ip)
+            self._admitted_ip = None
+        super().connection_lost(error)
+
     @classmethod
-    def factory(cls, handler: Any, **kw: Any) -> Any:
+    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None, **kw: Any) -> Any:
         """A protocol factory that builds aiosmtpd's per-listener tables once.
 
         `SMTP.__init__` inspects the handler and itself (getmembers, dir, signature) for
@@ -80,9 +127,14 @@ class CxSMTP(SMTP):
         """
         loop = kw["loop"]
         proto = cls(handler, **kw)
+        proto._limiter = limiter
         state = dict(proto.__dict__)
         if not {"_smtp_methods", "_handle_hooks", "_auth_methods", "session"} <= state.keys():
-            return lambda: cls(handler, **kw)
+            def plain() -> Any:
+                obj = cls(handler, **kw)
+                obj._limiter = limiter
+                return obj
+            return plain
         smtp_names = tuple(state["_smtp_methods"])
 
         def make() -> Any:
@@ -149,6 +201,7 @@ class CxSMTP(SMTP):
 
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
+                         max_connections: int = 1000, max_per_ip: int = 50,
                          ) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
@@ -171,7 +224,7 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
             kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
-            return CxSMTP.factory(handler, **kw)
+            return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
 
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
                                     reuse_address=True, backlog=512)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import aiosmtplib
@@ -198,3 +199,20 @@ async def test_every_account_has_special_use_folders(city):
     assert {(r["name"], r["special_use"]) for r in rows} == {
         ("Archive", "\\Archive"), ("Drafts", "\\Drafts"), ("INBOX", None), ("Junk", "\\Junk"),
         ("Sent", "\\Sent"), ("Trash", "\\Trash")}
+
+
+@pytest.mark.parametrize("cfg_overrides", [{"smtp": {"max_connections_per_ip": 2}}])
+async def test_connection_limit_per_address(server):
+    a = await RawSMTP.connect(server.ports["smtp"])
+    b = await RawSMTP.connect(server.ports["smtp"])
+    r, w = await asyncio.open_connection("127.0.0.1", server.ports["smtp"])
+    assert (await r.readline()).startswith(b"421 4.7.0")
+    assert await r.read() == b""  # closed
+    w.close()
+    await a.cmd("QUIT")
+    await a.close()
+    await asyncio.sleep(0.05)
+    c = await RawSMTP.connect(server.ports["smtp"])  # a slot is free again
+    assert (await c.cmd("NOOP")).startswith("250")
+    await b.close()
+    await c.close()
