@@ -387,6 +387,23 @@ class CertificateService:
             return CertStatus(Status.REVOKED, row.revoked_at, RevocationReason(row.reason or 0))
         return CertStatus(Status.GOOD)
 
+    async def statuses(self) -> dict[int, CertStatus]:
+        """Every certificate this CA issued, by serial: what the OCSP responder would say.
+
+        The verifier answers OCSP for our own CA in-process from this snapshot (taken
+        once per CA revision), so no HTTP round trip is needed per arriving document.
+        """
+        async with self.pool.acquire() as conn:
+            rows = await repo.list_certificates(conn)
+        out: dict[int, CertStatus] = {}
+        for r in rows:
+            if r.status == "revoked":
+                out[int(r.serial, 16)] = CertStatus(Status.REVOKED, r.revoked_at,
+                                                    RevocationReason(r.reason or 0))
+            else:
+                out[int(r.serial, 16)] = CertStatus(Status.GOOD)
+        return out
+
     async def ocsp_response(self, request_der: bytes, now: datetime | None = None) -> bytes:
         """Answer one DER OCSP request (RFC 6960) from the database."""
         now = now or datetime.now(UTC)

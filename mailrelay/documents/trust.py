@@ -1,18 +1,37 @@
 """What the verifier trusts right now: the city CA and its revocation state, cached.
 
 One small query per batch of arriving documents (the CA revision) tells whether anything
-changed; only then are the anchors and the CRL rebuilt. Revocation answers are cached per
-certificate (:class:`CachedRevocation`), paths per signer (:class:`VerifyCache`).
+changed; only then are the anchors, the CRL and the OCSP snapshot rebuilt. Revocation
+answers are cached per certificate (:class:`CachedRevocation`), paths per signer
+(:class:`VerifyCache`).
+
+Revocation sources, in :attr:`TrustStore.sources` order (the first definite answer wins):
+
+* ``ocsp``: our own responder's logic, in-process: an RFC 6960 request is built for the
+  certificate, answered by :func:`directory.ca.build_ocsp_response` (signed by the CA key,
+  from a snapshot of the certificate table) and read back with every check a remote
+  client makes (:func:`read_ocsp_response`). No HTTP round trip for our own CA.
+* ``crl``: the very CRL we publish at ``/ca/crl.der``.
+
+Without the CA passphrase neither can be signed; the snapshot of the database is used.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from cryptography import x509
 
-from directory.ca import Revocation
+from directory.ca import (
+    UNKNOWN,
+    CertificateAuthority,
+    CertStatus,
+    Revocation,
+    build_ocsp_response,
+)
 from directory.certs import CertificateService
 from mailrelay.documents.chain import TrustAnchors, VerifyCache, fingerprint
 from mailrelay.documents.revocation import (
@@ -21,6 +40,9 @@ from mailrelay.documents.revocation import (
     RevocationState,
     RevocationStatus,
     crl_check,
+    first_known,
+    ocsp_request,
+    read_ocsp_response,
 )
 
 REBUILD_SECONDS = 3600.0
@@ -44,11 +66,34 @@ def snapshot_check(ca: x509.Certificate, revoked: list[Revocation]) -> Revocatio
     return check
 
 
+def own_ocsp_check(ca: CertificateAuthority,
+                   statuses: Mapping[int, CertStatus]) -> RevocationCheck:
+    """OCSP for certificates of our own CA, answered in-process by the responder logic
+    that serves ``/ca/ocsp`` (same request, same signed response, same client checks)."""
+    ca_fp = fingerprint(ca.certificate)
+
+    def check(cert: x509.Certificate, issuer: x509.Certificate,
+              now: datetime) -> RevocationStatus:
+        if fingerprint(issuer) != ca_fp:
+            return RevocationStatus(RevocationState.UNKNOWN, "ocsp", detail="not our CA")
+        nonce = os.urandom(16)  # RFC 8954: the answer is for this very request
+        answer = build_ocsp_response(ca, ocsp_request(cert, issuer, nonce),
+                                     lambda serial: statuses.get(serial, UNKNOWN), now=now)
+        return read_ocsp_response(answer, cert, issuer, now, nonce=nonce)
+
+    return check
+
+
+DEFAULT_SOURCES: tuple[str, ...] = ("ocsp", "crl")
+
+
 class TrustStore:
     """Anchors, path cache and revocation check, refreshed when the CA revision changes."""
 
-    def __init__(self, certs: CertificateService) -> None:
+    def __init__(self, certs: CertificateService,
+                 sources: Sequence[str] = DEFAULT_SOURCES) -> None:
         self.certs = certs
+        self.sources = tuple(sources)  # "ocsp", "crl": asked in this order
         self.revision = -1
         self.anchors = TrustAnchors(())
         self.cache = VerifyCache()
@@ -66,11 +111,24 @@ class TrustStore:
             if ca not in self.anchors.certificates:
                 self.anchors = TrustAnchors((ca,))
                 self.cache = VerifyCache()
-            if self.certs.has_passphrase:
-                # The very CRL we publish at /ca/crl.der.
-                check = crl_check([await self.certs.crl()])
-            else:
-                check = snapshot_check(ca, await self.certs.revocations())
-            self.revocation = CachedRevocation(check)
+            self.revocation = CachedRevocation(await self._check(ca))
         self.revision = rev
         self._built = time.monotonic()
+
+    def invalidate(self) -> None:
+        """Rebuild on the next refresh (e.g. after changing :attr:`sources`)."""
+        self.revision = -1
+
+    async def _check(self, ca: x509.Certificate) -> RevocationCheck:
+        if not self.certs.has_passphrase:
+            return snapshot_check(ca, await self.certs.revocations())
+        checks: list[RevocationCheck] = []
+        for source in self.sources:
+            if source == "ocsp":
+                checks.append(own_ocsp_check(await self.certs.load_ca(),
+                                             await self.certs.statuses()))
+            elif source == "crl":
+                checks.append(crl_check([await self.certs.crl()]))  # as at /ca/crl.der
+            else:
+                raise ValueError(f"unknown revocation source {source!r}")
+        return first_known(*checks)

@@ -218,7 +218,8 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
             if status.state is RevocationState.REVOKED:
                 when = status.revoked_at.isoformat() if status.revoked_at else "unknown"
                 return _fail("revoked", f"certificate {cert.subject.rfc4514_string()} was "
-                                        f"revoked at {when} ({status.reason})",
+                                        f"revoked at {when} ({status.reason}; "
+                                        f"source {status.source})",
                              revocation_source=status.source, **info)
             if status.state is RevocationState.UNKNOWN and require_revocation:
                 return _fail("revocation-unknown",
