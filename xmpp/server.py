@@ -52,6 +52,7 @@ log = logging.getLogger("cxgw.xmpp.c2s")
 
 AUTH_TIMEOUT = 60.0       # seconds to get from TCP accept to a bound resource
 MAX_RESOURCES = 20        # bound resources per account (RFC 6120 §7.6.2.1 resource-constraint)
+MAX_WRITE_BUFFER = 8 << 20  # bytes queued for a client that does not read: then closed
 
 
 class C2SServer:
@@ -220,10 +221,10 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.transport = None
 
     def pause_writing(self) -> None:
-        pass  # output is bounded by the sender's rate limit; nothing to do for now
+        self.data["write-paused"] = True
 
     def resume_writing(self) -> None:
-        pass
+        self.data.pop("write-paused", None)
 
     # -- rate limit (token bucket) ---------------------------------------------------------
 
@@ -413,6 +414,12 @@ class C2SConnection(asyncio.Protocol, Resource):
         if self.tls is not None:
             data = self.tls.encrypt(data)
         transport.write(data)
+        if "write-paused" in self.data and \
+                transport.get_write_buffer_size() > MAX_WRITE_BUFFER and not self.ended:
+            # A client that stops reading must not make us buffer without bound.
+            log.info("closing %s: %d bytes unread", self.full or self.peer,
+                     transport.get_write_buffer_size())
+            self.close_stream(StreamError("policy-violation", "Not reading"))
 
     def run(self, job: Callable[[], Awaitable[object]]) -> None:
         lane = self.lane
