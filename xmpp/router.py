@@ -23,6 +23,8 @@ session's ordered async lane (``Resource.run``) and the process EventBus:
 
 Cross-process routing (later): ``Router.remote`` is consulted for an account with no
 local session before offline storage; it returns True when another node took the stanza.
+Components (later: MUC at ``conference.<domain>``, XEP-0114): ``Router.components`` maps
+a domain to a handler that receives every stanza addressed to it.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class Router:
         self.account_exists = account_exists
         self.sessions: dict[str, dict[str, Resource]] = {}
         self.remote: RemoteRoute | None = None
+        self.components: dict[str, Callable[[Element, Resource], None]] = {}
         self.routed = 0
 
     # -- the sessions table -----------------------------------------------------------------
@@ -203,6 +206,10 @@ class Router:
             _bounce(stanza, origin, StanzaError("jid-malformed"))
             return
         if jid.domain != self.domain:
+            component = self.components.get(jid.domain)
+            if component is not None:
+                component(stanza, origin)
+                return
             # No server-to-server yet: RFC 6120 §10.4.3 remote-server-not-found.
             _bounce(stanza, origin, StanzaError("remote-server-not-found"))
             return

@@ -37,6 +37,7 @@ from .proto.events import (
     AuthFailed,
     AuthRequested,
     BindRequested,
+    NonzaReceived,
     PlainCredentials,
     SessionBound,
     StanzaFromClient,
@@ -72,6 +73,7 @@ class C2SServer:
         cfg = host.cfg
         features = FeaturesConfig(
             roster_ver="roster-ver" in host.stream_features,
+            sm="sm" in host.stream_features, csi="csi" in host.stream_features,
             caps=(NODE, verification_string(host.identities, host.features))
             if host.identities else None)
         common: dict[str, Any] = dict(
@@ -295,6 +297,8 @@ class C2SConnection(asyncio.Protocol, Resource):
                     self.account = None
             elif kind is StartTLSRequested:
                 self._start_tls()
+            elif kind is NonzaReceived:
+                self.server.host.hooks.fire("c2s/nonza", ev.element, self)  # type: ignore[union-attr]
             elif kind is StreamEnded:
                 self._ended()
                 return

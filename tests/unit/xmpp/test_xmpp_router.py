@@ -189,3 +189,12 @@ def test_sessions_table_counts() -> None:
     assert w.router.count() == 2
     assert w.router.unbind(a) and w.router.count() == 1
     assert w.router.unbind(b) and w.router.sessions == {}
+
+
+async def test_component_domain_gets_its_stanzas() -> None:
+    w = await World().start()
+    got: list[Element] = []
+    w.router.components[f"conference.{DOMAIN}"] = lambda el, origin: got.append(el)
+    z = await w.login("zhang.san", "desk")
+    await w.send(z, f"<presence to='room@conference.{DOMAIN}/zhang'/>")
+    assert len(got) == 1 and got[0].get("from") == f"{Z}/desk"
