@@ -40,6 +40,7 @@ from mailrelay.documents.mailform import (
     parse_submission,
 )
 from mailrelay.documents.mimeparts import header, parse_headers, split_entity
+from mailrelay.documents.notice import HeldAt, held_notice
 from mailrelay.documents.receipt import ReceiptVerdict, verify_receipt
 from mailrelay.documents.revocation import RevocationCheck
 from mailrelay.documents.verify import Verdict, verify_message
@@ -185,11 +186,16 @@ class Inbound:
         o = ex.outer
         meta = ex.meta
         _, sender = email.utils.parseaddr(o["From"])
+        sender = sender.lower()
+        acct = self.s.book().accounts.get(sender)
+        # A mail sealed with a personal certificate (Thunderbird): the person's unit.
+        from_unit = (o["X-CX-Doc-From-Unit"] or (acct.unit if acct is not None else None)
+                     or sender)
         fields = dict(
             doc_id=meta.doc_id if meta else (o["X-CX-Doc-Id"] or o["Message-ID"] or f"msg-{mid}"),
             title=meta.title if meta else o["Subject"],
             number=meta.number if meta else o["X-CX-Doc-Number"],
-            from_unit=meta.from_unit if meta else (o["X-CX-Doc-From-Unit"] or sender),
+            from_unit=meta.from_unit if meta else from_unit,
             from_name=meta.from_unit_name if meta else None,
             sender=sender, urgency=meta.urgency.value if meta else "normal",
             classification=meta.classification.value if meta else "internal",
@@ -270,7 +276,49 @@ class Inbound:
         for _r, unit, reason, text in held:
             await self.s.fire(events.HELD, events.DocumentHeld(doc.id, unit, doc.title,
                                                                doc.from_unit, reason, text))
+        if held:
+            try:
+                await self._notify_held(doc, [HeldAt(u, reason, text)
+                                              for _r, u, reason, text in held])
+            except Exception:  # the verdict is recorded; a lost notice loses no document
+                log.exception("held notice for document %d failed", doc.id)
         return results
+
+    def _notice_recipients(self, doc: docs_repo.DocRow) -> list[str]:
+        """Who sent it, as far as this directory knows: the clerks of the sending unit,
+        or the person who sealed it with a personal certificate. Nobody outside (no
+        backscatter to addresses a forged document names)."""
+        book = self.s.book()
+        if doc.from_unit in book.units:
+            return book.clerks(doc.from_unit)
+        acct = book.accounts.get(doc.sender.lower())
+        return [acct.address] if acct is not None and acct.active else []
+
+    async def _notify_held(self, doc: docs_repo.DocRow, held: list[HeldAt]) -> None:
+        """Tell the sender why the document was held (once per receiving unit)."""
+        to = self._notice_recipients(doc)
+        if not to:
+            return
+        async with self.s.pool.acquire() as conn:
+            told = await docs_repo.events_of_kind(conn, doc.id, "held-notice")
+        held = [h for h in held if h.unit not in told]
+        if not held:
+            return
+        raw = held_notice(document=doc.id, title=doc.title, number=doc.number, held=held,
+                          to=to, domain=self.s.domain, now=datetime.now(UTC),
+                          in_reply_to=doc.header_message_id)
+        structure = await self.s.run(parse_message, raw)
+        async with self.s.pool.acquire() as conn, conn.transaction():
+            [mid], _ = await queue_repo.enqueue(
+                conn, [f"held-{doc.id}-{held[0].unit}"],
+                [queue_repo.NewMessage(raw, structure, [])])
+            await queue_repo.deliver_local(conn, [(i, mid, a, len(raw))
+                                                  for i, a in enumerate(to)])
+            for h in held:
+                await docs_repo.add_event(conn, "held-notice", f"{h.reason}: told "
+                                          f"{', '.join(to)}", doc=doc.id, unit=h.unit,
+                                          message_id=mid)
+        self.s.metrics.inc("docs_held_notices_total")
 
     async def _deliver(self, doc: docs_repo.DocRow, raw: bytes, rows: list[QueueRow],
                        deliver: dict[int, tuple[str, list[str]]], v: Verdict,

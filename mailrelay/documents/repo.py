@@ -206,6 +206,13 @@ async def add_event(conn: Conn, kind: str, detail: str, *, doc: int | None = Non
                        " values ($1, $2, $3, $4, $5)", doc, unit, kind, detail, message_id)
 
 
+async def events_of_kind(conn: Conn, doc: int, kind: str) -> set[str]:
+    """Units that already have an event of ``kind`` for a document."""
+    rows = await conn.fetch("select distinct unit from document_events"
+                            " where document_id = $1 and kind = $2", doc, kind)
+    return {r["unit"] for r in rows if r["unit"] is not None}
+
+
 async def events(conn: Conn, doc: int) -> list[dict[str, Any]]:
     rows = await conn.fetch("select unit, kind, detail, at from document_events"
                             " where document_id = $1 order by id", doc)

@@ -59,3 +59,25 @@ async def inject(server: Any, raw: bytes, rcpt: str = "stats.docs@cx.example",
     """Deliver a crafted message by plain SMTP, as another organisation would."""
     await aiosmtplib.send(raw, sender=sender, recipients=[rcpt], hostname="127.0.0.1",
                           port=server.ports["smtp"], start_tls=False)
+
+
+def cli_runner(db_url: str, tmp_path: Any, monkeypatch: Any, capsys: Any) -> Any:
+    """`cxgw ...` in-process (in a thread) against the test database, with the CA passphrase."""
+    import io
+    import sys
+
+    from gateway.cli.main import main
+
+    monkeypatch.setenv("CXGW_DATABASE_URL", db_url)
+    conf = tmp_path / "cx.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "cli-state"}"\n')
+    monkeypatch.setenv("CXGW_CONFIG", str(conf))
+    monkeypatch.setenv("CXGW_CA_PASSPHRASE", CA_PASSPHRASE)
+
+    async def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = await asyncio.to_thread(main, list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
