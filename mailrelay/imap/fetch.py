@@ -25,6 +25,7 @@ __all__ = [
     "BinaryUnknownEncoding",
 ]
 
+_RECENT = frozenset({"\\Recent"})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -135,8 +136,11 @@ def _binary(raw: bytes, structure: dict, attr: FetchAttr) -> bytes | None:
     return decoded
 
 
-def fetch_items(row: MessageRow, attrs: Sequence[FetchAttr]) -> list[bytes]:
-    """``NAME value`` pairs for one message, in the requested order."""
+def fetch_items(
+    row: MessageRow, attrs: Sequence[FetchAttr], recent: bool = False
+) -> list[bytes]:
+    """``NAME value`` pairs for one message, in the requested order (``recent``: the
+    message is \\Recent in this session, RFC 3501 §2.3.2)."""
     st = row.structure
     raw = row.raw
     if st is None and raw is not None and needs_structure(attrs):
@@ -147,7 +151,8 @@ def fetch_items(row: MessageRow, attrs: Sequence[FetchAttr]) -> list[bytes]:
         if n == "UID":
             out.append(b"UID %d" % row.uid)
         elif n == "FLAGS":
-            out.append(b"FLAGS (" + " ".join(sorted(row.flags)).encode() + b")")
+            flags = row.flags | _RECENT if recent else row.flags
+            out.append(b"FLAGS (" + " ".join(sorted(flags)).encode() + b")")
         elif n == "INTERNALDATE":
             out.append(b"INTERNALDATE " + format_internaldate(row.internaldate).encode())
         elif n == "RFC822.SIZE":
@@ -194,6 +199,8 @@ def fetch_items(row: MessageRow, attrs: Sequence[FetchAttr]) -> list[bytes]:
     return out
 
 
-def fetch_response(seq: int, row: MessageRow, attrs: Sequence[FetchAttr]) -> bytes:
+def fetch_response(
+    seq: int, row: MessageRow, attrs: Sequence[FetchAttr], recent: bool = False
+) -> bytes:
     """``<seq> FETCH (...)`` — wrap in ``Untagged`` to send."""
-    return b"%d FETCH (" % seq + b" ".join(fetch_items(row, attrs)) + b")"
+    return b"%d FETCH (" % seq + b" ".join(fetch_items(row, attrs, recent)) + b")"

@@ -29,7 +29,7 @@ class Subscriber(Protocol):
         """The MODSEQ this subscriber has seen for the mailbox, None if not interested."""
         ...
 
-    def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None: ...
+    async def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None: ...
 
 
 class ChangeHub:
@@ -101,11 +101,12 @@ class ChangeHub:
                     log.warning("mailbox %d refresh failed: %s", mid, exc)
                     return
                 if changes:
-                    for s in subs:
-                        try:
-                            s.deliver_changes(mid, changes)
-                        except Exception:  # one broken session must not stop the others
-                            log.exception("delivering changes to a session failed")
+                    results = await asyncio.gather(
+                        *(s.deliver_changes(mid, changes) for s in subs), return_exceptions=True
+                    )
+                    for r in results:
+                        if isinstance(r, BaseException):  # one broken session must not stop others
+                            log.error("delivering changes to a session failed: %r", r)
                 if mid not in self._again:
                     return
         finally:

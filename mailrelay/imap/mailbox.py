@@ -75,7 +75,7 @@ def select_responses(result: SelectResult, view: SelectedView) -> list[Untagged 
     out: list[Untagged | UntaggedStatus] = [
         Untagged("FLAGS (" + " ".join(result.flags) + ")"),
         Untagged(f"{view.exists} EXISTS"),
-        Untagged(f"{result.recent} RECENT"),
+        Untagged(f"{view.recent_count()} RECENT"),
     ]
     unseen = next((i + 1 for i, u in enumerate(view.uids) if "\\Seen" not in view.flags[u]), None)
     if unseen is not None:

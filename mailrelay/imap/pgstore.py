@@ -74,7 +74,7 @@ class PgMailStore:
     async def _mailbox(self, conn: Any, user: str, name: str, lock: bool = False) -> Any:
         aid = await self._account(conn, user)
         row = await conn.fetchrow(
-            "select id, account_id, uidvalidity, uidnext, highestmodseq from mailboxes"
+            "select id, account_id, uidvalidity, uidnext, highestmodseq, recent_uid from mailboxes"
             " where account_id = $1 and name = $2" + (" for update" if lock else ""),
             aid,
             name,
@@ -231,12 +231,13 @@ class PgMailStore:
     async def _rename_inbox(self, conn: Any, inbox: Any, new: str) -> None:
         """RFC 3501 §6.3.5: renaming INBOX moves its messages to a new mailbox."""
         dest = await conn.fetchrow(
-            "insert into mailboxes(account_id, name, uidnext, highestmodseq)"
-            " values ($1, $2, $3, $4) returning id",
+            "insert into mailboxes(account_id, name, uidnext, highestmodseq, recent_uid)"
+            " values ($1, $2, $3, $4, $5) returning id",
             inbox["account_id"],
             new,
             inbox["uidnext"],
             inbox["highestmodseq"] + 1,
+            inbox["recent_uid"],
         )
         bump = await self._bump(conn, inbox["id"])
         moved = await conn.fetch(
@@ -269,22 +270,37 @@ class PgMailStore:
 
     # -- selecting -----------------------------------------------------------------------
     async def select(self, user: str, name: str, readonly: bool) -> SelectResult:
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            box = await self._mailbox(conn, user, name)
-            rows = await conn.fetch(
-                "select uid, flags, modseq from mailbox_messages where mailbox_id = $1"
-                " order by uid",
-                box["id"],
-            )
+        async with self.pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read"):
+                box = await self._mailbox(conn, user, name)
+                rows = await conn.fetch(
+                    "select uid, flags, modseq from mailbox_messages where mailbox_id = $1"
+                    " order by uid",
+                    box["id"],
+                )
+            # RFC 3501 §2.3.2: SELECT (not EXAMINE) takes \Recent for the messages of the
+            # snapshot nobody has claimed; later arrivals are claimed as they are reported
+            recent_from, uidnext = box["recent_uid"], box["uidnext"]
+            if not readonly and recent_from < uidnext:
+                first = await conn.fetchval(
+                    "select imap_claim_recent($1, $2)", box["id"], uidnext
+                )
+                recent_from = uidnext if first is None else first
         metas = [MessageMeta(r[0], _flags(r[1]), r[2]) for r in rows]
         return SelectResult(
             box["id"],
             box["uidvalidity"],
-            box["uidnext"],
+            uidnext,
             box["highestmodseq"],
             metas,
             readonly=readonly,
+            recent_from=recent_from,
         )
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int | None:
+        async with self.pool.acquire() as conn:
+            first = await conn.fetchval("select imap_claim_recent($1, $2)", mailbox_id, upto)
+        return None if first is None else int(first)
 
     async def status(self, user: str, name: str, items: Iterable[str]) -> dict[str, int]:
         async with self.pool.acquire() as conn:
@@ -292,16 +308,18 @@ class PgMailStore:
             agg = await conn.fetchrow(
                 "select count(*) as messages, coalesce(sum(size), 0) as size,"
                 " count(*) filter (where not flags @> array['\\Seen']) as unseen,"
-                " count(*) filter (where flags @> array['\\Deleted']) as deleted"
+                " count(*) filter (where flags @> array['\\Deleted']) as deleted,"
+                " count(*) filter (where uid >= $2) as recent"
                 " from mailbox_messages where mailbox_id = $1",
                 box["id"],
+                box["recent_uid"],
             )
         vals = {
             "MESSAGES": agg["messages"],
             "UIDNEXT": box["uidnext"],
             "UIDVALIDITY": box["uidvalidity"],
             "UNSEEN": agg["unseen"],
-            "RECENT": 0,
+            "RECENT": agg["recent"],  # what the next SELECT would claim
             "HIGHESTMODSEQ": box["highestmodseq"],  # RFC 7162 §3.1.6
             "SIZE": int(agg["size"]),  # RFC 8438
             "DELETED": agg["deleted"],  # RFC 9051 §6.3.11

@@ -275,7 +275,7 @@ class ImapConnection(asyncio.Protocol):
             return None
         return max(view.highestmodseq, self._notified)
 
-    def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None:
+    async def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None:
         floor = self.known_modseq(mailbox_id)
         if floor is None or self._closed:
             return
@@ -283,7 +283,7 @@ class ImapConnection(asyncio.Protocol):
         if not fresh:
             return
         self._notified = max(ch.modseq for ch in fresh)
-        self.session.notify(fresh)
+        await self.session.notify(fresh)
         if self.core.idling:
             self._flush()
 

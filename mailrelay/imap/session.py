@@ -10,12 +10,13 @@ responses into the core. The network loop stays thin::
         await session.handle(ev, now=datetime.now(timezone.utc))
     write(core.data_to_send())
     # on a store NOTIFY for the selected mailbox:
-    session.notify(changes); write(core.data_to_send())
+    await session.notify(changes); write(core.data_to_send())
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
@@ -39,6 +40,8 @@ class Authenticator(Protocol):
         """Canonical user name when the credentials are good, else None."""
         ...
 
+
+_RECENT = frozenset({"\\Recent"})
 
 # RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE, SEARCH by sequence number
 _NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
@@ -95,14 +98,30 @@ class ImapSession:
     def _untagged(self, data: bytes | str) -> None:
         self.core.send(Untagged(data))
 
-    def notify(self, changes: Sequence[Change]) -> None:
+    async def notify(self, changes: Sequence[Change]) -> None:
         """Changes to the selected mailbox published by the store (IDLE / NOOP updates)."""
-        if self.view is None:
-            return
-        self.view.queue(changes)
-        if self.core.idling:
+        await self._absorb(changes)
+        if self.view is not None and self.core.idling:
             for u in self.view.drain(True):
                 self.core.send(u)
+
+    async def _absorb(self, changes: Sequence[Change]) -> None:
+        """Queue store changes for the view, first claiming new arrivals as \\Recent.
+
+        RFC 3501 §2.3.2: a new message is \\Recent in the first session told about it;
+        the store's claim is atomic, so exactly one read-write session gets each one.
+        """
+        view = self.view
+        if view is None:
+            return
+        upto = view.unclaimed(changes)
+        if upto is not None and not view.readonly:
+            view.claimed_to = upto
+            first = await self.store.claim_recent(view.mailbox_id, upto)
+            if first is not None:
+                view.add_recent(first, upto)
+        if self.view is view:
+            view.queue(changes)
 
     def _drain(self, allow_expunge: bool = True) -> None:
         if self.view is not None:
@@ -134,7 +153,7 @@ class ImapSession:
 
     async def _cmd_noop(self, cmd: c.Command, now: datetime) -> None:
         if self.view is not None:
-            self.view.queue(
+            await self._absorb(
                 await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
             )
         self._drain()
@@ -290,7 +309,7 @@ class ImapSession:
             self._u, cmd.mailbox, raw, flags, cmd.date or now, parse_message(raw)
         )
         if self.view is not None:
-            self.view.queue(
+            await self._absorb(
                 await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
             )
             self._drain()
@@ -339,7 +358,7 @@ class ImapSession:
             for uid in view.uids:
                 if view.modseqs[uid] > q.modseq:
                     self._untagged(
-                        f"{view.seq_of(uid)} FETCH (UID {uid} FLAGS {flag_list(view.flags[uid])} "
+                        f"{view.seq_of(uid)} FETCH (UID {uid} FLAGS {flag_list(view.flags_of(uid))} "
                         f"MODSEQ ({view.modseqs[uid]}))"
                     )
         self.view = view
@@ -405,7 +424,7 @@ class ImapSession:
                     row.uid, m.flags, m.modseq, row.internaldate, row.size, row.structure, row.raw
                 )
             try:
-                self._untagged(fetchmod.fetch_response(seq, row, attrs))
+                self._untagged(fetchmod.fetch_response(seq, row, attrs, view.is_recent(row.uid)))
             except fetchmod.BinaryUnknownEncoding:
                 self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
                 return
@@ -428,7 +447,7 @@ class ImapSession:
         if not cmd.silent or cmd.unchangedsince is not None:
             for m in res.updated:
                 seq = view.seq_of(m.uid)
-                items = f"FLAGS {flag_list(m.flags)}"
+                items = f"FLAGS {flag_list(view.flags_of(m.uid) if seq else m.flags)}"
                 if cmd.uid or view.qresync:
                     items = f"UID {m.uid} " + items
                 if view.condstore:
@@ -452,7 +471,11 @@ class ImapSession:
             return
         full = needs_content(cmd.key)
         rows = await self.store.fetch(view.mailbox_id, list(view.uids), raw=full, structure=full)
-        rows = [r for r in rows if view.seq_of(r.uid) is not None]
+        rows = [
+            (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
+            for r in rows
+            if view.seq_of(r.uid) is not None
+        ]
         seqs = [view.seq_of(r.uid) or 0 for r in rows]
         max_uid = view.uids[-1] if view.uids else 0
         hits = search(cmd.key, rows, seqs, view.exists, max_uid, self.saved)

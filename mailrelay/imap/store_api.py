@@ -90,7 +90,9 @@ class SelectResult:
         "\\*",
     )
     readonly: bool = False
-    recent: int = 0
+    #: UIDs in [recent_from, uidnext) are \Recent in this session (RFC 3501 §2.3.2); for
+    #: SELECT the store has claimed them, for EXAMINE nobody has claimed them yet
+    recent_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,14 @@ class MailStore(Protocol):
     async def select(self, user: str, name: str, readonly: bool) -> SelectResult: ...
 
     async def status(self, user: str, name: str, items: Iterable[str]) -> dict[str, int]: ...
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int | None:
+        """Claim the not yet claimed UIDs below ``upto`` as \\Recent for the caller.
+
+        Returns the first UID claimed (the caller owns ``[first, upto)``) or None when
+        another session already has them; atomic across sessions and processes.
+        """
+        ...
 
     async def fetch(
         self,

@@ -25,6 +25,8 @@ from .store_api import (
 
 __all__ = ["SelectedView", "flag_list"]
 
+_RECENT = frozenset({"\\Recent"})
+
 
 def flag_list(flags: Iterable[str]) -> str:
     return "(" + " ".join(sorted(flags)) + ")"
@@ -52,6 +54,13 @@ class SelectedView:
         self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in ordered}
         self.modseqs: dict[int, int] = {m.uid: m.modseq for m in ordered}
         self._pending: list[Change] = []
+        # \Recent (RFC 3501 §2.3.2): UID intervals [lo, hi) this session owns, and the
+        # UID below which new arrivals have already been claimed (or offered)
+        self._recent: list[tuple[int, int]] = []
+        self.claimed_to = result.uidnext
+        if result.recent_from is not None and result.recent_from < result.uidnext:
+            self._recent.append((result.recent_from, result.uidnext))
+        self._recent_sent = self.recent_count()
 
     # -- mapping ---------------------------------------------------------------------
     @property
@@ -88,6 +97,45 @@ class SelectedView:
             (lo is None or lo <= len(self.uids)) and (hi is None or hi <= len(self.uids))
             for lo, hi in seqset.ranges
         )
+
+    # -- \Recent ----------------------------------------------------------------------
+    def add_recent(self, lo: int, hi: int) -> None:
+        """This session now owns UIDs [lo, hi) as \\Recent."""
+        if lo < hi:
+            self._recent.append((lo, hi))
+            self._recent.sort()
+
+    def is_recent(self, uid: int) -> bool:
+        for lo, hi in self._recent:
+            if lo <= uid < hi:
+                return True
+        return False
+
+    def flags_of(self, uid: int) -> frozenset[str]:
+        """The message's flags as this session reports them (with \\Recent)."""
+        f = self.flags[uid]
+        return f | _RECENT if self._recent and self.is_recent(uid) else f
+
+    def recent_count(self) -> int:
+        n = 0
+        for lo, hi in self._recent:
+            n += bisect.bisect_left(self.uids, hi) - bisect.bisect_left(self.uids, lo)
+        return n
+
+    def unclaimed(self, changes: Iterable[Change]) -> int | None:
+        """The UID up to which new arrivals in ``changes`` still need claiming, or None."""
+        top = max(
+            (ch.uid for ch in changes if isinstance(ch, MessageAdded) and ch.uid >= self.claimed_to),
+            default=None,
+        )
+        return None if top is None else top + 1
+
+    def _recent_update(self) -> list[Untagged]:
+        n = self.recent_count()
+        if n == self._recent_sent:
+            return []
+        self._recent_sent = n
+        return [Untagged(f"{n} RECENT")]
 
     # -- updates ---------------------------------------------------------------------
     def queue(self, changes: Iterable[Change]) -> None:
@@ -127,6 +175,7 @@ class SelectedView:
         out: list[Untagged] = []
         out += self._apply_expunges(expunged)
         out += self._apply_added(added)
+        out += self._recent_update()
         for uid, ch in sorted(flag_changes.items()):
             seq = self.seq_of(uid)
             if (
@@ -137,7 +186,7 @@ class SelectedView:
                 continue
             self.flags[uid] = ch.flags
             self.modseqs[uid] = ch.modseq
-            items = f"FLAGS {flag_list(ch.flags)}"
+            items = f"FLAGS {flag_list(self.flags_of(uid))}"
             if self.qresync:
                 items = f"UID {uid} " + items  # RFC 7162 §3.2.4: UID in unsolicited FETCH
             if self.condstore:
@@ -164,10 +213,11 @@ class SelectedView:
         return out
 
     def _apply_added(self, added: list[MessageAdded]) -> list[Untagged]:
-        fresh = [a for a in added if a.uid not in self.flags]
+        # the same arrival can be queued twice (hub push, then NOOP's own query)
+        fresh = {a.uid: a for a in added if a.uid not in self.flags}
         if not fresh:
             return []
-        for a in sorted(fresh, key=lambda a: a.uid):
+        for _, a in sorted(fresh.items()):
             if self.uids and a.uid < self.uids[-1]:
                 bisect.insort(self.uids, a.uid)  # should not happen: UIDs only grow
             else:
@@ -179,4 +229,4 @@ class SelectedView:
 
     def expunge_now(self, uids: Iterable[int]) -> list[Untagged]:
         """Our own EXPUNGE / MOVE: apply at once (those commands allow it)."""
-        return self._apply_expunges(list(uids))
+        return self._apply_expunges(list(uids)) + self._recent_update()

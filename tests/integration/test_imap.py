@@ -316,3 +316,42 @@ async def test_compress_deflate_and_idle_timeout(city: Any) -> None:
     line = await asyncio.wait_for(d.r.readline(), 10)
     assert line.startswith(b"* BYE")
     d.w.close()
+
+
+async def test_recent_is_owned_by_exactly_one_session(city: Any) -> None:
+    """RFC 3501 §2.3.2 on the real store: the SELECT claim, then a delivery while two
+    sessions have INBOX selected (one IDLE, one polling) is \\Recent in exactly one."""
+    await smtp_deliver(city)
+    await wait_inbox(city, USER, 1)
+    tls = client_tls()
+    a, b = await Raw.connect(city.ports["imaps"], tls), await Raw.connect(city.ports["imaps"], tls)
+    for c in (a, b):
+        await c.cmd(b'l LOGIN zhang.san "' + PASSWORD.encode() + b'"\r\n', b"l")
+    out = b"".join(await a.cmd(b"s STATUS INBOX (RECENT MESSAGES)\r\n", b"s"))
+    assert b"RECENT 1" in out
+    out = b"".join(await a.cmd(b"e EXAMINE INBOX\r\n", b"e"))
+    assert b"* 1 RECENT" in out  # EXAMINE sees it without taking it
+    out = b"".join(await a.cmd(b"s SELECT INBOX\r\n", b"s"))
+    assert b"* 1 RECENT" in out
+    out = b"".join(await b.cmd(b"s SELECT INBOX\r\n", b"s"))
+    assert b"* 0 RECENT" in out
+    out = b"".join(await a.cmd(b"f FETCH 1 FLAGS\r\n", b"f"))
+    assert b"\\Recent" in out
+    assert (await a.cmd(b"i IDLE\r\n", b"i"))[-1].startswith(b"+ ")
+    await smtp_deliver(city)
+    pushed = b""
+    while b"EXISTS" not in pushed:
+        pushed += await a.line()
+    assert b"* 2 EXISTS" in pushed
+    await a.cmd(b"DONE\r\n", b"i")
+    out_b = b"".join(await b.cmd(b"n NOOP\r\n", b"n"))
+    assert b"* 2 EXISTS" in out_b
+    # whichever session was told first owns it; never both, never neither
+    flags = [b"".join(await c.cmd(b"f FETCH 2 FLAGS\r\n", b"f")) for c in (a, b)]
+    assert [b"\\Recent" in f for f in flags].count(True) == 1, flags
+    out = b"".join(await b.cmd(b"f FETCH 1 FLAGS\r\n", b"f"))
+    assert b"\\Recent" not in out
+    out = b"".join(await a.cmd(b"r SEARCH RECENT\r\n", b"r"))
+    assert b"* SEARCH 1" in out
+    for c in (a, b):
+        c.w.close()

@@ -30,6 +30,7 @@ class Box:
     subscribed: bool = False
     uidvalidity: int = 1000
     uidnext: int = 1
+    recent_uid: int = 1
     rows: dict[int, MessageRow] = field(default_factory=dict)
     log: list[Change] = field(default_factory=list)
     expunged: list[tuple[int, int]] = field(default_factory=list)  # (uid, modseq)
@@ -106,7 +107,20 @@ class FakeStore:
         b = self._box(name)
         metas = [MessageMeta(r.uid, r.flags, r.modseq) for r in b.rows.values()]
         hms = max([r.modseq for r in b.rows.values()] + [1])
-        return SelectResult(b.id, b.uidvalidity, b.uidnext, hms, metas, readonly=readonly)
+        recent_from = b.recent_uid
+        if not readonly:
+            first = await self.claim_recent(b.id, b.uidnext)
+            recent_from = b.uidnext if first is None else first
+        return SelectResult(
+            b.id, b.uidvalidity, b.uidnext, hms, metas, readonly=readonly, recent_from=recent_from
+        )
+
+    async def claim_recent(self, mailbox_id, upto):
+        b = self._by_id(mailbox_id)
+        if b.recent_uid >= upto:
+            return None
+        first, b.recent_uid = b.recent_uid, upto
+        return first
 
     async def status(self, user, name, items):
         b = self._box(name)
@@ -115,7 +129,7 @@ class FakeStore:
             "UIDNEXT": b.uidnext,
             "UIDVALIDITY": b.uidvalidity,
             "UNSEEN": sum("\\Seen" not in r.flags for r in b.rows.values()),
-            "RECENT": 0,
+            "RECENT": sum(u >= b.recent_uid for u in b.rows),
             "HIGHESTMODSEQ": self.modseq,
             "SIZE": sum(r.size for r in b.rows.values()),
         }

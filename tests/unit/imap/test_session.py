@@ -42,6 +42,7 @@ def store() -> FakeStore:
     s = FakeStore()
     s.deliver("INBOX", MSG1)
     s.deliver("INBOX", MSG2, flags={"\\Seen"})
+    s.boxes["INBOX"].recent_uid = 3  # an earlier session took \\Recent (see test_recent.py)
     return s
 
 
@@ -116,8 +117,8 @@ async def test_idle_gets_notifications(store: FakeStore) -> None:
     c = await selected(store)
     assert await c.cmd("i IDLE") == "+ idling\r\n"
     uid = store.deliver("INBOX", b"Subject: new\r\n\r\nnew")
-    c.session.notify(await store.changes_since(1, 3))
-    assert c.core.data_to_send() == b"* 3 EXISTS\r\n"
+    await c.session.notify(await store.changes_since(1, 3))
+    assert c.core.data_to_send() == b"* 3 EXISTS\r\n* 1 RECENT\r\n"
     assert uid == 3
     assert await c.cmd("DONE") == "i OK IDLE terminated\r\n"
 
