@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from directory.scram import ScramKeys
+
 from .hub import ChangeHub
 from .proto import commands as c
 from .proto.connection import (
@@ -79,6 +81,15 @@ class _Login:
     async def login(self, user: str, password: str) -> str | None:
         res = await self.auth.authenticate(user, password, protocol="imap", remote=self.remote)
         return res.account.address if res.ok and res.account is not None else None
+
+    async def scram_keys(self, user: str, mechanism: str) -> tuple[Any, ScramKeys]:
+        return cast(tuple[Any, ScramKeys], await self.auth.scram_keys(user, mechanism))
+
+    async def scram_result(self, account: Any, ok: bool) -> str | None:
+        await self.auth.record(account, ok)  # the same lockout as PLAIN and LOGIN
+        log.info("auth %s protocol=imap mechanism=scram remote=%s user=%s",
+                 "ok" if ok else "fail", self.remote, account.address)
+        return str(account.address) if ok else None
 
 
 class ImapConnection(asyncio.Protocol):

@@ -15,11 +15,13 @@ responses into the core. The network loop stays thin::
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
+from directory.scram import ScramError, ScramKeys, ScramServer
 from mailrelay.mime import normalize_crlf, parse_message
 
 from . import fetch as fetchmod
@@ -41,7 +43,38 @@ class Authenticator(Protocol):
         ...
 
 
+class ScramAuthenticator(Authenticator, Protocol):
+    """An authenticator that can also run SCRAM (the directory's keys and lockout)."""
+
+    async def scram_keys(self, user: str, mechanism: str) -> tuple[object | None, ScramKeys]:
+        """(account or None, keys); for unknown or locked users None and dummy keys."""
+        ...
+
+    async def scram_result(self, account: object, ok: bool) -> str | None:
+        """Count the attempt toward the lockout; the canonical user name when ``ok``."""
+        ...
+
+
+#: SASL mechanisms beyond PLAIN, strongest first (RFC 7677, RFC 5802)
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
+
+
+class _Scram:
+    """One SCRAM exchange in progress: ``stage`` is "first", "final" or "verdict"."""
+
+    __slots__ = ("server", "stage", "account")
+
+    def __init__(self, mechanism: str) -> None:
+        self.server = ScramServer(mechanism)
+        self.stage = "first"
+        self.account: object | None = None
+
+
 _RECENT = frozenset({"\\Recent"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 # RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE, SEARCH by sequence number
 _NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
@@ -66,12 +99,19 @@ class ImapSession:
         self.view: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved: list[int] = []  # SEARCHRES ``$``
+        self._scram: _Scram | None = None
 
     # -- helpers -------------------------------------------------------------------
+    @property
+    def sasl_mechanisms(self) -> tuple[str, ...]:
+        scram = SCRAM_MECHANISMS if hasattr(self.auth, "scram_keys") else ()
+        return ("PLAIN", *scram)
+
     def caps(self) -> list[str]:
         return mb.capabilities(
             self.user is not None,
             tls=self.tls or self.allow_plaintext,
+            sasl=self.sasl_mechanisms,
             starttls_available=not self.tls,
             appendlimit=self.appendlimit,
         )
@@ -192,22 +232,73 @@ class ImapSession:
         await self._login(cmd.tag, cmd.user, cmd.password)
 
     async def _cmd_authenticate(self, cmd: c.Authenticate, now: datetime) -> None:
-        if cmd.mechanism != "PLAIN":
+        self._scram = None
+        if cmd.mechanism not in self.sasl_mechanisms:
             self._no(cmd.tag, "Unsupported mechanism", None)
             return
         if not (self.tls or self.allow_plaintext):
             self._no(cmd.tag, "Use STARTTLS first", "PRIVACYREQUIRED")
             return
+        if cmd.mechanism != "PLAIN":
+            self._scram = _Scram(cmd.mechanism)
         if cmd.initial_response is None:
             self.core.send(Continuation(""))  # RFC 4959: empty challenge
             return
-        await self._plain(cmd.tag, cmd.initial_response)
+        await self._sasl_step(cmd.tag, cmd.initial_response)
 
     async def _auth_response(self, ev: AuthResponse) -> None:
         if ev.cancelled:
-            self._bad(ev.tag, "Authentication cancelled")
+            self._scram = None
+            self._bad(ev.tag, "Authentication cancelled")  # RFC 3501 §6.2.2
             return
-        await self._plain(ev.tag, ev.data)
+        await self._sasl_step(ev.tag, ev.data)
+
+    async def _sasl_step(self, tag: str, data: bytes) -> None:
+        if self._scram is None:
+            await self._plain(tag, data)
+        else:
+            await self._scram_step(tag, self._scram, data)
+
+    def _auth_failed(self, tag: str) -> None:
+        self._scram = None
+        self._no(tag, "Authentication failed", "AUTHENTICATIONFAILED")
+
+    async def _scram_step(self, tag: str, sc: _Scram, data: bytes) -> None:
+        """RFC 5802 §5 over RFC 3501 §6.2.2 continuations; server-final goes in a last
+        continuation (IMAP4rev1 has no success data in OK) answered by an empty line."""
+        auth = cast(ScramAuthenticator, self.auth)
+        try:
+            if sc.stage == "first":
+                user = sc.server.client_first(data)
+                if sc.server.authzid and sc.server.authzid != user:
+                    self._auth_failed(tag)  # no acting as someone else
+                    return
+                sc.account, keys = await auth.scram_keys(user, sc.server.mechanism)
+                sc.stage = "final"
+                self.core.send(Continuation(_b64(sc.server.server_first(keys))))
+            elif sc.stage == "final":
+                try:
+                    final = sc.server.client_final(data)
+                except ScramError:
+                    if sc.account is not None:
+                        await auth.scram_result(sc.account, False)
+                    raise
+                if sc.account is None:
+                    raise ScramError("unknown-user")
+                sc.stage = "verdict"
+                self.core.send(Continuation(_b64(final)))
+            else:
+                if data:
+                    raise ScramError("other-error")
+                canonical = await auth.scram_result(sc.account, True)
+                self._scram = None
+                if canonical is None:
+                    self._auth_failed(tag)
+                    return
+                self.user = canonical
+                self._ok(tag, "Logged in", "CAPABILITY " + " ".join(self.caps()))
+        except ScramError:
+            self._auth_failed(tag)
 
     async def _plain(self, tag: str, data: bytes) -> None:
         parts = data.split(b"\0")  # RFC 4616: [authzid] NUL authcid NUL passwd

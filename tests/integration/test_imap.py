@@ -355,3 +355,39 @@ async def test_recent_is_owned_by_exactly_one_session(city: Any) -> None:
     assert b"* SEARCH 1" in out
     for c in (a, b):
         c.w.close()
+
+
+async def test_authenticate_scram_against_the_directory(city: Any) -> None:
+    import base64
+
+    from directory.scram import client_proof
+
+    for mech in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+        c = await Raw.connect(city.ports["imaps"], client_tls())
+        caps = b"".join(await c.cmd(b"c CAPABILITY\r\n", b"c"))
+        assert b"AUTH=SCRAM-SHA-256" in caps and b"AUTH=SCRAM-SHA-1" in caps
+        bare = "n=zhang.san,r=clientnonce123"
+        out = await c.cmd(f"a AUTHENTICATE {mech} ".encode()
+                          + base64.b64encode(b"n,," + bare.encode()) + b"\r\n", b"a")
+        server_first = base64.b64decode(out[-1][2:].strip()).decode()
+        nonce = server_first.split(",")[0][2:]
+        without = f"c=biws,r={nonce}"
+        proof, sig = client_proof(mech, PASSWORD, bare, server_first, without)
+        out = await c.cmd(base64.b64encode(f"{without},p={proof}".encode()) + b"\r\n", b"a")
+        assert base64.b64decode(out[-1][2:].strip()).decode() == "v=" + sig
+        out = await c.cmd(b"\r\n", b"a")
+        assert out[-1].startswith(b"a OK"), out
+        out = await c.cmd(b"s SELECT INBOX\r\n", b"s")
+        assert out[-1].startswith(b"s OK")
+        c.w.close()
+    # a wrong proof fails like a wrong password
+    c = await Raw.connect(city.ports["imaps"], client_tls())
+    bare = "n=zhang.san,r=abc"
+    out = await c.cmd(b"a AUTHENTICATE SCRAM-SHA-256 " + base64.b64encode(b"n,," + bare.encode())
+                      + b"\r\n", b"a")
+    server_first = base64.b64decode(out[-1][2:].strip()).decode()
+    without = f"c=biws,r={server_first.split(',')[0][2:]}"
+    proof, _ = client_proof("SCRAM-SHA-256", "not the password", bare, server_first, without)
+    out = await c.cmd(base64.b64encode(f"{without},p={proof}".encode()) + b"\r\n", b"a")
+    assert out[-1].startswith(b"a NO [AUTHENTICATIONFAILED]")
+    c.w.close()

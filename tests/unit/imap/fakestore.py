@@ -204,3 +204,25 @@ class FakeStore:
 class FakeAuth:
     async def login(self, user: str, password: str) -> str | None:
         return user.lower() if password == "secret" else None
+
+
+class FakeScramAuth(FakeAuth):
+    """FakeAuth plus SCRAM: one user "alice" (password "secret"); records the outcomes."""
+
+    def __init__(self) -> None:
+        from directory.scram import derive_keys
+
+        self.keys = {m: derive_keys(m, "secret", b"salt" * 4, 4096) for m in
+                     ("SCRAM-SHA-256", "SCRAM-SHA-1")}
+        self.records: list[tuple[str, bool]] = []
+
+    async def scram_keys(self, user, mechanism):
+        from directory.scram import derive_keys
+
+        if user.lower() == "alice":
+            return "alice", self.keys[mechanism]
+        return None, derive_keys(mechanism, "x", b"0" * 16, 4096)
+
+    async def scram_result(self, account, ok):
+        self.records.append((account, ok))
+        return account if ok else None
