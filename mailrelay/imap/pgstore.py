@@ -52,6 +52,14 @@ def _flags(value: Sequence[str] | None) -> frozenset[str]:
     return frozenset(value or ())
 
 
+def _uid_filter(uids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+    """``where`` text and arguments ($2...) for ascending unique ``uids``."""
+    lo, hi = uids[0], uids[-1]
+    if len(uids) > 1 and len(uids) == hi - lo + 1:
+        return "mm.uid between $2 and $3", (lo, hi)  # a contiguous run needs no array
+    return "mm.uid = any($2::bigint[])", (list(uids),)
+
+
 class PgMailStore:
     """``MailStore`` on an asyncpg pool (see :mod:`mailrelay.imap.store_api`)."""
 
@@ -351,12 +359,7 @@ class PgMailStore:
             cols += ", m.structure" if structure else ", null"
         cols += ", m.raw" if raw else ", null"
         join = " join messages m on m.id = mm.message_id" if (raw or structure) else ""
-        lo, hi = uids[0], uids[-1]
-        # callers pass ascending unique UIDs: a contiguous run needs no array
-        if len(uids) > 1 and len(uids) == hi - lo + 1:
-            where, arg = "mm.uid between $2 and $3", (lo, hi)
-        else:
-            where, arg = "mm.uid = any($2::bigint[])", (list(uids),)  # type: ignore[assignment]
+        where, arg = _uid_filter(uids)
         sql = (
             f"select {cols} from mailbox_messages mm{join}"
             f" where mm.mailbox_id = $1 and {where} order by mm.uid"
@@ -364,6 +367,19 @@ class PgMailStore:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(sql, mailbox_id, *arg)
         return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def sizes(self, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, int]]:
+        if not uids:
+            return []
+        where, arg = _uid_filter(uids)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"select mm.uid, mm.size from mailbox_messages mm"
+                f" where mm.mailbox_id = $1 and {where} order by mm.uid",
+                mailbox_id,
+                *arg,
+            )
+        return [(r[0], r[1]) for r in rows]
 
     async def store_flags(
         self,

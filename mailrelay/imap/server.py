@@ -139,6 +139,7 @@ class ImapConnection(asyncio.Protocol):
             tls=self.implicit_tls,
             appendlimit=self.srv.cfg.append_limit,
         )
+        self.session.flush_output = self._push_output
         if self.implicit_tls:
             self.tls = TlsLayer(self.srv.tls, transport.write)
         self.srv.conns.add(self)
@@ -202,6 +203,14 @@ class ImapConnection(asyncio.Protocol):
                 self._abort()
         else:
             self.transport.write(data)
+
+    async def _push_output(self) -> bool:
+        """Mid-command flush (a long FETCH): write, then wait while the client is slow.
+        False once the connection is gone (the command can stop)."""
+        self._flush()
+        if self._write_ready is not None and not self._write_ready.done():
+            await self._write_ready
+        return not self._closed
 
     def _abort(self) -> None:
         self._closed = True

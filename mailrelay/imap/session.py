@@ -16,7 +16,7 @@ responses into the core. The network loop stays thin::
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol, cast
@@ -31,7 +31,7 @@ from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, Im
 from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
 from .search import needs_content, search, search_response, uses_modseq
-from .store_api import Change, MailStore, StoreError
+from .store_api import Change, MailStore, MessageRow, StoreError
 from .view import SelectedView, flag_list
 
 __all__ = ["Authenticator", "ImapSession"]
@@ -71,6 +71,9 @@ class _Scram:
 
 
 _RECENT = frozenset({"\\Recent"})
+#: rows one FETCH/SEARCH query loads at most, and message bytes when bodies are loaded
+CHUNK_ROWS = 2000
+CHUNK_BYTES = 4 << 20
 
 
 def _b64(data: bytes) -> str:
@@ -100,6 +103,8 @@ class ImapSession:
         self.enabled: set[str] = set()
         self.saved: list[int] = []  # SEARCHRES ``$``
         self._scram: _Scram | None = None
+        #: set by the driver: write out what the core holds, waiting for a slow client
+        self.flush_output: Callable[[], Awaitable[bool]] | None = None
 
     # -- helpers -------------------------------------------------------------------
     @property
@@ -489,38 +494,67 @@ class ImapSession:
             if gone:
                 self._untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
         attrs = list(cmd.attrs)
-        rows = await self.store.fetch(
-            view.mailbox_id,
-            uids,
-            raw=fetchmod.needs_raw(attrs),
-            structure=fetchmod.needs_structure(attrs),
-            envelope_only=fetchmod.envelope_only(attrs),
-        )
-        seen_rows = {}
-        if fetchmod.sets_seen(attrs) and not view.readonly:
-            unseen = [r.uid for r in rows if "\\Seen" not in r.flags]
-            if unseen:
-                res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
-                view.note_own_flags(res.updated)
-                seen_rows = {m.uid: m for m in res.updated}
-                if not any(a.name == "FLAGS" for a in attrs):
-                    attrs.append(c.FetchAttr("FLAGS"))  # RFC 3501 §6.4.5: report the change
-        for row in rows:
-            seq = view.seq_of(row.uid)
-            if seq is None:
-                continue
-            if row.uid in seen_rows:
-                m = seen_rows[row.uid]
-                row = type(row)(
-                    row.uid, m.flags, m.modseq, row.internaldate, row.size, row.structure, row.raw
-                )
-            try:
-                self._untagged(fetchmod.fetch_response(seq, row, attrs, view.is_recent(row.uid)))
-            except fetchmod.BinaryUnknownEncoding:
-                self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+        raw = fetchmod.needs_raw(attrs)
+        structure = fetchmod.needs_structure(attrs)
+        env_only = fetchmod.envelope_only(attrs)
+        set_seen = fetchmod.sets_seen(attrs) and not view.readonly
+        has_flags = any(a.name == "FLAGS" for a in attrs)
+        # one query per chunk, written out (with back-pressure) before the next is read:
+        # a FETCH 1:* of a big mailbox holds one chunk in memory, not the whole mailbox
+        for chunk in await self._chunks(view.mailbox_id, uids, raw):
+            rows = await self.store.fetch(
+                view.mailbox_id, chunk, raw=raw, structure=structure, envelope_only=env_only
+            )
+            seen_rows = {}
+            chunk_attrs = attrs
+            if set_seen:
+                unseen = [r.uid for r in rows if "\\Seen" not in r.flags]
+                if unseen:
+                    res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
+                    view.note_own_flags(res.updated)
+                    seen_rows = {m.uid: m for m in res.updated}
+                    if not has_flags:  # RFC 3501 §6.4.5: report the change
+                        chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+            for row in rows:
+                seq = view.seq_of(row.uid)
+                if seq is None:
+                    continue
+                if row.uid in seen_rows:
+                    m = seen_rows[row.uid]
+                    row = replace(row, flags=m.flags, modseq=m.modseq)
+                try:
+                    self._untagged(
+                        fetchmod.fetch_response(seq, row, chunk_attrs, view.is_recent(row.uid))
+                    )
+                except fetchmod.BinaryUnknownEncoding:
+                    self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+                    return
+            del rows
+            if not await self._output():
                 return
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Fetch completed")
+
+    async def _output(self) -> bool:
+        """Hand what the core holds to the connection, waiting while the client is slow;
+        False when the connection is gone."""
+        return self.flush_output is None or await self.flush_output()
+
+    async def _chunks(self, mailbox_id: int, uids: list[int], raw: bool) -> list[list[int]]:
+        """Split ``uids`` into the groups one query each loads: CHUNK_ROWS rows, and with
+        message bodies also at most CHUNK_BYTES of them (one big message goes alone)."""
+        if not raw or len(uids) <= 1:
+            return [uids[i : i + CHUNK_ROWS] for i in range(0, len(uids), CHUNK_ROWS)] or [[]]
+        out: list[list[int]] = []
+        cur: list[int] = []
+        total = 0
+        for uid, size in await self.store.sizes(mailbox_id, uids):
+            if cur and (total + size > CHUNK_BYTES or len(cur) >= CHUNK_ROWS):
+                out.append(cur)
+                cur, total = [], 0
+            cur.append(uid)
+            total += size
+        return [*out, cur]
 
     async def _cmd_store(self, cmd: c.Store, now: datetime) -> None:
         view = self.view
@@ -561,15 +595,19 @@ class ImapSession:
             self._no(cmd.tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
             return
         full = needs_content(cmd.key)
-        rows = await self.store.fetch(view.mailbox_id, list(view.uids), raw=full, structure=full)
-        rows = [
-            (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
-            for r in rows
-            if view.seq_of(r.uid) is not None
-        ]
-        seqs = [view.seq_of(r.uid) or 0 for r in rows]
         max_uid = view.uids[-1] if view.uids else 0
-        hits = search(cmd.key, rows, seqs, view.exists, max_uid, self.saved)
+        hits: list[MessageRow] = []
+        for chunk in await self._chunks(view.mailbox_id, list(view.uids), full):
+            rows = await self.store.fetch(view.mailbox_id, chunk, raw=full, structure=full)
+            rows = [
+                (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
+                for r in rows
+                if view.seq_of(r.uid) is not None
+            ]
+            seqs = [view.seq_of(r.uid) or 0 for r in rows]
+            found = search(cmd.key, rows, seqs, view.exists, max_uid, self.saved)
+            # keep only what the reply needs, not the bodies of the hits
+            hits += [replace(r, raw=None, structure=None) if full else r for r in found]
         numbers = [r.uid if cmd.uid else view.seq_of(r.uid) or 0 for r in hits]
         if cmd.returns is not None and "SAVE" in cmd.returns:
             self.saved = [r.uid for r in hits]  # RFC 5182

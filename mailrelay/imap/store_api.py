@@ -192,6 +192,10 @@ class MailStore(Protocol):
         ``{"env": ...}`` is enough (header sync)."""
         ...
 
+    async def sizes(self, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, int]]:
+        """(uid, RFC822.SIZE) for ``uids`` (ascending): how FETCH splits body loads."""
+        ...
+
     async def store_flags(
         self,
         mailbox_id: int,

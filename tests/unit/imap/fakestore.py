@@ -139,6 +139,10 @@ class FakeStore:
         b = self._by_id(mailbox_id)
         return [b.rows[u] for u in uids if u in b.rows]
 
+    async def sizes(self, mailbox_id, uids):
+        b = self._by_id(mailbox_id)
+        return [(u, b.rows[u].size) for u in uids if u in b.rows]
+
     async def store_flags(self, mailbox_id, uids, mode, flags, unchangedsince=None):
         b = self._by_id(mailbox_id)
         updated, modified = [], []

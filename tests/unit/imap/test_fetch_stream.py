@@ -1,0 +1,85 @@
+"""Large FETCH/SEARCH go out in chunks: one query per chunk, output flushed between them."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailrelay.imap import session as sessmod
+
+from .fakestore import FakeStore
+from .test_session import Client
+
+
+class CountingStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches: list[tuple[int, bool]] = []
+
+    async def fetch(self, mailbox_id, uids, *, raw, structure, envelope_only=False):
+        self.fetches.append((len(uids), raw))
+        return await super().fetch(
+            mailbox_id, uids, raw=raw, structure=structure, envelope_only=envelope_only
+        )
+
+
+@pytest.fixture
+def store() -> CountingStore:
+    s = CountingStore()
+    for i in range(25):
+        s.deliver("INBOX", b"Subject: m%d\r\n\r\n" % i + b"x" * (100 if i != 7 else 5000) + b"\r\n")
+    return s
+
+
+async def test_fetch_in_chunks_with_flushes(store: CountingStore, monkeypatch) -> None:
+    monkeypatch.setattr(sessmod, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(sessmod, "CHUNK_BYTES", 1000)
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    written: list[bytes] = []
+
+    async def flush() -> bool:
+        written.append(c.core.data_to_send())
+        return True
+
+    c.session.flush_output = flush
+    store.fetches.clear()
+    out = await c.cmd("f FETCH 1:* (UID FLAGS)")
+    assert [n for n, _ in store.fetches] == [10, 10, 5]  # by rows without bodies
+    whole = b"".join(written).decode() + out
+    assert whole.count(" FETCH (") == 25 and whole.endswith("f OK Fetch completed\r\n")
+    assert len(written) == 3 and written[0].count(b"FETCH") == 10
+    store.fetches.clear()
+    written.clear()
+    out = await c.cmd("g FETCH 1:* (BODY.PEEK[])")
+    sizes = [n for n, raw in store.fetches]
+    assert sum(sizes) == 25 and max(sizes) <= 10
+    assert 1 in sizes  # the 5,000-byte message (seq 8) is loaded on its own
+    whole = b"".join(written).decode() + out
+    assert whole.count(" FETCH (") == 25 and "m24" in whole
+
+
+async def test_fetch_stops_when_connection_is_gone(store: CountingStore, monkeypatch) -> None:
+    monkeypatch.setattr(sessmod, "CHUNK_ROWS", 10)
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+
+    async def gone() -> bool:
+        return False
+
+    c.session.flush_output = gone
+    store.fetches.clear()
+    await c.cmd("f FETCH 1:* (UID FLAGS)")
+    assert len(store.fetches) == 1
+
+
+async def test_search_in_chunks(store: CountingStore, monkeypatch) -> None:
+    monkeypatch.setattr(sessmod, "CHUNK_ROWS", 10)
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    store.fetches.clear()
+    out = await c.cmd('x SEARCH OR SUBJECT m3 SUBJECT m24')
+    assert "* SEARCH 4 25\r\n" in out
+    assert [n for n, _ in store.fetches] == [10, 10, 5]
