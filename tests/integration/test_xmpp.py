@@ -93,7 +93,7 @@ class Client(slixmpp.ClientXMPP):
     async def close(self) -> None:
         self.disconnect()
         try:
-            await asyncio.wait_for(self.disconnected, 5)
+            await asyncio.wait_for(self.disconnected, 1)
         except (TimeoutError, asyncio.CancelledError):
             pass
 

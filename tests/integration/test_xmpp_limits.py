@@ -28,7 +28,7 @@ RATE = 4000
 
 @pytest.fixture
 def cfg_overrides() -> dict[str, dict[str, object]]:
-    return {"xmpp": {"rate_bytes_per_s": RATE, "max_stanza_size": 20000}}
+    return {"xmpp": {"rate_bytes_per_s": RATE, "max_stanza_size": 10000}}
 
 
 def _ctx() -> ssl.SSLContext:
@@ -135,7 +135,7 @@ async def test_malformed_xml_closes_only_that_stream(srv: Any) -> None:
 
 async def test_oversized_stanza_is_policy_violation(srv: Any) -> None:
     c = await login(srv.ports["xmpp"], "zhang.san")
-    c.writer.write(b"<message to='li.si@cx.example'><body>" + b"x" * 30000 + b"</body></message>")
+    c.writer.write(b"<message to='li.si@cx.example'><body>" + b"x" * 11000 + b"</body></message>")
     out = await c.read_until(b"</stream:stream>", timeout=30)
     assert b"policy-violation" in out
 
