@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -241,6 +242,7 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             peer.terminate()
             peer.wait(30)
+            shutil.rmtree(tmp, ignore_errors=True)
         return
     print(f"seeding {len(users)} accounts ...", flush=True)
     t0 = time.perf_counter()
@@ -262,6 +264,7 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def run_benchmarks(args: argparse.Namespace, pid: int, port: int) -> None:
