@@ -341,6 +341,7 @@ class ImapServer:
         """Close connections idle for too long (RFC 3501 §5.4 autologout)."""
         while True:
             await asyncio.sleep(self.SWEEP_SECONDS)
+            self.hub.check()  # LISTEN again if its connection dropped unnoticed
             now = time.monotonic()
             for conn in list(self.conns):
                 authed = conn.session.user is not None

@@ -391,3 +391,32 @@ async def test_authenticate_scram_against_the_directory(city: Any) -> None:
     out = await c.cmd(base64.b64encode(f"{without},p={proof}".encode()) + b"\r\n", b"a")
     assert out[-1].startswith(b"a NO [AUTHENTICATIONFAILED]")
     c.w.close()
+
+
+async def test_idle_survives_the_listen_connection_dropping(city: Any) -> None:
+    """The hub's LISTEN backend is terminated (twice): it listens again, and IDLE still
+    gets new mail, including mail delivered while nobody was listening."""
+    hub = city.services.components["imap"].hub
+    pool = city.services.db.pool
+    a = await Raw.connect(city.ports["imaps"], client_tls())
+    await a.cmd(b'l LOGIN zhang.san "' + PASSWORD.encode() + b'"\r\n', b"l")
+    await a.cmd(b"s SELECT INBOX\r\n", b"s")
+    assert (await a.cmd(b"i IDLE\r\n", b"i"))[-1].startswith(b"+ ")
+    for n in (1, 2):
+        pid = hub._conn.get_server_pid()
+        assert await pool.fetchval("select pg_terminate_backend($1)", pid)
+        if n == 2:
+            await smtp_deliver(city)  # most likely before the hub is back
+        for _ in range(100):
+            if hub.listening and hub._conn.get_server_pid() != pid:
+                break
+            await asyncio.sleep(0.05)
+        assert hub.listening and hub._conn.get_server_pid() != pid
+        if n == 1:
+            await smtp_deliver(city)
+        pushed = b""
+        while b"EXISTS" not in pushed:
+            pushed += await a.line()
+        assert f"* {n} EXISTS".encode() in pushed
+    await a.cmd(b"DONE\r\n", b"i")
+    a.w.close()
