@@ -619,6 +619,20 @@ class PgMailStore:
             )
         return [r[0] for r in rows]
 
+    async def collect_garbage(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` message bodies whose last mailbox entry went away and
+        that nothing else references; return how many went.
+
+        Candidates come from ``message_gc`` (filled by a trigger on every delete from
+        mailbox_messages). Still referenced means: a mailbox entry, a queue row, the
+        delivery log (``cxgw queue show`` prints its headers) or a document (sealed,
+        delivered, receipt or event). Candidates still in use are dropped: when their last
+        mailbox entry goes they come back. SKIP LOCKED lets several processes sweep.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            n = await conn.fetchval(_GC_SQL, limit)
+        return int(n or 0)
+
     async def quota(self, user: str, root: str) -> list[QuotaResource]:
         if root != "":
             raise StoreError("No such quota root", "NONEXISTENT")  # RFC 9208 §4.2
@@ -636,6 +650,27 @@ class PgMailStore:
             )
         ]
 
+
+_GC_SQL = """
+with c as (
+    select message_id from message_gc order by message_id limit $1 for update skip locked
+), dead as (
+    select c.message_id as id from c
+    where not exists (select 1 from mailbox_messages x where x.message_id = c.message_id)
+      and not exists (select 1 from queue x where x.message_id = c.message_id)
+      and not exists (select 1 from deliveries x where x.message_id = c.message_id)
+      and not exists (select 1 from documents x where x.message_id = c.message_id)
+      and not exists (select 1 from document_recipients x
+                      where x.delivered_message_id = c.message_id
+                         or x.receipt_message_id = c.message_id)
+      and not exists (select 1 from document_events x where x.message_id = c.message_id)
+), gone as (
+    delete from messages m using dead where m.id = dead.id returning m.id
+), done as (
+    delete from message_gc g using c where g.message_id = c.message_id
+)
+select count(*) from gone
+"""
 
 _SPECIAL_USES = frozenset(
     {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}

@@ -420,3 +420,41 @@ async def test_idle_survives_the_listen_connection_dropping(city: Any) -> None:
         assert f"* {n} EXISTS".encode() in pushed
     await a.cmd(b"DONE\r\n", b"i")
     a.w.close()
+
+
+async def test_expunged_bodies_are_collected_unless_still_needed(city: Any) -> None:
+    """Bodies of expunged messages go once nothing references them; a body the delivery
+    log, a document or another mailbox still points at stays."""
+    store = city.services.components["imap"].store
+    pool = city.services.db.pool
+    await smtp_deliver(city)  # delivered: the delivery log keeps its body
+    await wait_inbox(city, USER, 1)
+
+    def run() -> None:
+        m = logged_in(city)
+        for subject in (b"draft", b"copied", b"doc"):
+            m.append("Drafts", "(\\Draft)", None, b"Subject: " + subject + b"\r\n\r\nx\r\n")
+        m.select("Drafts")
+        m.copy("2", "Archive")
+        m.store("1:*", "+FLAGS", "(\\Deleted)")
+        m.expunge()
+        m.select("INBOX")
+        m.store("1", "+FLAGS", "(\\Deleted)")
+        m.expunge()
+        m.logout()
+
+    delivered = await pool.fetchval("select message_id from deliveries limit 1")
+    await th(run)
+    ids = {r["s"].strip(): r["id"] for r in await pool.fetch(
+        "select id, convert_from(substring(raw from 10 for 6), 'utf8') as s from messages"
+        " where raw like 'Subject: %'")}
+    await pool.execute("insert into document_events(kind, message_id) values ('test', $1)",
+                       ids["doc"])
+    assert await store.collect_garbage() >= 1
+    left = {r["id"] for r in await pool.fetch("select id from messages")}
+    assert ids["draft"] not in left  # expunged everywhere: collected
+    assert ids["copied"] in left  # still in Archive
+    assert ids["doc"] in left  # a document event refers to it
+    assert delivered in left  # the delivery log refers to it
+    assert await pool.fetchval("select count(*) from message_gc") == 0
+    assert await store.collect_garbage() == 0
