@@ -289,10 +289,12 @@ class Inbound:
         or the person who sealed it with a personal certificate. Nobody outside (no
         backscatter to addresses a forged document names)."""
         book = self.s.book()
+        acct = book.accounts.get(doc.sender.lower())
+        if acct is not None:  # a mail sealed with a personal certificate: that person
+            return [acct.address] if acct.active else []
         if doc.from_unit in book.units:
             return book.clerks(doc.from_unit)
-        acct = book.accounts.get(doc.sender.lower())
-        return [acct.address] if acct is not None and acct.active else []
+        return []
 
     async def _notify_held(self, doc: docs_repo.DocRow, held: list[HeldAt]) -> None:
         """Tell the sender why the document was held (once per receiving unit)."""

@@ -157,6 +157,9 @@ async def test_personal_certificate_of_another_person_is_held(server, docs, cli,
         return await docs.list(unit="stats", state="held") or None
     [h] = await wait_for(held)
     assert h["verdict"] == "untrusted: sender-mismatch"
+    # told to the From person (li.si), never delivered to the unit's clerks
+    [notice] = await wait_inbox(server, "li.si@cx.example", 1)
+    assert b"X-CX-Doc-Held:" in notice
     assert await inbox(server, "wang.wu@cx.example") == []
 
 
