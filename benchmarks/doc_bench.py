@@ -62,6 +62,45 @@ def bare_rate(key: Any, cert: Any, entity: bytes, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) of this process and of the PostgreSQL server processes
+    (the embedded server's data directory in their command line), to account per stage."""
+
+    def __init__(self, pg_dir: str) -> None:
+        self.pg_dir = pg_dir
+        self.t0 = (0.0, 0.0)
+
+    def _pg(self) -> float:
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover
+            return float("nan")
+        total = 0.0
+        for proc in psutil.process_iter(["cmdline"]):
+            if self.pg_dir not in " ".join(proc.info["cmdline"] or ()):
+                continue
+            try:
+                procs = [proc, *proc.children(recursive=True)]
+                for one in procs:
+                    t = one.cpu_times()
+                    total += t.user + t.system
+            except psutil.Error:
+                continue
+        return total
+
+    def now(self) -> tuple[float, float]:
+        t = os.times()
+        return t.user + t.system, self._pg()
+
+    def start(self) -> None:
+        self.t0 = self.now()
+
+    def per(self, n: int) -> dict[str, float]:
+        me, pg = self.now()
+        return {"gateway_cpu_ms": (me - self.t0[0]) / n * 1000,
+                "postgres_cpu_ms": (pg - self.t0[1]) / n * 1000}
+
+
 async def delivered_rows(pool: Any, state: str = "delivered") -> int:
     async with pool.acquire() as conn:
         return int(await conn.fetchval(
@@ -93,6 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                          "database": {"url": url, "pool_max": 30}, "listen": listen,
                          "ca": {"passphrase": PASSPHRASE}})
         services = await open_services(cfg)
+        args.cpu = CpuMeter(str(tmp))
         try:
             return await _bench(services, cfg, args, RunningServer, DocumentService, build)
         finally:
@@ -124,7 +164,9 @@ async def _bench(services: Any, cfg: Any, args: argparse.Namespace, RunningServe
     entity = prepare_document(meta, "", [att], from_addr="finance.docs@cx.example",
                               to_addrs=["stats.docs@cx.example"], now=datetime.now(UTC),
                               domain="cx.example").entity
+    args.cpu.start()
     out["bare_sign_per_s"] = bare_rate(seal.key, seal.certificate, entity, args.seconds)
+    out["bare_sign_cpu_ms"] = 1000 / out["bare_sign_per_s"]
 
     # 1b. our sealing alone (build MIME + sign in the executor + assemble), no storage
     from mailrelay.documents.seal import sign_detached
@@ -137,11 +179,13 @@ async def _bench(services: Any, cfg: Any, args: argparse.Namespace, RunningServe
                              domain="cx.example")
         return p.finish(sign_detached(p.entity, signer))
     n, t0 = 0, time.perf_counter()
+    args.cpu.start()
     while time.perf_counter() - t0 < args.seconds:
         await asyncio.gather(*(loop.run_in_executor(None, seal_once)
                                for _ in range(args.concurrency)))
         n += args.concurrency
     out["seal_only_per_s"] = n / (time.perf_counter() - t0)
+    out["seal_only_cpu_ms"] = args.cpu.per(n)["gateway_cpu_ms"]
 
     # 2. the gateway path through the submission stage (no scheduler running yet)
     await docs.send(from_unit="finance", to=["stats"], title="warm-up", number="0",
@@ -161,8 +205,12 @@ async def _bench(services: Any, cfg: Any, args: argparse.Namespace, RunningServe
         prof = cProfile.Profile()
         prof.enable()
     t0 = time.perf_counter()
+    args.cpu.start()
     await asyncio.gather(*(sender() for _ in range(args.concurrency)))
     elapsed = time.perf_counter() - t0
+    cpu = args.cpu.per(args.count)
+    out["gateway_cpu_ms_per_doc"] = cpu["gateway_cpu_ms"]
+    out["postgres_cpu_ms_per_doc"] = cpu["postgres_cpu_ms"]
     if prof is not None:
         import pstats
         prof.disable()

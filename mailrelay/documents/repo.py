@@ -85,25 +85,43 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
                           classification: str, origin: str, sent_by: str | None,
                           header_message_id: str | None, units: Sequence[str],
                           message_id: int | None = None,
-                          digest: bytes | None = None, digest_algorithm: str | None = None) -> int:
-    """A document and its recipient rows (state queued)."""
-    doc = int(await conn.fetchval(
-        "insert into documents(doc_id, title, number, from_unit, from_name, sender, urgency,"
-        " classification, origin, sent_by, header_message_id, message_id, digest,"
-        " digest_algorithm) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        " returning id", doc_id, title, number, from_unit, from_name, sender, urgency,
-        classification, origin, sent_by, header_message_id, message_id, digest,
-        digest_algorithm))
-    if units:
-        await conn.execute("insert into document_recipients(document_id, unit)"
-                           " select $1, u from unnest($2::text[]) u on conflict do nothing",
-                           doc, list(units))
-    return doc
+                          digest: bytes | None = None, digest_algorithm: str | None = None,
+                          flushed_by_next_commit: bool = False) -> int:
+    """A document and its recipient rows (state queued), in one statement.
+
+    ``flushed_by_next_commit``: commit without waiting for the WAL flush
+    (``synchronous_commit = off``) because the caller's next step is a durable commit
+    (the submission) that flushes the WAL up to its own record, and so this one too.
+    """
+    sql = (
+        "with d as (insert into documents(doc_id, title, number, from_unit, from_name, sender,"
+        " urgency, classification, origin, sent_by, header_message_id, message_id, digest,"
+        " digest_algorithm) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+        " $14) returning id),"
+        " r as (insert into document_recipients(document_id, unit)"
+        " select d.id, u from d, unnest($15::text[]) u on conflict do nothing)"
+        " select id from d")
+    args = (doc_id, title, number, from_unit, from_name, sender, urgency, classification,
+            origin, sent_by, header_message_id, message_id, digest, digest_algorithm,
+            list(units))
+    if not flushed_by_next_commit:
+        return int(await conn.fetchval(sql, *args))
+    async with conn.transaction():
+        await conn.execute("set local synchronous_commit = off")
+        return int(await conn.fetchval(sql, *args))
 
 
-async def set_queued(conn: Conn, doc: int, message_id: int, queue_id: str) -> None:
-    await conn.execute("update documents set message_id = $2, queue_id = $3 where id = $1",
-                       doc, message_id, queue_id)
+async def set_queued(conn: Conn, doc: int, message_id: int, queue_id: str, *,
+                     lazy: bool = False) -> None:
+    """Link a document to its queued message. ``lazy``: without waiting for the WAL flush;
+    if a crash loses it, the docs handler links the row itself (:func:`local_unqueued`)."""
+    sql = "update documents set message_id = $2, queue_id = $3 where id = $1"
+    if not lazy:
+        await conn.execute(sql, doc, message_id, queue_id)
+        return
+    async with conn.transaction():
+        await conn.execute("set local synchronous_commit = off")
+        await conn.execute(sql, doc, message_id, queue_id)
 
 
 async def get(conn: Conn, doc: int) -> DocRow | None:

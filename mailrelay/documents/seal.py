@@ -7,6 +7,7 @@ copied verbatim into the message: nothing re-folds or re-encodes it afterwards.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,6 +112,26 @@ def prepare_document(meta: DocumentMeta, note: str, attachments: list[Attachment
                    message_id=message_id or Envelope.make_message_id(domain))
     entity = build_document_entity(meta, env, note, attachments)
     return PreparedDocument(tuple(document_headers(meta, env)), entity, env)
+
+
+@dataclass(frozen=True)
+class SealedDocument:
+    prepared: PreparedDocument
+    raw: bytes = field(repr=False)  # the whole multipart/signed message
+    digest: bytes  # SHA-256 of the signed entity (what receipts refer to)
+
+
+def seal_prepared(meta: DocumentMeta, note: str, attachments: list[Attachment],
+                  signer: Signer, *, from_addr: str, to_addrs: Sequence[str], now: datetime,
+                  domain: str, message_id: str | None = None) -> SealedDocument:
+    """Build, sign and wrap a document in one blocking call: one executor job per
+    document, whatever the number of receiving units (each attachment is base64-encoded
+    once, the entity hashed for the receipt digest here, off the event loop)."""
+    prepared = prepare_document(meta, note, attachments, from_addr=from_addr,
+                                to_addrs=to_addrs, now=now, domain=domain,
+                                message_id=message_id)
+    raw = prepared.finish(sign_detached(prepared.entity, signer))
+    return SealedDocument(prepared, raw, hashlib.sha256(prepared.entity).digest())
 
 
 def seal_document(meta: DocumentMeta, note: str, attachments: list[Attachment],

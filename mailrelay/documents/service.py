@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from mailrelay.documents.docmime import Attachment, DocumentMeta
 from mailrelay.documents.inbound import Inbound
 from mailrelay.documents.mailform import parse_classification, parse_urgency
 from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
-from mailrelay.documents.seal import Signer, prepare_document, sign_detached
+from mailrelay.documents.seal import Signer, seal_prepared
 from mailrelay.documents.trust import TrustStore
 from mailrelay.queue.repo import QueueRow, message_raw
 from mailrelay.queue.scheduler import Outcome
@@ -97,6 +96,7 @@ class DocumentService:
         self.trust = TrustStore(certs)
         self.inbound = Inbound(self)
         self._names: dict[str, tuple[float, str | None]] = {}
+        self._signers: dict[str, tuple[int, Signer]] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run CPU-bound work (sign, verify, parse) off the event loop."""
@@ -135,10 +135,17 @@ class DocumentService:
         return out
 
     async def signer(self, unit: str) -> Signer:
-        """The unit's current seal (one query; the decrypted key stays in memory), so a
-        seal issued or revoked a moment ago is honoured at once."""
+        """The unit's current seal. Kept per unit while the CA revision (bumped by every
+        issue and revocation) stays the same: one tiny query per document, so a seal
+        issued or revoked a moment ago is still honoured at once."""
+        rev = await self.certs.revision()
+        cached = self._signers.get(unit)
+        if cached is not None and cached[0] == rev:
+            return cached[1]
         seal = await self.certs.seal_key(unit)
-        return Signer(seal.key, seal.certificate, (seal.ca_certificate,))
+        signer = Signer(seal.key, seal.certificate, (seal.ca_certificate,))
+        self._signers[unit] = (rev, signer)
+        return signer
 
     async def _unit_name(self, unit: str) -> str | None:
         now = time.monotonic()
@@ -168,18 +175,19 @@ class DocumentService:
                             from_unit_name=await self._unit_name(from_unit))
         sender = self.docs_address(from_unit)
         rcpts = [self.docs_address(u) for u in units]
-        prepared = await self.run(prepare_document, meta, note, list(attachments),
-                                  from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
-                                  domain=self.domain)
-        signature = await self.run(sign_detached, prepared.entity, signer)
-        raw = prepared.finish(signature)
+        # One executor job: build the MIME document, sign it, wrap it (no re-parsing).
+        sealed = await self.run(seal_prepared, meta, note, list(attachments), signer,
+                                from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
+                                domain=self.domain)
+        prepared, raw = sealed.prepared, sealed.raw
         async with self.pool.acquire() as conn:
+            # The submission's durable commit right after flushes this row's WAL too.
             doc = await repo.insert_document(
                 conn, doc_id=meta.doc_id, title=title, number=meta.number, from_unit=from_unit,
                 from_name=meta.from_unit_name, sender=sender, urgency=meta.urgency.value,
                 classification=meta.classification.value, origin=origin, sent_by=sent_by,
                 header_message_id=prepared.envelope.message_id, units=units,
-                digest=hashlib.sha256(prepared.entity).digest(), digest_algorithm="sha256")
+                digest=sealed.digest, digest_algorithm="sha256", flushed_by_next_commit=True)
         try:
             result = await self.submitter.submit(Submission(sender, rcpts, raw, LOCAL, "docs"))
         except BaseException:
@@ -187,7 +195,7 @@ class DocumentService:
                 await conn.execute("delete from documents where id = $1", doc)
             raise
         async with self.pool.acquire() as conn:
-            await repo.set_queued(conn, doc, result.message_id, result.queue_id)
+            await repo.set_queued(conn, doc, result.message_id, result.queue_id, lazy=True)
         self.metrics.inc("docs_sent_total", origin=origin)
         log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
                  meta.doc_id, from_unit, len(units), result.queue_id)
