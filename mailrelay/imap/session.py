@@ -15,6 +15,7 @@ responses into the core. The network loop stays thin::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -31,7 +32,7 @@ from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, Im
 from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
 from .search import needs_content, search, search_response, uses_modseq
-from .store_api import Change, MailStore, MessageRow, StoreError
+from .store_api import Change, MailStore, MessageMeta, MessageRow, StoreError
 from .view import SelectedView, flag_list
 
 __all__ = ["Authenticator", "ImapSession"]
@@ -501,39 +502,63 @@ class ImapSession:
         has_flags = any(a.name == "FLAGS" for a in attrs)
         # one query per chunk, written out (with back-pressure) before the next is read:
         # a FETCH 1:* of a big mailbox holds one chunk in memory, not the whole mailbox
-        for chunk in await self._chunks(view.mailbox_id, uids, raw):
-            rows = await self.store.fetch(
-                view.mailbox_id, chunk, raw=raw, structure=structure, envelope_only=env_only
-            )
-            seen_rows = {}
-            chunk_attrs = attrs
-            if set_seen:
-                unseen = [r.uid for r in rows if "\\Seen" not in r.flags]
-                if unseen:
-                    res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
-                    view.note_own_flags(res.updated)
-                    seen_rows = {m.uid: m for m in res.updated}
-                    if not has_flags:  # RFC 3501 §6.4.5: report the change
-                        chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
-            for row in rows:
-                seq = view.seq_of(row.uid)
-                if seq is None:
-                    continue
-                if row.uid in seen_rows:
-                    m = seen_rows[row.uid]
-                    row = replace(row, flags=m.flags, modseq=m.modseq)
-                try:
-                    self._untagged(
-                        fetchmod.fetch_response(seq, row, chunk_attrs, view.is_recent(row.uid))
-                    )
-                except fetchmod.BinaryUnknownEncoding:
-                    self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+        chunks = await self._chunks(view.mailbox_id, uids, raw)
+
+        def load(i: int) -> asyncio.Future[list[MessageRow]]:
+            return asyncio.ensure_future(self.store.fetch(
+                view.mailbox_id, chunks[i], raw=raw, structure=structure, envelope_only=env_only
+            ))
+
+        # the next chunk loads while this one is written: at most two in memory
+        ahead = load(0)
+        try:
+            for i in range(len(chunks)):
+                rows = await ahead
+                if i + 1 < len(chunks):
+                    ahead = load(i + 1)
+                if not await self._fetch_chunk(cmd, view, rows, attrs, set_seen, has_flags):
                     return
-            del rows
-            if not await self._output():
-                return
+        finally:
+            ahead.cancel()
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Fetch completed")
+
+    async def _fetch_chunk(
+        self,
+        cmd: c.Fetch,
+        view: SelectedView,
+        rows: list[MessageRow],
+        attrs: list[c.FetchAttr],
+        set_seen: bool,
+        has_flags: bool,
+    ) -> bool:
+        """Write the FETCH responses of one chunk; False when the command must stop."""
+        seen_rows: dict[int, MessageMeta] = {}
+        chunk_attrs = attrs
+        if set_seen:
+            unseen = [r.uid for r in rows if "\\Seen" not in r.flags]
+            if unseen:
+                res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
+                view.note_own_flags(res.updated)
+                seen_rows = {m.uid: m for m in res.updated}
+                if not has_flags:  # RFC 3501 §6.4.5: report the change
+                    chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+        for row in rows:
+            seq = view.seq_of(row.uid)
+            if seq is None:
+                continue
+            if row.uid in seen_rows:
+                m = seen_rows[row.uid]
+                row = replace(row, flags=m.flags, modseq=m.modseq)
+            try:
+                self._untagged(
+                    fetchmod.fetch_response(seq, row, chunk_attrs, view.is_recent(row.uid))
+                )
+            except fetchmod.BinaryUnknownEncoding:
+                self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+                return False
+        del rows
+        return await self._output()
 
     async def _output(self) -> bool:
         """Hand what the core holds to the connection, waiting while the client is slow;
