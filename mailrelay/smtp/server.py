@@ -19,7 +19,9 @@ from aiosmtpd.smtp import SMTP
 from mailrelay.smtp.handler import MailHandler
 
 log = logging.getLogger("cxgw.smtp")
-logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection chatter
+# aiosmtpd logs every connection at INFO and warns (at WARNING) about the implicit-TLS
+# listener, where auth_require_tls=False is exactly right: keep only its errors.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
 _DEFAULT_ENHANCED = {
