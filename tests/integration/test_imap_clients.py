@@ -1,6 +1,8 @@
-"""Real IMAP clients from Debian against the server: mbsync (isync) both ways, fetchmail.
+"""Real IMAP clients from Debian against the server: mbsync (isync) and offlineimap both
+ways, fetchmail.
 
-Each test skips with a reason when its tool is not installed (`.ci/run` installs isync).
+Each test skips with a reason when its tool is not installed (`.ci/run` installs isync,
+fetchmail and offlineimap3).
 The tools run as subprocesses while the server runs in this event loop.
 """
 
@@ -118,3 +120,54 @@ async def test_fetchmail_retrieves_over_imaps(city: Any, tmp_path: Path) -> None
     assert b"Subject: hello imap" in out.read_bytes()
     rows = await mailbox_rows(city, "INBOX")
     assert "\\Seen" in rows[0]["flags"]  # fetched messages are marked seen, kept
+
+
+@pytest.mark.skipif(shutil.which("offlineimap") is None,
+                    reason="offlineimap missing (Debian package offlineimap3)")
+async def test_offlineimap_syncs_both_ways(city: Any, tmp_path: Path) -> None:
+    await smtp_deliver(city)
+    await smtp_deliver(city, MSG.replace(b"hello imap", b"second"))
+    for _ in range(200):
+        if len(await mailbox_rows(city, "INBOX")) == 2:
+            break
+        await asyncio.sleep(0.05)
+    mail = tmp_path / "mail"
+    rc = tmp_path / "offlineimaprc"
+    rc.write_text(
+        f"[general]\naccounts = cx\nmetadata = {tmp_path / 'meta'}\n\n"
+        f"[Account cx]\nlocalrepository = local\nremoterepository = remote\n\n"
+        f"[Repository local]\ntype = Maildir\nlocalfolders = {mail}\n\n"
+        f"[Repository remote]\ntype = IMAP\nremotehost = localhost\n"
+        f"remoteport = {city.ports['imaps']}\nremoteuser = zhang.san\n"
+        f"remotepass = {PASSWORD}\nssl = yes\nsslcacertfile = {cert_file(city)}\n"
+        f"folderfilter = lambda f: f in ['INBOX', 'Drafts']\n")
+    argv = ("offlineimap", "-c", str(rc), "-o", "-u", "basic")
+    out = await run(*argv, cwd=tmp_path)
+    assert "ERROR" not in out, out
+    inbox = maildir_files(mail / "INBOX")
+    assert len(inbox) == 2, out
+    assert any(b"Subject: second" in p.read_bytes() for p in inbox)
+
+    # local changes: flag and read one message, write a draft; they reach the server
+    first = inbox[0]
+    first.rename(first.parent.parent / "cur" / (first.name.split(":2,")[0] + ":2,FS"))
+    draft = mail / "Drafts" / "new" / "1700000000.1.local"
+    draft.parent.mkdir(parents=True, exist_ok=True)
+    draft.write_bytes(b"From: zhang.san@cx.example\nSubject: draft from offlineimap\n\nbody\n")
+    out = await run(*argv, cwd=tmp_path)
+    assert "ERROR" not in out, out
+    rows = await mailbox_rows(city, "INBOX")
+    flagged = [r for r in rows if "\\Flagged" in r["flags"]]
+    assert len(flagged) == 1 and "\\Seen" in flagged[0]["flags"], out
+    drafts = await mailbox_rows(city, "Drafts")
+    assert len(drafts) == 1 and b"draft from offlineimap" in bytes(drafts[0]["raw"])
+
+    # a message delivered later shows up locally
+    await smtp_deliver(city, MSG.replace(b"hello imap", b"third"))
+    for _ in range(200):
+        if len(await mailbox_rows(city, "INBOX")) == 3:
+            break
+        await asyncio.sleep(0.05)
+    out = await run(*argv, cwd=tmp_path)
+    assert "ERROR" not in out, out
+    assert any(b"Subject: third" in p.read_bytes() for p in maildir_files(mail / "INBOX"))
