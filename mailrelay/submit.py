@@ -31,7 +31,7 @@ from mailrelay.smtp.policy import Route, header_block, route_recipient
 
 log = logging.getLogger("cxgw.mail")
 
-PARSE_IN_EXECUTOR = 256 * 1024
+PARSE_IN_EXECUTOR = 64 * 1024  # larger messages are parsed off the event loop
 
 
 def new_queue_id() -> str:

@@ -103,6 +103,7 @@ class CxSMTP(SMTP):
             if not self._limiter.admit(ip):
                 # Each session may buffer a whole DATA: bound how many a peer can hold.
                 self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
                 transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
                 transport.close()
                 return
