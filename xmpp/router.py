@@ -18,6 +18,8 @@ session's ordered async lane (``Resource.run``) and the process EventBus:
 - ``presence/probe``: a probe from a client (§4.3);
 - ``message/offline/handle``: a message for an account with no available resource
   (§8.5.2.1.1); return True when stored; nobody: ``service-unavailable``;
+- ``iq/host/response`` (sync hook) ``(stanza, origin)``: an iq result/error to the
+  server's domain, i.e. the answer to an iq a feature sent; return non-None when handled;
 - ``session/bound``, ``session/closed``: ``SessionEvent`` after bind and after the stream
   ended (presence feature sends unavailable on the session's behalf, §4.5.2).
 
@@ -368,6 +370,8 @@ class Router:
         if tag == IQ:
             if stanza.get("type") in ("get", "set"):
                 origin.run(lambda: self.handle_iq(stanza, origin, "host", self.domain))
+            else:  # an answer to an iq the server sent (e.g. PEP's caps disco#info)
+                self.hooks.fire("iq/host/response", stanza, origin)
         elif tag == MESSAGE and stanza.get("type") not in ("error", "groupchat", "headline"):
             _bounce(stanza, origin, StanzaError("service-unavailable"))
         # Presence to the server itself is ignored (RFC 6121 §8.5.1 spirit).
