@@ -1,0 +1,32 @@
+"""Multi-user chat (XEP-0045) at ``conference.<domain>``, as a package (Prosody
+``plugins/muc/``): ``config`` (muc#roomconfig values and form), ``room`` (one room's pure
+rules: presence, messages, roles, affiliations, history, invitations, voice requests),
+``admin`` (muc#admin, muc#owner, room disco), ``service`` (the component: dispatch,
+fan-out, unit rooms from the directory, write-behind persistence), ``repo`` (SQL).
+
+Extension points: fires ``muc/message`` (``service.MucMessage``) on the bus for every
+groupchat message a room broadcasts; lists itself through the ``disco/host/items`` hook.
+Listens to ``session/closed`` and unavailable ``presence/broadcast`` (occupants leave)
+and to directory changes (unit rooms).
+"""
+
+from __future__ import annotations
+
+from ...host import Host
+from .repo import MemoryMucStore, MucStore, MucStoreLike
+from .service import DISCO_ITEMS, MucService, host_disco_items
+
+
+def register(host: Host) -> MucService:
+    pool = getattr(host.store, "pool", None)
+    store: MucStoreLike = MucStore(pool) if pool is not None else MemoryMucStore()
+    svc = MucService(host, store)
+    host.router.components[svc.domain] = svc.handle
+    host.bus.on("session/closed", svc.on_closed, priority=10)
+    host.bus.on("presence/broadcast", svc.on_broadcast, priority=10)
+    host.directory.listeners.append(svc.on_directory)
+    host.on_start(svc.start)
+    host.on_stop(svc.stop)
+    host.hooks.on("disco/host/items", svc.host_items)
+    host.bus.on(f"iq/host/get/{{{DISCO_ITEMS}}}query", host_disco_items(host), priority=5)
+    return svc

@@ -1,0 +1,439 @@
+"""The MUC component at ``conference.<domain>`` (XEP-0045): dispatch of every stanza
+addressed to it (``Router.components``), the rooms in memory, fan-out, unit rooms kept in
+sync with the directory, and write-behind persistence.
+
+The hot path (a groupchat message) is a dict lookup, one serialisation and one buffered
+write per occupant session; nothing waits for the database. Durable changes (room
+config, affiliations, subject, recent history) are queued to ``Writer``, one task that
+batches them. Every broadcast groupchat message fires ``muc/message`` on the bus with a
+``MucMessage`` (the archive listens there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from xml.etree.ElementTree import Element, SubElement, fromstring
+
+from directory.model import Role
+
+from ...dircache import Snapshot
+from ...host import Host
+from ...jid import JIDError, parse_jid
+from ...proto import ns
+from ...proto.errors import StanzaError, error_reply
+from ...proto.serializer import escape_attr, to_bytes, to_string
+from ...router import Resource, SessionEvent, StanzaEvent
+from ...stanzas import iq_result
+from . import admin, forms
+from .config import MAX_HISTORY, MUC, RoomConfig
+from .repo import HistoryRow, MucStoreLike, RoomRow
+from .room import REQUEST, USER, HistoryItem, Room
+
+log = logging.getLogger("cxgw.xmpp.muc")
+
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+PING = "urn:xmpp:ping"
+ROOM_FEATURES = [DISCO_INFO, DISCO_ITEMS, admin.STABLE_ID, REQUEST, "urn:xmpp:sid:0"]
+_PH = "\ue000cx-to\ue001"
+_PHB = _PH.encode()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MucMessage:
+    """Payload of ``muc/message``: a groupchat message a room broadcast. `stanza` is as
+    sent (from room/nick, with ``<stanza-id by=room/>``, no 'to'); do not modify it."""
+
+    room: str          # room bare JID
+    stanza_id: str     # XEP-0359 id, by=room
+    nick: str
+    sender: str        # real bare JID of the sender
+    stanza: Element
+    stamp: float       # epoch seconds
+    archive: bool      # room config muc#roomconfig_enablelogging
+
+
+def unit_config(name: str) -> RoomConfig:
+    return RoomConfig(name=name, persistent=True, public=True, members_only=True,
+                      whois="anyone", history_length=50, logging=True)
+
+
+class Delivery:
+    """The rooms' Outbox: serialise once, set 'to' per recipient on the bytes."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.router = host.router
+
+    def broadcast(self, el: Element, to: list[str]) -> None:
+        el.set("to", _PH)
+        data = to_bytes(el)
+        del el.attrib["to"]
+        head, _, tail = data.partition(_PHB)
+        session = self.router.session
+        for full in to:
+            target = session(full)
+            if target is not None:
+                target.deliver_bytes(head + escape_attr(full).encode() + tail)
+
+    def send(self, el: Element) -> None:
+        to = el.get("to", "")
+        if "/" in to:
+            self.router.to_full(to, el)
+            return
+        if self.router.to_available(to, el) or not self.host.directory.exists(to):
+            return
+        if el.tag == ns.MESSAGE and el.get("type", "normal") == "normal":
+            # Invitations to someone offline wait in offline storage (XEP-0160).
+            self.host.spawn(self.host.bus.fire("message/offline/handle",
+                                               StanzaEvent(el, None, to)))
+
+
+class Writer:
+    """Write-behind: jobs run in order by one task; consecutive history rows go as one
+    batch (so a busy room costs one INSERT per batch, not one per message)."""
+
+    def __init__(self, store: MucStoreLike) -> None:
+        self.store = store
+        self.jobs: deque[tuple[str, Any]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, kind: str, arg: Any) -> None:
+        self.jobs.append((kind, arg))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.jobs:
+                kind, arg = self.jobs.popleft()
+                try:
+                    if kind == "history":
+                        batch = [arg]
+                        while self.jobs and self.jobs[0][0] == "history" and len(batch) < 1000:
+                            batch.append(self.jobs.popleft()[1])
+                        await self.store.add_history(batch)
+                    elif kind == "save":
+                        await self.store.save_room(arg)
+                    elif kind == "delete":
+                        await self.store.delete_room(arg)
+                except Exception:
+                    log.exception("muc write (%s) failed", kind)
+        finally:
+            self.task = None
+
+    async def flush(self) -> None:
+        while self.task is not None:
+            await asyncio.shield(self.task)
+
+
+class MucService:
+    def __init__(self, host: Host, store: MucStoreLike,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.host = host
+        self.domain = f"conference.{host.domain}"
+        self.store = store
+        self.clock = clock
+        self.out = Delivery(host)
+        self.writer = Writer(store)
+        self.rooms: dict[str, Room] = {}
+        self.persisted: set[str] = set()
+        self.joined: dict[str, set[str]] = {}  # session full JID → rooms it is in
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for row in await self.store.load(MAX_HISTORY):
+            room = Room(row.jid, RoomConfig.from_dict(row.config), self.out, unit=row.unit)
+            for jid, (aff, managed) in row.affiliations.items():
+                room.affiliations[jid] = aff
+                if managed:
+                    room.managed.add(jid)
+            room.subject, room.subject_nick = row.subject, row.subject_nick
+            for sid, nick, sender, xml, stamp in row.history:
+                try:
+                    el = fromstring(f'<w xmlns="{ns.CLIENT}">{xml}</w>')[0]
+                except Exception:
+                    continue
+                room.history.append(HistoryItem(sid, nick, sender, stamp, el, True))
+            self.rooms[room.jid] = room
+            self.persisted.add(room.jid)
+        self.sync(self.host.directory.snapshot)
+
+    async def stop(self) -> None:
+        await self.writer.flush()
+
+    # -- directory: one members-only room per unit -----------------------------------------------
+
+    async def on_directory(self, _old: Snapshot, new: Snapshot) -> None:
+        self.sync(new)
+
+    def sync(self, snap: Snapshot) -> None:
+        """Unit rooms follow the directory: members are members, unit-admins are admins;
+        a removed or moved account loses its affiliation (and leaves with status 321)."""
+        for code, name in snap.units.items():
+            jid = f"{code}@{self.domain}"
+            room = self.rooms.get(jid)
+            if room is None:
+                room = self.rooms[jid] = Room(jid, unit_config(name), self.out, unit=code)
+                room.changed = True
+            elif room.unit != code:
+                room.unit = code
+                room.set_config(replace(unit_config(name), history_length=room.config.history_length))
+            if room.config.name != name:
+                room.set_config(replace(room.config, name=name))
+            desired: dict[str, str] = {}
+            for bare in snap.members.get(code, ()):
+                acct = snap.accounts[bare]
+                desired[bare] = "admin" if acct.has_role(Role.UNIT_ADMIN) else "member"
+            for bare in list(room.managed):
+                if bare not in desired:
+                    room.managed.discard(bare)
+                    room.set_affiliation(bare, "none")
+                    room.changed = True
+            for bare, aff in desired.items():
+                if bare not in room.managed:
+                    room.managed.add(bare)
+                    room.changed = True
+                room.set_affiliation(bare, aff)
+            self._after(room)
+        for room in list(self.rooms.values()):
+            if room.unit is not None and room.unit not in snap.units:
+                room.destroy("The unit was removed")
+                self._after(room)
+
+    # -- persistence and room lifetime -----------------------------------------------------------
+
+    def _after(self, room: Room | None) -> None:
+        if room is None:
+            return
+        gone = room.destroyed or (not room.config.persistent and not room.occupants
+                                  and room.unit is None)
+        if gone:
+            if self.rooms.get(room.jid) is room:
+                del self.rooms[room.jid]
+            if room.jid in self.persisted:
+                self.persisted.discard(room.jid)
+                self.writer.push("delete", room.jid)
+            return
+        if room.changed:
+            room.changed = False
+            if room.config.persistent:
+                self.persisted.add(room.jid)
+                self.writer.push("save", RoomRow(
+                    room.jid, room.unit, room.config.to_dict(), room.subject,
+                    room.subject_nick,
+                    {j: (a, j in room.managed) for j, a in room.affiliations.items()}))
+            elif room.jid in self.persisted:
+                self.persisted.discard(room.jid)
+                self.writer.push("delete", room.jid)
+
+    def _track(self, room: Room, full: str) -> None:
+        if full in room.by_full:
+            self.joined.setdefault(full, set()).add(room.jid)
+        else:
+            rooms = self.joined.get(full)
+            if rooms is not None:
+                rooms.discard(room.jid)
+                if not rooms:
+                    del self.joined[full]
+
+    async def on_closed(self, ev: SessionEvent) -> None:
+        self._gone(ev.session.full)
+
+    async def on_broadcast(self, ev: StanzaEvent) -> None:
+        # RFC 6121 §4.6.3: unavailable goes to everyone that got directed presence (rooms).
+        if ev.stanza.get("type") == "unavailable" and ev.origin is not None:
+            self._gone(ev.origin.full)
+
+    def _gone(self, full: str) -> None:
+        for jid in self.joined.pop(full, ()):
+            room = self.rooms.get(jid)
+            if room is not None:
+                room.session_gone(full)
+                self._after(room)
+
+    # -- the component entry point (synchronous, from Router.route) ----------------------------
+
+    def handle(self, stanza: Element, origin: Resource) -> None:
+        try:
+            jid = parse_jid(stanza.get("to", ""))
+        except JIDError:
+            _bounce(stanza, origin, StanzaError("jid-malformed"))
+            return
+        if not jid.local:
+            self._service(stanza, origin)
+            return
+        room_jid = f"{jid.local}@{self.domain}"
+        room = self.rooms.get(room_jid)
+        tag = stanza.tag
+        try:
+            if tag == ns.PRESENCE:
+                room = self._presence(room, room_jid, jid.resource, stanza, origin)
+            elif tag == ns.MESSAGE:
+                self._message(room, jid.resource, stanza, origin)
+            elif stanza.get("type") in ("get", "set"):
+                self._iq(room, jid.resource, stanza, origin)
+        except StanzaError as exc:
+            _bounce(stanza, origin, exc)
+        self._after(room)
+
+    def _presence(self, room: Room | None, room_jid: str, nick: str, stanza: Element,
+                  origin: Resource) -> Room | None:
+        ptype = stanza.get("type")
+        if not nick:
+            if ptype is None:
+                raise StanzaError("jid-malformed", "Join with room@service/nick")  # §7.2.1
+            return room
+        created = False
+        if room is None:
+            if ptype is not None:
+                return None
+            # §10.1: joining a room that does not exist creates it; the creator owns it.
+            # With the MUC <x/> it stays locked until configured (or made instant).
+            locked = stanza.find(ns.q(MUC, "x")) is not None
+            room = Room(room_jid, RoomConfig(), self.out, locked=locked)
+            room.affiliations[origin.bare] = "owner"
+            self.rooms[room_jid] = room
+            created = True
+        room.presence(stanza, origin.full, nick, self.clock(), created=created)
+        self._track(room, origin.full)
+        return room
+
+    def _message(self, room: Room | None, nick: str, stanza: Element, origin: Resource) -> None:
+        mtype = stanza.get("type", "normal")
+        if mtype == "error":
+            return
+        if room is None:
+            raise StanzaError("item-not-found", "No such room")
+        full = origin.full
+        if nick:
+            room.private(stanza, full, nick)
+        elif mtype == "groupchat":
+            item = room.groupchat(stanza, full, self.clock())
+            if item is not None:
+                self._broadcasted(room, item, origin)
+        else:
+            x = stanza.find(ns.q(USER, "x"))
+            form = stanza.find(forms.X)
+            if x is not None and x.find(ns.q(USER, "invite")) is not None:
+                for inv in x.findall(ns.q(USER, "invite")):
+                    room.invite(stanza, full, inv)
+            elif x is not None and x.find(ns.q(USER, "decline")) is not None:
+                room.decline(full, x.find(ns.q(USER, "decline")))  # type: ignore[arg-type]
+            elif form is not None and forms.form_type(form) == REQUEST:
+                room.voice_request(full, forms.values(form))
+            else:
+                raise StanzaError("bad-request", "Send groupchat messages to the room")
+
+    def _broadcasted(self, room: Room, item: HistoryItem, origin: Resource) -> None:
+        if item.has_body and room.config.persistent:
+            self.writer.push("history", HistoryRow(
+                room.jid, item.stanza_id, item.nick, item.sender, to_string(item.stanza),
+                item.stamp, room.config.history_length))
+        bus = self.host.bus
+        if bus.has("muc/message"):
+            ev = MucMessage(room.jid, item.stanza_id, item.nick, item.sender, item.stanza,
+                            item.stamp, room.config.logging)
+            origin.run(lambda: bus.fire("muc/message", ev))
+
+    def _iq(self, room: Room | None, nick: str, stanza: Element, origin: Resource) -> None:
+        if room is None:
+            raise StanzaError("item-not-found", "No such room")
+        child = stanza[0] if len(stanza) else None
+        if child is None:
+            raise StanzaError("bad-request")
+        key = (stanza.get("type"), child.tag)
+        full = origin.full
+        if nick:
+            if key == ("get", ns.q(PING, "ping")):  # XEP-0410 self-ping
+                occ = room.by_full.get(full)
+                if occ is None or occ.nick != nick:
+                    raise StanzaError("not-acceptable", "Not an occupant")
+                origin.deliver(iq_result(stanza))
+                return
+            raise StanzaError("service-unavailable")
+        result: Element | None
+        if key == ("get", ns.q(DISCO_INFO, "query")):
+            if child.get("node"):
+                raise StanzaError("item-not-found")
+            result = admin.room_info(room, ROOM_FEATURES)
+        elif key == ("get", ns.q(DISCO_ITEMS, "query")):
+            result = Element(ns.q(DISCO_ITEMS, "query"))
+        elif key == ("get", ns.q(admin.ADMIN, "query")):
+            result = admin.admin_get(room, full, child)
+        elif key == ("set", ns.q(admin.ADMIN, "query")):
+            admin.admin_set(room, full, child)
+            result = None
+        elif key == ("get", ns.q(admin.OWNER, "query")):
+            result = admin.owner_get(room, full, child)
+        elif key == ("set", ns.q(admin.OWNER, "query")):
+            if room.unit is not None:
+                raise StanzaError("not-allowed", "Unit rooms follow the directory")
+            admin.owner_set(room, full, child)
+            result = None
+        elif key == ("get", ns.q(PING, "ping")):
+            result = None
+        else:
+            raise StanzaError("service-unavailable")
+        origin.deliver(iq_result(stanza, result))
+
+    def _service(self, stanza: Element, origin: Resource) -> None:
+        """Stanzas to conference.<domain> itself: disco (XEP-0045 §6.1, §6.3), ping."""
+        if stanza.tag != ns.IQ:
+            if stanza.tag == ns.MESSAGE:
+                _bounce(stanza, origin, StanzaError("service-unavailable"))
+            return
+        if stanza.get("type") not in ("get", "set"):
+            return
+        child = stanza[0] if len(stanza) else None
+        tag = child.tag if child is not None else ""
+        if stanza.get("type") == "get" and tag == ns.q(DISCO_INFO, "query"):
+            q = Element(tag)
+            SubElement(q, ns.q(DISCO_INFO, "identity"),
+                       {"category": "conference", "type": "text", "name": "Chatrooms"})
+            for f in (DISCO_INFO, DISCO_ITEMS, MUC, admin.STABLE_ID, PING):
+                SubElement(q, ns.q(DISCO_INFO, "feature"), {"var": f})
+            origin.deliver(iq_result(stanza, q))
+        elif stanza.get("type") == "get" and tag == ns.q(DISCO_ITEMS, "query"):
+            q = Element(tag)
+            for jid in sorted(self.rooms):
+                room = self.rooms[jid]
+                if room.config.public and not room.locked:
+                    SubElement(q, ns.q(DISCO_ITEMS, "item"),
+                               {"jid": jid, "name": room.config.name or jid.partition("@")[0]})
+            origin.deliver(iq_result(stanza, q))
+        elif stanza.get("type") == "get" and tag == ns.q(PING, "ping"):
+            origin.deliver(iq_result(stanza))
+        else:
+            _bounce(stanza, origin, StanzaError("service-unavailable"))
+
+    # -- for the server's disco#items -------------------------------------------------------------
+
+    def host_items(self) -> list[tuple[str, str]]:
+        return [(self.domain, "Chatrooms")]
+
+
+def _bounce(stanza: Element, origin: Resource, error: StanzaError) -> None:
+    if stanza.get("type") != "error":
+        origin.deliver(error_reply(stanza, error))
+
+
+def host_disco_items(host: Host) -> Callable[[Any], Awaitable[Element | None]]:
+    """The server's disco#items, listing what every ``disco/host/items`` hook returns
+    ((jid, name) pairs: MUC, upload, components)."""
+    async def answer(ev: Any) -> Element | None:
+        if ev.stanza[0].get("node"):
+            return None
+        q = Element(ns.q(DISCO_ITEMS, "query"))
+        for handler in host.hooks.handlers("disco/host/items"):
+            for jid, name in handler() or ():
+                SubElement(q, ns.q(DISCO_ITEMS, "item"), {"jid": jid, "name": name})
+        return iq_result(ev.stanza, q)
+    return answer
