@@ -1,0 +1,490 @@
+"""Message Archive Management (XEP-0313, ``urn:xmpp:mam:2``) with RSM (XEP-0059) paging
+and stable stanza ids (XEP-0359), for one-to-one chat and for rooms.
+
+One-to-one: a chat (or normal, with a body) message between local accounts is kept in
+both archives. The recipient's archive id is added to the message as
+``<stanza-id by=recipient>`` before delivery (the ``stanza/inbound`` hook, after
+blocking); after routing (``message/routed``) both rows are queued and written in
+batches by one background writer, so routing never waits for the database. Copies that
+are not routed again (offline delivery, XEP-0198 resends, carbons) are not archived
+again, and ``unique (owner, stanza_id)`` makes a repeated write a no-op.
+
+Rooms: the MUC module fires ``muc/message`` for each groupchat broadcast (room JID,
+stanza, stable id); the row goes to the room's archive. Queries sent to a room JID are
+taken off the component route here and answered when ``muc/archive/allowed``
+(``StanzaEvent(iq, origin, room)``) says the requester may read the room's history;
+nobody answering means ``forbidden``.
+
+Preferences (XEP-0313 §7): default always | never | roster, plus always/never lists,
+kept in memory (they are consulted on the routing hot path) and in PostgreSQL.
+
+Queries are keyset paginated on the archive's serial id through indexes on
+(owner, id), (owner, with, id) and (owner, ts): the cost of a page does not depend on its
+depth. The SQL lives in ``MamStore`` (the feature's repository).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree.ElementTree import Element, SubElement, fromstring
+
+from ..events import RosterQuery
+from ..host import Host
+from ..proto import ns
+from ..proto.errors import StanzaError, error_reply
+from ..proto.serializer import to_string
+from ..router import IqEvent, Resource, StanzaEvent
+from ..stanzas import iq_result
+from . import rsm, sid
+
+log = logging.getLogger("cxgw.xmpp.mam")
+
+NS = "urn:xmpp:mam:2"
+NS_EXTENDED = "urn:xmpp:mam:2#extended"
+QUERY = f"{{{NS}}}query"
+PREFS = f"{{{NS}}}prefs"
+XDATA = "jabber:x:data"
+FORWARDED = "{urn:xmpp:forward:0}forwarded"
+DELAY = "{urn:xmpp:delay}delay"
+BODY = ns.q(ns.CLIENT, "body")
+CARBONS = "urn:xmpp:carbons:2"
+NO_STORE = ("{urn:xmpp:hints}no-store", "{urn:xmpp:hints}no-permanent-store")
+MODES = ("always", "never", "roster")
+DEFAULT_MODE = "always"
+FIELDS = ("with", "start", "end", "before-id", "after-id")
+BATCH = 500  # rows per write
+
+
+@dataclass(frozen=True, slots=True)
+class Prefs:
+    default: str = DEFAULT_MODE
+    always: frozenset[str] = frozenset()
+    never: frozenset[str] = frozenset()
+
+    def decide(self, other: str) -> bool | None:
+        """True: archive; False: don't; None: only if `other` is in the roster."""
+        if other in self.never:
+            return False
+        if other in self.always or self.default == "always":
+            return True
+        return None if self.default == "roster" else False
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    with_: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    after_id: str | None = None
+    before_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    stanza_id: str
+    ts: datetime
+    stanza: str
+
+
+class MamStore:
+    """The archive tables (xmpp_mam, xmpp_mam_prefs); the only SQL of this feature."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def write(self, rows: list[tuple[str, str, str, str]]) -> None:
+        """Insert (owner, stanza_id, with_jid, stanza) rows in order; repeats are no-ops."""
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                """insert into xmpp_mam(owner, stanza_id, with_jid, stanza)
+                   values ($1, $2, $3, $4) on conflict (owner, stanza_id) do nothing""", rows)
+
+    async def all_prefs(self) -> dict[str, Prefs]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("select * from xmpp_mam_prefs")
+        return {r["owner"]: Prefs(r["default_mode"], frozenset(r["always"]),
+                                  frozenset(r["never"])) for r in rows}
+
+    async def set_prefs(self, owner: str, p: Prefs) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """insert into xmpp_mam_prefs(owner, default_mode, always, never)
+                   values ($1, $2, $3, $4) on conflict (owner) do update
+                   set default_mode = $2, always = $3, never = $4""",
+                owner, p.default, sorted(p.always), sorted(p.never))
+
+    async def query(self, owner: str, f: Filters, req: rsm.Request,
+                    count: bool = True) -> tuple[list[Row], bool, int | None]:
+        """One page in chronological order, whether it is the last one in the paging
+        direction, and the size of the whole filtered result (RSM count)."""
+        async with self.pool.acquire() as conn:
+            async def key(stanza_id: str) -> int:
+                value = await conn.fetchval(
+                    "select id from xmpp_mam where owner = $1 and stanza_id = $2",
+                    owner, stanza_id)
+                if value is None:
+                    raise StanzaError("item-not-found", "No such archive id")
+                return int(value)
+
+            where: list[str] = ["owner = $1"]
+            args: list[object] = [owner]
+
+            def cond(sql: str, value: object) -> None:
+                args.append(value)
+                where.append(sql.replace("?", f"${len(args)}"))
+
+            if f.with_:
+                cond("with_jid = ?", f.with_)
+            if f.start:
+                cond("ts >= ?", f.start)
+            if f.end:
+                cond("ts <= ?", f.end)
+            if f.after_id:
+                cond("id > ?", await key(f.after_id))
+            if f.before_id:
+                cond("id < ?", await key(f.before_id))
+            total = None
+            if count:
+                total = int(await conn.fetchval(
+                    f"select count(*) from xmpp_mam where {' and '.join(where)}", *args))
+            if req.after:
+                cond("id > ?", await key(req.after))
+            if req.before:
+                cond("id < ?", await key(req.before))
+            order = "desc" if req.backwards else "asc"
+            args.append(req.limit)
+            rows = await conn.fetch(
+                f"""select stanza_id, ts, stanza from xmpp_mam where {' and '.join(where)}
+                    order by id {order} limit ${len(args)}""", *args)
+        items, complete = rsm.page([Row(r["stanza_id"], r["ts"], r["stanza"]) for r in rows], req)
+        return items, complete, total
+
+
+class MemoryMamStore:
+    """The MamStore interface over lists (unit tests, feature tests without a database)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, str, str, datetime, str]] = []
+        self.prefs: dict[str, Prefs] = {}
+
+    async def write(self, rows: list[tuple[str, str, str, str]]) -> None:
+        seen = {(r[1], r[2]) for r in self.rows}
+        for owner, id_, with_, text in rows:
+            if (owner, id_) not in seen:
+                seen.add((owner, id_))
+                self.rows.append((len(self.rows) + 1, owner, id_, with_,
+                                  datetime.now(UTC), text))
+
+    async def all_prefs(self) -> dict[str, Prefs]:
+        return dict(self.prefs)
+
+    async def set_prefs(self, owner: str, p: Prefs) -> None:
+        self.prefs[owner] = p
+
+    async def query(self, owner: str, f: Filters, req: rsm.Request,
+                    count: bool = True) -> tuple[list[Row], bool, int | None]:
+        mine = [r for r in self.rows if r[1] == owner]
+        ids = {r[2]: r[0] for r in mine}
+
+        def key(id_: str) -> int:
+            if id_ not in ids:
+                raise StanzaError("item-not-found", "No such archive id")
+            return ids[id_]
+
+        lo = key(f.after_id) if f.after_id else 0
+        hi = key(f.before_id) if f.before_id else 1 << 62
+        sel = [r for r in mine if lo < r[0] < hi and (not f.with_ or r[3] == f.with_)
+               and (not f.start or r[4] >= f.start) and (not f.end or r[4] <= f.end)]
+        total = len(sel)
+        if req.after:
+            sel = [r for r in sel if r[0] > key(req.after)]
+        if req.before:
+            sel = [r for r in sel if r[0] < key(req.before)]
+        if req.backwards:
+            sel.reverse()
+        items, complete = rsm.page([Row(r[2], r[4], r[5]) for r in sel[:req.limit]], req)
+        return items, complete, total if count else None
+
+
+def _archivable(stanza: Element) -> bool:
+    """XEP-0313 §5.1.1: messages with a body (chat, normal); not carbons, not no-store."""
+    if stanza.get("type", "normal") not in ("chat", "normal") or stanza.find(BODY) is None:
+        return False
+    for tag in NO_STORE:
+        if stanza.find(tag) is not None:
+            return False
+    return True
+
+
+def _stamp(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts.microsecond else \
+        ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())  # XEP-0082 DateTime
+    except ValueError:
+        raise StanzaError("bad-request", f"Bad date {text!r}") from None
+    if value.tzinfo is None:
+        raise StanzaError("bad-request", "A date needs a time zone")
+    return value
+
+
+def parse_form(query: Element) -> Filters:
+    """The data form of a query (XEP-0313 §4.1); unknown fields are refused."""
+    form = query.find(f"{{{XDATA}}}x")
+    if form is None:
+        return Filters()
+    values: dict[str, str] = {}
+    for field in form.findall(f"{{{XDATA}}}field"):
+        var = field.get("var", "")
+        value = (field.findtext(f"{{{XDATA}}}value") or "").strip()
+        if var == "FORM_TYPE":
+            if value not in (NS, ""):
+                raise StanzaError("bad-request", "Unknown FORM_TYPE")
+            continue
+        if var not in FIELDS:
+            raise StanzaError("bad-request", f"Unsupported field {var!r}")
+        if value:
+            values[var] = value
+    with_ = values.get("with")
+    return Filters(with_.partition("/")[0] if with_ else None,
+                   _date(values["start"]) if "start" in values else None,
+                   _date(values["end"]) if "end" in values else None,
+                   values.get("after-id"), values.get("before-id"))
+
+
+def _form() -> Element:
+    x = Element(f"{{{XDATA}}}x", {"type": "form"})
+    ft = SubElement(x, f"{{{XDATA}}}field", {"var": "FORM_TYPE", "type": "hidden"})
+    SubElement(ft, f"{{{XDATA}}}value").text = NS
+    for var, typ in (("with", "jid-single"), ("start", "text-single"),
+                     ("end", "text-single"), ("before-id", "text-single"),
+                     ("after-id", "text-single")):
+        SubElement(x, f"{{{XDATA}}}field", {"var": var, "type": typ})
+    return x
+
+
+def _wrap(text: str) -> Element:
+    return fromstring(f'<w xmlns="{ns.CLIENT}">{text}</w>')[0]
+
+
+class Mam:
+    def __init__(self, host: Host, store: MamStore | MemoryMamStore | None = None) -> None:
+        self.host = host
+        pool = getattr(host.store, "pool", None)
+        self.store = store or (MamStore(pool) if pool is not None else MemoryMamStore())
+        self.prefs: dict[str, Prefs] = {}
+        self.pending: list[tuple[str, str, str, str]] = []
+        self.roster_checks: list[tuple[str, str, str, str]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.prefs = await self.store.all_prefs()
+        # Room queries arrive on the MUC component's route: take MAM queries off it.
+        router = self.host.router
+        for domain, handler in list(router.components.items()):
+            router.components[domain] = self._room_route(handler)
+
+    async def stop(self) -> None:
+        await self.flushed()
+
+    # -- archiving ---------------------------------------------------------------------------
+
+    def on_inbound(self, stanza: Element, origin: Resource, to_bare: str) -> None:
+        """Before delivery: the recipient's archive id as <stanza-id> (XEP-0359)."""
+        if stanza.tag != ns.MESSAGE:
+            return None
+        sid.strip(stanza, to_bare)  # §3.3: nobody else writes ids in our name
+        if not _archivable(stanza):
+            return None
+        if self.prefs.get(to_bare, _DEFAULT).decide(origin.bare) is not False:
+            sid.add(stanza, to_bare, sid.new_id())
+        return None
+
+    def on_routed(self, stanza: Element, origin: Resource, to_bare: str,
+                  delivered: list[Resource]) -> None:
+        if not _archivable(stanza):
+            return None
+        text: str | None = None
+        targets = [(to_bare, origin.bare, sid.get(stanza, to_bare))]
+        if origin.bare != to_bare:  # a note to self is archived once
+            targets.append((origin.bare, to_bare, sid.new_id()))
+        for owner, other, id_ in targets:
+            if id_ is None:
+                continue
+            decision = self.prefs.get(owner, _DEFAULT).decide(other)
+            if decision is False:
+                continue
+            text = text or to_string(stanza)
+            row = (owner, id_, other, text)
+            (self.roster_checks if decision is None else self.pending).append(row)
+        self._kick()
+        return None
+
+    async def on_room_message(self, ev: Any) -> None:
+        room = _attr(ev, "room", "room_jid", "jid")
+        stanza = _attr(ev, "stanza", "message")
+        id_ = _attr(ev, "id", "stanza_id")
+        if not room or stanza is None or not id_:
+            return None
+        if stanza.find(BODY) is None and stanza.find(ns.q(ns.CLIENT, "subject")) is None:
+            return None
+        self.pending.append((str(room), str(id_), stanza.get("from", str(room)),
+                             to_string(stanza)))
+        self._kick()
+        return None
+
+    def _kick(self) -> None:
+        if (self.pending or self.roster_checks) and self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self.pending or self.roster_checks:
+                if self.roster_checks:
+                    checks, self.roster_checks = self.roster_checks, []
+                    for row in checks:
+                        state = await self.host.bus.fire("roster/subscription",
+                                                         RosterQuery(row[0], row[2]))
+                        if state not in (None, "none"):
+                            self.pending.append(row)
+                batch, self.pending = self.pending[:BATCH], self.pending[BATCH:]
+                if batch:
+                    try:
+                        await self.store.write(batch)
+                    except Exception:
+                        log.exception("archiving %d messages failed", len(batch))
+        finally:
+            self.writer = None
+
+    async def flushed(self) -> None:
+        """Wait until every queued row is written (queries read their own writes)."""
+        while self.writer is not None:
+            await asyncio.shield(self.writer)
+
+    # -- queries (XEP-0313 §4) -------------------------------------------------------------
+
+    async def query(self, ev: IqEvent) -> Element:
+        return await self._answer(ev.stanza, ev.origin, ev.origin.bare)
+
+    async def query_form(self, ev: IqEvent) -> Element:
+        q = Element(QUERY)
+        q.append(_form())
+        return iq_result(ev.stanza, q)
+
+    async def _answer(self, iq: Element, origin: Resource, owner: str) -> Element:
+        q = iq[0]
+        filters = parse_form(q)
+        req = rsm.parse(q)
+        queryid = q.get("queryid")
+        await self.flushed()
+        rows, complete, total = await self.store.query(owner, filters, req)
+        for row in rows:
+            msg = Element(ns.MESSAGE, {"to": origin.full, "from": owner})
+            attrs = {"id": row.stanza_id}
+            if queryid:
+                attrs["queryid"] = queryid
+            fwd = SubElement(SubElement(msg, f"{{{NS}}}result", attrs), FORWARDED)
+            SubElement(fwd, DELAY, {"stamp": _stamp(row.ts)})
+            try:
+                fwd.append(_wrap(row.stanza))
+            except Exception:
+                log.warning("unreadable archived message %s of %s", row.stanza_id, owner)
+                continue
+            origin.deliver(msg)
+        fin = Element(f"{{{NS}}}fin", {"complete": "true"} if complete else {})
+        fin.append(rsm.result(rows[0].stanza_id if rows else None,
+                              rows[-1].stanza_id if rows else None, total))
+        return iq_result(iq, fin)
+
+    def _room_route(self, handler: Any) -> Any:
+        def route(stanza: Element, origin: Resource) -> None:
+            child = stanza[0] if stanza.tag == ns.IQ and len(stanza) else None
+            if child is not None and child.tag == QUERY and stanza.get("type") in ("get", "set"):
+                origin.run(lambda: self._room_query(stanza, origin))
+                return
+            handler(stanza, origin)
+        return route
+
+    async def _room_query(self, iq: Element, origin: Resource) -> None:
+        room = iq.get("to", "").partition("/")[0]
+        try:
+            if iq.get("type") == "get":
+                q = Element(QUERY)
+                q.append(_form())
+                reply = iq_result(iq, q)
+            else:
+                allowed = await self.host.bus.fire("muc/archive/allowed",
+                                                   StanzaEvent(iq, origin, room))
+                if not allowed:
+                    raise StanzaError("forbidden", "Only room members read its archive")
+                reply = await self._answer(iq, origin, room)
+        except StanzaError as exc:
+            reply = error_reply(iq, exc)
+        origin.deliver(reply)
+
+    # -- preferences (XEP-0313 §7) -----------------------------------------------------------
+
+    async def get_prefs(self, ev: IqEvent) -> Element:
+        return iq_result(ev.stanza, _prefs_el(self.prefs.get(ev.origin.bare, _DEFAULT)))
+
+    async def set_prefs(self, ev: IqEvent) -> Element:
+        el = ev.stanza[0]
+        mode = el.get("default", DEFAULT_MODE)
+        if mode not in MODES:
+            raise StanzaError("bad-request", "default is always, never or roster")
+
+        def jids(tag: str) -> frozenset[str]:
+            box = el.find(f"{{{NS}}}{tag}")
+            return frozenset((j.text or "").strip().partition("/")[0]
+                             for j in (box.findall(f"{{{NS}}}jid") if box is not None else ())
+                             if (j.text or "").strip())
+
+        p = Prefs(mode, jids("always"), jids("never"))
+        await self.store.set_prefs(ev.origin.bare, p)
+        self.prefs[ev.origin.bare] = p
+        return iq_result(ev.stanza, _prefs_el(p))
+
+
+_DEFAULT = Prefs()
+
+
+def _attr(ev: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(ev, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _prefs_el(p: Prefs) -> Element:
+    el = Element(PREFS, {"default": p.default})
+    for tag, jids in (("always", p.always), ("never", p.never)):
+        box = SubElement(el, f"{{{NS}}}{tag}")
+        for jid in sorted(jids):
+            SubElement(box, f"{{{NS}}}jid").text = jid
+    return el
+
+
+def register(host: Host) -> Mam:
+    m = Mam(host)
+    host.hooks.on("stanza/inbound", m.on_inbound, priority=-100)  # after blocking
+    host.hooks.on("message/routed", m.on_routed, priority=-100)
+    host.bus.on("muc/message", m.on_room_message)
+    host.bus.on(f"iq/self/set/{QUERY}", m.query)
+    host.bus.on(f"iq/self/get/{QUERY}", m.query_form)
+    host.bus.on(f"iq/self/get/{PREFS}", m.get_prefs)
+    host.bus.on(f"iq/self/set/{PREFS}", m.set_prefs)
+    host.on_start(m.start)
+    host.on_stop(m.stop)
+    # XEP-0313 §6: the archive is the account's, advertised on its bare JID only.
+    for feature in (NS, NS_EXTENDED, sid.NS):
+        if feature not in host.account_features:
+            host.account_features.append(feature)
+    return m
