@@ -20,8 +20,9 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from xml.etree.ElementTree import Element, fromstring
 
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
@@ -44,8 +45,9 @@ from .proto.events import (
     StartTLSRequested,
     StreamEnded,
 )
+from .proto.serializer import to_bytes
 from .proto.session import ServerSession
-from .proto.state import SessionState
+from .proto.state import SessionState, Trigger
 from .router import Resource, SessionEvent
 from .tls import TLSClosed, TLSLayer
 
@@ -136,7 +138,7 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     __slots__ = ("server", "router", "session", "transport", "tls", "wbuf", "lane",
                  "lane_task", "account", "peer", "tokens", "t_last", "held", "ended",
-                 "bound", "timer")
+                 "bound", "timer", "sm", "csi", "dropped")
 
     def __init__(self, server: C2SServer, direct_tls: bool) -> None:
         Resource.__init__(self)
@@ -157,6 +159,9 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.ended = False
         self.bound = False
         self.timer: asyncio.TimerHandle | None = None
+        self.sm: Any = None       # XEP-0198 ledger (xmpp.features.sm): counts, unacked queue
+        self.csi: Any = None      # XEP-0352 hold of an inactive client (xmpp.features.csi)
+        self.dropped = False      # the transport went away without </stream:stream>
 
     # -- transport callbacks -------------------------------------------------------------------
 
@@ -195,6 +200,7 @@ class C2SConnection(asyncio.Protocol, Resource):
             try:
                 plain = tls.receive(data)
             except TLSClosed:
+                self.dropped = True
                 self.session.receive_data(b"")
                 self._pump()
                 return
@@ -217,6 +223,7 @@ class C2SConnection(asyncio.Protocol, Resource):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         if not self.ended:
+            self.dropped = True
             self.session.receive_data(b"")
             self._pump()
         self._finish()
@@ -268,6 +275,8 @@ class C2SConnection(asyncio.Protocol, Resource):
             kind = type(ev)
             if kind is StanzaFromClient:
                 el = ev.element  # type: ignore[union-attr]
+                if self.sm is not None:
+                    self.sm.received()  # XEP-0198 §4: handled
                 if self.lane:
                     self.run(_later(router.route, el, self))  # keep order behind async work
                 else:
@@ -304,6 +313,12 @@ class C2SConnection(asyncio.Protocol, Resource):
                 return
         out = session.data_to_send()
         if out:
+            if self.sm is not None and session.state is SessionState.BOUND:
+                # Stanzas the core answered itself (errors, session): counted both ways.
+                for el in _stanzas(out):
+                    self.sm.received()
+                    self.emit(to_bytes(el))
+                return
             self._write(out)
 
     def _start_tls(self) -> None:
@@ -377,10 +392,40 @@ class C2SConnection(asyncio.Protocol, Resource):
             self.timer.cancel()
             self.timer = None
         if self.bound:
+            if self.dropped and self.sm is not None and \
+                    self.server.host.hooks.fire("c2s/hibernate", self):
+                return  # XEP-0198 §5: kept for resumption; the sm module releases it
+            self.release()
+
+    def release(self) -> None:
+        """Leave the sessions table; features learn that the session is over."""
+        if self.bound:
             self.bound = False
             self.router.unbind(self)
             self.run(_later_async(self.server.host.bus.fire, "session/closed",
                                   SessionEvent(self)))
+
+    def abandon(self) -> None:
+        """The client resumed this session elsewhere: drop the old transport (XEP-0198 §5)."""
+        if not self.ended:
+            self.dropped = True
+            self._abort()
+
+    def take_over(self, old: C2SConnection) -> None:
+        """XEP-0198 resumption: this stream carries `old`'s session from now on (address,
+        presence, feature state, place in the sessions table); no bind."""
+        assert old.jid is not None
+        self.priority, self.available = old.priority, old.available
+        self.presence, self.directed = old.presence, old.directed
+        self.data, old.data = old.data, {}
+        self.sm, self.csi, old.csi = old.sm, old.csi, None
+        old.bound = False
+        self.router.bind(self, old.jid)
+        _core_resumed(self.session, old.jid)
+        self.bound = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def _abort(self) -> None:
         self.ended = True
@@ -401,11 +446,34 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.wbuf.append(data)
 
     def deliver_bytes(self, data: bytes) -> None:
+        csi = self.csi
+        if csi is not None and csi.offer(data, self):
+            return  # XEP-0352: held for an inactive client
+        self.emit(data)
+
+    def emit(self, data: bytes) -> None:
+        """A stanza leaves for the client now (XEP-0198: counted and kept until acked,
+        written to the connection that carries the session, if any)."""
+        sm = self.sm
+        if sm is not None:
+            data = sm.sent_stanza(data)
+            conn = sm.conn
+            if conn is not None:
+                conn.put(data)
+            return
+        self.put(data)
+
+    def put(self, data: bytes) -> None:
         if self.ended or self.session.state is not SessionState.BOUND:
             return
         if not self.wbuf:
             self.server.mark_dirty(self)
         self.wbuf.append(data)
+
+    def write_raw(self, data: bytes) -> None:
+        """A nonza (XEP-0198 acks, enabled, resumed): written, not counted."""
+        if not self.ended:
+            self._write(data)
 
     def flush(self) -> None:
         if not self.wbuf:
@@ -455,6 +523,22 @@ class C2SConnection(asyncio.Protocol, Resource):
             return
         self.session.close(error)
         self._pump()
+
+
+def _stanzas(out: bytes) -> Iterator[Element]:
+    """The stanzas in a chunk of core output (written without namespaces)."""
+    try:
+        yield from fromstring(b'<w xmlns="jabber:client">' + out + b"</w>")
+    except Exception:
+        log.warning("unparsable core output while stream management is on")
+
+
+def _core_resumed(session: ServerSession, jid: JID) -> None:
+    """Move the core to BOUND for a resumed stream (XEP-0198 §5 replaces bind).
+    TODO: replace by a public ``ServerSession.resumed(jid)`` in the core."""
+    session._machine.fire(Trigger.BIND_SUCCESS)
+    session.jid = jid
+    session._jid_str = str(jid)
 
 
 def _later(fn: Callable[..., object], *args: Any) -> Callable[[], Awaitable[None]]:
