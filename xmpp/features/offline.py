@@ -48,8 +48,10 @@ class Offline:
             except Exception:
                 log.warning("unreadable offline message for %s dropped", session.bare)
                 continue
-            SubElement(el, DELAY, {"from": self.host.domain,
-                                   "stamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            # A message kept again after an unacked delivery (XEP-0198) has its stamp.
+            if not any(d.get("from") == self.host.domain for d in el.findall(DELAY)):
+                SubElement(el, DELAY, {"from": self.host.domain,
+                                       "stamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")})
             session.deliver(el)
 
 
