@@ -45,6 +45,7 @@ log = logging.getLogger("cxgw.imap")
 #: Before login a client gets this long between commands (RFC 3501 §5.4 covers only
 #: authenticated sessions); afterwards ``idle_timeout``.
 UNAUTH_TIMEOUT = 60.0
+WRITE_BUFFER_HIGH = 1 << 20
 
 
 class ImapListenerConfig:
@@ -129,6 +130,9 @@ class ImapConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        # a chunked FETCH waits only when this much is unread by the client: enough to
+        # keep the socket busy while the next chunk renders (memory is only used when full)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         peer = transport.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else ""
         self.core = ImapServerCore(self.srv.cfg.limits)
