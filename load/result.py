@@ -61,6 +61,7 @@ def build_result(ctx: RunContext) -> dict[str, Any]:
         "messages_accepted": rec.messages_accepted,
         "connections_opened": rec.connections_opened,
         "bytes_sent": rec.bytes_sent,
+        "not_started": rec.not_started,
         "throughput_per_s": round(rec.accepted / rec.elapsed, 3),
     }
     out["latency_ms"] = summarize(rec.hist("latency"))
@@ -114,6 +115,9 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     if "reach_everyone_ms" in result:
         rows.append(("reached everyone", f"{_fmt(result['reach_everyone_ms'])} ms "
                                          f"({result.get('reach_everyone_basis')})"))
+    if result.get("not_started"):
+        rows.append(("not started", f"{_fmt(result['not_started'])} (open loop fell behind: "
+                                    "the target rate was not held)"))
     for name, part in (result.get("protocols") or {}).items():
         lat = part.get("latency_ms") or {}
         rows.append((f"  {name}", f"sent {_fmt(part['sent'])}  delivered "

@@ -3,7 +3,9 @@
 - Closed loop (default): N workers each start their next message as soon as the previous
   one is answered, until the count or the duration is reached.
 - Open loop (`--rate R`): a pacer issues tickets at R per second regardless of replies;
-  N workers take them from a queue. The wait between the due time and the actual start
+  N workers take them from a queue. Tickets still queued when the duration ends are never
+  started (counted in `not_started`, not in `sent`), so a run that cannot keep up still
+  ends on time. The wait between the due time and the actual start
   is recorded in the `lag` histogram, so a server (or harness) that falls behind shows up
   instead of being hidden by coordinated omission.
 
@@ -90,7 +92,11 @@ async def _open_loop(workers: list[Worker], limits: Limits, deadline: float,
     async def run(w: Worker) -> None:
         try:
             while (t := await queue.get()) is not None:
-                rec.record_latency("lag", max(time.monotonic() - t.due, 0.0))
+                now = time.monotonic()
+                if now >= deadline:  # behind schedule at the end: never start these
+                    rec.not_started += 1
+                    continue
+                rec.record_latency("lag", max(now - t.due, 0.0))
                 await w.handle(t)
         finally:
             await w.close()

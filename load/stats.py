@@ -79,6 +79,7 @@ class Recorder:
     messages_accepted: int = 0
     connections_opened: int = 0
     bytes_sent: int = 0
+    not_started: int = 0  # open loop: due but never started before the end (fell behind)
     errors: Counter[str] = field(default_factory=Counter)
     samples: dict[str, list[str]] = field(default_factory=dict)  # class -> first few texts
     hists: dict[str, HdrHistogram] = field(default_factory=dict)
@@ -162,7 +163,7 @@ class Recorder:
     def merge(self, other: Recorder) -> None:
         """Add another run's outcomes (a part of a composite run such as `workday`)."""
         for name in ("sent", "accepted", "delivered", "failed", "lost", "messages_sent",
-                     "messages_accepted", "connections_opened", "bytes_sent"):
+                     "messages_accepted", "connections_opened", "bytes_sent", "not_started"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.update(other.errors)
         for cls, texts in other.samples.items():

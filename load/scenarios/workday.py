@@ -53,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("sent", "delivered", "failed", "lost", "throughput_per_s", "latency_ms",
-            "errors", "completed")
+    keys = ("sent", "delivered", "failed", "lost", "not_started", "throughput_per_s",
+            "latency_ms", "errors", "completed")
     out = {k: result.get(k) for k in keys}
     out["latency_ms"] = {k: v for k, v in (result.get("latency_ms") or {}).items()
                          if k in ("p50", "p90", "p99", "p999", "max", "count")}
