@@ -28,6 +28,7 @@ create table xmpp_upload (
     filename     text not null,
     size         bigint not null,
     content_type text not null,
+    put_secret   text not null,             -- the PUT's Authorization: Bearer value
     created      timestamptz not null default now(),
     uploaded     timestamptz                -- null until the PUT finished
 );

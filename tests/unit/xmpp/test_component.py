@@ -1,0 +1,60 @@
+"""The XEP-0114 component stream core, bytes in and out (no sockets)."""
+
+from __future__ import annotations
+
+from xmpp.component import Bound, Closed, ComponentStream, Stanza, handshake_digest
+
+HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' to='bot.cx.example'>")
+
+
+def events(s: ComponentStream) -> list[object]:
+    out: list[object] = []
+    while (ev := s.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def bound_stream() -> ComponentStream:
+    s = ComponentStream({"bot.cx.example": "secret"}, lambda d: False)
+    s.receive_data(HEADER)
+    assert b"from=\"bot.cx.example\"" in s.data_to_send()
+    s.receive_data(f"<handshake>{handshake_digest(s.stream_id, 'secret')}</handshake>".encode())
+    assert s.data_to_send() == b"<handshake/>"
+    assert events(s) == [Bound("bot.cx.example")]
+    return s
+
+
+def test_handshake_digest_is_sha1_hex_of_id_and_secret() -> None:
+    assert handshake_digest("3BF96D32", "sesame") == "7a98dc4c9e92493d7fd66a25364c862637789c45"
+
+
+def test_stanzas_move_to_client_namespace() -> None:
+    s = bound_stream()
+    s.receive_data(b"<message from='echo@bot.cx.example' to='zhang.san@cx.example' "
+                   b"type='chat'><body>hi</body></message>")
+    (ev,) = events(s)
+    assert isinstance(ev, Stanza)
+    assert ev.element.tag == "{jabber:client}message"
+    assert ev.element.findtext("{jabber:client}body") == "hi"
+
+
+def test_wrong_secret_unknown_domain_and_foreign_from() -> None:
+    s = ComponentStream({"bot.cx.example": "secret"}, lambda d: False)
+    s.receive_data(HEADER + b"<handshake>00</handshake>")
+    assert b"not-authorized" in s.data_to_send() and s.closed
+    u = ComponentStream({}, lambda d: False)
+    u.receive_data(HEADER)
+    assert b"host-unknown" in u.data_to_send() and u.closed
+    b = bound_stream()
+    b.receive_data(b"<message from='zhang.san@cx.example' to='li.si@cx.example'/>")
+    assert b"invalid-from" in b.data_to_send()
+    assert events(b) == [Closed()]
+
+
+def test_second_connection_for_a_domain_conflicts() -> None:
+    s = ComponentStream({"bot.cx.example": "secret"}, lambda d: True)
+    s.receive_data(HEADER)
+    s.data_to_send()
+    s.receive_data(f"<handshake>{handshake_digest(s.stream_id, 'secret')}</handshake>".encode())
+    assert b"conflict" in s.data_to_send() and s.closed
