@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
+from gateway.http import Request, Response
+from xmpp.features import upload
 from xmpp.service import XmppComponent
 
 
@@ -16,6 +18,13 @@ class XmppWiring:
         self.component = XmppComponent(s.db.pool, s.cfg, s.directory, s.auth, s.tls,
                                        s.bus, s.metrics)
         s.components["xmpp"] = self.component
+        self.bus = s.bus
+        if s.cfg.listen.http:  # XEP-0363 file upload is served by the `http` listener
+            settings = upload.UploadSettings(directory=s.cfg.state_path / "upload",
+                                             base_url=f"http://{s.cfg.listen.http}")
+            s.bus.on("upload/settings", lambda _ev: settings)
+            s.http.route(upload.PATH, self._upload, methods=("GET", "PUT"),
+                         max_body=settings.max_file_size)
 
     async def start(self) -> list[Endpoint]:
         return [Endpoint(role, "xmpp", host, port, tls)
@@ -23,6 +32,13 @@ class XmppWiring:
 
     async def stop(self) -> None:
         await self.component.stop()
+
+    async def _upload(self, req: Request) -> Response:
+        reply = await self.bus.fire("upload/http", upload.HttpRequest(
+            req.method, req.path, req.headers, req.body))
+        if reply is None:
+            return Response(404, b"not found\n")
+        return Response(reply.status, reply.body, reply.content_type, reply.headers)
 
 
 def factory(s: Services) -> Any:

@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from cxkernel.config import Config
+from cxkernel.config import Config, parse_hostport
 from cxkernel.events import EventBus
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.model import Account
 from directory.service import DirectoryService
 
-from . import features
+from . import component, features
 from .dircache import DirectoryCache, Snapshot
 from .hooks import Hooks
 from .host import Host
@@ -49,6 +49,7 @@ class XmppComponent:
         self.host = Host(domain, cfg.xmpp, bus, hooks, router, cache, self.store)
         self.feature_names = feature_names
         self.c2s: C2SServer | None = None
+        self.component_server: component.ComponentServer | None = None
         self._unlisten: Callable[[], Awaitable[None]] | None = None
 
     async def _load_directory(self) -> tuple[list[Account], dict[str, str]]:
@@ -72,6 +73,11 @@ class XmppComponent:
                 continue
             port = await self.c2s.listen(addr[0], addr[1], direct)
             out.append((role, addr[0], port, "implicit" if direct else "starttls"))
+        if component.SECRETS:  # XEP-0114 listener, only when components are configured
+            self.component_server = component.ComponentServer(host, component.SECRETS)
+            chost, cport = parse_hostport(component.LISTEN)
+            cport = await self.component_server.listen(chost, cport)
+            out.append(("xmpp_component", chost, cport, "none"))
         return out
 
     async def _kick_removed(self, old: Snapshot, new: Snapshot) -> None:
@@ -81,6 +87,8 @@ class XmppComponent:
                 session.close_stream(StreamError("not-authorized", "Account disabled"))
 
     async def stop(self) -> None:
+        if self.component_server is not None:
+            await self.component_server.stop()
         if self.c2s is not None:
             await self.c2s.stop()
         if self._unlisten is not None:
