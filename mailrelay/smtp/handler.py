@@ -75,6 +75,13 @@ class MailHandler:
     def _auth_user(self, session: Session) -> str | None:
         return session.auth_data if session.authenticated and isinstance(session.auth_data, str) else None
 
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug in a hook: log it, answer a temporary failure (the client keeps the message
+        and retries), never leak internals in the reply."""
+        log.error("SMTP session error: %r", error, exc_info=error)
+        self.metrics.inc("smtp_internal_errors_total")
+        return "451 4.3.0 Internal error; try again later"
+
     # ---- hooks -----------------------------------------------------------------------
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:

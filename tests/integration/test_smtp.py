@@ -216,3 +216,22 @@ async def test_connection_limit_per_address(server):
     assert (await c.cmd("NOOP")).startswith("250")
     await b.close()
     await c.close()
+
+
+async def test_internal_error_is_temporary_and_session_survives(city, monkeypatch):
+    from mailrelay.submit import Submitter
+
+    async def broken(self, sub):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(Submitter, "submit", broken)
+    c = await RawSMTP.connect(city.ports["smtp"])
+    await c.cmd("EHLO me.example")
+    await c.cmd("MAIL FROM:<a@example.org>")
+    await c.cmd("RCPT TO:<zhang.san@cx.example>")
+    await c.cmd("DATA")
+    reply = await c.cmd(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert reply == "451 4.3.0 Internal error; try again later"
+    assert "secret" not in reply
+    assert (await c.cmd("NOOP")).startswith("250")
+    await c.close()
