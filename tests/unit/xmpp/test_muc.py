@@ -46,7 +46,8 @@ async def world(admin: str = "zhang.san") -> World:
 
 
 def svc(w: World) -> MucService:
-    return w.router.components[MUC].__self__  # type: ignore[attr-defined,no-any-return]
+    return next(h.__self__ for h in w.hooks.handlers("disco/host/items")  # type: ignore[attr-defined]
+                if isinstance(getattr(h, "__self__", None), MucService))
 
 
 def codes(el: Element) -> set[int]:

@@ -186,7 +186,10 @@ class Room:
 
     def _error(self, stanza: Element, error: StanzaError) -> None:
         if stanza.get("type") != "error":
-            self.out.send(error_reply(stanza, error))
+            reply = error_reply(stanza, error)
+            if stanza.tag == ns.PRESENCE:
+                reply.insert(0, Element(MUC_X))  # XEP-0045 §7.2: errors echo <x/> (no password)
+            self.out.send(reply)
 
     # -- presence in (XEP-0045 §7.2, §7.6, §7.14) ---------------------------------------------
 
