@@ -1,0 +1,81 @@
+"""MAM query latency on a 100,000-message archive (not a test).
+
+    .venv/bin/python benchmarks/mam_bench.py [--rows 100000] [--repeat 50]
+
+Fills one account's archive (embedded PostgreSQL in a temporary state dir) through the
+feature's own store, then times: the first page (oldest 50), the newest page
+(``<before/>``), a deep page by before-id (near the start), a filtered page (with=) and
+the RSM count, as p50/p95 in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cxkernel.config import from_dict  # noqa: E402
+from xmpp.features import rsm  # noqa: E402
+from xmpp.features.mam import Filters, MamStore  # noqa: E402
+
+OWNER, A, B = "bench@cx.example", "a@cx.example", "b@cx.example"
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    from gateway.app import open_services
+    tmp = Path(tempfile.mkdtemp(prefix="cxmam"))
+    services = await open_services(from_dict({"server": {"domain": "cx.example",
+                                                         "state_dir": str(tmp / "state")}}))
+    try:
+        store = MamStore(services.db.pool)
+        t0 = time.perf_counter()
+        batch = 5000
+        for start in range(0, args.rows, batch):
+            await store.write([(OWNER, f"id{i:07d}", A if i % 3 else B,
+                                f"<message type='chat' id='m{i}'><body>message {i}</body></message>")
+                               for i in range(start, min(args.rows, start + batch))])
+        async with services.db.pool.acquire() as conn:
+            await conn.execute("analyze xmpp_mam")
+        print(f"filled {args.rows} rows in {time.perf_counter() - t0:.1f} s")
+        deep = f"id{args.rows // 50:07d}"
+        cases = {
+            "first page (max 50)": (Filters(), rsm.Request(50)),
+            "newest page (<before/>)": (Filters(), rsm.Request(50, before="")),
+            f"deep page (before-id {deep})": (Filters(), rsm.Request(50, before=deep)),
+            "with= filter, newest page": (Filters(with_=B), rsm.Request(50, before="")),
+        }
+        for name, (f, req) in cases.items():
+            for count in (False, True):
+                times = []
+                for _ in range(args.repeat):
+                    t = time.perf_counter()
+                    rows, _, _ = await store.query(OWNER, f, req, count=count)
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert len(rows) == 50
+                label = name + (" + count" if count else "")
+                print(f"{label:48s} p50 {pct(times, 0.5):6.2f} ms  p95 {pct(times, 0.95):6.2f} ms")
+    finally:
+        await services.db.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=50)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
