@@ -12,10 +12,10 @@ import asyncpg
 
 from cxkernel.config import QueueConfig
 from mailrelay import dsn
+from mailrelay.headers import header_block
 from mailrelay.queue import repo
 from mailrelay.queue.repo import QueueRow
 from mailrelay.queue.scheduler import Outcome
-from mailrelay.smtp.policy import header_block
 from mailrelay.submit import ClientInfo, Submission, Submitter
 
 log = logging.getLogger("cxgw.bounce")

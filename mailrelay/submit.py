@@ -25,9 +25,10 @@ import asyncpg
 from cxkernel.errors import Unavailable
 from cxkernel.metrics import Metrics
 from mailrelay.addressbook import AddressBook
+from mailrelay.headers import drop_field, has_field
 from mailrelay.mime import parse_message
 from mailrelay.queue import repo
-from mailrelay.smtp.policy import Route, header_block, route_recipient
+from mailrelay.smtp.policy import Route, route_recipient
 
 log = logging.getLogger("cxgw.mail")
 
@@ -71,29 +72,6 @@ class SubmitResult:
     recipients: int  # queue rows written after expansion
 
 
-def _has_header(raw: bytes, name: bytes) -> bool:
-    block = header_block(raw).lower()
-    return block.startswith(name.lower() + b":") or (b"\r\n" + name.lower() + b":") in block
-
-
-def _drop_header(raw: bytes, name: bytes) -> bytes:
-    """Remove every occurrence of a header field (with its folded lines)."""
-    end = raw.find(b"\r\n\r\n")
-    head, body = (raw, b"") if end < 0 else (raw[:end + 2], raw[end + 2:])
-    out: list[bytes] = []
-    skipping = False
-    lname = name.lower() + b":"
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-            continue
-        skipping = line.lower().startswith(lname)
-        if not skipping:
-            out.append(line)
-    return b"\r\n".join(out) + body
-
-
 class Submitter:
     """The submission stage. `book` is a callable so the address book can be reloaded."""
 
@@ -118,11 +96,11 @@ class Submitter:
     def cleanup_headers(self, sub: Submission, queue_id: str, now: datetime) -> bytes:
         raw = sub.raw
         if sub.source in ("submission", "cli", "docs"):
-            raw = _drop_header(raw, b"Bcc")  # RFC 5322 §3.6.3: Bcc never travels
+            raw = drop_field(raw, b"Bcc")  # RFC 5322 §3.6.3: Bcc never travels
             extra = b""
-            if not _has_header(raw, b"Message-ID"):
+            if not has_field(raw, b"Message-ID"):
                 extra += f"Message-ID: {make_msgid(domain=self.hostname)}\r\n".encode()
-            if not _has_header(raw, b"Date"):
+            if not has_field(raw, b"Date"):
                 extra += f"Date: {format_datetime(now)}\r\n".encode()
             if extra:
                 end = raw.find(b"\r\n\r\n")

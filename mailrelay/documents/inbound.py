@@ -44,6 +44,7 @@ from mailrelay.documents.notice import HeldAt, held_notice
 from mailrelay.documents.receipt import ReceiptVerdict, verify_receipt
 from mailrelay.documents.revocation import RevocationCheck
 from mailrelay.documents.verify import Verdict, verify_message
+from mailrelay.headers import drop_field
 from mailrelay.mime import parse_message
 from mailrelay.queue import repo as queue_repo
 from mailrelay.queue.repo import QueueRow
@@ -87,23 +88,6 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
         if meta is not None:
             found = mismatches(outer, meta)
     return Examined(verdict, outer, meta, found)
-
-
-def drop_field(raw: bytes, name: bytes) -> bytes:
-    """Remove a field (with its folded lines) from the top-level header block only."""
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    out: list[bytes] = []
-    skipping = False
-    lname = name.lower() + b":"
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-            continue
-        skipping = line.lower().startswith(lname)
-        if not skipping:
-            out.append(line)
-    return b"\r\n".join(out) + sep + body
 
 
 def stamp(raw: bytes, document: int, verdict: Verdict) -> bytes:

@@ -12,6 +12,7 @@ from email.utils import getaddresses
 
 from cxkernel.errors import CxError
 from mailrelay.addressbook import AddressBook, Expansion
+from mailrelay.headers import field_values
 
 
 class PolicyError(CxError):
@@ -95,36 +96,11 @@ def check_sender(mail_from: str, auth_user: str | None, book: AddressBook) -> No
                           reason=f"{auth_user} tried MAIL FROM {mail_from!r}")
 
 
-def header_block(raw: bytes) -> bytes:
-    end = raw.find(b"\r\n\r\n")
-    return raw if end < 0 else raw[:end + 2]
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    """Unfolded values of a header field in the header block of `raw`."""
-    out: list[str] = []
-    current: list[str] | None = None
-    lname = name.lower().encode()
-    for line in header_block(raw).split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and current is not None:
-            current.append(line.decode("utf-8", "replace"))
-            continue
-        if current is not None:
-            out.append("".join(current).strip())
-            current = None
-        k, sep, v = line.partition(b":")
-        if sep and k.strip().lower() == lname:
-            current = [v.decode("utf-8", "replace")]
-    if current is not None:
-        out.append("".join(current).strip())
-    return out
-
-
 def check_from_header(raw: bytes, auth_user: str | None, book: AddressBook) -> None:
     """Every From: address of an authenticated submission must be the user's (553 5.7.1)."""
     if auth_user is None:
         return
-    values = header_values(raw, "From")
+    values = field_values(raw, "From")
     addrs = [a for _n, a in getaddresses(values)]
     if not addrs or any(not a or not book.may_send_as(auth_user, a) for a in addrs):
         raise PolicyError(553, "5.7.1", "From: header address not owned by you",
