@@ -113,6 +113,7 @@ class QueueConfig:
     lease_seconds: int = _f(300, "a claimed queue entry returns to the queue if not finished in time", min=5)
     max_active: int = _f(500, "most deliveries in flight per process", min=1)
     per_destination: int = _f(20, "most concurrent deliveries to one destination", min=1)
+    history_days: int = _f(30, "keep per-recipient delivery records (queue show, tracking) this long", min=1)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +37,19 @@ class Authenticator:
     def __init__(self, pool: asyncpg.Pool, settings: DirectorySettings) -> None:
         self.pool = pool
         self.settings = settings
+        self._dummies: dict[str, ScramKeys] = {}
+        self._dummy_salt = os.urandom(16)
+
+    def _dummy_keys(self, mechanism: str) -> ScramKeys:
+        """Keys no password matches, derived once per mechanism (PBKDF2 is slow: never
+        on the event loop per attempt). The salt is fixed per process, so a prober learns
+        nothing beyond 'this name answers like every unknown name'."""
+        keys = self._dummies.get(mechanism)
+        if keys is None:
+            keys = derive_keys(mechanism, os.urandom(16).hex(), self._dummy_salt,
+                               self.settings.scram_iterations)
+            self._dummies[mechanism] = keys
+        return keys
 
     def username_to_address(self, username: str) -> str:
         name = username.strip().lower()
@@ -80,7 +94,7 @@ class Authenticator:
         async with self.pool.acquire() as conn:
             found = await repo.get_login(conn, address, mechanism)
         if found is None or found[1] is None or self._gate(found[0]) is not None:
-            fake = derive_keys(mechanism, "x", b"0" * 16, self.settings.scram_iterations)
+            fake = self._dummy_keys(mechanism)
             if found is not None:
                 log.info("scram refused user=%s reason=%s", address,
                          self._gate(found[0]) or "no-credentials")

@@ -144,12 +144,21 @@ async def release_owner(conn: Conn, owner: str) -> None:
                        " attempts = greatest(attempts - 1, 0) where state = 'active' and lease_owner = $1", owner)
 
 
+async def expire_history(conn: Conn, days: int) -> int:
+    """Forget delivery records older than `days` (their bodies may then be collected)."""
+    res = await conn.execute("delete from deliveries where at < now() - make_interval(days => $1)",
+                             days)
+    return int(res.split()[-1])
+
+
 async def next_due(conn: Conn) -> datetime | None:
     return await conn.fetchval("select min(next_attempt) from queue where state = 'ready'")
 
 
 async def message_raw(conn: Conn, message_id: int) -> bytes:
-    return bytes(await conn.fetchval("select raw from messages where id = $1", message_id))
+    """The stored message; b"" if it is gone (collected after its last reference)."""
+    raw = await conn.fetchval("select raw from messages where id = $1", message_id)
+    return bytes(raw) if raw is not None else b""
 
 
 async def finish(conn: Conn, rows: Sequence[QueueRow], status: str, details: Sequence[str]) -> None:

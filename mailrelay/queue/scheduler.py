@@ -133,6 +133,7 @@ class Scheduler:
 
     async def _run(self) -> None:
         last_reap = asyncio.get_running_loop().time()
+        last_history = 0.0
         while not self._stopping:
             self._wake.clear()
             try:
@@ -142,6 +143,13 @@ class Scheduler:
                 claimed = 0
                 await asyncio.sleep(1)
             now = asyncio.get_running_loop().time()
+            if now - last_history > 3600:
+                last_history = now
+                try:
+                    async with self.pool.acquire() as conn:
+                        await repo.expire_history(conn, self.cfg.history_days)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("expiring delivery history failed: %s", exc)
             if now - last_reap > max(self.cfg.lease_seconds / 2, 1):
                 last_reap = now
                 try:
