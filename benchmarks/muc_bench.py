@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmpp_bench import (  # noqa: E402
-    DOMAIN, Conn, cpu_seconds, free_port, login, pct, rss_kb, seed, start_server)
+from xmpp_bench import DOMAIN, Conn, cpu_seconds, free_port, login, pct, rss_kb, seed, start_server  # noqa: E402
 
 ROOM = f"unit000@conference.{DOMAIN}"
 MARK = re.compile(rb"<body>m(\d+)</body>")
