@@ -145,10 +145,14 @@ async def release_owner(conn: Conn, owner: str) -> None:
 
 
 async def expire_history(conn: Conn, days: int) -> int:
-    """Forget delivery records older than `days` (their bodies may then be collected)."""
-    res = await conn.execute("delete from deliveries where at < now() - make_interval(days => $1)",
-                             days)
-    return int(res.split()[-1])
+    """Forget delivery records older than `days`; their bodies become candidates for the
+    garbage collector (`message_gc`), which keeps whatever a mailbox still references."""
+    n = await conn.fetchval(
+        "with d as (delete from deliveries where at < now() - make_interval(days => $1)"
+        " returning message_id), c as (insert into message_gc(message_id)"
+        " select distinct message_id from d on conflict do nothing)"
+        " select count(*) from d", days)
+    return int(n or 0)
 
 
 async def next_due(conn: Conn) -> datetime | None:
