@@ -8,7 +8,10 @@ Layout (one concern per module; scenarios are plug-ins):
     runner.py         drive(): closed loop / open loop (--rate), count/duration/hard-cap bounds
     stats.py          Recorder: exact accounting, HDR histograms, per-second time series
     result.py         result dict (JSON schema), summary table
-    report.py, svg.py self-contained HTML report with hand-drawn inline SVG charts
+    report.py         HTML report: headline numbers, plots (embedded and as PNG files), tables
+    plots.py          matplotlib PNGs: throughput over time, HDR percentile curve, latency
+                      over time (one panel per part for workday)
+    progress.py       live rich table while a run goes (per part for workday), TTY only
     compare.py        ratios B/A between two result files
     smtp_source.py    import a Postfix smtp-source run for cross-checking
     message.py        test messages with unique X-Load-Id / Message-ID, exact sizes

@@ -1,57 +1,92 @@
-"""A self-contained HTML report: summary, throughput over time, latency by percentile, errors.
+"""The HTML report: headline numbers, PNG plots, per-protocol table, errors, parameters.
 
-Charts are inline SVG (see `load.svg` for why no matplotlib), so the file can be mailed,
-attached to an issue, or opened offline.
+`write_report(result, "run.html")` writes `run.html` with the plots embedded as data:
+URIs (one self-contained file to mail or attach to an issue) and the same plots next to
+it as `run-throughput.png`, `run-latency.png` and `run-latency-over-time.png` (to paste
+into a document or a chat). The plots are drawn by `load.plots`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from load.plots import PLOTS, render_all
 from load.result import summary_rows
-from load.svg import Series, latency_chart, line_chart
 
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:820px;margin:2em auto;color:#111;padding:0 1em}
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .8em;border-bottom:1px solid #eee;
-text-align:left;vertical-align:top}td:first-child{font-weight:600;white-space:nowrap}
-.ok{color:#16a34a}.bad{color:#dc2626}figure{margin:1em 0}small{color:#666}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;
+color:#111;padding:0 1em;line-height:1.4}
+h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:.3em .8em;border-bottom:1px solid #eee;
+text-align:left;vertical-align:top}th{background:#f8fafc}td.n,th.n{text-align:right;
+font-variant-numeric:tabular-nums}.kv td:first-child{font-weight:600;white-space:nowrap}
+.ok{color:#16a34a}.bad{color:#dc2626}figure{margin:1em 0}figure img{width:100%;height:auto;
+border:1px solid #e5e7eb}small{color:#666}
+.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}.card{border:1px solid #e5e7eb;
+border-radius:8px;padding:.6em 1em;min-width:8em}.card b{display:block;font-size:1.5em;
+font-variant-numeric:tabular-nums}.card span{color:#555;font-size:.85em}
 """
 
 
-def _table(rows: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>"
-                               for k, v in rows) + "</table>"
+def plot_paths(report: str | Path) -> dict[str, Path]:
+    """Where the PNGs go: `run.html` -> `run-throughput.png`, ..."""
+    p = Path(report)
+    stem = p.with_suffix("") if p.suffix.lower() in (".html", ".htm") else p
+    return {name: stem.with_name(f"{stem.name}-{name}.png") for name in PLOTS}
 
 
-def throughput_svg(result: dict[str, Any]) -> str:
-    ts = result.get("timeseries") or []
-    series = [Series("started/s", [(b["t"], b["started"]) for b in ts], color="#9ca3af",
-                     dashed=True),
-              Series("delivered/s", [(b["t"], b["delivered"]) for b in ts], color="#2563eb")]
-    if any(b["failed"] or b["lost"] for b in ts):
-        series.append(Series("failed+lost/s", [(b["t"], b["failed"] + b["lost"]) for b in ts],
-                             color="#dc2626"))
-    return line_chart(series, title="Throughput over time (per-second buckets)",
-                      x_label="seconds since start", y_label="deliveries / s")
+def _num(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return (f"{v:,.1f}" if v >= 100 else f"{v:,.2f}") + unit
+    return f"{v:,}{unit}"
 
 
-def latency_over_time_svg(result: dict[str, Any]) -> str:
-    ts = [b for b in result.get("timeseries") or [] if b.get("latency_mean_ms") is not None]
-    series = [Series("mean", [(b["t"], b["latency_mean_ms"]) for b in ts], color="#2563eb"),
-              Series("max", [(b["t"], b["latency_max_ms"]) for b in ts], color="#d97706",
-                     dashed=True)]
-    return line_chart(series, title="Latency over time (see the summary for what it measures)",
-                      x_label="seconds since start", y_label="ms")
+def _kv(rows: list[tuple[str, str]]) -> str:
+    return '<table class="kv">' + "".join(
+        f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
-def render_html(result: dict[str, Any]) -> str:
-    curves = {k.removesuffix("_ms").replace("_", " "): v
-              for k, v in (result.get("curves") or {}).items() if k != "lag_ms"}
+def _cards(result: dict[str, Any]) -> str:
+    lat = result.get("latency_ms") or {}
+    cards = [("throughput", _num(result.get("throughput_per_s"), " /s")),
+             ("sent", _num(result["sent"])), ("delivered", _num(result["delivered"])),
+             ("failed", _num(result["failed"])), ("lost", _num(result["lost"])),
+             *((k, _num(lat.get(k), " ms")) for k in ("p50", "p99", "p999", "max"))]
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>'
+        for k, v in cards) + "</div>"
+
+
+def _protocols(result: dict[str, Any]) -> str:
+    parts = result.get("protocols") or {}
+    if not parts:
+        return ""
+    cols = ["sent", "delivered", "failed", "lost", "not started", "/s",
+            "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]
+    head = "<tr><th>part</th>" + "".join(f'<th class="n">{c}</th>' for c in cols) + "</tr>"
+    rows = []
+    for name, s in parts.items():
+        lat = s.get("latency_ms") or {}
+        vals = [s.get("sent"), s.get("delivered"), s.get("failed"), s.get("lost"),
+                s.get("not_started"), s.get("throughput_per_s"),
+                *(lat.get(k) for k in ("p50", "p90", "p99", "p999", "max"))]
+        rows.append(f"<tr><td><b>{escape(name)}</b></td>" + "".join(
+            f'<td class="n">{_num(v)}</td>' for v in vals) + "</tr>")
+    rates = (result.get("params") or {}).get("rates_per_s") or {}
+    note = ("<p><small>asked rates per second: " + escape(", ".join(
+        f"{k} {v:g}" for k, v in rates.items())) + "</small></p>") if rates else ""
+    return f"<h2>Per protocol</h2><table>{head}{''.join(rows)}</table>{note}"
+
+
+def render_html(result: dict[str, Any], plots: dict[str, bytes] | None = None) -> str:
+    """The report as one HTML string; `plots` as from `load.plots.render_all`."""
+    plots = render_all(result) if plots is None else plots
     balanced = result.get("balanced", True)
     book = (f'<p class="{"ok" if balanced else "bad"}">sent {result["sent"]:,} = delivered '
             f'{result["delivered"]:,} + failed {result["failed"]:,} + lost {result["lost"]:,}'
@@ -65,17 +100,20 @@ def render_html(result: dict[str, Any]) -> str:
         f"<h1>cxgw load {escape(result['scenario'])} → {escape(result['target'])}</h1>",
         f"<p><small>run {escape(str(result.get('run_id')))}, {escape(str(result.get('started')))}"
         f" … {escape(str(result.get('ended')))}</small></p>",
-        book,
-        _table(summary_rows(result)),
-        "<h2>Throughput</h2><figure>", throughput_svg(result), "</figure>",
-        "<h2>Latency distribution</h2><figure>",
-        latency_chart(curves, "Latency by percentile"),
-        "</figure><figure>", latency_over_time_svg(result), "</figure>",
+        book, _cards(result), _protocols(result),
     ]
+    for name, (title, _) in PLOTS.items():
+        if name in plots:
+            data = base64.b64encode(plots[name]).decode("ascii")
+            parts.append(f'<h2>{escape(title)}</h2><figure><img src="data:image/png;base64,'
+                         f'{data}" alt="{escape(title)}"></figure>')
+    parts += ["<h2>Summary</h2>", _kv(summary_rows(result))]
     if errors:
-        parts += ["<h2>Errors by class</h2>",
-                  _table([(k, f"{v:,}") for k, v in errors.items()])]
-    parts += ["<h2>Parameters</h2>", _table([(k, str(v)) for k, v in params.items()])]
+        parts += ["<h2>Errors by class</h2>", _kv([(k, f"{v:,}") for k, v in errors.items()])]
+        samples = result.get("error_samples") or {}
+        if samples:
+            parts.append(f"<pre>{escape(json.dumps(samples, indent=2, ensure_ascii=False))}</pre>")
+    parts += ["<h2>Parameters</h2>", _kv([(k, str(v)) for k, v in params.items()])]
     if extra:
         parts += ["<h2>Verification</h2>",
                   f"<pre>{escape(json.dumps(extra, indent=2))}</pre>"]
@@ -83,5 +121,12 @@ def render_html(result: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def write_report(result: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(render_html(result), encoding="utf-8")
+def write_report(result: dict[str, Any], path: str | Path) -> list[Path]:
+    """Write the HTML and its PNGs; return the paths written (HTML first)."""
+    plots = render_all(result)
+    written = [Path(path)]
+    Path(path).write_text(render_html(result, plots), encoding="utf-8")
+    for name, png_path in plot_paths(path).items():
+        png_path.write_bytes(plots[name])
+        written.append(png_path)
+    return written

@@ -22,8 +22,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
-PLOT_PERCENTILES = [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99,
-                    100.0]
+CURVE_STEPS_PER_DECADE = 20  # points per decade of 1 / (1 - p) on the percentile curve
 _HIST_MAX_US = 3_600_000_000  # one hour in microseconds
 
 
@@ -45,10 +44,22 @@ def summarize(h: HdrHistogram) -> dict[str, float | None]:
 
 
 def percentile_curve(h: HdrHistogram) -> list[list[float]]:
-    """[[percentile, ms], ...] for plotting the latency distribution."""
-    if h.get_total_count() == 0:
+    """[[percentile, ms], ...] for the HdrHistogram-style plot, then [100, max].
+
+    Points are evenly spaced on the log axis of 1 / (1 - p) (0%, ..., 90%, ..., 99%, ...),
+    up to the percentile the sample count resolves (1 - 1/count, at most 99.9999%).
+    """
+    n = h.get_total_count()
+    if n == 0:
         return []
-    return [[p, h.get_value_at_percentile(p) / 1000.0] for p in PLOT_PERCENTILES]
+    out = []
+    k = 0
+    while 10 ** (k / CURVE_STEPS_PER_DECADE) <= min(n, 1e6):
+        p = 100.0 * (1.0 - 10 ** (-k / CURVE_STEPS_PER_DECADE))
+        out.append([round(p, 6), h.get_value_at_percentile(p) / 1000.0])
+        k += 1
+    out.append([100.0, h.get_max_value() / 1000.0])
+    return out
 
 
 @dataclass
@@ -86,6 +97,8 @@ class Recorder:
     buckets: list[Bucket] = field(default_factory=list)
     ended_wall: float | None = None
     t_end: float | None = None
+    # latencies (µs) since the live display last took them; None unless a display is on
+    tap: list[int] | None = None
 
     def _bucket(self, now: float) -> Bucket:
         i = max(0, int(now - self.t0))
@@ -100,7 +113,15 @@ class Recorder:
         return h
 
     def record_latency(self, name: str, seconds: float) -> None:
-        self.hist(name).record_value(max(1, min(int(seconds * 1e6), _HIST_MAX_US)))
+        us = max(1, min(int(seconds * 1e6), _HIST_MAX_US))
+        self.hist(name).record_value(us)
+        if self.tap is not None and name == "latency":
+            self.tap.append(us)
+
+    def take_tap(self) -> list[int]:
+        """Latencies recorded since the last call (starts tapping on the first call)."""
+        got, self.tap = self.tap or [], []
+        return got
 
     # -- outcomes ------------------------------------------------------------------------
     def started(self, deliveries: int, nbytes: int = 0, now: float | None = None) -> None:
@@ -201,12 +222,3 @@ class Recorder:
                  "latency_mean_ms": round(b.lat_sum_us / b.lat_n / 1000, 3) if b.lat_n else None,
                  "latency_max_ms": round(b.lat_max_us / 1000, 3) if b.lat_n else None}
                 for i, b in enumerate(self.buckets)]
-
-    def snapshot(self) -> dict[str, Any]:
-        """Numbers for the live progress display."""
-        lat = self.hists.get("latency")
-        return {"elapsed": self.elapsed, "sent": self.sent, "accepted": self.accepted,
-                "delivered": self.delivered, "failed": self.failed, "lost": self.lost,
-                "rate": self.accepted / self.elapsed,
-                "p99_ms": lat.get_value_at_percentile(99.0) / 1000 if lat and
-                lat.get_total_count() else None}

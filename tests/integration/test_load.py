@@ -45,7 +45,8 @@ async def load(tmp_path: Path, *argv: str) -> tuple[int, dict[str, Any]]:
     r = json.loads(out.read_text())
     assert r["sent"] == r["delivered"] + r["failed"] + r["lost"] and r["balanced"]
     assert sum(r["errors"].values()) == r["failed"] + r["lost"]
-    assert "<svg" in report.read_text()
+    assert report.read_text().count('<img src="data:image/png;base64,') == 3
+    assert (tmp_path / "r-throughput.png").read_bytes()[:4] == b"\x89PNG"
     return rc, r
 
 

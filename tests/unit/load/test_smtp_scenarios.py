@@ -46,8 +46,10 @@ def test_burst_classifies_refusals(sink: tuple[SinkHandler, int], tmp_path: Path
     mids = {re.search(rb"Message-ID: (\S+)", t[2]).group(1) for t in handler.transactions}  # type: ignore[union-attr]
     assert len(ids) == 3 and len(mids) == 3
     html = report.read_text()
-    assert html.count("<svg") >= 3 and "Throughput over time" in html
-    assert "Latency by percentile" in html
+    assert html.count('<img src="data:image/png;base64,') == 3
+    assert "Throughput over time" in html and "Latency distribution" in html
+    for name in ("throughput", "latency", "latency-over-time"):
+        assert (tmp_path / f"r-{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 @pytest.mark.parametrize("pipelining", ["on", "off"])
