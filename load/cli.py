@@ -95,7 +95,7 @@ def _run_coro(coro: Coroutine[Any, Any, Any]) -> Any:
 async def run_scenario(ctx: RunContext, args: argparse.Namespace) -> dict[str, Any]:
     """Run one scenario to completion (or interruption) and return its result dict."""
     sc = SCENARIOS[ctx.scenario]
-    async with live_progress(ctx.scenario, ctx.rec, enabled=not args.quiet):
+    async with live_progress(ctx, enabled=not args.quiet):
         try:
             await sc.run(ctx, args)
         except asyncio.CancelledError:  # Ctrl-C: keep what we measured

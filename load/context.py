@@ -42,6 +42,8 @@ class RunContext:
     params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific result fields
     completed: bool = True
+    # a composite run's parts by label (workday: mail, imap, ...), for the live display
+    live_parts: dict[str, list[Recorder]] = field(default_factory=dict)
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod

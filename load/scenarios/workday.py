@@ -12,7 +12,9 @@ i.e. 100 min of the day at 100x) and always stops by itself.
 Each part runs as its own scenario (smtp-burst, imap-sync, xmpp-chat, doc-exchange,
 smtp-circular, open loop at the computed rate) on its own port, all at once; the result
 adds them up and keeps a per-protocol summary in `protocols` (sent, delivered, failed,
-lost, throughput, latency percentiles). A part whose port is 0 is left out.
+lost, throughput, latency percentiles, and for the report's per-protocol panels its
+`timeseries` on the run's clock and its latency `curves`). A part whose port is 0 is left
+out. The live display shows one row per part.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from load.context import RunContext
 from load.options import OptionError, add_common_arguments
 from load.scenarios.base import Scenario
+from load.stats import Recorder, percentile_curve, summarize
 
 DAY_HOURS = 8.0
 
@@ -124,6 +127,8 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
 
     parser = build_parser()
     results: dict[str, list[dict[str, Any]]] = {}
+    for label in [p[0] for p in parts] + (["circular"] if circulars else []):
+        ctx.live_parts[label] = []
     t_start = time.monotonic()
 
     async def one(label: str, scenario: str, argv: list[str], delay: float = 0.0) -> None:
@@ -132,6 +137,7 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
         sargs = parser.parse_args(["load", scenario, *argv, *common])
         sctx = RunContext.from_args(scenario, sargs)
         sctx.run_id = f"{ctx.run_id}{label[:1]}{len(results.get(label, []))}"
+        ctx.live_parts[label].append(sctx.rec)
         try:
             await SCENARIOS[scenario].run(sctx, sargs)
         except OptionError as e:
@@ -153,18 +159,22 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
     ctx.completed = all(r.get("completed", True) for rs in results.values() for r in rs)
     ctx.extra["protocols"] = {}
     for label, rs in results.items():
-        if len(rs) == 1:
-            ctx.extra["protocols"][label] = _summary(rs[0])
-        else:  # several circulars: add up counts, keep the worst latencies
-            s = _summary(rs[0])
+        s = _summary(rs[0])
+        merged = Recorder(t0=ctx.rec.t0)  # the label's parts on the run's clock
+        for part_rec in ctx.live_parts[label]:
+            merged.merge(part_rec)
+        if len(rs) > 1:  # several circulars: add up counts and histograms
             for r in rs[1:]:
                 o = _summary(r)
                 for k in ("sent", "delivered", "failed", "lost"):
                     s[k] += o[k]
-                for k, v in o["latency_ms"].items():
-                    if v is not None:
-                        s["latency_ms"][k] = max(s["latency_ms"].get(k) or 0, v)
-            ctx.extra["protocols"][label] = s
+            s["latency_ms"] = {k: v for k, v in summarize(merged.hist("latency")).items()
+                               if k in s["latency_ms"]}
+        s["timeseries"] = merged.timeseries()
+        s["curves"] = {"latency_ms": percentile_curve(merged.hist("latency"))}
+        if "e2e" in merged.hists:
+            s["curves"]["e2e_latency_ms"] = percentile_curve(merged.hists["e2e"])
+        ctx.extra["protocols"][label] = s
     ctx.extra["wall_s"] = round(time.monotonic() - t_start, 3)
 
 
