@@ -130,6 +130,7 @@ class XMPPConfig:
     rate_bytes_per_s: int = _f(102400, "per-connection receive rate limit, bytes per second", min=1000)
     directory_groups: str = _f("unit", "roster groups: \"unit\" (own unit) or \"all\" (a group per unit)", choices=("unit", "all"))
     offline_max: int = _f(500, "most offline messages kept per user", min=1)
+    sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 
 @dataclass(frozen=True)
