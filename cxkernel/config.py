@@ -59,6 +59,7 @@ class ListenConfig:
     xmpp: str = _f("127.0.0.1:5222", "XMPP client-to-server with STARTTLS (5222 role)", addr=True)
     xmpps: str = _f("127.0.0.1:5223", "XMPP client-to-server over direct TLS (5223 role, XEP-0368)", addr=True)
     http: str = _f("127.0.0.1:8080", "HTTP: health, metrics, CRL/OCSP, file upload", addr=True)
+    xmpp_component: str = _f("127.0.0.1:5275", "XEP-0114 external components (only when xmpp.components is set)", addr=True)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ class XMPPConfig:
     rate_bytes_per_s: int = _f(102400, "per-connection receive rate limit, bytes per second", min=1000)
     directory_groups: str = _f("unit", "roster groups: \"unit\" (own unit) or \"all\" (a group per unit)", choices=("unit", "all"))
     offline_max: int = _f(500, "most offline messages kept per user", min=1)
+    upload_max_file_size: int = _f(20 * 1024 * 1024, "largest file for HTTP upload (XEP-0363), bytes", min=1)
+    upload_quota: int = _f(500 * 1024 * 1024, "upload bytes per user (files kept plus open slots)", min=0)
+    upload_expiry: int = _f(30 * 86400, "seconds an uploaded file is kept", min=60)
+    upload_url: str = _f("", "public base URL of upload slots (empty: http://<listen.http>)")
+    upload_domain: str = _f("", "upload service JID (empty: upload.<domain>)")
+    components: list[str] = _f([], "external components as \"domain=secret\" (XEP-0114)", secret=True)
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 
@@ -270,6 +277,10 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"tls.{key}: file {path!r} does not exist")
     if cfg.database.pool_max < cfg.database.pool_min:
         raise ConfigError("database.pool_max: must be at least database.pool_min")
+    for item in cfg.xmpp.components:
+        domain, sep, secret = item.partition("=")
+        if not sep or not domain.strip() or not secret:
+            raise ConfigError("xmpp.components: each entry is \"domain=secret\"")
     if cfg.queue.retry_max < cfg.queue.retry_initial:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):

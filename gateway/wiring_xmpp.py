@@ -20,8 +20,12 @@ class XmppWiring:
         s.components["xmpp"] = self.component
         self.bus = s.bus
         if s.cfg.listen.http:  # XEP-0363 file upload is served by the `http` listener
-            settings = upload.UploadSettings(directory=s.cfg.state_path / "upload",
-                                             base_url=f"http://{s.cfg.listen.http}")
+            x = s.cfg.xmpp
+            settings = upload.UploadSettings(
+                directory=s.cfg.state_path / "upload",
+                base_url=(x.upload_url or f"http://{s.cfg.listen.http}").rstrip("/"),
+                max_file_size=x.upload_max_file_size, quota=x.upload_quota,
+                expiry=float(x.upload_expiry), domain=x.upload_domain)
             s.bus.on("upload/settings", lambda _ev: settings)
             s.http.route(upload.PATH, self._upload, methods=("GET", "PUT"),
                          max_body=settings.max_file_size)

@@ -39,8 +39,6 @@ log = logging.getLogger("cxgw.xmpp.component")
 
 COMPONENT_NS = "jabber:component:accept"
 HANDSHAKE = ns.q(COMPONENT_NS, "handshake")
-LISTEN = "127.0.0.1:5275"            # config key to come: xmpp.component_listen
-SECRETS: dict[str, str] = {}         # config key to come: xmpp.components (domain → secret)
 MAX_STANZA = 262144
 HANDSHAKE_TIMEOUT = 30.0
 

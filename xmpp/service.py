@@ -73,9 +73,14 @@ class XmppComponent:
                 continue
             port = await self.c2s.listen(addr[0], addr[1], direct)
             out.append((role, addr[0], port, "implicit" if direct else "starttls"))
-        if component.SECRETS:  # XEP-0114 listener, only when components are configured
-            self.component_server = component.ComponentServer(host, component.SECRETS)
-            chost, cport = parse_hostport(component.LISTEN)
+        secrets = {}
+        for item in self.cfg.xmpp.components:  # "domain=secret", checked by the config
+            domain, _, secret = item.partition("=")
+            secrets[domain.strip().lower()] = secret
+        listen = self.cfg.listen.xmpp_component
+        if secrets and listen:  # XEP-0114 listener, only when components are configured
+            self.component_server = component.ComponentServer(host, secrets)
+            chost, cport = parse_hostport(listen)
             cport = await self.component_server.listen(chost, cport)
             out.append(("xmpp_component", chost, cport, "none"))
         return out

@@ -4,14 +4,12 @@ shared secret, then exchanges messages with a user; a wrong secret is refused.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import slixmpp
 from slixmpp.componentxmpp import ComponentXMPP
-
-from xmpp import component
 
 from . import test_xmpp
 from .test_xmpp import DOMAIN, TIMEOUT
@@ -30,11 +28,10 @@ BOT = f"bot.{DOMAIN}"
 SECRET = "component-secret-1"
 
 
-@pytest.fixture(autouse=True)
-def component_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(component, "SECRETS", {BOT: SECRET})
-    monkeypatch.setattr(component, "LISTEN", "127.0.0.1:0")
-    yield
+@pytest.fixture
+def cfg_overrides() -> dict[str, dict[str, object]]:
+    return {"xmpp": {"components": [f"{BOT}={SECRET}"]},
+            "listen": {"xmpp_component": "127.0.0.1:0"}}
 
 
 class Echo(ComponentXMPP):
