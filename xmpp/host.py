@@ -36,6 +36,8 @@ class Host:
     features: list[str] = field(default_factory=list)
     account_features: list[str] = field(default_factory=list)
     identities: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Identities of accounts' bare JIDs beyond account/registered (e.g. pubsub/pep).
+    account_identities: list[tuple[str, str, str]] = field(default_factory=list)
     #: Stream features the core should advertise (e.g. roster versioning).
     stream_features: set[str] = field(default_factory=set)
     _starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -49,8 +51,10 @@ class Host:
         if account and namespace not in self.account_features:
             self.account_features.append(namespace)
 
-    def add_identity(self, category: str, type_: str, name: str = "") -> None:
-        self.identities.append((category, type_, name))
+    def add_identity(self, category: str, type_: str, name: str = "", *,
+                     account: bool = False) -> None:
+        """Advertise an identity on the server (or, with `account`, on accounts)."""
+        (self.account_identities if account else self.identities).append((category, type_, name))
 
     def on_start(self, fn: Callable[[], Awaitable[None]]) -> None:
         self._starters.append(fn)

@@ -65,6 +65,10 @@ def http(method: str, url: str, body: bytes | None = None,
 
 async def test_upload_then_download(xmpp: Any) -> None:
     zhang = await xmpp.connect("zhang.san/desk")
+    items = await zhang.plugin["xep_0030"].get_items(jid=DOMAIN)  # clients find it here
+    assert SERVICE in [i[0] for i in items["disco_items"]["items"]]
+    own = await zhang.plugin["xep_0030"].get_info(jid=f"zhang.san@{DOMAIN}")
+    assert ("pubsub", "pep") in [(i[0], i[1]) for i in own["disco_info"]["identities"]]
     info = await zhang.plugin["xep_0030"].get_info(jid=SERVICE)
     assert UP in info["disco_info"]["features"]
     assert ("store", "file") in [(i[0], i[1]) for i in info["disco_info"]["identities"]]

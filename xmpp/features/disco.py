@@ -48,9 +48,18 @@ class Disco:
         return iq_result(ev.stanza, self._info(self.host.identities, self.host.features, node))
 
     async def host_items(self, ev: IqEvent) -> Element:
+        """The services under the server (XEP-0030 §4): whatever each feature lists on the
+        sync hook ``disco/host/items`` as (jid, name) pairs — MUC, upload, components."""
         if ev.stanza[0].get("node"):
             raise StanzaError("item-not-found")
-        return iq_result(ev.stanza, Element(f"{{{ITEMS}}}query"))
+        query = Element(f"{{{ITEMS}}}query")
+        for handler in self.host.hooks.handlers("disco/host/items"):
+            for jid, name in handler() or ():
+                attrs = {"jid": jid}
+                if name:
+                    attrs["name"] = name
+                SubElement(query, f"{{{ITEMS}}}item", attrs)
+        return iq_result(ev.stanza, query)
 
     async def account_info(self, ev: IqEvent) -> Element:
         if ev.stanza[0].get("node"):
@@ -62,7 +71,8 @@ class Disco:
             if state not in ("from", "both"):
                 raise StanzaError("service-unavailable")
         features = [INFO, ITEMS, *self.host.account_features]
-        return iq_result(ev.stanza, self._info([("account", "registered", "")], features, None))
+        identities = [("account", "registered", ""), *self.host.account_identities]
+        return iq_result(ev.stanza, self._info(identities, features, None))
 
     async def account_items(self, ev: IqEvent) -> Element:
         return iq_result(ev.stanza, Element(f"{{{ITEMS}}}query"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ...host import Host
 from .repo import MemoryMucStore, MucStore, MucStoreLike
-from .service import DISCO_ITEMS, MucService, host_disco_items
+from .service import MucService
 
 
 def register(host: Host) -> MucService:
@@ -28,5 +28,4 @@ def register(host: Host) -> MucService:
     host.on_start(svc.start)
     host.on_stop(svc.stop)
     host.hooks.on("disco/host/items", svc.host_items)
-    host.bus.on(f"iq/host/get/{{{DISCO_ITEMS}}}query", host_disco_items(host), priority=5)
     return svc

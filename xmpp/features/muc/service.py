@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, fromstring
@@ -423,17 +423,3 @@ class MucService:
 def _bounce(stanza: Element, origin: Resource, error: StanzaError) -> None:
     if stanza.get("type") != "error":
         origin.deliver(error_reply(stanza, error))
-
-
-def host_disco_items(host: Host) -> Callable[[Any], Awaitable[Element | None]]:
-    """The server's disco#items, listing what every ``disco/host/items`` hook returns
-    ((jid, name) pairs: MUC, upload, components)."""
-    async def answer(ev: Any) -> Element | None:
-        if ev.stanza[0].get("node"):
-            return None
-        q = Element(ns.q(DISCO_ITEMS, "query"))
-        for handler in host.hooks.handlers("disco/host/items"):
-            for jid, name in handler() or ():
-                SubElement(q, ns.q(DISCO_ITEMS, "item"), {"jid": jid, "name": name})
-        return iq_result(ev.stanza, q)
-    return answer

@@ -499,5 +499,6 @@ def register(host: Host) -> None:
     host.bus.on("pep/retract", p.ext_retract)
     host.bus.on("pep/items", p.ext_items)
     host.add_identity("pubsub", "pep")
+    host.add_identity("pubsub", "pep", account=True)  # clients (Conversations) look here
     for feature in (PUBSUB, *FEATURES):
         host.add_feature(feature, account=True)

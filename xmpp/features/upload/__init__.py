@@ -259,6 +259,7 @@ def register(host: Host) -> None:
             return  # not wired (no http listener or no database): no service
         u = Upload(host, settings, UploadStore(pool))
         host.router.components[u.jid] = u.on_stanza
+        host.hooks.on("disco/host/items", lambda: [(u.jid, "HTTP File Upload")])
         host.bus.on("upload/http", u.on_http)
         host.bus.on("upload/sweep", u.sweep)  # payload: the time to sweep as of (or None)
         host.spawn(u.sweeper())
