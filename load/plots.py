@@ -52,11 +52,12 @@ def percentile_x(p: float) -> float:
 
 def panels(result: dict[str, Any]) -> list[Panel]:
     """One panel per workday part, else one for the whole run."""
-    parts = {k: v for k, v in (result.get("protocols") or {}).items()
-             if v.get("timeseries") is not None or v.get("curves")}
-    if parts:
-        return list(parts.items())
-    return [(result["scenario"], result)]
+    params = result.get("params") or {}
+    rates = params.get("rates_per_s") or {}
+    parts = [(k, {**v, "asked_rate": rates.get(k)})
+             for k, v in (result.get("protocols") or {}).items()
+             if v.get("timeseries") is not None or v.get("curves")]
+    return parts or [(result["scenario"], {**result, "asked_rate": params.get("rate")})]
 
 
 def _png(fig: Figure) -> bytes:
@@ -110,13 +111,17 @@ def _draw_throughput(ax: Axes, data: dict[str, Any]) -> bool:
     ax.plot(t, [b["started"] for b in ts], color=GREY, ls="--", lw=1.2, label="started/s")
     ax.plot(t, delivered, color=BLUE, lw=1.8, label=f"delivered/s (mean {mean:,.1f})")
     ax.fill_between(t, delivered, color=BLUE, alpha=0.08)
+    asked = data.get("asked_rate")
+    if asked:
+        ax.axhline(asked, color=GREY, ls=":", lw=1.2, label=f"asked {asked:,.4g}/s")
     bad = [b["failed"] + b["lost"] for b in ts]
     if any(bad):
         ax.plot(t, bad, color=RED, lw=1.5, label=f"failed+lost/s (total {sum(bad):,})")
     ax.set_ylabel("deliveries / s")
-    ax.set_ylim(0, _headroom(max(max(delivered), max(b["started"] for b in ts), max(bad))))
+    ax.set_ylim(0, _headroom(max(max(delivered), max(b["started"] for b in ts), max(bad),
+                                 asked or 0)))
     ax.set_xlim(0, max(t[-1] + 0.5, 1))
-    ax.legend(loc="upper right", frameon=False, ncols=3)
+    ax.legend(loc="upper right", frameon=False, ncols=4)
     return True
 
 

@@ -158,7 +158,9 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
     ctx.rec.finish()
     ctx.completed = all(r.get("completed", True) for rs in results.values() for r in rs)
     ctx.extra["protocols"] = {}
-    for label, rs in results.items():
+    for label in ctx.live_parts:  # in the order of the parts, not of their ending
+        if not (rs := results.get(label)):
+            continue
         s = _summary(rs[0])
         merged = Recorder(t0=ctx.rec.t0)  # the label's parts on the run's clock
         for part_rec in ctx.live_parts[label]:
