@@ -28,4 +28,5 @@ def register(host: Host) -> MucService:
     host.on_start(svc.start)
     host.on_stop(svc.stop)
     host.hooks.on("disco/host/items", svc.host_items)
+    host.bus.on("muc/archive/allowed", svc.archive_allowed)  # asked by the archive (MAM)
     return svc

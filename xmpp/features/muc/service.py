@@ -148,6 +148,22 @@ class MucService:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+
+    async def archive_allowed(self, ev: Any) -> bool | None:
+        """May `ev.origin` read the archive of room `ev.target` (XEP-0313 §5 on MUC)?
+
+        Members-only or password-protected rooms: occupants and affiliated users only (the
+        history is what joining would show them); open rooms: anyone not banned."""
+        room = self.rooms.get(ev.target)
+        if room is None or ev.origin is None:
+            return None
+        bare = ev.origin.bare
+        aff = room.affiliation(bare)
+        if aff == "outcast":
+            return False
+        if room.config.members_only or room.config.password:
+            return aff in ("owner", "admin", "member") or bool(room.occupants_of(bare))
+        return True
     async def start(self) -> None:
         for row in await self.store.load(MAX_HISTORY):
             room = Room(row.jid, RoomConfig.from_dict(row.config), self.out, unit=row.unit)

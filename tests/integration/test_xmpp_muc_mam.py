@@ -1,0 +1,58 @@
+# ruff: noqa: F811  (fixtures imported from test_xmpp_muc)
+"""Room archives (XEP-0313 on MUC): members of a unit room page through its history;
+someone outside the unit is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from xml.etree.ElementTree import fromstring
+
+import pytest
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from tests.integration.test_xmpp_muc import FIN, cfg_overrides, xmpp  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+async def room_query(client: Any, room: str) -> list[str]:
+    bodies: list[str] = []
+
+    def on_message(msg: Any) -> None:
+        fwd = msg.xml.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded")
+        if fwd is not None:
+            bodies.append(fwd.findtext("{jabber:client}message/{jabber:client}body"))
+
+    client.register_handler(Callback("room-mam", MatchXPath(
+        "{jabber:client}message/{urn:xmpp:mam:2}result"), on_message))
+    try:
+        iq = client.make_iq_set(ito=room)
+        iq.append(fromstring("<query xmlns='urn:xmpp:mam:2' queryid='r'/>"))
+        await iq.send(timeout=10)
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+    finally:
+        client.remove_handler("room-mam")
+    return bodies
+
+
+async def test_room_archive_for_members_only(xmpp: Any) -> None:
+    zhang = await xmpp.connect("zhang.san")
+    await zhang.muc.join_muc_wait(FIN, "张三", timeout=10)
+    for i in range(3):
+        zhang.send_message(mto=FIN, mbody=f"预算会议 {i}", mtype="groupchat")
+        await zhang.said()
+    zhao = await xmpp.connect("zhao.liu")  # a finance member who was not in the room
+    for _ in range(50):
+        got = await room_query(zhao, str(FIN))
+        if len(got) == 3:
+            break
+        await asyncio.sleep(0.1)  # archive rows are written in batches
+    assert got == ["预算会议 0", "预算会议 1", "预算会议 2"]
+    wang = await xmpp.connect("wang.wu")  # another unit
+    with pytest.raises(IqError) as refused:
+        await room_query(wang, str(FIN))
+    assert refused.value.condition == "forbidden"
