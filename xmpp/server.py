@@ -47,7 +47,7 @@ from .proto.events import (
 )
 from .proto.serializer import to_bytes
 from .proto.session import ServerSession
-from .proto.state import SessionState, Trigger
+from .proto.state import SessionState
 from .router import Resource, SessionEvent
 from .tls import TLSClosed, TLSLayer
 
@@ -421,7 +421,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.sm, self.csi, old.csi = old.sm, old.csi, None
         old.bound = False
         self.router.bind(self, old.jid)
-        _core_resumed(self.session, old.jid)
+        self.session.resumed(old.jid)
         self.bound = True
         if self.timer is not None:
             self.timer.cancel()
@@ -531,14 +531,6 @@ def _stanzas(out: bytes) -> Iterator[Element]:
         yield from fromstring(b'<w xmlns="jabber:client">' + out + b"</w>")
     except Exception:
         log.warning("unparsable core output while stream management is on")
-
-
-def _core_resumed(session: ServerSession, jid: JID) -> None:
-    """Move the core to BOUND for a resumed stream (XEP-0198 §5 replaces bind).
-    TODO: replace by a public ``ServerSession.resumed(jid)`` in the core."""
-    session._machine.fire(Trigger.BIND_SUCCESS)
-    session.jid = jid
-    session._jid_str = str(jid)
 
 
 def _later(fn: Callable[..., object], *args: Any) -> Callable[[], Awaitable[None]]:

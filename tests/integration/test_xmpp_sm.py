@@ -105,7 +105,7 @@ async def test_resume_after_dropped_connection_no_loss_no_duplicates(xmpp: Any) 
 
 
 async def test_unresumed_session_unacked_go_offline_once(xmpp: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr(sm, "RESUME_TIMEOUT", 0.5)
+    monkeypatch.setattr(sm.StreamManagement, "timeout", lambda self: 0.5)
     from tests.integration.test_xmpp import Client
     phone = Client(f"{Z}/phone")
     enabled = with_sm(phone)

@@ -44,7 +44,6 @@ log = logging.getLogger("cxgw.xmpp.sm")
 
 NS = ns.SM
 MOD = 1 << 32                  # XEP-0198 §4: counters wrap at 2^32
-RESUME_TIMEOUT = 300.0         # seconds; becomes xmpp.sm_resume_timeout
 MAX_UNACKED = 5000             # a session that never acks is closed (memory bound)
 R = to_bytes(Element(f"{{{NS}}}r"))
 CARBONS = "urn:xmpp:carbons:2"
@@ -137,7 +136,7 @@ class StreamManagement:
         self.resumable: dict[str, Ledger] = {}
 
     def timeout(self) -> float:
-        return float(getattr(self.host.cfg, "sm_resume_timeout", RESUME_TIMEOUT))
+        return float(self.host.cfg.sm_resume_timeout)
 
     # -- nonzas (the c2s/nonza hook) ---------------------------------------------------------
 

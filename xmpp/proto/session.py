@@ -212,6 +212,20 @@ class ServerSession:
         self._events.append(SessionBound(jid))
         self._resume()
 
+    def resumed(self, jid: JID) -> None:
+        """A stream-management resumption (XEP-0198 §5) stands in for resource binding:
+        this authenticated stream now carries the session of `jid` (no bind result is
+        sent; the driver answers <resumed/>)."""
+        if self.state is S.CLOSED:
+            return
+        if self.state is not S.AUTHENTICATED:
+            raise RuntimeError("only an authenticated, unbound stream can resume")
+        if jid.local != self.username or jid.domain != self.domain or not jid.resource:
+            raise ValueError(f"{jid} is not a full JID of {self.username}@{self.domain}")
+        self.jid = jid
+        self._jid_str = str(jid)
+        self._machine.fire(Trigger.BIND_SUCCESS)
+
     def bind_conflict(self) -> None:
         """The resource is taken and the policy is to refuse (RFC 6120 §7.7.2.2)."""
         self.bind_refused(StanzaError("conflict"))
