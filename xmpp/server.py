@@ -51,6 +51,9 @@ from .proto.state import SessionState
 from .router import Resource, SessionEvent
 from .tls import TLSClosed, TLSLayer
 
+#: XEP-0198: a stream whose client never acknowledges is closed past this many
+#: unacknowledged stanzas (they then go to offline storage): bounded memory per session.
+MAX_UNACKED = 5000
 log = logging.getLogger("cxgw.xmpp.c2s")
 
 AUTH_TIMEOUT = 60.0       # seconds to get from TCP accept to a bound resource
@@ -460,6 +463,11 @@ class C2SConnection(asyncio.Protocol, Resource):
             conn = sm.conn
             if conn is not None:
                 conn.put(data)
+                if len(sm.queue) > MAX_UNACKED:
+                    # A client that never acknowledges would make us keep everything: close
+                    # it; its unacknowledged stanzas then go on to offline storage, once.
+                    conn.close_stream(StreamError("policy-violation",
+                                                  "too many unacknowledged stanzas"))
             return
         self.put(data)
 

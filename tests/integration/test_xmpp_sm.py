@@ -151,3 +151,40 @@ async def test_csi_holds_presence_until_active(xmpp: Any) -> None:
     await server_has_routed(z)
     li.send_message(mto=Z, mbody="urgent", mtype="chat")
     assert (await z.next_message(timeout=2))["body"] == "urgent"
+
+
+async def test_client_that_never_acks_is_closed_and_nothing_is_lost(xmpp: Any,
+                                                                     monkeypatch: Any) -> None:
+    """XEP-0198 memory bound: past MAX_UNACKED unacknowledged stanzas the stream is closed
+    (policy-violation) and what was not acknowledged goes to offline storage."""
+    import ssl as _ssl
+
+    from load.options import Target
+    from load.xmppclient import LoadError, XmppClient
+    from xmpp import server as c2s
+
+    monkeypatch.setattr(c2s, "MAX_UNACKED", 3)
+    ctx = _ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = _ssl.CERT_NONE
+    from tests.integration.test_xmpp import PASSWORD as XPW
+    mute = await XmppClient.connect(Target("127.0.0.1", xmpp.ports["xmpp"]), "cx.example",
+                                    "zhang.san", XPW, ssl_ctx=ctx, resource="mute")
+    mute.send_raw("<presence/><enable xmlns='urn:xmpp:sm:3'/>")  # never answers <r/>
+    li = await xmpp.connect("li.si")
+    for i in range(6):
+        li.send_message(mto=Z, mbody=f"flood {i}", mtype="chat")
+    reason = ""
+    try:
+        for _ in range(50):
+            await asyncio.wait_for(mute.next_element(), 5)
+    except LoadError as exc:
+        reason = str(exc)
+    assert "policy-violation" in reason or "closed" in reason
+    store = xmpp.services.components["xmpp"].store
+    for _ in range(50):
+        if await store.count_offline(Z) == 6:
+            break
+        await asyncio.sleep(0.1)
+    assert await store.count_offline(Z) == 6  # unacked ones kept once, later ones offline
+    mute.abort()

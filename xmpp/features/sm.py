@@ -44,7 +44,6 @@ log = logging.getLogger("cxgw.xmpp.sm")
 
 NS = ns.SM
 MOD = 1 << 32                  # XEP-0198 §4: counters wrap at 2^32
-MAX_UNACKED = 5000             # a session that never acks is closed (memory bound)
 R = to_bytes(Element(f"{{{NS}}}r"))
 CARBONS = "urn:xmpp:carbons:2"
 BODY = ns.q(ns.CLIENT, "body")
