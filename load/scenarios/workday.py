@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -113,9 +114,12 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
     units = {c.unit for c in people if c.unit}
     clerks = 2 * len(units)
     if args.submission_port and args.docs_per_hour > 0 and len(units) >= 2:
+        docs_rate = rate(args.docs_per_hour, clerks)
         parts.append(("docs", "doc-exchange", [
             "--target", f"{host}:{args.submission_port}", "--starttls",
-            "--rate", f"{rate(args.docs_per_hour, clerks):.6g}",
+            "--rate", f"{docs_rate:.6g}",
+            # doc-exchange stops at its own --count (default 20): ask for the whole day's share
+            "--count", str(max(1, math.ceil(docs_rate * duration))),
             "--connections", str(min(10, clerks)), "--domain", domain]))
     circulars = 0
     if args.smtp_port and args.circulars_per_day > 0:
