@@ -74,6 +74,7 @@ class AuthConfig:
     lockout_seconds: int = _f(900, "how long a locked account stays locked", min=0)
     scram_iterations: int = _f(4096, "PBKDF2 iteration count for new SCRAM keys (RFC 7677 minimum 4096)", min=4096)
     min_password_length: int = _f(8, "shortest password accepted when set by an admin or import", min=1)
+    cache_seconds: int = _f(300, "remember a successful password check this long (0: never); a changed password or a disabled account takes effect at once", min=0)
 
 
 @dataclass(frozen=True)

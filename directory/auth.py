@@ -9,8 +9,10 @@ whichever protocol they came from. Unknown users cost the same work as known one
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,6 +41,36 @@ class Authenticator:
         self.settings = settings
         self._dummies: dict[str, ScramKeys] = {}
         self._dummy_salt = os.urandom(16)
+        self._cache: dict[bytes, float] = {}
+        self._cache_secret = os.urandom(32)
+
+    # -- a cache of recent successful verifications ------------------------------------------
+    # Mail clients log in again and again (each IMAP sync, each submission); PBKDF2 costs
+    # milliseconds of CPU per login. A success is remembered for `auth.cache_seconds`, keyed
+    # by an HMAC (per-process secret) of the stored key and the password: a changed
+    # password changes the stored key, so the entry no longer matches. Failures are never
+    # cached (they must count toward the lockout), and the account's status is still
+    # checked on every login.
+    def _cache_tag(self, keys: ScramKeys, password: str) -> bytes | None:
+        if self.settings.auth_cache_seconds <= 0:
+            return None
+        return hmac.new(self._cache_secret, keys.stored_key + b"\0" + password.encode(
+            "utf-8", "surrogatepass"), "sha256").digest()
+
+    def _cached(self, tag: bytes) -> bool:
+        expires = self._cache.get(tag)
+        if expires is None:
+            return False
+        if expires < time.monotonic():
+            del self._cache[tag]
+            return False
+        return True
+
+    def _remember(self, tag: bytes) -> None:
+        if len(self._cache) >= 20000:  # bounded: drop the oldest entries
+            for old in list(self._cache)[:1000]:
+                del self._cache[old]
+        self._cache[tag] = time.monotonic() + self.settings.auth_cache_seconds
 
     def _dummy_keys(self, mechanism: str) -> ScramKeys:
         """Keys no password matches, derived once per mechanism (PBKDF2 is slow: never
@@ -62,8 +94,14 @@ class Authenticator:
         async with self.pool.acquire() as conn:
             found = await repo.get_login(conn, address, "SCRAM-SHA-256")
         keys = found[1] if found else None
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, check_password, keys or _DUMMY, password)
+        tag = self._cache_tag(keys, password) if keys is not None else None
+        if tag is not None and self._cached(tag):
+            ok = True  # verified recently against these very keys (Dovecot's auth cache)
+        else:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(None, check_password, keys or _DUMMY, password)
+            if ok and tag is not None:
+                self._remember(tag)
         if found is None:
             log.info("auth fail protocol=%s remote=%s user=%s reason=unknown-user",
                      protocol, remote, address)

@@ -40,6 +40,7 @@ class DirectorySettings:
     lockout_failures: int = 5
     lockout_seconds: int = 900
     default_quota: int = 1024 * 1024 * 1024
+    auth_cache_seconds: int = 300
 
 
 @dataclass(frozen=True)

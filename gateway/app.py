@@ -69,7 +69,8 @@ def directory_settings(cfg: Config) -> DirectorySettings:
     return DirectorySettings(
         domain=cfg.server.domain, scram_iterations=cfg.auth.scram_iterations,
         min_password_length=cfg.auth.min_password_length,
-        lockout_failures=cfg.auth.lockout_failures, lockout_seconds=cfg.auth.lockout_seconds)
+        lockout_failures=cfg.auth.lockout_failures, lockout_seconds=cfg.auth.lockout_seconds,
+        auth_cache_seconds=cfg.auth.cache_seconds)
 
 
 async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services:

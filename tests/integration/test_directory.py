@@ -99,3 +99,17 @@ async def test_no_plaintext_password_stored(services):
     async with services.db.pool.acquire() as conn:
         mechs = sorted(r["mechanism"] for r in await conn.fetch("select mechanism from credentials"))
     assert mechs == ["SCRAM-SHA-1", "SCRAM-SHA-256"]
+
+
+async def test_auth_cache_honours_password_change_and_disable(services):
+    d, auth = services.directory, services.auth
+    await d.add_unit("audit", "市审计局")
+    await d.add_user("li.si", "audit", "李四", password="C0rrect-horse")
+    assert (await auth.authenticate("li.si", "C0rrect-horse")).ok
+    assert auth._cache  # remembered
+    assert (await auth.authenticate("li.si", "C0rrect-horse")).ok  # from the cache
+    await d.set_password("li.si", "N3w-password!")
+    assert not (await auth.authenticate("li.si", "C0rrect-horse")).ok  # old one: gone
+    assert (await auth.authenticate("li.si", "N3w-password!")).ok
+    await d.disable_user("li.si")
+    assert (await auth.authenticate("li.si", "N3w-password!")).reason == "disabled"
