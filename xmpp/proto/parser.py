@@ -10,10 +10,16 @@ the five predefined ones, comments and processing instructions end the stream wi
 so billion-laughs style expansion cannot happen. Depth and stanza size are limited
 (``policy-violation``). ``reset()`` starts a fresh XML document, as needed after STARTTLS
 (RFC 6120 §5.4.3.3) and SASL success (§6.4.6).
+
+Memory: an expat parser costs ~12 KiB, the largest part of an idle session. A stream
+that sits between stanzas for a while gives its parser back (``_sweep``, run every so
+many feeds of all streams, with no clock); the next bytes rebuild one, primed with the
+saved stream header so that its namespace declarations still apply.
 """
 
 from __future__ import annotations
 
+import weakref
 import xml.parsers.expat as expat
 from xml.etree.ElementTree import Element
 
@@ -28,7 +34,18 @@ _SLICE = 16384  # bytes parsed between size checks, bounding memory of an unfini
 _INTERN: dict[str, str] = {}
 _NAMES: dict[str, str] = {}
 _SHARED_MAX = 20000
+# Streams holding an expat parser. After every period of feeds (of all streams), those
+# not fed during it and resting between stanzas lose theirs. The period is at least the
+# number of live parsers, so a stream fed about as often as the others keeps its parser,
+# and sweeping costs O(1) per feed.
+_LIVE: weakref.WeakSet[StreamParser] = weakref.WeakSet()
+_SWEEP_MIN = 64
+_countdown = _SWEEP_MIN
+_PRIMERS: dict[tuple[tuple[str, str], ...], bytes] = {}  # shared by streams alike
+_NO_DECLS: dict[str, str] = {}  # `_header_ns` once the header is read; never written
 _WHITESPACE = " \t\r\n"
+_WS = b" \t\r\n"
+_RESTED: list[tuple[int, str]] = []  # `_marks` of a parser rebuilt at rest; never appended
 _ERR = expat.errors
 _RESTRICTED_CODES = frozenset(
     _ERR.codes[m] for m in (
@@ -55,6 +72,10 @@ class StreamParser:
     `max_stanza_bytes` may be changed at any time (smaller before authentication).
     """
 
+    __slots__ = ("content_ns", "max_stanza_bytes", "max_depth", "_names", "_p", "_active",
+                 "_primer", "_depth", "_stack", "_events", "_marks", "_header_ns",
+                 "_stanza_start", "_fed", "_chunk", "_chunk_base", "_dead", "__weakref__")
+
     def __init__(self, *, content_ns: str = ns.CLIENT, max_stanza_bytes: int = 65536,
                  max_depth: int = 48) -> None:
         self.content_ns = content_ns
@@ -68,28 +89,10 @@ class StreamParser:
 
     def reset(self) -> None:
         """Start a new XML document (stream restart); unparsed state is dropped."""
-        # The encoding is forced to UTF-8 (RFC 6120 §11.6) and namespaces are reported as
-        # "uri}local", the same trick ElementTree uses, so "{" + name is Clark notation.
-        if len(_INTERN) > _SHARED_MAX:
-            _INTERN.clear()
-        p = expat.ParserCreate("UTF-8", "}", intern=_INTERN)
-        p.buffer_text = True
-        p.buffer_size = 1024  # per stream (RSS); longer text arrives in pieces, joined in _data
-        p.ordered_attributes = False
-        p.specified_attributes = True
-        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        p.StartElementHandler = self._start
-        p.EndElementHandler = self._end
-        p.CharacterDataHandler = self._data
-        p.StartNamespaceDeclHandler = self._ns_decl
-        p.XmlDeclHandler = self._xml_decl
-        p.StartDoctypeDeclHandler = self._doctype
-        p.EntityDeclHandler = self._entity_decl
-        p.CommentHandler = self._comment
-        p.ProcessingInstructionHandler = self._pi
-        p.SkippedEntityHandler = self._skipped_entity
-        p.ExternalEntityRefHandler = self._external_entity
-        self._p = p
+        self._p: expat.XMLParserType | None = None  # made by the next feed
+        _LIVE.discard(self)
+        self._active = False  # fed since the last sweep
+        self._primer = b""    # the stream header, to re-open the stream in a new parser
         self._depth = 0
         self._stack: list[Element] = []
         self._events: list[ParserEvent] = []
@@ -100,6 +103,73 @@ class StreamParser:
         self._chunk = b""
         self._chunk_base = 0
         self._dead = False
+
+    def _new_expat(self) -> expat.XMLParserType:
+        # The encoding is forced to UTF-8 (RFC 6120 §11.6) and namespaces are reported as
+        # "uri}local", the same trick ElementTree uses, so "{" + name is Clark notation.
+        if len(_INTERN) > _SHARED_MAX:
+            _INTERN.clear()
+        p = expat.ParserCreate("UTF-8", "}", intern=_INTERN)
+        p.buffer_text = True
+        p.buffer_size = 1024  # per stream (RSS); longer text arrives in pieces, joined in _data
+        p.ordered_attributes = False
+        p.specified_attributes = True
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        if self._primer:
+            # Re-open the stream (no handlers yet: no second StreamOpened); the bytes that
+            # follow are parsed at depth 1 under the header's namespace declarations.
+            p.Parse(self._primer, False)
+            self._fed = len(self._primer)
+        else:
+            p.StartNamespaceDeclHandler = self._ns_decl
+            p.XmlDeclHandler = self._xml_decl
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._data
+        p.StartDoctypeDeclHandler = self._doctype
+        p.EntityDeclHandler = self._entity_decl
+        p.CommentHandler = self._comment
+        p.ProcessingInstructionHandler = self._pi
+        p.SkippedEntityHandler = self._skipped_entity
+        p.ExternalEntityRefHandler = self._external_entity
+        self._p = p
+        _LIVE.add(self)
+        return p
+
+    def _at_rest(self) -> bool:
+        """Between stanzas with nothing but whitespace after the last one, so expat holds
+        no partial token and a primed parser can take over; or dead. Looks at the last
+        chunk that was not just whitespace."""
+        if self._dead:
+            return True
+        marks = self._marks
+        if self._depth != 1 or not marks:
+            return marks is _RESTED and self._depth == 1
+        mark, tag = marks[-1]
+        if not tag:  # the stream header or a failure: no stanza yet
+            return False
+        data = self._chunk
+        pos = mark - self._chunk_base
+        # At depth 1 a complete end tag after an empty element would have closed the
+        # stream, so a complete end tag at the mark is the stanza's own.
+        if pos < 0:  # the end tag began in an earlier chunk
+            gt = data.find(b">")
+        elif data.startswith(b"</", pos):
+            gt = data.find(b">", pos)
+        else:  # an empty-element tag: reported just after its "/>"
+            gt = pos - 1
+        return gt >= 0 and not data[gt + 1:].strip(_WS)
+
+    def _release(self) -> bool:
+        """Drop the expat parser if nothing would be lost (see ``_at_rest``)."""
+        if not self._at_rest():
+            return False
+        self._p = None
+        self._chunk = b""
+        self._chunk_base = 0
+        self._marks = _RESTED
+        _LIVE.discard(self)
+        return True
 
     @property
     def depth(self) -> int:
@@ -114,18 +184,27 @@ class StreamParser:
             data = data.lstrip(b" \t\r\n")
         if self._dead or not data:
             return []
+        global _countdown
+        _countdown -= 1
+        if _countdown <= 0:
+            _sweep()
+        p = self._p
+        if p is None:
+            p = self._new_expat()
+        self._active = True
+        prev = self._chunk, self._chunk_base, self._marks
         self._chunk = data
         self._chunk_base = self._fed
         self._marks = []
         try:
             if len(data) <= _SLICE:
                 self._fed += len(data)
-                self._p.Parse(data, False)
+                p.Parse(data, False)
             else:
                 for i in range(0, len(data), _SLICE):
                     piece = data[i:i + _SLICE]
                     self._fed += len(piece)
-                    self._p.Parse(piece, False)
+                    p.Parse(piece, False)
                     self._check_pending_size()
             self._check_pending_size()
         except StreamError as exc:
@@ -136,6 +215,9 @@ class StreamParser:
             self._fail(StreamError("policy-violation", "Nesting too deep"))
         events = self._events
         self._events = []
+        if not events and not self._dead and not data.strip(_WS):
+            # A keepalive: what `_at_rest` looks at is still the chunk before it.
+            self._chunk, self._chunk_base, self._marks = prev
         return events
 
     def remainder_after(self, index: int) -> bytes:
@@ -194,7 +276,7 @@ class StreamParser:
             self._open_stream(name, attrs)
             return
         if depth == 1:
-            self._stanza_start = self._p.CurrentByteIndex
+            self._stanza_start = self._p.CurrentByteIndex  # type: ignore[union-attr]  # in Parse
         elif depth >= self.max_depth:
             raise StreamError("policy-violation", "Nesting too deep")
         tag = self._names.get(name) or self._clark(name)
@@ -218,7 +300,7 @@ class StreamParser:
             self._stack.pop()
         elif depth == 1:
             el = self._stack.pop()
-            mark = self._p.CurrentByteIndex
+            mark = self._p.CurrentByteIndex  # type: ignore[union-attr]
             if mark - self._stanza_start > self.max_stanza_bytes:
                 raise StreamError("policy-violation", "Stanza too large")
             self._events.append(StanzaReceived(el))
@@ -254,7 +336,9 @@ class StreamParser:
         if self._header_ns.get("") != self.content_ns:
             raise StreamError("invalid-namespace", "Wrong or missing content namespace")
         self._depth = 1
-        self._p.StartNamespaceDeclHandler = None  # only the header's declarations matter
+        self._p.StartNamespaceDeclHandler = None  # type: ignore[union-attr]  # only the header counts
+        self._primer = _primer(self._header_ns)
+        self._header_ns = _NO_DECLS
         self._events.append(StreamOpened(
             to=attrs.get("to"), from_=attrs.get("from"), version=attrs.get("version"),
             lang=attrs.get(ns.XML + "}lang"), id=attrs.get("id"),
@@ -283,3 +367,36 @@ class StreamParser:
 
     def _external_entity(self, *args: object) -> int:
         raise _restricted("External entity")
+
+
+def _primer(decls: dict[str, str]) -> bytes:
+    """A stream start tag with the namespace declarations (prefix → URI) of a header."""
+    key = tuple(decls.items())
+    primer = _PRIMERS.get(key)
+    if primer is None:
+        # The header resolved to the streams namespace, so some prefix is bound to it.
+        prefix = next((k for k, v in key if k and v == ns.STREAMS), "")
+        attrs = "".join(f" xmlns{':' + k if k else ''}='{_escape(v)}'" for k, v in key)
+        if not prefix:  # pragma: no cover - defensive
+            prefix = "stream"
+            attrs += f" xmlns:stream='{ns.STREAMS}'"
+        primer = f"<{prefix}:stream{attrs}>".encode()
+        if len(_PRIMERS) >= 64:  # a client inventing declarations cannot grow it
+            _PRIMERS.clear()
+        _PRIMERS[key] = primer
+    return primer
+
+
+def _escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&apos;")
+
+
+def _sweep() -> None:
+    """Release the parsers of streams not fed since the previous sweep."""
+    global _countdown
+    for parser in list(_LIVE):
+        if parser._active:
+            parser._active = False
+        else:
+            parser._release()
+    _countdown = max(_SWEEP_MIN, len(_LIVE))
