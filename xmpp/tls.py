@@ -3,11 +3,18 @@
 The driver owns the TCP transport and runs TLS itself: it avoids asyncio's SSL protocol,
 whose per-connection 256 KiB receive buffer would dwarf our session budget, and makes
 STARTTLS (RFC 6120 §5.4.3.3) a plain switch: bytes after ``<proceed/>`` go through here.
+
+OpenSSL's memory BIOs never shrink: one 60 KB burst (a big roster, a MAM page, an avatar)
+would stay allocated for the life of the session. So bytes pass through them in pieces
+of at most ``PIECE``, each drained before the next, which bounds what an idle session
+keeps to a few KiB (and costs a few µs per 64 KiB).
 """
 
 from __future__ import annotations
 
 import ssl
+
+PIECE = 4096  # bytes written to a memory BIO at a time (ciphertext in, plaintext out)
 
 
 class TLSClosed(Exception):
@@ -28,6 +35,20 @@ class TLSLayer:
     def receive(self, data: bytes) -> bytes:
         """Ciphertext in, plaintext out (b"" while the handshake runs). Raises
         ssl.SSLError on a broken handshake or record, TLSClosed on close_notify."""
+        if len(data) <= PIECE:
+            return self._receive(data)
+        view = memoryview(data)
+        plain: list[bytes] = []
+        for i in range(0, len(data), PIECE):
+            try:
+                plain.append(self._receive(view[i:i + PIECE]))
+            except TLSClosed:
+                if any(plain):
+                    break  # the next receive (or EOF) reports the close
+                raise
+        return b"".join(plain)
+
+    def _receive(self, data: bytes | memoryview) -> bytes:
         self._in.write(data)
         obj = self._obj
         if not self.handshaken:
@@ -43,17 +64,25 @@ class TLSLayer:
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
+                chunk = b""
+            if not chunk:  # close_notify: SSLObject.read returns b"" for it
                 if chunks:
-                    break
-                raise TLSClosed() from None
-            if not chunk:
-                break
+                    break  # the next receive reports it
+                raise TLSClosed()
             chunks.append(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def encrypt(self, data: bytes) -> bytes:
-        self._obj.write(data)
-        return self._out.read()
+        obj, out = self._obj, self._out
+        if len(data) <= PIECE:
+            obj.write(data)
+            return out.read()
+        view = memoryview(data)
+        records: list[bytes] = []
+        for i in range(0, len(data), PIECE):
+            obj.write(view[i:i + PIECE])
+            records.append(out.read())
+        return b"".join(records)
 
     def outgoing(self) -> bytes:
         """Handshake or alert bytes waiting to be sent."""
