@@ -1,7 +1,7 @@
 """XMPP benchmark (not a test): routing rate, latency, logins, memory per session.
 
     .venv/bin/python benchmarks/xmpp_bench.py [--pairs 50] [--window 50] [--seconds 10]
-        [--logins 200] [--sessions 1000] [--peer prosody]
+        [--logins 200] [--sessions 1000[,10000]] [--like-a-client] [--peer prosody]
 
 ``--peer prosody`` runs the same load against Debian's Prosody (apt-get install prosody;
 internal_plain accounts, STARTTLS, SCRAM-SHA-1, limits module off) for a side-by-side.
@@ -14,6 +14,11 @@ bottleneck). Server CPU comes from /proc/<pid>/stat, memory from VmRSS.
 
 Routing: each pair A↔B keeps `window` chat messages in flight: every message received is
 answered with one to the partner, so the load is closed-loop; msg/s counts deliveries.
+
+Memory: sessions are logged in (20 at a time) and held idle; RSS is read one second after
+the last login, at each count of ``--sessions`` (e.g. ``1000,10000`` measures both in one
+run). ``--like-a-client`` makes each session fetch its roster and send initial presence
+first, as real clients do (its unit has 100 members, so the roster is ~10 KB).
 """
 
 from __future__ import annotations
@@ -231,7 +236,7 @@ async def main_async(args: argparse.Namespace) -> None:
     }
     npairs = args.pairs
     users = [(f"p{i:04d}", f"pair{i // 2:03d}") for i in range(2 * npairs)]
-    users += [(f"s{i:05d}", f"sess{i // 100:03d}") for i in range(args.sessions)]
+    users += [(f"s{i:05d}", f"sess{i // 100:03d}") for i in range(max(args.sessions, default=0))]
     if args.peer == "prosody":
         TARGET["domain"] = PEER_DOMAIN
         TARGET["mechanisms"] = ("SCRAM-SHA-1", "PLAIN")
@@ -319,16 +324,40 @@ async def run_benchmarks(args: argparse.Namespace, pid: int, port: int) -> None:
 
         async def hold(i: int) -> None:
             async with sem:
-                held.append(await login(port, f"s{i:05d}"))
+                conn = await login(port, f"s{i:05d}")
+                if args.like_a_client:
+                    await act_like_a_client(conn)
+                held.append(conn)
 
-        await asyncio.gather(*(hold(i) for i in range(args.sessions)))
-        await asyncio.sleep(1)
-        rss1 = rss_kb(pid)
-        print(f"memory: {args.sessions} bound TLS sessions: server RSS {rss0 / 1024:.1f} → "
-              f"{rss1 / 1024:.1f} MiB, {(rss1 - rss0) / args.sessions:.1f} KiB per session",
-              flush=True)
+        for count in args.sessions:
+            await asyncio.gather(*(hold(i) for i in range(len(held), count)))
+            await asyncio.sleep(1)
+            rss1 = rss_kb(pid)
+            per = (rss1 - rss0) / count
+            print(f"memory: {count} bound TLS sessions{' (roster + presence)' if args.like_a_client else ''}: "
+                  f"server RSS {rss0 / 1024:.1f} → {rss1 / 1024:.1f} MiB, {per:.1f} KiB "
+                  f"({per * 1.024:.1f} KB) per session", flush=True)
         for c in held:
             c.writer.close()
+
+
+async def act_like_a_client(conn: Conn) -> None:
+    """Roster get and initial presence; returns once the roster result arrived."""
+    conn.writer.write(b"<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>"
+                      b"<presence/>")
+    buf = b""
+    while b"id='roster1'" not in buf and b'id="roster1"' not in buf:
+        data = await conn.reader.read(65536)
+        if not data:
+            raise RuntimeError("closed while waiting for the roster")
+        buf = buf[-64:] + data
+
+
+def sessions_arg(text: str) -> list[int]:
+    counts = [int(x) for x in text.split(",") if x and int(x) > 0]
+    if counts != sorted(counts):
+        raise argparse.ArgumentTypeError("--sessions counts must increase")
+    return counts
 
 
 def main() -> None:
@@ -337,7 +366,10 @@ def main() -> None:
     p.add_argument("--window", type=int, default=50)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--logins", type=int, default=200)
-    p.add_argument("--sessions", type=int, default=1000)
+    p.add_argument("--sessions", type=sessions_arg, default=[1000],
+                   help="idle sessions to measure memory at, e.g. 1000,10000 (0: skip)")
+    p.add_argument("--like-a-client", action="store_true",
+                   help="idle sessions fetch their roster and send presence first")
     p.add_argument("--peer", choices=["prosody"], help="measure Prosody instead of cx-gateway")
     args = p.parse_args()
     try:
