@@ -3,6 +3,7 @@ bytes arrive again (memory per idle session); nothing a client sends may notice.
 
 from __future__ import annotations
 
+import random
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -180,3 +181,18 @@ def test_sweeps_at_any_chunk_boundary_change_nothing(
         got += dump(swept.feed(chunk))
     assert got == expected
     assert expected[0] == "StreamOpened" and expected[-1] == "StreamClosed"
+
+
+def test_busy_streams_fed_in_any_order_keep_their_parsers() -> None:
+    rng = random.Random(1)
+    parsers = [StreamParser() for _ in range(100)]
+    for p in parsers:
+        p.feed(HEADER + b"<presence/>")
+    for _ in range(3):  # let the sweep period adapt to 100 busy streams
+        for p in rng.sample(parsers, len(parsers)):
+            p.feed(b"<presence/>")
+    before = [p._p for p in parsers]
+    for _ in range(30):
+        for p in rng.sample(parsers, len(parsers)):
+            p.feed(b"<presence/>")
+    assert [p._p for p in parsers] == before
