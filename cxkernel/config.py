@@ -138,6 +138,7 @@ class XMPPConfig:
     upload_url: str = _f("", "public base URL of upload slots (empty: http://<listen.http>)")
     upload_domain: str = _f("", "upload service JID (empty: upload.<domain>)")
     components: list[str] = _f([], "external components as \"domain=secret\" (XEP-0114)", secret=True)
+    archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 

@@ -43,6 +43,7 @@ class Host:
     _starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _pressure: set[str] = field(default_factory=set)
 
     def add_feature(self, namespace: str, *, account: bool = False) -> None:
         """Advertise `namespace` on the server (and on accounts' bare JIDs if asked)."""
@@ -55,6 +56,24 @@ class Host:
                      account: bool = False) -> None:
         """Advertise an identity on the server (or, with `account`, on accounts)."""
         (self.account_identities if account else self.identities).append((category, type_, name))
+
+    # -- back-pressure -------------------------------------------------------------------------
+    # A feature whose work queue outruns its writer (the archive, under a flood) says so;
+    # the c2s driver then stops reading from clients until every source is clear again, so
+    # memory stays bounded and nothing is dropped. Sync hook "c2s/pressure" gets the state.
+    def set_pressure(self, source: str, on: bool) -> None:
+        before = bool(self._pressure)
+        if on:
+            self._pressure.add(source)
+        else:
+            self._pressure.discard(source)
+        after = bool(self._pressure)
+        if after != before:
+            self.hooks.fire("c2s/pressure", after)
+
+    @property
+    def under_pressure(self) -> bool:
+        return bool(self._pressure)
 
     def on_start(self, fn: Callable[[], Awaitable[None]]) -> None:
         self._starters.append(fn)

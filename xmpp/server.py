@@ -91,6 +91,21 @@ class C2SServer:
                            "bound XMPP sessions")
         self.metrics.gauge("xmpp_connections", lambda: float(len(self.connections)),
                            "open XMPP connections")
+        self.paused = False
+        host.hooks.on("c2s/pressure", self._pressure)
+
+    def _pressure(self, on: bool) -> None:
+        """Stop (or resume) reading from every client while a feature catches up."""
+        self.paused = on
+        self.metrics.inc("xmpp_backpressure_total" if on else "xmpp_backpressure_cleared_total")
+        for conn in list(self.connections):
+            t = conn.transport
+            if t is None or conn.ended:
+                continue
+            if on:
+                t.pause_reading()
+            elif conn.held is None:  # a rate-limited connection resumes on its own timer
+                t.resume_reading()
 
     async def listen(self, host: str, port: int, direct_tls: bool) -> int:
         """Start a listener; returns the bound port."""
@@ -179,6 +194,8 @@ class C2SConnection(asyncio.Protocol, Resource):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
         self.server.connections.add(self)
+        if self.server.paused:
+            transport.pause_reading()  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         self.t_last = loop.time()
         self.timer = loop.call_later(AUTH_TIMEOUT, self._auth_timeout)
@@ -256,7 +273,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         held, self.held = self.held, None
         if self.ended or held is None:
             return
-        if self.transport is not None:
+        if self.transport is not None and not self.server.paused:
             self.transport.resume_reading()
         data = b"".join(held)
         delay = self._charge(0)  # bytes that came in while pausing may still be over

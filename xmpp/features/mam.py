@@ -57,6 +57,9 @@ MODES = ("always", "never", "roster")
 DEFAULT_MODE = "always"
 FIELDS = ("with", "start", "end", "before-id", "after-id")
 BATCH = 500  # rows per write
+#: Back-pressure: past HIGH rows waiting for the database, the c2s driver stops reading
+#: from clients until the backlog is under LOW (bounded memory; nothing is dropped).
+HIGH, LOW = 20000, 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,13 @@ class MamStore:
 
     async def write(self, rows: list[tuple[str, str, str, str]]) -> None:
         """Insert (owner, stanza_id, with_jid, stanza) rows in order; repeats are no-ops."""
+        # One statement per batch (executemany runs the insert once per row).
+        owners, ids, withs, stanzas = (list(c) for c in zip(*rows, strict=True))
         async with self.pool.acquire() as conn:
-            await conn.executemany(
+            await conn.execute(
                 """insert into xmpp_mam(owner, stanza_id, with_jid, stanza)
-                   values ($1, $2, $3, $4) on conflict (owner, stanza_id) do nothing""", rows)
+                   select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                   on conflict (owner, stanza_id) do nothing""", owners, ids, withs, stanzas)
 
     async def all_prefs(self) -> dict[str, Prefs]:
         async with self.pool.acquire() as conn:
@@ -280,6 +286,8 @@ class Mam:
         pool = getattr(host.store, "pool", None)
         self.store = store or (MamStore(pool) if pool is not None else MemoryMamStore())
         self.prefs: dict[str, Prefs] = {}
+        # XEP-0313 §7: the server's default for users who set no preference.
+        self.default = Prefs(getattr(host.cfg, "archive_default", DEFAULT_MODE))
         self.pending: list[tuple[str, str, str, str]] = []
         self.roster_checks: list[tuple[str, str, str, str]] = []
         self.writer: asyncio.Task[None] | None = None
@@ -303,7 +311,7 @@ class Mam:
         sid.strip(stanza, to_bare)  # §3.3: nobody else writes ids in our name
         if not _archivable(stanza):
             return None
-        if self.prefs.get(to_bare, _DEFAULT).decide(origin.bare) is not False:
+        if self.prefs.get(to_bare, self.default).decide(origin.bare) is not False:
             sid.add(stanza, to_bare, sid.new_id())
         return None
 
@@ -318,7 +326,7 @@ class Mam:
         for owner, other, id_ in targets:
             if id_ is None:
                 continue
-            decision = self.prefs.get(owner, _DEFAULT).decide(other)
+            decision = self.prefs.get(owner, self.default).decide(other)
             if decision is False:
                 continue
             text = text or to_string(stanza)
@@ -341,6 +349,8 @@ class Mam:
         return None
 
     def _kick(self) -> None:
+        if len(self.pending) > HIGH:
+            self.host.set_pressure("mam", True)
         if (self.pending or self.roster_checks) and self.writer is None:
             self.writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -360,8 +370,12 @@ class Mam:
                         await self.store.write(batch)
                     except Exception:
                         log.exception("archiving %d messages failed", len(batch))
+                if len(self.pending) < LOW:
+                    self.host.set_pressure("mam", False)
         finally:
             self.writer = None
+            if len(self.pending) < LOW:
+                self.host.set_pressure("mam", False)
 
     async def flushed(self) -> None:
         """Wait until every queued row is written (queries read their own writes)."""
@@ -432,7 +446,7 @@ class Mam:
     # -- preferences (XEP-0313 §7) -----------------------------------------------------------
 
     async def get_prefs(self, ev: IqEvent) -> Element:
-        return iq_result(ev.stanza, _prefs_el(self.prefs.get(ev.origin.bare, _DEFAULT)))
+        return iq_result(ev.stanza, _prefs_el(self.prefs.get(ev.origin.bare, self.default)))
 
     async def set_prefs(self, ev: IqEvent) -> Element:
         el = ev.stanza[0]
@@ -452,7 +466,6 @@ class Mam:
         return iq_result(ev.stanza, _prefs_el(p))
 
 
-_DEFAULT = Prefs()
 
 
 def _attr(ev: Any, *names: str) -> Any:

@@ -8,7 +8,9 @@ removed, so a sender cannot forge ids in someone's archive.
 
 from __future__ import annotations
 
-import secrets
+import base64
+import itertools
+import os
 from xml.etree.ElementTree import Element, SubElement
 
 NS = "urn:xmpp:sid:0"
@@ -16,9 +18,24 @@ STANZA_ID = f"{{{NS}}}stanza-id"
 ORIGIN_ID = f"{{{NS}}}origin-id"
 
 
+_counter = itertools.count(1)
+_random = b""
+_pos = 0
+
+
 def new_id() -> str:
-    """A fresh archive id: 16 random bytes, URL-safe (unguessable, XEP-0359 §4)."""
-    return secrets.token_urlsafe(16)
+    """A fresh archive id (XEP-0359 §4: unique, unguessable): a 48-bit per-process counter
+    (unique) and 72 bits from the OS's CSPRNG (unguessable), URL-safe, 20 characters.
+
+    The random bytes are drawn 9 KiB at a time: one getrandom() per thousand ids instead
+    of one per id (it was a third of the routing CPU)."""
+    global _random, _pos
+    if _pos + 9 > len(_random):
+        _random, _pos = os.urandom(9 * 1024), 0
+    rnd = _random[_pos:_pos + 9]
+    _pos += 9
+    return base64.urlsafe_b64encode((next(_counter) & 0xFFFFFFFFFFFF).to_bytes(6, "big")
+                                    + rnd).decode()
 
 
 def strip(stanza: Element, by: str) -> None:
