@@ -30,3 +30,17 @@ async def test_expired_lease_returns_to_ready(services):
         assert await repo.reclaim_expired(conn) == 1
         (again,) = await repo.claim(conn, "other", 10, 5)
         assert again.id == row.id and again.attempts == 2
+
+
+async def test_archive_write_copy_then_duplicate_fallback(services):
+    """The archive writes with COPY; a batch repeating an archived row falls back to
+    INSERT ... ON CONFLICT DO NOTHING: the new rows land, the repeat is not doubled."""
+    from xmpp.features.mam import MamStore
+    store = MamStore(services.db.pool)
+    row = ("a@cx.example", "id-1", "b@cx.example", "<message/>")
+    await store.write([row])
+    await store.write([row, ("a@cx.example", "id-2", "b@cx.example", "<message/>")])
+    async with services.db.pool.acquire() as conn:
+        ids = [r["stanza_id"] for r in await conn.fetch(
+            "select stanza_id from xmpp_mam order by id")]
+    assert ids == ["id-1", "id-2"]

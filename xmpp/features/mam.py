@@ -57,6 +57,7 @@ MODES = ("always", "never", "roster")
 DEFAULT_MODE = "always"
 FIELDS = ("with", "start", "end", "before-id", "after-id")
 BATCH = 500  # rows per write
+UNIQUE_VIOLATION = "23505"  # SQLSTATE
 #: Back-pressure: past HIGH rows waiting for the database, the c2s driver stops reading
 #: from clients until the backlog is under LOW (bounded memory; nothing is dropped).
 HIGH, LOW = 20000, 5000
@@ -100,10 +101,23 @@ class MamStore:
         self.pool = pool
 
     async def write(self, rows: list[tuple[str, str, str, str]]) -> None:
-        """Insert (owner, stanza_id, with_jid, stanza) rows in order; repeats are no-ops."""
-        # One statement per batch (executemany runs the insert once per row).
-        owners, ids, withs, stanzas = (list(c) for c in zip(*rows, strict=True))
+        """Insert (owner, stanza_id, with_jid, stanza) rows in order; repeats are no-ops.
+
+        COPY first (several times cheaper for PostgreSQL than INSERT); a batch holding a
+        row that is already archived (a resend) fails as a whole with a unique violation
+        and is then written with INSERT ... ON CONFLICT DO NOTHING: nothing lost, nothing
+        doubled."""
         async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "xmpp_mam", records=rows,
+                        columns=("owner", "stanza_id", "with_jid", "stanza"))
+                return
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
+                    raise
+            owners, ids, withs, stanzas = (list(c) for c in zip(*rows, strict=True))
             await conn.execute(
                 """insert into xmpp_mam(owner, stanza_id, with_jid, stanza)
                    select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
