@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,50 +33,12 @@ from pathlib import Path
 import aiosmtplib
 import asyncpg
 import psutil
+from serverproc import ROOT, cli, start
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
 sys.path.insert(0, str(ROOT))
 PASSWORD = "Bench-pass-1234"
 USER = "tester@bench.example"
 LITERAL_RE = re.compile(rb"\{(\d+)\+?\}\r\n$")
-
-
-def start(state: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    cfg = state / "cx.toml"
-    listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in ("smtp", "imap", "imaps"))
-    off = "\n".join(f'{k} = ""' for k in ("submission", "submissions", "xmpp", "xmpps", "http"))
-    cfg.write_text(
-        f'[server]\nstate_dir = "{state / "var"}"\nlog_level = "warning"\n'
-        f'domain = "bench.example"\n[listen]\n{listen}\n{off}\n'
-        f'[relay]\nsmarthost = "127.0.0.1:9"\n'
-    )
-    env = {**os.environ, "CXGW_DATABASE_URL": "", "CXGW_CONFIG": ""}
-    proc = subprocess.Popen(
-        [PY, "-m", "gateway", "--config", str(cfg), "serve"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
-        text=True, env=env,
-    )
-    ports: dict[str, int] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.match(r"listening (\S+)\s+\w+://[\d.]+:(\d+)", line)
-        if m:
-            ports[m.group(1)] = int(m.group(2))
-        if line.startswith("cxgw ready"):
-            return proc, ports
-    raise SystemExit("server did not start")
-
-
-def cli(state: Path, *argv: str, stdin: str | None = None) -> str:
-    p = subprocess.run(
-        [PY, "-m", "gateway", "--config", str(state / "cx.toml"), *argv], cwd=ROOT,
-        capture_output=True, text=True, input=stdin,
-        env={**os.environ, "CXGW_DATABASE_URL": ""},
-    )
-    if p.returncode:
-        raise SystemExit(p.stderr)
-    return p.stdout
 
 
 def message(i: int, size: int = 3000) -> bytes:
@@ -281,7 +241,7 @@ async def idle_memory(port: int, pid: int, count: int) -> float:
 
 
 async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
-    proc, ports = start(state)
+    proc, ports = start(state, ("smtp", "imap", "imaps"), server_toml='domain = "bench.example"\n')
     try:
         cli(state, "unit", "add", "bench", "--name", "Bench")
         cli(state, "user", "add", USER, "--unit", "bench", "--name", "Bench",

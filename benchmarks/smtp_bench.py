@@ -18,48 +18,16 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
 import psutil
-
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-
-
-def start(state: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    cfg = state / "cx.toml"
-    listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in ("smtp", "submission", "submissions", "http"))
-    off = "\n".join(f'{k} = ""' for k in ("imap", "imaps", "xmpp", "xmpps"))
-    cfg.write_text(f'[server]\nstate_dir = "{state / "var"}"\nlog_level = "warning"\n'
-                   f'[listen]\n{listen}\n{off}\n[relay]\nsmarthost = "127.0.0.1:9"\n')
-    proc = subprocess.Popen([PY, "-m", "gateway", "--config", str(cfg), "serve"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "CXGW_DATABASE_URL": "", "CXGW_CONFIG": ""})
-    ports: dict[str, int] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.match(r"listening (\S+)\s+\w+://[\d.]+:(\d+)", line)
-        if m:
-            ports[m.group(1)] = int(m.group(2))
-        if line.startswith("cxgw ready"):
-            return proc, ports
-    raise SystemExit("server did not start")
-
-
-def cli(state: Path, *argv: str) -> str:
-    p = subprocess.run([PY, "-m", "gateway", "--config", str(state / "cx.toml"), *argv], cwd=ROOT,
-                       capture_output=True, text=True, env={**os.environ, "CXGW_DATABASE_URL": ""})
-    if p.returncode:
-        raise SystemExit(p.stderr)
-    return p.stdout
+from serverproc import PY, ROOT, cli, start
 
 
 def cpu_seconds(server_pid: int, pgdata: Path) -> tuple[float, float]:
@@ -163,13 +131,13 @@ async def circular(ports: dict[str, int], state: Path, url: str) -> dict:
             "250_to_every_inbox_ms": round((t_all - t_250) * 1000, 1)}
 
 
-def smtp_source(port: int, count: int) -> dict | None:
+def smtp_source(port: int, count: int, rcpt: str) -> dict | None:
     exe = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None)
     if not exe:
         return None
     t0 = time.monotonic()
     subprocess.run([exe, "-s", "20", "-l", "2048", "-m", str(count), "-f", "bench@load.example",
-                    "-t", "finance@cx.example", f"127.0.0.1:{port}"], check=False)
+                    "-t", rcpt, f"127.0.0.1:{port}"], check=False)
     dt = time.monotonic() - t0
     return {"scenario": "smtp-source", "count": count, "seconds": round(dt, 2),
             "accepted_per_s": round(count / dt, 1)}
@@ -181,7 +149,7 @@ async def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="cxb"))
-    proc, ports = start(state)
+    proc, ports = start(state, ("smtp", "submission", "submissions", "http"))
     results = []
     try:
         cli(state, "demo", "seed")
@@ -192,7 +160,8 @@ async def main() -> None:
             print(json.dumps(results[-1]), flush=True)
         results.append(await circular(ports, state, url))
         print(json.dumps(results[-1]), flush=True)
-        src = smtp_source(ports["smtp"], 2000)
+        first = (state / "var" / "demo-passwords.csv").read_text().splitlines()[1].split(",")[0]
+        src = smtp_source(ports["smtp"], 5000, first)
         if src:
             results.append(src)
             print(json.dumps(src), flush=True)
@@ -203,8 +172,9 @@ async def main() -> None:
         proc.wait(60)
         shutil.rmtree(state, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": os.uname().nodename, "cpus": os.cpu_count(),
-                                               "results": results}, indent=2))
+        out = json.dumps({"machine": os.uname().nodename, "cpus": os.cpu_count(),
+                          "results": results}, indent=2)
+        await asyncio.to_thread(Path(args.json).write_text, out)
 
 
 if __name__ == "__main__":
