@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prosody_conf import prosody_config  # noqa: E402
 
 from cxkernel.config import from_dict  # noqa: E402
 from xmpp.jid import JID  # noqa: E402
@@ -185,22 +187,7 @@ def start_prosody(tmp: Path, users: list[str], port: int) -> subprocess.Popen[by
         (acc / f"{u}.dat").write_text(f'return {{\n\t["password"] = "{PASSWORD}";\n}};\n')
     subprocess.run(["chown", "-R", "prosody:prosody", str(d)], check=True)
     conf = d / "prosody.cfg.lua"
-    conf.write_text(f"""
-pidfile = "{d}/prosody.pid"
-data_path = "{d}/data"
-daemonize = false
-run_as_root = true
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {port} }}
-s2s_ports = {{ }}
-c2s_require_encryption = true
-authentication = "internal_plain"
-log = {{ error = "{d}/prosody.err" }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "presence", "message" }}
-modules_disabled = {{ "s2s", "offline", "c2s_limits", "limits" }}
-VirtualHost "{PEER_DOMAIN}"
-  ssl = {{ key = "{key}"; certificate = "{crt}"; }}
-""")
+    conf.write_text(prosody_config(d, port, PEER_DOMAIN, key, crt))
     proc = subprocess.Popen(["prosody", "--config", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     for _ in range(100):

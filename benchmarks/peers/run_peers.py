@@ -30,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from prosody_conf import prosody_config  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 PEER_DOMAIN = "peer.example"
@@ -293,23 +296,7 @@ def prosody(tmp: Path, args: argparse.Namespace, ours: Ours) -> None:
     sh("chown", "-R", "prosody:prosody", str(d))
     port = 5322
     conf = d / "prosody.cfg.lua"
-    conf.write_text(f"""
-pidfile = "{d}/prosody.pid"
-data_path = "{d}/data"
-daemonize = false
-run_as_root = true
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {port} }}
-s2s_ports = {{ }}
-c2s_require_encryption = true
-allow_unencrypted_plain_auth = false
-authentication = "internal_plain"
-log = {{ error = "{d}/prosody.err" }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "presence", "message" }}
-modules_disabled = {{ "s2s", "offline", "c2s_limits", "limits" }}
-VirtualHost "{PEER_DOMAIN}"
-  ssl = {{ key = "{key}"; certificate = "{crt}"; }}
-""")
+    conf.write_text(prosody_config(d, port, PEER_DOMAIN, key, crt, plain_auth_needs_tls=True))
     proc = subprocess.Popen(["prosody", "--config", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
