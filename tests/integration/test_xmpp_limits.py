@@ -150,6 +150,9 @@ async def test_flood_is_slowed_and_others_are_not(srv: Any) -> None:
     t0 = time.perf_counter()
     flood_ping = asyncio.ensure_future(flooder.ping("behind-flood"))
     await asyncio.sleep(0.2)
-    assert await other.ping("calm") < 0.5  # RFC-agnostic: the flood does not hurt others
+    await other.ping("calm")
+    # The flood does not hurt others: the calm client's answer comes while the flooder's
+    # ping is still waiting behind its own flood (an ordering, not a timing, check).
+    assert not flood_ping.done()
     await flood_ping
     assert time.perf_counter() - t0 >= 1.5  # slowed down, not dropped
