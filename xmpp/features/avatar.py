@@ -12,9 +12,9 @@ import base64
 import binascii
 import hashlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
+from ..events import PepItems
 from ..host import Host
 
 log = logging.getLogger("cxgw.xmpp.avatar")
@@ -23,12 +23,6 @@ DATA = "urn:xmpp:avatar:data"
 METADATA = "urn:xmpp:avatar:metadata"
 MAX_VCARD_PHOTO = 128 * 1024  # bytes: what a vCard PHOTO may hold (xmpp.features.vcard)
 
-
-@dataclass(frozen=True, slots=True)
-class _Items:  # fields of the ``pep/items`` payload
-    owner: str
-    node: str
-    item_id: str = ""
 
 
 class Avatar:
@@ -50,7 +44,7 @@ class Avatar:
         for info in infos:
             sha1 = info.get("id") or ""
             mime = info.get("type") or "image/png"
-            found = await self.host.bus.fire("pep/items", _Items(ev.owner, DATA, sha1)) or []
+            found = await self.host.bus.fire("pep/items", PepItems(ev.owner, DATA, sha1)) or []
             if not found:
                 continue
             data_el = found[-1].find(f"{{{DATA}}}data")

@@ -14,9 +14,9 @@ its store (``host.store.get_private``); imports neither feature.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, SubElement, fromstring
 
+from ..events import PepItems, PepPublish
 from ..host import Host
 from ..jid import JIDError, parse_jid
 from ..router import IqEvent
@@ -31,20 +31,6 @@ OPTIONS = {"persist_items": "true", "max_items": "max",
            "send_last_published_item": "never", "access_model": "whitelist"}
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Publish:  # fields of the ``pep/publish`` payload
-    owner: str
-    node: str
-    item_id: str
-    item: Element
-    options: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Items:  # fields of the ``pep/items`` / ``pep/retract`` payload
-    owner: str
-    node: str
-    item_id: str = ""
 
 
 def _t(namespace: str, local: str) -> str:
@@ -103,7 +89,7 @@ class Bookmarks:
         self.host = host
 
     async def _pep_items(self, owner: str) -> list[Element]:
-        return list(await self.host.bus.fire("pep/items", _Items(owner, NODE)) or [])
+        return list(await self.host.bus.fire("pep/items", PepItems(owner, NODE)) or [])
 
     async def _stored_urls(self, owner: str) -> list[Element]:
         xml = await self.host.store.get_private(owner, LEGACY)
@@ -136,9 +122,9 @@ class Bookmarks:
         for jid, item in wanted.items():
             old = current.get(jid)
             if old is None or _signature(old) != _signature(item):
-                await bus.fire("pep/publish", _Publish(owner, NODE, jid, item, dict(OPTIONS)))
+                await bus.fire("pep/publish", PepPublish(owner, NODE, jid, item, dict(OPTIONS)))
         for jid in current.keys() - wanted.keys():
-            await bus.fire("pep/retract", _Items(owner, NODE, jid))
+            await bus.fire("pep/retract", PepItems(owner, NODE, jid))
         return None  # the private feature stores the XML too
 
 

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, fromstring
 
 from ...caps import verification_string
-from ...events import RosterQuery
+from ...events import PepChanged, RosterQuery
 from ...host import Host
 from ...proto import ns
 from ...proto.errors import StanzaError, error_reply
@@ -70,28 +69,7 @@ FEATURES = tuple(f"{PUBSUB}#{f}" for f in (
     "create-and-configure"))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class PepPublish:
-    owner: str
-    node: str
-    item_id: str
-    item: Element
-    options: dict[str, str] = field(default_factory=dict)
 
-
-@dataclass(frozen=True, slots=True)
-class PepItems:
-    owner: str
-    node: str
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class PepChanged:
-    owner: str
-    node: str
-    item_id: str
-    item: Element | None
 
 
 def _t(namespace: str, local: str) -> str:
