@@ -13,7 +13,7 @@ import re
 import ssl
 
 from load.options import Target
-from load.smtpclient import LoadError
+from load.smtpclient import LoadError, abort_writer
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _EXISTS = re.compile(rb"^\* (\d+) EXISTS", re.M)
@@ -181,7 +181,4 @@ class ImapClient:
             self.abort()
 
     def abort(self) -> None:
-        try:
-            self.writer.transport.abort()
-        except Exception:
-            pass
+        abort_writer(self.writer)

@@ -29,6 +29,15 @@ class LoadError(Exception):
             self.cls = cls
 
 
+def abort_writer(writer: asyncio.StreamWriter) -> None:
+    """Drop a connection at once (no close handshake); never raises. Shared by the
+    SMTP, IMAP and XMPP clients."""
+    try:
+        writer.transport.abort()
+    except Exception:
+        pass
+
+
 class ReplyError(LoadError):
     """The server answered with a 4xx/5xx reply where we needed success."""
 
@@ -241,7 +250,4 @@ class SmtpClient:
             self.abort()
 
     def abort(self) -> None:
-        try:
-            self.writer.transport.abort()
-        except Exception:
-            pass
+        abort_writer(self.writer)

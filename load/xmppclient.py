@@ -24,7 +24,7 @@ from typing import cast
 from xml.sax.saxutils import escape, quoteattr
 
 from load.options import Target
-from load.smtpclient import LoadError
+from load.smtpclient import LoadError, abort_writer
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_CLIENT = "jabber:client"
@@ -319,10 +319,7 @@ class XmppClient:
             self.abort()
 
     def abort(self) -> None:
-        try:
-            self.writer.transport.abort()
-        except Exception:
-            pass
+        abort_writer(self.writer)
 
 
 def _condition(el: ET.Element) -> str:
