@@ -81,7 +81,12 @@ class AuthConfig:
 class SMTPConfig:
     max_message_size: int = _f(50 * 1024 * 1024, "largest message accepted, bytes (552 5.3.4 above)", min=1024)
     max_recipients: int = _f(3000, "most recipients per transaction (452 4.5.3 above)", min=1)
-    trusted_networks: list[str] = _f([], "CIDR networks allowed to relay without AUTH (port 25 role)", cidr=True)
+    trusted_networks: list[str] = _f([], "CIDR networks trusted on the port 25 role: they may relay without AUTH, use our domain in MAIL FROM and From:, and post to unit lists. Default: none (fail closed); local tools should use `cxgw mail send` or submission, or add \"127.0.0.1/32\" here", cidr=True)
+    open_lists: list[str] = _f([], "unit lists and large aliases that take mail from anyone (\"finance\", \"finance@cx.example\", or \"*\"); the others accept only authenticated local senders or trusted_networks (550 5.7.1)")
+    large_alias_members: int = _f(10, "an alias that expands to at least this many mailboxes is treated as a list (see open_lists)", min=2)
+    soft_error_limit: int = _f(10, "refused commands in one session after which each further refusal waits error_sleep_time (Postfix smtpd_soft_error_limit)", min=0)
+    hard_error_limit: int = _f(20, "refused commands in one session after which it is closed with 421 4.7.0 (Postfix smtpd_hard_error_limit); an accepted message resets the count", min=1)
+    error_sleep_time: float = _f(1.0, "seconds each refusal beyond soft_error_limit is delayed (tarpit; Postfix smtpd_error_sleep_time)", min=0.0)
     max_unauth_line: int = _f(4096, "longest command line before AUTH, bytes", min=512)
     timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
     max_connections: int = _f(1000, "concurrent connections per SMTP listener (421 4.7.0 above)", min=1)

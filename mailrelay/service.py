@@ -86,6 +86,17 @@ def dkim_signer(cfg: Config) -> Callable[[bytes], bytes] | None:
     return signer.sign
 
 
+def listener_policy(cfg: Config, role: str,
+                    nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> ListenerPolicy:
+    """The policy of one SMTP listener from `[smtp]`; bare list names get our domain."""
+    c = cfg.smtp
+    domain = cfg.server.domain.lower()
+    open_lists = frozenset(x.strip().lower() if "@" in x or x.strip() == "*"
+                           else f"{x.strip().lower()}@{domain}" for x in c.open_lists)
+    return ListenerPolicy(role, c.max_recipients, nets, open_lists, c.large_alias_members,
+                          c.soft_error_limit, c.hard_error_limit, c.error_sleep_time)
+
+
 @dataclass
 class MailParts:
     book: LiveAddressBook
@@ -134,7 +145,7 @@ class MailComponent:
             addr = self.cfg.listen_addr(role)
             if addr is None:
                 continue
-            policy = ListenerPolicy(role, self.cfg.smtp.max_recipients, nets)
+            policy = listener_policy(self.cfg, role, nets)
             handler = handler_for(policy, book=self.parts.book, submitter=self.parts.submitter,
                                   auth=self.auth if policy.submission else None,
                                   metrics=self.metrics)

@@ -32,7 +32,8 @@ from mailrelay.smtp.policy import Route, route_recipient
 
 log = logging.getLogger("cxgw.mail")
 
-PARSE_IN_EXECUTOR = 64 * 1024  # larger messages are parsed off the event loop
+PARSE_IN_EXECUTOR = 64 * 1024
+VOUCHED_SOURCES = frozenset({"submission", "cli", "docs", "dsn"})  # origins we DKIM-sign  # larger messages are parsed off the event loop
 
 
 def new_queue_id() -> str:
@@ -58,7 +59,7 @@ class Submission:
     recipients: Sequence[str]  # envelope forward-paths
     raw: bytes  # the message, CRLF line endings
     client: ClientInfo = field(default_factory=ClientInfo)
-    source: str = "smtp"  # smtp | submission | cli | dsn | docs
+    source: str = "smtp"  # origin: smtp (port 25) | submission (authenticated) | cli | dsn | docs
     routes: dict[str, Route] | None = None  # precomputed at RCPT time
     envid: str | None = None
     notify: str | None = None
@@ -151,14 +152,25 @@ class Submitter:
         return rows
 
     # ---- the stage -------------------------------------------------------------------
+    def vouched(self, sub: Submission) -> bool:
+        """May our DKIM key sign this? Only what we vouch for, decided by the origin the
+        entry point states, never guessed from addresses: authenticated submission, the
+        CLI, documents and bounces (DSNs have the null sender); for the first three the
+        sender must also be ours. Port-25 mail ("smtp"), even forwarded, is never signed."""
+        if sub.source == "dsn":
+            return True
+        if sub.source == "submission" and not sub.client.auth_user:
+            return False
+        return (sub.source in VOUCHED_SOURCES
+                and sub.sender.lower().endswith("@" + self.domain))
+
     async def submit(self, sub: Submission) -> SubmitResult:
         now = datetime.now(UTC)
         queue_id = new_queue_id()
         raw = self.cleanup_headers(sub, queue_id, now)
         rows = self.expand(sub)
         loop = asyncio.get_running_loop()
-        if (self.dkim is not None and sub.sender.lower().endswith("@" + self.domain)
-                and any(r[4] == "remote" for r in rows)):
+        if self.dkim is not None and self.vouched(sub) and any(r[4] == "remote" for r in rows):
             # Signed once, before queueing; nothing touches the bytes afterwards.
             raw = await loop.run_in_executor(None, self.dkim, raw)
         if len(raw) > PARSE_IN_EXECUTOR:

@@ -2,20 +2,25 @@
 
 One handler instance per listener role:
   * "smtp" (port 25 role): mail for our domains from anyone; relay only for trusted
-    networks; no AUTH; bare CR/LF/NUL in DATA refused (550 5.6.0).
+    networks; no AUTH; bare CR/LF/NUL in DATA refused (550 5.6.0). An untrusted client may
+    not use our domain in MAIL FROM or From: and may not post to lists (550 5.7.1).
   * "submission"/"submissions" (587/465 roles): AUTH required (PLAIN, LOGIN, only over
     TLS), sender must be the user's own address or alias, bare line endings normalised.
-Every refusal carries its enhanced status code (RFC 2034, RFC 3463).
+Every refusal carries its enhanced status code (RFC 2034, RFC 3463). Refusals are counted
+per connection: past `soft_error_limit` each one waits `error_sleep_time`, at
+`hard_error_limit` the session ends with 421 4.7.0 (no harvesting of the directory).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
 import logging
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
@@ -25,10 +30,15 @@ from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from mailrelay.addressbook import AddressBook
 from mailrelay.smtp.policy import (
+    ErrorBudget,
     PolicyError,
     Route,
     check_data,
+    check_display_names,
+    check_foreign_from_header,
+    check_foreign_sender,
     check_from_header,
+    check_list_sender,
     check_sender,
     route_recipient,
 )
@@ -42,6 +52,11 @@ class ListenerPolicy:
     role: str  # smtp | submission | submissions
     max_recipients: int
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    open_lists: frozenset[str] = field(default_factory=frozenset)
+    large_alias_members: int = 10
+    soft_error_limit: int = 10
+    hard_error_limit: int = 20
+    error_sleep_time: float = 1.0
 
     @property
     def submission(self) -> bool:
@@ -59,6 +74,8 @@ class MailHandler:
         self.submitter = submitter
         self.auth = auth
         self.metrics = metrics or Metrics()
+        # per connection (the protocol object outlives a STARTTLS session reset)
+        self._budgets: weakref.WeakKeyDictionary[SMTP, ErrorBudget] = weakref.WeakKeyDictionary()
 
     # ---- helpers ---------------------------------------------------------------------
     def _peer_ip(self, session: Session | None) -> str:
@@ -74,6 +91,36 @@ class MailHandler:
 
     def _auth_user(self, session: Session) -> str | None:
         return session.auth_data if session.authenticated and isinstance(session.auth_data, str) else None
+
+    def _local_sender(self, session: Session) -> bool:
+        """Authenticated, or a trusted network (port 25 role): vouched for by us."""
+        return self._auth_user(session) is not None or self._trusted(session)
+
+    def _budget(self, server: SMTP) -> ErrorBudget:
+        budget = self._budgets.get(server)
+        if budget is None:
+            p = self.policy
+            budget = ErrorBudget(p.soft_error_limit, p.hard_error_limit, p.error_sleep_time)
+            self._budgets[server] = budget
+        return budget
+
+    async def _refuse(self, server: SMTP, reply: str) -> str:
+        """Answer a refusal, counted against the session's error budget: past the soft
+        limit after a delay; at the hard limit followed by 421 (and the close)."""
+        delay, close = self._budget(server).record()
+        if delay:
+            await asyncio.sleep(delay)
+        if not close:
+            return reply
+        self.metrics.inc("smtp_error_limit_closed_total", listener=self.policy.role)
+        log.info("closing session client=%s: too many errors", self._peer_ip(server.session))
+        await server.push(reply)
+        # RFC 5321 §3.8: 421 and close; CxSMTP.push closes the connection after a 421.
+        return "421 4.7.0 Too many errors, closing connection"
+
+    def _closed(self, server: SMTP) -> bool:
+        budget = self._budgets.get(server)
+        return budget is not None and budget.errors >= budget.hard
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug in a hook: log it, answer a temporary failure (the client keeps the message
@@ -99,6 +146,8 @@ class MailHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
+        if self._closed(server):
+            return "421 4.7.0 Too many errors, closing connection"
         for opt in mail_options:
             key = opt.split("=", 1)[0].upper()
             if key not in ("BODY", "SMTPUTF8", "SIZE"):
@@ -107,9 +156,12 @@ class MailHandler:
             if address and address.startswith("@"):
                 raise PolicyError(553, "5.1.7", "Source routes are not accepted")
             check_sender(address, self._auth_user(session), self.book())
+            if not self.policy.submission and not self._local_sender(session):
+                check_foreign_sender(address, self.book())
         except PolicyError as exc:
+            self.metrics.inc("smtp_mail_refused_total", code=str(exc.smtp_code))
             log.info("refused MAIL from=<%s> client=%s: %s", address, self._peer_ip(session), exc.reason)
-            return exc.smtp_reply()
+            return await self._refuse(server, exc.smtp_reply())
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.routes = {}  # type: ignore[attr-defined]
@@ -117,43 +169,54 @@ class MailHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
+        if self._closed(server):
+            return "421 4.7.0 Too many errors, closing connection"
         if rcpt_options:
             return f"555 5.5.4 RCPT parameter {rcpt_options[0].split('=')[0]} not supported"
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
-        relay = self._auth_user(session) is not None or self._trusted(session)
+        local = self._local_sender(session)
         try:
-            route: Route = route_recipient(address, self.book(), relay_allowed=relay)
+            route: Route = route_recipient(address, self.book(), relay_allowed=local)
+            check_list_sender(route, local_sender=local, open_lists=self.policy.open_lists,
+                              large_alias_members=self.policy.large_alias_members)
         except PolicyError as exc:
             self.metrics.inc("smtp_rcpt_refused_total", code=str(exc.smtp_code))
             log.info("refused RCPT to=<%s> from=<%s> client=%s: %s", address,
                      envelope.mail_from, self._peer_ip(session), exc.reason)
-            return exc.smtp_reply()
+            return await self._refuse(server, exc.smtp_reply())
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes[address] = route  # type: ignore[attr-defined]
         return "250 2.1.5 Recipient ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self._closed(server):
+            return "421 4.7.0 Too many errors, closing connection"
         data = envelope.original_content or b""
         user = self._auth_user(session)
         try:
             data = check_data(data, strict=not self.policy.submission)
             if self.policy.submission:
                 check_from_header(data, user, self.book())
+                check_display_names(data, user, self.book())
+            elif not self._local_sender(session):
+                check_foreign_from_header(data, self.book())
         except PolicyError as exc:
             self.metrics.inc("smtp_data_refused_total", code=str(exc.smtp_code))
             log.info("refused DATA from=<%s> client=%s: %s", envelope.mail_from,
                      self._peer_ip(session), exc.reason)
-            return exc.smtp_reply()
+            return await self._refuse(server, exc.smtp_reply())
         ssl_obj = server.transport.get_extra_info("ssl_object") if server.transport else None
         tls = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else None
         proto = "ESMTP" + ("S" if tls else "") + ("A" if user else "")
         client = ClientInfo(proto, session.host_name or "", self._peer_ip(session),
                             session.peer[0] if isinstance(session.peer, tuple) else "",
                             user, tls)
+        # The origin travels explicitly: only authenticated submission is "submission"
+        # (and signed); everything from port 25, trusted or not, is "smtp" (never signed).
         sub = Submission(envelope.mail_from or "", list(envelope.rcpt_tos), data, client,
-                         "submission" if self.policy.submission else "smtp",
+                         "submission" if self.policy.submission and user else "smtp",
                          getattr(envelope, "routes", None))
         try:
             result = await self.submitter.submit(sub)
@@ -161,6 +224,7 @@ class MailHandler:
             log.error("submit failed from=<%s>: %s", envelope.mail_from, exc.reason)
             return exc.smtp_reply()
         self.metrics.inc("smtp_messages_received_total", listener=self.policy.role)
+        self._budget(server).reset()
         return f"250 2.0.0 Ok: queued as {result.queue_id}"
 
 class SubmissionHandler(MailHandler):

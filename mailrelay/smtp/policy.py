@@ -7,7 +7,9 @@ and either returns a decision or raises `PolicyError`, which carries the SMTP re
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 from cxkernel.errors import CxError
@@ -107,6 +109,95 @@ def check_from_header(raw: bytes, auth_user: str | None, book: AddressBook) -> N
                           reason=f"{auth_user} used From: {values!r}")
 
 
+# ---- spoofing, lists, error budget (issue 12 item 6) -----------------------------------
+
+def _is_our_domain(address: str, book: AddressBook) -> bool:
+    domain = address.rpartition("@")[2].strip().rstrip(">").lower()
+    return bool(domain) and (book.is_local_domain(domain) or domain.endswith("." + book.domain))
+
+
+def check_foreign_sender(mail_from: str, book: AddressBook) -> None:
+    """An untrusted port-25 client may not use our own domain as the envelope sender: our
+    people send through submission (550 5.7.1, like a DMARC p=reject at the border)."""
+    if mail_from and _is_our_domain(mail_from, book):
+        raise PolicyError(550, "5.7.1", "Mail from this domain must be sent by submission",
+                          reason=f"own-domain MAIL FROM {mail_from!r} on port 25")
+
+
+def check_foreign_from_header(raw: bytes, book: AddressBook) -> None:
+    """The same rule for the From: header of port-25 mail from an untrusted client."""
+    values = field_values(raw, "From")
+    for _name, addr in getaddresses(values):
+        if addr and _is_our_domain(addr, book):
+            raise PolicyError(550, "5.7.1", "Mail from this domain must be sent by submission",
+                              reason=f"own-domain From: {values!r} on port 25")
+
+
+def is_list(exp: Expansion, large_alias_members: int) -> bool:
+    """Unit lists and aliases that fan out to many mailboxes (amplification targets)."""
+    if exp.kind == "unit-list":
+        return True
+    return exp.kind == "alias" and len(exp.accounts) + len(exp.external) >= large_alias_members
+
+
+def check_list_sender(route: Route, *, local_sender: bool, open_lists: frozenset[str],
+                      large_alias_members: int) -> None:
+    """Lists take mail only from authenticated local senders (or trusted networks) unless
+    listed in `smtp.open_lists` (550 5.7.1): one anonymous message must not reach a unit."""
+    exp = route.expansion
+    if local_sender or exp is None or not is_list(exp, large_alias_members):
+        return
+    if "*" in open_lists or route.recipient.lower() in open_lists:
+        return
+    raise PolicyError(550, "5.7.1", "This list accepts mail only from authenticated local senders",
+                      reason=f"anonymous post to list {route.recipient}")
+
+
+# An address-like token, after NFKC (which folds the fullwidth and small '@' to '@').
+_ADDRESS_TOKEN = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+\.[^\s<>()\[\]\"',;:@]+")
+
+
+def _decoded(value: str) -> str:
+    try:
+        text = str(make_header(decode_header(value)))  # RFC 2047 encoded words
+    except (ValueError, LookupError, UnicodeError):
+        text = value
+    return unicodedata.normalize("NFKC", text)
+
+
+def check_display_names(raw: bytes, auth_user: str | None, book: AddressBook) -> None:
+    """A submitted From: may not spell another address in its display name, e.g.
+    `"director@cx.example" <li.si@cx.example>` (550 5.7.1); encoded words and look-alike
+    '@' characters are decoded first."""
+    if auth_user is None:
+        return
+    for value in field_values(raw, "From"):
+        for token in _ADDRESS_TOKEN.findall(_decoded(value)):
+            token = token.strip(".")
+            if not book.may_send_as(auth_user, token):
+                raise PolicyError(550, "5.7.1", "From: display name names another address",
+                                  reason=f"{auth_user} used From: {value!r}")
+
+
+@dataclass
+class ErrorBudget:
+    """Refused commands in one session (Postfix smtpd_soft/hard_error_limit,
+    smtpd_error_sleep_time). Pure: the driver sleeps and closes as told."""
+
+    soft: int
+    hard: int
+    sleep: float
+    errors: int = 0
+
+    def record(self) -> tuple[float, bool]:
+        """Count one refusal: (seconds to wait before replying, close with 421 after it)."""
+        self.errors += 1
+        delay = self.sleep if self.errors > self.soft else 0.0
+        return delay, self.errors >= self.hard
+
+    def reset(self) -> None:
+        """A message was accepted: the client is not (only) probing."""
+        self.errors = 0
 
 
 def has_bare_line_endings(data: bytes) -> bool:

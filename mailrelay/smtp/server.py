@@ -95,6 +95,7 @@ class CxSMTP(SMTP):
     _limiter: ConnectionLimiter | None = None
     _admitted_ip: str | None = None
     _refused = False
+    _closing = False  # a 421 was sent: the connection is closing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
@@ -160,6 +161,16 @@ class CxSMTP(SMTP):
         self._greeted = True
         if self._collect is not None:
             self._collect.append(data)
+            return
+        if self._closing:
+            return  # said 421 already: nothing more goes out
+        if data.startswith(b"421"):
+            # RFC 5321 §3.8: 421 means the server closes the channel; flush held replies.
+            self._closing = True
+            self._writer.write(b"".join(self._pending) + data)
+            self._pending.clear()
+            if self.transport is not None:
+                self.transport.close()
             return
         # RFC 2920 §3.1: with PIPELINING the server may hold replies while more commands
         # are already buffered, and send them together when it would wait for input.

@@ -23,6 +23,12 @@ USERS = ["zhang.san", "li.si", "wang.wu", "zhao.liu", "sun.qi", "zhou.ba"]
 
 
 @pytest.fixture
+def cfg_overrides() -> dict[str, dict[str, object]]:
+    # the harness sends on port 25 as our own users (a local tool): a trusted network
+    return {"smtp": {"trusted_networks": ["127.0.0.0/8"]}}
+
+
+@pytest.fixture
 async def city(server: Any, tmp_path: Path) -> Any:
     await seed_city(server)
     d = server.services.directory
