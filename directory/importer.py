@@ -1,8 +1,12 @@
 """Bulk account import from CSV: validate every row, then apply all rows in ONE transaction.
 
 Columns (header row): address, name, unit, title, role, password. Encodings: utf-8 (a BOM is
-accepted), gbk, gb18030. Every bad row is reported with its line number and reason; if any
-row is bad nothing is written. SCRAM keys are derived in worker processes (PBKDF2 is
+accepted), gbk, gb18030, or auto (detected line by line); a line in another encoding than
+the file's is reported, never silently garbled. Every bad row is reported with its line
+number and reason; if any row is bad nothing is written. The dry run and the real import
+run the same checks (`parse` + the directory checks); only the writing differs.
+Export neutralises spreadsheet formulas (OWASP CSV injection) and shows control characters
+escaped. SCRAM keys are derived in worker processes (PBKDF2 is
 CPU-bound) so 2,700 rows take seconds.
 """
 
@@ -19,10 +23,13 @@ from dataclasses import dataclass, field
 from cxkernel.errors import Invalid
 from directory import repo
 from directory.model import (
+    FORMULA_PREFIXES,
     Role,
     check_name,
     check_password_strength,
+    check_title,
     check_unit_code,
+    escape_controls,
     normalise_address,
     parse_roles,
 )
@@ -30,7 +37,9 @@ from directory.scram import ScramKeys
 from directory.service import DOCS_SUFFIX, DirectoryService, keys_for
 
 COLUMNS = ("address", "name", "unit", "title", "role", "password")
-ENCODINGS = ("utf-8", "gbk", "gb18030")
+ENCODINGS = ("utf-8", "gbk", "gb18030", "auto")
+_BOM = b"\xef\xbb\xbf"
+_GB = ("gbk", "gb18030")
 
 
 @dataclass(frozen=True)
@@ -55,17 +64,56 @@ class ImportReport:
         return not self.errors
 
 
+def _kind(line: bytes, gb: str) -> str:
+    """ascii, utf-8 (with non-ASCII text), gb (GBK/GB18030 only) or bad."""
+    if line.isascii():
+        return "ascii"
+    try:
+        line.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        line.decode(gb)
+        return "gb"
+    except UnicodeDecodeError:
+        return "bad"
+
+
 def decode(data: bytes, encoding: str) -> tuple[str | None, list[tuple[int, str]]]:
-    """Decode the file; on failure report the first undecodable line."""
+    """Decode line by line and report every line that is not in the file's encoding.
+
+    `auto` takes the encoding most non-ASCII lines have (UTF-8 on a tie). A UTF-8 line in a
+    GBK file (or the reverse) is reported, not decoded into mojibake; the physical line
+    numbers match those of the CSV reader.
+    """
     if encoding not in ENCODINGS:
         raise Invalid(f"unsupported encoding {encoding!r} (use {', '.join(ENCODINGS)})")
-    codec = "utf-8-sig" if encoding == "utf-8" else encoding
-    try:
-        return data.decode(codec), []
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        hint = " (is the file GBK? try --encoding gbk)" if encoding == "utf-8" else ""
-        return None, [(line, f"bad encoding: not valid {encoding}{hint}")]
+    bom = data.startswith(_BOM)
+    if bom:
+        data = data[len(_BOM):]
+    gb = encoding if encoding in _GB else "gb18030"
+    lines = data.split(b"\n")
+    kinds = [_kind(line, gb) for line in lines]
+    if encoding == "auto":
+        n_utf8, n_gb = kinds.count("utf-8"), kinds.count("gb")
+        encoding = "gb18030" if n_gb > n_utf8 and not bom else "utf-8"
+        gb = "gb18030"
+    errors: list[tuple[int, str]] = []
+    for no, kind in enumerate(kinds, 1):
+        if kind == "bad":
+            errors.append((no, f"bad encoding: neither UTF-8 nor {gb.upper()}"))
+        elif kind == "gb" and encoding == "utf-8":
+            errors.append((no, "bad encoding: not valid UTF-8 (is the file GBK? try --encoding"
+                               " gbk, or re-save every line in one encoding)"))
+        elif kind == "utf-8" and encoding in _GB:
+            errors.append((no, f"bad encoding: a UTF-8 line in a {encoding.upper()} file"
+                               " (re-save every line in one encoding)"))
+    if bom and encoding in _GB:
+        errors.insert(0, (1, f"bad encoding: a UTF-8 byte order mark in a {encoding.upper()} file"))
+    if errors:
+        return None, errors
+    return "\n".join(line.decode(encoding) for line in lines), []
 
 
 def parse(text: str, domain: str, min_password_length: int) -> ImportReport:
@@ -99,6 +147,7 @@ def parse(text: str, domain: str, min_password_length: int) -> ImportReport:
             if address.rpartition("@")[2] != domain:
                 raise Invalid(f"address {address} is not in domain {domain}")
             name = check_name(rec["name"])
+            title = check_title(rec.get("title") or "")
             unit = check_unit_code(rec["unit"])
             roles = parse_roles(rec.get("role") or None)
             password = rec.get("password") or None
@@ -111,8 +160,7 @@ def parse(text: str, domain: str, min_password_length: int) -> ImportReport:
             report.errors.append((line, f"duplicate address {address} (also on line {seen[address]})"))
             continue
         seen[address] = line
-        report.rows.append(ImportRow(line, address, name, unit, (rec.get("title") or "").strip(),
-                                     roles, password))
+        report.rows.append(ImportRow(line, address, name, unit, title, roles, password))
     return report
 
 
@@ -196,9 +244,17 @@ async def import_users(service: DirectoryService, data: bytes, encoding: str = "
 async def export_users(service: DirectoryService) -> str:
     """All accounts as CSV with the import columns (passwords are never exported)."""
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(COLUMNS)
     for a in await service.list_users():
-        w.writerow([a.address, a.display_name, a.unit, a.title,
-                    ",".join(r.value for r in a.roles), ""])
+        w.writerow([csv_cell(v) for v in (a.address, a.display_name, a.unit, a.title,
+                                          ",".join(r.value for r in a.roles), "")])
     return out.getvalue()
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text (OWASP CSV injection: a leading = + - @ TAB CR
+    gets a single quote) with control characters of legacy data shown escaped."""
+    if value.startswith(FORMULA_PREFIXES):
+        value = "'" + value
+    return escape_controls(value)

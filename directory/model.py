@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from cxkernel.errors import Invalid
+from directory.scram import saslprep
 
 
 class Role(StrEnum):
@@ -98,16 +100,60 @@ def check_unit_code(code: str) -> str:
     return code
 
 
+# Characters that change how a terminal or an editor shows text: bidi embeddings and
+# overrides (the "Trojan Source" set), line and paragraph separators. C0/C1/DEL are
+# Unicode category Cc; ANSI escapes start with ESC (C0), 8-bit CSI is C1.
+_INVISIBLE_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                "\u2028\u2029\u2066\u2067\u2068\u2069")
+# OWASP "CSV injection": a cell starting with one of these runs as a spreadsheet formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def is_control(c: str) -> bool:
+    """C0, DEL, C1 (CR, LF, NUL, ESC of ANSI escapes included), bidi controls, separators."""
+    return unicodedata.category(c) == "Cc" or c in _INVISIBLE_CONTROLS
+
+
+def escape_controls(text: str) -> str:
+    """Show control characters as escapes (`\\x1b`, `\\u202e`) so that legacy data printed
+    to a terminal cannot move the cursor, recolour, or hide text."""
+    if not any(is_control(c) or c == "\\" for c in text):
+        return text
+    out = []
+    for c in text:
+        if c == "\\":
+            out.append("\\\\")
+        elif is_control(c):
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def check_text(value: str, what: str, *, allow_empty: bool = False, max_len: int = 200) -> str:
+    """The one rule for names and titles (service layer: CLI, import and any API share it):
+    no control characters, no formula prefix, whitespace runs collapsed, bounded length."""
+    bad = next((c for c in value if is_control(c)), None)
+    if bad is not None:
+        raise Invalid(f"{what} contains a control character ({escape_controls(bad)})")
+    clean = " ".join(value.split())
+    if not clean and not allow_empty:
+        raise Invalid(f"{what} is empty")
+    if len(clean) > max_len:
+        raise Invalid(f"{what} is longer than {max_len} characters")
+    if clean.startswith(FORMULA_PREFIXES):
+        raise Invalid(f"{what} starts with {clean[0]!r}, which spreadsheets run as a formula")
+    return clean
+
+
 def check_name(name: str, what: str = "name") -> str:
     """Display names in any script (Chinese is the norm); refuse empty, absurd or control chars."""
-    clean = " ".join(name.split())
-    if not clean:
-        raise Invalid(f"{what} is empty")
-    if len(clean) > 200:
-        raise Invalid(f"{what} is longer than 200 characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise Invalid(f"{what} contains control characters")
-    return clean
+    return check_text(name, what)
+
+
+def check_title(title: str) -> str:
+    """Job titles: like names, but may be empty."""
+    return check_text(title, "title", allow_empty=True)
 
 
 def parse_roles(values: list[str] | tuple[str, ...] | str | None) -> tuple[Role, ...]:
@@ -127,7 +173,14 @@ def parse_roles(values: list[str] | tuple[str, ...] | str | None) -> tuple[Role,
 
 
 def check_password_strength(password: str, address: str, min_length: int) -> None:
-    """Refuse passwords an attacker would guess first."""
+    """Refuse passwords an attacker would guess first, and control characters (SASLprep,
+    RFC 4013 §2.3, prohibits them: such a password could never be used to log in)."""
+    if any(unicodedata.category(c) == "Cc" for c in password):
+        raise Invalid("password contains a control character")
+    try:
+        saslprep(password)  # the same preparation key derivation does: no surprise later
+    except ValueError:
+        raise Invalid("password contains a character SASLprep prohibits") from None
     if len(password) < min_length:
         raise Invalid(f"weak password: shorter than {min_length} characters")
     if len(set(password)) < 3:

@@ -21,6 +21,7 @@ from directory.model import (
     UnitKind,
     check_name,
     check_password_strength,
+    check_title,
     check_unit_code,
     normalise_address,
     parse_roles,
@@ -144,6 +145,7 @@ class DirectoryService:
                        password: str | None = None, quota: int | None = None) -> Account:
         address = self.address(address)
         name = check_name(name)
+        title = check_title(title)
         role_t = parse_roles(roles)
         if password is not None:
             check_password_strength(password, address, self.settings.min_password_length)
@@ -154,7 +156,7 @@ class DirectoryService:
                 raise NotFound(f"unknown unit {unit!r}")
             await self._check_free(conn, address, "account")
             account_id = await repo.insert_account(
-                conn, address, name, u.id, title.strip(), role_t,
+                conn, address, name, u.id, title, role_t,
                 quota or self.settings.default_quota)
             if keys:
                 await repo.set_credentials(conn, account_id, keys)
@@ -211,7 +213,7 @@ class DirectoryService:
         if name is not None:
             fields["display_name"] = check_name(name)
         if title is not None:
-            fields["title"] = title.strip()
+            fields["title"] = check_title(title)
         if roles is not None:
             fields["roles"] = [r.value for r in parse_roles(roles)]
         if quota is not None:

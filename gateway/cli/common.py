@@ -78,7 +78,7 @@ def emit(args: argparse.Namespace, rows: Sequence[dict[str, Any]] | dict[str, An
          columns: Iterable[str] | None = None) -> None:
     """Print rows as a table (humans) or JSON (`--json`: an array for lists)."""
     if getattr(args, "json", False):
-        print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+        print(_json_safe(json.dumps(rows, ensure_ascii=False, indent=2, default=str)))
         return
     if isinstance(rows, dict):
         width = max((len(k) for k in rows), default=0)
@@ -90,11 +90,23 @@ def emit(args: argparse.Namespace, rows: Sequence[dict[str, Any]] | dict[str, An
 
 
 def _cell(v: Any) -> str:
+    """A value for a terminal: control characters of legacy data (ANSI escapes, CR/LF,
+    NUL, bidi overrides) are shown escaped, never sent raw."""
+    from directory.model import escape_controls
     if v is None:
         return "-"
     if isinstance(v, list | tuple):
-        return ",".join(str(x) for x in v)
-    return str(v)
+        return escape_controls(",".join(str(x) for x in v))
+    return escape_controls(str(v))
+
+
+def _json_safe(text: str) -> str:
+    """json.dumps escapes C0 controls but, with ensure_ascii=False, not C1 or bidi
+    controls: escape those too (still valid JSON)."""
+    from directory.model import is_control
+    if not any(is_control(c) for c in text if c not in "\n"):
+        return text
+    return "".join(f"\\u{ord(c):04x}" if c != "\n" and is_control(c) else c for c in text)
 
 
 def _width(s: str) -> int:

@@ -92,7 +92,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=user_set)
     p = user.add_parser("import", help="import accounts from CSV, all or nothing")
     p.add_argument("file")
-    p.add_argument("--encoding", default="utf-8", choices=["utf-8", "gbk", "gb18030"])
+    p.add_argument("--encoding", default="utf-8", choices=["utf-8", "gbk", "gb18030", "auto"],
+                   help="file encoding; auto detects it line by line (default utf-8)")
     p.add_argument("--dry-run", action="store_true", help="check only; write nothing")
     add_json(p)
     p.set_defaults(func=user_import)
