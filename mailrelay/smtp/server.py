@@ -56,6 +56,7 @@ def with_enhanced_code(status: str) -> str:
     return f"{code}{sep}{enhanced} {rest}".rstrip()
 
 
+LINGER_SECONDS = 2.0  # how long a session closed with 421 keeps draining input
 _SIMPLE_PATH = re.compile(r"<([^<>\"()\s,:;\\@\[\]]+@[^<>\"()\s,:;\\@\[\]]+)?>")
 
 
@@ -120,6 +121,18 @@ class CxSMTP(SMTP):
             self._admitted_ip = None
         super().connection_lost(error)
 
+    def _linger_close(self) -> None:
+        """Close after a 421 without losing it: send FIN at once (where the transport can),
+        keep reading and dropping what the client already pipelined, and close when it
+        closes or after LINGER_SECONDS. Closing with unread input would send a RST, which
+        can destroy the 421 in the client's receive buffer (Apache's "lingering close")."""
+        t = self.transport
+        if t is None:
+            return
+        if isinstance(t, asyncio.WriteTransport) and t.can_write_eof():
+            t.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, t.close)
+
     @classmethod
     def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None, **kw: Any) -> Any:
         """A protocol factory that builds aiosmtpd's per-listener tables once.
@@ -169,8 +182,7 @@ class CxSMTP(SMTP):
             self._closing = True
             self._writer.write(b"".join(self._pending) + data)
             self._pending.clear()
-            if self.transport is not None:
-                self.transport.close()
+            self._linger_close()
             return
         # RFC 2920 §3.1: with PIPELINING the server may hold replies while more commands
         # are already buffered, and send them together when it would wait for input.
@@ -193,7 +205,7 @@ class CxSMTP(SMTP):
         finally:
             self._raw_replies = False
             lines, self._collect = self._collect, None
-            if lines:
+            if lines and not self._closing:
                 self._writer.write(b"".join(lines))
                 await self._writer.drain()
 
