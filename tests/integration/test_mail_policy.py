@@ -37,6 +37,12 @@ class Sink:
         self.received: list[tuple[str, list[str], bytes]] = []
         self.port = 0
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("gone@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 ok"
+
     async def handle_DATA(self, server, session, envelope):
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos),
                               envelope.original_content))
@@ -79,6 +85,7 @@ async def city(server):
     await seed_city(server)
     d = server.services.directory
     await d.add_alias("forward", "friend@remote.example")  # forwards outside
+    await d.add_alias("moved", "gone@remote.example")  # forwards to a dead address
     for target in ("zhang.san", "li.si", "wang.wu"):
         await d.add_alias("everyone", target)  # a large alias (>= large_alias_members)
     await server.services.components["mail"].parts.book.reload()
@@ -126,6 +133,22 @@ async def test_trusted_port25_mail_in_our_name_is_accepted_but_not_signed(city, 
     assert (mail_from, rcpts) == ("zhang.san@cx.example", ["friend@remote.example"])
     assert b"DKIM-Signature:" not in data
     assert len(await wait_inbox(city, "li.si@cx.example", 1)) == 1  # the unit list
+
+
+async def test_bounce_is_signed_the_bounced_message_is_not(city, sink):
+    """A bounce is ours (From: MAILER-DAEMON@cx.example): signed. The anonymous message
+    it reports on went out unsigned and stays so inside the DSN's headers."""
+    body = b"From: someone@example.org\r\nSubject: hi\r\n\r\nfor a moved person\r\n"
+    await port25(city, body, "someone@example.org", ["moved@cx.example"])
+    for _ in range(400):  # the DSN is queued after the failure: wait for it at the sink
+        if sink.received:
+            break
+        await asyncio.sleep(0.05)
+    assert await queue_empty(city, timeout=20)
+    [(mail_from, rcpts, dsn)] = sink.received  # only the DSN got through
+    assert (mail_from, rcpts) == ("<>", ["someone@example.org"])  # aiosmtpd keeps the brackets
+    assert dsn.startswith(b"DKIM-Signature:") and verifies(dsn)
+    assert b"From: Mail Delivery System <MAILER-DAEMON@cx.example>" in dsn
 
 
 async def test_cli_mail_send_is_signed(city, sink, cfg, monkeypatch, capsys):
