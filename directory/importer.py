@@ -16,9 +16,10 @@ import asyncio
 import csv
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from cxkernel.errors import Invalid
 from directory import repo
@@ -134,7 +135,7 @@ def parse(text: str, domain: str, min_password_length: int) -> ImportReport:
         report.errors.append((1, f"unknown column(s) {', '.join(unknown)}"))
         return report
     seen: dict[str, int] = {}
-    for values in reader:
+    for values in _rows(reader, report):
         line = reader.line_num
         if not any(v.strip() for v in values):
             continue
@@ -162,6 +163,19 @@ def parse(text: str, domain: str, min_password_length: int) -> ImportReport:
         seen[address] = line
         report.rows.append(ImportRow(line, address, name, unit, title, roles, password))
     return report
+
+
+def _rows(reader: Any, report: ImportReport) -> Iterator[list[str]]:
+    """The CSV rows; a row the csv module cannot read (an over-long field, say) ends the
+    file as a numbered error instead of a traceback."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.errors.append((reader.line_num, f"unreadable CSV: {exc}"))
+            return
 
 
 def _derive(args: tuple[str, int]) -> list[ScramKeys]:

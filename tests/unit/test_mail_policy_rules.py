@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cxkernel.errors import Invalid
-from directory.importer import csv_cell, decode
+from directory.importer import csv_cell, decode, parse
 from directory.model import check_name, check_password_strength, check_title, escape_controls
 from mailrelay.addressbook import AddressBook, Expansion, LocalAccount
 from mailrelay.smtp.policy import (
@@ -130,3 +130,9 @@ def test_decode_never_raises_and_names_real_lines(data, encoding):
     assert (text is None) == bool(errors)
     lines = data.count(b"\n") + 1
     assert all(1 <= n <= lines for n, _ in errors)
+
+
+def test_unreadable_csv_is_a_row_error():
+    text = "address,name,unit\n" + "a,b,c\n" + 'x,"' + "y" * 200_000 + '",finance\n'
+    report = parse(text, "cx.example", 8)
+    assert [n for n, _ in report.errors] == [3] and "unreadable CSV" in report.errors[0][1]
