@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -96,7 +97,8 @@ class Conn:
 async def login(port: int, user: str, resource: str = "b") -> Conn:
     """STARTTLS, SCRAM-SHA-256, bind, with the sans-IO client core."""
     session = ClientSession(JID(user, TARGET["domain"], resource), PASSWORD,  # type: ignore[arg-type]
-                            mechanisms=TARGET["mechanisms"])  # type: ignore[arg-type]
+                            mechanisms=TARGET["mechanisms"],  # type: ignore[arg-type]
+                            new_nonce=lambda: secrets.token_urlsafe(18))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     session.start()
     writer.write(session.data_to_send())

@@ -59,6 +59,7 @@ class ListenConfig:
     xmpp: str = _f("127.0.0.1:5222", "XMPP client-to-server with STARTTLS (5222 role)", addr=True)
     xmpps: str = _f("127.0.0.1:5223", "XMPP client-to-server over direct TLS (5223 role, XEP-0368)", addr=True)
     http: str = _f("127.0.0.1:8080", "HTTP: health, metrics, CRL/OCSP, file upload", addr=True)
+    https: str = _f("127.0.0.1:8443", "HTTPS (the server certificate): the same routes as `http`; upload links use it when set", addr=True)
     xmpp_component: str = _f("127.0.0.1:5275", "XEP-0114 external components (only when xmpp.components is set)", addr=True)
 
 
@@ -143,8 +144,18 @@ class XMPPConfig:
     upload_url: str = _f("", "public base URL of upload slots (empty: http://<listen.http>)")
     upload_domain: str = _f("", "upload service JID (empty: upload.<domain>)")
     components: list[str] = _f([], "external components as \"domain=secret\" (XEP-0114)", secret=True)
+    component_rate_bytes_per_s: int = _f(1048576, "per-component receive rate limit, bytes per second (reading pauses above)", min=1000)
+    component_auth_delay: float = _f(1.0, "seconds a peer address waits before its next component handshake is checked, doubled per failure in a row (at most 60 s)", min=0.0)
     archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    header_timeout: float = _f(10.0, "seconds to receive a request's line and headers (a trickle does not extend it)", min=0.1)
+    body_timeout: float = _f(30.0, "seconds without a byte of a request body before the request is cut off (408)", min=0.1)
+    idle_timeout: float = _f(60.0, "seconds a keep-alive connection may wait for its next request", min=0.1)
+    max_header: int = _f(16384, "largest request line plus headers, bytes (431 above)", min=1024)
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,7 @@ class Config:
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
     ca: CAConfig = field(default_factory=CAConfig)
     source: str = ""  # path of the file this came from, "" for defaults
 
@@ -197,6 +209,7 @@ SECTION_DOCS = {
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "xmpp": "XMPP server limits",
+    "http": "HTTP/HTTPS listener limits (health, metrics, CRL/OCSP, file upload)",
     "ca": "the city CA/RA for unit seals and personal certificates",
 }
 

@@ -24,7 +24,7 @@ from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.service import DirectoryService, DirectorySettings
 from gateway.db import Database
-from gateway.http import HTTPServer, Request, Response
+from gateway.http import HTTPServer, Limits, Request, Response
 from gateway.tls import ensure_self_signed, server_context
 
 log = logging.getLogger("cxgw")
@@ -92,13 +92,18 @@ async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services
 
 
 class HTTPComponent:
-    """The `http` listener with /health and /metrics (others add routes to services.http)."""
+    """The `http` and `https` listeners with /health and /metrics (others add routes to
+    services.http); both serve the same routes."""
 
     name = "http"
 
     def __init__(self, services: Services) -> None:
         self.s = services
-        self.server: asyncio.base_events.Server | None = None
+        self.servers: list[asyncio.base_events.Server] = []
+        h = services.cfg.http
+        services.http.limits = Limits(header_timeout=h.header_timeout,
+                                      body_timeout=h.body_timeout,
+                                      idle_timeout=h.idle_timeout, max_header=h.max_header)
         services.http.route("/health", self._health)
         services.http.route("/metrics", self._metrics)
 
@@ -111,17 +116,26 @@ class HTTPComponent:
         return Response(200, self.s.metrics.render().encode(), "text/plain; version=0.0.4")
 
     async def start(self) -> list[Endpoint]:
-        addr = self.s.cfg.listen_addr("http")
-        if addr is None:
-            return []
-        self.server = await asyncio.start_server(self.s.http.handle_connection, addr[0], addr[1])
-        port = self.server.sockets[0].getsockname()[1]
-        return [Endpoint("http", "http", addr[0], port, "none")]
+        out = []
+        for name, tls in (("http", None), ("https", self.s.tls)):
+            addr = self.s.cfg.listen_addr(name)
+            if addr is None:
+                continue
+            # The accept path of both listeners: HTTPServer.handle_connection.
+            server = await asyncio.start_server(
+                self.s.http.connection_handler(name), addr[0], addr[1], ssl=tls,
+                ssl_handshake_timeout=self.s.cfg.http.header_timeout if tls else None)
+            self.servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            out.append(Endpoint(name, "http", addr[0], port, "implicit" if tls else "none"))
+        return out
 
     async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers.clear()
 
 
 def build_components(services: Services) -> list[Component]:

@@ -19,16 +19,20 @@ class XmppWiring:
                                        s.bus, s.metrics)
         s.components["xmpp"] = self.component
         self.bus = s.bus
-        if s.cfg.listen.http:  # XEP-0363 file upload is served by the `http` listener
+        listen = s.cfg.listen
+        if listen.http or listen.https:  # XEP-0363 upload: served by the HTTP listeners
             x = s.cfg.xmpp
+            # Links name the https listener when there is one (the server certificate).
+            default = f"https://{listen.https}" if listen.https else f"http://{listen.http}"
             settings = upload.UploadSettings(
                 directory=s.cfg.state_path / "upload",
-                base_url=(x.upload_url or f"http://{s.cfg.listen.http}").rstrip("/"),
+                base_url=(x.upload_url or default).rstrip("/"),
                 max_file_size=x.upload_max_file_size, quota=x.upload_quota,
                 expiry=float(x.upload_expiry), domain=x.upload_domain)
             s.bus.on("upload/settings", lambda _ev: settings)
+            # Streaming: the upload checks the slot and its token before reading the body.
             s.http.route(upload.PATH, self._upload, methods=("GET", "PUT"),
-                         max_body=settings.max_file_size)
+                         max_body=settings.max_file_size, stream=True)
 
     async def start(self) -> list[Endpoint]:
         return [Endpoint(role, "xmpp", host, port, tls)
@@ -39,10 +43,11 @@ class XmppWiring:
 
     async def _upload(self, req: Request) -> Response:
         reply = await self.bus.fire("upload/http", upload.HttpRequest(
-            req.method, req.path, req.headers, req.body))
+            req.method, req.path, req.headers, read=req.read))
         if reply is None:
             return Response(404, b"not found\n")
-        return Response(reply.status, reply.body, reply.content_type, reply.headers)
+        return Response(reply.status, reply.body, reply.content_type, reply.headers,
+                        stream=reply.stream, length=reply.length)
 
 
 def factory(s: Services) -> Any:

@@ -12,6 +12,14 @@ its stanzas are routed like a client's (to local users, the server, other compon
 
 One connection per domain: a second one gets ``conflict``. Plain TCP on loopback by
 default (XEP-0114 has no TLS); the secrets come from configuration.
+
+Limits: before the handshake the current element may hold at most
+``xmpp.max_unauth_stanza_size`` bytes, after it ``MAX_STANZA`` (the parser counts the
+start tag too); input is rate-limited per connection (``xmpp.component_rate_bytes_per_s``,
+reading pauses above it). A failed handshake is one INFO line and a penalty for the peer
+address (Dovecot's auth penalty): its next handshake is checked only after
+``xmpp.component_auth_delay`` seconds, doubled per failure in a row (at most 60 s), so a
+secret cannot be guessed at wire speed, even over many parallel connections.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
@@ -40,7 +49,10 @@ log = logging.getLogger("cxgw.xmpp.component")
 COMPONENT_NS = "jabber:component:accept"
 HANDSHAKE = ns.q(COMPONENT_NS, "handshake")
 MAX_STANZA = 262144
+MAX_UNAUTH_STANZA = 10000
 HANDSHAKE_TIMEOUT = 30.0
+MAX_PENALTY = 60.0
+PENALTY_TABLE = 10000  # peer addresses remembered (oldest forgotten first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +70,12 @@ class Closed:
     pass
 
 
-Event = Bound | Stanza | Closed
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    domain: str
+
+
+Event = Bound | Stanza | Closed | HandshakeFailed
 
 
 def handshake_digest(stream_id: str, secret: str) -> str:
@@ -78,11 +95,13 @@ class ComponentStream:
     """Server side of one component stream. `secrets` maps domain → shared secret;
     `taken(domain)` tells whether that domain is already connected."""
 
-    def __init__(self, secrets_: dict[str, str], taken: Callable[[str], bool]) -> None:
+    def __init__(self, secrets_: dict[str, str], taken: Callable[[str], bool], *,
+                 stream_id: str, max_unauth_stanza: int = MAX_UNAUTH_STANZA) -> None:
         self.secrets = secrets_
         self.taken = taken
-        self.parser = StreamParser(content_ns=COMPONENT_NS, max_stanza_bytes=MAX_STANZA)
-        self.stream_id = secrets.token_hex(8)
+        # Small until the handshake succeeds; the start tag counts (parser docstring).
+        self.parser = StreamParser(content_ns=COMPONENT_NS, max_stanza_bytes=max_unauth_stanza)
+        self.stream_id = stream_id
         self.domain = ""
         self.bound = False
         self.closed = False
@@ -146,12 +165,14 @@ class ComponentStream:
                 return
             want = handshake_digest(self.stream_id, self.secrets[self.domain])
             if not hmac.compare_digest((el.text or "").strip().lower().encode(), want.encode()):
+                self._events.append(HandshakeFailed(self.domain))
                 self.close(StreamError("not-authorized"))
                 return
             if self.taken(self.domain):
                 self.close(StreamError("conflict", "Domain already connected"))
                 return
             self.bound = True
+            self.parser.max_stanza_bytes = MAX_STANZA
             self._out.append(b"<handshake/>")
             self._events.append(Bound(self.domain))
             return
@@ -185,16 +206,54 @@ class ComponentStream:
 class ComponentServer:
     """The XEP-0114 listener and its live connections."""
 
-    def __init__(self, host: Host, secrets_: dict[str, str]) -> None:
+    def __init__(self, host: Host, secrets_: dict[str, str], *, rate: int = 1 << 20,
+                 auth_delay: float = 1.0, max_unauth_stanza: int = MAX_UNAUTH_STANZA) -> None:
         self.host = host
         self.secrets = {d.lower(): s for d, s in secrets_.items()}
+        self.rate = rate
+        self.auth_delay = auth_delay
+        self.max_unauth_stanza = max_unauth_stanza
         self.connections: set[ComponentConnection] = set()
         self._server: asyncio.base_events.Server | None = None
+        # peer address -> (failures in a row, monotonic time before which no handshake of
+        # that address is checked); bounded, oldest first out.
+        self.penalties: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     async def listen(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
+        # Accept path: one ComponentConnection per TCP connection (connection_made is where
+        # a connection limiter check goes).
         self._server = await loop.create_server(lambda: ComponentConnection(self), host, port)
         return int(self._server.sockets[0].getsockname()[1])
+
+    # -- handshake penalty (per peer address) -------------------------------------------------
+
+    def check_slot(self, addr: str) -> float:
+        """Seconds until a handshake from `addr` may be checked; reserves that slot, so
+        parallel connections from one address are checked one penalty apart."""
+        entry = self.penalties.get(addr)
+        if entry is None or entry[0] == 0:
+            return 0.0
+        failures, not_before = entry
+        now = time.monotonic()
+        slot = max(now, not_before)
+        self.penalties[addr] = (failures, slot + self._delay(failures))
+        return slot - now
+
+    def _delay(self, failures: int) -> float:
+        return min(MAX_PENALTY, self.auth_delay * 2 ** max(0, failures - 1))
+
+    def failed(self, addr: str, domain: str) -> None:
+        failures = self.penalties.get(addr, (0, 0.0))[0] + 1
+        self.penalties[addr] = (failures, time.monotonic() + self._delay(failures))
+        self.penalties.move_to_end(addr)
+        while len(self.penalties) > PENALTY_TABLE:
+            self.penalties.popitem(last=False)
+        log.info("component handshake failed for %s from %s (%d in a row)",
+                 domain, addr, failures)
+
+    def succeeded(self, addr: str) -> None:
+        self.penalties.pop(addr, None)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -213,8 +272,14 @@ class ComponentConnection(asyncio.Protocol, Resource):
         Resource.__init__(self)
         self.server = server
         self.router = server.host.router
-        self.stream = ComponentStream(server.secrets, self._taken)
+        self.stream = ComponentStream(server.secrets, self._taken,
+                                      stream_id=secrets.token_hex(8),
+                                      max_unauth_stanza=server.max_unauth_stanza)
         self.transport: asyncio.Transport | None = None
+        self.addr = ""
+        self.tokens = float(server.rate)  # rate limit: a token bucket of one second
+        self.t_last = 0.0
+        self.held: list[bytes] | None = None  # input waiting (rate limit or penalty)
         self.lane: deque[Callable[[], Awaitable[object]]] = deque()
         self.lane_task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -224,12 +289,49 @@ class ComponentConnection(asyncio.Protocol, Resource):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.addr = str(peer[0]) if peer else ""
         self.server.connections.add(self)
-        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
+        loop = asyncio.get_running_loop()
+        self.t_last = loop.time()
+        self.timer = loop.call_later(HANDSHAKE_TIMEOUT, self._timeout)
+        # A penalised address waits before anything it sends is looked at.
+        self._hold(self.server.check_slot(self.addr))
 
     def data_received(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+            return
+        self._hold(self._charge(len(data)))
+        if self.held is not None:
+            self.held.append(data)
+            return
         self.stream.receive_data(data)
         self._pump()
+
+    def _charge(self, n: int) -> float:
+        """Token bucket: seconds to wait before `n` more bytes may be processed."""
+        rate = self.server.rate
+        now = asyncio.get_running_loop().time()
+        self.tokens = min(float(rate), self.tokens + (now - self.t_last) * rate) - n
+        self.t_last = now
+        return -self.tokens / rate if self.tokens < 0 else 0.0
+
+    def _hold(self, delay: float) -> None:
+        if delay <= 0 or self.transport is None:
+            return
+        if self.held is None:
+            self.held = []
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(delay, self._release)
+
+    def _release(self) -> None:
+        held, self.held = self.held, None
+        if held is None or self.transport is None or self.stream.closed:
+            return
+        self.transport.resume_reading()
+        for data in held:
+            self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stream.receive_data(b"")
@@ -244,7 +346,10 @@ class ComponentConnection(asyncio.Protocol, Resource):
 
     def _pump(self) -> None:
         while (ev := self.stream.next_event()) is not None:
-            if isinstance(ev, Bound):
+            if isinstance(ev, HandshakeFailed):
+                self.server.failed(self.addr, ev.domain)
+            elif isinstance(ev, Bound):
+                self.server.succeeded(self.addr)
                 if self.timer is not None:
                     self.timer.cancel()
                     self.timer = None

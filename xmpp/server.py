@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import ssl
 from collections import deque
@@ -58,6 +59,7 @@ log = logging.getLogger("cxgw.xmpp.c2s")
 
 AUTH_TIMEOUT = 60.0       # seconds to get from TCP accept to a bound resource
 MAX_RESOURCES = 20        # bound resources per account (RFC 6120 §7.6.2.1 resource-constraint)
+IDLE_PARSER = 30.0        # seconds without input after which a stream's parser is released
 MAX_WRITE_BUFFER = 8 << 20  # bytes queued for a client that does not read: then closed
 
 
@@ -92,6 +94,7 @@ class C2SServer:
         self.metrics.gauge("xmpp_connections", lambda: float(len(self.connections)),
                            "open XMPP connections")
         self.paused = False
+        self._idle_task: asyncio.Task[None] | None = None
         host.hooks.on("c2s/pressure", self._pressure)
 
     def _pressure(self, on: bool) -> None:
@@ -113,7 +116,20 @@ class C2SServer:
         server = await loop.create_server(
             lambda: C2SConnection(self, direct_tls), host, port, backlog=1024)
         self._servers.append(server)
+        if self._idle_task is None:
+            self._idle_task = loop.create_task(self._release_idle_parsers())
         return int(server.sockets[0].getsockname()[1])
+
+    async def _release_idle_parsers(self) -> None:
+        """Each stream quiet for IDLE_PARSER seconds gives back its expat parser (its own
+        decision: it keeps it mid-stanza); the clock lives here, not in the core."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(IDLE_PARSER)
+            quiet = loop.time() - IDLE_PARSER
+            for conn in list(self.connections):
+                if conn.t_last < quiet and not conn.ended:
+                    conn.session.release_parser()
 
     # -- output batching -------------------------------------------------------------------
 
@@ -137,6 +153,9 @@ class C2SServer:
         §4.9.3.20), and give the lanes a moment to finish."""
         for server in self._servers:
             server.close()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
         for conn in list(self.connections):
             conn.close_stream(StreamError("system-shutdown"))
         # Lanes now hold each session's last work (unavailable presence, last activity).
@@ -163,7 +182,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.server = server
         self.router = server.host.router
         self.session = ServerSession(server.config_direct if direct_tls
-                                     else server.config_starttls)
+                                     else server.config_starttls, new_id=_new_id)
         self.transport: asyncio.Transport | None = None
         self.tls: TLSLayer | None = TLSLayer(server.tls) if direct_tls else None
         self.wbuf: list[bytes] = []
@@ -556,6 +575,11 @@ def _stanzas(out: bytes) -> Iterator[Element]:
         yield from fromstring(b'<w xmlns="jabber:client">' + out + b"</w>")
     except Exception:
         log.warning("unparsable core output while stream management is on")
+
+
+def _new_id() -> str:
+    """Stream ids and server-made resources (RFC 6120 §4.7.3: unpredictable)."""
+    return secrets.token_urlsafe(12)
 
 
 def _later(fn: Callable[..., object], *args: Any) -> Callable[[], Awaitable[None]]:

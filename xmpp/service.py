@@ -79,7 +79,10 @@ class XmppComponent:
             secrets[domain.strip().lower()] = secret
         listen = self.cfg.listen.xmpp_component
         if secrets and listen:  # XEP-0114 listener, only when components are configured
-            self.component_server = component.ComponentServer(host, secrets)
+            x = self.cfg.xmpp
+            self.component_server = component.ComponentServer(
+                host, secrets, rate=x.component_rate_bytes_per_s,
+                auth_delay=x.component_auth_delay, max_unauth_stanza=x.max_unauth_stanza_size)
             chost, cport = parse_hostport(listen)
             cport = await self.component_server.listen(chost, cport)
             out.append(("xmpp_component", chost, cport, "none"))

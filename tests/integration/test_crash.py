@@ -37,7 +37,8 @@ async def test_kill_between_250_and_delivery_loses_nothing(db_url, tmp_path: Pat
     upstream = free_port()
     cfg = tmp_path / "cx.toml"
     listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in
-                       ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http"))
+                       ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http",
+                        "https"))
     cfg.write_text(f'[server]\nstate_dir = "{tmp_path / "var"}"\n[database]\nurl = "{db_url}"\n'
                    f'[listen]\n{listen}\n[relay]\nsmarthost = "127.0.0.1:{upstream}"\n'
                    '[queue]\nretry_initial = 1\nretry_max = 1\n')

@@ -43,7 +43,8 @@ def test_serve_embedded_start_and_stop():
     state = Path(tempfile.mkdtemp(prefix="cxsv"))
     cfg = state / "cx.toml"
     listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in
-                       ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http"))
+                       ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http",
+                        "https"))
     cfg.write_text(f'[server]\nstate_dir = "{state / "var"}"\n[listen]\n{listen}\n')
     env = {"CXGW_DATABASE_URL": "", "CXGW_CONFIG": ""}
     proc, ports, lines = start_server(cfg, env)

@@ -8,6 +8,7 @@ and the others do not notice.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -63,7 +64,8 @@ class Raw:
 
 
 async def login(port: int, user: str, resource: str = "raw") -> Raw:
-    session = ClientSession(JID(user, DOMAIN, resource), PASSWORD)
+    session = ClientSession(JID(user, DOMAIN, resource), PASSWORD,
+                            new_nonce=lambda: secrets.token_urlsafe(18))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     session.start()
     writer.write(session.data_to_send())

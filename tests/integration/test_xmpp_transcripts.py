@@ -4,6 +4,7 @@ STARTTLS with a raw client (the sans-IO client core on asyncio streams)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ class RawActor:
         self._tls = False
 
     async def login(self, port: int, jid: JID) -> None:
-        s = self.session = ClientSession(jid, PASSWORD)
+        s = self.session = ClientSession(jid, PASSWORD, new_nonce=lambda: secrets.token_urlsafe(18))
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
         s.start()
         self.writer.write(s.data_to_send())

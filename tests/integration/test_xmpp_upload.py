@@ -43,7 +43,7 @@ def free_port() -> int:
 def cfg_overrides() -> dict[str, dict[str, object]]:
     # The slot URLs name the http listener, so it needs a known port here.
     return {"auth": {"scram_iterations": 4096},
-            "listen": {"http": f"127.0.0.1:{free_port()}"}}
+            "listen": {"http": f"127.0.0.1:{free_port()}", "https": ""}}
 
 
 async def request_slot(c: Any, filename: str, size: int, ctype: str = "text/plain") -> Any:

@@ -123,6 +123,12 @@ class MamStore:
                    select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
                    on conflict (owner, stanza_id) do nothing""", owners, ids, withs, stanzas)
 
+    async def purge(self, owner: str) -> int:
+        """Forget an archive (a squatted room closed for a unit room)."""
+        async with self.pool.acquire() as conn:
+            done = await conn.execute("delete from xmpp_mam where owner = $1", owner)
+        return int(done.split()[-1])
+
     async def all_prefs(self) -> dict[str, Prefs]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch("select * from xmpp_mam_prefs")
@@ -198,6 +204,11 @@ class MemoryMamStore:
                 seen.add((owner, id_))
                 self.rows.append((len(self.rows) + 1, owner, id_, with_,
                                   datetime.now(UTC), text))
+
+    async def purge(self, owner: str) -> int:
+        before = len(self.rows)
+        self.rows = [r for r in self.rows if r[1] != owner]
+        return before - len(self.rows)
 
     async def all_prefs(self) -> dict[str, Prefs]:
         return dict(self.prefs)
@@ -391,6 +402,12 @@ class Mam:
             if len(self.pending) < LOW:
                 self.host.set_pressure("mam", False)
 
+    async def on_room_purged(self, room: str) -> None:
+        """``muc/room/purged``: the room's archive goes (after what is queued for it)."""
+        await self.flushed()
+        n = await self.store.purge(room)
+        log.info("archive of %s purged (%d messages)", room, n)
+
     async def flushed(self) -> None:
         """Wait until every queued row is written (queries read their own writes)."""
         while self.writer is not None:
@@ -504,6 +521,7 @@ def register(host: Host) -> Mam:
     host.hooks.on("stanza/inbound", m.on_inbound, priority=-100)  # after blocking
     host.hooks.on("message/routed", m.on_routed, priority=-100)
     host.bus.on("muc/message", m.on_room_message)
+    host.bus.on("muc/room/purged", m.on_room_purged)
     host.bus.on(f"iq/self/set/{QUERY}", m.query)
     host.bus.on(f"iq/self/get/{QUERY}", m.query_form)
     host.bus.on(f"iq/self/get/{PREFS}", m.get_prefs)

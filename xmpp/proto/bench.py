@@ -33,7 +33,8 @@ def _bound_session(user: str) -> ServerSession:
     """A session driven through PLAIN + bind with a trusting fake driver."""
     import base64
 
-    session = ServerSession(SessionConfig(domains=("example.com",), direct_tls=True))
+    session = ServerSession(SessionConfig(domains=("example.com",), direct_tls=True),
+                            new_id=lambda: "bench")
     session.receive_data(HEADER)
     auth = base64.b64encode(f"\0{user}\0pw".encode()).decode()
     session.receive_data(

@@ -8,8 +8,8 @@ Same driving pattern as ServerSession: ``receive_data``, ``next_event``, ``data_
 from __future__ import annotations
 
 import base64
-import secrets
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 from xml.etree.ElementTree import Element, SubElement
 
@@ -53,7 +53,9 @@ class ClientSession:
 
     def __init__(self, jid: JID, password: str, *,
                  mechanisms: tuple[str, ...] = sasl.SUPPORTED, direct_tls: bool = False,
-                 require_tls: bool = True, max_stanza_bytes: int = 1 << 20) -> None:
+                 require_tls: bool = True, max_stanza_bytes: int = 1 << 20,
+                 new_nonce: Callable[[], str]) -> None:
+        self._new_nonce = new_nonce  # SCRAM client nonce source (randomness injected)
         self.jid = jid
         self.password = password
         self.mechanisms = mechanisms
@@ -201,7 +203,7 @@ class ClientSession:
         if choice == "PLAIN":
             message = f"\0{self.jid.local}\0{self.password}".encode()
         else:
-            nonce = secrets.token_urlsafe(18)
+            nonce = self._new_nonce()
             bare = f"n={_saslname(self.jid.local)},r={nonce}"
             self._scram = (bare, nonce)
             message = b"n,," + bare.encode()

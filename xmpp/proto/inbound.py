@@ -8,7 +8,7 @@ the legacy session result) without routing, ``Verdict.ROUTE`` the (amended) stan
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from enum import Enum
 from xml.etree.ElementTree import Element
 
@@ -32,16 +32,17 @@ def _answer(stanza: Element, error: StanzaError, from_: str | None = None) -> El
     return Verdict.DROP if is_error_stanza(stanza) else error_reply(stanza, error, from_=from_)
 
 
-def bind_request(iq: Element) -> tuple[str, bool] | StanzaError:
+def bind_request(iq: Element, new_resource: Callable[[], str]) -> tuple[str, bool] | StanzaError:
     """The resource asked for in a bind iq, resourceprep'd, and whether the server made it
-    up (RFC 6120 §7.6: none requested); or the error to answer (§7.7.2.1 bad-request)."""
+    up with `new_resource` (RFC 6120 §7.6: none requested); or the error to answer
+    (§7.7.2.1 bad-request)."""
     if not iq.get("id"):
         return StanzaError("bad-request", "Missing 'id'")
     bind = iq.find(ns.BIND_TAG)
     res_el = bind.find(_RESOURCE) if bind is not None else None
     text = (res_el.text or "").strip() if res_el is not None else ""
     if not text:
-        return secrets.token_urlsafe(9), True
+        return new_resource(), True
     try:
         return resourceprep(text), False
     except JIDError:

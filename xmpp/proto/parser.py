@@ -11,15 +11,26 @@ so billion-laughs style expansion cannot happen. Depth and stanza size are limit
 (``policy-violation``). ``reset()`` starts a fresh XML document, as needed after STARTTLS
 (RFC 6120 §5.4.3.3) and SASL success (§6.4.6).
 
-Memory: an expat parser costs ~12 KiB, the largest part of an idle session. A stream
-that sits between stanzas for a while gives its parser back (``_sweep``, run every so
-many feeds of all streams, with no clock); the next bytes rebuild one, primed with the
-saved stream header so that its namespace declarations still apply.
+Bounds (ARCHITECTURE rule 15): the bytes of the current top-level element are counted
+from its first byte, start tag included, in every state: before the stream header, between
+stanzas (an unfinished ``<message x='AAAA…`` never closed), inside a stanza. Above
+``max_stanza_bytes`` the stream fails with ``policy-violation``. A single unfinished token
+(a start tag, an attribute value) is also bounded (``max_token_bytes``): expat re-parses an
+unfinished token from its start on every feed (CVE-2023-52425), so bounding the token
+bounds that cost to ``max_token_bytes`` per feed. Where expat has reparse deferral
+(expat >= 2.6 with Python's ``SetReparseDeferralEnabled``) it is switched *off*: an
+interactive stream must see each stanza when its last byte arrives, and our bound already
+makes the re-parse cost moot.
+
+State is per stream only: no process-wide tables, counters or sweeps. Memory: an expat
+parser costs ~12 KiB, the largest part of an idle session; the driver may call
+``release()`` on a stream that has been idle for a while (it owns the clock): between
+stanzas the parser is dropped, and the next bytes rebuild one, primed with the saved
+stream header so that its namespace declarations still apply.
 """
 
 from __future__ import annotations
 
-import weakref
 import xml.parsers.expat as expat
 from xml.etree.ElementTree import Element
 
@@ -28,22 +39,8 @@ from .errors import StreamError
 from .events import ParserEvent, StanzaReceived, StreamClosed, StreamFailed, StreamOpened
 
 _SLICE = 16384  # bytes parsed between size checks, bounding memory of an unfinished stanza
-# Shared by every stream of the process (one event loop thread): expat's string intern
-# table and our name → Clark tag cache. Per-stream copies cost ~10 KiB per session; the
-# shared ones are capped (cleared when full) so a client inventing names cannot grow them.
-_INTERN: dict[str, str] = {}
-_NAMES: dict[str, str] = {}
-_SHARED_MAX = 20000
-# Streams holding an expat parser. After every period of feeds (of all streams), those
-# not fed during it and resting between stanzas lose theirs. A period is four times as
-# many feeds as streams were fed during the previous one, so a stream fed about as often
-# as the other busy ones keeps its parser (a rebuild costs ~5 µs, and thrashing made
-# routing 15% slower); sweeping costs O(1) per feed.
-_LIVE: weakref.WeakSet[StreamParser] = weakref.WeakSet()
-_SWEEP_MIN = 64
-_SWEEP_FACTOR = 4
-_countdown = _SWEEP_MIN
-_PRIMERS: dict[tuple[tuple[str, str], ...], bytes] = {}  # shared by streams alike
+_TABLE_MAX = 2000  # names cached per stream (expat's intern table and our Clark cache)
+MAX_TOKEN = 16384  # bytes of one unfinished token (start tag, attribute value)
 _NO_DECLS: dict[str, str] = {}  # `_header_ns` once the header is read; never written
 _WHITESPACE = " \t\r\n"
 _WS = b" \t\r\n"
@@ -74,16 +71,19 @@ class StreamParser:
     `max_stanza_bytes` may be changed at any time (smaller before authentication).
     """
 
-    __slots__ = ("content_ns", "max_stanza_bytes", "max_depth", "_names", "_p", "_active",
-                 "_primer", "_depth", "_stack", "_events", "_marks", "_header_ns",
-                 "_stanza_start", "_fed", "_chunk", "_chunk_base", "_dead", "__weakref__")
+    __slots__ = ("content_ns", "max_stanza_bytes", "max_depth", "max_token_bytes", "_names",
+                 "_intern", "_p", "_primer", "_depth", "_stack", "_events", "_marks",
+                 "_header_ns", "_stanza_start", "_progress", "_fed", "_chunk", "_chunk_base",
+                 "_dead")
 
     def __init__(self, *, content_ns: str = ns.CLIENT, max_stanza_bytes: int = 65536,
-                 max_depth: int = 48) -> None:
+                 max_depth: int = 48, max_token_bytes: int = MAX_TOKEN) -> None:
         self.content_ns = content_ns
         self.max_stanza_bytes = max_stanza_bytes
         self.max_depth = max_depth
-        self._names = _NAMES
+        self.max_token_bytes = max_token_bytes
+        self._names: dict[str, str] = {}
+        self._intern: dict[str, str] = {}
         self._dead = False
         self.reset()
 
@@ -92,15 +92,14 @@ class StreamParser:
     def reset(self) -> None:
         """Start a new XML document (stream restart); unparsed state is dropped."""
         self._p: expat.XMLParserType | None = None  # made by the next feed
-        _LIVE.discard(self)
-        self._active = False  # fed since the last sweep
         self._primer = b""    # the stream header, to re-open the stream in a new parser
         self._depth = 0
         self._stack: list[Element] = []
         self._events: list[ParserEvent] = []
         self._marks: list[tuple[int, str]] = []  # per event: end position, tag
         self._header_ns: dict[str, str] = {}
-        self._stanza_start = 0
+        self._stanza_start = 0  # where the current top-level element began (or may begin)
+        self._progress = 0      # where the last token expat reported began
         self._fed = 0
         self._chunk = b""
         self._chunk_base = 0
@@ -109,9 +108,11 @@ class StreamParser:
     def _new_expat(self) -> expat.XMLParserType:
         # The encoding is forced to UTF-8 (RFC 6120 §11.6) and namespaces are reported as
         # "uri}local", the same trick ElementTree uses, so "{" + name is Clark notation.
-        if len(_INTERN) > _SHARED_MAX:
-            _INTERN.clear()
-        p = expat.ParserCreate("UTF-8", "}", intern=_INTERN)
+        if len(self._intern) > _TABLE_MAX:
+            self._intern = {}
+        p = expat.ParserCreate("UTF-8", "}", intern=self._intern)
+        if hasattr(p, "SetReparseDeferralEnabled"):  # expat >= 2.6: see module docstring
+            p.SetReparseDeferralEnabled(False)
         p.buffer_text = True
         p.buffer_size = 1024  # per stream (RSS); longer text arrives in pieces, joined in _data
         p.ordered_attributes = False
@@ -121,7 +122,7 @@ class StreamParser:
             # Re-open the stream (no handlers yet: no second StreamOpened); the bytes that
             # follow are parsed at depth 1 under the header's namespace declarations.
             p.Parse(self._primer, False)
-            self._fed = len(self._primer)
+            self._fed = self._stanza_start = self._progress = len(self._primer)
         else:
             p.StartNamespaceDeclHandler = self._ns_decl
             p.XmlDeclHandler = self._xml_decl
@@ -135,7 +136,6 @@ class StreamParser:
         p.SkippedEntityHandler = self._skipped_entity
         p.ExternalEntityRefHandler = self._external_entity
         self._p = p
-        _LIVE.add(self)
         return p
 
     def _at_rest(self) -> bool:
@@ -162,15 +162,17 @@ class StreamParser:
             gt = pos - 1
         return gt >= 0 and not data[gt + 1:].strip(_WS)
 
-    def _release(self) -> bool:
-        """Drop the expat parser if nothing would be lost (see ``_at_rest``)."""
+    def release(self) -> bool:
+        """Drop the expat parser if nothing would be lost (see ``_at_rest``); the driver
+        calls this for a stream idle for a while. True if released (or none was held)."""
+        if self._p is None:
+            return True
         if not self._at_rest():
             return False
         self._p = None
         self._chunk = b""
         self._chunk_base = 0
         self._marks = _RESTED
-        _LIVE.discard(self)
         return True
 
     @property
@@ -186,14 +188,9 @@ class StreamParser:
             data = data.lstrip(b" \t\r\n")
         if self._dead or not data:
             return []
-        global _countdown
-        _countdown -= 1
-        if _countdown <= 0:
-            _sweep()
         p = self._p
         if p is None:
             p = self._new_expat()
-        self._active = True
         prev = self._chunk, self._chunk_base, self._marks
         self._chunk = data
         self._chunk_base = self._fed
@@ -218,8 +215,11 @@ class StreamParser:
         events = self._events
         self._events = []
         if not events and not self._dead and not data.strip(_WS):
-            # A keepalive: what `_at_rest` looks at is still the chunk before it.
+            # A keepalive: what `_at_rest` looks at is still the chunk before it. Between
+            # stanzas it starts no element, so it does not count against the next one.
             self._chunk, self._chunk_base, self._marks = prev
+            if self._depth == 1 and self._at_rest():
+                self._stanza_start = self._progress = self._fed
         return events
 
     def remainder_after(self, index: int) -> bytes:
@@ -260,25 +260,32 @@ class StreamParser:
         return StreamError("not-well-formed", "XML is not well-formed")
 
     def _check_pending_size(self) -> None:
-        if self._depth > 1 and self._fed - self._stanza_start > self.max_stanza_bytes:
+        # Every state counts: the header not yet complete (depth 0), an element not yet
+        # started or whose start tag is unfinished (depth 1), a stanza (depth > 1).
+        fed = self._fed
+        if fed - self._stanza_start > self.max_stanza_bytes:
             raise StreamError("policy-violation", "Stanza too large")
+        if fed - self._progress > self.max_token_bytes:
+            raise StreamError("policy-violation", "Tag too large")
 
     # -- expat handlers ---------------------------------------------------------------
 
     def _clark(self, name: str) -> str:
         tag = "{" + name if "}" in name else name
-        if len(self._names) >= _SHARED_MAX:
+        if len(self._names) >= _TABLE_MAX:
             self._names.clear()
         self._names[name] = tag
         return tag
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
         depth = self._depth
+        here = self._p.CurrentByteIndex  # type: ignore[union-attr]  # in Parse
+        self._progress = here
         if depth == 0:
             self._open_stream(name, attrs)
             return
         if depth == 1:
-            self._stanza_start = self._p.CurrentByteIndex  # type: ignore[union-attr]  # in Parse
+            self._stanza_start = here
         elif depth >= self.max_depth:
             raise StreamError("policy-violation", "Nesting too deep")
         tag = self._names.get(name) or self._clark(name)
@@ -305,6 +312,7 @@ class StreamParser:
             mark = self._p.CurrentByteIndex  # type: ignore[union-attr]
             if mark - self._stanza_start > self.max_stanza_bytes:
                 raise StreamError("policy-violation", "Stanza too large")
+            self._stanza_start = self._progress = mark  # the next element starts after it
             self._events.append(StanzaReceived(el))
             self._marks.append((mark, el.tag))
         else:
@@ -312,6 +320,9 @@ class StreamParser:
             self._marks.append((-1, ""))
 
     def _data(self, text: str) -> None:
+        here = self._p.CurrentByteIndex  # type: ignore[union-attr]
+        if here > self._progress:
+            self._progress = here
         if self._depth > 1:
             el = self._stack[-1]
             if len(el):
@@ -338,6 +349,9 @@ class StreamParser:
         if self._header_ns.get("") != self.content_ns:
             raise StreamError("invalid-namespace", "Wrong or missing content namespace")
         self._depth = 1
+        # The header is complete; its bytes do not count against the first stanza.
+        self._stanza_start = self._progress = self._header_end(
+            self._p.CurrentByteIndex)  # type: ignore[union-attr]
         self._p.StartNamespaceDeclHandler = None  # type: ignore[union-attr]  # only the header counts
         self._primer = _primer(self._header_ns)
         self._header_ns = _NO_DECLS
@@ -346,6 +360,25 @@ class StreamParser:
             lang=attrs.get(ns.XML + "}lang"), id=attrs.get("id"),
         ))
         self._marks.append((-1, ""))
+
+    def _header_end(self, start: int) -> int:
+        """Position just after the stream header's start tag that begins at `start` (the
+        tag is complete: expat reported it). A header that began in an earlier chunk
+        counts from the start of this one."""
+        data, pos = self._chunk, start - self._chunk_base
+        if pos < 0:
+            return self._chunk_base
+        quote = 0
+        for i in range(pos, len(data)):
+            c = data[i]
+            if quote:
+                if c == quote:
+                    quote = 0
+            elif c in (0x22, 0x27):
+                quote = c
+            elif c == 0x3E:  # ">"
+                return self._chunk_base + i + 1
+        return self._chunk_base  # pragma: no cover - expat saw the whole tag
 
     def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
         # RFC 6120 §11.6: the only allowed encoding is UTF-8.
@@ -374,33 +407,14 @@ class StreamParser:
 def _primer(decls: dict[str, str]) -> bytes:
     """A stream start tag with the namespace declarations (prefix → URI) of a header."""
     key = tuple(decls.items())
-    primer = _PRIMERS.get(key)
-    if primer is None:
-        # The header resolved to the streams namespace, so some prefix is bound to it.
-        prefix = next((k for k, v in key if k and v == ns.STREAMS), "")
-        attrs = "".join(f" xmlns{':' + k if k else ''}='{_escape(v)}'" for k, v in key)
-        if not prefix:  # pragma: no cover - defensive
-            prefix = "stream"
-            attrs += f" xmlns:stream='{ns.STREAMS}'"
-        primer = f"<{prefix}:stream{attrs}>".encode()
-        if len(_PRIMERS) >= 64:  # a client inventing declarations cannot grow it
-            _PRIMERS.clear()
-        _PRIMERS[key] = primer
-    return primer
+    # The header resolved to the streams namespace, so some prefix is bound to it.
+    prefix = next((k for k, v in key if k and v == ns.STREAMS), "")
+    attrs = "".join(f" xmlns{':' + k if k else ''}='{_escape(v)}'" for k, v in key)
+    if not prefix:  # pragma: no cover - defensive
+        prefix = "stream"
+        attrs += f" xmlns:stream='{ns.STREAMS}'"
+    return f"<{prefix}:stream{attrs}>".encode()
 
 
 def _escape(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&apos;")
-
-
-def _sweep() -> None:
-    """Release the parsers of streams not fed since the previous sweep."""
-    global _countdown
-    fed = 0
-    for parser in list(_LIVE):
-        if parser._active:
-            parser._active = False
-            fed += 1
-        else:
-            parser._release()
-    _countdown = max(_SWEEP_MIN, _SWEEP_FACTOR * fed)

@@ -18,7 +18,6 @@ discarded, RFC 6120 §5.4.3.3), so answers may arrive asynchronously.
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from collections.abc import Callable
 from xml.etree.ElementTree import Element, SubElement
@@ -54,10 +53,6 @@ from .state import UNAUTHENTICATED, SessionState, StateMachine, Trigger
 S = SessionState
 
 
-def _new_id() -> str:
-    return secrets.token_urlsafe(12)
-
-
 def _namespace(tag: str) -> str:
     return tag[1:tag.index("}")] if tag[:1] == "{" else ""
 
@@ -66,7 +61,7 @@ class ServerSession:
     """One client-to-server stream, from TCP accept to close."""
 
     def __init__(self, config: SessionConfig, *,
-                 new_id: Callable[[], str] = _new_id) -> None:
+                 new_id: Callable[[], str]) -> None:
         self.config = config
         self._new_id = new_id
         self._machine = StateMachine(S.SECURED if config.direct_tls else S.CONNECTED)
@@ -96,6 +91,11 @@ class ServerSession:
         self._bind_iq: Element | None = None
 
     # -- driver API: input/output ---------------------------------------------------------
+
+    def release_parser(self) -> bool:
+        """Give back the expat parser if the stream rests between stanzas (the driver calls
+        this for an idle stream; memory per idle session). True if none is held now."""
+        return self._parser.release()
 
     @property
     def state(self) -> SessionState:
@@ -513,7 +513,7 @@ class ServerSession:
     # -- resource binding (RFC 6120 §7) -------------------------------------------------------------
 
     def _on_bind(self, iq: Element) -> None:
-        request = inbound.bind_request(iq)
+        request = inbound.bind_request(iq, self._new_id)
         if isinstance(request, StanzaError):
             self._reply_error(iq, request)
             return

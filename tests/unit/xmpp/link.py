@@ -3,6 +3,8 @@ driver answers the server's requests from an in-memory directory. No sockets."""
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from dataclasses import dataclass, field
 
 from directory.scram import ScramKeys, check_password, derive_keys
@@ -113,8 +115,10 @@ def make_link(user: str = "juliet", password: str = "r0m30!", resource: str = "b
     config = config or SessionConfig(domains=(DOMAIN,), direct_tls=direct_tls)
     jid = JID(user, DOMAIN, resource)
     client = ClientSession(jid, password, mechanisms=mechanisms, direct_tls=direct_tls,
-                           require_tls=require_tls)
-    link = Link(ServerSession(config), client, auto=auto)
+                           require_tls=require_tls, new_nonce=lambda: secrets.token_urlsafe(18))
+    ids = itertools.count(1)
+    link = Link(ServerSession(config, new_id=lambda: f"stream-id-{next(ids)}"), client,
+                auto=auto)
     client.start()
     return link
 

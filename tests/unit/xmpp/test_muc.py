@@ -422,3 +422,73 @@ def test_config_form_validation() -> None:
                    "passwordprotectedroom'><value>1</value></field></x>")
     with pytest.raises(StanzaError):
         apply_form(RoomConfig(), x)  # protected without a password
+
+
+# -- squatting and look-alike nicks (issue 12 item 5) -----------------------------------------
+
+SQUAT = f"stats@{MUC}"
+
+
+async def persistent_room(w: World, s: FakeSession, room: str, nick: str) -> None:
+    await join(w, s, room, nick)
+    form = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>"
+            "http://jabber.org/protocol/muc#roomconfig</value></field>"
+            "<field var='muc#roomconfig_persistentroom'><value>1</value></field></x>")
+    res = await w.iq(s, f"<iq type='set' id='cfg' to='{room}'><query xmlns='{OWNER_Q}'>"
+                        f"{form}</query></iq>")
+    assert res.get("type") == "result"
+
+
+async def test_a_squatted_room_is_closed_and_never_becomes_the_unit_room() -> None:
+    w = await world()
+    wang = await w.login("wang.wu")  # of health: not going to be in the new unit
+    await persistent_room(w, wang, SQUAT, "ww")
+    s = svc(w)
+    await say(w, wang, SQUAT, "planted before the unit existed")
+    await s.writer.flush()
+    assert s.rooms[SQUAT].affiliation(W) == "owner" and SQUAT in s.store.rooms  # type: ignore[attr-defined]
+    take(wang)
+    # The unit "stats" appears with li.si in it.
+    w.units["stats"] = "统计局"
+    w.accounts = [dataclasses.replace(a, unit="stats") if a.address == L else a
+                  for a in w.accounts]
+    await w.cache.load()
+    out = take(wang)
+    gone = [el for el in out if el.get("type") == "unavailable"]
+    assert gone and gone[0].find(f"{U}x/{U}destroy") is not None  # §10.9: told it closed
+    room = s.rooms[SQUAT]
+    assert room.unit == "stats" and room.config.members_only
+    assert room.affiliations == {L: "member"}  # the squatter's ownership is gone
+    assert not room.history and not room.occupants
+    await s.writer.flush()
+    stored = s.store.rooms[SQUAT]  # type: ignore[attr-defined]
+    assert stored.unit == "stats" and stored.affiliations == {L: ("member", True)}
+    assert stored.history == []
+    # The former owner cannot get back in: members only.
+    out = await join(w, wang, SQUAT, "ww")
+    assert error_of(out[0]) == "registration-required"
+
+
+async def test_lookalike_and_case_variant_nicks_are_refused() -> None:
+    w = await world()
+    z, li = await w.login("zhang.san"), await w.login("li.si")
+    await join(w, z, FIN, "bob")
+    for nick in ("bоb", "BOB", "Ｂｏｂ", "b\u043eb", "bοb"):  # Cyrillic о, case, fullwidth, Greek ο
+        out = await join(w, li, FIN, nick)
+        assert out and out[0].get("type") == "error", nick
+        assert error_of(out[0]) == "conflict", nick
+    out = await join(w, li, FIN, "bobby")
+    assert [el.get("from") for el in out if 110 in codes(el)] == [f"{FIN}/bobby"]
+    # A nick change to a look-alike is refused the same way.
+    await w.send(li, f"<presence to='{FIN}/b\u043eb'/>")
+    assert error_of(take(li)[0]) == "conflict"
+
+
+async def test_nicks_are_prepared_with_the_precis_nickname_profile() -> None:
+    w = await world()
+    z = await w.login("zhang.san")
+    out = await join(w, z, FIN, "\u3000Zhang\u00a0\u00a0San ")  # ideographic and no-break spaces
+    [me] = [el for el in out if 110 in codes(el)]
+    assert me.get("from") == f"{FIN}/Zhang San" and 210 in codes(me)  # §7.2.11: nick changed
+    out = await join(w, await w.login("li.si"), FIN, "li\u200dsi")  # zero width joiner
+    assert error_of(out[0]) == "jid-malformed"

@@ -273,3 +273,72 @@ def test_whitespace_before_a_restarted_stream_is_ignored() -> None:
     parser = StreamParser()
     assert parser.feed(b" \n") == []
     assert kinds(parser.feed(b"\t" + HEADER)) == ["StreamOpened"]
+
+
+# -- the current top-level element is bounded in every state (issue 12, rule 15) -------------
+
+@pytest.mark.parametrize("prefix", [b"", HEADER, HEADER + b"<presence/>"])
+def test_unfinished_start_tag_hits_the_limit(prefix: bytes) -> None:
+    # `<message x='AAAA…` never closed: no element is started, yet its bytes count.
+    p = StreamParser(max_stanza_bytes=10_000)
+    events = [e for e in p.feed(prefix + b"<message x='") if isinstance(e, StreamFailed)]
+    fed = len(prefix) + 12
+    while not events:
+        events = p.feed(b"A" * 4096)
+        fed += 4096
+        assert fed < 10_000 + len(prefix) + 2 * 4096, "the limit never hit"
+    assert kinds(events)[-1] == "StreamFailed"
+    assert events[-1].error.condition == "policy-violation"
+    assert p.feed(b"A" * 4096) == []  # dead: nothing more is parsed
+
+
+def test_unfinished_header_hits_the_limit() -> None:
+    assert failure(b"<stream:stream xmlns='jabber:client' a='" + b"A" * 20_000,
+                   max_stanza_bytes=10_000) == "policy-violation"
+
+
+def test_one_long_token_hits_the_token_bound_below_the_stanza_limit() -> None:
+    p = StreamParser(max_stanza_bytes=1 << 20, max_token_bytes=4096)
+    p.feed(HEADER)
+    events = p.feed(b"<message><x a='" + b"B" * 5000)
+    assert kinds(events) == ["StreamFailed"] and events[0].error.condition == "policy-violation"
+
+
+def test_long_text_is_not_a_long_token() -> None:
+    p = StreamParser(max_stanza_bytes=1 << 20, max_token_bytes=4096)
+    p.feed(HEADER + b"<message><body>")
+    for _ in range(30):
+        assert p.feed(b"t" * 1000) == []
+    assert kinds(p.feed(b"</body></message>")) == ["StanzaReceived"]
+
+
+def test_keepalives_between_stanzas_never_add_up() -> None:
+    p = StreamParser(max_stanza_bytes=100)
+    p.feed(HEADER + b"<presence/>")
+    for _ in range(300):
+        assert p.feed(b" ") == []
+    assert kinds(p.feed(b"<presence/>")) == ["StanzaReceived"]
+
+
+def test_header_does_not_count_against_the_first_stanza() -> None:
+    p = StreamParser(max_stanza_bytes=len(b"<presence/>") + 2)
+    assert kinds(p.feed(HEADER + b"<presence/>")) == ["StreamOpened", "StanzaReceived"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.integers(min_value=1, max_value=700))
+def test_bytes_held_never_exceed_the_limit_plus_one_chunk(junk: bytes, chunk: int) -> None:
+    """Whatever follows the header, the parser fails before it has taken more than the
+    limit plus one chunk of bytes without completing an element."""
+    limit = 500
+    p = StreamParser(max_stanza_bytes=limit, max_token_bytes=limit)
+    p.feed(HEADER)
+    data = b"<message a='" + junk.replace(b"'", b"") + b"A" * 2000
+    since = 0
+    for i in range(0, len(data), chunk):
+        events = p.feed(data[i:i + chunk])
+        since = 0 if events else since + len(data[i:i + chunk])
+        if any(isinstance(e, StreamFailed) for e in events) or p._dead:
+            break
+        assert since <= limit + chunk
+    assert p._dead

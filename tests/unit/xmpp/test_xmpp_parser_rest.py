@@ -1,16 +1,15 @@
-"""Idle streams give their expat parser back between stanzas and get a primed one when
-bytes arrive again (memory per idle session); nothing a client sends may notice."""
+"""Idle streams give their expat parser back between stanzas (``release()``, called by the
+driver that owns the clock) and get a primed one when bytes arrive again (memory per idle
+session); nothing a client sends may notice, and no stream touches another's parser."""
 
 from __future__ import annotations
 
-import random
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xmpp.proto import parser as parser_mod
 from xmpp.proto.events import StanzaReceived, StreamClosed, StreamFailed, StreamOpened
 from xmpp.proto.parser import StreamParser
 
@@ -21,12 +20,6 @@ ODD_HEADER = (b"<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.or
               b"xmlns:x='urn:example:x&amp;y' to='example.com' version='1.0' xml:lang='de'>")
 MSG = (b"<message to='a@example.com' type='chat' xml:lang='en'><body>hi &amp; bye</body>"
        b"<x:data k='v'>t<x:inner/></x:data></message>")
-
-
-def sweep_twice() -> None:
-    """One sweep marks a stream idle, the next releases it (two periods without input)."""
-    parser_mod._sweep()
-    parser_mod._sweep()
 
 
 def released(p: StreamParser) -> bool:
@@ -49,7 +42,7 @@ def test_idle_stream_releases_and_rebuilds_with_header_namespaces() -> None:
     p = StreamParser()
     assert isinstance(p.feed(ODD_HEADER)[0], StreamOpened)
     first = dump(p.feed(MSG))
-    sweep_twice()
+    p.release()
     assert released(p)
     [ev] = p.feed(MSG)
     assert dump([ev]) == first
@@ -59,20 +52,20 @@ def test_idle_stream_releases_and_rebuilds_with_header_namespaces() -> None:
     assert [type(e) for e in p.feed(b"</s:stream>")] == [StreamClosed]
 
 
-def test_a_stream_fed_between_sweeps_keeps_its_parser() -> None:
-    p = StreamParser()
-    p.feed(HEADER + MSG.replace(b"x:", b""))
-    expat_parser = p._p
-    for _ in range(5):
-        parser_mod._sweep()
-        p.feed(b"<presence/>")
-    assert p._p is expat_parser
+def test_release_of_one_stream_leaves_the_others_alone() -> None:
+    a, b = StreamParser(), StreamParser()
+    a.feed(HEADER + b"<presence/>")
+    b.feed(HEADER + b"<presence/>")
+    held = b._p
+    assert a.release() and released(a)
+    assert b._p is held
+    assert dump(b.feed(b"<presence/>")) == ["<ns0:presence xmlns:ns0=\"jabber:client\" />"]
 
 
 def test_unfinished_stanza_keeps_its_parser() -> None:
     p = StreamParser()
     p.feed(HEADER + b"<message><body>hel")
-    sweep_twice()
+    assert not p.release()
     assert not released(p)
     [ev] = p.feed(b"lo</body></message>")
     assert isinstance(ev, StanzaReceived) and ev.element[0].text == "hello"
@@ -83,7 +76,7 @@ def test_unfinished_start_tag_after_a_stanza_keeps_its_parser() -> None:
     p = StreamParser()
     events = p.feed(HEADER + b"<presence/><iq a='>")
     assert [type(e) for e in events] == [StreamOpened, StanzaReceived]
-    sweep_twice()
+    assert not p.release()
     assert not released(p)
     [ev] = p.feed(b"' type='get' id='1'/>")
     assert ev.element.get("a") == ">"  # type: ignore[union-attr]
@@ -92,10 +85,10 @@ def test_unfinished_start_tag_after_a_stanza_keeps_its_parser() -> None:
 def test_unfinished_end_tag_keeps_its_parser() -> None:
     p = StreamParser()
     p.feed(HEADER + b"<message><body>x</body></mess")
-    sweep_twice()
+    assert not p.release()
     assert not released(p)
     assert [type(e) for e in p.feed(b"age>")] == [StanzaReceived]
-    sweep_twice()
+    p.release()
     assert released(p)  # the end tag that began in the earlier chunk is complete
 
 
@@ -103,10 +96,10 @@ def test_keepalives_after_a_stanza_do_not_prevent_release() -> None:
     p = StreamParser()
     p.feed(HEADER + b"<presence/>")
     assert p.feed(b" ") == [] and p.feed(b"\n") == []
-    sweep_twice()
+    p.release()
     assert released(p)
     assert p.feed(b"\t") == []  # a keepalive rebuilds the parser, still at rest
-    sweep_twice()
+    p.release()
     assert released(p)
     assert dump(p.feed(b"<presence/>")) == ["<ns0:presence xmlns:ns0=\"jabber:client\" />"]
 
@@ -114,14 +107,14 @@ def test_keepalives_after_a_stanza_do_not_prevent_release() -> None:
 def test_header_alone_keeps_its_parser() -> None:
     p = StreamParser()
     p.feed(HEADER)
-    sweep_twice()
+    assert not p.release()
     assert not released(p)
 
 
 def test_text_between_stanzas_after_rebuild_is_still_bad_format() -> None:
     p = StreamParser()
     p.feed(HEADER + b"<presence/>")
-    sweep_twice()
+    p.release()
     assert released(p)
     assert dump(p.feed(b"junk")) == ["failed:bad-format"]
 
@@ -129,32 +122,25 @@ def test_text_between_stanzas_after_rebuild_is_still_bad_format() -> None:
 def test_size_limit_and_restart_remainder_after_rebuild() -> None:
     p = StreamParser(max_stanza_bytes=64)
     p.feed(HEADER + b"<presence/>")
-    sweep_twice()
+    p.release()
     events = p.feed(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>" + HEADER)
     assert isinstance(events[0], StanzaReceived)
     assert p.remainder_after(0) == HEADER  # positions count from the rebuilt parser
     p = StreamParser(max_stanza_bytes=64)
     p.feed(HEADER + b"<presence/>")
-    sweep_twice()
+    p.release()
     assert dump(p.feed(b"<message><body>" + b"a" * 100 + b"</body></message>")) == [
         "failed:policy-violation"]
-    sweep_twice()
+    p.release()
     assert released(p)  # a dead stream keeps nothing
 
 
 def test_reset_after_release_starts_a_new_document() -> None:
     p = StreamParser()
     p.feed(HEADER + b"<presence/>")
-    sweep_twice()
+    p.release()
     p.reset()
     assert [type(e) for e in p.feed(HEADER)] == [StreamOpened]
-
-
-def test_primers_are_shared() -> None:
-    a, b = StreamParser(), StreamParser()
-    a.feed(HEADER)
-    b.feed(HEADER)
-    assert a._primer is b._primer
 
 
 STANZAS = [b"<message to='a@b'><body>1 &lt; 2</body></message>", b"<presence/>",
@@ -166,7 +152,7 @@ STANZAS = [b"<message to='a@b'><body>1 &lt; 2</body></message>", b"<presence/>",
 @given(st.lists(st.sampled_from(STANZAS), min_size=1, max_size=8),
        st.lists(st.integers(0, 400), max_size=12),
        st.lists(st.booleans(), min_size=20, max_size=20))
-def test_sweeps_at_any_chunk_boundary_change_nothing(
+def test_releases_at_any_chunk_boundary_change_nothing(
         stanzas: list[bytes], cuts: list[int], sweeps: list[bool]) -> None:
     data = ODD_HEADER + b"".join(stanzas) + b"</s:stream>"
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
@@ -177,22 +163,7 @@ def test_sweeps_at_any_chunk_boundary_change_nothing(
     for i, chunk in enumerate(chunks):
         expected += dump(plain.feed(chunk))
         if sweeps[i % len(sweeps)]:
-            sweep_twice()
+            swept.release()
         got += dump(swept.feed(chunk))
     assert got == expected
     assert expected[0] == "StreamOpened" and expected[-1] == "StreamClosed"
-
-
-def test_busy_streams_fed_in_any_order_keep_their_parsers() -> None:
-    rng = random.Random(1)
-    parsers = [StreamParser() for _ in range(100)]
-    for p in parsers:
-        p.feed(HEADER + b"<presence/>")
-    for _ in range(3):  # let the sweep period adapt to 100 busy streams
-        for p in rng.sample(parsers, len(parsers)):
-            p.feed(b"<presence/>")
-    before = [p._p for p in parsers]
-    for _ in range(30):
-        for p in rng.sample(parsers, len(parsers)):
-            p.feed(b"<presence/>")
-    assert [p._p for p in parsers] == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 from xml.etree.ElementTree import Element, SubElement
 
 import pytest
@@ -56,7 +57,9 @@ class Probe:
     def __init__(self, **config: object) -> None:
         config.setdefault("direct_tls", True)
         config.setdefault("domains", (DOMAIN,))
-        self.server = ServerSession(SessionConfig(**config))  # type: ignore[arg-type]
+        ids = itertools.count(1)
+        self.server = ServerSession(SessionConfig(**config),  # type: ignore[arg-type]
+                                    new_id=lambda: f"id{next(ids)}")
         self.out = StreamParser(max_stanza_bytes=1 << 20)
         self.events: list = []
 

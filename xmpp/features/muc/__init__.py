@@ -5,7 +5,9 @@ rules: presence, messages, roles, affiliations, history, invitations, voice requ
 fan-out, unit rooms from the directory, write-behind persistence), ``repo`` (SQL).
 
 Extension points: fires ``muc/message`` (``service.MucMessage``) on the bus for every
-groupchat message a room broadcasts; lists itself through the ``disco/host/items`` hook.
+groupchat message a room broadcasts; lists itself through the ``disco/host/items`` hook;
+fires ``muc/room/purged`` (the room JID) when an ad-hoc room holding a unit's address is
+closed for the unit's room (the archive forgets it).
 Listens to ``session/closed`` and unavailable ``presence/broadcast`` (occupants leave)
 and to directory changes (unit rooms).
 """

@@ -5,6 +5,10 @@ occupants (nick → Occupant with one or more sessions of one bare JID) and rece
 in memory; what it sends goes to an ``Outbox`` (the service turns that into deliveries,
 tests into lists). ``changed`` tells the service that durable state moved (config,
 affiliations, subject) and must be saved; history items are returned to it.
+
+Nicknames are prepared with the PRECIS Nickname profile (RFC 8266, ``nick.prepare``); a
+nick whose comparison key or look-alike skeleton (``nick.skeleton``) matches another
+person's occupant in the room is refused with ``conflict`` (XEP-0045 §7.2.9).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ...proto import ns
 from ...proto.errors import StanzaError, error_reply
 from ...proto.serializer import to_string
 from .config import MUC, RoomConfig
+from .nick import NickError, prepare, skeleton
 
 USER = MUC + "#user"
 REQUEST = MUC + "#request"
@@ -60,10 +65,11 @@ class HistoryItem:
 
 
 class Occupant:
-    __slots__ = ("nick", "bare", "sessions", "role")
+    __slots__ = ("nick", "bare", "sessions", "role", "skel")
 
     def __init__(self, nick: str, bare: str, role: str) -> None:
         self.nick = nick
+        self.skel = skeleton(nick)
         self.bare = bare
         self.sessions: dict[str, Element] = {}  # full JID → its last presence to the room
         self.role = role
@@ -233,12 +239,12 @@ class Room:
             given = x.findtext(ns.q(MUC, "password")) if x is not None else None
             if given != self.config.password:
                 raise StanzaError("not-authorized", "Password required")  # §7.2.5
-        clean = " ".join(nick.split())
-        if not clean:
-            raise StanzaError("jid-malformed", "A nickname is required")
+        clean = _prepare(nick)
         taken = self.occupants.get(clean)
         if taken is not None and taken.bare != bare:
             raise StanzaError("conflict", "That nickname is in use")  # §7.2.9
+        if taken is None:
+            self._refuse_lookalike(clean, bare)
         if (taken is None and self.config.max_users
                 and len(self.occupants) >= self.config.max_users and RANK[aff] < RANK["admin"]):
             raise StanzaError("service-unavailable", "The room is full")  # §7.2.10
@@ -271,6 +277,13 @@ class Room:
             self._broadcast_presence(occ, self_codes=codes)
         self._send_history(full, x, now)
         self._send_subject([full])
+
+    def _refuse_lookalike(self, nick: str, bare: str) -> None:
+        """Another person's nick that looks the same (or differs in case only) is taken."""
+        skel = skeleton(nick)
+        for other in self.occupants.values():
+            if other.bare != bare and other.skel == skel:
+                raise StanzaError("conflict", "That nickname looks like one in use")
 
     def _send_history(self, full: str, x: Element | None, now: float) -> None:
         """XEP-0045 §7.2.15: the most recent messages, limited by the <history/> request."""
@@ -330,16 +343,20 @@ class Room:
 
     def _change_nick(self, stanza: Element, occ: Occupant, full: str, nick: str) -> None:
         """XEP-0045 §7.6: unavailable with 303 from the old nick, then the new one."""
-        clean = " ".join(nick.split())
-        if not clean:
-            raise StanzaError("jid-malformed", "A nickname is required")
+        clean = _prepare(nick)
+        if clean == occ.nick:  # the same nick once prepared: nothing changes
+            occ.sessions[full] = stanza
+            self._broadcast_presence(occ)
+            return
         taken = self.occupants.get(clean)
         if taken is not None:
             raise StanzaError("conflict", "That nickname is in use")
+        self._refuse_lookalike(clean, occ.bare)
         occ.sessions[full] = stanza
         self._broadcast_presence(occ, codes=[303], unavailable=True, new_nick=clean)
         del self.occupants[occ.nick]
         occ.nick = clean
+        occ.skel = skeleton(clean)
         self.occupants[clean] = occ
         self._broadcast_presence(occ, self_codes=[210] if clean != nick else [])
 
@@ -559,3 +576,10 @@ class Room:
             forms.boolean(x, "muc#request_allow", False, "Grant voice to this person?")
             msg.append(x)
             self.out.broadcast(msg, list(mod.sessions))
+
+
+def _prepare(nick: str) -> str:
+    try:
+        return prepare(nick)  # RFC 8266 §2.2
+    except NickError as exc:
+        raise StanzaError("jid-malformed", str(exc)) from None

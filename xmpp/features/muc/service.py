@@ -192,16 +192,22 @@ class MucService:
 
     def sync(self, snap: Snapshot) -> None:
         """Unit rooms follow the directory: members are members, unit-admins are admins;
-        a removed or moved account loses its affiliation (and leaves with status 321)."""
+        a removed or moved account loses its affiliation (and leaves with status 321).
+
+        A unit room is always created here, never adopted: an ad-hoc room that already
+        holds a unit's address (created before the unit existed) is closed — occupants
+        get the XEP-0045 §10.9 destroy notice, its stored config, affiliations (its
+        creator's ownership), history and room archive go — and a fresh unit room takes
+        the address with the directory's members only."""
         for code, name in snap.units.items():
             jid = f"{code}@{self.domain}"
             room = self.rooms.get(jid)
+            if room is not None and room.unit != code:
+                self._close_squatted(room, code)
+                room = None
             if room is None:
                 room = self.rooms[jid] = Room(jid, unit_config(name), self.out, unit=code)
                 room.changed = True
-            elif room.unit != code:
-                room.unit = code
-                room.set_config(replace(unit_config(name), history_length=room.config.history_length))
             if room.config.name != name:
                 room.set_config(replace(room.config, name=name))
             desired: dict[str, str] = {}
@@ -223,6 +229,20 @@ class MucService:
             if room.unit is not None and room.unit not in snap.units:
                 room.destroy("The unit was removed")
                 self._after(room)
+
+    def _close_squatted(self, room: Room, code: str) -> None:
+        owners = sorted(j for j, a in room.affiliations.items() if a == "owner")
+        log.warning("MUC room %s existed before unit %s: closed (owners %s), a unit room"
+                    " replaces it", room.jid, code, ", ".join(owners) or "none")
+        room.affiliations.clear()
+        room.managed.clear()
+        room.destroy("This address now belongs to the unit's room")
+        room.history.clear()
+        self.persisted.add(room.jid)  # make sure the stored row (and history) is deleted
+        self._after(room)
+        # The room's archive (MAM) goes too: the unit's members must not read the
+        # squatter's messages as their room's past.
+        self.host.spawn(self.host.bus.fire("muc/room/purged", room.jid))
 
     # -- persistence and room lifetime -----------------------------------------------------------
 

@@ -2,16 +2,19 @@
 
 A local user asks the service for a slot (filename, size, content type); the service
 checks the per-file limit and the user's quota (files kept plus open slots), records the
-slot in PostgreSQL and answers with a PUT URL and a GET URL on the `http` listener:
-``<base>/upload/<token>/<filename>``. The PUT must carry ``Authorization: Bearer
-<secret>`` from the slot (XEP-0363 §4 header) and exactly the announced size; the file
-goes to ``<state_dir>/upload/<token>``. GET (and HEAD) serve it to anyone holding the
+slot in PostgreSQL and answers with a PUT URL and a GET URL on the HTTP listeners (the
+``https`` one when configured): ``<base>/upload/<token>/<filename>``. The PUT must carry
+``Authorization: Bearer <secret>`` from the slot (XEP-0363 §4 header) and exactly the
+announced size; slot, secret and size are checked from the request head, *before* a byte
+of the body is read (the body is streamed to ``<state_dir>/upload/<token>.part``, never
+held in memory, then renamed). GET (and HEAD) serve it to anyone holding the
 URL, with the announced content type (only media and plain text inline; ``nosniff`` and a
 sandboxing CSP always). A periodic sweep drops slots never used within ``SLOT_TTL`` and
 files older than the expiry.
 
 The HTTP side has no dependency on the gateway: the wiring registers the route and hands
-each request to the bus point ``upload/http`` (``HttpRequest`` → ``HttpReply``), and
+each request to the bus point ``upload/http`` (``HttpRequest`` with a ``read`` callable for
+the body → ``HttpReply``, whose body may be a stream), and
 provides ``UploadSettings`` at ``upload/settings``; with no settings the service is off.
 ``upload/sweep`` (payload: a datetime "now", or None) runs an expiry sweep at once and
 returns the number of entries removed.
@@ -27,6 +30,7 @@ import mimetypes
 import os
 import re
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +56,7 @@ SLOT_TTL = 300.0             # seconds an unused slot is kept
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 _MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 INLINE = ("image/", "audio/", "video/", "text/plain")
+READ_CHUNK = 256 * 1024      # bytes per read of a file or body
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,17 @@ class UploadSettings:
 class HttpRequest:
     method: str
     path: str
-    headers: dict[str, str]
-    body: bytes = b""
+    headers: dict[str, str]           # lower-case names
+    body: bytes = b""                 # used when `read` is None (tests, small bodies)
+    read: Callable[[int], Awaitable[bytes]] | None = None  # the body, chunk by chunk
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.read is None:
+            if self.body:
+                yield self.body
+            return
+        while chunk := await self.read(READ_CHUNK):
+            yield chunk
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,8 @@ class HttpReply:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None   # instead of `body`: `length` bytes
+    length: int | None = None
 
 
 def _text(status: int, text: str) -> HttpReply:
@@ -189,13 +205,16 @@ class Upload:
             return await self._put(req, slot)
         if slot.uploaded is None or self._expired(slot.created):
             return _text(404, "not found")
-        try:
-            data = await asyncio.to_thread(self._file(token).read_bytes)
-        except FileNotFoundError:
-            return _text(404, "not found")
         inline = slot.content_type.startswith(INLINE)
         disposition = "inline" if inline else "attachment"
-        return HttpReply(200, data, slot.content_type, {
+        path = self._file(token)
+        try:
+            size = (await asyncio.to_thread(os.stat, path)).st_size
+        except FileNotFoundError:
+            return _text(404, "not found")
+        return HttpReply(200, b"", slot.content_type, length=size,
+                         stream=None if req.method == "HEAD" else _file_chunks(path, size),
+                         headers={
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(slot.filename)}",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -213,10 +232,28 @@ class Upload:
             return _text(403, "already uploaded")
         if slot.created < datetime.now(UTC) - timedelta(seconds=SLOT_TTL):
             return _text(403, "slot expired")
-        if len(req.body) != slot.size:
+        declared = req.headers.get("content-length")
+        if declared is not None and declared != str(slot.size):
             return _text(400, f"expected {slot.size} bytes")
+        # Authorised: only now is the body read, streamed to a part file.
         path = self._file(slot.token)
-        await asyncio.to_thread(_write_file, path, req.body)
+        part = path.with_suffix(".part")
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+        fh = await asyncio.to_thread(open, part, "wb")
+        got = 0
+        try:
+            async for chunk in req.chunks():
+                got += len(chunk)
+                if got > slot.size:
+                    break
+                await asyncio.to_thread(fh.write, chunk)
+        except BaseException:
+            await asyncio.to_thread(_discard, fh, part)
+            raise
+        if got != slot.size:
+            await asyncio.to_thread(_discard, fh, part)
+            return _text(400, f"expected {slot.size} bytes")
+        await asyncio.to_thread(_finish, fh, part, path)
         if not await self.store.mark_uploaded(slot.token):
             return _text(403, "already uploaded")
         return _text(201, "created")
@@ -243,11 +280,34 @@ class Upload:
                 log.exception("upload sweep failed")
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _discard(fh: Any, part: Path) -> None:
+    fh.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(part)
+
+
+def _finish(fh: Any, part: Path, path: Path) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
+    os.replace(part, path)
+
+
+async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """`size` bytes of a file, read in a thread chunk by chunk (opened on first use)."""
+    fh = await asyncio.to_thread(open, path, "rb")
+    try:
+        left = size
+        while left > 0:
+            chunk = await asyncio.to_thread(fh.read, min(READ_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+        if left > 0:  # the file shrank under us: pad so the framing stays right
+            yield b"\0" * left
+    finally:
+        await asyncio.to_thread(fh.close)
 
 
 def register(host: Host) -> None:
