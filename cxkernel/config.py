@@ -60,6 +60,8 @@ class ListenConfig:
     xmpps: str = _f("127.0.0.1:5223", "XMPP client-to-server over direct TLS (5223 role, XEP-0368)", addr=True)
     http: str = _f("127.0.0.1:8080", "HTTP: health, metrics, CRL/OCSP, file upload", addr=True)
     xmpp_component: str = _f("127.0.0.1:5275", "XEP-0114 external components (only when xmpp.components is set)", addr=True)
+    pop3: str = _f("127.0.0.1:2110", "POP3 with STLS (110 role; INBOX only, for Foxmail and older clients)", addr=True)
+    pop3s: str = _f("127.0.0.1:2995", "POP3 over implicit TLS (995 role)", addr=True)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,12 @@ class IMAPConfig:
 
 
 @dataclass(frozen=True)
+class POP3Config:
+    idle_timeout: int = _f(600, "idle timeout after login, seconds (RFC 1939 §3: at least 10 minutes)", min=600)
+    unauth_timeout: int = _f(60, "seconds from connecting to a successful login, whatever the client sends", min=5)
+
+
+@dataclass(frozen=True)
 class XMPPConfig:
     max_stanza_size: int = _f(262144, "largest stanza, bytes (policy-violation above)", min=10000)
     max_unauth_stanza_size: int = _f(10000, "largest stanza before authentication", min=1000)
@@ -162,6 +170,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    pop3: POP3Config = field(default_factory=POP3Config)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
     ca: CAConfig = field(default_factory=CAConfig)
     source: str = ""  # path of the file this came from, "" for defaults
@@ -191,6 +200,7 @@ SECTION_DOCS = {
     "queue": "retry schedule and delivery concurrency",
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
+    "pop3": "POP3 server timeouts",
     "xmpp": "XMPP server limits",
     "ca": "the city CA/RA for unit seals and personal certificates",
 }
