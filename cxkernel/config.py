@@ -62,6 +62,7 @@ class ListenConfig:
     xmpp_component: str = _f("127.0.0.1:5275", "XEP-0114 external components (only when xmpp.components is set)", addr=True)
     pop3: str = _f("127.0.0.1:2110", "POP3 with STLS (110 role; INBOX only, for Foxmail and older clients)", addr=True)
     pop3s: str = _f("127.0.0.1:2995", "POP3 over implicit TLS (995 role)", addr=True)
+    managesieve: str = _f("127.0.0.1:4190", "ManageSieve (RFC 5804, STARTTLS) to edit Sieve filters", addr=True)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ class POP3Config:
 
 
 @dataclass(frozen=True)
+class SieveConfig:
+    max_scripts: int = _f(20, "most Sieve scripts stored per account (one is active)", min=1)
+
+
+@dataclass(frozen=True)
 class XMPPConfig:
     max_stanza_size: int = _f(262144, "largest stanza, bytes (policy-violation above)", min=10000)
     max_unauth_stanza_size: int = _f(10000, "largest stanza before authentication", min=1000)
@@ -171,6 +177,7 @@ class Config:
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
     ca: CAConfig = field(default_factory=CAConfig)
     source: str = ""  # path of the file this came from, "" for defaults
@@ -201,6 +208,7 @@ SECTION_DOCS = {
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "pop3": "POP3 server timeouts",
+    "sieve": "Sieve filters and ManageSieve",
     "xmpp": "XMPP server limits",
     "ca": "the city CA/RA for unit seals and personal certificates",
 }

@@ -141,6 +141,7 @@ def _load_factories() -> None:
     """Import the protocol wiring modules that exist; each appends its factory."""
     import importlib
     for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_pop3",
+                "gateway.wiring_sieve",
                 "gateway.wiring_xmpp",
                 "gateway.wiring_docs", "gateway.bridge_docs"):
         try:

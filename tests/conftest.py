@@ -102,7 +102,7 @@ def cfg(db_url: str, tmp_path: Path, cfg_overrides: dict[str, dict[str, object]]
         "database": {"url": db_url, "pool_min": 1, "pool_max": 20},
         "listen": {k: "127.0.0.1:0" for k in ("smtp", "submission", "submissions", "imap",
                                               "imaps", "xmpp", "xmpps", "http",
-                                              "pop3", "pop3s")},
+                                              "pop3", "pop3s", "managesieve")},
         "auth": {"lockout_failures": 3, "lockout_seconds": 60},
     }
     for section, values in cfg_overrides.items():
