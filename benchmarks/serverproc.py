@@ -5,23 +5,33 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+LOG_LEVEL = os.environ.get("BENCH_LOG", "warning")  # BENCH_LOG=info to see the server's log
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http")
 
 
 def start(state: Path, on: tuple[str, ...], extra_toml: str = "",
-          server_toml: str = "") -> tuple[subprocess.Popen[str], dict[str, int]]:
+          server_toml: str = "", smarthost: str = "127.0.0.1:9"
+          ) -> tuple[subprocess.Popen[str], dict[str, int]]:
     """Start the server with listeners `on` (127.0.0.1:0) and the others off; wait for
-    `cxgw ready`; return the process and {listener: port}."""
+    `cxgw ready`; return the process and {listener: port}. Remote mail goes to `smarthost`
+    (by default a closed port: it stays queued)."""
     listen = "\n".join(f'{k} = "127.0.0.1:0"' if k in on else f'{k} = ""' for k in LISTENERS)
     (state / "cx.toml").write_text(
-        f'[server]\nstate_dir = "{state / "var"}"\nlog_level = "warning"\n{server_toml}'
-        f'[listen]\n{listen}\n[relay]\nsmarthost = "127.0.0.1:9"\n{extra_toml}')
+        f'[server]\nstate_dir = "{state / "var"}"\nlog_level = "{LOG_LEVEL}"\n{server_toml}'
+        f'[listen]\n{listen}\n[relay]\nsmarthost = "{smarthost}"\n{extra_toml}')
     proc = subprocess.Popen(
         [PY, "-m", "gateway", "--config", str(state / "cx.toml"), "serve"], cwd=ROOT,
         stdout=subprocess.PIPE, text=True,

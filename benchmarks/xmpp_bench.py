@@ -2,15 +2,26 @@
 
     .venv/bin/python benchmarks/xmpp_bench.py [--pairs 50] [--window 50] [--seconds 10]
         [--logins 200] [--sessions 1000[,10000]] [--like-a-client] [--peer prosody]
+        [--archive always|never] [--full-jid]
 
-``--peer prosody`` runs the same load against Debian's Prosody (apt-get install prosody;
-internal_plain accounts, STARTTLS, SCRAM-SHA-1, limits module off) for a side-by-side.
+``--peer prosody`` runs the same load against Debian's Prosody (apt-get install prosody
+lua-dbi-sqlite3; internal_plain accounts, STARTTLS, SCRAM-SHA-1, limits module off) for a
+side-by-side. Like for like (rule 16): ``--archive always`` (our shipped default) archives
+every chat message in PostgreSQL, and Prosody then runs ``mod_mam`` with SQL storage in its
+own embedded PostgreSQL (apt-get install lua-dbi-postgresql; ``--prosody-sqlite`` for
+SQLite) and ``default_archive_policy = true``, its PostgreSQL's CPU counted as ours is;
+``--archive never`` turns archiving off on both sides. Nagle is off on both sides (we set TCP_NODELAY; Prosody gets
+``network_settings = { nagle = false }``), and the clients set it too (asyncio does).
+Clients send initial presence and address their partner's bare JID (the server picks the
+resource, as for real clients); ``--full-jid`` addresses the full JID instead.
 
 Starts `cxgw serve` as a separate process (uvloop, embedded PostgreSQL in a temporary
 state dir), seeds the directory, and drives it with a lean raw client: the sans-IO
 ``xmpp.proto.client.ClientSession`` for STARTTLS + SCRAM-SHA-256 + bind, then
 pre-serialised stanzas and a byte scan on the receiving side (slixmpp would be the
-bottleneck). Server CPU comes from /proc/<pid>/stat, memory from VmRSS.
+bottleneck). Server CPU is the whole server: our process plus every PostgreSQL process of
+its cluster (benchmarks/cpu.py); for Prosody its process (SQLite runs inside it). Memory
+is the server process's VmRSS.
 
 Routing: each pair A↔B keeps `window` chat messages in flight: every message received is
 answered with one to the partner, so the load is closed-loop; msg/s counts deliveries.
@@ -40,6 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu import ServerCPU, describe  # noqa: E402
 from prosody_conf import prosody_config  # noqa: E402
 
 from cxkernel.config import from_dict  # noqa: E402
@@ -61,6 +73,7 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU seconds of one process (muc_bench); the whole server's: `ServerCPU`."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK  # utime + stime
 
@@ -94,7 +107,7 @@ class Conn:
         self.reader, self.writer, self.jid = reader, writer, jid
 
 
-async def login(port: int, user: str, resource: str = "b") -> Conn:
+async def login(port: int, user: str, resource: str = "b", presence: bool = False) -> Conn:
     """STARTTLS, SCRAM-SHA-256, bind, with the sans-IO client core."""
     session = ClientSession(JID(user, TARGET["domain"], resource), PASSWORD,  # type: ignore[arg-type]
                             mechanisms=TARGET["mechanisms"],  # type: ignore[arg-type]
@@ -111,7 +124,7 @@ async def login(port: int, user: str, resource: str = "b") -> Conn:
                 await writer.start_tls(client_ctx())
                 session.tls_started()
             elif isinstance(ev, SessionBound):
-                writer.write(session.data_to_send())
+                writer.write(session.data_to_send() + (b"<presence/>" if presence else b""))
                 return Conn(reader, writer, str(ev.jid))
             elif isinstance(ev, AuthFailed):
                 raise RuntimeError(f"login of {user} failed: {ev}")
@@ -178,8 +191,10 @@ async def seed(cfg_data: dict[str, dict[str, Any]], users: list[tuple[str, str]]
         await services.db.close()
 
 
-def start_prosody(tmp: Path, users: list[str], port: int) -> subprocess.Popen[bytes]:
-    """Debian's Prosody on 127.0.0.1:`port` with `users` (password PASSWORD)."""
+def start_prosody(tmp: Path, users: list[str], port: int, archive: bool,
+                  pgdata: Path | None) -> subprocess.Popen[bytes]:
+    """Debian's Prosody on 127.0.0.1:`port` with `users` (password PASSWORD); `archive`
+    turns on mod_mam with SQL storage (PostgreSQL at `pgdata`, else SQLite)."""
     from gateway.tls import ensure_self_signed
     d = tmp / "prosody"
     acc = d / "data" / PEER_DOMAIN.replace(".", "%2e") / "accounts"
@@ -189,7 +204,8 @@ def start_prosody(tmp: Path, users: list[str], port: int) -> subprocess.Popen[by
         (acc / f"{u}.dat").write_text(f'return {{\n\t["password"] = "{PASSWORD}";\n}};\n')
     subprocess.run(["chown", "-R", "prosody:prosody", str(d)], check=True)
     conf = d / "prosody.cfg.lua"
-    conf.write_text(prosody_config(d, port, PEER_DOMAIN, key, crt))
+    conf.write_text(prosody_config(d, port, PEER_DOMAIN, key, crt, nagle=False, mam=archive,
+                                   pg_socket_dir=pgdata))
     proc = subprocess.Popen(["prosody", "--config", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -199,6 +215,21 @@ def start_prosody(tmp: Path, users: list[str], port: int) -> subprocess.Popen[by
         except OSError:
             time.sleep(0.1)
     return proc
+
+
+async def prosody_database(pgdata: Path) -> Any:
+    """An embedded PostgreSQL (the same pgserver we ship) with an empty `prosody` database."""
+    import asyncpg
+
+    from gateway.db import EmbeddedPostgres
+    pg = EmbeddedPostgres(pgdata)
+    uri = await asyncio.to_thread(pg.start)
+    conn = await asyncpg.connect(uri)
+    try:
+        await conn.execute("create database prosody")
+    finally:
+        await conn.close()
+    return pg
 
 
 def start_server(toml: Path, log_path: Path) -> subprocess.Popen[str]:
@@ -221,7 +252,7 @@ async def main_async(args: argparse.Namespace) -> None:
         "listen": {k: "" for k in ("smtp", "submission", "submissions", "imap", "imaps",
                                    "http")} | {"xmpp": f"127.0.0.1:{port}",
                                                "xmpps": f"127.0.0.1:{sport}"},
-        "xmpp": {"rate_bytes_per_s": 100_000_000},
+        "xmpp": {"rate_bytes_per_s": 100_000_000, "archive_default": args.archive},
     }
     npairs = args.pairs
     users = [(f"p{i:04d}", f"pair{i // 2:03d}") for i in range(2 * npairs)]
@@ -229,13 +260,23 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.peer == "prosody":
         TARGET["domain"] = PEER_DOMAIN
         TARGET["mechanisms"] = ("SCRAM-SHA-1", "PLAIN")
-        peer = start_prosody(tmp, [u for u, _ in users], port)
+        archive = args.archive == "always"
+        pg = None
+        if archive and not args.prosody_sqlite:
+            pg = await prosody_database(tmp / "ppg")
+        peer = start_prosody(tmp, [u for u, _ in users], port, archive,
+                             pg.pgdata if pg else None)
         try:
-            print(f"peer: prosody pid {peer.pid}", flush=True)
-            await run_benchmarks(args, peer.pid, port)
+            store = ("PostgreSQL" if pg else "SQLite") if archive else ""
+            print(f"peer: prosody pid {peer.pid}, mod_mam "
+                  f"{f'on (SQL storage: {store})' if archive else 'off'}, nagle off", flush=True)
+            await run_benchmarks(args, ServerCPU([peer.pid], pg.pgdata if pg else None),
+                                 peer.pid, port)
         finally:
             peer.terminate()
             peer.wait(30)
+            if pg:
+                pg.stop()
             shutil.rmtree(tmp, ignore_errors=True)
         return
     print(f"seeding {len(users)} accounts ...", flush=True)
@@ -254,14 +295,15 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         pid = proc.pid
         await asyncio.sleep(0.5)
-        await run_benchmarks(args, pid, port)
+        print(f"cxgw pid {pid}, archive_default = {args.archive!r}, TCP_NODELAY on", flush=True)
+        await run_benchmarks(args, ServerCPU([pid], tmp / "state" / "pg"), pid, port)
     finally:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def run_benchmarks(args: argparse.Namespace, pid: int, port: int) -> None:
+async def run_benchmarks(args: argparse.Namespace, cpu: ServerCPU, pid: int, port: int) -> None:
     # -- logins ---------------------------------------------------------------------------
     n = args.logins
     sem = asyncio.Semaphore(10)
@@ -272,30 +314,33 @@ async def run_benchmarks(args: argparse.Namespace, pid: int, port: int) -> None:
             c.writer.write(b"</stream:stream>")
             c.writer.close()
 
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    s0, t0 = cpu.sample(), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    wall, used = time.perf_counter() - t0, cpu.sample() - s0
     print(f"logins: {n} STARTTLS+{TARGET['mechanisms'][0]}+bind in {wall:.2f}s = {n / wall:,.0f}/s, "
-          f"server CPU {cpu / n * 1000:.2f} ms per login", flush=True)
+          f"{describe(used, n, wall, 'login')}", flush=True)
     await asyncio.sleep(1)
 
     # -- routing ----------------------------------------------------------------------------
-    conns = [await login(port, f"p{i:04d}") for i in range(2 * args.pairs)]
+    conns = [await login(port, f"p{i:04d}", presence=not args.full_jid)
+             for i in range(2 * args.pairs)]
+    await asyncio.sleep(0.5)  # presence settles before the first message to a bare JID
     stop = asyncio.Event()
     lat: list[float] = []
     count = [0]
-    tasks = [asyncio.create_task(pair_loop(conns[i], conns[i ^ 1].jid, args.window, stop,
+    target = [c.jid if args.full_jid else c.jid.split("/", 1)[0] for c in conns]
+    tasks = [asyncio.create_task(pair_loop(conns[i], target[i ^ 1], args.window, stop,
                                            lat, count)) for i in range(len(conns))]
     await asyncio.sleep(2)  # warm-up
     lat.clear()
-    c0, cpu0, t0 = count[0], cpu_seconds(pid), time.perf_counter()
+    c0, s0, t0 = count[0], cpu.sample(), time.perf_counter()
     await asyncio.sleep(args.seconds)
-    c1, cpu1, t1 = count[0], cpu_seconds(pid), time.perf_counter()
+    c1, used, t1 = count[0], cpu.sample() - s0, time.perf_counter()
     stop.set()
-    msgs = c1 - c0
-    print(f"routing: {args.pairs} pairs x {args.window} in flight (x2 directions): "
-          f"{msgs / (t1 - t0):,.0f} msg/s, server CPU {(cpu1 - cpu0) / msgs * 1e6:.1f} µs/msg "
-          f"({(cpu1 - cpu0) / (t1 - t0) * 100:.0f}% of a core), "
+    msgs = max(c1 - c0, 1)
+    print(f"routing: {args.pairs} pairs x {args.window} in flight (x2 directions), to "
+          f"{'full' if args.full_jid else 'bare'} JIDs, archive {args.archive}: "
+          f"{msgs / (t1 - t0):,.0f} msg/s, {describe(used, msgs, t1 - t0)}, "
           f"latency p50 {pct(lat, .5) * 1000:.2f} ms p99 {pct(lat, .99) * 1000:.2f} ms",
           flush=True)
     for t in tasks:
@@ -360,6 +405,12 @@ def main() -> None:
     p.add_argument("--like-a-client", action="store_true",
                    help="idle sessions fetch their roster and send presence first")
     p.add_argument("--peer", choices=["prosody"], help="measure Prosody instead of cx-gateway")
+    p.add_argument("--archive", choices=["always", "never"], default="always",
+                   help="always (our default; Prosody with mod_mam on SQL) or never (both off)")
+    p.add_argument("--prosody-sqlite", action="store_true",
+                   help="Prosody's archive in SQLite instead of PostgreSQL")
+    p.add_argument("--full-jid", action="store_true",
+                   help="address full JIDs without presence (the cheapest routing path)")
     args = p.parse_args()
     try:
         import uvloop

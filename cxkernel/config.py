@@ -61,6 +61,9 @@ class ListenConfig:
     http: str = _f("127.0.0.1:8080", "HTTP: health, metrics, CRL/OCSP, file upload", addr=True)
     https: str = _f("127.0.0.1:8443", "HTTPS (the server certificate): the same routes as `http`; upload links use it when set", addr=True)
     xmpp_component: str = _f("127.0.0.1:5275", "XEP-0114 external components (only when xmpp.components is set)", addr=True)
+    pop3: str = _f("127.0.0.1:2110", "POP3 with STLS (110 role; INBOX only, for Foxmail and older clients)", addr=True)
+    pop3s: str = _f("127.0.0.1:2995", "POP3 over implicit TLS (995 role)", addr=True)
+    managesieve: str = _f("127.0.0.1:4190", "ManageSieve (RFC 5804, STARTTLS) to edit Sieve filters", addr=True)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,17 @@ class IMAPConfig:
 
 
 @dataclass(frozen=True)
+class POP3Config:
+    idle_timeout: int = _f(600, "idle timeout after login, seconds (RFC 1939 §3: at least 10 minutes)", min=600)
+    unauth_timeout: int = _f(60, "seconds from connecting to a successful login, whatever the client sends", min=5)
+
+
+@dataclass(frozen=True)
+class SieveConfig:
+    max_scripts: int = _f(20, "most Sieve scripts stored per account (one is active)", min=1)
+
+
+@dataclass(frozen=True)
 class XMPPConfig:
     max_stanza_size: int = _f(262144, "largest stanza, bytes (policy-violation above)", min=10000)
     max_unauth_stanza_size: int = _f(10000, "largest stanza before authentication", min=1000)
@@ -178,6 +192,8 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    pop3: POP3Config = field(default_factory=POP3Config)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     ca: CAConfig = field(default_factory=CAConfig)
@@ -208,6 +224,8 @@ SECTION_DOCS = {
     "queue": "retry schedule and delivery concurrency",
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
+    "pop3": "POP3 server timeouts",
+    "sieve": "Sieve filters and ManageSieve",
     "xmpp": "XMPP server limits",
     "http": "HTTP/HTTPS listener limits (health, metrics, CRL/OCSP, file upload)",
     "ca": "the city CA/RA for unit seals and personal certificates",

@@ -154,7 +154,9 @@ COMPONENT_FACTORIES: list[Any] = []
 def _load_factories() -> None:
     """Import the protocol wiring modules that exist; each appends its factory."""
     import importlib
-    for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_xmpp",
+    for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_pop3",
+                "gateway.wiring_sieve",
+                "gateway.wiring_xmpp",
                 "gateway.wiring_docs", "gateway.bridge_docs"):
         try:
             importlib.import_module(mod)

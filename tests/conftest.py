@@ -101,7 +101,8 @@ def cfg(db_url: str, tmp_path: Path, cfg_overrides: dict[str, dict[str, object]]
         "server": {"domain": "cx.example", "state_dir": str(tmp_path / "state")},
         "database": {"url": db_url, "pool_min": 1, "pool_max": 20},
         "listen": {k: "127.0.0.1:0" for k in ("smtp", "submission", "submissions", "imap",
-                                              "imaps", "xmpp", "xmpps", "http", "https")},
+                                              "imaps", "xmpp", "xmpps", "http", "https",
+                                              "pop3", "pop3s", "managesieve")},
         "auth": {"lockout_failures": 3, "lockout_seconds": 60},
     }
     for section, values in cfg_overrides.items():

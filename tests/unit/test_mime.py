@@ -14,6 +14,7 @@ from mailrelay.mime import (
     section_bytes,
 )
 from mailrelay.mime.decode import decode_words
+from mailrelay.mime.structure import MAX_DEPTH
 
 # The message of Dovecot's src/lib-imap/test-imap-bodystructure.c; the expected
 # strings below are what Dovecot answers for it (sizes with CRLF line ends).
@@ -256,7 +257,13 @@ def test_deep_nesting_is_bounded() -> None:
     for i in range(200):
         raw += b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
     s = parse_message(raw + b"\r\nleaf")
-    render_bodystructure(s["body"])
+    depth, part = 0, s["body"]
+    while "parts" in part:
+        depth, part = depth + 1, part["parts"][0]
+    # Nesting past MAX_DEPTH becomes an opaque leaf: 200 levels stop at the bound.
+    assert depth == MAX_DEPTH, depth
+    rendered = render_bodystructure(s["body"])
+    assert rendered.count(b"(") <= 4 * (MAX_DEPTH + 1)
 
 
 def test_imap_string_quoting() -> None:
