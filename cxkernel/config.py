@@ -82,11 +82,27 @@ class SMTPConfig:
     max_message_size: int = _f(50 * 1024 * 1024, "largest message accepted, bytes (552 5.3.4 above)", min=1024)
     max_recipients: int = _f(3000, "most recipients per transaction (452 4.5.3 above)", min=1)
     trusted_networks: list[str] = _f([], "CIDR networks allowed to relay without AUTH (port 25 role)", cidr=True)
-    max_unauth_line: int = _f(4096, "longest command line before AUTH, bytes", min=512)
+    max_unauth_line: int = _f(4096, "longest command line accepted before AUTH, bytes (500 5.5.2 above; also bounds the AUTH initial response, RFC 4954 §4 allows 12288)", min=512)
     timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
     max_connections: int = _f(1000, "concurrent connections per SMTP listener (421 4.7.0 above)", min=1)
     max_connections_per_ip: int = _f(50, "concurrent connections from one address per listener", min=1)
-    group_commit_ms: float = _f(2.0, "how long the submission stage gathers messages for one COMMIT", min=0.0)
+    group_commit_ms: float = _f(2.0, "how long a batch of the submission stage waits for more messages before its COMMIT, milliseconds (0: commit as soon as a commit slot is free)", min=0.0)
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    postmaster: str = _f("", "account (or alias) that receives postmaster@<domain> (RFC 5321 §4.5.1); empty: the first unit-admin of the top unit")
+    abuse: str = _f("", "account (or alias) that receives abuse@<domain> (RFC 2142); empty: the first unit-admin of the top unit")
+
+
+@dataclass(frozen=True)
+class InboundAuthConfig:
+    enabled: bool = _f(True, "check SPF, DKIM, ARC and DMARC of mail from outside on the port-25 role and stamp Authentication-Results")
+    authserv_id: str = _f("", "authserv-id of our Authentication-Results header (RFC 8601 §2.5); empty: server.hostname")
+    enforce_dmarc: bool = _f(True, "apply the sender domain's DMARC policy: reject (550 5.7.1 at DATA), quarantine (into Junk)")
+    dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups; empty: the system resolver")
+    dns_timeout: float = _f(5.0, "seconds per DNS query (a timeout is a temporary error)", min=0.1)
+    dns_cache_max: int = _f(10000, "most DNS answers kept in the cache (each for its TTL, at most an hour)", min=0)
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,8 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    inbound_auth: InboundAuthConfig = field(default_factory=InboundAuthConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
@@ -187,6 +205,8 @@ SECTION_DOCS = {
     "tls": "server certificate for STARTTLS and implicit TLS",
     "auth": "authentication and lockout, shared by SMTP, IMAP and XMPP",
     "smtp": "SMTP receive and submission limits",
+    "mail": "role addresses (postmaster@, abuse@)",
+    "inbound_auth": "SPF, DKIM, ARC and DMARC checks of mail from outside (port-25 role)",
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
     "dkim": "DKIM signing of outbound mail",

@@ -29,9 +29,11 @@ log = logging.getLogger("cxgw.mail")
 class LiveAddressBook:
     """Keeps the address book fresh: reload on `directory_changed`, usage every few seconds."""
 
-    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0,
+                 roles: dict[str, str] | None = None) -> None:
         self.pool = pool
         self.domain = domain
+        self.roles = roles or {}
         self.refresh = refresh
         self.book = AddressBook(domain)
         self._dirty = asyncio.Event()
@@ -42,7 +44,7 @@ class LiveAddressBook:
         return self.book
 
     async def start(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain)
+        self.book = await addressbook.load(self.pool, self.domain, self.roles)
         self._conn = await self.pool.acquire()
         await self._conn.add_listener("directory_changed", self._changed)
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -51,7 +53,7 @@ class LiveAddressBook:
         self._dirty.set()
 
     async def reload(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain)
+        self.book = await addressbook.load(self.pool, self.domain, self.roles)
 
     async def _run(self) -> None:
         while True:
@@ -95,9 +97,11 @@ class MailParts:
 
 def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     """Address book, submission stage and scheduler (also used by the CLI's `mail send`)."""
-    book = LiveAddressBook(pool, cfg.server.domain)
+    book = LiveAddressBook(pool, cfg.server.domain,
+                           roles={"postmaster": cfg.mail.postmaster, "abuse": cfg.mail.abuse})
     host = cfg.server.host_name
-    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain)
+    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain,
+                          group_commit_ms=cfg.smtp.group_commit_ms)
     remote = None
     try:
         from mailrelay.delivery.remote import RemoteDelivery
@@ -107,6 +111,7 @@ def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     bouncer = Bouncer(pool, submitter, host, cfg.server.domain, cfg.queue)
     scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics)
     submitter.on_committed = scheduler.nudge
+    submitter.on_delivered = bouncer.delivered_inline
     return MailParts(book, submitter, scheduler)
 
 
@@ -143,7 +148,8 @@ class MailComponent:
                                           max_size=self.cfg.smtp.max_message_size,
                                           timeout=self.cfg.smtp.timeout,
                                           max_connections=self.cfg.smtp.max_connections,
-                                          max_per_ip=self.cfg.smtp.max_connections_per_ip)
+                                          max_per_ip=self.cfg.smtp.max_connections_per_ip,
+                                          max_unauth_line=self.cfg.smtp.max_unauth_line)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))
