@@ -148,7 +148,16 @@ def xtext_decode(value: str) -> str:
     """RFC 3461 §4: xtext = *( xchar / hexchar ), hexchar = "+" 2(HEXDIG upper-case)."""
     if not _XCHAR.match(value):
         raise DsnError("bad xtext")
-    return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        if value[i] == "+":
+            out.append(int(value[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out += value[i].encode()
+            i += 1
+    return out.decode("utf-8", "replace")  # octets; UTF-8 as encoded by xtext_encode
 
 
 def xtext_encode(value: str) -> str:
