@@ -18,6 +18,8 @@ from directory.auth import Authenticator
 from mailrelay import addressbook
 from mailrelay.addressbook import AddressBook
 from mailrelay.bounce import Bouncer
+from mailrelay.inbound_auth.checker import InboundAuth
+from mailrelay.inbound_auth.dns import AiodnsResolver, CachingResolver
 from mailrelay.queue.scheduler import Scheduler
 from mailrelay.smtp.handler import ListenerPolicy, handler_for
 from mailrelay.smtp.server import start_listener
@@ -88,6 +90,16 @@ def dkim_signer(cfg: Config) -> Callable[[bytes], bytes] | None:
     return signer.sign
 
 
+def inbound_auth(cfg: Config) -> InboundAuth | None:
+    """SPF/DKIM/ARC/DMARC checks for the port-25 role, DNS through aiodns with a cache."""
+    ia = cfg.inbound_auth
+    if not ia.enabled:
+        return None
+    resolver = CachingResolver(AiodnsResolver(ia.dns_servers, ia.dns_timeout), ia.dns_cache_max)
+    return InboundAuth(resolver, ia.authserv_id or cfg.server.host_name,
+                       enforce=ia.enforce_dmarc)
+
+
 @dataclass
 class MailParts:
     book: LiveAddressBook
@@ -128,6 +140,7 @@ class MailComponent:
         self.tls = tls
         self.metrics = metrics
         self.parts = build(pool, cfg, metrics)
+        self.inbound = inbound_auth(cfg)
         self.servers: list[asyncio.base_events.Server] = []
 
     async def start(self) -> list[tuple[str, str, int, str]]:
@@ -142,7 +155,8 @@ class MailComponent:
             policy = ListenerPolicy(role, self.cfg.smtp.max_recipients, nets)
             handler = handler_for(policy, book=self.parts.book, submitter=self.parts.submitter,
                                   auth=self.auth if policy.submission else None,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics,
+                                  inbound=self.inbound if role == "smtp" else None)
             server = await start_listener(role, addr[0], addr[1], handler,
                                           hostname=self.cfg.server.host_name, tls=self.tls,
                                           max_size=self.cfg.smtp.max_message_size,

@@ -2,7 +2,9 @@
 
 One handler instance per listener role:
   * "smtp" (port 25 role): mail for our domains from anyone; relay only for trusted
-    networks; no AUTH; bare CR/LF/NUL in DATA refused (550 5.6.0).
+    networks; no AUTH; bare CR/LF/NUL in DATA refused (550 5.6.0); mail from outside
+    (not a trusted network) checked by `inbound_auth` (SPF, DKIM, ARC, DMARC) and stamped
+    with Authentication-Results; DMARC reject -> 550 5.7.1, quarantine -> Junk.
   * "submission"/"submissions" (587/465 roles): AUTH required (PLAIN, LOGIN, only over
     TLS), sender must be the user's own address or alias, bare line endings normalised.
 Every refusal carries its enhanced status code (RFC 2034, RFC 3463).
@@ -24,6 +26,7 @@ from cxkernel.errors import CxError
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from mailrelay.addressbook import AddressBook
+from mailrelay.inbound_auth.checker import InboundAuth
 from mailrelay.smtp.command import DsnError, parse_notify, parse_orcpt, xtext_decode
 from mailrelay.smtp.policy import (
     PolicyError,
@@ -54,12 +57,13 @@ class MailHandler:
 
     def __init__(self, policy: ListenerPolicy, book: Callable[[], AddressBook],
                  submitter: Submitter, auth: Authenticator | None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, inbound: InboundAuth | None = None) -> None:
         self.policy = policy
         self.book = book
         self.submitter = submitter
         self.auth = auth
         self.metrics = metrics or Metrics()
+        self.inbound = inbound  # port-25 role only
 
     # ---- helpers ---------------------------------------------------------------------
     def _peer_ip(self, session: Session | None) -> str:
@@ -210,6 +214,19 @@ class MailHandler:
             log.info("refused DATA from=<%s> client=%s: %s", envelope.mail_from,
                      self._peer_ip(session), exc.reason)
             return exc.smtp_reply()
+        folder = None
+        if self.inbound is not None and user is None and not self._trusted(session):
+            verdict = await self.inbound.check(data, ip=self._peer_ip(session),
+                                               helo=session.host_name or "",
+                                               mail_from=envelope.mail_from or "")
+            self.metrics.inc("smtp_inbound_auth_total", action=verdict.action)
+            if verdict.action in ("reject", "defer"):
+                log.info("refused DATA from=<%s> client=%s: inbound authentication: %s",
+                         envelope.mail_from, self._peer_ip(session), verdict.reply)
+                return verdict.reply
+            data = verdict.raw
+            if verdict.action == "quarantine":
+                folder = "Junk"  # RFC 7489 §6.3 p=quarantine: "treat as suspicious"
         ssl_obj = server.transport.get_extra_info("ssl_object") if server.transport else None
         tls = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else None
         proto = "ESMTP" + ("S" if tls else "") + ("A" if user else "")
@@ -221,7 +238,7 @@ class MailHandler:
                          getattr(envelope, "routes", None),
                          envid=getattr(envelope, "dsn_envid", None),
                          ret=getattr(envelope, "dsn_ret", None),
-                         rcpt_dsn=dict(getattr(envelope, "rcpt_dsn", {})))
+                         rcpt_dsn=dict(getattr(envelope, "rcpt_dsn", {})), folder=folder)
         try:
             result = await self.submitter.submit(sub)
         except CxError as exc:
