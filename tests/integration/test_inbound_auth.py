@@ -128,6 +128,8 @@ async def test_tampered_signature_fails_and_is_rejected(city):
 
 
 async def test_quarantine_lands_in_junk(city):
+    async with city.services.db.pool.acquire() as conn:  # the user deleted Junk: made again
+        await conn.execute("delete from mailboxes where name = 'Junk'")
     raw = (b"From: promo@news.shady.example\r\nTo: zhang.san@cx.example\r\n"
            b"Subject: deal\r\n\r\nbuy\r\n")
     await send(city, raw, "promo@news.shady.example", helo="mx.shady.example")
