@@ -86,8 +86,9 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
         "messages", columns=("id", "raw", "size", "structure"),
         records=[(mid, m.raw, len(m.raw), m.structure)
                  for mid, m in zip(ids, messages, strict=True)])
-    records = [(qid, mid, *row) for qid, mid, m in zip(queue_ids, ids, messages, strict=True)
-               for row in m.rows]
+    width = len(QUEUE_COLUMNS) - 2  # rows written before a column was added get None
+    records = [(qid, mid, *row, *(None,) * (width - len(row)))
+               for qid, mid, m in zip(queue_ids, ids, messages, strict=True) for row in m.rows]
     inline: list[tuple[str, str]] = []
     if local_inline:
         # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
