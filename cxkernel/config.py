@@ -99,6 +99,7 @@ class MailConfig:
 class InboundAuthConfig:
     enabled: bool = _f(True, "check SPF, DKIM, ARC and DMARC of mail from outside on the port-25 role and stamp Authentication-Results")
     authserv_id: str = _f("", "authserv-id of our Authentication-Results header (RFC 8601 §2.5); empty: server.hostname")
+    check_loopback: bool = _f(False, "also check mail from 127.0.0.0/8 and ::1 (by default local software -- content filters, re-injection, the load harness -- is not checked)")
     enforce_dmarc: bool = _f(True, "apply the sender domain's DMARC policy: reject (550 5.7.1 at DATA), quarantine (into Junk)")
     dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups; empty: the system resolver")
     dns_timeout: float = _f(5.0, "seconds per DNS query (a timeout is a temporary error)", min=0.1)

@@ -97,7 +97,7 @@ def inbound_auth(cfg: Config) -> InboundAuth | None:
         return None
     resolver = CachingResolver(AiodnsResolver(ia.dns_servers, ia.dns_timeout), ia.dns_cache_max)
     return InboundAuth(resolver, ia.authserv_id or cfg.server.host_name,
-                       enforce=ia.enforce_dmarc)
+                       enforce=ia.enforce_dmarc, check_loopback=ia.check_loopback)
 
 
 @dataclass

@@ -9,6 +9,7 @@ or defer (451 4.7.0 when a temporary DNS failure left the verdict open: fail clo
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -33,10 +34,19 @@ class Verdict:
 class InboundAuth:
     """Checks for the port-25 role. `enforce` applies DMARC reject and quarantine."""
 
-    def __init__(self, resolver: Resolver, authserv_id: str, *, enforce: bool = True) -> None:
+    def __init__(self, resolver: Resolver, authserv_id: str, *, enforce: bool = True,
+                 check_loopback: bool = False) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
         self.enforce = enforce
+        self.check_loopback = check_loopback
+
+    def applies(self, ip: str) -> bool:
+        """Is a client at `ip` from outside? Loopback clients are local software."""
+        try:
+            return self.check_loopback or not ipaddress.ip_address(ip).is_loopback
+        except ValueError:
+            return True
 
     async def check(self, raw: bytes, *, ip: str, helo: str, mail_from: str) -> Verdict:
         spf_task = asyncio.ensure_future(spf.check_host(ip, mail_from, helo, self.resolver))

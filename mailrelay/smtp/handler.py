@@ -215,7 +215,8 @@ class MailHandler:
                      self._peer_ip(session), exc.reason)
             return exc.smtp_reply()
         folder = None
-        if self.inbound is not None and user is None and not self._trusted(session):
+        if (self.inbound is not None and user is None and not self._trusted(session)
+                and self.inbound.applies(self._peer_ip(session))):
             verdict = await self.inbound.check(data, ip=self._peer_ip(session),
                                                helo=session.host_name or "",
                                                mail_from=envelope.mail_from or "")

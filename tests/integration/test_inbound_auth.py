@@ -52,7 +52,7 @@ async def zone():
 @pytest.fixture
 def cfg_overrides(zone):
     return {"inbound_auth": {"enabled": True, "dns_servers": [f"127.0.0.1:{zone.port}"],
-                             "dns_timeout": 2.0}}
+                             "dns_timeout": 2.0, "check_loopback": True}}
 
 
 @pytest.fixture
@@ -183,3 +183,14 @@ async def test_null_sender_uses_the_helo_identity(city):
     # RFC 7208 §2.4: postmaster@<HELO>; relay.example.org has no SPF record of its own,
     # so SPF is none and DMARC for example.org (p=reject) fails: refused.
     assert reply.startswith("550 5.7.1"), reply
+
+
+@pytest.mark.parametrize("cfg_overrides", [{"inbound_auth": {"enabled": True}}])
+async def test_loopback_clients_are_not_checked_by_default(city, cfg_overrides):
+    # Local software (content filters, re-injection, the load harness) on 127.0.0.1: no
+    # DNS is asked (this config has no test zone, and the test must not reach the
+    # internet), no verdict, no header.
+    raw = b"From: chief@evil.example\r\nTo: zhang.san@cx.example\r\nSubject: s\r\n\r\nx\r\n"
+    await send(city, raw, "chief@evil.example")
+    [stored] = await wait_inbox(city, "zhang.san@cx.example", 1)
+    assert b"Authentication-Results" not in stored
