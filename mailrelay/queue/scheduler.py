@@ -357,7 +357,7 @@ class Scheduler:
                 if out.dsn_passed or not notify_wants(r.notify, "SUCCESS"):
                     continue
                 k = "relayed" if r.transport == "remote" else "delivered"
-            elif kind == "failed" and not notify_wants(r.notify, "FAILURE"):
+            elif not notify_wants(r.notify, "FAILURE" if kind == "failed" else "DELAY"):
                 continue
             else:
                 k = kind
