@@ -332,12 +332,18 @@ class CxSMTP(SMTP):
         if keep and limit and len(buf) + size > limit:
             refuse, keep = "552 5.3.4 Message size exceeds the limit", False
         remaining = size
-        while remaining:  # bounded: at most one piece beyond what we keep
-            piece = await self._reader.readexactly(min(remaining, _BDAT_PIECE))
-            remaining -= len(piece)
-            if keep:
-                buf += piece
-        self._reset_timeout()
+        try:
+            while remaining:  # bounded: at most one piece beyond what we keep
+                piece = await self._reader.readexactly(min(remaining, _BDAT_PIECE))
+                remaining -= len(piece)
+                self._reset_timeout()  # smtp.timeout is an idle timeout
+                if keep:
+                    buf += piece
+        except asyncio.IncompleteReadError:
+            log.info("connection closed during BDAT (%d of %d octets missing)", remaining, size)
+            if self.transport is not None:
+                self.transport.close()
+            return
         if refuse:
             if self.envelope.mail_from is not None:
                 self._bdat, self._bdat_failed = None, True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
+import logging
 import shutil
 import subprocess
 
@@ -302,3 +303,20 @@ async def test_swaks_null_sender(city):
     assert "MAIL FROM:<>" in out.decode()
     [msg] = await wait_inbox(city, "chief@cx.example", 1)
     assert msg.rstrip().endswith(b"a bounce")
+
+
+async def test_bdat_cut_short_is_dropped_quietly(city, caplog):
+    caplog.set_level(logging.INFO)
+    c = await RawSMTP.connect(city.ports["smtp"])
+    await c.cmd("EHLO remote.example")
+    await c.cmd("MAIL FROM:<x@example.org>")
+    await c.cmd("RCPT TO:<zhang.san@cx.example>")
+    c.w.write(b"BDAT 1000 LAST\r\nSubject: cut\r\n\r\nonly a little")
+    await c.w.drain()
+    await c.close()
+    c = await RawSMTP.connect(city.ports["smtp"])  # the server keeps serving
+    assert (await c.cmd("EHLO again.example")).startswith("250")
+    await c.close()
+    assert await queue_empty(city)
+    assert await inbox(city, "zhang.san@cx.example") == []  # nothing half-received kept
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
