@@ -360,9 +360,13 @@ class RemoteDelivery:
                 options.append(f"ENVID={xtext_encode(dsn.envid)}")
             for r in todo:
                 opts = [f"NOTIFY={dsn.notify[r]}"] if dsn.notify.get(r) else []
-                if dsn.orcpt.get(r):
-                    kind = "rfc822" if dsn.orcpt[r].isascii() else "utf-8"
-                    opts.append(f"ORCPT={kind};{xtext_encode(dsn.orcpt[r])}")
+                orig = dsn.orcpt.get(r)
+                if orig and orig.isascii():
+                    opts.append(f"ORCPT=rfc822;{xtext_encode(orig)}")  # RFC 3461 §4.2
+                elif orig:  # RFC 6533 §3: utf-8-addr-xtext
+                    opts.append("ORCPT=utf-8;" + "".join(
+                        c if 0x21 <= ord(c) <= 0x7E and c not in "+=\\" else f"\\x{{{ord(c):X}}}"
+                        for c in orig))
                 rcpt_options[r] = opts
 
         try:

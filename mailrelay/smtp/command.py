@@ -184,12 +184,23 @@ def parse_notify(value: str) -> str:
     return ",".join(w for w in _NOTIFY_WORDS if w in words)
 
 
+def _scalar(m: re.Match[str]) -> str:
+    n = int(m.group(1), 16)
+    if n > 0x10FFFF or 0xD800 <= n <= 0xDFFF:
+        raise DsnError("ORCPT escape is not a Unicode scalar value")
+    return chr(n)
+
+
 def parse_orcpt(value: str) -> tuple[str, str]:
     """RFC 3461 §4.2: ORCPT=addr-type ";" xtext; returns (type, decoded address)."""
     kind, semi, addr = value.partition(";")
     if not semi or not kind or not re.match(r"^[A-Za-z0-9-]+$", kind) or not addr:
         raise DsnError("ORCPT must be addr-type;xtext")
     decoded = xtext_decode(addr)
+    if kind.lower() == "utf-8":  # RFC 6533 §3: utf-8-addr-xtext, "\x{HEX}" escapes
+        decoded = re.sub(r"\\x\{([0-9A-Fa-f]{1,6})\}", _scalar, decoded)
+    if not decoded.isprintable():
+        raise DsnError("ORCPT must be printable")
     if len(decoded) > 500:
         raise DsnError("ORCPT too long")
     return kind.lower(), decoded

@@ -129,8 +129,8 @@ class MailHandler:
                 raise DsnError("RET must be FULL or HDRS")  # RFC 3461 §4.3
             if envid is not None:
                 envid = xtext_decode(envid)  # RFC 3461 §4.4: at most 100 characters
-                if not envid or len(envid) > 100:
-                    raise DsnError("ENVID must be 1 to 100 characters")
+                if not envid or len(envid) > 100 or not envid.isprintable() or not envid.isascii():
+                    raise DsnError("ENVID must be 1 to 100 printable characters")
         except DsnError as exc:
             return f"501 5.5.4 {exc}"
         if params:

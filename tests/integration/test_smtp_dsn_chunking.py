@@ -118,6 +118,7 @@ async def test_null_sender_dialogue_and_bad_paths(city):
     assert (await c.cmd("RSET")).startswith("250")
     assert (await c.cmd("MAIL FROM: <x@example.org> BODY=9BIT")).startswith("501 5.5.4")
     assert (await c.cmd("MAIL FROM:<x@example.org> ENVID=a+2")).startswith("501 5.5.4")
+    assert (await c.cmd("MAIL FROM:<x@example.org> ENVID=a+00b")).startswith("501 5.5.4")
     assert (await c.cmd("MAIL FROM:<x@example.org> RET=HDRS ENVID=Q+2B1")).startswith("250")
     await c.close()
 

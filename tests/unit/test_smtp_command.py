@@ -86,7 +86,8 @@ def test_xtext_and_dsn_values():
         with pytest.raises(DsnError):
             parse_notify(bad)
     assert parse_orcpt("rfc822;Li.Si+2Bx@cx.example") == ("rfc822", "Li.Si+x@cx.example")
-    for bad in ("Li.Si@cx.example", ";a@b", "rfc822;"):
+    assert parse_orcpt("utf-8;\\x{5F20}@x.cn") == ("utf-8", "张@x.cn")  # RFC 6533 §3
+    for bad in ("Li.Si@cx.example", ";a@b", "rfc822;", "utf-8;\\x{D800}@x", "rfc822;a+0Ab@x", "utf-8;\\x{110000}@x"):
         with pytest.raises(DsnError):
             parse_orcpt(bad)
 
