@@ -51,11 +51,15 @@ class Path:
 # RFC 5321 §4.1.2: esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
 _KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 # esmtp-value = 1*(%d33-60 / %d62-126); RFC 6531 §3.3 adds UTF-8 non-ASCII.
-_VALUE = re.compile(r"^[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+$")
-_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
+_UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"  # no surrogates: invalid UTF-8 from the wire
+_VALUE = re.compile(rf"^[\x21-\x3c\x3e-\x7e{_UTF8}]+$")
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8
 _DOT_STRING = re.compile(rf"^[{_ATEXT}]+(\.[{_ATEXT}]+)*$")
-_QUOTED = re.compile(r'^"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"$')
+_QUOTED = re.compile(rf'^"([\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*"$')
 _ROUTE = re.compile(r"^@[^,:@\s<>]+(,@[^,:@\s<>]+)*:")
+_LABEL = rf"[A-Za-z0-9_{_UTF8}](?:[A-Za-z0-9_\-{_UTF8}]*[A-Za-z0-9_{_UTF8}])?"
+_DOMAIN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_LITERAL = re.compile(r"^\[[\x21-\x5a\x5e-\x7e]+\]$")  # RFC 5321 §4.1.3
 MAX_PATH = 256  # RFC 5321 §4.5.3.1.3
 
 
@@ -65,6 +69,9 @@ def _split_path(arg: str) -> tuple[str, str]:
     if not arg.startswith("<"):
         # RFC 5321 requires the angle brackets; a bare address is a syntax error.
         raise CommandSyntaxError(501, "5.5.4", "Syntax: path must be in angle brackets")
+    end = arg.find(">")
+    if end > 0 and '"' not in arg[:end]:  # the usual case: no quoted local part
+        return arg[1:end], arg[end + 1:]
     # A quoted local part may contain ">": scan for the closing bracket outside quotes.
     i, quoted = 1, False
     while i < len(arg):
@@ -87,8 +94,8 @@ def _mailbox_ok(mailbox: str) -> bool:
     if not (_DOT_STRING.match(local) or _QUOTED.match(local)):
         return False
     if domain.startswith("[") and domain.endswith("]"):
-        return True  # address literal; policy decides
-    return all(label and not label.startswith("-") for label in domain.split("."))
+        return bool(_LITERAL.match(domain))  # address literal; policy decides
+    return bool(_DOMAIN.match(domain))
 
 
 def _params(rest: str) -> dict[str, str | None]:

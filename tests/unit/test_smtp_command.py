@@ -39,6 +39,8 @@ def test_mail_paths(arg, address, params):
     None, "FROM:", "FROM:a@b", "FROM:<a@b", "FROM:<a@b>X=1", "FROM:<a@b> =1",
     "FROM:<a@b> X=", "FROM:<a@b> X=a=b", "FROM:<a@b> SIZE=1 size=2", "TO:<a@b>",
     "FROM:<a b@c>", "FROM:<@b>", "FROM:<a@>", "FROM:<" + "a" * 300 + "@b>",
+    "FROM:<a@b\x00c>", "FROM:<a\udc80@b>", "FROM:<a@-b.org>", "FROM:<a@b..org>",
+    "FROM:<a@[1.2.3.4\\]>",
 ])
 def test_mail_syntax_errors(arg):
     with pytest.raises(CommandSyntaxError) as exc:
