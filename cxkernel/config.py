@@ -101,7 +101,7 @@ class InboundAuthConfig:
     authserv_id: str = _f("", "authserv-id of our Authentication-Results header (RFC 8601 §2.5); empty: server.hostname")
     check_loopback: bool = _f(False, "also check mail from 127.0.0.0/8 and ::1 (by default local software -- content filters, re-injection, the load harness -- is not checked)")
     enforce_dmarc: bool = _f(True, "apply the sender domain's DMARC policy: reject (550 5.7.1 at DATA), quarantine (into Junk)")
-    dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups; empty: the system resolver")
+    dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups (\"[v6]:port\" for IPv6); empty: the system resolver")
     dns_timeout: float = _f(5.0, "seconds per DNS query (a timeout is a temporary error)", min=0.1)
     dns_cache_max: int = _f(10000, "most DNS answers kept in the cache (each for its TTL, at most an hour)", min=0)
 
@@ -308,6 +308,15 @@ def _check(cfg: Config) -> None:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must start with postgresql://")
+    for item in cfg.inbound_auth.dns_servers:
+        try:
+            parse_hostport(item)
+        except ValueError:
+            raise ConfigError(f"inbound_auth.dns_servers: {item!r} is not \"host:port\"") from None
+    for role in ("postmaster", "abuse"):
+        value = getattr(cfg.mail, role)
+        if value and (any(c.isspace() for c in value) or value.count("@") > 1):
+            raise ConfigError(f"mail.{role}: {value!r} is not an address or local part")
 
 
 def from_dict(data: dict[str, Any], source: str = "") -> Config:

@@ -43,7 +43,7 @@ class AiodnsResolver:
 
     @staticmethod
     def _server(value: str) -> str:
-        host, port = parse_hostport(value) if ":" in value else (value, 53)
+        host, port = parse_hostport(value)
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def lookup(self, name: str, rtype: str) -> list[str]:
