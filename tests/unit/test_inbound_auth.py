@@ -4,6 +4,8 @@ zone (tests/dnszone.py ZoneResolver): no sockets, never the internet."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailrelay.inbound_auth import dmarc, results, spf
 from mailrelay.inbound_auth.dns import CachingResolver, NotFound, TempError
@@ -143,3 +145,30 @@ async def test_cache_keeps_answers_and_nxdomain_but_not_temp_errors():
     now[0] = 10_000.0  # expired
     await c.lookup("a.org", "TXT")
     assert inner.queries.count(("a.org", "TXT")) == 2
+
+
+_RESULTS = {"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"}
+
+
+_WORDS = ["all", "-all", "~all", "include:", "a", "mx", "ip4:", "ip6:", "exists:", "ptr",
+          "redirect=", "exp=", "fz.example", "192.0.2.0/24", "/24", "//64", "%{d}", "%{ir}.",
+          "%{l1r-}", "%%", "%{x}", "%", ":", "=", "+", "?", " ", " ", "::1", "."]
+
+
+@given(st.lists(st.sampled_from(_WORDS), max_size=30).map("".join))
+@settings(max_examples=300, deadline=None)
+async def test_spf_never_crashes_on_any_record(record):
+    zone = {("fz.example", "TXT"): ["v=spf1 " + record], ("fz.example", "A"): ["192.0.2.1"]}
+    res = await spf.check_host("192.0.2.1", "a@fz.example", "h.example", ZoneResolver(zone))
+    assert res.result in _RESULTS
+
+
+@given(st.text(max_size=200))
+def test_dmarc_record_parser_never_crashes(text):
+    rec = dmarc.parse_record("v=DMARC1; " + text)
+    assert rec is None or rec.p in ("none", "quarantine", "reject")
+
+
+@given(st.binary(max_size=300))
+def test_strip_ours_never_grows_or_crashes(raw):
+    assert len(results.strip_ours(raw, "mail.cx.example")) <= len(raw)
