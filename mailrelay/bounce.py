@@ -64,7 +64,7 @@ class Bouncer:
                    recipients: list[dsn.DsnRecipient]) -> None:
         now = datetime.now(UTC)
         message = dsn.make_dsn(
-            reporting_mta=self.hostname, postmaster=f"MAILER-DAEMON@{self.domain}",
+            reporting_mta=self.hostname, postmaster=f"postmaster@{self.domain}",  # exists now
             original_sender=sender, original_headers=header_block(raw),
             original_envelope_id=envid, recipients=recipients,
             arrival_date=arrival, queue_id=queue_id,
