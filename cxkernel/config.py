@@ -91,11 +91,28 @@ class SMTPConfig:
     soft_error_limit: int = _f(10, "refused commands in one session after which each further refusal waits error_sleep_time (Postfix smtpd_soft_error_limit)", min=0)
     hard_error_limit: int = _f(20, "refused commands in one session after which it is closed with 421 4.7.0 (Postfix smtpd_hard_error_limit); an accepted message resets the count", min=1)
     error_sleep_time: float = _f(1.0, "seconds each refusal beyond soft_error_limit is delayed (tarpit; Postfix smtpd_error_sleep_time)", min=0.0)
-    max_unauth_line: int = _f(4096, "longest command line before AUTH, bytes", min=512)
+    max_unauth_line: int = _f(4096, "longest command line accepted before AUTH, bytes (500 5.5.2 above; also bounds the AUTH initial response, RFC 4954 §4 allows 12288)", min=512)
     timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
     max_connections: int = _f(1000, "concurrent connections per SMTP listener (421 4.7.0 above)", min=1)
     max_connections_per_ip: int = _f(50, "concurrent connections from one address per listener", min=1)
-    group_commit_ms: float = _f(2.0, "how long the submission stage gathers messages for one COMMIT", min=0.0)
+    group_commit_ms: float = _f(2.0, "how long a batch of the submission stage waits for more messages before its COMMIT, milliseconds (0: commit as soon as a commit slot is free)", min=0.0)
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    postmaster: str = _f("", "account (or alias) that receives postmaster@<domain> (RFC 5321 §4.5.1); empty: the first unit-admin of the top unit")
+    abuse: str = _f("", "account (or alias) that receives abuse@<domain> (RFC 2142); empty: the first unit-admin of the top unit")
+
+
+@dataclass(frozen=True)
+class InboundAuthConfig:
+    enabled: bool = _f(True, "check SPF, DKIM, ARC and DMARC of mail from outside on the port-25 role and stamp Authentication-Results")
+    authserv_id: str = _f("", "authserv-id of our Authentication-Results header (RFC 8601 §2.5); empty: server.hostname")
+    check_loopback: bool = _f(False, "also check mail from 127.0.0.0/8 and ::1 (by default local software -- content filters, re-injection, the load harness -- is not checked)")
+    enforce_dmarc: bool = _f(True, "apply the sender domain's DMARC policy: reject (550 5.7.1 at DATA), quarantine (into Junk)")
+    dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups (\"[v6]:port\" for IPv6); empty: the system resolver")
+    dns_timeout: float = _f(5.0, "seconds per DNS query (a timeout is a temporary error)", min=0.1)
+    dns_cache_max: int = _f(10000, "most DNS answers kept in the cache (each for its TTL, at most an hour)", min=0)
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,8 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    inbound_auth: InboundAuthConfig = field(default_factory=InboundAuthConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
@@ -220,6 +239,8 @@ SECTION_DOCS = {
     "tls": "server certificate for STARTTLS and implicit TLS",
     "auth": "authentication and lockout, shared by SMTP, IMAP and XMPP",
     "smtp": "SMTP receive and submission limits",
+    "mail": "role addresses (postmaster@, abuse@)",
+    "inbound_auth": "SPF, DKIM, ARC and DMARC checks of mail from outside (port-25 role)",
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
     "dkim": "DKIM signing of outbound mail",
@@ -323,6 +344,15 @@ def _check(cfg: Config) -> None:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must start with postgresql://")
+    for item in cfg.inbound_auth.dns_servers:
+        try:
+            parse_hostport(item)
+        except ValueError:
+            raise ConfigError(f"inbound_auth.dns_servers: {item!r} is not \"host:port\"") from None
+    for role in ("postmaster", "abuse"):
+        value = getattr(cfg.mail, role)
+        if value and (any(c.isspace() for c in value) or value.count("@") > 1):
+            raise ConfigError(f"mail.{role}: {value!r} is not an address or local part")
 
 
 def from_dict(data: dict[str, Any], source: str = "") -> Config:

@@ -18,6 +18,8 @@ from directory.auth import Authenticator
 from mailrelay import addressbook
 from mailrelay.addressbook import AddressBook
 from mailrelay.bounce import Bouncer
+from mailrelay.inbound_auth.checker import InboundAuth
+from mailrelay.inbound_auth.dns import AiodnsResolver, CachingResolver
 from mailrelay.queue.scheduler import Scheduler
 from mailrelay.smtp.handler import ListenerPolicy, handler_for
 from mailrelay.smtp.server import start_listener
@@ -29,9 +31,11 @@ log = logging.getLogger("cxgw.mail")
 class LiveAddressBook:
     """Keeps the address book fresh: reload on `directory_changed`, usage every few seconds."""
 
-    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0,
+                 roles: dict[str, str] | None = None) -> None:
         self.pool = pool
         self.domain = domain
+        self.roles = roles or {}
         self.refresh = refresh
         self.book = AddressBook(domain)
         self._dirty = asyncio.Event()
@@ -42,7 +46,7 @@ class LiveAddressBook:
         return self.book
 
     async def start(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain)
+        self.book = await addressbook.load(self.pool, self.domain, self.roles)
         self._conn = await self.pool.acquire()
         await self._conn.add_listener("directory_changed", self._changed)
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -51,7 +55,7 @@ class LiveAddressBook:
         self._dirty.set()
 
     async def reload(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain)
+        self.book = await addressbook.load(self.pool, self.domain, self.roles)
 
     async def _run(self) -> None:
         while True:
@@ -97,6 +101,16 @@ def listener_policy(cfg: Config, role: str,
                           c.soft_error_limit, c.hard_error_limit, c.error_sleep_time)
 
 
+def inbound_auth(cfg: Config) -> InboundAuth | None:
+    """SPF/DKIM/ARC/DMARC checks for the port-25 role, DNS through aiodns with a cache."""
+    ia = cfg.inbound_auth
+    if not ia.enabled:
+        return None
+    resolver = CachingResolver(AiodnsResolver(ia.dns_servers, ia.dns_timeout), ia.dns_cache_max)
+    return InboundAuth(resolver, ia.authserv_id or cfg.server.host_name,
+                       enforce=ia.enforce_dmarc, check_loopback=ia.check_loopback)
+
+
 @dataclass
 class MailParts:
     book: LiveAddressBook
@@ -106,9 +120,11 @@ class MailParts:
 
 def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     """Address book, submission stage and scheduler (also used by the CLI's `mail send`)."""
-    book = LiveAddressBook(pool, cfg.server.domain)
+    book = LiveAddressBook(pool, cfg.server.domain,
+                           roles={"postmaster": cfg.mail.postmaster, "abuse": cfg.mail.abuse})
     host = cfg.server.host_name
-    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain)
+    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain,
+                          group_commit_ms=cfg.smtp.group_commit_ms)
     remote = None
     try:
         from mailrelay.delivery.remote import RemoteDelivery
@@ -118,6 +134,7 @@ def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     bouncer = Bouncer(pool, submitter, host, cfg.server.domain, cfg.queue)
     scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics)
     submitter.on_committed = scheduler.nudge
+    submitter.on_delivered = bouncer.delivered_inline
     return MailParts(book, submitter, scheduler)
 
 
@@ -134,6 +151,7 @@ class MailComponent:
         self.tls = tls
         self.metrics = metrics
         self.parts = build(pool, cfg, metrics)
+        self.inbound = inbound_auth(cfg)
         self.servers: list[asyncio.base_events.Server] = []
 
     async def start(self) -> list[tuple[str, str, int, str]]:
@@ -148,13 +166,15 @@ class MailComponent:
             policy = listener_policy(self.cfg, role, nets)
             handler = handler_for(policy, book=self.parts.book, submitter=self.parts.submitter,
                                   auth=self.auth if policy.submission else None,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics,
+                                  inbound=self.inbound if role == "smtp" else None)
             server = await start_listener(role, addr[0], addr[1], handler,
                                           hostname=self.cfg.server.host_name, tls=self.tls,
                                           max_size=self.cfg.smtp.max_message_size,
                                           timeout=self.cfg.smtp.timeout,
                                           max_connections=self.cfg.smtp.max_connections,
-                                          max_per_ip=self.cfg.smtp.max_connections_per_ip)
+                                          max_per_ip=self.cfg.smtp.max_connections_per_ip,
+                                          max_unauth_line=self.cfg.smtp.max_unauth_line)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))

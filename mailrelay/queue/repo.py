@@ -19,7 +19,7 @@ import asyncpg
 Conn: TypeAlias = Any
 
 QUEUE_COLUMNS = ("queue_id", "message_id", "sender", "recipient", "orig_rcpt", "domain",
-                 "transport", "envid", "notify", "ret")
+                 "transport", "envid", "notify", "ret", "folder")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class QueueRow:
     envid: str | None
     notify: str | None
     ret: str | None
+    folder: str | None = None  # local delivery into this mailbox (None: INBOX), e.g. Junk
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "queue_id": self.queue_id, "sender": self.sender,
@@ -61,7 +62,7 @@ class QueueRow:
 ROW_SELECT = """
 select q.id, q.queue_id, q.message_id, q.sender, q.recipient, q.orig_rcpt, q.domain,
        q.transport, q.state, q.attempts, q.next_attempt, q.last_error, q.created_at, m.size,
-       q.delay_notified, q.envid, q.notify, q.ret
+       q.delay_notified, q.envid, q.notify, q.ret, q.folder
 from queue q join messages m on m.id = q.message_id"""
 
 
@@ -85,14 +86,19 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
         "messages", columns=("id", "raw", "size", "structure"),
         records=[(mid, m.raw, len(m.raw), m.structure)
                  for mid, m in zip(ids, messages, strict=True)])
-    records = [(qid, mid, *row) for qid, mid, m in zip(queue_ids, ids, messages, strict=True)
-               for row in m.rows]
+    width = len(QUEUE_COLUMNS) - 2  # rows written before a column was added get None
+    records = [(qid, mid, *row, *(None,) * (width - len(row)))
+               for qid, mid, m in zip(queue_ids, ids, messages, strict=True) for row in m.rows]
     inline: list[tuple[str, str]] = []
     if local_inline:
         # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
         sizes = {mid: len(m.raw) for mid, m in zip(ids, messages, strict=True)}
         local = [(i, r) for i, r in enumerate(records) if r[6] == "local"]
-        done = await deliver_local(conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local])
+        done: dict[int, int] = {}
+        for folder in sorted({r[10] or "INBOX" for _i, r in local}):
+            done.update(await deliver_local(
+                conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local
+                       if (r[10] or "INBOX") == folder], folder=folder))
         if done:
             delivered = [records[i] for i in sorted(done)]
             await conn.copy_records_to_table(
@@ -191,7 +197,7 @@ with r as (
     select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[]) as t(k, mid, rcpt, size)
 ), mb as (
     select m.id, a.address, a.id as account_id from mailboxes m join accounts a on a.id = m.account_id
-    where m.name = 'INBOX' and a.address = any($3::text[]) and a.status = 'active'
+    where m.name = $5 and a.address = any($3::text[]) and a.status = 'active'
     order by m.id for update of m
 ), numbered as (
     select r.k, r.mid, r.size, mb.id as mailbox_id, mb.account_id,
@@ -216,16 +222,27 @@ select n.k, n.mailbox_id from numbered n
 """
 
 
-async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]]) -> dict[int, int]:
-    """Put messages into INBOXes: items are (key, message_id, account address, size).
+SPECIAL_USE = {"Junk": "\\Junk"}  # RFC 6154 special-use of mailboxes made at delivery
 
+
+async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]],
+                        folder: str = "INBOX") -> dict[int, int]:
+    """Put messages into INBOXes (or `folder`): items are (key, message_id, address, size).
+
+    A `folder` other than INBOX is created when missing (Junk with \\Junk, RFC 6154).
     Returns key -> mailbox id for the items delivered; missing keys had no active account.
     Notifies `mailbox_changed` with the mailbox ids (IMAP IDLE, other processes).
     """
     if not items:
         return {}
+    if folder != "INBOX":
+        await conn.execute(
+            "insert into mailboxes(account_id, name, special_use) select a.id, $2, $3"
+            " from accounts a where a.address = any($1::text[]) and a.status = 'active'"
+            " on conflict (account_id, name) do nothing",
+            sorted({i[2] for i in items}), folder, SPECIAL_USE.get(folder))
     rows = await conn.fetch(LOCAL_DELIVER, [i[0] for i in items], [i[1] for i in items],
-                            [i[2] for i in items], [i[3] for i in items])
+                            [i[2] for i in items], [i[3] for i in items], folder)
     delivered = {r["k"]: r["mailbox_id"] for r in rows}
     boxes = sorted(set(delivered.values()))
     # NOTIFY payloads are limited to 8000 bytes: send the ids in chunks.

@@ -26,6 +26,7 @@ import asyncpg
 from cxkernel.config import QueueConfig
 from cxkernel.metrics import Metrics
 from mailrelay.addressbook import AddressBook
+from mailrelay.dsn import notify_wants
 from mailrelay.queue import repo
 from mailrelay.queue.repo import QueueRow
 
@@ -41,6 +42,7 @@ class Outcome:
     enhanced: str = "2.0.0"
     text: str = "ok"
     remote_mta: str = ""
+    dsn_passed: bool = False  # the next hop took our DSN request (RFC 3461 §5.2)
 
     @property
     def detail(self) -> str:
@@ -48,11 +50,13 @@ class Outcome:
 
 
 class RemoteTarget(Protocol):
-    async def deliver(self, sender: str, recipients: list[str], raw: bytes) -> list[Any]: ...
+    async def deliver(self, sender: str, recipients: list[str], raw: bytes, *,
+                      dsn: Any = None) -> list[Any]: ...
 
 
 DocsHandler = Callable[[Sequence[QueueRow]], Awaitable[dict[int, Outcome]]]
-# Called with the failed (or delayed) recipients of ONE queue id and "failed" | "delayed".
+# Called with the recipients of ONE queue id and the notice kind: "failed" | "delayed" |
+# "delivered" | "relayed" (RFC 3464 §2.3.3 actions; success ones only when asked, RFC 3461).
 BounceSink = Callable[[Sequence[tuple[QueueRow, Outcome]], str], Awaitable[None]]
 
 
@@ -218,14 +222,18 @@ class Scheduler:
 
     # ---- transports ------------------------------------------------------------------
     async def _deliver_local(self, rows: Sequence[QueueRow]) -> None:
-        items = [(r.id, r.message_id, r.recipient, r.size) for r in rows]
+        done: dict[int, int] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            done = await repo.deliver_local(conn, items)
+            for folder in sorted({r.folder or "INBOX" for r in rows}):
+                done.update(await repo.deliver_local(
+                    conn, [(r.id, r.message_id, r.recipient, r.size) for r in rows
+                           if (r.folder or "INBOX") == folder], folder=folder))
             ok = [r for r in rows if r.id in done]
-            await repo.finish(conn, ok, "delivered", ["local INBOX"] * len(ok))
+            await repo.finish(conn, ok, "delivered", [f"local {r.folder or 'INBOX'}" for r in ok])
         for r in ok:
             log.info("delivered id=%s to=<%s> transport=local", r.queue_id, r.recipient)
         self.metrics.inc("mail_delivered_total", len(ok), transport="local")
+        await self._notices([(r, Outcome("ok")) for r in ok], success=True)
         missing = {r.id: Outcome("perm", 550, "5.1.1", "mailbox unavailable")
                    for r in rows if r.id not in done}
         if missing:
@@ -273,7 +281,8 @@ class Scheduler:
             async with self.pool.acquire() as conn:
                 raw = await repo.message_raw(conn, first.message_id)
             try:
-                res = await self.remote.deliver(first.sender, [r.recipient for r in rows], raw)
+                res = await self.remote.deliver(first.sender, [r.recipient for r in rows], raw,
+                                                dsn=dsn_request(rows))
             except Exception as exc:  # a transport bug must not lose mail: retry later
                 log.exception("remote delivery to %s failed", first.domain)
                 res = [Outcome("temp", 451, "4.4.0", f"delivery error: {exc.__class__.__name__}")
@@ -286,7 +295,8 @@ class Scheduler:
                 results[r.id] = Outcome("temp", 451, "4.4.0", "no result")
             else:
                 results[r.id] = Outcome(x.status, x.code, x.enhanced, x.text,
-                                        getattr(x, "remote_mta", ""))
+                                        getattr(x, "remote_mta", ""),
+                                        bool(getattr(x, "dsn_passed", False)))
         await self.apply(rows, results)
 
     # ---- results ---------------------------------------------------------------------
@@ -317,7 +327,7 @@ class Scheduler:
                 self.metrics.inc("mail_deferred_total", transport=r.transport)
                 if (self.cfg.delay_warning and not r.delay_notified and r.sender
                         and now - r.created_at > timedelta(seconds=self.cfg.delay_warning)
-                        and "NEVER" not in (r.notify or "").upper()):
+                        and notify_wants(r.notify, "DELAY")):  # RFC 3461 §4.1
                     delayed.append((r, out))
             if perm:
                 await repo.finish(conn, [p[0] for p in perm], "bounced", [p[1].detail for p in perm])
@@ -330,14 +340,50 @@ class Scheduler:
         for r, out in perm:
             log.info("bounced id=%s to=<%s> reason=%s", r.queue_id, r.recipient, out.detail)
             self.metrics.inc("mail_bounced_total", transport=r.transport)
-        # RFC 5321 §6.1 / RFC 3464: never a bounce for a bounce (null sender).
-        for kind, items in (("failed", perm), ("delayed", delayed)):
-            by_qid: dict[str, list[tuple[QueueRow, Outcome]]] = defaultdict(list)
-            for r, out in items:
-                if r.sender and "NEVER" not in (r.notify or "").upper():
-                    by_qid[r.queue_id].append((r, out))
-            for group in by_qid.values():
-                try:
-                    await self.bounce(group, kind)
-                except Exception:
-                    log.exception("could not queue a %s notice for %s", kind, group[0][0].queue_id)
+        await self._notices(perm, kind="failed")
+        await self._notices(delayed, kind="delayed")
+        await self._notices([(r, results[r.id]) for r in ok], success=True)
+
+    async def _notices(self, items: Sequence[tuple[QueueRow, Outcome]], *, kind: str = "",
+                       success: bool = False) -> None:
+        """Send the DSNs the senders asked for (RFC 3461 §4.1 NOTIFY), one per queue id and
+        kind. RFC 5321 §6.1 / RFC 3464: never a notice to the null sender."""
+        by_key: dict[tuple[str, str], list[tuple[QueueRow, Outcome]]] = defaultdict(list)
+        for r, out in items:
+            if not r.sender:
+                continue
+            if success:
+                # RFC 3461 §5.2.2: a next hop that took the request reports itself.
+                if out.dsn_passed or not notify_wants(r.notify, "SUCCESS"):
+                    continue
+                k = "relayed" if r.transport == "remote" else "delivered"
+            elif not notify_wants(r.notify, "FAILURE" if kind == "failed" else "DELAY"):
+                continue
+            else:
+                k = kind
+            by_key[(r.queue_id, k)].append((r, out))
+        for (qid, k), group in by_key.items():
+            try:
+                await self.bounce(group, k)
+            except Exception:
+                log.exception("could not queue a %s notice for %s", k, qid)
+
+
+@dataclass(frozen=True)
+class DsnRequest:
+    """What to pass to a next hop that offers DSN (RFC 3461 §5.2.1): per message
+    ENVID and RET, per recipient NOTIFY and ORCPT (only those the sender set)."""
+
+    envid: str | None
+    ret: str | None
+    notify: dict[str, str]
+    orcpt: dict[str, str]
+
+
+def dsn_request(rows: Sequence[QueueRow]) -> DsnRequest | None:
+    first = rows[0]
+    notify = {r.recipient: r.notify for r in rows if r.notify}
+    orcpt = {r.recipient: r.orig_rcpt for r in rows if r.orig_rcpt}
+    if not (first.envid or first.ret or notify or orcpt):
+        return None
+    return DsnRequest(first.envid, first.ret, notify, orcpt)

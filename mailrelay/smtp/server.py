@@ -2,7 +2,10 @@
 
 `CxSMTP` adds what aiosmtpd lacks: an enhanced status code on every reply once
 ENHANCEDSTATUSCODES is advertised (RFC 2034 §3: all replies but the greeting, EHLO's and
-intermediate 334/354 ones), and replies for its built-in errors that name the limit.
+intermediate 334/354 ones), replies for its built-in errors that name the limit, our own
+MAIL/RCPT parsing (`smtp.command`: the null reverse-path, DSN parameters with their case
+kept), BDAT (RFC 3030 CHUNKING/BINARYMIME) into the same DATA hook, and per-connection
+command line limits (`smtp.max_unauth_line` before AUTH).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
+from mailrelay.smtp.command import CommandSyntaxError, parse_mail, parse_rcpt
 from mailrelay.smtp.handler import MailHandler
 
 log = logging.getLogger("cxgw.smtp")
@@ -57,7 +61,38 @@ def with_enhanced_code(status: str) -> str:
 
 
 LINGER_SECONDS = 2.0  # how long a session closed with 421 keeps draining input
-_SIMPLE_PATH = re.compile(r"<([^<>\"()\s,:;\\@\[\]]+@[^<>\"()\s,:;\\@\[\]]+)?>")
+_BDAT_ARG = re.compile(r"^(\d{1,18})(?: +(LAST))?$", re.IGNORECASE)
+_BDAT_PIECE = 64 * 1024  # a chunk is read in pieces of at most this many bytes
+
+# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets; extensions add to it:
+# SIZE +26 (RFC 1870 §3), SMTPUTF8 +10 (RFC 6531 §3.4), DSN +100 on MAIL and +500 on
+# RCPT (RFC 3461 §5), AUTH up to 12288 (RFC 4954 §4).
+_EXTENDED_LIMITS = {"MAIL": 512 + 26 + 10 + 100, "RCPT": 512 + 500, "AUTH": 12288}
+
+
+class _LineLimits:
+    """aiosmtpd's `command_size_limits`, per connection (aiosmtpd's is one dict on the
+    class, which every EHLO of every connection grows): the RFC limit of each command,
+    and before AUTH never more than `max_unauth_line`."""
+
+    def __init__(self, proto: CxSMTP) -> None:
+        self.proto = proto
+
+    def __getitem__(self, command: str) -> int:
+        limit = _EXTENDED_LIMITS.get(command, 512)
+        session = self.proto.session
+        if session is None or not session.authenticated:
+            limit = min(limit, self.proto.max_unauth_line)
+        return limit
+
+    def __setitem__(self, command: str, value: int) -> None:
+        pass  # aiosmtpd adds SIZE/SMTPUTF8 lengths at EHLO: already in _EXTENDED_LIMITS
+
+    def clear(self) -> None:
+        pass
+
+    def values(self) -> list[int]:
+        return [self[c] for c in (*_EXTENDED_LIMITS, "HELO")]
 
 
 class ConnectionLimiter:
@@ -97,6 +132,24 @@ class CxSMTP(SMTP):
     _admitted_ip: str | None = None
     _refused = False
     _closing = False  # a 421 was sent: the connection is closing
+    max_unauth_line = 4096
+    # BDAT state of the current transaction: the chunks so far (None: no BDAT yet),
+    # their size, and whether a chunk failed (then later chunks are read and dropped).
+    _bdat: bytearray | None = None
+    _bdat_failed = False
+
+    @classmethod
+    def reader_limit(cls) -> int:
+        """The read buffer bound: a text line (1001) or the longest command line allowed."""
+        return max(cls.line_length_limit, *_EXTENDED_LIMITS.values()) + 2
+
+    @property  # type: ignore[override]
+    def command_size_limits(self) -> _LineLimits:
+        return _LineLimits(self)
+
+    @command_size_limits.setter
+    def command_size_limits(self, value: Any) -> None:
+        pass
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
@@ -158,7 +211,7 @@ class CxSMTP(SMTP):
             obj = cls.__new__(cls)
             obj.__dict__.update(state)
             asyncio.StreamReaderProtocol.__init__(
-                obj, asyncio.StreamReader(loop=loop, limit=cls.line_length_limit),
+                obj, asyncio.StreamReader(loop=loop, limit=cls.reader_limit()),
                 client_connected_cb=obj._cb_client_connected, loop=loop)
             obj._smtp_methods = {n: getattr(obj, "smtp_" + n) for n in smtp_names}
             return obj
@@ -209,13 +262,126 @@ class CxSMTP(SMTP):
                 self._writer.write(b"".join(lines))
                 await self._writer.drain()
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every path with email's header parser (and defines a class per
-        # call); plain paths, which are nearly all of them, need none of that.
-        m = _SIMPLE_PATH.match(arg)
-        if m is not None:
-            return m.group(1) or "", arg[m.end():]
-        return super()._getaddr(arg)
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self._bdat = None
+        self._bdat_failed = False
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL FROM:<reverse-path> [parameters]; the handler judges the parameters."""
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.session is not None and self.envelope is not None
+        if self.envelope.mail_from is not None:  # "" (null sender) counts as given
+            await self.push("503 5.5.1 Nested MAIL command")
+            return
+        try:
+            path = parse_mail(arg)
+        except CommandSyntaxError as exc:
+            await self.push(exc.reply())
+            return
+        if path.params and not self.session.extended_smtp:
+            await self.push("501 5.5.4 Parameters need EHLO")  # RFC 5321 §4.1.1.2
+            return
+        address = (path.route + ":" + path.address) if path.route else path.address
+        options = [k if v is None else f"{k}={v}" for k, v in path.params.items()]
+        status = await self._call_handler_hook("MAIL", address, options)
+        await self.push(status)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RCPT TO:<forward-path> [parameters]; also after the null reverse-path."""
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        assert self.session is not None and self.envelope is not None
+        if self.envelope.mail_from is None:
+            await self.push("503 5.5.1 Need MAIL command")
+            return
+        if self._bdat is not None:
+            await self.push("503 5.5.1 RCPT after BDAT")  # RFC 3030 §2
+            return
+        try:
+            path = parse_rcpt(arg)
+        except CommandSyntaxError as exc:
+            await self.push(exc.reply())
+            return
+        if path.params and not self.session.extended_smtp:
+            await self.push("501 5.5.4 Parameters need EHLO")
+            return
+        address = (path.route + ":" + path.address) if path.route else path.address
+        options = [k if v is None else f"{k}={v}" for k, v in path.params.items()]
+        status = await self._call_handler_hook("RCPT", address, options)
+        await self.push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._bdat is not None or self._bdat_failed:
+            # RFC 3030 §2: DATA and BDAT are not mixed within one transaction.
+            await self.push("503 5.5.1 DATA after BDAT")
+            return
+        if getattr(self.envelope, "body_type", "") == "BINARYMIME":
+            # RFC 3030 §3: BINARYMIME content is sent with BDAT only.
+            await self.push("503 5.5.1 BODY=BINARYMIME requires BDAT")
+            return
+        await super().smtp_DATA(arg)
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030 §2: `BDAT size [LAST]`, then exactly `size` octets.
+
+        The octets are always read (even when the command is refused: they must not be
+        taken for commands). Chunks accumulate up to the size limit; above it the rest is
+        read and dropped and the chunk answered 552. The LAST chunk goes through the same
+        DATA hook as DATA does.
+        """
+        m = _BDAT_ARG.match(arg or "")
+        if m is None:
+            # Without a size we cannot tell where the chunk ends: the session is lost.
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        size, last = int(m.group(1)), m.group(2) is not None
+        assert self.session is not None and self.envelope is not None
+        limit = self.data_size_limit or 0
+        refuse = ""
+        if not self.session.host_name:
+            refuse = "503 5.5.1 Send EHLO first"
+        elif self._auth_required and not self.session.authenticated:
+            refuse = "530 5.7.0 Authentication required"
+        elif self._bdat_failed:
+            refuse = "503 5.5.1 Transaction failed; send RSET"
+        elif self.envelope.mail_from is None or not self.envelope.rcpt_tos:
+            refuse = "503 5.5.1 Need MAIL and RCPT before BDAT"
+        buf = self._bdat if self._bdat is not None else bytearray()
+        keep = not refuse
+        if keep and limit and len(buf) + size > limit:
+            refuse, keep = "552 5.3.4 Message size exceeds the limit", False
+        remaining = size
+        try:
+            while remaining:  # bounded: at most one piece beyond what we keep
+                piece = await self._reader.readexactly(min(remaining, _BDAT_PIECE))
+                remaining -= len(piece)
+                self._reset_timeout()  # smtp.timeout is an idle timeout
+                if keep:
+                    buf += piece
+        except asyncio.IncompleteReadError:
+            log.info("connection closed during BDAT (%d of %d octets missing)", remaining, size)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if refuse:
+            if self.envelope.mail_from is not None:
+                self._bdat, self._bdat_failed = None, True
+            await self.push(refuse)
+            return
+        self._bdat = buf
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        data, self._bdat = bytes(buf), None
+        self.envelope.content = self.envelope.original_content = data
+        self.envelope.bdat = True  # type: ignore[attr-defined]
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._raw_replies = True
@@ -228,7 +394,7 @@ class CxSMTP(SMTP):
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
                          max_connections: int = 1000, max_per_ip: int = 50,
-                         ) -> asyncio.base_events.Server:
+                         max_unauth_line: int = 4096) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
     implicit = role == "submissions"
@@ -250,7 +416,9 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
             kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
-            return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
+            cls: type[CxSMTP] = type("CxSMTP_" + role, (CxSMTP,),
+                                     {"max_unauth_line": max_unauth_line})
+            return cls.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
 
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
                                     reuse_address=True, backlog=512)

@@ -78,7 +78,8 @@ async def test_ehlo_advertises_only_what_works(city):
     c = await RawSMTP.connect(city.ports["smtp"])
     ehlo = (await c.cmd("EHLO me.example")).splitlines()
     words = {line[4:].split()[0] for line in ehlo[1:]}
-    assert words == {"PIPELINING", "ENHANCEDSTATUSCODES", "SIZE", "8BITMIME", "SMTPUTF8", "STARTTLS"}
+    assert words == {"PIPELINING", "ENHANCEDSTATUSCODES", "SIZE", "8BITMIME", "SMTPUTF8", "STARTTLS",
+                     "DSN", "CHUNKING", "BINARYMIME"}
     assert "AUTH" not in words  # port-25 role takes no passwords
     assert (await c.cmd("NOOP")).startswith("250 2.0.0")
     assert (await c.cmd("FOO")).startswith("500 5.5.")
