@@ -72,22 +72,23 @@ def capabilities(
 
 def select_responses(result: SelectResult, view: SelectedView) -> list[Untagged | UntaggedStatus]:
     """Untagged replies of SELECT/EXAMINE (RFC 3501 §6.3.1, RFC 7162 §3.1.2)."""
+    flags, perm = view.flag_lines()  # the mailbox's keywords too (RFC 3501 §7.2.6)
     out: list[Untagged | UntaggedStatus] = [
-        Untagged("FLAGS (" + " ".join(result.flags) + ")"),
+        flags,
         Untagged(f"{view.exists} EXISTS"),
         Untagged(f"{view.recent_count()} RECENT"),
     ]
-    unseen = next((i + 1 for i, u in enumerate(view.uids) if "\\Seen" not in view.flags[u]), None)
+    ordered = sorted(result.messages, key=lambda m: m.uid)
+    unseen = next((i + 1 for i, m in enumerate(ordered) if "\\Seen" not in m.flags), None)
     if unseen is not None:
         out.append(UntaggedStatus("OK", "First unseen", f"UNSEEN {unseen}"))
-    perm = "()" if result.readonly else "(" + " ".join(result.permanent_flags) + ")"
     out += [
-        UntaggedStatus("OK", "Flags permitted", f"PERMANENTFLAGS {perm}"),
+        perm,
         UntaggedStatus("OK", "UIDs valid", f"UIDVALIDITY {result.uidvalidity}"),
         UntaggedStatus("OK", "Predicted next UID", f"UIDNEXT {result.uidnext}"),
     ]
     if view.condstore:
-        out.append(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {result.highestmodseq}"))
+        out.append(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}"))
     return out
 
 

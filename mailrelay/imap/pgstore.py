@@ -584,29 +584,30 @@ class PgMailStore:
         return gone
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> list[Change]:
-        """Rows changed after ``modseq``, as both "added" and "flags" events.
+        """Every change after ``modseq``, one event per row, in MODSEQ order.
 
-        The store cannot tell which UIDs a session already knows; the view keeps
-        an :class:`MessageAdded` only for unknown UIDs and a :class:`FlagsChanged`
-        only for known ones, so each row is reported both ways.
+        A row that entered the mailbox after ``modseq`` is a :class:`MessageAdded`, any
+        other changed row a :class:`FlagsChanged` (never both); expunged rows are
+        :class:`MessageExpunged`. One statement, so one snapshot: MODSEQs commit in
+        order per mailbox, so the list is complete up to its highest MODSEQ.
         """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "select uid, flags, modseq, false from mailbox_messages"
+                "select uid, flags, modseq, added_modseq > $2, false from mailbox_messages"
                 " where mailbox_id = $1 and modseq > $2"
-                " union all select uid, null, modseq, true from mailbox_expunged"
+                " union all select uid, null, modseq, false, true from mailbox_expunged"
                 " where mailbox_id = $1 and modseq > $2",
                 mailbox_id,
                 modseq,
             )
         out: list[Change] = []
-        for uid, flags, ms, gone in sorted(rows, key=lambda r: r[2]):
+        for uid, flags, ms, added, gone in sorted(rows, key=lambda r: (r[2], r[0])):
             if gone:
                 out.append(MessageExpunged(uid, ms))
+            elif added:
+                out.append(MessageAdded(uid, _flags(flags), ms))
             else:
-                f = _flags(flags)
-                out.append(MessageAdded(uid, f, ms))
-                out.append(FlagsChanged(uid, f, ms))
+                out.append(FlagsChanged(uid, _flags(flags), ms))
         return out
 
     async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
