@@ -180,20 +180,33 @@ def search_response(
     uid: bool,
     returns: tuple[str, ...] | None,
     highest_modseq: int | None = None,
+    modseqs: Sequence[int] | None = None,
 ) -> bytes:
-    """``SEARCH 1 2 3`` or RFC 4731 ``ESEARCH (TAG "t") UID MIN 1 ...`` (without ``* ``)."""
+    """``SEARCH 1 2 3`` or RFC 4731 ``ESEARCH (TAG "t") UID MIN 1 ...`` (without ``* ``).
+
+    ``modseqs`` (parallel to ``numbers``) are the hits' MODSEQs when the search used
+    MODSEQ; ``highest_modseq`` is the older form (one value for every result option).
+    """
+    if modseqs is not None and highest_modseq is None and numbers:
+        highest_modseq = max(modseqs)
     mod = f" (MODSEQ {highest_modseq})" if highest_modseq is not None and numbers else ""
     if returns is None:
         return ("SEARCH" + "".join(f" {n}" for n in numbers) + mod).encode()
     opts = set(returns) or {"ALL"}  # RFC 4731 §3.1: RETURN () means ALL
     out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if numbers:
+        lo, hi = min(numbers), max(numbers)
         if "MIN" in opts:
-            out += f" MIN {min(numbers)}"
+            out += f" MIN {lo}"
         if "MAX" in opts:
-            out += f" MAX {max(numbers)}"
+            out += f" MAX {hi}"
         if "ALL" in opts:
             out += f" ALL {SequenceSet.from_numbers(numbers)}"
+        if modseqs is not None and not opts & {"ALL", "COUNT"}:
+            # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX the MODSEQ is
+            # that of the message(s) returned, not of every match
+            by = dict(zip(numbers, modseqs, strict=True))
+            highest_modseq = max(by[n] for n, o in ((lo, "MIN"), (hi, "MAX")) if o in opts)
     if "COUNT" in opts:
         out += f" COUNT {len(numbers)}"
     if highest_modseq is not None and numbers:

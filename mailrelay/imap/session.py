@@ -402,13 +402,24 @@ class ImapSession:
         self._ok(cmd.tag)
 
     async def _cmd_list(self, cmd: c.List, now: datetime) -> None:
+        sel = set(cmd.selection)
+        if "RECURSIVEMATCH" in sel and not sel - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 §3.1: RECURSIVEMATCH alone (or with REMOTE only) is BAD
+            self._bad(cmd.tag, "RECURSIVEMATCH needs another selection option")
+            return
         boxes = await self.store.list_mailboxes(self._u)
+        subscribed_only = "SUBSCRIBED" in sel
+        want_subs = subscribed_only or "SUBSCRIBED" in cmd.returns
+        subs = await self.store.subscriptions(self._u) if want_subs else []
         lines = mb.list_responses(
             boxes,
             cmd.reference,
             list(cmd.patterns),
-            subscribed_only="SUBSCRIBED" in cmd.selection,
-            special_use_only="SPECIAL-USE" in cmd.selection,
+            subscribed_only=subscribed_only,
+            special_use_only="SPECIAL-USE" in sel,
+            subscriptions=subs,
+            return_subscribed="SUBSCRIBED" in cmd.returns,
+            recursive_match="RECURSIVEMATCH" in sel,
         )
         for line in lines:
             self.core.send(line)
@@ -422,8 +433,9 @@ class ImapSession:
 
     async def _cmd_lsub(self, cmd: c.Lsub, now: datetime) -> None:
         boxes = await self.store.list_mailboxes(self._u)
+        subs = await self.store.subscriptions(self._u)
         for line in mb.list_responses(
-            boxes, cmd.reference, [cmd.pattern], command="LSUB", subscribed_only=True
+            boxes, cmd.reference, [cmd.pattern], command="LSUB", subscriptions=subs
         ):
             self.core.send(line)
         self._ok(cmd.tag)
@@ -684,12 +696,10 @@ class ImapSession:
             returns = tuple(x for x in returns if x != "SAVE")
             if not returns and "SAVE" in (cmd.returns or ()):
                 returns = None
-        modseq = max((r.modseq for r in hits), default=None) if uses_modseq(cmd.key) else None
+        modseqs = [r.modseq for r in hits] if uses_modseq(cmd.key) else None
         if returns is not None or cmd.returns is None:
             self._untagged(
-                search_response(
-                    cmd.tag, numbers, uid=cmd.uid, returns=returns, highest_modseq=modseq
-                )
+                search_response(cmd.tag, numbers, uid=cmd.uid, returns=returns, modseqs=modseqs)
             )
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Search completed")
