@@ -451,7 +451,9 @@ class ImapSession:
         if self.appendlimit is not None and len(cmd.message) > self.appendlimit:
             self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
             return
-        raw = normalize_crlf(cmd.message)
+        # RFC 3516 §4.4: a literal8 message may hold binary parts: its bytes (and any
+        # message with NUL) are stored as sent; text gets canonical CRLF line endings
+        raw = cmd.message if cmd.binary or b"\0" in cmd.message else normalize_crlf(cmd.message)
         flags = [f for f in cmd.flags if f != "\\Recent"]
         res = await self.store.append(
             self._u, cmd.mailbox, raw, flags, cmd.date or now, parse_message(raw)

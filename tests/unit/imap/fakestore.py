@@ -64,10 +64,11 @@ class FakeStore:
         self.modseq += 1
         return self.modseq
 
-    def deliver(self, name: str, raw: bytes, flags=(), date: datetime | None = None) -> int:
+    def deliver(self, name: str, raw: bytes, flags=(), date: datetime | None = None,
+                normalize: bool = True) -> int:
         from mailrelay.mime import normalize_crlf, parse_message
 
-        raw = normalize_crlf(raw)
+        raw = normalize_crlf(raw) if normalize else raw
         box = self._box(name)
         uid = box.uidnext
         box.uidnext += 1
@@ -173,7 +174,7 @@ class FakeStore:
         return StoreResult(updated, modified, self.modseq)
 
     async def append(self, user, name, message, flags, internaldate, structure):
-        uid = self.deliver(name, message, flags, internaldate)
+        uid = self.deliver(name, message, flags, internaldate, normalize=False)
         return AppendResult(self._box(name).uidvalidity, uid)
 
     async def copy(self, mailbox_id, uids, user, dest):
