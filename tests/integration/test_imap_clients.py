@@ -162,8 +162,6 @@ async def test_offlineimap_syncs_both_ways(city: Any, tmp_path: Path) -> None:
 
     # local changes: flag and read one message, write a draft; they reach the server
     first = inbox[0]
-    kept_subject = b"Subject: hello imap" if b"Subject: second" in first.read_bytes() else (
-        b"Subject: second")
     first.rename(first.parent.parent / "cur" / (first.name.split(":2,")[0] + ":2,FS"))
     draft = mail / "Drafts" / "new" / "1700000000.1.local"
     draft.parent.mkdir(parents=True, exist_ok=True)
