@@ -372,6 +372,9 @@ class ImapSession:
         ]
         self.enabled.update(new)
         self._untagged("ENABLED" + "".join(" " + x for x in new))  # RFC 5161 §3.2
+        view = self.view
+        if new and view is not None:  # RFC 7162 §3.1: the client learns HIGHESTMODSEQ
+            self.core.send(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}"))
         self._ok(cmd.tag)
 
     async def _cmd_namespace(self, cmd: c.Namespace, now: datetime) -> None:
@@ -466,6 +469,11 @@ class ImapSession:
         self._ok(cmd.tag, "Appended", f"APPENDUID {res.uidvalidity} {res.uid}")  # RFC 4315
 
     async def _cmd_idle(self, cmd: c.Idle, now: datetime) -> None:
+        view = self.view
+        if view is not None:
+            # catch up first: a change that committed between SELECT's snapshot and the
+            # change hub's subscription would otherwise wait for the next one
+            await self._absorb(await self.store.changes_since(view.mailbox_id, view.synced))
         self.core.send(Continuation("idling"))
         self._drain()
 
