@@ -6,7 +6,8 @@ responses in the order they arrived (EXISTS, EXPUNGE, FETCH). Along the way: EXI
 never shrinks the picture, EXPUNGE names a message that exists, a message's MODSEQ
 never goes backwards (RFC 7162 §3.1.1). At the end each session sends one NOOP; its
 picture (count, UIDs, flags, MODSEQ) must equal what a fresh SELECT shows.
-Runs over implicit TLS (imaps) and STARTTLS (imap).
+A third of the sessions use QRESYNC (VANISHED instead of EXPUNGE). Runs over
+implicit TLS (imaps) and STARTTLS (imap).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.integration.mailutil import PASSWORD, client_tls, seed_city
 
 T = TypeVar("T")
 SESSIONS = 6
-OPS = 25
+OPS = 20
 SEED = 12
 KEYWORDS = ("\\Seen", "\\Flagged", "\\Answered", "$Work", "$Later")
 _FETCH = re.compile(rb"^(\d+) \((.*)\)$", re.S)
@@ -75,9 +76,26 @@ class Picture:
                 if uid is not None:
                     self.flags.pop(uid, None)
                     self.modseq.pop(uid, None)
+            elif typ == "VANISHED":  # RFC 7162 §3.2.10, for the QRESYNC sessions
+                for uid in _uids(dat):
+                    if uid in self.uids:
+                        self.uids.remove(uid)
+                        self.flags.pop(uid, None)
+                        self.modseq.pop(uid, None)
+                        continue
+                    # announced by EXISTS but its UID not fetched yet: one of the unknown
+                    # entries between the known UIDs around it (UIDs ascend with seq)
+                    self.uids.pop(self._slot(uid))
             elif typ == "FETCH":
                 self._fetch(dat[0] if isinstance(dat, tuple) else dat)
         log.clear()
+
+    def _slot(self, uid: int) -> int:
+        below = [i for i, u in enumerate(self.uids) if u is not None and u < uid]
+        start = below[-1] + 1 if below else 0
+        assert start < len(self.uids) and self.uids[start] is None, (
+            f"{self.name}: VANISHED {uid} was never announced")
+        return start
 
     def _fetch(self, data: bytes) -> None:
         m = _FETCH.match(data)
@@ -102,14 +120,22 @@ class Picture:
                 for u in self.uids]
 
 
-def connect(server: Any, starttls: bool) -> Any:
+def _uids(dat: bytes) -> list[int]:
+    out: list[int] = []
+    for part in dat.decode().split(","):
+        lo, _, hi = part.partition(":")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def connect(server: Any, starttls: bool, qresync: bool = False) -> Any:
     if starttls:
         m = ImapRec("127.0.0.1", server.ports["imap"], timeout=20)
         m.starttls(client_tls())
     else:
         m = ImapsRec("127.0.0.1", server.ports["imaps"], ssl_context=client_tls(), timeout=20)
     assert m.login("zhang.san", PASSWORD)[0] == "OK"
-    assert m.enable("CONDSTORE")[0] == "OK"
+    assert m.enable("QRESYNC" if qresync else "CONDSTORE")[0] == "OK"
     return m
 
 
@@ -139,9 +165,10 @@ def message(i: int, rng: random.Random) -> bytes:
 def worker(server: Any, starttls: bool, n: int, start: threading.Barrier,
            pictures: list[Picture], errors: list[BaseException]) -> None:
     rng = random.Random(1000 + n)
-    pic = Picture(f"session {n}")
+    qresync = n % 3 == 2  # a third of the sessions get VANISHED instead of EXPUNGE
+    pic = Picture(f"session {n}" + (" (QRESYNC)" if qresync else ""))
     try:
-        m = connect(server, starttls)
+        m = connect(server, starttls, qresync)
         open_inbox(m, pic)
         start.wait()
         for i in range(OPS):
@@ -164,7 +191,7 @@ def worker(server: Any, starttls: bool, n: int, start: threading.Barrier,
                 typ, _ = m.noop()
             assert typ == "OK", (op, typ)
             pic.absorb(m.log)
-            if rng.random() < 0.6:
+            if qresync or rng.random() < 0.6:
                 learn(m, pic)  # what a client does after EXISTS (sometimes later)
         start.wait()  # everyone is done writing
         assert m.noop()[0] == "OK"
