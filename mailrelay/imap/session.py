@@ -596,6 +596,10 @@ class ImapSession:
                 seen_rows = {m.uid: m for m in res.updated}
                 if not has_flags:  # RFC 3501 §6.4.5: report the change
                     chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+                if view.condstore:  # RFC 7162 §3.1: the implicit \Seen with UID and MODSEQ
+                    names = {a.name for a in chunk_attrs}
+                    extra = [c.FetchAttr(n) for n in ("UID", "MODSEQ") if n not in names]
+                    chunk_attrs = [*chunk_attrs, *extra]
         if seen_rows:
             for line in view.note_own_flags(seen_rows.values()):
                 self.core.send(line)

@@ -107,3 +107,11 @@ async def test_select_announces_existing_keywords(store: FakeStore) -> None:
     d = await logged_in(store)
     out = await d.cmd("s SELECT INBOX")
     assert "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo)" in out
+
+
+async def test_implicit_seen_reports_uid_and_modseq_with_condstore(store: FakeStore) -> None:
+    c = await logged_in(store)
+    await c.cmd("s SELECT INBOX (CONDSTORE)")
+    out = await c.cmd("f FETCH 1 BODY[TEXT]")
+    # RFC 3501 §6.4.5 FLAGS for the implicit \Seen; RFC 7162 §3.1 with UID and MODSEQ
+    assert "FLAGS (\\Seen)" in out and "UID 1" in out and "MODSEQ (" in out
