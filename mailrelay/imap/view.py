@@ -312,6 +312,10 @@ class SelectedView:
         uids = list(uids)
         for u in uids:
             self._gone.pop(u, None)
-            if self.seq_of(u) is not None:
+            if self.seq_of(u) is not None or u in self._new:
+                # remembered until a batch reports the expunge: an older batch must not
+                # bring it back (UIDs held are covered by _uid_top; arrivals not yet)
                 self._own_gone.add(u)
+            self._new.discard(u)  # EXPUNGE removes every \Deleted, announced or not
+            self._flags.pop(u, None)
         return self._apply_expunges(uids) + self._recent_update()
