@@ -132,7 +132,35 @@ def _order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=lambda n: (n != "INBOX", n))
 
 
+#: one LIST/LSUB reply: name, attributes, extended data (RFC 5258 §4) or ""
+ListEntry = tuple[str, list[str], str]
+
+
 def list_responses(
+    mailboxes: Sequence[MailboxInfo],
+    reference: str,
+    patterns: Sequence[str],
+    *,
+    command: str = "LIST",
+    **options: object,
+) -> list[Untagged]:
+    """LIST/LSUB reply lines; ``options`` as for :func:`list_entries`."""
+    if list(patterns) == [""]:
+        # RFC 3501 §6.3.8: empty pattern returns the delimiter and root
+        return [Untagged(f'{command} (\\Noselect) "{DELIMITER}" ""')]
+    return [
+        list_line(command, e)
+        for e in list_entries(mailboxes, reference, patterns, command=command, **options)  # type: ignore[arg-type]
+    ]
+
+
+def list_line(command: str, entry: ListEntry) -> Untagged:
+    name, attrs, extra = entry
+    head = f'{command} ({" ".join(attrs)}) "{DELIMITER}" '.encode()
+    return Untagged(head + mailbox_name(name) + extra.encode())
+
+
+def list_entries(
     mailboxes: Sequence[MailboxInfo],
     reference: str,
     patterns: Sequence[str],
@@ -145,17 +173,14 @@ def list_responses(
     subscriptions: Sequence[str] | None = None,
     return_subscribed: bool = False,
     recursive_match: bool = False,
-) -> list[Untagged]:
-    """LIST/LSUB replies with CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes.
+) -> list[ListEntry]:
+    """LIST/LSUB entries with CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes.
 
     ``subscriptions`` are the subscribed names (they need not exist); without them the
     mailboxes' own ``subscribed`` marks are used. ``subscribed_only`` is LIST
     (SUBSCRIBED) or LSUB, ``return_subscribed`` RETURN (SUBSCRIBED), ``recursive_match``
     the RECURSIVEMATCH selection option (RFC 5258 §3).
     """
-    if list(patterns) == [""]:
-        # RFC 3501 §6.3.8: empty pattern returns the delimiter and root
-        return [Untagged(f'{command} (\\Noselect) "{DELIMITER}" ""')]
     boxes = {m.name: m for m in mailboxes}
     if subscriptions is None:
         subscriptions = [m.name for m in mailboxes if m.subscribed]
@@ -175,11 +200,10 @@ def list_responses(
             attrs.append("\\HasChildren" if has else "\\HasNoChildren")
         return attrs
 
-    def line(name: str, attrs: list[str], extra: str = "") -> Untagged:
-        head = f'{command} ({" ".join(attrs)}) "{DELIMITER}" '.encode()
-        return Untagged(head + mailbox_name(name) + extra.encode())
+    def line(name: str, attrs: list[str], extra: str = "") -> ListEntry:
+        return (name, attrs, extra)
 
-    out: list[Untagged] = []
+    out: list[ListEntry] = []
     if command == "LSUB":
         # RFC 3501 §6.3.9: subscribed names; with "%" a parent of a subscribed name the
         # pattern does not reach is listed as \Noselect

@@ -414,7 +414,12 @@ class ImapSession:
         subscribed_only = "SUBSCRIBED" in sel
         want_subs = subscribed_only or "SUBSCRIBED" in cmd.returns
         subs = await self.store.subscriptions(self._u) if want_subs else []
-        lines = mb.list_responses(
+        if list(cmd.patterns) == [""]:
+            for line in mb.list_responses(boxes, cmd.reference, [""]):
+                self.core.send(line)
+            self._ok(cmd.tag)
+            return
+        entries = mb.list_entries(
             boxes,
             cmd.reference,
             list(cmd.patterns),
@@ -424,14 +429,13 @@ class ImapSession:
             return_subscribed="SUBSCRIBED" in cmd.returns,
             recursive_match="RECURSIVEMATCH" in sel,
         )
-        for line in lines:
-            self.core.send(line)
-        if cmd.status_items:  # RFC 5819
-            for m in boxes:
-                if any(mb.list_match(cmd.reference, p, m.name) for p in cmd.patterns):
-                    if "\\Noselect" not in m.attributes:
-                        vals = await self.store.status(self._u, m.name, cmd.status_items)
-                        self.core.send(mb.status_response(m.name, vals, cmd.status_items))
+        for entry in entries:
+            self.core.send(mb.list_line("LIST", entry))
+            name, attrs, _ = entry
+            # RFC 5819 §2: STATUS for each listed mailbox that can be selected
+            if cmd.status_items and not {"\\NonExistent", "\\Noselect"} & set(attrs):
+                vals = await self.store.status(self._u, name, cmd.status_items)
+                self.core.send(mb.status_response(name, vals, cmd.status_items))
         self._ok(cmd.tag)
 
     async def _cmd_lsub(self, cmd: c.Lsub, now: datetime) -> None:

@@ -61,3 +61,16 @@ async def test_delete_keeps_subscription_and_recursivematch_alone_is_bad() -> No
     assert "r BAD" in await c.cmd('r LIST (RECURSIVEMATCH) "" "*"')  # RFC 5258 §3.1
     assert "u OK" in await c.cmd("u UNSUBSCRIBE Projects")
     assert "Projects" not in await c.cmd('l LSUB "" "*"')
+
+
+async def test_list_status_only_for_listed_selectable_mailboxes() -> None:
+    c = Client(FakeStore())
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("c CREATE Gone")
+    await c.cmd("s SUBSCRIBE Gone")
+    await c.cmd("d DELETE Gone")
+    await c.cmd("s UNSUBSCRIBE Sent")
+    out = await c.cmd('l LIST (SUBSCRIBED) "" "*" RETURN (STATUS (MESSAGES))')
+    # RFC 5819 §2: STATUS for listed mailboxes, none for a \NonExistent name
+    assert '* STATUS "INBOX" (MESSAGES 0)' in out and '"Gone"' in out
+    assert 'STATUS "Gone"' not in out and 'STATUS "Sent"' not in out
