@@ -10,9 +10,13 @@ client in this process:
   5. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
      another session -> EXISTS;
   6. memory per idle connection (measured first, on a small heap): server RSS growth
-     over --idle TLS connections logged in, a small mailbox selected, in IDLE.
+     over --idle TLS connections logged in, INBOX selected, in IDLE; the INBOX of a
+     second account is seeded with --idle-messages (default 3,000) messages first, so the
+     figure shows what a real mailbox costs (issue 18: target <= 64 KB); the same over
+     an empty Drafts is reported beside it.
 
     .venv/bin/python benchmarks/imap_bench.py [--messages 10000] [--idle 500] [--json out.json]
+    .venv/bin/python benchmarks/imap_bench.py --only-memory   # phase 6 alone
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from serverproc import ROOT, cli, start
 sys.path.insert(0, str(ROOT))
 PASSWORD = "Bench-pass-1234"
 USER = "tester@bench.example"
+IDLE_USER = "idler@bench.example"
 LITERAL_RE = re.compile(rb"\{(\d+)\+?\}\r\n$")
 
 
@@ -95,8 +100,8 @@ class Client:
                 return untagged, line
             untagged += 1
 
-    async def login(self) -> None:
-        await self.cmd(b'LOGIN tester "' + PASSWORD.encode() + b'"')
+    async def login(self, user: bytes = b"tester") -> None:
+        await self.cmd(b"LOGIN " + user + b' "' + PASSWORD.encode() + b'"')
 
     def close(self) -> None:
         self.w.close()
@@ -121,14 +126,14 @@ async def append_rate(port: int, conns: int, per_conn: int) -> float:
     return conns * per_conn / dt
 
 
-async def seed(url: str, count: int) -> None:
+async def seed(url: str, count: int, user: str = USER) -> None:
     from mailrelay.mime import parse_message
 
     conn = await asyncpg.connect(url)
     try:
         box = await conn.fetchval(
             "select m.id from mailboxes m join accounts a on a.id = m.account_id"
-            " where a.address = $1 and m.name = 'INBOX'", USER)
+            " where a.address = $1 and m.name = 'INBOX'", user)
         now = datetime.now(UTC)
         batch = 1000
         uid = 1
@@ -215,21 +220,22 @@ async def idle_latency(ports: dict[str, int], rounds: int) -> dict[str, float]:
     }
 
 
-async def idle_memory(port: int, pid: int, count: int) -> float:
+async def idle_memory(port: int, pid: int, count: int, user: bytes, mailbox: bytes) -> float:
+    """Server RSS growth per connection logged in as ``user``, ``mailbox`` selected, IDLE."""
     proc = psutil.Process(pid)
     clients: list[Client] = []
     # warm up allocator and code paths
     for _ in range(20):
         c = await Client.connect(port)
-        await c.login()
-        await c.cmd(b"SELECT Drafts")
+        await c.login(user)
+        await c.cmd(b"SELECT " + mailbox)
         c.close()
     await asyncio.sleep(0.5)
     before = proc.memory_info().rss
     for _ in range(count):
         c = await Client.connect(port)
-        await c.login()
-        await c.cmd(b"SELECT Drafts")
+        await c.login(user)
+        await c.cmd(b"SELECT " + mailbox)
         c.w.write(b"i IDLE\r\n")
         assert (await c.response()).startswith(b"+")
         clients.append(c)
@@ -237,7 +243,22 @@ async def idle_memory(port: int, pid: int, count: int) -> float:
     after = proc.memory_info().rss
     for c in clients:
         c.close()
+    await asyncio.sleep(0.5)
     return (after - before) / count
+
+
+async def memory_phase(args: argparse.Namespace, state: Path, port: int, pid: int,
+                       url: str) -> dict[str, object]:
+    """Phase 6: idle memory on a populated INBOX (and on an empty Drafts)."""
+    cli(state, "user", "add", IDLE_USER, "--unit", "bench", "--name", "Idle",
+        "--password-stdin", stdin=PASSWORD + "\n")
+    await seed(url, args.idle_messages, IDLE_USER)
+    return {
+        f"rss_bytes_per_idle_tls_connection_inbox_{args.idle_messages}": await idle_memory(
+            port, pid, args.idle, b"idler", b"INBOX"),
+        "rss_bytes_per_idle_tls_connection_empty_drafts": await idle_memory(
+            port, pid, args.idle, b"idler", b"Drafts"),
+    }
 
 
 async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
@@ -250,7 +271,9 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         res: dict[str, object] = {}
         port = ports["imaps"]
         # first, while the heap is small: later phases leave freed memory that hides growth
-        res["rss_bytes_per_idle_tls_connection"] = await idle_memory(port, proc.pid, args.idle)
+        res.update(await memory_phase(args, state, port, proc.pid, url))
+        if args.only_memory:
+            return res
         res["append_per_s_1conn"] = await append_rate(port, 1, args.appends)
         res["append_per_s_10conn"] = await append_rate(port, 10, args.appends // 5)
         t = time.perf_counter()
@@ -275,6 +298,9 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=20, help="IDLE push measurements")
     ap.add_argument("--idle", type=int, default=500, help="idle connections for memory")
+    ap.add_argument("--idle-messages", type=int, default=3000,
+                    help="messages in the INBOX the idle connections select")
+    ap.add_argument("--only-memory", action="store_true", help="run phase 6 alone")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="imapbench"))

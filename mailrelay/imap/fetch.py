@@ -115,8 +115,9 @@ def format_internaldate(d: datetime) -> str:
 def _literal(data: bytes | None, binary: bool = False) -> bytes:
     if data is None:
         return b"NIL"
-    # RFC 3516 §4.3: literal8 when the decoded data contains NUL
-    prefix = b"~" if binary and b"\x00" in data else b""
+    # RFC 3501 §4.3: an ordinary literal carries no NUL; RFC 3516 §4.3: data with NUL
+    # (BINARY, or BODY[] of a message appended as literal8) goes as literal8
+    prefix = b"~" if b"\x00" in data else b""
     return prefix + b"{%d}\r\n" % len(data) + data
 
 
@@ -128,12 +129,15 @@ def _binary(raw: bytes, structure: dict, attr: FetchAttr) -> bytes | None:
     if part is None:
         return None
     data = raw[part["bs"] : part["be"]]
+    # RFC 3516 §4.2: BINARY[] is the whole message, header included; the body of a
+    # single-part message comes decoded
+    header = raw[: part["bs"]] if not attr.section.part else b""
     if "parts" in part or "msg" in part:
-        return data
+        return header + data
     decoded = decode_transfer(data, part.get("enc"))
     if decoded is None:
         raise BinaryUnknownEncoding(part.get("enc"))
-    return decoded
+    return header + decoded
 
 
 def fetch_items(

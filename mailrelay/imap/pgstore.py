@@ -44,8 +44,10 @@ DELIMITER = "/"
 _SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
-def _no_such() -> StoreError:
-    return StoreError("No such mailbox", "TRYCREATE")  # RFC 3501 §6.3.11 / §6.4.7
+def _no_such(code: str = "TRYCREATE") -> StoreError:
+    # RFC 3501 §6.3.11 / §6.4.7: APPEND and COPY/MOVE say TRYCREATE; elsewhere a missing
+    # mailbox is NONEXISTENT (RFC 5530 §3)
+    return StoreError("No such mailbox", code)
 
 
 def _flags(value: Sequence[str] | None) -> frozenset[str]:
@@ -79,7 +81,9 @@ class PgMailStore:
             self._accounts[user] = aid
         return int(aid)
 
-    async def _mailbox(self, conn: Any, user: str, name: str, lock: bool = False) -> Any:
+    async def _mailbox(
+        self, conn: Any, user: str, name: str, lock: bool = False, missing: str = "NONEXISTENT"
+    ) -> Any:
         aid = await self._account(conn, user)
         row = await conn.fetchrow(
             "select id, account_id, uidvalidity, uidnext, highestmodseq, recent_uid from mailboxes"
@@ -88,7 +92,7 @@ class PgMailStore:
             name,
         )
         if row is None:
-            raise _no_such()
+            raise _no_such(missing)
         return row
 
     @staticmethod
@@ -139,8 +143,10 @@ class PgMailStore:
         async with self.pool.acquire() as conn:
             aid = await self._account(conn, user)
             rows = await conn.fetch(
-                "select id, name, special_use, subscribed from mailboxes"
-                " where account_id = $1 order by name <> 'INBOX', name",
+                "select m.id, m.name, m.special_use, s.name is not null as subscribed"
+                " from mailboxes m left join imap_subscriptions s"
+                " on s.account_id = m.account_id and s.name = m.name"
+                " where m.account_id = $1 order by m.name <> 'INBOX', m.name",
                 aid,
             )
         return [
@@ -263,18 +269,39 @@ class PgMailStore:
         )
         await self._notify(conn, inbox["id"])
 
-    async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None:
+    async def subscriptions(self, user: str) -> list[str]:
         async with self.pool.acquire() as conn:
             aid = await self._account(conn, user)
+            rows = await conn.fetch(
+                "select name from imap_subscriptions where account_id = $1"
+                " order by name <> 'INBOX', name",
+                aid,
+            )
+        return [r[0] for r in rows]
+
+    async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None:
+        """Subscriptions are names, not mailboxes (RFC 3501 §6.3.6): DELETE keeps them,
+        and a name may be subscribed only while its mailbox exists."""
+        async with self.pool.acquire() as conn:
+            aid = await self._account(conn, user)
+            if not subscribed:
+                await conn.execute(
+                    "delete from imap_subscriptions where account_id = $1 and name = $2",
+                    aid,
+                    name,
+                )
+                return
             done = await conn.fetchval(
-                "update mailboxes set subscribed = $3 where account_id = $1 and name = $2"
-                " returning id",
+                "insert into imap_subscriptions(account_id, name)"
+                " select account_id, name from mailboxes where account_id = $1 and name = $2"
+                " on conflict do nothing returning 1",
                 aid,
                 name,
-                subscribed,
             )
-        if done is None and subscribed:
-            raise _no_such()
+            if done is None and not await conn.fetchval(
+                "select 1 from mailboxes where account_id = $1 and name = $2", aid, name
+            ):
+                raise _no_such("NONEXISTENT")
 
     # -- selecting -----------------------------------------------------------------------
     async def select(self, user: str, name: str, readonly: bool) -> SelectResult:
@@ -448,7 +475,7 @@ class PgMailStore:
         structure: dict[str, Any],
     ) -> AppendResult:
         async with self.pool.acquire() as conn, conn.transaction():
-            box = await self._mailbox(conn, user, name)
+            box = await self._mailbox(conn, user, name, missing="TRYCREATE")
             aid = box["account_id"]
             await self._check_quota(conn, aid, len(message))
             mid = await conn.fetchval(
@@ -476,7 +503,7 @@ class PgMailStore:
     async def _copy(
         self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str, dest: str
     ) -> tuple[CopyResult, Any, list[Any]]:
-        dst = await self._mailbox(conn, user, dest)
+        dst = await self._mailbox(conn, user, dest, missing="TRYCREATE")
         src_account = await conn.fetchval(
             "select account_id from mailboxes where id = $1", mailbox_id
         )
@@ -584,29 +611,30 @@ class PgMailStore:
         return gone
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> list[Change]:
-        """Rows changed after ``modseq``, as both "added" and "flags" events.
+        """Every change after ``modseq``, one event per row, in MODSEQ order.
 
-        The store cannot tell which UIDs a session already knows; the view keeps
-        an :class:`MessageAdded` only for unknown UIDs and a :class:`FlagsChanged`
-        only for known ones, so each row is reported both ways.
+        A row that entered the mailbox after ``modseq`` is a :class:`MessageAdded`, any
+        other changed row a :class:`FlagsChanged` (never both); expunged rows are
+        :class:`MessageExpunged`. One statement, so one snapshot: MODSEQs commit in
+        order per mailbox, so the list is complete up to its highest MODSEQ.
         """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "select uid, flags, modseq, false from mailbox_messages"
+                "select uid, flags, modseq, added_modseq > $2, false from mailbox_messages"
                 " where mailbox_id = $1 and modseq > $2"
-                " union all select uid, null, modseq, true from mailbox_expunged"
+                " union all select uid, null, modseq, false, true from mailbox_expunged"
                 " where mailbox_id = $1 and modseq > $2",
                 mailbox_id,
                 modseq,
             )
         out: list[Change] = []
-        for uid, flags, ms, gone in sorted(rows, key=lambda r: r[2]):
+        for uid, flags, ms, added, gone in sorted(rows, key=lambda r: (r[2], r[0])):
             if gone:
                 out.append(MessageExpunged(uid, ms))
+            elif added:
+                out.append(MessageAdded(uid, _flags(flags), ms))
             else:
-                f = _flags(flags)
-                out.append(MessageAdded(uid, f, ms))
-                out.append(FlagsChanged(uid, f, ms))
+                out.append(FlagsChanged(uid, _flags(flags), ms))
         return out
 
     async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:

@@ -108,7 +108,6 @@ class ImapConnection(asyncio.Protocol):
         "_paused_reading",
         "_write_ready",
         "_sub",
-        "_notified",
         "_closed",
     )
 
@@ -122,7 +121,6 @@ class ImapConnection(asyncio.Protocol):
         self._paused_reading = False
         self._write_ready: asyncio.Future[None] | None = None
         self._sub: int | None = None
-        self._notified = 0
         self._closed = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -289,25 +287,16 @@ class ImapConnection(asyncio.Protocol):
         if self._sub is not None:
             self.srv.hub.unsubscribe(self._sub, self)
         self._sub = mailbox_id
-        self._notified = 0
         if mailbox_id is not None:
             self.srv.hub.subscribe(mailbox_id, self)
 
     def known_modseq(self, mailbox_id: int) -> int | None:
-        view = self.session.view
-        if view is None or view.mailbox_id != mailbox_id:
-            return None
-        return max(view.highestmodseq, self._notified)
+        return self.session.known_modseq(mailbox_id)
 
     async def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None:
-        floor = self.known_modseq(mailbox_id)
-        if floor is None or self._closed:
+        if self._closed:
             return
-        fresh = [ch for ch in changes if ch.modseq > floor]
-        if not fresh:
-            return
-        self._notified = max(ch.modseq for ch in fresh)
-        await self.session.notify(fresh)
+        await self.session.notify(changes, mailbox_id)  # the view keeps only what is new
         if self.core.idling:
             self._flush()
 

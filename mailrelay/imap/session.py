@@ -33,7 +33,7 @@ from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus,
 from .proto.seqset import SequenceSet
 from .search import needs_content, search, search_response, uses_modseq
 from .store_api import Change, MailStore, MessageMeta, MessageRow, StoreError
-from .view import SelectedView, flag_list
+from .view import SelectedView
 
 __all__ = ["Authenticator", "ImapSession"]
 
@@ -100,12 +100,44 @@ class ImapSession:
         self.allow_plaintext = allow_plaintext_login
         self.appendlimit = appendlimit
         self.user: str | None = None
-        self.view: SelectedView | None = None
-        self.enabled: set[str] = set()
         self.saved: list[int] = []  # SEARCHRES ``$``
         self._scram: _Scram | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
+
+    # -- state (the core's: RFC 3501 §3, no copy kept here) ---------------------------
+    @property
+    def view(self) -> SelectedView | None:
+        """The selected mailbox, None unless the core is in the SELECTED state."""
+        return cast(SelectedView | None, self.core.selected)
+
+    @property
+    def enabled(self) -> set[str]:
+        return self.core.enabled
+
+    def known_modseq(self, mailbox_id: int) -> int | None:
+        """The MODSEQ up to which the selected mailbox's changes were taken in (for the
+        change hub), None when ``mailbox_id`` is not selected."""
+        view = self.view
+        return view.synced if view is not None and view.mailbox_id == mailbox_id else None
+
+    def _selected(self) -> SelectedView:
+        view = self.view
+        if view is None:  # the core allows these commands only when SELECTED
+            raise StoreError("No mailbox selected", status="BAD")
+        return view
+
+    def _enable_condstore(self) -> None:
+        """RFC 7162 §3.1: a CONDSTORE-enabling command enables CONDSTORE; with a
+        mailbox selected the client learns its HIGHESTMODSEQ at once."""
+        if "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled:
+            return
+        self.enabled.add("CONDSTORE")
+        view = self.view
+        if view is not None:
+            self.core.send(
+                UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}")
+            )
 
     # -- helpers -------------------------------------------------------------------
     @property
@@ -144,8 +176,12 @@ class ImapSession:
     def _untagged(self, data: bytes | str) -> None:
         self.core.send(Untagged(data))
 
-    async def notify(self, changes: Sequence[Change]) -> None:
-        """Changes to the selected mailbox published by the store (IDLE / NOOP updates)."""
+    async def notify(self, changes: Sequence[Change], mailbox_id: int | None = None) -> None:
+        """Changes to the selected mailbox (``mailbox_id`` if given) published by the
+        store (IDLE / NOOP updates)."""
+        view = self.view
+        if view is None or mailbox_id not in (None, view.mailbox_id):
+            return
         await self._absorb(changes)
         if self.view is not None and self.core.idling:
             for u in self.view.drain(True):
@@ -166,7 +202,7 @@ class ImapSession:
             first = await self.store.claim_recent(view.mailbox_id, upto)
             if first is not None:
                 view.add_recent(first, upto)
-        if self.view is view:
+        if self.view is view:  # still selected after the await
             view.queue(changes)
 
     def _drain(self, allow_expunge: bool = True) -> None:
@@ -200,7 +236,7 @@ class ImapSession:
     async def _cmd_noop(self, cmd: c.Command, now: datetime) -> None:
         if self.view is not None:
             await self._absorb(
-                await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
+                await self.store.changes_since(self.view.mailbox_id, self.view.synced)
             )
         self._drain()
         self._ok(cmd.tag)
@@ -326,7 +362,8 @@ class ImapSession:
     # -- authenticated -----------------------------------------------------------------
     @property
     def _u(self) -> str:
-        assert self.user is not None
+        if self.user is None:  # the core allows these commands only after login
+            raise StoreError("Not authenticated", status="BAD")
         return self.user
 
     async def _cmd_enable(self, cmd: c.Enable, now: datetime) -> None:
@@ -335,6 +372,9 @@ class ImapSession:
         ]
         self.enabled.update(new)
         self._untagged("ENABLED" + "".join(" " + x for x in new))  # RFC 5161 §3.2
+        view = self.view
+        if new and view is not None:  # RFC 7162 §3.1: the client learns HIGHESTMODSEQ
+            self.core.send(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}"))
         self._ok(cmd.tag)
 
     async def _cmd_namespace(self, cmd: c.Namespace, now: datetime) -> None:
@@ -365,33 +405,51 @@ class ImapSession:
         self._ok(cmd.tag)
 
     async def _cmd_list(self, cmd: c.List, now: datetime) -> None:
+        sel = set(cmd.selection)
+        if "RECURSIVEMATCH" in sel and not sel - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 §3.1: RECURSIVEMATCH alone (or with REMOTE only) is BAD
+            self._bad(cmd.tag, "RECURSIVEMATCH needs another selection option")
+            return
         boxes = await self.store.list_mailboxes(self._u)
-        lines = mb.list_responses(
+        subscribed_only = "SUBSCRIBED" in sel
+        want_subs = subscribed_only or "SUBSCRIBED" in cmd.returns
+        subs = await self.store.subscriptions(self._u) if want_subs else []
+        if list(cmd.patterns) == [""]:
+            for line in mb.list_responses(boxes, cmd.reference, [""]):
+                self.core.send(line)
+            self._ok(cmd.tag)
+            return
+        entries = mb.list_entries(
             boxes,
             cmd.reference,
             list(cmd.patterns),
-            subscribed_only="SUBSCRIBED" in cmd.selection,
-            special_use_only="SPECIAL-USE" in cmd.selection,
+            subscribed_only=subscribed_only,
+            special_use_only="SPECIAL-USE" in sel,
+            subscriptions=subs,
+            return_subscribed="SUBSCRIBED" in cmd.returns,
+            recursive_match="RECURSIVEMATCH" in sel,
         )
-        for line in lines:
-            self.core.send(line)
-        if cmd.status_items:  # RFC 5819
-            for m in boxes:
-                if any(mb.list_match(cmd.reference, p, m.name) for p in cmd.patterns):
-                    if "\\Noselect" not in m.attributes:
-                        vals = await self.store.status(self._u, m.name, cmd.status_items)
-                        self.core.send(mb.status_response(m.name, vals, cmd.status_items))
+        for entry in entries:
+            self.core.send(mb.list_line("LIST", entry))
+            name, attrs, _ = entry
+            # RFC 5819 §2: STATUS for each listed mailbox that can be selected
+            if cmd.status_items and not {"\\NonExistent", "\\Noselect"} & set(attrs):
+                vals = await self.store.status(self._u, name, cmd.status_items)
+                self.core.send(mb.status_response(name, vals, cmd.status_items))
         self._ok(cmd.tag)
 
     async def _cmd_lsub(self, cmd: c.Lsub, now: datetime) -> None:
         boxes = await self.store.list_mailboxes(self._u)
+        subs = await self.store.subscriptions(self._u)
         for line in mb.list_responses(
-            boxes, cmd.reference, [cmd.pattern], command="LSUB", subscribed_only=True
+            boxes, cmd.reference, [cmd.pattern], command="LSUB", subscriptions=subs
         ):
             self.core.send(line)
         self._ok(cmd.tag)
 
     async def _cmd_status(self, cmd: c.Status, now: datetime) -> None:
+        if "HIGHESTMODSEQ" in cmd.items:
+            self._enable_condstore()  # RFC 7162 §3.1
         vals = await self.store.status(self._u, cmd.mailbox, cmd.items)
         self.core.send(mb.status_response(cmd.mailbox, vals, cmd.items))
         self._ok(cmd.tag)
@@ -400,19 +458,26 @@ class ImapSession:
         if self.appendlimit is not None and len(cmd.message) > self.appendlimit:
             self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
             return
-        raw = normalize_crlf(cmd.message)
+        # RFC 3516 §4.4: a literal8 message may hold binary parts: its bytes (and any
+        # message with NUL) are stored as sent; text gets canonical CRLF line endings
+        raw = cmd.message if cmd.binary or b"\0" in cmd.message else normalize_crlf(cmd.message)
         flags = [f for f in cmd.flags if f != "\\Recent"]
         res = await self.store.append(
             self._u, cmd.mailbox, raw, flags, cmd.date or now, parse_message(raw)
         )
         if self.view is not None:
             await self._absorb(
-                await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
+                await self.store.changes_since(self.view.mailbox_id, self.view.synced)
             )
             self._drain()
         self._ok(cmd.tag, "Appended", f"APPENDUID {res.uidvalidity} {res.uid}")  # RFC 4315
 
     async def _cmd_idle(self, cmd: c.Idle, now: datetime) -> None:
+        view = self.view
+        if view is not None:
+            # catch up first: a change that committed between SELECT's snapshot and the
+            # change hub's subscription would otherwise wait for the next one
+            await self._absorb(await self.store.changes_since(view.mailbox_id, view.synced))
         self.core.send(Continuation("idling"))
         self._drain()
 
@@ -433,16 +498,14 @@ class ImapSession:
 
     # -- selected ------------------------------------------------------------------------
     async def _cmd_select(self, cmd: c.Select, now: datetime) -> None:
-        self.view = None
+        # the core has closed any selected mailbox already (RFC 3501 §6.3.1)
         if cmd.qresync and "QRESYNC" not in self.enabled:
             self._bad(cmd.tag, "QRESYNC not enabled")  # RFC 7162 §3.2.5
             return
         result = await self.store.select(self._u, cmd.mailbox, cmd.readonly)
         if cmd.condstore:
-            self.enabled.add("CONDSTORE")
-        view = SelectedView(
-            result, condstore="CONDSTORE" in self.enabled, qresync="QRESYNC" in self.enabled
-        )
+            self.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8
+        view = SelectedView(result, extensions=self.enabled)
         for line in mb.select_responses(result, view):
             self.core.send(line)
         q = cmd.qresync
@@ -452,43 +515,38 @@ class ImapSession:
                 gone = q.known_uids.filter(gone, max(gone, default=1))
             if gone:
                 self._untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
-            for uid in view.uids:
-                if view.modseqs[uid] > q.modseq:
-                    self._untagged(
-                        f"{view.seq_of(uid)} FETCH (UID {uid} FLAGS {flag_list(view.flags_of(uid))} "
-                        f"MODSEQ ({view.modseqs[uid]}))"
-                    )
-        self.view = view
+            for m in sorted(result.messages, key=lambda m: m.uid):
+                if m.modseq > q.modseq:
+                    seq = view.seq_of(m.uid)
+                    self._untagged(f"{seq} FETCH ({view.fetch_items(m.uid, m.flags, m.modseq)})")
+        del result
         self.saved = []
-        self._ok(cmd.tag, "Selected", mb.select_tagged_code(result.readonly or cmd.readonly))
+        self.core.stage_selection(view)
+        self._ok(cmd.tag, "Selected", mb.select_tagged_code(view.readonly or cmd.readonly))
 
     async def _cmd_unselect(self, cmd: c.Command, now: datetime) -> None:
-        self.view = None
-        self._ok(cmd.tag)
+        self._ok(cmd.tag)  # the core leaves the SELECTED state
 
     async def _cmd_close(self, cmd: c.Close, now: datetime) -> None:
         view = self.view
         if view is not None and not view.readonly:
             await self.store.expunge(view.mailbox_id)  # RFC 3501 §6.4.2: silently
-        self.view = None
         self._ok(cmd.tag)
 
     def _target(self, cmd: c.Fetch | c.Store | c.Copy | c.Move) -> list[int] | None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if not cmd.uid and not cmd.seqset.saved and not view.valid_seqset(cmd.seqset):
             self._bad(cmd.tag, "Invalid sequence number")
             return None
         return view.resolve(cmd.seqset, cmd.uid, self.saved)
 
     async def _cmd_fetch(self, cmd: c.Fetch, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         uids = self._target(cmd)
         if uids is None:
             return
-        if cmd.changedsince is not None:
-            uids = [u for u in uids if view.modseqs.get(u, 0) > cmd.changedsince]
+        if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in cmd.attrs):
+            self._enable_condstore()  # RFC 7162 §3.1
         if cmd.vanished and cmd.changedsince is not None:
             gone = await self.store.expunged_since(view.mailbox_id, cmd.changedsince)
             gone = cmd.seqset.filter(gone, max(gone, default=1))
@@ -539,14 +597,22 @@ class ImapSession:
             unseen = [r.uid for r in rows if "\\Seen" not in r.flags]
             if unseen:
                 res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
-                view.note_own_flags(res.updated)
                 seen_rows = {m.uid: m for m in res.updated}
                 if not has_flags:  # RFC 3501 §6.4.5: report the change
                     chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+                if view.condstore:  # RFC 7162 §3.1: the implicit \Seen with UID and MODSEQ
+                    names = {a.name for a in chunk_attrs}
+                    extra = [c.FetchAttr(n) for n in ("UID", "MODSEQ") if n not in names]
+                    chunk_attrs = [*chunk_attrs, *extra]
+        if seen_rows:
+            for line in view.note_own_flags(seen_rows.values()):
+                self.core.send(line)
         for row in rows:
             seq = view.seq_of(row.uid)
             if seq is None:
                 continue
+            if cmd.changedsince is not None and row.modseq <= cmd.changedsince:
+                continue  # RFC 7162 §3.1.4.1
             if row.uid in seen_rows:
                 m = seen_rows[row.uid]
                 row = replace(row, flags=m.flags, modseq=m.modseq)
@@ -582,26 +648,32 @@ class ImapSession:
         return [*out, cur]
 
     async def _cmd_store(self, cmd: c.Store, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if view.readonly:
             self._no(cmd.tag, "Mailbox is read-only", "READ-ONLY")
             return
         uids = self._target(cmd)
         if uids is None:
             return
+        if cmd.unchangedsince is not None:
+            self._enable_condstore()  # RFC 7162 §3.1
         res = await self.store.store_flags(
             view.mailbox_id, uids, cmd.mode, cmd.flags, cmd.unchangedsince
         )
-        view.note_own_flags(res.updated)
-        if not cmd.silent or cmd.unchangedsince is not None:
+        for line in view.note_own_flags(res.updated):
+            self.core.send(line)
+        # RFC 7162 §3.1: with CONDSTORE a .SILENT STORE still reports the new MODSEQ
+        if not cmd.silent or view.condstore:
             for m in res.updated:
                 seq = view.seq_of(m.uid)
-                items = f"FLAGS {flag_list(view.flags_of(m.uid) if seq else m.flags)}"
-                if cmd.uid or view.qresync:
-                    items = f"UID {m.uid} " + items
-                if view.condstore:
-                    items += f" MODSEQ ({m.modseq})"
+                if seq is None:
+                    continue
+                if cmd.silent:
+                    items = f"UID {m.uid} MODSEQ ({m.modseq})"
+                else:
+                    items = view.fetch_items(m.uid, m.flags, m.modseq)
+                    if cmd.uid and not view.condstore:
+                        items = f"UID {m.uid} " + items
                 self._untagged(f"{seq} FETCH ({items})")
         self._drain(allow_expunge=cmd.uid)
         if res.modified:
@@ -613,12 +685,13 @@ class ImapSession:
             self._ok(cmd.tag, "Store completed")
 
     async def _cmd_search(self, cmd: c.Search, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
             # RFC 3501 §6.4.4: unknown charset → NO [BADCHARSET]
             self._no(cmd.tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
             return
+        if uses_modseq(cmd.key):
+            self._enable_condstore()  # RFC 7162 §3.1
         full = needs_content(cmd.key)
         max_uid = view.uids[-1] if view.uids else 0
         hits: list[MessageRow] = []
@@ -641,19 +714,16 @@ class ImapSession:
             returns = tuple(x for x in returns if x != "SAVE")
             if not returns and "SAVE" in (cmd.returns or ()):
                 returns = None
-        modseq = max((r.modseq for r in hits), default=None) if uses_modseq(cmd.key) else None
+        modseqs = [r.modseq for r in hits] if uses_modseq(cmd.key) else None
         if returns is not None or cmd.returns is None:
             self._untagged(
-                search_response(
-                    cmd.tag, numbers, uid=cmd.uid, returns=returns, highest_modseq=modseq
-                )
+                search_response(cmd.tag, numbers, uid=cmd.uid, returns=returns, modseqs=modseqs)
             )
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Search completed")
 
     async def _copy_move(self, cmd: c.Copy | c.Move, move: bool) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         uids = self._target(cmd)
         if uids is None:
             return
@@ -682,8 +752,7 @@ class ImapSession:
         await self._copy_move(cmd, True)
 
     async def _cmd_expunge(self, cmd: c.Expunge, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if view.readonly:
             self._no(cmd.tag, "Mailbox is read-only", "READ-ONLY")
             return

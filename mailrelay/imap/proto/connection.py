@@ -9,7 +9,9 @@ Loop shape (h11 style; see ``mailrelay/imap/proto/__init__.py``)::
 
 The core answers framing and syntax errors itself (tagged BAD, or BYE when it
 must close), sends ``+`` for accepted synchronising literals, tracks the
-session state from the tagged replies the server sends, enters IDLE and
+session state from the tagged replies the server sends (the one source of truth:
+the driver asks :attr:`ImapServerCore.state`, :attr:`selected` and :attr:`enabled`
+and keeps no copy), enters IDLE and
 AUTHENTICATE exchanges when the server sends a continuation for them, and
 applies COMPRESS=DEFLATE (RFC 4978) after the server's OK.
 """
@@ -128,6 +130,12 @@ class ImapServerCore:
         self._inflate: zlib._Decompress | None = None
         self._zpending = b""
         self._plain = b""
+        #: extensions the client enabled (RFC 5161, RFC 7162 §3.1 CONDSTORE-enabling)
+        self.enabled: set[str] = set()
+        #: the selected mailbox's view, an opaque object of the driver; set when the
+        #: tagged OK of SELECT/EXAMINE is sent, None whenever the state is not SELECTED
+        self._selected: object | None = None
+        self._staged: object | None = None
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -138,6 +146,17 @@ class ImapServerCore:
         """Force a state (e.g. PREAUTH greeting, RFC 3501 §7.1.4)."""
         self._state = state
         self._reader.limits = self.limits[state]
+        if state is not SessionState.SELECTED:
+            self._selected = self._staged = None
+
+    @property
+    def selected(self) -> object | None:
+        """The selected mailbox (what :meth:`stage_selection` gave), None unless SELECTED."""
+        return self._selected if self._state is SessionState.SELECTED else None
+
+    def stage_selection(self, mailbox: object) -> None:
+        """The mailbox a SELECT/EXAMINE in progress opens once its tagged OK is sent."""
+        self._staged = mailbox
 
     @property
     def compressed(self) -> bool:
@@ -231,7 +250,7 @@ class ImapServerCore:
     def _fatal(self, text: str, code: str | None = None) -> None:
         self._out.append(Bye(text, code).to_bytes())
         self._mode = _Mode.CLOSED
-        self._state = SessionState.LOGOUT
+        self.set_state(SessionState.LOGOUT)
 
     def _command(self, raw: RawCommand) -> Event:
         try:
@@ -244,6 +263,11 @@ class ImapServerCore:
             self._reject(cmd.tag, text, None)
             return CommandRejected(cmd.tag, text)
         self._inflight.append(cmd)
+        if isinstance(cmd, c.Select) and self._state is SessionState.SELECTED:
+            # RFC 3501 §6.3.1: SELECT first closes the selected mailbox, whatever its outcome
+            self.set_state(SessionState.AUTHENTICATED)
+            if "QRESYNC" in self.enabled:  # RFC 7162 §3.2.11
+                self._out.append(UntaggedStatus("OK", "Previous mailbox closed", "CLOSED").to_bytes())
         return CommandReceived(cmd)
 
     def _special_line(self, line: bytes) -> Event:
@@ -291,11 +315,14 @@ class ImapServerCore:
             new = next_state(self._state, cmd, response.status)
             if new is not self._state:
                 self.set_state(new)
+            if isinstance(cmd, c.Select):
+                self._selected = self._staged if new is SessionState.SELECTED else None
+                self._staged = None
             if response.status == "OK":
                 self._after_ok(cmd)
         elif isinstance(response, Bye):
             self._mode = _Mode.CLOSED
-            self._state = SessionState.LOGOUT
+            self.set_state(SessionState.LOGOUT)
 
     def _after_ok(self, cmd: c.Command) -> None:
         if isinstance(cmd, c.StartTLS):

@@ -67,8 +67,6 @@ _TRANSITIONS: dict[tuple[SessionState, type[c.Command], str], SessionState] = {
     (S.NOT_AUTHENTICATED, c.Authenticate, "OK"): S.AUTHENTICATED,
     (S.AUTHENTICATED, c.Select, "OK"): S.SELECTED,
     (S.SELECTED, c.Select, "OK"): S.SELECTED,
-    # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
-    (S.SELECTED, c.Select, "NO"): S.AUTHENTICATED,
     (S.SELECTED, c.Close, "OK"): S.AUTHENTICATED,
     (S.SELECTED, c.Unselect, "OK"): S.AUTHENTICATED,
 }
@@ -82,4 +80,7 @@ def next_state(state: SessionState, command: c.Command, status: str) -> SessionS
     """State after the server answers ``command`` with tagged ``status``."""
     if isinstance(command, c.Logout):
         return S.LOGOUT
+    if isinstance(command, c.Select) and status != "OK":
+        # RFC 3501 §6.3.1: a SELECT/EXAMINE that fails (NO or BAD) leaves no mailbox selected
+        return S.AUTHENTICATED if state in (S.AUTHENTICATED, S.SELECTED) else state
     return _TRANSITIONS.get((state, type(command), status), state)
