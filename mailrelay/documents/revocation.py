@@ -43,6 +43,7 @@ class RevocationStatus:
         return self.state is RevocationState.REVOKED
 
 
+UNKNOWN_CERT = "the responder does not know this certificate"  # certStatus unknown
 RevocationCheck = Callable[[x509.Certificate, x509.Certificate, datetime], RevocationStatus]
 
 
@@ -146,7 +147,7 @@ def read_ocsp_response(response_der: bytes, cert: x509.Certificate, issuer: x509
         return RevocationStatus(RevocationState.REVOKED, "ocsp",
                                 reason.name if reason else "unspecified",
                                 resp.revocation_time_utc, valid_until=resp.next_update_utc)
-    return _unknown("ocsp", "the responder does not know this certificate")
+    return _unknown("ocsp", UNKNOWN_CERT)
 
 
 def _is_delegate(cert: x509.Certificate, issuer: x509.Certificate, now: datetime) -> bool:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+from asn1crypto import cms as asn1_cms
+from asn1crypto import tsp as asn1_tsp  # registers the signingCertificateV2 attribute
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from .docmime import Attachment, DocumentMeta, Envelope, build_document_entity, document_headers
 from .mimeparts import CRLF, base64_body, header, new_boundary
@@ -36,25 +38,73 @@ class Signer:
     include_certificates: bool = True  # False only to test "no-signer-cert"
 
 
-def sign_detached(content: bytes, signer: Signer) -> bytes:
+def sign_detached(content: bytes, signer: Signer, *, now: datetime | None = None) -> bytes:
     """DER CMS SignedData (RFC 5652) over ``content`` exactly as given, without the content.
 
-    Signed attributes are contentType, signingTime, messageDigest and smimeCapabilities
-    (RFC 8551 §2.5). Plain and blocking: run it in an executor.
+    Signed attributes: contentType, signingTime, messageDigest (RFC 8551 §2.5),
+    smimeCapabilities and ESS signingCertificateV2 (RFC 5035 §3: the SHA-256 of the
+    signer certificate and its issuer and serial), so the seal is CAdES-BES and the
+    signer certificate cannot be substituted. Plain and blocking: run it in an executor.
     """
-    padding_: padding.PSS | padding.PKCS1v15 | None = None
-    if signer.rsa_pss and isinstance(signer.key, rsa.RSAPrivateKey):
-        padding_ = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(
-        signer.certificate, signer.key, hashes.SHA256(), rsa_padding=padding_)
-    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-    if signer.include_certificates:
-        # add_certificate must follow add_signer, or cryptography drops it.
-        for ca_cert in signer.chain:
-            builder = builder.add_certificate(ca_cert)
+    now = now or datetime.now(UTC)
+    cert_der = signer.certificate.public_bytes(serialization.Encoding.DER)
+    cert = asn1_x509.Certificate.load(cert_der)
+    issuer_serial = {"issuer": [asn1_x509.GeneralName(name="directory_name",
+                                                      value=cert.issuer)],
+                     "serial_number": cert.serial_number}
+    ess = asn1_tsp.SigningCertificateV2({"certs": [{
+        # RFC 5035 §5.4.1.1: hashAlgorithm DEFAULT sha256 (so left out)
+        "cert_hash": hashlib.sha256(cert_der).digest(),
+        "issuer_serial": issuer_serial}]})
+    caps = asn1_cms.SMIMECapabilites([{"capability_id": "aes256_cbc"},
+                                      {"capability_id": "aes128_cbc"}])
+    attrs = asn1_cms.CMSAttributes([
+        {"type": "content_type", "values": ["data"]},
+        {"type": "signing_time", "values": [asn1_cms.Time(name="utc_time", value=now)]},
+        {"type": "message_digest", "values": [hashlib.sha256(content).digest()]},
+        {"type": "smime_capabilities", "values": [caps]},
+        {"type": "signing_certificate_v2", "values": [ess]},
+    ])
+    # RFC 5652 §5.4: the signature covers the DER of the attributes as a SET OF.
+    to_sign = attrs.dump(force=True)
+    key = signer.key
+    sig_alg: dict[str, object]
+    if isinstance(key, rsa.RSAPrivateKey) and signer.rsa_pss:
+        signature = key.sign(to_sign, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                  salt_length=32), hashes.SHA256())
+        sig_alg = {"algorithm": "rsassa_pss", "parameters": {
+            "hash_algorithm": {"algorithm": "sha256"},
+            "mask_gen_algorithm": {"algorithm": "mgf1",
+                                   "parameters": {"algorithm": "sha256"}},
+            "salt_length": 32, "trailer_field": "trailer_field_bc"}}
+    elif isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
+        sig_alg = {"algorithm": "rsassa_pkcs1v15"}
     else:
-        options.append(pkcs7.PKCS7Options.NoCerts)
-    return builder.sign(serialization.Encoding.DER, options)
+        signature = key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
+        sig_alg = {"algorithm": "sha256_ecdsa"}
+    signer_info = asn1_cms.SignerInfo({
+        "version": "v1",
+        "sid": asn1_cms.SignerIdentifier(name="issuer_and_serial_number", value={
+            "issuer": cert.issuer, "serial_number": cert.serial_number}),
+        "digest_algorithm": {"algorithm": "sha256"},
+        "signed_attrs": attrs,
+        "signature_algorithm": sig_alg,
+        "signature": signature,
+    })
+    signed: dict[str, object] = {
+        "version": "v1",
+        "digest_algorithms": [{"algorithm": "sha256"}],
+        "encap_content_info": {"content_type": "data"},  # detached: no eContent
+        "signer_infos": [signer_info],
+    }
+    if signer.include_certificates:
+        signed["certificates"] = [cert] + [
+            asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+            for c in signer.chain]
+    info = asn1_cms.ContentInfo({"content_type": "signed_data",
+                                 "content": asn1_cms.SignedData(signed)})
+    return bytes(info.dump())
 
 
 def assemble_signed(outer_headers: Sequence[bytes], entity: bytes, signature_der: bytes, *,
