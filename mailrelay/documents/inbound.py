@@ -317,10 +317,12 @@ class Inbound:
         for _r, unit, reason, text in held:
             await self.s.fire(events.HELD, events.DocumentHeld(doc.id, unit, doc.title,
                                                                doc.from_unit, reason, text))
-        if held:
+        # A replay is not news to the sealing unit (and must not let an outsider make
+        # it mail that unit once per replayed copy).
+        told = [HeldAt(u, reason, text) for _r, u, reason, text in held if reason != "replay"]
+        if told:
             try:
-                await self._notify_held(doc, ex, [HeldAt(u, reason, text)
-                                                  for _r, u, reason, text in held])
+                await self._notify_held(doc, ex, told)
             except Exception:  # the verdict is recorded; a lost notice loses no document
                 log.exception("held notice for document %d failed", doc.id)
         return results

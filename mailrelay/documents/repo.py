@@ -342,3 +342,9 @@ async def claim_revoked_notices(conn: Conn, limit: int = 200) -> list[tuple[int,
         " where r.document_id = c.document_id and r.unit = c.unit"
         " returning r.document_id, r.unit", limit)
     return [(r["document_id"], r["unit"]) for r in rows]
+
+
+async def count_revoked_after_delivery(conn: Conn, serial: str) -> int:
+    return int(await conn.fetchval("select count(*) from document_recipients"
+                                   " where signer_serial = $1"
+                                   " and state = 'revoked-after-delivery'", serial))

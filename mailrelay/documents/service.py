@@ -151,6 +151,10 @@ class DocumentService:
                         len(changed), serial)
         return changed
 
+    async def count_revoked_after_delivery(self, serial: str) -> int:
+        async with self.pool.acquire() as conn:
+            return await repo.count_revoked_after_delivery(conn, serial)
+
     async def reexamine_compromised(self) -> int:
         """Apply every key-compromise revocation to the documents it sealed (idempotent),
         then tell the clerks of what changed. Run by the server at start and whenever a
