@@ -102,7 +102,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=doc_status)
     p = doc.add_parser("list", help="sent and received documents")
     p.add_argument("--unit")
-    p.add_argument("--state", choices=["queued", "delivered", "held", "signed"])
+    p.add_argument("--state", choices=["queued", "delivered", "held", "signed",
+                                        "revoked-after-delivery"])
     p.add_argument("--limit", type=int, default=500)
     add_json(p)
     p.set_defaults(func=doc_list)
@@ -253,8 +254,10 @@ async def doc_status(s: Any, a: argparse.Namespace) -> int:
     print()
     emit(a, st["recipients"], RCPT_COLS)
     for r in st["recipients"]:
-        if r["state"] == "held":
-            print(f"held at {r['unit']}: {r['reason']}: {r['reason_text']}")
+        if r["state"] in ("held", "revoked-after-delivery"):
+            print(f"{r['state']} at {r['unit']}: {r['reason']}: {r['reason_text']}")
+        if r.get("warning"):
+            print(f"warning at {r['unit']}: {r['warning']}")
     for e in st["events"]:
         print(f"{e['at']} {e['unit'] or '-'} {e['kind']}: {e['detail']}")
     return 0
