@@ -141,3 +141,32 @@ def test_passphrase_serial_reason(tmp_path):
         parse_reason("remove-from-crl")
     with pytest.raises(Invalid):
         parse_reason("bored")
+
+
+def test_outer_from_must_be_one_mailbox_the_signers():
+    from mailrelay.documents.arrival import from_problems
+    me = ["finance.docs@cx.example"]
+    assert from_problems(b"From: finance.docs@cx.example\r\n", me) == ()
+    assert from_problems(b'From: "Finance" <finance.docs@cx.example>\r\n', me) == ()
+    assert from_problems(b"From: a@x\r\nFrom: finance.docs@cx.example\r\n", me)
+    assert from_problems(b"From: finance.docs@cx.example, stats.docs@cx.example\r\n", me)
+    assert from_problems(b'From: "stats.docs@cx.example" <finance.docs@cx.example>\r\n', me)
+    assert from_problems(b"From: stats.docs@cx.example\r\n", me)
+    assert from_problems(b"Subject: no from\r\n", me)
+
+
+def test_read_receipt_parsing():
+    from mailrelay.documents.clerkmdn import is_mdn, read_receipt_request
+    raw = (b"From: a@cx.example\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/report; report-type="disposition-notification";'
+           b' boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nread\r\n'
+           b"--b\r\nContent-Type: message/disposition-notification\r\n\r\n"
+           b"Final-Recipient: rfc822;a@cx.example\r\nOriginal-Message-ID: <m1@cx>\r\n"
+           b"Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--b--\r\n")
+    assert is_mdn(raw) and not is_mdn(b"Content-Type: text/plain\r\n\r\nx")
+    got = read_receipt_request(raw)
+    assert got.original_message_id == "<m1@cx>" and got.displayed
+    deleted = read_receipt_request(raw.replace(b"; displayed", b"; deleted"))
+    assert not deleted.displayed
+    with pytest.raises(ValueError):
+        read_receipt_request(raw.replace(b"Original-Message-ID: <m1@cx>\r\n", b""))
