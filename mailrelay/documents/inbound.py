@@ -102,7 +102,13 @@ class Inbound:
         self.s = service
 
     async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
-        await self.s.trust.refresh()
+        if await self.s.trust.refresh():
+            # A certificate changed (perhaps revoked for key compromise while this
+            # process missed the NOTIFY): re-examine delivered documents too.
+            try:
+                await self.s.reexamine_compromised()
+            except Exception:
+                log.exception("re-examining documents after a revocation failed")
         groups: dict[int, list[QueueRow]] = defaultdict(list)
         for r in rows:
             groups[r.message_id].append(r)

@@ -331,7 +331,8 @@ async def revoke_after_delivery(conn: Conn, serial: str, since: datetime | None,
     return [(r["document_id"], r["unit"]) for r in rows]
 
 
-async def claim_revoked_notices(conn: Conn, limit: int = 200) -> list[tuple[int, str]]:
+async def claim_revoked_notices(conn: Conn,
+                                limit: int = 200) -> list[tuple[int, str, str]]:
     """(document, unit) pairs revoked after delivery whose clerks were not told yet;
     claimed here, so with several processes each pair is told once."""
     rows = await conn.fetch(
@@ -340,8 +341,8 @@ async def claim_revoked_notices(conn: Conn, limit: int = 200) -> list[tuple[int,
         " order by document_id limit $1 for update skip locked)"
         " update document_recipients r set revoked_notified_at = now() from c"
         " where r.document_id = c.document_id and r.unit = c.unit"
-        " returning r.document_id, r.unit", limit)
-    return [(r["document_id"], r["unit"]) for r in rows]
+        " returning r.document_id, r.unit, coalesce(r.signer_serial, '') as serial", limit)
+    return [(r["document_id"], r["unit"], r["serial"]) for r in rows]
 
 
 async def count_revoked_after_delivery(conn: Conn, serial: str) -> int:

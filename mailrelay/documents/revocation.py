@@ -44,6 +44,8 @@ class RevocationStatus:
 
 
 UNKNOWN_CERT = "the responder does not know this certificate"  # certStatus unknown
+# Our own CA's responder saying "unknown": a definite answer (never issued), see trust.py.
+NOT_ISSUED = "not issued by this CA"
 RevocationCheck = Callable[[x509.Certificate, x509.Certificate, datetime], RevocationStatus]
 
 
@@ -186,7 +188,8 @@ def first_known(*checks: RevocationCheck) -> RevocationCheck:
         last = _unknown("none", "no revocation source")
         for one in checks:
             last = one(cert, issuer, now)
-            if last.state is not RevocationState.UNKNOWN:
+            # Issue #11: our own CA's "unknown" is final; a CRL would only say "good".
+            if last.state is not RevocationState.UNKNOWN or last.detail == NOT_ISSUED:
                 return last
         return last
 

@@ -170,7 +170,7 @@ class DocumentService:
             pairs = await repo.claim_revoked_notices(conn)
             docs = {d: await repo.get(conn, d) for d in {p[0] for p in pairs}}
         book = self.book()
-        for doc_pk, unit in pairs:
+        for doc_pk, unit, serial in pairs:
             doc = docs[doc_pk]
             clerks = book.clerks(unit)
             if doc is None or not clerks:
@@ -181,8 +181,7 @@ class DocumentService:
                                  in_reply_to=doc.header_message_id)
             await self.store_and_deliver(raw, clerks)
             await self.fire(events.REVOKED, events.DocumentRevokedAfterDelivery(
-                doc.id, unit, tuple(clerks), doc.title, doc.number, doc.from_unit,
-                "-"))
+                doc.id, unit, tuple(clerks), doc.title, doc.number, doc.from_unit, serial))
         return len(pairs)
 
     def docs_address(self, unit: str) -> str:

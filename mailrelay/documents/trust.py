@@ -37,6 +37,7 @@ from directory.ca import (
 from directory.certs import CertificateService
 from mailrelay.documents.chain import TrustAnchors, VerifyCache, fingerprint
 from mailrelay.documents.revocation import (
+    NOT_ISSUED,
     UNKNOWN_CERT,
     CachedRevocation,
     RevocationCheck,
@@ -47,7 +48,7 @@ from mailrelay.documents.revocation import (
     ocsp_request,
     read_ocsp_response,
 )
-from mailrelay.documents.verify import NOT_ISSUED, IssuedCheck
+from mailrelay.documents.verify import IssuedCheck
 
 REBUILD_SECONDS = 3600.0
 
@@ -138,10 +139,12 @@ class TrustStore:
         self.issued: IssuedCheck | None = None
         self._built = 0.0
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> bool:
+        """Rebuild when the CA revision changed (or hourly); True when it changed."""
         rev = await self.certs.revision()
         if rev == self.revision and time.monotonic() - self._built < REBUILD_SECONDS:
-            return
+            return False
+        changed = self.revision not in (-1, rev)
         if rev == 0:
             self.anchors, self.revocation = TrustAnchors(()), None
             self.table, self.issued = {}, None
@@ -157,6 +160,7 @@ class TrustStore:
             self.revocation = CachedRevocation(await self._check(ca))
         self.revision = rev
         self._built = time.monotonic()
+        return changed
 
     def owner(self, cert: x509.Certificate | None) -> IssuedCert | None:
         """The table row of a certificate we issued (same bytes), else None."""

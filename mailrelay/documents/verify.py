@@ -34,9 +34,8 @@ from .cms import (
     parse_signed_data,
 )
 from .mimeparts import normalize_crlf, read_headers, split_entity, split_multipart
-from .revocation import RevocationCheck, RevocationState
+from .revocation import NOT_ISSUED, RevocationCheck, RevocationState
 
-NOT_ISSUED = "not issued by this CA"  # an own-CA OCSP "unknown" (see trust.py)
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 OPAQUE_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 MIN_RSA_BITS = 2048  # issue #11: minimum RSA 2048 / P-256
