@@ -261,8 +261,12 @@ async def test_replay_and_replayed_receipt(server, docs, cli):
                             attachments=[])
     msgs = await wait_inbox(server, "wang.wu@cx.example", 2)
     assert len(msgs) == 2 and b"X-CX-Doc-Warning:" in msgs[1]
-    st = await docs.status(str(again.id))
-    assert st["recipients"][0]["state"] == "delivered"
+
+    async def again_delivered():
+        st = await docs.status(str(again.id))
+        return st if st["recipients"][0]["state"] == "delivered" else None
+    st = await wait_for(again_delivered)
+    assert st, await docs.status(str(again.id))
     assert f"#{sent.id}" in (st["recipients"][0]["warning"] or "")
 
 
@@ -330,8 +334,11 @@ async def test_revocation_after_delivery(server, docs, cli):
     server.services.bus.on("document/revoked-after-delivery", revoked_events.append)
     seal = await docs.signer("finance")
     await inject(server, craft(seal, "已投递"))  # over port 25, as from another relay
-    await wait_inbox(server, "wang.wu@cx.example", 1)
-    [listed] = await doc_list(cli)
+
+    async def delivered():
+        rows = await doc_list(cli)
+        return rows if rows and rows[0]["state"] == "delivered" else None
+    [listed] = await wait_for(delivered)
     sent = type("Sent", (), {"id": listed["id"]})
     code, out, err = await cli("cert", "revoke", f"{seal.certificate.serial_number:x}",
                                "--reason", "key-compromise", "--json")

@@ -69,6 +69,11 @@ async def test_clerk_signs_for_a_document_with_a_read_receipt(server, docs, tmp_
     sent = await docs.send(from_unit="finance", to=["stats"], title="关于报送报表的通知",
                            number="楚财函〔2026〕5号", attachments=[])
     [copy] = await wait_inbox(server, "wang.wu@cx.example", 1)
+
+    async def delivered():
+        s = await docs.status(str(sent.id))
+        return s if s["recipients"][0]["state"] == "delivered" else None
+    assert await wait_for(delivered)
     got = email.message_from_bytes(copy, policy=email.policy.default)
     # the document asks for a read receipt at the sending unit's document inbox
     assert got["Disposition-Notification-To"] == "finance.docs@cx.example"
