@@ -25,10 +25,12 @@ from mailrelay.documents.docmime import DocumentMeta
 from mailrelay.documents.fastmeta import decoded, mismatches, outer_fields, read_meta
 from mailrelay.documents.mimeparts import (
     CRLF,
+    header,
     normalize_crlf,
     read_headers,
     split_entity,
     split_multipart,
+    text_header,
 )
 from mailrelay.documents.revocation import RevocationCheck
 from mailrelay.documents.verify import (
@@ -166,3 +168,32 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
             if inner_addr.lower() not in verdict.signer_emails:
                 problems += ("From (signed From is not the signer)",)
     return Examined(verdict, outer, meta, problems, signed_copy(raw, found), message_id)
+
+
+VERDICT_FIELD = "X-CX-Seal-Verdict"
+WARNING_FIELD = "X-CX-Doc-Warning"
+
+
+def verdict_value(kind: str, document: int | None, v: Verdict) -> str:
+    serial = f"{v.signer_serial:x}" if v.signer_serial is not None else "-"
+    doc = f" doc={document};" if document is not None else ""
+    return (f"{kind};{doc} signer={v.signer_email or '-'}; serial={serial};"
+            f" revocation={v.revocation_source or 'none'}")
+
+
+def stamp(copy: bytes, value: str, warning: str | None = None) -> bytes:
+    """Our verdict field (and a warning) over a copy rebuilt from verified bytes."""
+    out = header(VERDICT_FIELD, value)
+    if warning:
+        out += text_header(WARNING_FIELD, warning)
+    return out + copy
+
+
+def is_receipt(raw: bytes) -> bool:
+    head = split_entity(raw[:16384])[0].lower()
+    return b"\nx-cx-doc-receipt:" in head
+
+
+def unit_of(address: str) -> str:
+    local = address.lower().rpartition("@")[0]
+    return local.removesuffix(".docs")

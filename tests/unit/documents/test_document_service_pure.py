@@ -11,9 +11,8 @@ from cxkernel.config import CAConfig
 from cxkernel.errors import Invalid
 from directory.ca import RevocationReason
 from directory.certs import parse_reason, parse_serial, passphrase_from
-from mailrelay.documents.arrival import examine
+from mailrelay.documents.arrival import examine, is_receipt, stamp, unit_of, verdict_value
 from mailrelay.documents.docmime import Urgency, parse_document
-from mailrelay.documents.inbound import is_receipt, stamp, unit_of, verdict_value
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
     is_local_docs,
