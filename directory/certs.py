@@ -47,7 +47,7 @@ from directory.ca import (
     load_private_key,
     unit_docs_address,
 )
-from directory.ca.keys import passphrase_problem
+from directory.ca.keys import PBKDF2_ITERATIONS, kdf_iterations, passphrase_problem
 from directory.model import check_unit_code, normalise_address
 
 T = TypeVar("T")
@@ -222,6 +222,17 @@ class CertificateService:
                           f"ca.passphrase_file or ${PASSPHRASE_ENV}")
         return self._passphrase
 
+    async def _upgrade(self, key: PrivateKey, pem: bytes, serial: str | None) -> None:
+        """Issue #11 item 9: a key stored with a weaker KDF than PBKDF2 at 600,000
+        iterations (before this version) is re-encrypted the first time it is used."""
+        if kdf_iterations(pem) >= PBKDF2_ITERATIONS:
+            return
+        fresh = await self._run(dump_private_key, key, self._need_passphrase())
+        async with self.pool.acquire() as conn:
+            await repo.replace_key(conn, serial, pem, fresh)
+        log.info("re-encrypted the %s key with PBKDF2 (%d iterations)",
+                 f"certificate {serial}" if serial else "CA", PBKDF2_ITERATIONS)
+
     async def _decrypt(self, pem: bytes) -> PrivateKey:
         passphrase = self._need_passphrase()
         try:
@@ -272,6 +283,7 @@ class CertificateService:
             if row is None:
                 raise NotFound("there is no CA yet: run `cxgw ca init`")
             key = await self._decrypt(row.key_pem)
+            await self._upgrade(key, row.key_pem, None)
             self._ca = CertificateAuthority(x509.load_pem_x509_certificate(row.cert_pem), key)
             self._ca_cert = self._ca.certificate
         return self._ca
@@ -341,6 +353,7 @@ class CertificateService:
             raise NotFound(f"{addr} has no valid personal certificate: run `cxgw cert issue`")
         row, key_pem = found
         key = await self._decrypt(key_pem)
+        await self._upgrade(key, key_pem, row.serial)
         cert = x509.load_der_x509_certificate(row.cert_der)
         chain = [await self.ca_certificate()]
         try:
@@ -400,6 +413,7 @@ class CertificateService:
         key = self._keys.get(row.serial)
         if key is None:
             key = await self._decrypt(key_pem)
+            await self._upgrade(key, key_pem, row.serial)
             self._keys[row.serial] = key
         return SealKey(key, x509.load_der_x509_certificate(row.cert_der),
                        await self.ca_certificate())

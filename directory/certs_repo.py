@@ -173,3 +173,13 @@ async def compromised(conn: Conn) -> list[tuple[str, datetime | None]]:
     rows = await conn.fetch("select serial, compromised_at from certificates"
                             " where status = 'revoked' and reason = 1 order by revoked_at")
     return [(r["serial"], r["compromised_at"]) for r in rows]
+
+
+async def replace_key(conn: Conn, serial: str | None, old_pem: bytes, new_pem: bytes) -> None:
+    """Swap a stored encrypted key for its re-encrypted form (only if unchanged)."""
+    if serial is None:
+        await conn.execute("update ca set key_pem = $2 where id = 1 and key_pem = $1",
+                           old_pem, new_pem)
+    else:
+        await conn.execute("update certificates set key_pem = $3 where serial = $1"
+                           " and key_pem = $2", serial, old_pem, new_pem)

@@ -76,6 +76,25 @@ async def test_keys_at_rest_and_passwords(server, docs, cli, tmp_path, monkeypat
             "select key_pem from certificates where key_pem is not null")]
     assert kdf_iterations(ca_key) >= PBKDF2_ITERATIONS >= 600_000
     assert seal_keys and all(kdf_iterations(k) >= 600_000 for k in seal_keys)
+    # a key stored by an earlier version (2,048 PBKDF2 iterations) is re-encrypted on use
+    from cryptography.hazmat.primitives import serialization
+
+    from directory.certs import CertificateService
+    seal = await docs.signer("finance")
+    old = seal.key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.PKCS8,
+                                 serialization.BestAvailableEncryption(CA_PASSPHRASE.encode()))
+    assert kdf_iterations(old) < 600_000
+    serial = f"{seal.certificate.serial_number:x}"
+    async with server.services.db.pool.acquire() as conn:
+        await conn.execute("update certificates set key_pem = $2 where serial = $1",
+                           serial, old)
+    fresh = CertificateService.from_config(server.services.cfg, server.services.db.pool)
+    await fresh.seal_key("finance")
+    async with server.services.db.pool.acquire() as conn:
+        now_pem = bytes(await conn.fetchval("select key_pem from certificates"
+                                            " where serial = $1", serial))
+    assert kdf_iterations(now_pem) >= 600_000
     # PKCS#12 export passwords are checked
     assert (await cli("cert", "issue", "zhang.san"))[0] == 0
     code, _, err = await cli("cert", "export", "zhang.san", "--p12", str(tmp_path / "z.p12"),
