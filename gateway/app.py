@@ -161,8 +161,10 @@ def _load_factories() -> None:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+            # Issue #11: a missing wiring module (documents above all: the trust path)
+            # stops the start with a clear error instead of running without it.
+            raise RuntimeError(f"cannot start: wiring module {mod} is missing"
+                               f" ({exc})") from exc
 
 
 class RunningServer:

@@ -247,29 +247,12 @@ class Scheduler:
         await self.apply(rows, results)
 
     async def docs_to_clerks(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
-        """Default document delivery: into the INBOX of each clerk of the receiving unit."""
-        book = self.book()
-        results: dict[int, Outcome] = {}
-        items: list[tuple[int, int, str, int]] = []
-        owners: dict[int, int] = {}
-        for r in rows:
-            exp = book.lookup(r.recipient)
-            clerks = book.clerks(exp.unit) if exp and exp.unit else []
-            if not clerks:
-                results[r.id] = Outcome("temp", 450, "4.2.0", "receiving unit has no active clerk")
-                continue
-            for c in clerks:
-                key = len(items) + 1
-                owners[key] = r.id
-                items.append((key, r.message_id, c, r.size))
-        if items:
-            async with self.pool.acquire() as conn, conn.transaction():
-                done = await repo.deliver_local(conn, items)
-            for key in done:
-                results[owners[key]] = Outcome("ok", 250, "2.0.0", "delivered to unit clerks")
-        for r in rows:
-            results.setdefault(r.id, Outcome("temp", 450, "4.2.0", "clerk mailboxes unavailable"))
-        return results
+        """Document inboxes without the document handler: defer, never deliver
+        unverified (issue #11, ARCHITECTURE rule 11: a missing piece of the trust path
+        defers)."""
+        log.warning("document handler not running: %d document rows deferred", len(rows))
+        return {r.id: Outcome("temp", 451, "4.3.0", "document verification unavailable;"
+                              " try again later") for r in rows}
 
     async def _deliver_remote(self, rows: Sequence[QueueRow]) -> None:
         first = rows[0]
