@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _RECENT = frozenset({"\\Recent"})
+#: items that carry (part of) the message bytes
+RAW_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 

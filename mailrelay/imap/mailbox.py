@@ -58,6 +58,9 @@ def capabilities(
     """The CAPABILITY list for the session's current situation."""
     caps = list(CAPABILITIES)
     if not state_authenticated:
+        # RFC 4978 §3 lets COMPRESS come before login; we accept (and advertise) it
+        # only after authentication, so no unauthenticated peer can make us inflate
+        caps.remove("COMPRESS=DEFLATE")
         if not tls:
             if starttls_available:
                 caps.append("STARTTLS")

@@ -31,6 +31,8 @@ from .store_api import (
     MessageExpunged,
     MessageMeta,
     MessageRow,
+    MultiAppendResult,
+    NewMessage,
     QuotaResource,
     SelectResult,
     StoreError,
@@ -472,6 +474,42 @@ class PgMailStore:
             await self._usage(conn, aid, len(message), 1)
             await self._notify(conn, box["id"])
         return AppendResult(b["uidvalidity"], b["first_uid"])
+
+    async def append_many(
+        self, user: str, name: str, messages: Sequence[NewMessage]
+    ) -> MultiAppendResult:
+        """MULTIAPPEND (RFC 3502): one transaction, one MODSEQ, consecutive UIDs."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            box = await self._mailbox(conn, user, name)
+            aid = box["account_id"]
+            total = sum(len(m.raw) for m in messages)
+            await self._check_quota(conn, aid, total)
+            b = await self._bump(conn, box["id"], uids=len(messages))
+            uids = []
+            for i, m in enumerate(messages):
+                mid = await conn.fetchval(
+                    "insert into messages(raw, size, structure) values ($1, $2, $3)"
+                    " returning id",
+                    m.raw,
+                    len(m.raw),
+                    m.structure,
+                )
+                uid = b["first_uid"] + i
+                await conn.execute(
+                    "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
+                    " internaldate, size) values ($1, $2, $3, $4, $5, $6, $7)",
+                    box["id"],
+                    uid,
+                    mid,
+                    sorted(set(m.flags)),
+                    b["first_modseq"],
+                    m.internaldate,
+                    len(m.raw),
+                )
+                uids.append(uid)
+            await self._usage(conn, aid, total, len(messages))
+            await self._notify(conn, box["id"])
+        return MultiAppendResult(b["uidvalidity"], uids)
 
     async def _copy(
         self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str, dest: str

@@ -30,6 +30,7 @@ from .proto.connection import (
     ConnectionClosed,
     IdleDone,
     ImapServerCore,
+    InputPending,
 )
 from .proto.reader import Limits
 from .proto.response import Bye, Tagged
@@ -46,6 +47,8 @@ log = logging.getLogger("cxgw.imap")
 #: authenticated sessions); afterwards ``idle_timeout``.
 UNAUTH_TIMEOUT = 60.0
 WRITE_BUFFER_HIGH = 1 << 20
+#: commands run back to back from one connection's input before others get a turn
+YIELD_EVERY = 32
 
 
 class ImapListenerConfig:
@@ -57,12 +60,23 @@ class ImapListenerConfig:
         max_unauth_bytes: int = 8192,
         append_limit: int = 50 << 20,
         unauth_timeout: float = UNAUTH_TIMEOUT,
+        max_command_bytes: int = 262144,
+        append_spool_bytes: int = 1 << 20,
+        spool_dir: str | None = None,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.unauth_timeout = unauth_timeout
         self.append_limit = append_limit
+        # before login every buffer is bounded by max_unauth_bytes (RFC 9051 §11.1)
         unauth = Limits(max_unauth_bytes, max_unauth_bytes, max_unauth_bytes * 2)
-        authed = Limits(65536, append_limit, append_limit + 65536)
+        authed = Limits(
+            max_command_bytes,
+            append_limit,
+            append_limit + max_command_bytes,
+            max_plain=max_command_bytes,
+            spool_over=append_spool_bytes,
+            spool_dir=spool_dir or None,
+        )
         self.limits = {
             **DEFAULT_LIMITS,
             SessionState.NOT_AUTHENTICATED: unauth,
@@ -234,11 +248,20 @@ class ImapConnection(asyncio.Protocol):
     # -- command execution ---------------------------------------------------------------
     async def _run(self) -> None:
         try:
+            n = 0
             while not self._closed:
                 ev = self.core.next_event()
                 if ev is NEED_DATA:
                     self._flush()  # e.g. "+" for a synchronising literal
                     break
+                n += 1
+                if isinstance(ev, InputPending) or n % YIELD_EVERY == 0:
+                    # compressed input still inflating, or a long pipeline: let the
+                    # other connections run (a deflate bomb never blocks the loop)
+                    self._flush()
+                    await asyncio.sleep(0)
+                    if isinstance(ev, InputPending):
+                        continue
                 if isinstance(ev, ConnectionClosed):
                     self._flush()
                     if self.tls is not None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from directory.scram import ScramError, ScramKeys, ScramServer
 from mailrelay.mime import normalize_crlf, parse_message
@@ -31,8 +32,9 @@ from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
 from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
+from .proto.spool import Spool
 from .search import needs_content, search, search_response, uses_modseq
-from .store_api import Change, MailStore, MessageMeta, MessageRow, StoreError
+from .store_api import Change, MailStore, MessageMeta, MessageRow, NewMessage, StoreError
 from .view import SelectedView, flag_list
 
 __all__ = ["Authenticator", "ImapSession"]
@@ -75,6 +77,47 @@ _RECENT = frozenset({"\\Recent"})
 #: rows one FETCH/SEARCH query loads at most, and message bytes when bodies are loaded
 CHUNK_ROWS = 2000
 CHUNK_BYTES = 4 << 20
+
+
+#: bytes of rendered responses held before they are handed to the connection (which
+#: then waits while the client is not reading: FETCH memory is bounded by this)
+OUTPUT_HIGH = 256 << 10
+
+
+def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
+    """Whether a FETCH response would be big enough to write item by item. BINARY
+    items are rendered whole (an unknown encoding must fail before anything is sent)."""
+    if row.raw is None or any(a.name.startswith("BINARY") for a in attrs):
+        return False
+    bodies = sum(1 for a in attrs if a.section is not None or a.name in fetchmod.RAW_ITEMS)
+    return bodies * len(row.raw) > OUTPUT_HIGH
+
+
+#: rows a SEARCH evaluates between two turns of the event loop
+SEARCH_SLICE = 250
+#: APPENDs with more message bytes than this are parsed in a worker thread, and only
+#: two of them at a time per process hold their bytes in memory (the rest wait)
+BIG_APPEND = 1 << 20
+_BIG_APPENDS = asyncio.Semaphore(2)
+_NO_LIMIT = contextlib.nullcontext()
+
+
+def _parse_append(data: bytes | Spool) -> tuple[bytes, dict[str, Any]]:
+    """The stored form of an APPEND literal: CRLF line ends and the parsed structure."""
+    raw = normalize_crlf(data.read() if isinstance(data, Spool) else data)
+    return raw, parse_message(raw)
+
+
+async def _prepare_append(m: c.AppendMessage, now: datetime) -> NewMessage:
+    if isinstance(m.message, Spool) or len(m.message) > BIG_APPEND:
+        # reading the spool and parsing a big message would stall every connection
+        raw, structure = await asyncio.get_running_loop().run_in_executor(
+            None, _parse_append, m.message
+        )
+    else:
+        raw, structure = _parse_append(m.message)
+    flags = tuple(f for f in m.flags if f != "\\Recent")
+    return NewMessage(raw, flags, m.date or now, structure)
 
 
 def _b64(data: bytes) -> str:
@@ -397,20 +440,37 @@ class ImapSession:
         self._ok(cmd.tag)
 
     async def _cmd_append(self, cmd: c.Append, now: datetime) -> None:
-        if self.appendlimit is not None and len(cmd.message) > self.appendlimit:
-            self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
-            return
-        raw = normalize_crlf(cmd.message)
-        flags = [f for f in cmd.flags if f != "\\Recent"]
-        res = await self.store.append(
-            self._u, cmd.mailbox, raw, flags, cmd.date or now, parse_message(raw)
-        )
+        msgs = cmd.messages()
+        try:
+            if self.appendlimit is not None and any(
+                len(m.message) > self.appendlimit for m in msgs
+            ):
+                self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
+                return
+            big = sum(len(m.message) for m in msgs) > BIG_APPEND
+            async with _BIG_APPENDS if big else _NO_LIMIT:
+                ready = [await _prepare_append(m, now) for m in msgs]
+                if len(ready) == 1:
+                    r = ready[0]
+                    res = await self.store.append(
+                        self._u, cmd.mailbox, r.raw, r.flags, r.internaldate, r.structure
+                    )
+                    code = f"APPENDUID {res.uidvalidity} {res.uid}"  # RFC 4315
+                else:
+                    # RFC 3502 §6.3.11: all messages or none
+                    many = await self.store.append_many(self._u, cmd.mailbox, ready)
+                    code = f"APPENDUID {many.uidvalidity} {SequenceSet.from_numbers(many.uids)}"
+                del ready
+        finally:
+            for m in msgs:
+                if isinstance(m.message, Spool):
+                    m.message.close()
         if self.view is not None:
             await self._absorb(
                 await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
             )
             self._drain()
-        self._ok(cmd.tag, "Appended", f"APPENDUID {res.uidvalidity} {res.uid}")  # RFC 4315
+        self._ok(cmd.tag, "Appended", code)
 
     async def _cmd_idle(self, cmd: c.Idle, now: datetime) -> None:
         self.core.send(Continuation("idling"))
@@ -550,6 +610,10 @@ class ImapSession:
             if row.uid in seen_rows:
                 m = seen_rows[row.uid]
                 row = replace(row, flags=m.flags, modseq=m.modseq)
+            if _streams(row, chunk_attrs):
+                if not await self._stream_fetch(seq, row, chunk_attrs, view.is_recent(row.uid)):
+                    return False
+                continue
             try:
                 self._untagged(
                     fetchmod.fetch_response(seq, row, chunk_attrs, view.is_recent(row.uid))
@@ -557,8 +621,26 @@ class ImapSession:
             except fetchmod.BinaryUnknownEncoding:
                 self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
                 return False
+            if self.core.pending_output > OUTPUT_HIGH and not await self._output():
+                return False
         del rows
         return await self._output()
+
+    async def _stream_fetch(
+        self, seq: int, row: MessageRow, attrs: Sequence[c.FetchAttr], recent: bool
+    ) -> bool:
+        """One FETCH response written item by item, each handed to the connection (and
+        awaited while the client does not read) before the next is rendered: memory
+        stays about one item, however many times the client asks for the body."""
+        self.core.send_partial(b"* %d FETCH (" % seq)
+        for i, a in enumerate(attrs):
+            item = fetchmod.fetch_items(row, [a], recent)[0]
+            self.core.send_partial(item if i == 0 else b" " + item)
+            del item
+            if self.core.pending_output > OUTPUT_HIGH and not await self._output():
+                return False
+        self.core.send_partial(b")\r\n")
+        return True
 
     async def _output(self) -> bool:
         """Hand what the core holds to the connection, waiting while the client is slow;
@@ -630,7 +712,18 @@ class ImapSession:
                 if view.seq_of(r.uid) is not None
             ]
             seqs = [view.seq_of(r.uid) or 0 for r in rows]
-            found = search(cmd.key, rows, seqs, view.exists, max_uid, self.saved)
+            found = []
+            for i in range(0, len(rows), SEARCH_SLICE):
+                if i:
+                    await asyncio.sleep(0)  # a long evaluation lets other clients run
+                found += search(
+                    cmd.key,
+                    rows[i : i + SEARCH_SLICE],
+                    seqs[i : i + SEARCH_SLICE],
+                    view.exists,
+                    max_uid,
+                    self.saved,
+                )
             # keep only what the reply needs, not the bodies of the hits
             hits += [replace(r, raw=None, structure=None) if full else r for r in found]
         numbers = [r.uid if cmd.uid else view.seq_of(r.uid) or 0 for r in hits]

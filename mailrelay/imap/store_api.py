@@ -120,6 +120,22 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message of a MULTIAPPEND (RFC 3502), ready to store."""
+
+    raw: bytes
+    flags: tuple[str, ...]
+    internaldate: datetime
+    structure: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MultiAppendResult:
+    uidvalidity: int
+    uids: Sequence[int]  # APPENDUID with a uid-set (RFC 4315 §3)
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaResource:
     name: str  # STORAGE (in KiB, RFC 9208 §5.1) or MESSAGE
     usage: int
@@ -214,6 +230,12 @@ class MailStore(Protocol):
         internaldate: datetime,
         structure: dict[str, Any],
     ) -> AppendResult: ...
+
+    async def append_many(
+        self, user: str, name: str, messages: Sequence[NewMessage]
+    ) -> MultiAppendResult:
+        """All of ``messages`` in one transaction, or none (RFC 3502 §6.3.11)."""
+        ...
 
     async def copy(
         self, mailbox_id: int, uids: Sequence[int], user: str, dest: str

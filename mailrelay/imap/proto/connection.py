@@ -12,6 +12,11 @@ must close), sends ``+`` for accepted synchronising literals, tracks the
 session state from the tagged replies the server sends, enters IDLE and
 AUTHENTICATE exchanges when the server sends a continuation for them, and
 applies COMPRESS=DEFLATE (RFC 4978) after the server's OK.
+
+Compressed input is inflated in bounded slices (``decompressobj`` with
+``max_length``); after a few slices :meth:`ImapServerCore.next_event` returns
+:class:`InputPending` so the driver can let other connections run before asking
+again: a deflate bomb costs memory of one slice and never blocks the loop.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .errors import ParseError
 from .parser import decode_base64, parse_command
 from .reader import CommandReader, Limits, NeedLiteral, RawCommand, Refused
 from .response import Bye, Continuation, Response, Tagged, UntaggedStatus
+from .spool import Spool
 from .state import SessionState, allowed, next_state
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "IdleDone",
     "AuthResponse",
     "ConnectionClosed",
+    "InputPending",
     "DEFAULT_LIMITS",
 ]
 
@@ -90,6 +97,12 @@ class ConnectionClosed(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class InputPending(Event):
+    """More compressed input waits to be inflated: yield to other tasks, then call
+    :meth:`ImapServerCore.next_event` again (nothing to answer)."""
+
+
 class _Mode(Enum):
     COMMAND = "command"
     IDLE = "idle"
@@ -105,7 +118,9 @@ DEFAULT_LIMITS: dict[SessionState, Limits] = {
     SessionState.LOGOUT: Limits(1024, 0, 1024),
 }
 
-_INFLATE_CHUNK = 256 * 1024
+#: bytes one inflate step produces at most, and steps per ``next_event`` call
+_INFLATE_CHUNK = 16 * 1024
+_INFLATE_STEPS = 4
 
 
 class ImapServerCore:
@@ -174,9 +189,13 @@ class ImapServerCore:
         self._reader.feed(out)
 
     def next_event(self) -> Event | _NeedData:
+        steps = 0
         while True:
             ev = self._next_event()
             if ev is NEED_DATA and self._zpending and self._mode is not _Mode.CLOSED:
+                if steps >= _INFLATE_STEPS:
+                    return InputPending()
+                steps += 1
                 self._pump_inflate()
                 continue
             return ev
@@ -237,6 +256,9 @@ class ImapServerCore:
         try:
             cmd = parse_command(raw.chunks)
         except ParseError as exc:
+            for ch in raw.chunks:
+                if isinstance(ch, Spool):
+                    ch.close()
             self._reject(exc.tag, exc.text, exc.code, exc.status)
             return CommandRejected(exc.tag, exc.text)
         if not allowed(self._state, cmd):
@@ -317,6 +339,16 @@ class ImapServerCore:
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
+
+    def send_partial(self, data: bytes) -> None:
+        """Queue a piece of a response streamed in parts (a FETCH of big bodies, written
+        item by item so it never sits whole in memory); the caller completes the line."""
+        self._out.append(data)
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued and not yet taken by :meth:`data_to_send`."""
+        return sum(map(len, self._out))
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the transport now (compressed after COMPRESS)."""

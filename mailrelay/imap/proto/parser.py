@@ -13,6 +13,7 @@ from . import commands as c
 from .errors import ParseError
 from .items import parse_fetch_attrs, parse_search_program, seqset
 from .lexer import ASTRING_CHARS, Cursor
+from .spool import Spool
 
 __all__ = ["parse_command", "parse_tag"]
 
@@ -202,10 +203,8 @@ def _status(cur: Cursor, tag: str) -> c.Command:
     return c.Status(tag, mailbox, items)
 
 
-def _append(cur: Cursor, tag: str) -> c.Command:
-    cur.sp()
-    mailbox = cur.mailbox()
-    cur.sp()
+def _append_message(cur: Cursor) -> c.AppendMessage:
+    """RFC 3502 append-message: [flag-list SP] [date-time SP] literal."""
     flags: tuple[str, ...] = ()
     date = None
     if cur.peek() == "(":
@@ -214,10 +213,21 @@ def _append(cur: Cursor, tag: str) -> c.Command:
     if cur.peek() == '"':
         date = cur.date_time()
         cur.sp()
-    if not cur._at_string() or cur.peek() == '"':
-        raise cur.error("APPEND needs a literal")
-    data = cur.string()
-    return c.Append(tag, mailbox, flags, date, data, cur.binary_literal)
+    data = cur.message_literal()
+    return c.AppendMessage(flags, date, data, cur.binary_literal)
+
+
+def _append(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mailbox = cur.mailbox()
+    cur.sp()
+    first = _append_message(cur)
+    extra: list[c.AppendMessage] = []
+    while cur.maybe_sp():  # RFC 3502 MULTIAPPEND: more messages, one transaction
+        extra.append(_append_message(cur))
+    return c.Append(
+        tag, mailbox, first.flags, first.date, first.message, first.binary, tuple(extra)
+    )
 
 
 def _expunge(cur: Cursor, tag: str) -> c.Command:
@@ -412,10 +422,11 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
 COMMAND_NAMES = frozenset(_COMMANDS)
 
 
-def parse_command(chunks: list[bytes]) -> c.Command:
+def parse_command(chunks: list[bytes | Spool]) -> c.Command:
     """Parse ``[line, literal, line, ...]`` (lines without CRLF) into a command."""
     cur = Cursor(chunks)
-    tag = parse_tag(chunks[0])
+    head = chunks[0]
+    tag = parse_tag(head) if isinstance(head, bytes) else None
     if tag is None:
         raise ParseError("Missing or invalid tag")
     cur.tag = tag

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ParseError
 
@@ -18,10 +19,17 @@ class SequenceSet:
     """Ranges ``(lo, hi)`` as written by the client; ``None`` stands for ``*``.
 
     ``saved`` is True for ``$`` (the SEARCHRES saved result).
+
+    Membership tests (:meth:`contains`) use the ranges merged and sorted once per
+    ``largest`` (cached on the instance), so a SEARCH over N messages with a set of
+    K ranges costs O(K log K + N log K), not O(N K).
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
     saved: bool = False
+    _merged: tuple[int, list[int], list[int]] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def parse(cls, text: str) -> SequenceSet:
@@ -72,22 +80,37 @@ class SequenceSet:
             out.append((a, b) if a <= b else (b, a))
         return out
 
+    def merged(self, largest: int) -> tuple[list[int], list[int]]:
+        """Disjoint ascending ranges as parallel ``(starts, ends)`` lists (inclusive)."""
+        cached = self._merged
+        if cached is not None and cached[0] == largest:
+            return cached[1], cached[2]
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(self.bounds(largest)):
+            if ends and a <= ends[-1] + 1:
+                if b > ends[-1]:
+                    ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+        object.__setattr__(self, "_merged", (largest, starts, ends))
+        return starts, ends
+
     def contains(self, n: int, largest: int) -> bool:
-        return any(a <= n <= b for a, b in self.bounds(largest))
+        starts, ends = self.merged(largest)
+        i = bisect.bisect_right(starts, n) - 1
+        return i >= 0 and n <= ends[i]
 
     def iter(self, largest: int) -> Iterator[int]:
         """Distinct numbers in ascending order, capped at ``largest`` (for seqs)."""
-        seen: set[int] = set()
-        for a, b in sorted(self.bounds(largest)):
-            for n in range(max(a, 1), min(b, largest) + 1):
-                if n not in seen:
-                    seen.add(n)
-                    yield n
+        starts, ends = self.merged(largest)
+        for a, b in zip(starts, ends, strict=True):
+            yield from range(max(a, 1), min(b, largest) + 1)
 
     def filter(self, values: Iterable[int], largest: int) -> list[int]:
         """Members of ``values`` (e.g. existing UIDs) that are in this set."""
-        bounds = self.bounds(largest)
-        return [v for v in values if any(a <= v <= b for a, b in bounds)]
+        return [v for v in values if self.contains(v, largest)]
 
 
 def _num(s: str) -> int | None:

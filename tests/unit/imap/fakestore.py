@@ -15,6 +15,7 @@ from mailrelay.imap.store_api import (
     MessageExpunged,
     MessageMeta,
     MessageRow,
+    MultiAppendResult,
     QuotaResource,
     SelectResult,
     StoreError,
@@ -165,6 +166,11 @@ class FakeStore:
     async def append(self, user, name, message, flags, internaldate, structure):
         uid = self.deliver(name, message, flags, internaldate)
         return AppendResult(self._box(name).uidvalidity, uid)
+
+    async def append_many(self, user, name, messages):
+        self._box(name)  # NONEXISTENT before anything is stored (all or nothing)
+        uids = [self.deliver(name, m.raw, m.flags, m.internaldate) for m in messages]
+        return MultiAppendResult(self._box(name).uidvalidity, uids)
 
     async def copy(self, mailbox_id, uids, user, dest):
         src, dst = self._by_id(mailbox_id), self._box(dest)
