@@ -44,6 +44,10 @@ CAPABILITIES: tuple[str, ...] = (
     "QUOTA",
     "BINARY",
     "COMPRESS=DEFLATE",
+    "MULTIAPPEND",  # RFC 3502
+    "SORT",  # RFC 5256
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
 )
 
 

@@ -370,6 +370,24 @@ class PgMailStore:
             rows = await conn.fetch(sql, mailbox_id, *arg)
         return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
+    async def headers(
+        self, mailbox_id: int, uids: Sequence[int]
+    ) -> list[tuple[int, datetime, int, bytes]]:
+        """(uid, internaldate, size, header block) per message, for SORT and THREAD:
+        only the header bytes leave the database (at most 64 KB of each)."""
+        if not uids:
+            return []
+        where, arg = _uid_filter(uids)
+        sql = (
+            "select mm.uid, mm.internaldate, mm.size, substring(m.raw from 1 for"
+            " least(coalesce((m.structure->'body'->>'bs')::int, length(m.raw)), 65536))"
+            " from mailbox_messages mm join messages m on m.id = mm.message_id"
+            f" where mm.mailbox_id = $1 and {where} order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def sizes(self, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, int]]:
         if not uids:
             return []

@@ -34,6 +34,14 @@ from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus,
 from .proto.seqset import SequenceSet
 from .proto.spool import Spool
 from .search import needs_content, search, search_response, uses_modseq
+from .sort import (
+    SortInfo,
+    format_threads,
+    sort_info,
+    sort_messages,
+    thread_orderedsubject,
+    thread_references,
+)
 from .store_api import Change, MailStore, MessageMeta, MessageRow, NewMessage, StoreError
 from .view import SelectedView, flag_list
 
@@ -124,7 +132,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 # RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE, SEARCH by sequence number
-_NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
+_NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 
 
 class ImapSession:
@@ -743,6 +751,72 @@ class ImapSession:
             )
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Search completed")
+
+    # -- SORT and THREAD (RFC 5256) ----------------------------------------------------
+    async def _matching(self, view: SelectedView, key: c.SearchKey) -> list[int]:
+        """UIDs of the messages matching a search program, ascending."""
+        full = needs_content(key)
+        max_uid = view.uids[-1] if view.uids else 0
+        hits: list[int] = []
+        for chunk in await self._chunks(view.mailbox_id, list(view.uids), full):
+            rows = await self.store.fetch(view.mailbox_id, chunk, raw=full, structure=full)
+            rows = [
+                (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
+                for r in rows
+                if view.seq_of(r.uid) is not None
+            ]
+            for i in range(0, len(rows), SEARCH_SLICE):
+                await asyncio.sleep(0)  # a long evaluation lets other clients run
+                part = rows[i : i + SEARCH_SLICE]
+                seqs = [view.seq_of(r.uid) or 0 for r in part]
+                hits += [
+                    r.uid for r in search(key, part, seqs, view.exists, max_uid, self.saved)
+                ]
+        return hits
+
+    async def _sort_infos(self, view: SelectedView, uids: list[int]) -> list[SortInfo]:
+        out: list[SortInfo] = []
+        for i in range(0, len(uids), CHUNK_ROWS):
+            for uid, date, size, header in await self.store.headers(
+                view.mailbox_id, uids[i : i + CHUNK_ROWS]
+            ):
+                seq = view.seq_of(uid)
+                if seq is not None:
+                    out.append(sort_info(uid, seq, date, size, header))
+            await asyncio.sleep(0)
+        return out
+
+    def _charset_ok(self, tag: str, charset: str) -> bool:
+        if charset in ("UTF-8", "US-ASCII"):
+            return True
+        self._no(tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")  # RFC 5256 §3
+        return False
+
+    async def _cmd_sort(self, cmd: c.Sort, now: datetime) -> None:
+        view = self.view
+        assert view is not None
+        if not self._charset_ok(cmd.tag, cmd.charset):
+            return
+        infos = await self._sort_infos(view, await self._matching(view, cmd.key))
+        ordered = sort_messages(infos, cmd.criteria)
+        self._untagged("SORT" + "".join(f" {i.uid if cmd.uid else i.seq}" for i in ordered))
+        self._drain(allow_expunge=cmd.uid)
+        self._ok(cmd.tag, "Sort completed")
+
+    async def _cmd_thread(self, cmd: c.Thread, now: datetime) -> None:
+        view = self.view
+        assert view is not None
+        if not self._charset_ok(cmd.tag, cmd.charset):
+            return
+        infos = await self._sort_infos(view, await self._matching(view, cmd.key))
+        if cmd.algorithm == "REFERENCES":
+            roots = thread_references(infos)
+        else:
+            roots = thread_orderedsubject(infos)
+        text = format_threads(roots, (lambda i: i.uid) if cmd.uid else (lambda i: i.seq))
+        self._untagged("THREAD " + text if text else "THREAD")
+        self._drain(allow_expunge=cmd.uid)
+        self._ok(cmd.tag, "Thread completed")
 
     async def _copy_move(self, cmd: c.Copy | c.Move, move: bool) -> None:
         view = self.view

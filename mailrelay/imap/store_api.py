@@ -231,6 +231,12 @@ class MailStore(Protocol):
         structure: dict[str, Any],
     ) -> AppendResult: ...
 
+    async def headers(
+        self, mailbox_id: int, uids: Sequence[int]
+    ) -> list[tuple[int, datetime, int, bytes]]:
+        """(uid, internaldate, size, header block) per message (SORT, THREAD)."""
+        ...
+
     async def append_many(
         self, user: str, name: str, messages: Sequence[NewMessage]
     ) -> MultiAppendResult:

@@ -20,7 +20,7 @@ __all__ = [
     "Select", "Create", "Delete", "Rename", "Subscribe", "Unsubscribe", "List", "Lsub",
     "Status", "Append", "AppendMessage", "Check", "Close", "Unselect", "Expunge", "Search", "SearchKey",
     "Fetch", "FetchAttr", "Store", "Copy", "Move", "Idle", "Enable", "Id", "Namespace",
-    "GetQuota", "GetQuotaRoot", "Compress", "QResyncParams",
+    "GetQuota", "GetQuotaRoot", "Compress", "QResyncParams", "Sort", "Thread",
 ]
 # fmt: on
 
@@ -217,6 +217,34 @@ class Search(Command):
     @property
     def name(self) -> str:
         return "UID SEARCH" if self.uid else "SEARCH"
+
+
+@dataclass(frozen=True, slots=True)
+class Sort(Command):
+    """RFC 5256 SORT: ``criteria`` are ``(key, reverse)`` pairs, most significant first."""
+
+    criteria: tuple[tuple[str, bool], ...]
+    charset: str
+    key: SearchKey
+    uid: bool = False
+
+    @property
+    def name(self) -> str:
+        return "UID SORT" if self.uid else "SORT"
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """RFC 5256 THREAD; ``algorithm`` is ORDEREDSUBJECT or REFERENCES."""
+
+    algorithm: str
+    charset: str
+    key: SearchKey
+    uid: bool = False
+
+    @property
+    def name(self) -> str:
+        return "UID THREAD" if self.uid else "THREAD"
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,45 @@ def _search(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     return c.Search(tag, parse_search_program(cur), charset, uid, returns)
 
 
+#: RFC 5256 sort keys and threading algorithms we implement
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    """RFC 5256 §4: SORT SP sort-criteria SP search-criteria (charset required)."""
+    cur.sp()
+    words = cur.atom_list()
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for w in words:
+        if w == "REVERSE" and not reverse:
+            reverse = True
+            continue
+        if w not in SORT_KEYS:
+            raise cur.error(f"Unknown sort key {w[:30]!r}")
+        criteria.append((w, reverse))
+        reverse = False
+    if reverse or not criteria:
+        raise cur.error("Invalid sort criteria")
+    cur.sp()
+    charset = cur.astring().upper()
+    cur.sp()
+    return c.Sort(tag, tuple(criteria), charset, parse_search_program(cur), uid)
+
+
+def _thread(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    """RFC 5256 §4: THREAD SP thread-alg SP search-criteria (charset required)."""
+    cur.sp()
+    alg = cur.atom().upper()
+    if alg not in THREAD_ALGORITHMS:
+        raise cur.error(f"Unknown threading algorithm {alg[:30]!r}")
+    cur.sp()
+    charset = cur.astring().upper()
+    cur.sp()
+    return c.Thread(tag, alg, charset, parse_search_program(cur), uid)
+
+
 def _fetch(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     cur.sp()
     seqs = seqset(cur)
@@ -379,6 +418,8 @@ _UID_COMMANDS: dict[str, Callable[..., c.Command]] = {
     "STORE": _store,
     "COPY": _copy_move(c.Copy),
     "MOVE": _copy_move(c.Move),
+    "SORT": _sort,
+    "THREAD": _thread,
 }
 
 _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
@@ -416,6 +457,8 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _mailbox_cmd(c.GetQuotaRoot),
     "COMPRESS": _compress,
+    "SORT": _sort,
+    "THREAD": _thread,
 }
 
 #: Names of every command the parser knows (for the state table).

@@ -53,6 +53,8 @@ _SELECTED = _AUTH | {
     c.Store,
     c.Copy,
     c.Move,
+    c.Sort,  # RFC 5256
+    c.Thread,
 }
 
 ALLOWED: dict[SessionState, frozenset[type[c.Command]]] = {

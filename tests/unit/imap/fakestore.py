@@ -167,6 +167,17 @@ class FakeStore:
         uid = self.deliver(name, message, flags, internaldate)
         return AppendResult(self._box(name).uidvalidity, uid)
 
+    async def headers(self, mailbox_id, uids):
+        rows = self._by_id(mailbox_id).rows
+        out = []
+        for u in sorted(uids):
+            r = rows.get(u)
+            if r is not None:
+                raw = r.raw or b""
+                end = raw.find(b"\r\n\r\n")
+                out.append((u, r.internaldate, r.size, raw[: end + 4] if end >= 0 else raw))
+        return out
+
     async def append_many(self, user, name, messages):
         self._box(name)  # NONEXISTENT before anything is stored (all or nothing)
         uids = [self.deliver(name, m.raw, m.flags, m.internaldate) for m in messages]
