@@ -149,8 +149,8 @@ def _base_subject(subject: str) -> tuple[str, bool]:
 
 
 def base_subject(subject: str) -> str:
-    """RFC 5256 §2.1 base subject (case-folded for comparison)."""
-    return _base_subject(subject)[0]
+    """RFC 5256 §2.1 base subject of a raw Subject value (case-folded for comparison)."""
+    return _base_subject(decode_words(subject))[0]
 
 
 _KEY: dict[str, Callable[[SortInfo], Any]] = {

@@ -237,8 +237,10 @@ class ImapServerCore:
             return ConnectionClosed(r.text)
         # RFC 7888 §4 / RFC 4469: an over-limit APPEND is "NO [TOOBIG]"; before
         # authentication an oversized argument is simply a bad command.
+        # any other command over its size limit is BAD (a search program too large)
         authed = self._state is not SessionState.NOT_AUTHENTICATED
-        self._reject(r.tag, r.text, r.code, "NO" if r.code == "TOOBIG" and authed else "BAD")
+        no = r.code == "TOOBIG" and authed and r.append
+        self._reject(r.tag, r.text, r.code, "NO" if no else "BAD")
         return CommandRejected(r.tag, r.text)
 
     def _reject(self, tag: str | None, text: str, code: str | None, status: str = "BAD") -> None:

@@ -56,6 +56,7 @@ class Refused:
     text: str
     code: str | None = None
     fatal: bool = False
+    append: bool = False  # the refused command is an APPEND (answered NO [TOOBIG])
 
 
 class CommandReader:
@@ -176,7 +177,7 @@ class CommandReader:
                     # read it, so the only safe answer is BYE and close.
                     return Refused(tag, "Literal too large", "TOOBIG", fatal=True)
                 # RFC 3501 §7.5: without "+" the client does not send the data
-                return Refused(tag, "Literal too large", "TOOBIG")
+                return Refused(tag, "Literal too large", "TOOBIG", append=append)
             self._chunks.append(line)
             self._size += size
             self._literal = size
