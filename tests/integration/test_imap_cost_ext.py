@@ -4,7 +4,6 @@ bounds (COMPRESS after login only, spooled APPEND, FETCH back-pressure, program 
 from __future__ import annotations
 
 import asyncio
-import imaplib
 import re
 from typing import Any
 
