@@ -47,6 +47,9 @@ log = logging.getLogger("cxgw.imap")
 #: authenticated sessions); afterwards ``idle_timeout``.
 UNAUTH_TIMEOUT = 60.0
 WRITE_BUFFER_HIGH = 1 << 20
+#: replies to pipelined commands are gathered up to this size before one write (one TLS
+#: record and one deflate flush instead of one per command)
+COALESCE_BYTES = 64 << 10
 #: commands run back to back from one connection's input before others get a turn
 YIELD_EVERY = 32
 
@@ -269,6 +272,12 @@ class ImapConnection(asyncio.Protocol):
                     self._abort()
                     break
                 await self._handle(ev)
+                if (
+                    self.core.pending_output < COALESCE_BYTES
+                    and self.core.buffered_lines(1)
+                    and not self.core.idling
+                ):
+                    continue  # a pipelined command is waiting: answer both in one write
                 self._flush()
                 if self._write_ready is not None and not self._write_ready.done():
                     await self._write_ready

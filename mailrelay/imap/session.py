@@ -30,6 +30,8 @@ from . import fetch as fetchmod
 from . import mailbox as mb
 from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
+from .proto.errors import ParseError
+from .proto.parser import parse_command
 from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
 from .proto.spool import Spool
@@ -101,6 +103,8 @@ def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
     return bodies * len(row.raw) > OUTPUT_HIGH
 
 
+#: pipelined FETCH commands whose rows one query loads at most
+READ_AHEAD = 64
 #: rows a SEARCH evaluates between two turns of the event loop
 SEARCH_SLICE = 250
 #: APPENDs with more message bytes than this are parsed in a worker thread, and only
@@ -154,6 +158,9 @@ class ImapSession:
         self.view: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved: list[int] = []  # SEARCHRES ``$``
+        # FETCH read-ahead (see _read_ahead): rows by UID, and the command shape they serve
+        self._ahead: dict[int, MessageRow] = {}
+        self._ahead_key: tuple[object, ...] | None = None
         self._scram: _Scram | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
@@ -237,6 +244,8 @@ class ImapSession:
         if not isinstance(event, CommandReceived):
             return
         cmd = event.command
+        if self._ahead_key is not None and not isinstance(cmd, c.Fetch):
+            self._ahead, self._ahead_key = {}, None  # read-ahead rows live one burst only
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
         try:
             await handler(cmd, now)
@@ -568,6 +577,12 @@ class ImapSession:
         env_only = fetchmod.envelope_only(attrs)
         set_seen = fetchmod.sets_seen(attrs) and not view.readonly
         has_flags = any(a.name == "FLAGS" for a in attrs)
+        early = await self._read_ahead(cmd, view, uids, raw, structure, env_only)
+        if early is not None:
+            if await self._fetch_chunk(cmd, view, early, attrs, set_seen, has_flags, False):
+                self._drain(allow_expunge=cmd.uid)
+                self._ok(cmd.tag, "Fetch completed")
+            return
         # one query per chunk, written out (with back-pressure) before the next is read:
         # a FETCH 1:* of a big mailbox holds one chunk in memory, not the whole mailbox
         chunks = await self._chunks(view.mailbox_id, uids, raw)
@@ -591,6 +606,65 @@ class ImapSession:
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Fetch completed")
 
+    async def _read_ahead(
+        self,
+        cmd: c.Fetch,
+        view: SelectedView,
+        uids: list[int],
+        raw: bool,
+        structure: bool,
+        env_only: bool,
+    ) -> list[MessageRow] | None:
+        """Rows for a small FETCH loaded together with those of the same FETCHes the
+        client has already pipelined behind it (mbsync and others fetch one message per
+        command): one query for up to READ_AHEAD commands instead of one each. Only for
+        items that never change for a UID (no FLAGS/MODSEQ, no implicit \\Seen); the
+        rows kept are bounded by CHUNK_BYTES and dropped at the next other command."""
+        key = (view.mailbox_id, view.uidvalidity, cmd.uid, cmd.attrs)
+        if self._ahead_key == key and uids and all(u in self._ahead for u in uids):
+            return [self._ahead.pop(u) for u in uids]
+        self._ahead, self._ahead_key = {}, None
+        if (
+            not uids
+            or len(uids) > 4
+            or cmd.changedsince is not None
+            or fetchmod.sets_seen(cmd.attrs)
+            or any(a.name in ("FLAGS", "MODSEQ") for a in cmd.attrs)
+        ):
+            return None
+        wanted = list(uids)
+        for line in self.core.buffered_lines(READ_AHEAD):
+            try:
+                nxt = parse_command([line])
+            except ParseError:
+                break
+            if not (
+                isinstance(nxt, c.Fetch)
+                and nxt.uid == cmd.uid
+                and nxt.attrs == cmd.attrs
+                and nxt.changedsince is None
+                and not nxt.seqset.saved
+                and (cmd.uid or view.valid_seqset(nxt.seqset))
+            ):
+                break
+            more = view.resolve(nxt.seqset, nxt.uid)
+            if len(more) > 4:
+                break
+            wanted += more
+        if len(wanted) == len(uids):
+            return None  # nothing pipelined: the ordinary path
+        first = (await self._chunks(view.mailbox_id, sorted(set(wanted)), raw))[0]
+        rows = await self.store.fetch(
+            view.mailbox_id, first, raw=raw, structure=structure, envelope_only=env_only
+        )
+        now = set(uids)
+        self._ahead = {r.uid: r for r in rows if r.uid not in now}
+        self._ahead_key = key
+        mine = [r for r in rows if r.uid in now]
+        if len(mine) < len(now) and not set(first) >= now:
+            return None  # the first chunk does not cover this command (huge messages)
+        return mine
+
     async def _fetch_chunk(
         self,
         cmd: c.Fetch,
@@ -599,6 +673,7 @@ class ImapSession:
         attrs: list[c.FetchAttr],
         set_seen: bool,
         has_flags: bool,
+        flush: bool = True,
     ) -> bool:
         """Write the FETCH responses of one chunk; False when the command must stop."""
         seen_rows: dict[int, MessageMeta] = {}
@@ -632,6 +707,8 @@ class ImapSession:
             if self.core.pending_output > OUTPUT_HIGH and not await self._output():
                 return False
         del rows
+        if not flush and self.core.pending_output <= OUTPUT_HIGH:
+            return True  # the driver writes it when the command ends, with later replies
         return await self._output()
 
     async def _stream_fetch(

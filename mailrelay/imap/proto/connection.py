@@ -27,6 +27,7 @@ from enum import Enum
 
 from . import commands as c
 from .errors import ParseError
+from .lexer import LITERAL_RE
 from .parser import decode_base64, parse_command
 from .reader import CommandReader, Limits, NeedLiteral, RawCommand, Refused
 from .response import Bye, Continuation, Response, Tagged, UntaggedStatus
@@ -341,6 +342,26 @@ class ImapServerCore:
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
+
+    def buffered_lines(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` complete lines already received after the current command,
+        without consuming them (a driver may prepare for pipelined commands). Empty
+        unless the reader is between commands; stops at the first line with a literal."""
+        if self._mode is not _Mode.COMMAND or self._reader.in_command:
+            return []
+        buf = self._reader.buf
+        out: list[bytes] = []
+        pos = 0
+        while len(out) < limit:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                break
+            line = bytes(buf[pos:nl]).removesuffix(b"\r")
+            if LITERAL_RE.search(line):
+                break
+            out.append(line)
+            pos = nl + 1
+        return out
 
     def send_partial(self, data: bytes) -> None:
         """Queue a piece of a response streamed in parts (a FETCH of big bodies, written

@@ -83,3 +83,26 @@ async def test_search_in_chunks(store: CountingStore, monkeypatch) -> None:
     out = await c.cmd('x SEARCH OR SUBJECT m3 SUBJECT m24')
     assert "* SEARCH 4 25\r\n" in out
     assert [n for n, _ in store.fetches] == [10, 10, 5]
+
+
+async def test_pipelined_single_message_fetches_share_one_query(store: CountingStore) -> None:
+    """mbsync's pattern: one UID FETCH per message, pipelined; rows load together."""
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    store.fetches.clear()
+    burst = b"".join(b"f%d UID FETCH %d (BODY.PEEK[])\r\n" % (u, u) for u in range(1, 21))
+    out = (await c.send(burst + b"g UID FETCH 21 (FLAGS BODY.PEEK[])\r\n")).decode()
+    assert len(store.fetches) == 2  # 20 read-ahead commands in one, the FLAGS one alone
+    for u in range(1, 21):
+        assert f"* {u} FETCH (BODY[] {{" in out and f" UID {u})\r\nf{u} OK" in out
+    assert "m19" in out and "FLAGS" in out.split("f20 OK")[1]
+    # the read-ahead rows do not outlive the burst: a later FETCH queries again
+    store.fetches.clear()
+    await c.cmd("n NOOP")
+    out = await c.cmd("h UID FETCH 3 (BODY.PEEK[])")
+    assert len(store.fetches) == 1 and "m2" in out
+    # a FETCH that sets \Seen, or asks for FLAGS, never reads ahead
+    store.fetches.clear()
+    await c.send(b"i UID FETCH 4 (BODY[])\r\nj UID FETCH 5 (BODY[])\r\n")
+    assert len(store.fetches) == 2
