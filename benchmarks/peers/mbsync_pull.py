@@ -6,7 +6,9 @@ Both servers hold the same --messages distinct ~3 KB messages (ours seeded throu
 in benchmarks/imap_bench.py, Dovecot from a Maildir). mbsync reaches both through the same
 `openssl s_client` tunnel (implicit TLS; mbsync cannot skip certificate checks), pulls
 INBOX into an empty Maildir, and the wall time of each run is printed with the ratio
-(ours / Dovecot; below 1 means we are faster). Runs alternate between the two servers.
+(ours / Dovecot; below 1 means we are faster), plus the CPU seconds the server spent
+(ours: the process and its PostgreSQL; Dovecot: all its processes), which varies less
+than wall time on a shared machine. Runs alternate between the two servers.
 Installs dovecot-imapd with apt if missing; loopback only.
 """
 
@@ -20,7 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 from imap_bench import PASSWORD, USER, message, seed  # noqa: E402
@@ -78,8 +83,36 @@ service imap-login {{
     return conf
 
 
-def pull(tmp: Path, port: int, label: str, n: int) -> float:
-    """One full mbsync pull of INBOX into an empty Maildir; seconds."""
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def postgres_of(state: Path) -> list[int]:
+    """PIDs of the embedded PostgreSQL postmaster(s) serving ``state`` (pgserver detaches
+    them from our server process)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "postgres" in cmd and str(state) in cmd:
+            out.append(p.pid)
+    return out
+
+
+def pull(tmp: Path, port: int, label: str, n: int,
+         cpu: Callable[[], float] = lambda: 0.0) -> tuple[float, float]:
+    """One full mbsync pull of INBOX into an empty Maildir: (seconds, server CPU seconds)."""
     local = tmp / f"local-{label}"
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir()
@@ -109,14 +142,17 @@ Sync Pull
 Create Near
 SyncState *
 """)
+    c0 = cpu()
     t0 = time.perf_counter()
     p = subprocess.run(["mbsync", "-q", "-c", str(rc), "ch"], capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    time.sleep(0.2)  # short-lived Dovecot imap processes are counted by their parent
+    used = cpu() - c0
     got = len(list((local / "INBOX" / "cur").iterdir())) + len(
         list((local / "INBOX" / "new").iterdir()))
     if p.returncode or got != n:
         raise SystemExit(f"mbsync against {label} failed ({got}/{n}): {p.stderr[-500:]}")
-    return dt
+    return dt, used
 
 
 def main() -> None:
@@ -140,16 +176,25 @@ def main() -> None:
                          args.messages))
         conf = dovecot(tmp / "dovecot", args.messages)
         time.sleep(1.5)
-        ours: list[float] = []
-        peer: list[float] = []
+        master = int((tmp / "dovecot" / "run" / "master.pid").read_text().split()[0])
+        pg = postgres_of(state)
+        ours: list[tuple[float, float]] = []
+        peer: list[tuple[float, float]] = []
         for rep in range(args.repeat):
-            ours.append(pull(tmp, ports["imaps"], "ours", args.messages))
-            peer.append(pull(tmp, DOVECOT_PORT, "dovecot", args.messages))
-            print(f"run {rep + 1}: ours {ours[-1]:.2f} s, dovecot {peer[-1]:.2f} s, "
-                  f"ratio {ours[-1] / peer[-1]:.2f}")
-        mo, mp = statistics.median(ours), statistics.median(peer)
-        print(f"median of {args.repeat}: ours {mo:.2f} s, dovecot {mp:.2f} s, "
-              f"ours/dovecot {mo / mp:.2f} ({args.messages} messages)")
+            ours.append(pull(tmp, ports["imaps"], "ours", args.messages,
+                             lambda: tree_cpu(proc.pid) + sum(map(tree_cpu, pg))))
+            peer.append(pull(tmp, DOVECOT_PORT, "dovecot", args.messages,
+                             lambda: tree_cpu(master)))
+            (o, oc), (d, dc) = ours[-1], peer[-1]
+            print(f"run {rep + 1}: ours {o:.2f} s ({oc:.2f} s CPU), dovecot {d:.2f} s "
+                  f"({dc:.2f} s CPU), wall ratio {o / d:.2f}")
+        mo = statistics.median(x[0] for x in ours)
+        mp = statistics.median(x[0] for x in peer)
+        co = statistics.median(x[1] for x in ours)
+        cp = statistics.median(x[1] for x in peer)
+        print(f"median of {args.repeat} ({args.messages} messages): ours {mo:.2f} s "
+              f"({co:.2f} s CPU), dovecot {mp:.2f} s ({cp:.2f} s CPU); "
+              f"ours/dovecot wall {mo / mp:.2f}, CPU {co / max(cp, 1e-6):.2f}")
     finally:
         if conf is not None:
             sh("doveadm", "-c", str(conf), "stop", check=False)

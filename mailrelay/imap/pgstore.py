@@ -370,6 +370,43 @@ class PgMailStore:
             rows = await conn.fetch(sql, mailbox_id, *arg)
         return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
+    async def fetch_upto(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        max_bytes: int,
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
+    ) -> list[MessageRow]:
+        """Like :meth:`fetch`, but only the first rows (by UID) whose sizes add up to at
+        most ``max_bytes`` (always at least one): one query, bounded memory."""
+        if not uids:
+            return []
+        cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
+        if structure and envelope_only and not raw:
+            cols += (
+                ", case when m.structure is null then null"
+                " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
+                " else jsonb_build_object('env', m.structure->'env') end"
+            )
+        else:
+            cols += ", m.structure" if structure else ", null"
+        cols += ", m.raw" if raw else ", null"
+        where, arg = _uid_filter(uids)
+        n = len(arg) + 2
+        sql = (
+            f"select {cols} from (select mm.*, sum(mm.size) over (order by mm.uid) as upto"
+            f" from mailbox_messages mm where mm.mailbox_id = $1 and {where}) mm"
+            f" join messages m on m.id = mm.message_id"
+            f" where mm.upto - mm.size < ${n} and (mm.upto <= ${n} or mm.upto = mm.size)"
+            " order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg, max_bytes)
+        return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
     async def headers(
         self, mailbox_id: int, uids: Sequence[int]
     ) -> list[tuple[int, datetime, int, bytes]]:

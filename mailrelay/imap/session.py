@@ -653,17 +653,23 @@ class ImapSession:
             wanted += more
         if len(wanted) == len(uids):
             return None  # nothing pipelined: the ordinary path
-        first = (await self._chunks(view.mailbox_id, sorted(set(wanted)), raw))[0]
-        rows = await self.store.fetch(
-            view.mailbox_id, first, raw=raw, structure=structure, envelope_only=env_only
+        wanted = sorted(set(wanted))
+        if wanted[: len(uids)] != sorted(uids):
+            return None  # the burst does not start with this command's messages
+        rows = await self.store.fetch_upto(
+            view.mailbox_id,
+            wanted,
+            CHUNK_BYTES if raw else 1 << 62,
+            raw=raw,
+            structure=structure,
+            envelope_only=env_only,
         )
         now = set(uids)
+        if rows and rows[-1].uid < wanted[len(uids) - 1]:
+            return None  # this command's own messages exceed the bound: ordinary path
         self._ahead = {r.uid: r for r in rows if r.uid not in now}
         self._ahead_key = key
-        mine = [r for r in rows if r.uid in now]
-        if len(mine) < len(now) and not set(first) >= now:
-            return None  # the first chunk does not cover this command (huge messages)
-        return mine
+        return [r for r in rows if r.uid in now]
 
     async def _fetch_chunk(
         self,

@@ -231,6 +231,20 @@ class MailStore(Protocol):
         structure: dict[str, Any],
     ) -> AppendResult: ...
 
+    async def fetch_upto(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        max_bytes: int,
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
+    ) -> list[MessageRow]:
+        """The first rows of ``uids`` (ascending) whose sizes add up to at most
+        ``max_bytes``, and always at least one."""
+        ...
+
     async def headers(
         self, mailbox_id: int, uids: Sequence[int]
     ) -> list[tuple[int, datetime, int, bytes]]:

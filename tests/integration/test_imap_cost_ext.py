@@ -163,3 +163,50 @@ async def test_fetch_to_a_client_that_does_not_read_stays_bounded(city: Any) -> 
             got += 1
     assert got == 6 * 20
     c.w.close()
+
+
+async def test_pipelined_fetches_read_ahead_on_postgres(city: Any, monkeypatch: Any) -> None:
+    """mbsync's one-FETCH-per-message pipeline, on the real store, with the byte bound
+    of the read-ahead small enough that it has to split."""
+    from mailrelay.imap import session as sessmod
+
+    monkeypatch.setattr(sessmod, "CHUNK_BYTES", 3000)
+
+    def fill() -> None:
+        m = logged_in(city)
+        for i in range(12):
+            size = 2500 if i == 5 else 200
+            m.append("INBOX", None, None, b"Subject: n%d\r\n\r\n" % i + b"z" * size + b"\r\n")
+        m.logout()
+
+    await th(fill)
+    store = city.services.components["imap"].store
+    calls: list[int] = []
+    real = store.fetch_upto
+
+    async def counting(mailbox_id: int, uids: Any, max_bytes: int, **kw: Any) -> Any:
+        rows = await real(mailbox_id, uids, max_bytes, **kw)
+        calls.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(store, "fetch_upto", counting)
+    c = await Raw.connect(city.ports["imaps"], client_tls())
+    await c.cmd(b"a LOGIN zhang.san \"" + PASSWORD.encode() + b"\"\r\n", b"a")
+    await c.cmd(b"b EXAMINE INBOX\r\n", b"b")
+    c.w.write(b"".join(b"f%d UID FETCH %d (BODY.PEEK[])\r\n" % (u, u) for u in range(1, 13)))
+    seen = []
+    for u in range(1, 13):
+        while True:
+            line = await c.line()
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if m:
+                body = await c.r.readexactly(int(m.group(1)))
+                seen.append((line.split()[1], body.split(b"\r\n")[0]))
+                continue
+            if line.startswith(b"f%d " % u):
+                assert line.startswith(b"f%d OK" % u)
+                break
+    assert seen == [(str(u).encode(), b"Subject: n%d" % (u - 1)) for u in range(1, 13)]
+    # a few queries, each within the byte bound (the 2.5 KB message splits the burst)
+    assert 2 <= len(calls) < 12 and max(calls) > 1, calls
+    c.w.close()

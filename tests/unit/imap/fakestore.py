@@ -167,6 +167,17 @@ class FakeStore:
         uid = self.deliver(name, message, flags, internaldate)
         return AppendResult(self._box(name).uidvalidity, uid)
 
+    async def fetch_upto(self, mailbox_id, uids, max_bytes, *, raw, structure,
+                         envelope_only=False):
+        rows = await self.fetch(mailbox_id, uids, raw=raw, structure=structure)
+        out, total = [], 0
+        for r in rows:
+            if out and total + r.size > max_bytes:
+                break
+            out.append(r)
+            total += r.size
+        return out
+
     async def headers(self, mailbox_id, uids):
         rows = self._by_id(mailbox_id).rows
         out = []
