@@ -161,6 +161,7 @@ class ImapSession:
         # FETCH read-ahead (see _read_ahead): rows by UID, and the command shape they serve
         self._ahead: dict[int, MessageRow] = {}
         self._ahead_key: tuple[object, ...] | None = None
+        self._ahead_last = 0  # the highest UID a read-ahead FETCH has answered
         self._scram: _Scram | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
@@ -621,7 +622,13 @@ class ImapSession:
         items that never change for a UID (no FLAGS/MODSEQ, no implicit \\Seen); the
         rows kept are bounded by CHUNK_BYTES and dropped at the next other command."""
         key = (view.mailbox_id, view.uidvalidity, cmd.uid, cmd.attrs)
+        # a client walking the mailbox one message per command: read ahead of it even
+        # before its next commands arrive (they trickle in as it gets our replies)
+        walking = (
+            self._ahead_key == key and bool(uids) and self._ahead_last < min(uids)
+        )
         if self._ahead_key == key and uids and all(u in self._ahead for u in uids):
+            self._ahead_last = max(uids)
             return [self._ahead.pop(u) for u in uids]
         self._ahead, self._ahead_key = {}, None
         if (
@@ -632,6 +639,7 @@ class ImapSession:
             or any(a.name in ("FLAGS", "MODSEQ") for a in cmd.attrs)
         ):
             return None
+        self._ahead_key, self._ahead_last = key, max(uids)
         wanted = list(uids)
         for line in self.core.buffered_lines(READ_AHEAD):
             try:
@@ -651,6 +659,9 @@ class ImapSession:
             if len(more) > 4:
                 break
             wanted += more
+        if walking:
+            seq = view.seq_of(max(wanted)) or view.exists
+            wanted += [view.uid_of(q) for q in range(seq + 1, min(seq + READ_AHEAD, view.exists) + 1)]
         if len(wanted) == len(uids):
             return None  # nothing pipelined: the ordinary path
         wanted = sorted(set(wanted))
@@ -668,7 +679,6 @@ class ImapSession:
         if rows and rows[-1].uid < wanted[len(uids) - 1]:
             return None  # this command's own messages exceed the bound: ordinary path
         self._ahead = {r.uid: r for r in rows if r.uid not in now}
-        self._ahead_key = key
         return [r for r in rows if r.uid in now]
 
     async def _fetch_chunk(

@@ -106,3 +106,24 @@ async def test_pipelined_single_message_fetches_share_one_query(store: CountingS
     store.fetches.clear()
     await c.send(b"i UID FETCH 4 (BODY[])\r\nj UID FETCH 5 (BODY[])\r\n")
     assert len(store.fetches) == 2
+
+
+async def test_a_client_walking_the_mailbox_is_read_ahead_of(store: CountingStore) -> None:
+    """One UID FETCH per message, each sent only after the previous reply: from the
+    second one on, the next messages load with it (bounded by CHUNK_BYTES)."""
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    store.fetches.clear()
+    bodies = []
+    for u in range(1, 26):
+        out = await c.cmd(f"f{u} UID FETCH {u} (BODY.PEEK[])")
+        assert f"f{u} OK" in out
+        bodies.append(out.split("\r\n")[1])
+    assert bodies == [f"Subject: m{u - 1}" for u in range(1, 26)]
+    assert len(store.fetches) <= 3, store.fetches  # 1, then 2-25 (66 KB apart from #8)
+    # going backwards is not a walk: no read-ahead, one query each
+    store.fetches.clear()
+    await c.cmd("g UID FETCH 5 (BODY.PEEK[])")
+    await c.cmd("h UID FETCH 4 (BODY.PEEK[])")
+    assert [n for n, _ in store.fetches] == [1, 1]
