@@ -48,6 +48,7 @@ CAPABILITIES: tuple[str, ...] = (
     "SORT",  # RFC 5256
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
+    "UTF8=ACCEPT",  # RFC 6855
 )
 
 

@@ -32,7 +32,7 @@ from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
 from .proto.errors import ParseError
 from .proto.parser import parse_command
-from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
+from .proto.response import UTF8_NAMES, Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
 from .proto.spool import Spool
 from .search import needs_content, search, search_response, uses_modseq
@@ -103,6 +103,8 @@ def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
     return bodies * len(row.raw) > OUTPUT_HIGH
 
 
+#: what ENABLE accepts (RFC 5161)
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
 #: pipelined FETCH commands whose rows one query loads at most
 READ_AHEAD = 64
 #: rows a SEARCH evaluates between two turns of the event loop
@@ -245,6 +247,8 @@ class ImapSession:
         if not isinstance(event, CommandReceived):
             return
         cmd = event.command
+        if self.core.utf8_accept:
+            UTF8_NAMES.set(True)  # this task's replies carry UTF-8 mailbox names
         if self._ahead_key is not None and not isinstance(cmd, c.Fetch):
             self._ahead, self._ahead_key = {}, None  # read-ahead rows live one burst only
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
@@ -391,10 +395,11 @@ class ImapSession:
         return self.user
 
     async def _cmd_enable(self, cmd: c.Enable, now: datetime) -> None:
-        new = [
-            x for x in cmd.capabilities if x in ("CONDSTORE", "QRESYNC") and x not in self.enabled
-        ]
+        new = [x for x in cmd.capabilities if x in ENABLEABLE and x not in self.enabled]
         self.enabled.update(new)
+        if "UTF8=ACCEPT" in self.enabled:  # RFC 6855 §3
+            self.core.utf8_accept = True
+            UTF8_NAMES.set(True)
         self._untagged("ENABLED" + "".join(" " + x for x in new))  # RFC 5161 §3.2
         self._ok(cmd.tag)
 

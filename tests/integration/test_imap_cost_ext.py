@@ -210,3 +210,48 @@ async def test_pipelined_fetches_read_ahead_on_postgres(city: Any, monkeypatch: 
     # a few queries, each within the byte bound (the 2.5 KB message splits the burst)
     assert 2 <= len(calls) < 12 and max(calls) > 1, calls
     c.w.close()
+
+
+async def test_utf8_accept(city: Any) -> None:
+    """RFC 6855: after ENABLE UTF8=ACCEPT names are UTF-8 both ways, APPEND takes the
+    UTF8 data item, SEARCH may carry no CHARSET; before it, names stay modified UTF-7."""
+    c = await Raw.connect(city.ports["imaps"], client_tls())
+    out = await c.cmd(b"a LOGIN zhang.san \"" + PASSWORD.encode() + b"\"\r\n", b"a")
+    assert b"UTF8=ACCEPT" in out[-1]
+    out = await c.cmd(b"b CREATE \"B&APw-cher\"\r\n", b"b")  # mUTF-7 before ENABLE
+    assert out[-1].startswith(b"b OK")
+    out = await c.cmd(b"c LIST \"\" \"B*\"\r\n", b"c")
+    assert b'"B&APw-cher"' in out[0]
+    out = await c.cmd(b"d ENABLE UTF8=ACCEPT\r\n", b"d")
+    assert out[0] == b"* ENABLED UTF8=ACCEPT\r\n" and out[-1].startswith(b"d OK")
+    out = await c.cmd(b"e LIST \"\" \"B*\"\r\n", b"e")
+    assert out[0] == '* LIST (\\HasNoChildren) "/" "Bücher"\r\n'.encode()
+    out = await c.cmd('f CREATE "Bücher/Ärger"\r\n'.encode(), b"f")
+    assert out[-1].startswith(b"f OK")
+    msg = "Subject: Grüße aus Köln\r\nFrom: jörg@example.org\r\n\r\nHallo\r\n".encode()
+    out = await c.cmd('g APPEND "Bücher/Ärger" UTF8 (~{%d}\r\n'.encode() % len(msg), b"g")
+    assert out[-1].startswith(b"+")
+    out = await c.cmd(msg + b")\r\n", b"g")
+    assert out[-1].startswith(b"g OK [APPENDUID"), out
+    out = await c.cmd('h SELECT "Bücher/Ärger"\r\n'.encode(), b"h")
+    assert b"* 1 EXISTS\r\n" in out
+    out = await c.cmd(b"i SEARCH CHARSET UTF-8 ALL\r\n", b"i")
+    assert out[-1].startswith(b"i BAD")
+    out = await c.cmd('j SEARCH SUBJECT "grüße"\r\n'.encode(), b"j")
+    assert out[0] == b"* SEARCH 1\r\n"
+    out = await c.cmd(b"k SORT (SUBJECT) US-ASCII ALL\r\n", b"k")
+    assert out[-1].startswith(b"k BAD")
+    out = await c.cmd(b"l FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n", b"l")
+    whole = b"".join(out)
+    while not whole.rstrip().endswith(b"Fetch completed"):
+        whole += await c.line()
+    assert "Grüße aus Köln".encode() in whole
+    out = await c.cmd(b'm STATUS "B\xc3\xbccher/\xc3\x84rger" (MESSAGES)\r\n', b"m")
+    assert out[0] == '* STATUS "Bücher/Ärger" (MESSAGES 1)\r\n'.encode()
+    # another session that did not enable it still sees modified UTF-7
+    d = await Raw.connect(city.ports["imaps"], client_tls())
+    await d.cmd(b"a LOGIN zhang.san \"" + PASSWORD.encode() + b"\"\r\n", b"a")
+    out = await d.cmd(b"b LIST \"\" \"B*\"\r\n", b"b")
+    assert out[0] == b'* LIST (\\HasChildren) "/" "B&APw-cher"\r\n'
+    d.w.close()
+    c.w.close()

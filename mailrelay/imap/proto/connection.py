@@ -124,6 +124,15 @@ _INFLATE_CHUNK = 16 * 1024
 _INFLATE_STEPS = 4
 
 
+def _utf8_charset_rules(cmd: c.Command) -> None:
+    """RFC 6855 §3 (erratum 4029): after ENABLE UTF8=ACCEPT a SEARCH carries no CHARSET
+    and SORT/THREAD only UTF-8; anything else is BAD (conflicting charset labels)."""
+    if isinstance(cmd, c.Search) and cmd.charset is not None:
+        raise ParseError("No CHARSET after ENABLE UTF8=ACCEPT", cmd.tag)
+    if isinstance(cmd, c.Sort | c.Thread) and cmd.charset != "UTF-8":
+        raise ParseError("Only UTF-8 after ENABLE UTF8=ACCEPT", cmd.tag)
+
+
 class ImapServerCore:
     """One IMAP server connection, without I/O."""
 
@@ -144,6 +153,8 @@ class ImapServerCore:
         self._inflate: zlib._Decompress | None = None
         self._zpending = b""
         self._plain = b""
+        #: set by the server once the client ENABLEd UTF8=ACCEPT (RFC 6855)
+        self.utf8_accept = False
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -257,7 +268,9 @@ class ImapServerCore:
 
     def _command(self, raw: RawCommand) -> Event:
         try:
-            cmd = parse_command(raw.chunks)
+            cmd = parse_command(raw.chunks, utf8=self.utf8_accept)
+            if self.utf8_accept:
+                _utf8_charset_rules(cmd)
         except ParseError as exc:
             for ch in raw.chunks:
                 if isinstance(ch, Spool):

@@ -28,7 +28,7 @@ class Cursor:
     :class:`Spool` for a large APPEND literal, read only by :meth:`message_literal`).
     """
 
-    __slots__ = ("lines", "literals", "idx", "pos", "tag", "binary_literal")
+    __slots__ = ("lines", "literals", "idx", "pos", "tag", "binary_literal", "utf8")
 
     def __init__(self, chunks: list[bytes | Spool]) -> None:
         self.lines = [c.decode("latin-1") for c in chunks[0::2] if isinstance(c, bytes)]
@@ -37,6 +37,7 @@ class Cursor:
         self.pos = 0
         self.tag: str | None = None
         self.binary_literal = False
+        self.utf8 = False  # RFC 6855 UTF8=ACCEPT enabled: mailbox names are UTF-8
 
     # -- primitives ---------------------------------------------------------------
     @property
@@ -194,6 +195,16 @@ class Cursor:
         return self._decode_mailbox(raw, pattern=True)
 
     def _decode_mailbox(self, raw: bytes, pattern: bool = False) -> str:
+        if self.utf8:  # RFC 6855 §3: UTF-8 names, no modified UTF-7 any more
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise self.error("Mailbox name is not valid UTF-8") from exc
+            if not pattern and name.upper() == "INBOX":
+                return "INBOX"
+            if not pattern and name[:6].upper() == "INBOX/":
+                return "INBOX" + name[5:]
+            return name
         try:
             name = decode_mutf7(raw.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as exc:

@@ -213,6 +213,13 @@ def _append_message(cur: Cursor) -> c.AppendMessage:
     if cur.peek() == '"':
         date = cur.date_time()
         cur.sp()
+    if cur.line[cur.pos : cur.pos + 6].upper() == "UTF8 (":  # RFC 6855 §4 append-data
+        cur.pos += 6
+        if cur.peek() != "~":
+            raise cur.error("UTF8 APPEND data must be a literal8")
+        data = cur.message_literal()
+        cur.expect(")")
+        return c.AppendMessage(flags, date, data, True)
     data = cur.message_literal()
     return c.AppendMessage(flags, date, data, cur.binary_literal)
 
@@ -465,9 +472,11 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
 COMMAND_NAMES = frozenset(_COMMANDS)
 
 
-def parse_command(chunks: list[bytes | Spool]) -> c.Command:
-    """Parse ``[line, literal, line, ...]`` (lines without CRLF) into a command."""
+def parse_command(chunks: list[bytes | Spool], *, utf8: bool = False) -> c.Command:
+    """Parse ``[line, literal, line, ...]`` (lines without CRLF) into a command;
+    ``utf8``: the client enabled UTF8=ACCEPT (RFC 6855), mailbox names are UTF-8."""
     cur = Cursor(chunks)
+    cur.utf8 = utf8
     head = chunks[0]
     tag = parse_tag(head) if isinstance(head, bytes) else None
     if tag is None:
