@@ -199,6 +199,7 @@ class ImapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self.core.discard_input()  # a half-received APPEND spool goes now, not at GC
         self.srv.conns.discard(self)
         self._subscribe(None)
         if self._write_ready is not None and not self._write_ready.done():

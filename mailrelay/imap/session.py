@@ -38,6 +38,7 @@ from .proto.spool import Spool
 from .search import needs_content, search, search_response, uses_modseq
 from .sort import (
     SortInfo,
+    esort_response,
     format_threads,
     sort_info,
     sort_messages,
@@ -897,7 +898,11 @@ class ImapSession:
             return
         infos = await self._sort_infos(view, await self._matching(view, cmd.key))
         ordered = sort_messages(infos, cmd.criteria)
-        self._untagged("SORT" + "".join(f" {i.uid if cmd.uid else i.seq}" for i in ordered))
+        nums = [i.uid if cmd.uid else i.seq for i in ordered]
+        if cmd.returns is not None:  # RFC 5267 ESORT
+            self._untagged(esort_response(cmd.tag, nums, uid=cmd.uid, returns=cmd.returns))
+        else:
+            self._untagged("SORT" + "".join(f" {n}" for n in nums))
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Sort completed")
 

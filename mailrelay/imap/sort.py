@@ -27,6 +27,7 @@ __all__ = [
     "thread_orderedsubject",
     "thread_references",
     "format_threads",
+    "esort_response",
 ]
 
 #: RFC 5256 §3 sort-key names (REVERSE is a modifier)
@@ -364,3 +365,29 @@ def _fmt(node: Node, number: Callable[[SortInfo], int]) -> str:
             nested = "".join("(" + _fmt(ch, number) + ")" for ch in n.children)
             return " ".join(parts) + (" " if parts else "") + nested
         return " ".join(parts)
+
+
+def esort_response(tag: str, numbers: Sequence[int], *, uid: bool, returns: Sequence[str]) -> str:
+    """RFC 5267 §3.2 ESORT reply (without ``* ``): MIN and MAX are the first and last in
+    sort order, ALL lists every result in sort order (ranges only for ascending runs)."""
+    opts = set(returns) or {"ALL"}  # RETURN () means ALL, as for ESEARCH (RFC 4731)
+    out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
+    if numbers:
+        if "MIN" in opts:
+            out += f" MIN {numbers[0]}"
+        if "MAX" in opts:
+            out += f" MAX {numbers[-1]}"
+    if "COUNT" in opts:
+        out += f" COUNT {len(numbers)}"
+    if numbers and "ALL" in opts:
+        parts: list[str] = []
+        lo = hi = numbers[0]
+        for n in numbers[1:]:
+            if n == hi + 1:
+                hi = n
+                continue
+            parts.append(str(lo) if lo == hi else f"{lo}:{hi}")
+            lo = hi = n
+        parts.append(str(lo) if lo == hi else f"{lo}:{hi}")
+        out += " ALL " + ",".join(parts)
+    return out

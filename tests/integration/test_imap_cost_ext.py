@@ -37,7 +37,8 @@ async def test_multiappend_sort_and_thread_with_imaplib(city: Any) -> None:
     def run() -> None:
         m = logged_in(city)
         caps = m.capabilities
-        for cap in ("SORT", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "MULTIAPPEND"):
+        for cap in ("SORT", "ESORT", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT",
+                    "MULTIAPPEND", "UTF8=ACCEPT"):
             assert cap in caps
         m.create("Lists")
         parts = [
@@ -74,6 +75,13 @@ async def test_multiappend_sort_and_thread_with_imaplib(city: Any) -> None:
         assert typ == "OK" and data[0] == b"4 3 1 2", data
         typ, data = m.sort("(REVERSE SIZE)", "UTF-8", "SEEN")
         assert data[0].split()[0] == b"4"
+        # RFC 5267 ESORT
+        typ, data = m._simple_command("UID", "SORT", "RETURN", "(MIN MAX COUNT ALL)",
+                                      "(SUBJECT REVERSE DATE)", "UTF-8", "ALL")
+        assert typ == "OK"
+        assert m.untagged_responses.pop("ESEARCH")[0].endswith(
+            b"UID MIN 4 MAX 2 COUNT 4 ALL 4,3,1:2"
+        )
         typ, data = m.thread("REFERENCES", "UTF-8", "ALL")
         assert typ == "OK" and data[0] == b"(2)(1 3 4)", data
         typ, data = m.thread("ORDEREDSUBJECT", "UTF-8", "ALL")

@@ -227,6 +227,7 @@ class Sort(Command):
     charset: str
     key: SearchKey
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # RFC 5267 ESORT: SORT RETURN (MIN MAX ...)
 
     @property
     def name(self) -> str:

@@ -356,6 +356,11 @@ class ImapServerCore:
     def _write(self, data: bytes) -> None:
         self._out.append(data)
 
+    def discard_input(self) -> None:
+        """The connection is gone: drop buffered input (and close spooled literals)."""
+        self._reader.clear()
+        self._zpending = b""
+
     def buffered_lines(self, limit: int) -> list[bytes]:
         """Up to ``limit`` complete lines already received after the current command,
         without consuming them (a driver may prepare for pipelined commands). Empty

@@ -262,8 +262,16 @@ THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 
 def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
-    """RFC 5256 §4: SORT SP sort-criteria SP search-criteria (charset required)."""
+    """RFC 5256 §4: SORT SP sort-criteria SP search-criteria (charset required);
+    RFC 5267 §3.2 ESORT: ``SORT RETURN (MIN MAX COUNT ALL) ...``."""
     cur.sp()
+    returns: tuple[str, ...] | None = None
+    if cur.line[cur.pos : cur.pos + 7].upper() == "RETURN ":
+        cur.pos += 7
+        returns = cur.atom_list()
+        if any(r not in ("MIN", "MAX", "COUNT", "ALL") for r in returns):
+            raise cur.error("Unknown SORT return option")
+        cur.sp()
     words = cur.atom_list()
     criteria: list[tuple[str, bool]] = []
     reverse = False
@@ -280,7 +288,7 @@ def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     cur.sp()
     charset = cur.astring().upper()
     cur.sp()
-    return c.Sort(tag, tuple(criteria), charset, parse_search_program(cur), uid)
+    return c.Sort(tag, tuple(criteria), charset, parse_search_program(cur), uid, returns)
 
 
 def _thread(cur: Cursor, tag: str, uid: bool = False) -> c.Command:

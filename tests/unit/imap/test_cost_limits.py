@@ -120,3 +120,13 @@ def test_deflate_bomb_is_inflated_in_slices() -> None:
         if ev is not None and not isinstance(ev, InputPending) and repr(ev) == "NEED_DATA":
             break
     assert pending > 50  # the driver got many chances to let others run
+
+
+def test_discarding_input_closes_a_half_received_spool() -> None:
+    link = Link(ImapServerCore(_limits()))
+    link.login()
+    link.send(b"a APPEND INBOX {5000}\r\n" + b"x" * 3000)
+    spool = link.core._reader._spool
+    assert spool is not None and spool.size == 3000
+    link.core.discard_input()
+    assert spool._file is None and link.core._reader._spool is None

@@ -132,3 +132,21 @@ def test_parse_sort_and_thread() -> None:
         link = selected()
         link.send(bad + b"\r\n")
         assert link.out().startswith(b"a BAD"), bad
+
+
+def test_esort_parse_and_reply() -> None:
+    from mailrelay.imap.sort import esort_response
+
+    cmd = selected().command(b"a UID SORT RETURN (MIN COUNT ALL) (DATE) UTF-8 ALL")
+    assert isinstance(cmd, Sort) and cmd.returns == ("MIN", "COUNT", "ALL")
+    link = selected()
+    link.send(b"a SORT RETURN (PARTIAL) (DATE) UTF-8 ALL\r\n")
+    assert link.out().startswith(b"a BAD")
+    assert (
+        esort_response("t", [5, 3, 4, 9, 10, 11, 1], uid=True, returns=("MIN", "MAX", "ALL"))
+        == 'ESEARCH (TAG "t") UID MIN 5 MAX 1 ALL 5,3:4,9:11,1'
+    )
+    assert esort_response("t", [], uid=False, returns=("MIN", "COUNT")) == (
+        'ESEARCH (TAG "t") COUNT 0'
+    )
+    assert esort_response("t", [2, 1], uid=False, returns=()) == 'ESEARCH (TAG "t") ALL 2,1'
