@@ -9,9 +9,11 @@ client in this process:
   4. header sync msgs/s: `UID FETCH 1:* (UID FLAGS ENVELOPE)`, one connection and ten;
   5. SEARCH cost: a UID SEARCH with a 64 KB UID set while another client NOOPs (search
      time, that client's worst NOOP), and the answer to a 0.3 MB program (BAD);
-  6. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
+  6. FETCH amplification: clients send `FETCH 1:* (BODY.PEEK[] x20)` and never read;
+     the server's RSS growth per connection;
+  7. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
      another session -> EXISTS;
-  7. memory per idle connection (measured first, on a small heap): server RSS growth
+  8. memory per idle connection (measured first, on a small heap): server RSS growth
      over --idle TLS connections logged in, a small mailbox selected, in IDLE.
 
     .venv/bin/python benchmarks/imap_bench.py [--messages 10000] [--idle 500] [--json out.json]
@@ -288,6 +290,25 @@ async def search_cost(port: int, n: int) -> dict[str, float]:
     }
 
 
+async def fetch_amplification(port: int, pid: int, conns: int = 5) -> dict[str, float]:
+    """Clients that send ``FETCH 1:* (BODY.PEEK[] x20)`` and never read: the server's
+    RSS growth per connection once they are stuck (it must stay bounded)."""
+    proc = psutil.Process(pid)
+    before = proc.memory_info().rss
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+        await c.cmd(b"EXAMINE INBOX")
+        c.w.write(b"f FETCH 1:* (" + b" ".join([b"BODY.PEEK[]"] * 20) + b")\r\n")
+    peak = before
+    for _ in range(30):  # 3 s: long enough for every command to fill its socket and stop
+        await asyncio.sleep(0.1)
+        peak = max(peak, proc.memory_info().rss)
+    for c in clients:
+        c.w.transport.abort()
+    return {"fetch_x20_nonreading_rss_growth_per_conn_bytes": (peak - before) / conns}
+
+
 async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
     proc, ports = start(state, ("smtp", "imap", "imaps"), server_toml='domain = "bench.example"\n')
     try:
@@ -311,6 +332,7 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         res["header_sync_msgs_per_s_1conn"] = await fetch_rate(port, 1, hdr, n)
         res["header_sync_msgs_per_s_10conn"] = await fetch_rate(port, 10, hdr, n)
         res.update(await search_cost(port, n))
+        res.update(await fetch_amplification(port, proc.pid))
         res.update(await idle_latency(ports, args.rounds))
         return res
     finally:
