@@ -20,7 +20,7 @@ import base64
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from directory.scram import ScramError, ScramKeys, ScramServer
@@ -133,6 +133,34 @@ async def _prepare_append(m: c.AppendMessage, now: datetime) -> NewMessage:
         raw, structure = _parse_append(m.message)
     flags = tuple(f for f in m.flags if f != "\\Recent")
     return NewMessage(raw, flags, m.date or now, structure)
+
+
+_ONLY_NUMBERS = frozenset({"ALL", "AND", "OR", "NOT", "UID", "SEQ"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ops(key: c.SearchKey) -> set[str]:
+    out, todo = set(), [key]
+    while todo:
+        k = todo.pop()
+        out.add(k.op)
+        todo.extend(a for a in k.args if isinstance(a, c.SearchKey))
+    return out
+
+
+def _search_scope(view: SelectedView, key: c.SearchKey) -> list[int]:
+    """UIDs a program can match at all: those of its top-level UID and sequence sets
+    (ANDed), so a set-limited SEARCH loads only the rows it names."""
+    scope: set[int] | None = None
+    for k in key.args if key.op == "AND" else (key,):
+        if isinstance(k, c.SearchKey) and k.op in ("UID", "SEQ"):
+            s = k.args[0]
+            assert isinstance(s, SequenceSet)
+            if s.saved:
+                continue
+            got = set(view.resolve(s, k.op == "UID"))
+            scope = got if scope is None else scope & got
+    return list(view.uids) if scope is None else sorted(scope)
 
 
 def _b64(data: bytes) -> str:
@@ -811,8 +839,8 @@ class ImapSession:
         full = needs_content(cmd.key)
         max_uid = view.uids[-1] if view.uids else 0
         hits: list[MessageRow] = []
-        for chunk in await self._chunks(view.mailbox_id, list(view.uids), full):
-            rows = await self.store.fetch(view.mailbox_id, chunk, raw=full, structure=full)
+        for chunk in await self._chunks(view.mailbox_id, _search_scope(view, cmd.key), full):
+            rows = await self._search_rows(view, chunk, full, cmd.key)
             rows = [
                 (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
                 for r in rows
@@ -857,8 +885,8 @@ class ImapSession:
         full = needs_content(key)
         max_uid = view.uids[-1] if view.uids else 0
         hits: list[int] = []
-        for chunk in await self._chunks(view.mailbox_id, list(view.uids), full):
-            rows = await self.store.fetch(view.mailbox_id, chunk, raw=full, structure=full)
+        for chunk in await self._chunks(view.mailbox_id, _search_scope(view, key), full):
+            rows = await self._search_rows(view, chunk, full, key)
             rows = [
                 (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
                 for r in rows
@@ -872,6 +900,16 @@ class ImapSession:
                     r.uid for r in search(key, part, seqs, view.exists, max_uid, self.saved)
                 ]
         return hits
+
+    async def _search_rows(
+        self, view: SelectedView, uids: list[int], full: bool, key: c.SearchKey
+    ) -> list[MessageRow]:
+        """The rows a program is evaluated on; none from the store when it only tests
+        UIDs and sequence numbers (``UID SEARCH UID <64 KB set>`` is answered from the
+        view alone)."""
+        if _ONLY_NUMBERS.issuperset(_ops(key)):
+            return [MessageRow(u, frozenset(), 0, _EPOCH, 0, None, None) for u in uids]
+        return await self.store.fetch(view.mailbox_id, uids, raw=full, structure=full)
 
     async def _sort_infos(self, view: SelectedView, uids: list[int]) -> list[SortInfo]:
         out: list[SortInfo] = []

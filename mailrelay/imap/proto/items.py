@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mailrelay.mime.sections import Section
 
 from .commands import FetchAttr, SearchKey
@@ -29,13 +31,17 @@ _MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
-_SEQ_CHARS = frozenset("0123456789:*,$")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
 _SECTION_CHARS = _NAME_CHARS
 
 
+_SEQ_RE = re.compile(r"[0-9:*,$]*")
+
+
 def seqset(cur: Cursor) -> SequenceSet:
-    text = cur.take(_SEQ_CHARS)
+    m = _SEQ_RE.match(cur.line, cur.pos)  # one regex scan: sets can be 64 KB and more
+    text = m.group() if m else ""
+    cur.pos += len(text)
     try:
         return SequenceSet.parse(text)
     except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -12,6 +13,9 @@ __all__ = ["SequenceSet"]
 
 #: Largest number in a set: nz-number is a 32-bit unsigned (RFC 3501 §9).
 MAX_NUMBER = 0xFFFFFFFF
+#: items of at most 9 digits without leading zeros (so always <= MAX_NUMBER) or "*"
+_NUM = r"(?:[1-9][0-9]{0,8}|\*)"
+_PLAIN = re.compile(rf"{_NUM}(?::{_NUM})?(?:,{_NUM}(?::{_NUM})?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,14 @@ class SequenceSet:
             return cls((), saved=True)
         if not text:
             raise ParseError("Empty sequence set")
+        if _PLAIN.fullmatch(text):  # the common shape, parsed without per-item checks
+            out: list[tuple[int | None, int | None]] = []
+            for item in text.split(","):
+                lo_s, sep, hi_s = item.partition(":")
+                lo = None if lo_s == "*" else int(lo_s)
+                hi = (None if hi_s == "*" else int(hi_s)) if sep else lo
+                out.append((lo, hi))
+            return cls(tuple(out))
         ranges: list[tuple[int | None, int | None]] = []
         for item in text.split(","):
             lo_s, sep, hi_s = item.partition(":")

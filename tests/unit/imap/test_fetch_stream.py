@@ -127,3 +127,20 @@ async def test_a_client_walking_the_mailbox_is_read_ahead_of(store: CountingStor
     await c.cmd("g UID FETCH 5 (BODY.PEEK[])")
     await c.cmd("h UID FETCH 4 (BODY.PEEK[])")
     assert [n for n, _ in store.fetches] == [1, 1]
+
+
+async def test_search_loads_only_the_rows_its_sets_name(store: CountingStore) -> None:
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    await c.cmd("f STORE 3 +FLAGS (\\Seen)")
+    store.fetches.clear()
+    out = await c.cmd("a UID SEARCH UID 2:4,20:*")
+    assert "* SEARCH 2 3 4 20 21 22 23 24 25\r\n" in out
+    assert store.fetches == []  # numbers only: answered from the view
+    out = await c.cmd("b SEARCH 2:4 SEEN")
+    assert "* SEARCH 3\r\n" in out
+    assert [n for n, _ in store.fetches] == [3]  # the three rows of 2:4, not 25
+    store.fetches.clear()
+    out = await c.cmd("c SEARCH OR 1 UID 25 NOT 2:24")
+    assert "* SEARCH 1 25\r\n" in out and store.fetches == []
