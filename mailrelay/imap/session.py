@@ -148,6 +148,18 @@ def _ops(key: c.SearchKey) -> set[str]:
     return out
 
 
+def _scope_is_answer(key: c.SearchKey) -> bool:
+    """A program of (ANDed) UID and sequence sets only: its scope is its result."""
+    keys = key.args if key.op == "AND" else (key,)
+    return all(
+        isinstance(k, c.SearchKey)
+        and k.op in ("UID", "SEQ")
+        and isinstance(k.args[0], SequenceSet)
+        and not k.args[0].saved
+        for k in keys
+    )
+
+
 def _search_scope(view: SelectedView, key: c.SearchKey) -> list[int]:
     """UIDs a program can match at all: those of its top-level UID and sequence sets
     (ANDed), so a set-limited SEARCH loads only the rows it names."""
@@ -847,18 +859,21 @@ class ImapSession:
                 if view.seq_of(r.uid) is not None
             ]
             seqs = [view.seq_of(r.uid) or 0 for r in rows]
-            found = []
-            for i in range(0, len(rows), SEARCH_SLICE):
-                if i:
-                    await asyncio.sleep(0)  # a long evaluation lets other clients run
-                found += search(
-                    cmd.key,
-                    rows[i : i + SEARCH_SLICE],
-                    seqs[i : i + SEARCH_SLICE],
-                    view.exists,
-                    max_uid,
-                    self.saved,
-                )
+            found: list[MessageRow] = []
+            if _scope_is_answer(cmd.key):
+                found = rows  # the program is its sets: they chose these rows
+            else:
+                for i in range(0, len(rows), SEARCH_SLICE):
+                    if i:
+                        await asyncio.sleep(0)  # a long evaluation lets others run
+                    found += search(
+                        cmd.key,
+                        rows[i : i + SEARCH_SLICE],
+                        seqs[i : i + SEARCH_SLICE],
+                        view.exists,
+                        max_uid,
+                        self.saved,
+                    )
             # keep only what the reply needs, not the bodies of the hits
             hits += [replace(r, raw=None, structure=None) if full else r for r in found]
         numbers = [r.uid if cmd.uid else view.seq_of(r.uid) or 0 for r in hits]
@@ -892,6 +907,9 @@ class ImapSession:
                 for r in rows
                 if view.seq_of(r.uid) is not None
             ]
+            if _scope_is_answer(key):
+                hits += [r.uid for r in rows]
+                continue
             for i in range(0, len(rows), SEARCH_SLICE):
                 await asyncio.sleep(0)  # a long evaluation lets other clients run
                 part = rows[i : i + SEARCH_SLICE]
