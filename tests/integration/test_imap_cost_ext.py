@@ -263,3 +263,21 @@ async def test_utf8_accept(city: Any) -> None:
     assert out[0] == b'* LIST (\\HasChildren) "/" "B&APw-cher"\r\n'
     d.w.close()
     c.w.close()
+
+
+async def test_create_special_use(city: Any) -> None:
+    """RFC 6154 §3 CREATE-SPECIAL-USE with imaplib."""
+
+    def run() -> None:
+        m = logged_in(city)
+        assert "CREATE-SPECIAL-USE" in m.capabilities
+        typ, _ = m._simple_command("CREATE", "Wichtig", "(USE (\\Flagged))")
+        assert typ == "OK"
+        typ, data = m.list('""', "Wichtig")
+        assert typ == "OK" and b"\\Flagged" in data[0], data
+        typ, data = m._simple_command("CREATE", "Odd", "(USE (\\Bogus))")
+        assert typ == "NO" and b"USEATTR" in data[-1], data
+        assert m.list('""', "Odd")[1] == [None]  # nothing was created
+        m.logout()
+
+    await th(run)
