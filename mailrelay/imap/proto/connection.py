@@ -145,6 +145,7 @@ class ImapServerCore:
         self._state = state
         self._reader = CommandReader(self.limits[state])
         self._out: list[bytes] = []
+        self._out_bytes = 0  # sum of len() over _out, kept as it changes
         self._mode = _Mode.COMMAND
         self._inflight: list[c.Command] = []
         self._eof = False
@@ -229,7 +230,7 @@ class ImapServerCore:
         if item is None:
             return self._eof_or_need()
         if isinstance(item, NeedLiteral):
-            self._out.append(Continuation("Ready for literal data").to_bytes())
+            self._queue(Continuation("Ready for literal data").to_bytes())
             return self._next_event()
         if isinstance(item, Refused):
             return self._refuse(item)
@@ -257,12 +258,12 @@ class ImapServerCore:
 
     def _reject(self, tag: str | None, text: str, code: str | None, status: str = "BAD") -> None:
         if tag is None:
-            self._out.append(UntaggedStatus("BAD", text, code).to_bytes())
+            self._queue(UntaggedStatus("BAD", text, code).to_bytes())
         else:
-            self._out.append(Tagged(tag, status, text, code).to_bytes())
+            self._queue(Tagged(tag, status, text, code).to_bytes())
 
     def _fatal(self, text: str, code: str | None = None) -> None:
-        self._out.append(Bye(text, code).to_bytes())
+        self._queue(Bye(text, code).to_bytes())
         self._mode = _Mode.CLOSED
         self._state = SessionState.LOGOUT
 
@@ -343,6 +344,7 @@ class ImapServerCore:
             # RFC 4978 §3: compression starts right after the tagged OK
             self._plain = b"".join(self._out)  # the OK itself goes out uncompressed
             self._out.clear()
+            self._out_bytes = 0
             self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
             self._inflate = zlib.decompressobj(-15)
             pending = bytes(self._reader.buf)
@@ -354,7 +356,11 @@ class ImapServerCore:
             self._mode = _Mode.CLOSED
 
     def _write(self, data: bytes) -> None:
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
         self._out.append(data)
+        self._out_bytes += len(data)
 
     def discard_input(self) -> None:
         """The connection is gone: drop buffered input (and close spooled literals)."""
@@ -384,17 +390,18 @@ class ImapServerCore:
     def send_partial(self, data: bytes) -> None:
         """Queue a piece of a response streamed in parts (a FETCH of big bodies, written
         item by item so it never sits whole in memory); the caller completes the line."""
-        self._out.append(data)
+        self._queue(data)
 
     @property
     def pending_output(self) -> int:
         """Bytes queued and not yet taken by :meth:`data_to_send`."""
-        return sum(map(len, self._out))
+        return self._out_bytes
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the transport now (compressed after COMPRESS)."""
         data = b"".join(self._out)
         self._out.clear()
+        self._out_bytes = 0
         plain, self._plain = self._plain, b""
         if self._deflate is None or not data:
             return plain + data
