@@ -10,7 +10,8 @@ client in this process:
   5. SEARCH cost: a UID SEARCH with a 64 KB UID set while another client NOOPs (search
      time, that client's worst NOOP), and the answer to a 0.3 MB program (BAD);
   6. FETCH amplification: clients send `FETCH 1:* (BODY.PEEK[] x20)` and never read;
-     the server's RSS growth per connection;
+     the server's RSS growth per connection; and clients that upload 19 MB of a 20 MB
+     APPEND literal and stop (spooled to disk, not memory);
   7. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
      another session -> EXISTS;
   8. memory per idle connection (measured first, on a small heap): server RSS growth
@@ -309,6 +310,27 @@ async def fetch_amplification(port: int, pid: int, conns: int = 5) -> dict[str, 
     return {"fetch_x20_nonreading_rss_growth_per_conn_bytes": (peak - before) / conns}
 
 
+async def append_spool(port: int, pid: int, conns: int = 3, size: int = 20 << 20) -> float:
+    """Clients each upload most of a ``size`` APPEND literal and stop before the end:
+    the server's RSS growth per connection meanwhile (spooled to disk: about none)."""
+    proc = psutil.Process(pid)
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+    before = proc.memory_info().rss
+    chunk = b"x" * (1 << 20)
+    for c in clients:
+        c.w.write(b"a APPEND INBOX {%d+}\r\nSubject: big\r\n\r\n" % size)
+        for _ in range(size // len(chunk) - 1):
+            c.w.write(chunk)
+            await c.w.drain()
+    await asyncio.sleep(1.0)
+    growth = (proc.memory_info().rss - before) / conns
+    for c in clients:
+        c.w.transport.abort()
+    return growth
+
+
 async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
     proc, ports = start(state, ("smtp", "imap", "imaps"), server_toml='domain = "bench.example"\n')
     try:
@@ -333,6 +355,8 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         res["header_sync_msgs_per_s_10conn"] = await fetch_rate(port, 10, hdr, n)
         res.update(await search_cost(port, n))
         res.update(await fetch_amplification(port, proc.pid))
+        res["append_20mb_unfinished_rss_growth_per_conn_bytes"] = await append_spool(
+            port, proc.pid)
         res.update(await idle_latency(ports, args.rounds))
         return res
     finally:
