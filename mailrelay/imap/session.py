@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -113,8 +114,19 @@ SEARCH_SLICE = 250
 #: APPENDs with more message bytes than this are parsed in a worker thread, and only
 #: two of them at a time per process hold their bytes in memory (the rest wait)
 BIG_APPEND = 1 << 20
-_BIG_APPENDS = asyncio.Semaphore(2)
+_BIG_APPENDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 _NO_LIMIT = contextlib.nullcontext()
+
+
+def _big_appends() -> asyncio.Semaphore:
+    """The process's (event loop's) two slots for big APPENDs."""
+    loop = asyncio.get_running_loop()
+    sem = _BIG_APPENDS.get(loop)
+    if sem is None:
+        sem = _BIG_APPENDS[loop] = asyncio.Semaphore(2)
+    return sem
 
 
 def _parse_append(data: bytes | Spool) -> tuple[bytes, dict[str, Any]]:
@@ -512,7 +524,7 @@ class ImapSession:
                 self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
                 return
             big = sum(len(m.message) for m in msgs) > BIG_APPEND
-            async with _BIG_APPENDS if big else _NO_LIMIT:
+            async with _big_appends() if big else _NO_LIMIT:
                 ready = [await _prepare_append(m, now) for m in msgs]
                 if len(ready) == 1:
                     r = ready[0]

@@ -281,3 +281,21 @@ async def test_create_special_use(city: Any) -> None:
         m.logout()
 
     await th(run)
+
+
+async def test_big_append_is_spooled_parsed_off_loop_and_stored_whole(city: Any) -> None:
+    body = b"Subject: big one\nX-Bare-LF: yes\n\n" + b"line of text\n" * 120_000  # 1.6 MB
+
+    def run() -> None:
+        m = logged_in(city)
+        typ, data = m.append("Drafts", None, None, body)
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        m.select("Drafts")
+        typ, data = m.fetch("1", "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK"
+        # stored with CRLF line ends (imaplib sends CRLF; the size is exact)
+        assert b"RFC822.SIZE %d" % (len(body) + body.count(b"\n")) in data[0][0]
+        assert data[0][1].startswith(b"Subject: big one")
+        m.logout()
+
+    await th(run)
