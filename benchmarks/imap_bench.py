@@ -7,9 +7,14 @@ client in this process:
   2. seeds INBOX to --messages (default 10,000) distinct ~3 KB messages through SQL;
   3. full-message FETCH/s: `UID FETCH 1:* (BODY.PEEK[])`, one connection and ten;
   4. header sync msgs/s: `UID FETCH 1:* (UID FLAGS ENVELOPE)`, one connection and ten;
-  5. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
+  5. SEARCH cost: a UID SEARCH with a 64 KB UID set while another client NOOPs (search
+     time, that client's worst NOOP), and the answer to a 0.3 MB program (BAD);
+  6. FETCH amplification: clients send `FETCH 1:* (BODY.PEEK[] x20)` and never read;
+     the server's RSS growth per connection; and clients that upload 19 MB of a 20 MB
+     APPEND literal and stop (spooled to disk, not memory);
+  7. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
      another session -> EXISTS;
-  6. memory per idle connection (measured first, on a small heap): server RSS growth
+  8. memory per idle connection (measured first, on a small heap): server RSS growth
      over --idle TLS connections logged in, INBOX selected, in IDLE; the INBOX of a
      second account is seeded with --idle-messages (default 3,000) messages first, so the
      figure shows what a real mailbox costs (issue 18: target <= 64 KB); the same over
@@ -261,6 +266,92 @@ async def memory_phase(args: argparse.Namespace, state: Path, port: int, pid: in
     }
 
 
+async def search_cost(port: int, n: int) -> dict[str, float]:
+    """A UID SEARCH with a ~64 KB UID set over the seeded INBOX, while another client
+    sends NOOPs: search time, the other client's worst NOOP, and a 0.3 MB program's BAD."""
+    a, b = await Client.connect(port), await Client.connect(port)
+    for c in (a, b):
+        await c.login()
+        await c.cmd(b"SELECT INBOX")
+    uidset = ",".join(str(u) for u in range(1, 4 * n, 2))
+    while len(uidset) < 65536:
+        uidset += "," + uidset
+    uidset = uidset[:65536].rstrip(",").rsplit(",", 1)[0]
+    noops: list[float] = []
+    stop = False
+
+    async def probe() -> None:
+        while not stop:
+            t = time.perf_counter()
+            await b.cmd(b"NOOP")
+            noops.append(time.perf_counter() - t)
+
+    task = asyncio.create_task(probe())
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        await a.cmd(b"UID SEARCH UID " + uidset.encode())
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    try:
+        await a.cmd(b"SEARCH " + b" ".join([b"OR SEEN DELETED"] * 20000))
+        refused = 0.0
+    except RuntimeError as exc:  # the expected BAD
+        refused = 1.0 if "BAD" in str(exc) else 0.0
+    bad_ms = 1000 * (time.perf_counter() - t)
+    stop = True
+    await task
+    a.close()
+    b.close()
+    return {
+        "search_64kb_set_ms_median": 1000 * statistics.median(times),
+        "search_64kb_set_ms_max": 1000 * max(times),
+        "other_client_noop_ms_max": 1000 * max(noops),
+        "program_0_3mb_refused": refused,
+        "program_0_3mb_answer_ms": bad_ms,
+    }
+
+
+async def fetch_amplification(port: int, pid: int, conns: int = 5) -> dict[str, float]:
+    """Clients that send ``FETCH 1:* (BODY.PEEK[] x20)`` and never read: the server's
+    RSS growth per connection once they are stuck (it must stay bounded)."""
+    proc = psutil.Process(pid)
+    before = proc.memory_info().rss
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+        await c.cmd(b"EXAMINE INBOX")
+        c.w.write(b"f FETCH 1:* (" + b" ".join([b"BODY.PEEK[]"] * 20) + b")\r\n")
+    peak = before
+    for _ in range(30):  # 3 s: long enough for every command to fill its socket and stop
+        await asyncio.sleep(0.1)
+        peak = max(peak, proc.memory_info().rss)
+    for c in clients:
+        c.w.transport.abort()
+    return {"fetch_x20_nonreading_rss_growth_per_conn_bytes": (peak - before) / conns}
+
+
+async def append_spool(port: int, pid: int, conns: int = 3, size: int = 20 << 20) -> float:
+    """Clients each upload most of a ``size`` APPEND literal and stop before the end:
+    the server's RSS growth per connection meanwhile (spooled to disk: about none)."""
+    proc = psutil.Process(pid)
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+    before = proc.memory_info().rss
+    chunk = b"x" * (1 << 20)
+    for c in clients:
+        c.w.write(b"a APPEND INBOX {%d+}\r\nSubject: big\r\n\r\n" % size)
+        for _ in range(size // len(chunk) - 1):
+            c.w.write(chunk)
+            await c.w.drain()
+    await asyncio.sleep(1.0)
+    growth = (proc.memory_info().rss - before) / conns
+    for c in clients:
+        c.w.transport.abort()
+    return growth
+
+
 async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
     proc, ports = start(state, ("smtp", "imap", "imaps"), server_toml='domain = "bench.example"\n')
     try:
@@ -285,6 +376,10 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         hdr = b"(UID FLAGS ENVELOPE)"
         res["header_sync_msgs_per_s_1conn"] = await fetch_rate(port, 1, hdr, n)
         res["header_sync_msgs_per_s_10conn"] = await fetch_rate(port, 10, hdr, n)
+        res.update(await search_cost(port, n))
+        res.update(await fetch_amplification(port, proc.pid))
+        res["append_20mb_unfinished_rss_growth_per_conn_bytes"] = await append_spool(
+            port, proc.pid)
         res.update(await idle_latency(ports, args.rounds))
         return res
     finally:

@@ -149,6 +149,9 @@ class IMAPConfig:
     idle_timeout: int = _f(1800, "idle timeout, seconds (RFC 3501 §5.4: at least 30 minutes)", min=60)
     max_unauth_bytes: int = _f(8192, "largest command or literal accepted before login", min=1024)
     append_limit: int = _f(50 * 1024 * 1024, "largest APPEND literal after login (APPENDLIMIT)", min=1024)
+    max_command_bytes: int = _f(262144, "largest command other than APPEND after login: lines, SEARCH/SORT/THREAD programs (BAD above)", min=8192)
+    append_spool_bytes: int = _f(1024 * 1024, "APPEND literals above this size go to a temporary file as they arrive, not to memory", min=4096)
+    spool_dir: str = _f("", "directory for spooled APPEND literals (empty: the system temporary directory)")
 
 
 @dataclass(frozen=True)

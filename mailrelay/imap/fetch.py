@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _RECENT = frozenset({"\\Recent"})
+#: items that carry (part of) the message bytes
+RAW_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -40,11 +42,19 @@ def needs_raw(attrs: Sequence[FetchAttr]) -> bool:
     )
 
 
+def _whole(a: FetchAttr) -> bool:
+    """``BODY[]`` / ``BODY.PEEK[]`` (any partial): the stored bytes as they are."""
+    sec = a.section
+    return a.name == "BODY" and sec is not None and not sec.part and sec.text is None
+
+
 def needs_structure(attrs: Sequence[FetchAttr]) -> bool:
-    # RFC822.HEADER / RFC822.TEXT split the message at the stored header end
+    # RFC822.HEADER / RFC822.TEXT split the message at the stored header end; BODY[]
+    # needs no structure (the full-sync hot path: no JSON to load and decode)
     return any(
         a.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
-        or a.section is not None
+        and a.section is None
+        or a.section is not None and not _whole(a)
         for a in attrs
     )
 
@@ -187,11 +197,15 @@ def fetch_items(
                 data = raw[body["bs"] :]
             out.append(n.encode() + b" " + _literal(data))
         elif a.section is not None:
-            assert raw is not None and st is not None
+            assert raw is not None
             sect: bytes | None
-            if n == "BODY":
+            if _whole(a):
+                sect = raw
+            elif n == "BODY":
+                assert st is not None
                 sect = section_bytes(raw, st, a.section)
             else:
+                assert st is not None
                 sect = _binary(raw, st, a)
             if n == "BINARY.SIZE":
                 out.append(a.response_name().encode() + b" %d" % len(sect or b""))

@@ -44,6 +44,12 @@ CAPABILITIES: tuple[str, ...] = (
     "QUOTA",
     "BINARY",
     "COMPRESS=DEFLATE",
+    "MULTIAPPEND",  # RFC 3502
+    "SORT",  # RFC 5256
+    "ESORT",  # RFC 5267 §3.2
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "UTF8=ACCEPT",  # RFC 6855
 )
 
 
@@ -58,6 +64,9 @@ def capabilities(
     """The CAPABILITY list for the session's current situation."""
     caps = list(CAPABILITIES)
     if not state_authenticated:
+        # RFC 4978 §3 lets COMPRESS come before login; we accept (and advertise) it
+        # only after authentication, so no unauthenticated peer can make us inflate
+        caps.remove("COMPRESS=DEFLATE")
         if not tls:
             if starttls_available:
                 caps.append("STARTTLS")

@@ -31,6 +31,8 @@ from .store_api import (
     MessageExpunged,
     MessageMeta,
     MessageRow,
+    MultiAppendResult,
+    NewMessage,
     QuotaResource,
     SelectResult,
     StoreError,
@@ -395,6 +397,61 @@ class PgMailStore:
             rows = await conn.fetch(sql, mailbox_id, *arg)
         return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
+    async def fetch_upto(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        max_bytes: int,
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
+    ) -> list[MessageRow]:
+        """Like :meth:`fetch`, but only the first rows (by UID) whose sizes add up to at
+        most ``max_bytes`` (always at least one): one query, bounded memory."""
+        if not uids:
+            return []
+        cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
+        if structure and envelope_only and not raw:
+            cols += (
+                ", case when m.structure is null then null"
+                " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
+                " else jsonb_build_object('env', m.structure->'env') end"
+            )
+        else:
+            cols += ", m.structure" if structure else ", null"
+        cols += ", m.raw" if raw else ", null"
+        where, arg = _uid_filter(uids)
+        n = len(arg) + 2
+        sql = (
+            f"select {cols} from (select mm.*, sum(mm.size) over (order by mm.uid) as upto"
+            f" from mailbox_messages mm where mm.mailbox_id = $1 and {where}) mm"
+            f" join messages m on m.id = mm.message_id"
+            f" where mm.upto - mm.size < ${n} and (mm.upto <= ${n} or mm.upto = mm.size)"
+            " order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg, max_bytes)
+        return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def headers(
+        self, mailbox_id: int, uids: Sequence[int]
+    ) -> list[tuple[int, datetime, int, bytes]]:
+        """(uid, internaldate, size, header block) per message, for SORT and THREAD:
+        only the header bytes leave the database (at most 64 KB of each)."""
+        if not uids:
+            return []
+        where, arg = _uid_filter(uids)
+        sql = (
+            "select mm.uid, mm.internaldate, mm.size, substring(m.raw from 1 for"
+            " least(coalesce((m.structure->'body'->>'bs')::int, length(m.raw)), 65536))"
+            " from mailbox_messages mm join messages m on m.id = mm.message_id"
+            f" where mm.mailbox_id = $1 and {where} order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def sizes(self, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, int]]:
         if not uids:
             return []
@@ -499,6 +556,42 @@ class PgMailStore:
             await self._usage(conn, aid, len(message), 1)
             await self._notify(conn, box["id"])
         return AppendResult(b["uidvalidity"], b["first_uid"])
+
+    async def append_many(
+        self, user: str, name: str, messages: Sequence[NewMessage]
+    ) -> MultiAppendResult:
+        """MULTIAPPEND (RFC 3502): one transaction, one MODSEQ, consecutive UIDs."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            box = await self._mailbox(conn, user, name)
+            aid = box["account_id"]
+            total = sum(len(m.raw) for m in messages)
+            await self._check_quota(conn, aid, total)
+            b = await self._bump(conn, box["id"], uids=len(messages))
+            uids = []
+            for i, m in enumerate(messages):
+                mid = await conn.fetchval(
+                    "insert into messages(raw, size, structure) values ($1, $2, $3)"
+                    " returning id",
+                    m.raw,
+                    len(m.raw),
+                    m.structure,
+                )
+                uid = b["first_uid"] + i
+                await conn.execute(
+                    "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
+                    " internaldate, size) values ($1, $2, $3, $4, $5, $6, $7)",
+                    box["id"],
+                    uid,
+                    mid,
+                    sorted(set(m.flags)),
+                    b["first_modseq"],
+                    m.internaldate,
+                    len(m.raw),
+                )
+                uids.append(uid)
+            await self._usage(conn, aid, total, len(messages))
+            await self._notify(conn, box["id"])
+        return MultiAppendResult(b["uidvalidity"], uids)
 
     async def _copy(
         self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str, dest: str

@@ -30,6 +30,7 @@ from .proto.connection import (
     ConnectionClosed,
     IdleDone,
     ImapServerCore,
+    InputPending,
 )
 from .proto.reader import Limits
 from .proto.response import Bye, Tagged
@@ -46,6 +47,11 @@ log = logging.getLogger("cxgw.imap")
 #: authenticated sessions); afterwards ``idle_timeout``.
 UNAUTH_TIMEOUT = 60.0
 WRITE_BUFFER_HIGH = 1 << 20
+#: replies to pipelined commands are gathered up to this size before one write (one TLS
+#: record and one deflate flush instead of one per command)
+COALESCE_BYTES = 64 << 10
+#: commands run back to back from one connection's input before others get a turn
+YIELD_EVERY = 32
 
 
 class ImapListenerConfig:
@@ -57,12 +63,23 @@ class ImapListenerConfig:
         max_unauth_bytes: int = 8192,
         append_limit: int = 50 << 20,
         unauth_timeout: float = UNAUTH_TIMEOUT,
+        max_command_bytes: int = 262144,
+        append_spool_bytes: int = 1 << 20,
+        spool_dir: str | None = None,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.unauth_timeout = unauth_timeout
         self.append_limit = append_limit
+        # before login every buffer is bounded by max_unauth_bytes (RFC 9051 §11.1)
         unauth = Limits(max_unauth_bytes, max_unauth_bytes, max_unauth_bytes * 2)
-        authed = Limits(65536, append_limit, append_limit + 65536)
+        authed = Limits(
+            max_command_bytes,
+            append_limit,
+            append_limit + max_command_bytes,
+            max_plain=max_command_bytes,
+            spool_over=append_spool_bytes,
+            spool_dir=spool_dir or None,
+        )
         self.limits = {
             **DEFAULT_LIMITS,
             SessionState.NOT_AUTHENTICATED: unauth,
@@ -180,6 +197,7 @@ class ImapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self.core.discard_input()  # a half-received APPEND spool goes now, not at GC
         self.srv.conns.discard(self)
         self._subscribe(None)
         if self._write_ready is not None and not self._write_ready.done():
@@ -232,11 +250,20 @@ class ImapConnection(asyncio.Protocol):
     # -- command execution ---------------------------------------------------------------
     async def _run(self) -> None:
         try:
+            n = 0
             while not self._closed:
                 ev = self.core.next_event()
                 if ev is NEED_DATA:
                     self._flush()  # e.g. "+" for a synchronising literal
                     break
+                n += 1
+                if isinstance(ev, InputPending) or n % YIELD_EVERY == 0:
+                    # compressed input still inflating, or a long pipeline: let the
+                    # other connections run (a deflate bomb never blocks the loop)
+                    self._flush()
+                    await asyncio.sleep(0)
+                    if isinstance(ev, InputPending):
+                        continue
                 if isinstance(ev, ConnectionClosed):
                     self._flush()
                     if self.tls is not None:
@@ -244,6 +271,12 @@ class ImapConnection(asyncio.Protocol):
                     self._abort()
                     break
                 await self._handle(ev)
+                if (
+                    self.core.pending_output < COALESCE_BYTES
+                    and self.core.buffered_lines(1)
+                    and not self.core.idling
+                ):
+                    continue  # a pipelined command is waiting: answer both in one write
                 self._flush()
                 if self._write_ready is not None and not self._write_ready.done():
                     await self._write_ready

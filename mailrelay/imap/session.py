@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
-from typing import Protocol, cast
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
 
 from directory.scram import ScramError, ScramKeys, ScramServer
 from mailrelay.mime import normalize_crlf, parse_message
@@ -29,10 +31,22 @@ from . import fetch as fetchmod
 from . import mailbox as mb
 from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
-from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
+from .proto.errors import ParseError
+from .proto.parser import parse_command
+from .proto.response import UTF8_NAMES, Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
+from .proto.spool import Spool
 from .search import needs_content, search, search_response, uses_modseq
-from .store_api import Change, MailStore, MessageMeta, MessageRow, StoreError
+from .sort import (
+    SortInfo,
+    esort_response,
+    format_threads,
+    sort_info,
+    sort_messages,
+    thread_orderedsubject,
+    thread_references,
+)
+from .store_api import Change, MailStore, MessageMeta, MessageRow, NewMessage, StoreError
 from .view import SelectedView
 
 __all__ = ["Authenticator", "ImapSession"]
@@ -77,11 +91,111 @@ CHUNK_ROWS = 2000
 CHUNK_BYTES = 4 << 20
 
 
+#: bytes of rendered responses held before they are handed to the connection (which
+#: then waits while the client is not reading: FETCH memory is bounded by this)
+OUTPUT_HIGH = 256 << 10
+
+
+def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
+    """Whether a FETCH response would be big enough to write item by item. BINARY
+    items are rendered whole (an unknown encoding must fail before anything is sent)."""
+    if row.raw is None or any(a.name.startswith("BINARY") for a in attrs):
+        return False
+    bodies = sum(1 for a in attrs if a.section is not None or a.name in fetchmod.RAW_ITEMS)
+    return bodies * len(row.raw) > OUTPUT_HIGH
+
+
+#: what ENABLE accepts (RFC 5161)
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
+#: pipelined FETCH commands whose rows one query loads at most
+READ_AHEAD = 64
+#: rows a SEARCH evaluates between two turns of the event loop
+SEARCH_SLICE = 250
+#: APPENDs with more message bytes than this are parsed in a worker thread, and only
+#: two of them at a time per process hold their bytes in memory (the rest wait)
+BIG_APPEND = 1 << 20
+_BIG_APPENDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+_NO_LIMIT = contextlib.nullcontext()
+
+
+def _big_appends() -> asyncio.Semaphore:
+    """The process's (event loop's) two slots for big APPENDs."""
+    loop = asyncio.get_running_loop()
+    sem = _BIG_APPENDS.get(loop)
+    if sem is None:
+        sem = _BIG_APPENDS[loop] = asyncio.Semaphore(2)
+    return sem
+
+
+def _parse_append(data: bytes | Spool, binary: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """The stored form of an APPEND literal and its parsed structure. RFC 3516 §4.4: a
+    literal8 message may hold binary parts, so its bytes (and any message with NUL) are
+    stored as sent; text gets canonical CRLF line endings."""
+    raw = data.read() if isinstance(data, Spool) else data
+    if not (binary or b"\0" in raw):
+        raw = normalize_crlf(raw)
+    return raw, parse_message(raw)
+
+
+async def _prepare_append(m: c.AppendMessage, now: datetime) -> NewMessage:
+    if isinstance(m.message, Spool) or len(m.message) > BIG_APPEND:
+        # reading the spool and parsing a big message would stall every connection
+        raw, structure = await asyncio.get_running_loop().run_in_executor(
+            None, _parse_append, m.message, m.binary
+        )
+    else:
+        raw, structure = _parse_append(m.message, m.binary)
+    flags = tuple(f for f in m.flags if f != "\\Recent")
+    return NewMessage(raw, flags, m.date or now, structure)
+
+
+_ONLY_NUMBERS = frozenset({"ALL", "AND", "OR", "NOT", "UID", "SEQ"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ops(key: c.SearchKey) -> set[str]:
+    out, todo = set(), [key]
+    while todo:
+        k = todo.pop()
+        out.add(k.op)
+        todo.extend(a for a in k.args if isinstance(a, c.SearchKey))
+    return out
+
+
+def _scope_is_answer(key: c.SearchKey) -> bool:
+    """A program of (ANDed) UID and sequence sets only: its scope is its result."""
+    keys = key.args if key.op == "AND" else (key,)
+    return all(
+        isinstance(k, c.SearchKey)
+        and k.op in ("UID", "SEQ")
+        and isinstance(k.args[0], SequenceSet)
+        and not k.args[0].saved
+        for k in keys
+    )
+
+
+def _search_scope(view: SelectedView, key: c.SearchKey) -> list[int]:
+    """UIDs a program can match at all: those of its top-level UID and sequence sets
+    (ANDed), so a set-limited SEARCH loads only the rows it names."""
+    scope: set[int] | None = None
+    for k in key.args if key.op == "AND" else (key,):
+        if isinstance(k, c.SearchKey) and k.op in ("UID", "SEQ"):
+            s = k.args[0]
+            assert isinstance(s, SequenceSet)
+            if s.saved:
+                continue
+            got = set(view.resolve(s, k.op == "UID"))
+            scope = got if scope is None else scope & got
+    return list(view.uids) if scope is None else sorted(scope)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 # RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE, SEARCH by sequence number
-_NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
+_NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 
 
 class ImapSession:
@@ -101,6 +215,10 @@ class ImapSession:
         self.appendlimit = appendlimit
         self.user: str | None = None
         self.saved: list[int] = []  # SEARCHRES ``$``
+        # FETCH read-ahead (see _read_ahead): rows by UID, and the command shape they serve
+        self._ahead: dict[int, MessageRow] = {}
+        self._ahead_key: tuple[object, ...] | None = None
+        self._ahead_last = 0  # the highest UID a read-ahead FETCH has answered
         self._scram: _Scram | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
@@ -222,6 +340,10 @@ class ImapSession:
         if not isinstance(event, CommandReceived):
             return
         cmd = event.command
+        if self.core.utf8_accept:
+            UTF8_NAMES.set(True)  # this task's replies carry UTF-8 mailbox names
+        if self._ahead_key is not None and not isinstance(cmd, c.Fetch):
+            self._ahead, self._ahead_key = {}, None  # read-ahead rows live one burst only
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
         try:
             await handler(cmd, now)
@@ -367,10 +489,11 @@ class ImapSession:
         return self.user
 
     async def _cmd_enable(self, cmd: c.Enable, now: datetime) -> None:
-        new = [
-            x for x in cmd.capabilities if x in ("CONDSTORE", "QRESYNC") and x not in self.enabled
-        ]
+        new = [x for x in cmd.capabilities if x in ENABLEABLE and x not in self.enabled]
         self.enabled.update(new)
+        if "UTF8=ACCEPT" in self.enabled:  # RFC 6855 §3
+            self.core.utf8_accept = True
+            UTF8_NAMES.set(True)
         self._untagged("ENABLED" + "".join(" " + x for x in new))  # RFC 5161 §3.2
         view = self.view
         if new and view is not None:  # RFC 7162 §3.1: the client learns HIGHESTMODSEQ
@@ -455,22 +578,37 @@ class ImapSession:
         self._ok(cmd.tag)
 
     async def _cmd_append(self, cmd: c.Append, now: datetime) -> None:
-        if self.appendlimit is not None and len(cmd.message) > self.appendlimit:
-            self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
-            return
-        # RFC 3516 §4.4: a literal8 message may hold binary parts: its bytes (and any
-        # message with NUL) are stored as sent; text gets canonical CRLF line endings
-        raw = cmd.message if cmd.binary or b"\0" in cmd.message else normalize_crlf(cmd.message)
-        flags = [f for f in cmd.flags if f != "\\Recent"]
-        res = await self.store.append(
-            self._u, cmd.mailbox, raw, flags, cmd.date or now, parse_message(raw)
-        )
+        msgs = cmd.messages()
+        try:
+            if self.appendlimit is not None and any(
+                len(m.message) > self.appendlimit for m in msgs
+            ):
+                self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
+                return
+            big = sum(len(m.message) for m in msgs) > BIG_APPEND
+            async with _big_appends() if big else _NO_LIMIT:
+                ready = [await _prepare_append(m, now) for m in msgs]
+                if len(ready) == 1:
+                    r = ready[0]
+                    res = await self.store.append(
+                        self._u, cmd.mailbox, r.raw, r.flags, r.internaldate, r.structure
+                    )
+                    code = f"APPENDUID {res.uidvalidity} {res.uid}"  # RFC 4315
+                else:
+                    # RFC 3502 §6.3.11: all messages or none
+                    many = await self.store.append_many(self._u, cmd.mailbox, ready)
+                    code = f"APPENDUID {many.uidvalidity} {SequenceSet.from_numbers(many.uids)}"
+                del ready
+        finally:
+            for m in msgs:
+                if isinstance(m.message, Spool):
+                    m.message.close()
         if self.view is not None:
             await self._absorb(
                 await self.store.changes_since(self.view.mailbox_id, self.view.synced)
             )
             self._drain()
-        self._ok(cmd.tag, "Appended", f"APPENDUID {res.uidvalidity} {res.uid}")  # RFC 4315
+        self._ok(cmd.tag, "Appended", code)
 
     async def _cmd_idle(self, cmd: c.Idle, now: datetime) -> None:
         view = self.view
@@ -558,6 +696,12 @@ class ImapSession:
         env_only = fetchmod.envelope_only(attrs)
         set_seen = fetchmod.sets_seen(attrs) and not view.readonly
         has_flags = any(a.name == "FLAGS" for a in attrs)
+        early = await self._read_ahead(cmd, view, uids, raw, structure, env_only)
+        if early is not None:
+            if await self._fetch_chunk(cmd, view, early, attrs, set_seen, has_flags, False):
+                self._drain(allow_expunge=cmd.uid)
+                self._ok(cmd.tag, "Fetch completed")
+            return
         # one query per chunk, written out (with back-pressure) before the next is read:
         # a FETCH 1:* of a big mailbox holds one chunk in memory, not the whole mailbox
         chunks = await self._chunks(view.mailbox_id, uids, raw)
@@ -581,6 +725,80 @@ class ImapSession:
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Fetch completed")
 
+    async def _read_ahead(
+        self,
+        cmd: c.Fetch,
+        view: SelectedView,
+        uids: list[int],
+        raw: bool,
+        structure: bool,
+        env_only: bool,
+    ) -> list[MessageRow] | None:
+        """Rows for a small FETCH loaded together with those of the same FETCHes the
+        client has already pipelined behind it (mbsync and others fetch one message per
+        command): one query for up to READ_AHEAD commands instead of one each. Only for
+        items that never change for a UID (no FLAGS/MODSEQ, no implicit \\Seen); the
+        rows kept are bounded by CHUNK_BYTES and dropped at the next other command."""
+        key = (view.mailbox_id, view.uidvalidity, cmd.uid, cmd.attrs)
+        # a client walking the mailbox one message per command: read ahead of it even
+        # before its next commands arrive (they trickle in as it gets our replies)
+        walking = (
+            self._ahead_key == key and bool(uids) and self._ahead_last < min(uids)
+        )
+        if self._ahead_key == key and uids and all(u in self._ahead for u in uids):
+            self._ahead_last = max(uids)
+            return [self._ahead.pop(u) for u in uids]
+        self._ahead, self._ahead_key = {}, None
+        if (
+            not uids
+            or len(uids) > 4
+            or cmd.changedsince is not None
+            or fetchmod.sets_seen(cmd.attrs)
+            or any(a.name in ("FLAGS", "MODSEQ") for a in cmd.attrs)
+        ):
+            return None
+        self._ahead_key, self._ahead_last = key, max(uids)
+        wanted = list(uids)
+        for line in self.core.buffered_lines(READ_AHEAD):
+            try:
+                nxt = parse_command([line])
+            except ParseError:
+                break
+            if not (
+                isinstance(nxt, c.Fetch)
+                and nxt.uid == cmd.uid
+                and nxt.attrs == cmd.attrs
+                and nxt.changedsince is None
+                and not nxt.seqset.saved
+                and (cmd.uid or view.valid_seqset(nxt.seqset))
+            ):
+                break
+            more = view.resolve(nxt.seqset, nxt.uid)
+            if len(more) > 4:
+                break
+            wanted += more
+        if walking:
+            seq = view.seq_of(max(wanted)) or view.exists
+            wanted += [view.uid_of(q) for q in range(seq + 1, min(seq + READ_AHEAD, view.exists) + 1)]
+        if len(wanted) == len(uids):
+            return None  # nothing pipelined: the ordinary path
+        wanted = sorted(set(wanted))
+        if wanted[: len(uids)] != sorted(uids):
+            return None  # the burst does not start with this command's messages
+        rows = await self.store.fetch_upto(
+            view.mailbox_id,
+            wanted,
+            CHUNK_BYTES if raw else 1 << 62,
+            raw=raw,
+            structure=structure,
+            envelope_only=env_only,
+        )
+        now = set(uids)
+        if rows and rows[-1].uid < wanted[len(uids) - 1]:
+            return None  # this command's own messages exceed the bound: ordinary path
+        self._ahead = {r.uid: r for r in rows if r.uid not in now}
+        return [r for r in rows if r.uid in now]
+
     async def _fetch_chunk(
         self,
         cmd: c.Fetch,
@@ -589,6 +807,7 @@ class ImapSession:
         attrs: list[c.FetchAttr],
         set_seen: bool,
         has_flags: bool,
+        flush: bool = True,
     ) -> bool:
         """Write the FETCH responses of one chunk; False when the command must stop."""
         seen_rows: dict[int, MessageMeta] = {}
@@ -616,6 +835,10 @@ class ImapSession:
             if row.uid in seen_rows:
                 m = seen_rows[row.uid]
                 row = replace(row, flags=m.flags, modseq=m.modseq)
+            if _streams(row, chunk_attrs):
+                if not await self._stream_fetch(seq, row, chunk_attrs, view.is_recent(row.uid)):
+                    return False
+                continue
             try:
                 self._untagged(
                     fetchmod.fetch_response(seq, row, chunk_attrs, view.is_recent(row.uid))
@@ -623,8 +846,28 @@ class ImapSession:
             except fetchmod.BinaryUnknownEncoding:
                 self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
                 return False
+            if self.core.pending_output > OUTPUT_HIGH and not await self._output():
+                return False
         del rows
+        if not flush and self.core.pending_output <= OUTPUT_HIGH:
+            return True  # the driver writes it when the command ends, with later replies
         return await self._output()
+
+    async def _stream_fetch(
+        self, seq: int, row: MessageRow, attrs: Sequence[c.FetchAttr], recent: bool
+    ) -> bool:
+        """One FETCH response written item by item, each handed to the connection (and
+        awaited while the client does not read) before the next is rendered: memory
+        stays about one item, however many times the client asks for the body."""
+        self.core.send_partial(b"* %d FETCH (" % seq)
+        for i, a in enumerate(attrs):
+            item = fetchmod.fetch_items(row, [a], recent)[0]
+            self.core.send_partial(item if i == 0 else b" " + item)
+            del item
+            if self.core.pending_output > OUTPUT_HIGH and not await self._output():
+                return False
+        self.core.send_partial(b")\r\n")
+        return True
 
     async def _output(self) -> bool:
         """Hand what the core holds to the connection, waiting while the client is slow;
@@ -695,15 +938,29 @@ class ImapSession:
         full = needs_content(cmd.key)
         max_uid = view.uids[-1] if view.uids else 0
         hits: list[MessageRow] = []
-        for chunk in await self._chunks(view.mailbox_id, list(view.uids), full):
-            rows = await self.store.fetch(view.mailbox_id, chunk, raw=full, structure=full)
+        for chunk in await self._chunks(view.mailbox_id, _search_scope(view, cmd.key), full):
+            rows = await self._search_rows(view, chunk, full, cmd.key)
             rows = [
                 (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
                 for r in rows
                 if view.seq_of(r.uid) is not None
             ]
             seqs = [view.seq_of(r.uid) or 0 for r in rows]
-            found = search(cmd.key, rows, seqs, view.exists, max_uid, self.saved)
+            found: list[MessageRow] = []
+            if _scope_is_answer(cmd.key):
+                found = rows  # the program is its sets: they chose these rows
+            else:
+                for i in range(0, len(rows), SEARCH_SLICE):
+                    if i:
+                        await asyncio.sleep(0)  # a long evaluation lets others run
+                    found += search(
+                        cmd.key,
+                        rows[i : i + SEARCH_SLICE],
+                        seqs[i : i + SEARCH_SLICE],
+                        view.exists,
+                        max_uid,
+                        self.saved,
+                    )
             # keep only what the reply needs, not the bodies of the hits
             hits += [replace(r, raw=None, structure=None) if full else r for r in found]
         numbers = [r.uid if cmd.uid else view.seq_of(r.uid) or 0 for r in hits]
@@ -721,6 +978,89 @@ class ImapSession:
             )
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Search completed")
+
+    # -- SORT and THREAD (RFC 5256) ----------------------------------------------------
+    async def _matching(self, view: SelectedView, key: c.SearchKey) -> list[int]:
+        """UIDs of the messages matching a search program, ascending."""
+        full = needs_content(key)
+        max_uid = view.uids[-1] if view.uids else 0
+        hits: list[int] = []
+        for chunk in await self._chunks(view.mailbox_id, _search_scope(view, key), full):
+            rows = await self._search_rows(view, chunk, full, key)
+            rows = [
+                (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
+                for r in rows
+                if view.seq_of(r.uid) is not None
+            ]
+            if _scope_is_answer(key):
+                hits += [r.uid for r in rows]
+                continue
+            for i in range(0, len(rows), SEARCH_SLICE):
+                await asyncio.sleep(0)  # a long evaluation lets other clients run
+                part = rows[i : i + SEARCH_SLICE]
+                seqs = [view.seq_of(r.uid) or 0 for r in part]
+                hits += [
+                    r.uid for r in search(key, part, seqs, view.exists, max_uid, self.saved)
+                ]
+        return hits
+
+    async def _search_rows(
+        self, view: SelectedView, uids: list[int], full: bool, key: c.SearchKey
+    ) -> list[MessageRow]:
+        """The rows a program is evaluated on; none from the store when it only tests
+        UIDs and sequence numbers (``UID SEARCH UID <64 KB set>`` is answered from the
+        view alone)."""
+        if _ONLY_NUMBERS.issuperset(_ops(key)):
+            return [MessageRow(u, frozenset(), 0, _EPOCH, 0, None, None) for u in uids]
+        return await self.store.fetch(view.mailbox_id, uids, raw=full, structure=full)
+
+    async def _sort_infos(self, view: SelectedView, uids: list[int]) -> list[SortInfo]:
+        out: list[SortInfo] = []
+        for i in range(0, len(uids), CHUNK_ROWS):
+            for uid, date, size, header in await self.store.headers(
+                view.mailbox_id, uids[i : i + CHUNK_ROWS]
+            ):
+                seq = view.seq_of(uid)
+                if seq is not None:
+                    out.append(sort_info(uid, seq, date, size, header))
+            await asyncio.sleep(0)
+        return out
+
+    def _charset_ok(self, tag: str, charset: str) -> bool:
+        if charset in ("UTF-8", "US-ASCII"):
+            return True
+        self._no(tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")  # RFC 5256 §3
+        return False
+
+    async def _cmd_sort(self, cmd: c.Sort, now: datetime) -> None:
+        view = self.view
+        assert view is not None
+        if not self._charset_ok(cmd.tag, cmd.charset):
+            return
+        infos = await self._sort_infos(view, await self._matching(view, cmd.key))
+        ordered = sort_messages(infos, cmd.criteria)
+        nums = [i.uid if cmd.uid else i.seq for i in ordered]
+        if cmd.returns is not None:  # RFC 5267 ESORT
+            self._untagged(esort_response(cmd.tag, nums, uid=cmd.uid, returns=cmd.returns))
+        else:
+            self._untagged("SORT" + "".join(f" {n}" for n in nums))
+        self._drain(allow_expunge=cmd.uid)
+        self._ok(cmd.tag, "Sort completed")
+
+    async def _cmd_thread(self, cmd: c.Thread, now: datetime) -> None:
+        view = self.view
+        assert view is not None
+        if not self._charset_ok(cmd.tag, cmd.charset):
+            return
+        infos = await self._sort_infos(view, await self._matching(view, cmd.key))
+        if cmd.algorithm == "REFERENCES":
+            roots = thread_references(infos)
+        else:
+            roots = thread_orderedsubject(infos)
+        text = format_threads(roots, (lambda i: i.uid) if cmd.uid else (lambda i: i.seq))
+        self._untagged("THREAD " + text if text else "THREAD")
+        self._drain(allow_expunge=cmd.uid)
+        self._ok(cmd.tag, "Thread completed")
 
     async def _copy_move(self, cmd: c.Copy | c.Move, move: bool) -> None:
         view = self._selected()

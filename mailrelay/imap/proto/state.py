@@ -20,8 +20,9 @@ S = SessionState
 
 # RFC 3501 §6.1: any state
 _ANY: set[type[c.Command]] = {c.Capability, c.Noop, c.Logout, c.Id}
-# RFC 3501 §6.2 (+ RFC 4978 COMPRESS is allowed before auth too)
-_NOT_AUTH = _ANY | {c.StartTLS, c.Authenticate, c.Login, c.Compress}
+# RFC 3501 §6.2. COMPRESS (RFC 4978) only after authentication: compressing
+# before login would let an unauthenticated peer spend our CPU on inflating
+_NOT_AUTH = _ANY | {c.StartTLS, c.Authenticate, c.Login}
 # RFC 3501 §6.3 and extensions usable without a selected mailbox
 _AUTH = _ANY | {
     c.Select,
@@ -52,6 +53,8 @@ _SELECTED = _AUTH | {
     c.Store,
     c.Copy,
     c.Move,
+    c.Sort,  # RFC 5256
+    c.Thread,
 }
 
 ALLOWED: dict[SessionState, frozenset[type[c.Command]]] = {

@@ -15,6 +15,7 @@ from mailrelay.imap.store_api import (
     MessageExpunged,
     MessageMeta,
     MessageRow,
+    MultiAppendResult,
     QuotaResource,
     SelectResult,
     StoreError,
@@ -176,6 +177,33 @@ class FakeStore:
     async def append(self, user, name, message, flags, internaldate, structure):
         uid = self.deliver(name, message, flags, internaldate, normalize=False)
         return AppendResult(self._box(name).uidvalidity, uid)
+
+    async def fetch_upto(self, mailbox_id, uids, max_bytes, *, raw, structure,
+                         envelope_only=False):
+        rows = await self.fetch(mailbox_id, uids, raw=raw, structure=structure)
+        out, total = [], 0
+        for r in rows:
+            if out and total + r.size > max_bytes:
+                break
+            out.append(r)
+            total += r.size
+        return out
+
+    async def headers(self, mailbox_id, uids):
+        rows = self._by_id(mailbox_id).rows
+        out = []
+        for u in sorted(uids):
+            r = rows.get(u)
+            if r is not None:
+                raw = r.raw or b""
+                end = raw.find(b"\r\n\r\n")
+                out.append((u, r.internaldate, r.size, raw[: end + 4] if end >= 0 else raw))
+        return out
+
+    async def append_many(self, user, name, messages):
+        self._box(name)  # NONEXISTENT before anything is stored (all or nothing)
+        uids = [self.deliver(name, m.raw, m.flags, m.internaldate) for m in messages]
+        return MultiAppendResult(self._box(name).uidvalidity, uids)
 
     async def copy(self, mailbox_id, uids, user, dest):
         src, dst = self._by_id(mailbox_id), self._box(dest)
