@@ -112,10 +112,16 @@ class QueueConfig:
     retry_max: int = _f(3600, "longest retry delay, seconds (delays double up to this)", min=1)
     max_age: int = _f(5 * 86400, "give up and bounce after this many seconds", min=60)
     delay_warning: int = _f(4 * 3600, "send a delay notice after this many seconds (0: never)", min=0)
-    lease_seconds: int = _f(300, "a claimed queue entry returns to the queue if not finished in time", min=5)
+    lease_seconds: int = _f(300, "a claimed queue entry is renewed every third of this while its delivery runs; one not renewed for this long (plus node.dead_seconds) goes back to the queue", min=2)
     max_active: int = _f(500, "most deliveries in flight per process", min=1)
     per_destination: int = _f(20, "most concurrent deliveries to one destination", min=1)
     history_days: int = _f(30, "keep per-recipient delivery records (queue show, tracking) this long", min=1)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    heartbeat_seconds: float = _f(2.0, "how often this process renews its row in the `nodes` table (and reclaims the work of dead nodes)", min=0.1)
+    dead_seconds: float = _f(15.0, "a node whose heartbeat is older than this is dead for every other process, on any host: its queue leases are reclaimed", min=1.0)
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
@@ -189,6 +196,7 @@ SECTION_DOCS = {
     "smtp": "SMTP receive and submission limits",
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
+    "node": "this process among several on one database (heartbeat, dead-node takeover)",
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "xmpp": "XMPP server limits",
@@ -283,6 +291,8 @@ def _check(cfg: Config) -> None:
         domain, sep, secret = item.partition("=")
         if not sep or not domain.strip() or not secret:
             raise ConfigError("xmpp.components: each entry is \"domain=secret\"")
+    if cfg.node.dead_seconds < 2 * cfg.node.heartbeat_seconds:
+        raise ConfigError("node.dead_seconds: must be at least twice node.heartbeat_seconds")
     if cfg.queue.retry_max < cfg.queue.retry_initial:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):

@@ -20,7 +20,7 @@ class ImapWiring:
         cfg = ImapListenerConfig(idle_timeout=c.idle_timeout,
                                  max_unauth_bytes=c.max_unauth_bytes,
                                  append_limit=c.append_limit)
-        self.server = ImapServer(store, ChangeHub(s.db.pool, store), s.auth, s.tls, cfg)
+        self.server = ImapServer(store, ChangeHub(s.db.pool, store, s.listen), s.auth, s.tls, cfg)
         s.components["imap"] = self.server
 
     async def start(self) -> list[Endpoint]:

@@ -15,6 +15,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from directory import nodes_repo
+
 # A connection or a pool's proxy of one (duck-typed alike).
 Conn: TypeAlias = Any
 
@@ -109,16 +111,21 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
 
 
 async def claim(conn: Conn, owner: str, limit: int, lease_seconds: int,
-                transports: Sequence[str] | None = None) -> list[QueueRow]:
-    """Claim up to `limit` due rows for this process (SKIP LOCKED + lease)."""
+                transports: Sequence[str] | None = None,
+                busy_domains: Sequence[str] = ()) -> list[QueueRow]:
+    """Claim up to `limit` due rows for this process (SKIP LOCKED + lease).
+
+    Remote rows for `busy_domains` (every delivery slot of this process in use) are left
+    for later or for another node: a claimed row must not wait for a slot."""
     rows = await conn.fetch(
         "with c as (select id from queue where state = 'ready' and next_attempt <= now()"
         "  and ($4::text[] is null or transport = any($4::text[]))"
+        "  and not (transport = 'remote' and domain = any($5::text[]))"
         "  order by next_attempt, id limit $2 for update skip locked)"
         " update queue q set state = 'active', lease_owner = $1,"
         "  lease_until = now() + make_interval(secs => $3), attempts = q.attempts + 1"
         " from c where q.id = c.id returning q.id", owner, limit, float(lease_seconds),
-        list(transports) if transports else None)
+        list(transports) if transports else None, list(busy_domains))
     if not rows:
         return []
     got = await conn.fetch(ROW_SELECT + " where q.id = any($1::bigint[]) order by q.id",
@@ -126,22 +133,61 @@ async def claim(conn: Conn, owner: str, limit: int, lease_seconds: int,
     return [_row(r) for r in got]
 
 
-async def reclaim_expired(conn: Conn) -> int:
-    """Return rows whose lease ran out (their process died) to the ready state."""
-    res = await conn.execute("update queue set state = 'ready', lease_owner = null,"
-                             " lease_until = null where state = 'active' and lease_until < now()")
+async def renew(conn: Conn, owner: str, ids: Sequence[int], lease_seconds: float) -> set[int]:
+    """Extend our lease on `ids`; returns the ids still ours (the others were lost)."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        "update queue set lease_until = now() + make_interval(secs => $3)"
+        " where id = any($2::bigint[]) and lease_owner = $1 and state = 'active' returning id",
+        owner, list(ids), float(lease_seconds))
+    return {r["id"] for r in rows}
+
+
+async def lock_owned(conn: Conn, owner: str, ids: Sequence[int]) -> set[int]:
+    """Lock the rows of `ids` still leased to `owner` until the transaction ends (a reaper
+    cannot hand them out meanwhile); returns their ids."""
+    rows = await conn.fetch("select id from queue where id = any($2::bigint[])"
+                            " and lease_owner = $1 and state = 'active' for update",
+                            owner, list(ids))
+    return {r["id"] for r in rows}
+
+
+async def unclaim(conn: Conn, owner: str, ids: Sequence[int]) -> int:
+    """Hand back rows claimed but not started (attempt not counted)."""
+    res = await conn.execute(
+        "update queue set state = 'ready', lease_owner = null, lease_until = null,"
+        " attempts = greatest(attempts - 1, 0)"
+        " where id = any($2::bigint[]) and lease_owner = $1 and state = 'active'",
+        owner, list(ids))
     return int(res.split()[-1])
 
 
-async def active_owners(conn: Conn) -> list[str]:
-    return [r["lease_owner"] for r in await conn.fetch(
-        "select distinct lease_owner from queue where state = 'active' and lease_owner is not null")]
+async def reclaim_expired(conn: Conn, dead_seconds: float | None = None) -> int:
+    """Return rows whose owner is gone to the ready state.
+
+    Without `dead_seconds`: rows whose lease ran out. With it (the node reaper): rows whose
+    owner is not a live node (`directory.nodes`), and rows whose lease ran out more than
+    `dead_seconds` ago (a live owner gets that grace to renew after a database outage)."""
+    if dead_seconds is None:
+        res = await conn.execute(
+            "update queue set state = 'ready', lease_owner = null, lease_until = null"
+            " where state = 'active' and lease_until < now()")
+        return int(res.split()[-1])
+    res = await conn.execute(
+        "update queue q set state = 'ready', lease_owner = null, lease_until = null"
+        " where q.state = 'active' and (q.lease_owner is null"
+        "  or q.lease_until < now() - make_interval(secs => $1)"
+        "  or not " + nodes_repo.live_owner("q.lease_owner", "$1") + ")", float(dead_seconds))
+    return int(res.split()[-1])
 
 
-async def release_owner(conn: Conn, owner: str) -> None:
+async def release_owner(conn: Conn, owner: str) -> int:
     """On clean shutdown, hand back rows this process still holds (attempt not counted)."""
-    await conn.execute("update queue set state = 'ready', lease_owner = null, lease_until = null,"
-                       " attempts = greatest(attempts - 1, 0) where state = 'active' and lease_owner = $1", owner)
+    res = await conn.execute(
+        "update queue set state = 'ready', lease_owner = null, lease_until = null,"
+        " attempts = greatest(attempts - 1, 0) where state = 'active' and lease_owner = $1", owner)
+    return int(res.split()[-1])
 
 
 async def expire_history(conn: Conn, days: int) -> int:
@@ -165,21 +211,40 @@ async def message_raw(conn: Conn, message_id: int) -> bytes:
     return bytes(raw) if raw is not None else b""
 
 
-async def finish(conn: Conn, rows: Sequence[QueueRow], status: str, details: Sequence[str]) -> None:
-    """Remove rows from the queue and record their outcome (delivered / bounced / deleted)."""
+async def finish(conn: Conn, rows: Sequence[QueueRow], status: str, details: Sequence[str],
+                 *, owner: str | None = None) -> list[QueueRow]:
+    """Remove rows from the queue and record their outcome (delivered / bounced / deleted).
+
+    With `owner`, only rows still leased to it are touched (a lost lease changes nothing);
+    returns the rows removed."""
     if not rows:
-        return
-    await conn.execute("delete from queue where id = any($1::bigint[])", [r.id for r in rows])
-    await conn.copy_records_to_table(
-        "deliveries", columns=("queue_id", "message_id", "sender", "recipient", "status", "detail", "attempts"),
-        records=[(r.queue_id, r.message_id, r.sender, r.orig_rcpt or r.recipient, status, d,
-                  r.attempts) for r, d in zip(rows, details, strict=True)])
+        return []
+    if owner is None:
+        got = await conn.fetch("delete from queue where id = any($1::bigint[]) returning id",
+                               [r.id for r in rows])
+    else:
+        got = await conn.fetch("delete from queue where id = any($1::bigint[])"
+                               " and lease_owner = $2 returning id", [r.id for r in rows], owner)
+    ids = {r["id"] for r in got}
+    done = [(r, d) for r, d in zip(rows, details, strict=True) if r.id in ids]
+    if done:
+        await conn.copy_records_to_table(
+            "deliveries", columns=("queue_id", "message_id", "sender", "recipient", "status",
+                                   "detail", "attempts"),
+            records=[(r.queue_id, r.message_id, r.sender, r.orig_rcpt or r.recipient, status, d,
+                      r.attempts) for r, d in done])
+    return [r for r, _ in done]
 
 
-async def defer(conn: Conn, row: QueueRow, delay_seconds: float, error: str) -> None:
-    await conn.execute("update queue set state = 'ready', lease_owner = null, lease_until = null,"
-                       " next_attempt = now() + make_interval(secs => $2), last_error = $3"
-                       " where id = $1", row.id, float(delay_seconds), error)
+async def defer(conn: Conn, row: QueueRow, delay_seconds: float, error: str,
+                *, owner: str | None = None) -> bool:
+    """Back to ready after `delay_seconds`; with `owner` only while still its lease."""
+    res = await conn.execute(
+        "update queue set state = 'ready', lease_owner = null, lease_until = null,"
+        " next_attempt = now() + make_interval(secs => $2), last_error = $3"
+        " where id = $1 and ($4::text is null or lease_owner = $4)",
+        row.id, float(delay_seconds), error, owner)
+    return res.split()[-1] != "0"
 
 
 async def mark_delay_notified(conn: Conn, ids: Sequence[int]) -> None:

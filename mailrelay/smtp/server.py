@@ -84,6 +84,34 @@ class ConnectionLimiter:
             self.by_ip.pop(ip, None)
 
 
+class LiveSessions:
+    """The open sessions of the SMTP listeners, so a stop can say goodbye (issue 13).
+
+    RFC 5321 §3.8: a server shutting down answers 421 and closes. A session outside DATA
+    gets "421 4.3.2" at once; one inside DATA finishes its message (it is ours after the
+    COMMIT and the 250) and gets the 421 right after that reply."""
+
+    def __init__(self) -> None:
+        self.sessions: set[CxSMTP] = set()
+        self.stopping = False
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for session in list(self.sessions):
+            if not session._in_data:
+                session.goodbye()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait (up to `timeout` seconds) for the sessions still inside DATA."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s._in_data for s in self.sessions):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+
 class CxSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on every reply, the EHLO response in one
     write, and a fast path for plain `<user@domain>` paths."""
@@ -95,6 +123,8 @@ class CxSMTP(SMTP):
     _limiter: ConnectionLimiter | None = None
     _admitted_ip: str | None = None
     _refused = False
+    _live: LiveSessions | None = None
+    _in_data = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
@@ -110,8 +140,32 @@ class CxSMTP(SMTP):
             self._admitted_ip = ip
         self._pending: list[bytes] = []
         super().connection_made(transport)
+        if self._live is not None:
+            self._live.sessions.add(self)
+
+    def goodbye(self) -> None:
+        """421 and close: the server is stopping (RFC 5321 §3.8; RFC 3463 X.3.2)."""
+        if self._live is not None:
+            self._live.sessions.discard(self)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+        transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+            if self._live is not None and self._live.stopping:
+                self.goodbye()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._live is not None:
+            self._live.sessions.discard(self)
         if self._refused:
             return
         if self._admitted_ip is not None and self._limiter is not None:
@@ -120,7 +174,8 @@ class CxSMTP(SMTP):
         super().connection_lost(error)
 
     @classmethod
-    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None, **kw: Any) -> Any:
+    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None,
+                live: LiveSessions | None = None, **kw: Any) -> Any:
         """A protocol factory that builds aiosmtpd's per-listener tables once.
 
         `SMTP.__init__` inspects the handler and itself (getmembers, dir, signature) for
@@ -131,11 +186,13 @@ class CxSMTP(SMTP):
         loop = kw["loop"]
         proto = cls(handler, **kw)
         proto._limiter = limiter
+        proto._live = live
         state = dict(proto.__dict__)
         if not {"_smtp_methods", "_handle_hooks", "_auth_methods", "session"} <= state.keys():
             def plain() -> Any:
                 obj = cls(handler, **kw)
                 obj._limiter = limiter
+                obj._live = live
                 return obj
             return plain
         smtp_names = tuple(state["_smtp_methods"])
@@ -205,7 +262,7 @@ class CxSMTP(SMTP):
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
                          max_connections: int = 1000, max_per_ip: int = 50,
-                         ) -> asyncio.base_events.Server:
+                         live: LiveSessions | None = None) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
     implicit = role == "submissions"
@@ -227,7 +284,8 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
             kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
-            return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
+            return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip),
+                                  live, **kw)
 
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
                                     reuse_address=True, backlog=512)
