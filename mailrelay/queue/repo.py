@@ -72,13 +72,17 @@ def _row(r: asyncpg.Record) -> QueueRow:
 
 
 async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMessage],
-                  *, local_inline: bool = True) -> tuple[list[int], list[tuple[str, str]]]:
+                  *, local_inline: bool = True,
+                  refused: set[int] | None = None) -> tuple[list[int], list[tuple[str, str]]]:
     """Write messages and their queue rows (the caller holds the transaction).
 
     With `local_inline`, recipients with a local mailbox are delivered in this same
     transaction (the local stage run at once, as mox does): their INBOX entries commit
     together with the message, so there is nothing to claim, deliver and finish later.
-    Rows that cannot be delivered inline (no active mailbox) are queued as usual.
+    Rows that cannot be delivered inline (no active mailbox, over quota) are queued as
+    usual; the scheduler bounces an over-quota row (DSN, 5.2.2). With `refused` (a set),
+    a message whose every recipient is a local one over quota is not queued at all: its
+    index goes into `refused` and the caller answers 452 4.2.2 (nothing was accepted).
     Returns (message ids, [(queue_id, recipient)] delivered inline).
     """
     ids = [r[0] for r in await conn.fetch(
@@ -94,7 +98,23 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
         # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
         sizes = {mid: len(m.raw) for mid, m in zip(ids, messages, strict=True)}
         local = [(i, r) for i, r in enumerate(records) if r[6] == "local"]
-        done = await deliver_local(conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local])
+        full: set[int] = set()
+        skip: set[int] = set()  # rows of refused messages: neither delivered nor queued
+        done = await deliver_local(conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local], full)
+        if full and refused is not None:
+            # RFC 5321 §4.2.2 / RFC 3463 X.2.2: with nothing delivered, refuse the whole
+            # message (452 4.2.2) rather than accept and bounce it.
+            by_msg: dict[int, list[int]] = {}
+            for i, r in enumerate(records):
+                by_msg.setdefault(r[1], []).append(i)
+            for n, mid in enumerate(ids):
+                rows_of = by_msg.get(mid, [])
+                if rows_of and all(i in full for i in rows_of):
+                    refused.add(n)
+                    skip.update(rows_of)
+            if refused:
+                await conn.execute("insert into message_gc(message_id) select unnest($1::bigint[])"
+                                   " on conflict do nothing", [ids[n] for n in refused])
         if done:
             delivered = [records[i] for i in sorted(done)]
             await conn.copy_records_to_table(
@@ -103,7 +123,8 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
                 records=[(r[0], r[1], r[2], r[4] or r[3], "delivered", "local INBOX", 1)
                          for r in delivered])
             inline = [(r[0], r[3]) for r in delivered]
-            records = [r for i, r in enumerate(records) if i not in done]
+        if done or skip:
+            records = [r for i, r in enumerate(records) if i not in done and i not in skip]
     if records:
         await conn.copy_records_to_table("queue", columns=QUEUE_COLUMNS, records=records)
         await conn.execute("select pg_notify('queue_ready', '')")
@@ -160,7 +181,14 @@ async def unclaim(conn: Conn, owner: str, ids: Sequence[int]) -> int:
         " attempts = greatest(attempts - 1, 0)"
         " where id = any($2::bigint[]) and lease_owner = $1 and state = 'active'",
         owner, list(ids))
-    return int(res.split()[-1])
+    return await _ready_again(conn, int(res.split()[-1]))
+
+
+async def _ready_again(conn: Conn, n: int) -> int:
+    """Rows went back to ready: every node's scheduler should look (NOTIFY)."""
+    if n:
+        await conn.execute("select pg_notify('queue_ready', '')")
+    return n
 
 
 async def reclaim_expired(conn: Conn, dead_seconds: float | None = None) -> int:
@@ -173,13 +201,13 @@ async def reclaim_expired(conn: Conn, dead_seconds: float | None = None) -> int:
         res = await conn.execute(
             "update queue set state = 'ready', lease_owner = null, lease_until = null"
             " where state = 'active' and lease_until < now()")
-        return int(res.split()[-1])
+        return await _ready_again(conn, int(res.split()[-1]))
     res = await conn.execute(
         "update queue q set state = 'ready', lease_owner = null, lease_until = null"
         " where q.state = 'active' and (q.lease_owner is null"
         "  or q.lease_until < now() - make_interval(secs => $1)"
         "  or not " + nodes_repo.live_owner("q.lease_owner", "$1") + ")", float(dead_seconds))
-    return int(res.split()[-1])
+    return await _ready_again(conn, int(res.split()[-1]))
 
 
 async def release_owner(conn: Conn, owner: str) -> int:
@@ -187,7 +215,7 @@ async def release_owner(conn: Conn, owner: str) -> int:
     res = await conn.execute(
         "update queue set state = 'ready', lease_owner = null, lease_until = null,"
         " attempts = greatest(attempts - 1, 0) where state = 'active' and lease_owner = $1", owner)
-    return int(res.split()[-1])
+    return await _ready_again(conn, int(res.split()[-1]))
 
 
 async def expire_history(conn: Conn, days: int) -> int:
@@ -255,14 +283,23 @@ LOCAL_DELIVER = """
 with r as (
     select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[]) as t(k, mid, rcpt, size)
 ), mb as (
-    select m.id, a.address, a.id as account_id from mailboxes m join accounts a on a.id = m.account_id
+    select m.id, a.address, a.id as account_id, a.quota_bytes from mailboxes m
+    join accounts a on a.id = m.account_id
     where m.name = 'INBOX' and a.address = any($3::text[]) and a.status = 'active'
     order by m.id for update of m
-), numbered as (
+), used as (
+    select u.account_id, u.bytes from mail_usage u
+    where u.account_id in (select account_id from mb) for update
+), cand as (
     select r.k, r.mid, r.size, mb.id as mailbox_id, mb.account_id,
-           row_number() over (partition by mb.id order by r.k) as n,
-           count(*) over (partition by mb.id) as cnt
-    from r join mb on mb.address = r.rcpt
+           mb.quota_bytes <= 0 or coalesce(us.bytes, 0)
+             + sum(r.size) over (partition by mb.account_id order by r.k) <= mb.quota_bytes as fits
+    from r join mb on mb.address = r.rcpt left join used us on us.account_id = mb.account_id
+), numbered as (
+    select c.k, c.mid, c.size, c.mailbox_id, c.account_id,
+           row_number() over (partition by c.mailbox_id order by c.k) as n,
+           count(*) over (partition by c.mailbox_id) as cnt
+    from cand c where c.fits
 ), bump as (
     update mailboxes m set uidnext = m.uidnext + x.cnt, highestmodseq = m.highestmodseq + x.cnt
     from (select distinct mailbox_id, cnt from numbered) x where m.id = x.mailbox_id
@@ -277,21 +314,27 @@ with r as (
     from (select account_id, sum(size) as bytes, count(*) as n from numbered group by account_id) s
     where u.account_id = s.account_id
 )
-select n.k, n.mailbox_id from numbered n
+select c.k, case when c.fits then c.mailbox_id end as mailbox_id from cand c
 """
 
 
-async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]]) -> dict[int, int]:
+async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]],
+                        over_quota: set[int] | None = None) -> dict[int, int]:
     """Put messages into INBOXes: items are (key, message_id, account address, size).
 
-    Returns key -> mailbox id for the items delivered; missing keys had no active account.
+    Returns key -> mailbox id for the items delivered; missing keys had no active account
+    or would take the account over its quota: the mailbox usage plus the message size
+    is checked in this same statement, with the usage row locked (issue 13: no snapshot,
+    no overshoot). Keys refused for quota are added to `over_quota` when given.
     Notifies `mailbox_changed` with the mailbox ids (IMAP IDLE, other processes).
     """
     if not items:
         return {}
     rows = await conn.fetch(LOCAL_DELIVER, [i[0] for i in items], [i[1] for i in items],
                             [i[2] for i in items], [i[3] for i in items])
-    delivered = {r["k"]: r["mailbox_id"] for r in rows}
+    delivered = {r["k"]: r["mailbox_id"] for r in rows if r["mailbox_id"] is not None}
+    if over_quota is not None:
+        over_quota.update(r["k"] for r in rows if r["mailbox_id"] is None)
     boxes = sorted(set(delivered.values()))
     # NOTIFY payloads are limited to 8000 bytes: send the ids in chunks.
     chunk: list[str] = []

@@ -291,13 +291,17 @@ class Scheduler:
             self._warn_lost([r for r in rows if r.id not in mine])
             rows = [r for r in rows if r.id in mine]
             items = [(r.id, r.message_id, r.recipient, r.size) for r in rows]
-            done = await repo.deliver_local(conn, items)
+            full: set[int] = set()
+            done = await repo.deliver_local(conn, items, full)
             ok = [r for r in rows if r.id in done]
             await repo.finish(conn, ok, "delivered", ["local INBOX"] * len(ok), owner=self.owner)
         for r in ok:
             log.info("delivered id=%s to=<%s> transport=local", r.queue_id, r.recipient)
         self.metrics.inc("mail_delivered_total", len(ok), transport="local")
-        missing = {r.id: Outcome("perm", 550, "5.1.1", "mailbox unavailable")
+        # Over quota at delivery: bounced with a DSN (as Dovecot's default, quota_full_tempfail
+        # = no); at DATA time a message with no other recipient was refused with 452 4.2.2.
+        missing = {r.id: Outcome("perm", 552, "5.2.2", "mailbox full") if r.id in full
+                   else Outcome("perm", 550, "5.1.1", "mailbox unavailable")
                    for r in rows if r.id not in done}
         if missing:
             await self.apply([r for r in rows if r.id in missing], missing)
