@@ -125,6 +125,12 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    body_gc_seconds: float = _f(60.0, "how often message bodies nothing refers to any more are deleted", min=1.0)
+    sweep_seconds: float = _f(3600.0, "how often delivery history and expired uploads (with `.part` leftovers) are cleaned", min=1.0)
+
+
+@dataclass(frozen=True)
 class IMAPConfig:
     idle_timeout: int = _f(1800, "idle timeout, seconds (RFC 3501 §5.4: at least 30 minutes)", min=60)
     max_unauth_bytes: int = _f(8192, "largest command or literal accepted before login", min=1024)
@@ -167,6 +173,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
@@ -197,6 +204,7 @@ SECTION_DOCS = {
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
     "node": "this process among several on one database (heartbeat, dead-node takeover)",
+    "maintenance": "storage maintenance: message-body collection, history and upload expiry (runs on every node, whatever listeners are on)",
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "xmpp": "XMPP server limits",

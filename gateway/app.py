@@ -148,7 +148,7 @@ def _load_factories() -> None:
     """Import the protocol wiring modules that exist; each appends its factory."""
     import importlib
     for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_xmpp",
-                "gateway.wiring_docs", "gateway.bridge_docs"):
+                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.maintenance"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

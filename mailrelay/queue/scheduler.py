@@ -187,7 +187,6 @@ class Scheduler:
             await self.node.stop()
 
     async def _run(self) -> None:
-        last_history = 0.0
         while not self._stopping:
             self._wake.clear()
             try:
@@ -196,14 +195,6 @@ class Scheduler:
                 log.error("queue scan failed: %s", exc)
                 claimed = 0
                 await asyncio.sleep(1)
-            now = asyncio.get_running_loop().time()
-            if now - last_history > 3600:
-                last_history = now
-                try:
-                    async with self.pool.acquire() as conn:
-                        await repo.expire_history(conn, self.cfg.history_days)
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("expiring delivery history failed: %s", exc)
             if claimed:
                 continue
             timeout = await self._sleep_for()
