@@ -151,6 +151,8 @@ class XMPPConfig:
     upload_domain: str = _f("", "upload service JID (empty: upload.<domain>)")
     components: list[str] = _f([], "external components as \"domain=secret\" (XEP-0114)", secret=True)
     archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
+    outage_buffer_bytes: int = _f(16 * 1024 * 1024, "during a database outage, offline messages waiting to be stored are held in memory up to this many bytes in all; beyond it the sender gets a resource-constraint (wait) error", min=0)
+    outage_retry_seconds: float = _f(30.0, "how long one offline message is retried through a database outage before its sender gets a resource-constraint (wait) error", min=0.0)
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 

@@ -153,3 +153,21 @@ async def wait_for(pred: Callable[[], Any], timeout: float, step: float = 0.05) 
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(step)
+
+
+async def running_server(url: str, state_dir: Path, **sections: dict[str, Any]) -> Any:
+    """The whole server in this event loop on `url` (RunningServer), listeners on port 0."""
+    from cxkernel.config import from_dict
+    from gateway.app import RunningServer, open_services
+    data: dict[str, dict[str, Any]] = {
+        "server": {"domain": "cx.example", "state_dir": str(state_dir)},
+        "database": {"url": url, "pool_min": 1, "pool_max": 10},
+        "listen": {k: "127.0.0.1:0" for k in LISTENERS},
+        "node": {"heartbeat_seconds": 0.5, "dead_seconds": 5},
+    }
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v)
+    services = await open_services(from_dict(data))
+    server = RunningServer(services)
+    await server.start()
+    return server
