@@ -66,3 +66,21 @@ async def test_full_mailbox_among_others_is_bounced_and_the_rest_delivered(serve
     dsn = next(m for m in got if b"multipart/report" in m)
     assert b"5.2.2" in dsn and b"small.box@cx.example" in dsn
     assert await inbox(server, "small.box@cx.example") == []
+
+
+async def test_declared_size_that_does_not_fit_is_refused_at_rcpt(server):
+    from tests.integration.mailutil import RawSMTP
+    await _city(server)
+    await server.services.db.pool.execute(
+        "update mail_usage set bytes = 2000 from accounts a"
+        " where a.id = mail_usage.account_id and a.address = 'small.box@cx.example'")
+    await server.services.components["mail"].parts.book.reload()
+    c = await RawSMTP.connect(server.ports["smtp"])
+    await c.cmd("EHLO me.example")
+    assert (await c.cmd("MAIL FROM:<a@remote.example> SIZE=5000")).startswith("250")
+    assert (await c.cmd("RCPT TO:<small.box@cx.example>")).startswith("452 4.2.2")
+    assert (await c.cmd("RCPT TO:<li.si@cx.example>")).startswith("250")  # no quota issue
+    assert (await c.cmd("RSET")).startswith("250")
+    assert (await c.cmd("MAIL FROM:<a@remote.example> SIZE=3000")).startswith("250")
+    assert (await c.cmd("RCPT TO:<small.box@cx.example>")).startswith("250")
+    await c.close()
