@@ -88,13 +88,13 @@ def _listen_back(log: Path, since: float) -> float | None:
 
 
 async def run_fault(fault: str, pg: RestartablePostgres, tmp: Path, n: int,
-                    rate: float) -> dict[str, Any]:
-    url = await pg.create_database(f"fault_{fault.replace('-', '_')}")
+                    rate: float, run: int) -> dict[str, Any]:
+    url = await pg.create_database(f"fault_{fault.replace('-', '_')}_{run}")
     port = free_port()
     delay = LEASE + DEAD + 1 if fault == "slow-dest" else 0.0
     sink = await Sink(delay).start(port)
     loop = asyncio.get_running_loop()
-    nodes = [Serve(write_config(tmp / f"{fault}-{x}.toml", url, smarthost_port=port,
+    nodes = [Serve(write_config(tmp / f"{fault}-{run}-{x}.toml", url, smarthost_port=port,
                                 lease=LEASE, per_destination=20, heartbeat=HEARTBEAT,
                                 dead=DEAD)) for x in "ab"]
     for node in nodes:
@@ -153,11 +153,11 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="cxfault"))
     results = []
     try:
-        for fault in args.faults.split(","):
+        for run, fault in enumerate(args.faults.split(",")):
             if fault not in FAULTS:
                 raise SystemExit(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
             n = min(args.messages, 40) if fault == "slow-dest" else args.messages
-            r = await run_fault(fault, pg, tmp, n, n / args.seconds)
+            r = await run_fault(fault, pg, tmp, n, n / args.seconds, run)
             results.append(r)
             print(f"{r['fault']:<11} sent {r['sent']:>5}  acked {r['acked']:>5}  delivered "
                   f"{r['delivered']:>5}  duplicated {r['duplicated']:>3}  lost {r['lost']:>3}"

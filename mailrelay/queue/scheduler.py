@@ -361,8 +361,10 @@ class Scheduler:
             log.warning("lease lost on id=%s to=<%s> (row %d): another node owns it now;"
                         " this attempt's outcome is dropped", r.queue_id, r.recipient, r.id)
 
-    async def apply(self, rows: Sequence[QueueRow], results: dict[int, Outcome]) -> None:
-        """Turn outcomes into deliveries, retries or bounces (only for rows still ours)."""
+    async def _record(self, rows: Sequence[QueueRow], results: dict[int, Outcome]
+                      ) -> tuple[list[QueueRow], list[tuple[QueueRow, Outcome]],
+                                 list[tuple[QueueRow, Outcome]]]:
+        """One transaction: finish, defer or bounce each row still leased to us."""
         now = datetime.now(UTC)
         perm: list[tuple[QueueRow, Outcome]] = []
         delayed: list[tuple[QueueRow, Outcome]] = []
@@ -400,6 +402,30 @@ class Scheduler:
                                   [p[1].detail for p in perm], owner=self.owner)
             if delayed:
                 await repo.mark_delay_notified(conn, [d[0].id for d in delayed])
+        return ok, perm, delayed
+
+    async def apply(self, rows: Sequence[QueueRow], results: dict[int, Outcome]) -> None:
+        """Turn outcomes into deliveries, retries or bounces (only for rows still ours).
+
+        A delivery done must be recorded: through a database outage the write is retried
+        (the lease is renewed meanwhile) for up to `queue.lease_seconds`, at least a
+        minute; giving up means the row is tried again later, i.e. possibly sent twice, and
+        is logged as an error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.cfg.lease_seconds, 60)
+        delay = 0.1
+        while True:
+            try:
+                ok, perm, delayed = await self._record(rows, results)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if loop.time() + delay > deadline:
+                    log.error("could not record the outcome of %d queue entries (%s): they"
+                              " will be tried again", len(rows), exc)
+                    return
+                log.warning("recording delivery outcomes failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         for r in ok:
             if r.transport != "local":
                 log.info("delivered id=%s to=<%s> transport=%s", r.queue_id, r.recipient, r.transport)

@@ -159,3 +159,40 @@ async def test_listeners_come_back_after_restart_and_kill(rpg, tmp_path):
         await server.stop()
         await services.db.close()
         sink.close()
+
+
+async def test_outcome_recorded_after_a_restart_during_delivery(rpg, tmp_path):
+    """PostgreSQL goes away while a delivery waits for the destination's 250 and is back
+    only after it: the outcome is recorded once the database returns (retried, lease kept),
+    so the message is not sent again when its lease would have run out."""
+    from tests.integration.faultutil import running_server
+    url = await rpg.create_database("outcome")
+    port = free_port()
+    sink = await Sink(3.0).start(port)
+    server = await running_server(url, tmp_path / "state", relay={"smarthost": f"127.0.0.1:{port}"},
+                                  queue={"lease_seconds": 2, "retry_initial": 1, "retry_max": 2},
+                                  node={"heartbeat_seconds": 0.5, "dead_seconds": 3},
+                                  smtp={"trusted_networks": ["127.0.0.0/8"]})
+    loop = asyncio.get_running_loop()
+    try:
+        assert await send(server.ports["smtp"], "once")
+        assert await wait_for(lambda: _queue(url, "select count(*) = 1 from queue"
+                                                  " where state = 'active'"), 10)
+        await loop.run_in_executor(None, rpg.stop, "fast")
+        await asyncio.sleep(4.0)  # the sink answered (at 3 s) while the database was away
+        await loop.run_in_executor(None, rpg.start)
+        assert await wait_for(lambda: sink.counts["once"] == 1, 10)
+
+        async def drained() -> bool:
+            try:
+                return bool(await _queue(url, "select count(*) = 0 from queue"))
+            except (OSError, asyncpg.PostgresError):
+                return False
+
+        assert await wait_for(drained, 20)
+        await asyncio.sleep(6)  # lease (2 s) + dead_seconds (3 s): a second attempt by now
+        assert sink.counts["once"] == 1
+    finally:
+        await server.stop()
+        await server.services.db.close()
+        sink.close()
