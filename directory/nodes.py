@@ -22,12 +22,18 @@ from typing import Any
 from cxkernel.config import NodeConfig
 from directory import nodes_repo
 
-__all__ = ["Node", "Reaper", "new_node_id"]
+__all__ = ["Node", "Reaper", "list_nodes", "new_node_id"]
 
 log = logging.getLogger("cxgw.node")
 
 # Called with `dead_seconds`; hands back what dead owners hold; returns how many items.
 Reaper = Callable[[float], Awaitable[int]]
+
+
+async def list_nodes(pool: Any, dead_seconds: float) -> list[dict[str, Any]]:
+    """Every registered node (`cxgw node list`): id, host, pid, started, heartbeat age."""
+    async with pool.acquire() as conn:
+        return await nodes_repo.listing(conn, dead_seconds)
 
 
 def new_node_id() -> str:

@@ -56,3 +56,13 @@ async def test_stop_releases_leases_and_the_node_row(server):
         assert dict(got) == {"state": "ready", "lease_owner": None, "attempts": 0}
     finally:
         await conn.close()
+
+
+async def test_node_list_shows_the_running_node(server, cfg, capsys, monkeypatch):
+    import json
+
+    from tests.integration.test_mail_cli import cli
+    code, out, err = await cli(capsys, monkeypatch, cfg, "node", "list", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["id"] == server.services.node.id and row["alive"] is True
