@@ -138,10 +138,22 @@ class QueueConfig:
     retry_max: int = _f(3600, "longest retry delay, seconds (delays double up to this)", min=1)
     max_age: int = _f(5 * 86400, "give up and bounce after this many seconds", min=60)
     delay_warning: int = _f(4 * 3600, "send a delay notice after this many seconds (0: never)", min=0)
-    lease_seconds: int = _f(300, "a claimed queue entry returns to the queue if not finished in time", min=5)
+    lease_seconds: int = _f(300, "a claimed queue entry is renewed every third of this while its delivery runs; one not renewed for this long (plus node.dead_seconds) goes back to the queue", min=2)
     max_active: int = _f(500, "most deliveries in flight per process", min=1)
     per_destination: int = _f(20, "most concurrent deliveries to one destination", min=1)
     history_days: int = _f(30, "keep per-recipient delivery records (queue show, tracking) this long", min=1)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    heartbeat_seconds: float = _f(2.0, "how often this process renews its row in the `nodes` table (and reclaims the work of dead nodes)", min=0.1)
+    dead_seconds: float = _f(15.0, "a node whose heartbeat is older than this is dead for every other process, on any host: its queue leases are reclaimed", min=1.0)
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    body_gc_seconds: float = _f(60.0, "how often message bodies nothing refers to any more are deleted", min=1.0)
+    sweep_seconds: float = _f(3600.0, "how often delivery history and expired uploads (with `.part` leftovers) are cleaned", min=1.0)
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,8 @@ class XMPPConfig:
     component_rate_bytes_per_s: int = _f(1048576, "per-component receive rate limit, bytes per second (reading pauses above)", min=1000)
     component_auth_delay: float = _f(1.0, "seconds a peer address waits before its next component handshake is checked, doubled per failure in a row (at most 60 s)", min=0.0)
     archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
+    outage_buffer_bytes: int = _f(16 * 1024 * 1024, "during a database outage, offline messages waiting to be stored are held in memory up to this many bytes in all; beyond it the sender gets a resource-constraint (wait) error", min=0)
+    outage_retry_seconds: float = _f(30.0, "how long one offline message is retried through a database outage before its sender gets a resource-constraint (wait) error", min=0.0)
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 
@@ -212,6 +226,8 @@ class Config:
     inbound_auth: InboundAuthConfig = field(default_factory=InboundAuthConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
@@ -246,6 +262,8 @@ SECTION_DOCS = {
     "inbound_auth": "SPF, DKIM, ARC and DMARC checks of mail from outside (port-25 role)",
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
+    "node": "this process among several on one database (heartbeat, dead-node takeover)",
+    "maintenance": "storage maintenance: message-body collection, history and upload expiry (runs on every node, whatever listeners are on)",
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "pop3": "POP3 server timeouts",
@@ -343,6 +361,8 @@ def _check(cfg: Config) -> None:
         domain, sep, secret = item.partition("=")
         if not sep or not domain.strip() or not secret:
             raise ConfigError("xmpp.components: each entry is \"domain=secret\"")
+    if cfg.node.dead_seconds < 2 * cfg.node.heartbeat_seconds:
+        raise ConfigError("node.dead_seconds: must be at least twice node.heartbeat_seconds")
     if cfg.queue.retry_max < cfg.queue.retry_initial:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):

@@ -23,7 +23,7 @@ class ImapWiring:
                                  max_command_bytes=c.max_command_bytes,
                                  append_spool_bytes=c.append_spool_bytes,
                                  spool_dir=c.spool_dir or None)
-        self.server = ImapServer(store, ChangeHub(s.db.pool, store), s.auth, s.tls, cfg)
+        self.server = ImapServer(store, ChangeHub(s.db.pool, store, s.listen), s.auth, s.tls, cfg)
         s.components["imap"] = self.server
 
     async def start(self) -> list[Endpoint]:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from cxkernel.config import Config
+from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
+from directory.nodes import Node
 from mailrelay import addressbook
 from mailrelay.addressbook import AddressBook
 from mailrelay.bounce import Bouncer
@@ -22,17 +24,19 @@ from mailrelay.inbound_auth.checker import InboundAuth
 from mailrelay.inbound_auth.dns import AiodnsResolver, CachingResolver
 from mailrelay.queue.scheduler import Scheduler
 from mailrelay.smtp.handler import ListenerPolicy, handler_for
-from mailrelay.smtp.server import start_listener
+from mailrelay.smtp.server import LiveSessions, start_listener
 from mailrelay.submit import Submitter
 
 log = logging.getLogger("cxgw.mail")
 
 
 class LiveAddressBook:
-    """Keeps the address book fresh: reload on `directory_changed`, usage every few seconds."""
+    """Keeps the address book fresh: reload on `directory_changed` (and after the LISTEN
+    connection comes back), usage every few seconds."""
 
     def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0,
-                 roles: dict[str, str] | None = None) -> None:
+                 roles: dict[str, str] | None = None,
+                 listener: Listener | None = None) -> None:
         self.pool = pool
         self.domain = domain
         self.roles = roles or {}
@@ -40,18 +44,20 @@ class LiveAddressBook:
         self.book = AddressBook(domain)
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._listener = listener or Listener(pool)
+        self._own_listener = listener is None
+        self._sub: Subscription | None = None
 
     def __call__(self) -> AddressBook:
         return self.book
 
     async def start(self) -> None:
         self.book = await addressbook.load(self.pool, self.domain, self.roles)
-        self._conn = await self.pool.acquire()
-        await self._conn.add_listener("directory_changed", self._changed)
+        self._sub = await self._listener.subscribe("directory_changed", self._changed,
+                                                   self._dirty.set)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def _changed(self, *args: object) -> None:
+    def _changed(self, payload: str) -> None:
         self._dirty.set()
 
     async def reload(self) -> None:
@@ -73,10 +79,11 @@ class LiveAddressBook:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.remove_listener("directory_changed", self._changed)
-            await self.pool.release(conn)
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.close()
+        if self._own_listener:
+            await self._listener.stop()
 
 
 def dkim_signer(cfg: Config) -> Callable[[bytes], bytes] | None:
@@ -118,10 +125,12 @@ class MailParts:
     scheduler: Scheduler
 
 
-def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
+def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics, *, node: Node | None = None,
+          listener: Listener | None = None) -> MailParts:
     """Address book, submission stage and scheduler (also used by the CLI's `mail send`)."""
     book = LiveAddressBook(pool, cfg.server.domain,
-                           roles={"postmaster": cfg.mail.postmaster, "abuse": cfg.mail.abuse})
+                           roles={"postmaster": cfg.mail.postmaster, "abuse": cfg.mail.abuse},
+                           listener=listener)
     host = cfg.server.host_name
     submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain,
                           group_commit_ms=cfg.smtp.group_commit_ms)
@@ -132,7 +141,8 @@ def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     except ImportError:  # pragma: no cover - the remote transport ships with the package
         log.warning("remote delivery unavailable")
     bouncer = Bouncer(pool, submitter, host, cfg.server.domain, cfg.queue)
-    scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics)
+    scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics, node=node,
+                          listener=listener)
     submitter.on_committed = scheduler.nudge
     submitter.on_delivered = bouncer.delivered_inline
     return MailParts(book, submitter, scheduler)
@@ -144,15 +154,17 @@ class MailComponent:
     name = "mail"
 
     def __init__(self, pool: asyncpg.Pool, cfg: Config, auth: Authenticator,
-                 tls: ssl.SSLContext, metrics: Metrics) -> None:
+                 tls: ssl.SSLContext, metrics: Metrics, *, node: Node | None = None,
+                 listener: Listener | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
         self.auth = auth
         self.tls = tls
         self.metrics = metrics
-        self.parts = build(pool, cfg, metrics)
+        self.parts = build(pool, cfg, metrics, node=node, listener=listener)
         self.inbound = inbound_auth(cfg)
         self.servers: list[asyncio.base_events.Server] = []
+        self.sessions = LiveSessions()
 
     async def start(self) -> list[tuple[str, str, int, str]]:
         await self.parts.book.start()
@@ -174,7 +186,8 @@ class MailComponent:
                                           timeout=self.cfg.smtp.timeout,
                                           max_connections=self.cfg.smtp.max_connections,
                                           max_per_ip=self.cfg.smtp.max_connections_per_ip,
-                                          max_unauth_line=self.cfg.smtp.max_unauth_line)
+                                          max_unauth_line=self.cfg.smtp.max_unauth_line,
+                                          live=self.sessions)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))
@@ -183,6 +196,9 @@ class MailComponent:
     async def stop(self) -> None:
         for s in self.servers:
             s.close()  # stop accepting; sessions in DATA finish their submit
+        self.sessions.shutdown()  # 421 4.3.2 now, or right after DATA's reply
+        if not await self.sessions.drained(10):
+            log.warning("stopping with SMTP sessions still inside DATA")
         await self.parts.submitter.close()
         await self.parts.scheduler.stop()
         await self.parts.book.stop()

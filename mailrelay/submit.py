@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from cxkernel.errors import Unavailable
+from cxkernel.errors import CxError, Unavailable
 from cxkernel.metrics import Metrics
 from mailrelay.addressbook import AddressBook
 from mailrelay.dsn import notify_wants
@@ -77,6 +77,16 @@ class SubmitResult:
     queue_id: str
     message_id: int
     recipients: int  # queue rows written after expansion
+
+
+class MailboxFull(CxError):
+    """Every recipient's mailbox lacks room for the message: nothing was accepted."""
+
+    smtp_code = 452  # RFC 5321 §4.5.3.1.10 / RFC 3463 X.2.2
+    smtp_enhanced = "4.2.2"
+
+    def __init__(self) -> None:
+        super().__init__("Mailbox full", reason="over quota at delivery")
 
 
 class Submitter:
@@ -225,9 +235,10 @@ class Submitter:
 
     async def _commit(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]]) -> None:
         try:
+            refused: set[int] = set()
             async with self.pool.acquire() as conn, conn.transaction():
                 ids, inline = await repo.enqueue(conn, [b[0] for b in batch],
-                                                 [b[1] for b in batch])
+                                                 [b[1] for b in batch], refused=refused)
         except Exception as exc:  # every waiter gets an answer: a 4xx, never a hang
             log.error("group commit of %d messages failed: %r", len(batch), exc)
             err = Unavailable("Queue write failed; try again later", reason=str(exc))
@@ -241,8 +252,12 @@ class Submitter:
                 if log.isEnabledFor(logging.INFO):
                     for qid, rcpt in inline:
                         log.info("delivered id=%s to=<%s> transport=local", qid, rcpt)
-            for (_q, _m, fut), mid in zip(batch, ids, strict=True):
-                if not fut.done():
+            for n, ((_q, _m, fut), mid) in enumerate(zip(batch, ids, strict=True)):
+                if fut.done():
+                    continue
+                if n in refused:  # every recipient a local mailbox without room for it
+                    fut.set_exception(MailboxFull())
+                else:
                     fut.set_result(mid)
             if inline and self.on_delivered is not None:
                 self._success_notices(batch, inline)

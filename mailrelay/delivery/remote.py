@@ -31,6 +31,7 @@ import os
 import random
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -161,7 +162,8 @@ class RemoteDelivery:
         self._tls = ssl.create_default_context() if verify else self._opportunistic
 
     async def deliver(self, sender: str, recipients: list[str], raw: bytes, *,
-                      dsn: Any = None) -> list[RcptResult]:
+                      dsn: Any = None,
+                      abort: Callable[[], bool] | None = None) -> list[RcptResult]:
         """All recipients share one destination domain (the caller groups them).
 
         Sends via the smarthost when configured, else by MX (falling back to A/AAAA per
@@ -170,6 +172,10 @@ class RemoteDelivery:
         RCPT results; a DATA failure applies to all accepted recipients; connection, DNS
         and timeout errors are temporary (4.4.x); 5xx replies are permanent. `raw` is sent
         unchanged apart from CRLF line endings and dot-stuffing.
+
+        `abort` is asked before MAIL and again before DATA (the queue lease was lost to
+        another node): when it says so, the transaction is reset and the recipients come
+        back as temporary failures, so the message is not sent twice.
         """
         if not recipients:
             return []
@@ -183,7 +189,7 @@ class RemoteDelivery:
             done = dict(bad)
             if good:
                 done.update((x.recipient, x) for x in await self.deliver(sender, good, raw,
-                                                                          dsn=dsn))
+                                                                          dsn=dsn, abort=abort))
             return [done[r] for r in recipients]
         needs = message_needs(raw)
         try:
@@ -194,7 +200,8 @@ class RemoteDelivery:
         last = _SessionFailure("temp", 451, "4.4.0", "no host to deliver to")
         for host, port in hosts:
             try:
-                return await self._attempt(host, port, sender, recipients, raw, needs, dsn)
+                return await self._attempt(host, port, sender, recipients, raw, needs, dsn,
+                                           abort)
             except _SessionFailure as exc:
                 last = exc
             except Exception:  # a bug must not lose mail: defer, never bounce
@@ -231,12 +238,14 @@ class RemoteDelivery:
         return "the smarthost" if self._smarthost is not None else host
 
     async def _attempt(self, host: str, port: int, sender: str, recipients: list[str],
-                       raw: bytes, needs: MessageNeeds, dsn: Any = None) -> list[RcptResult]:
+                       raw: bytes, needs: MessageNeeds, dsn: Any = None,
+                       abort: Callable[[], bool] | None = None) -> list[RcptResult]:
         smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self._helo,
                                timeout=self._timeout, start_tls=False, use_tls=False)
         try:
             await self._open(smtp, host)
-            return await self._transaction(smtp, host, sender, recipients, raw, needs, dsn)
+            return await self._transaction(smtp, host, sender, recipients, raw, needs, dsn,
+                                           abort)
         finally:
             smtp.close()
 
@@ -312,7 +321,8 @@ class RemoteDelivery:
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, host: str, sender: str,
                            recipients: list[str], raw: bytes,
-                           needs: MessageNeeds, dsn: Any = None) -> list[RcptResult]:
+                           needs: MessageNeeds, dsn: Any = None,
+                           abort: Callable[[], bool] | None = None) -> list[RcptResult]:
         results: dict[str, RcptResult] = {}
 
         def perm(rcpt: str, code: int, enhanced: str, text: str) -> RcptResult:
@@ -372,7 +382,7 @@ class RemoteDelivery:
         try:
             if todo:
                 await self._mail_rcpt_data(smtp, host, sender, todo, raw, options, enc, results,
-                                           rcpt_options)
+                                           rcpt_options, abort)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             lost = _SessionFailure("temp", 451, "4.4.2", f"lost connection with "
                                    f"{self._label(host)}: {_reason(exc)}", remote_mta=host)
@@ -389,8 +399,13 @@ class RemoteDelivery:
     async def _mail_rcpt_data(self, smtp: aiosmtplib.SMTP, host: str, sender: str,
                               todo: list[str], raw: bytes, options: list[str], enc: str,
                               results: dict[str, RcptResult],
-                              rcpt_options: dict[str, list[str]] | None = None) -> None:
+                              rcpt_options: dict[str, list[str]] | None = None,
+                              abort: Callable[[], bool] | None = None) -> None:
         """MAIL, RCPT per recipient, DATA; fills `results` with final outcomes only."""
+        if abort is not None and abort():
+            for r in todo:
+                results[r] = RcptResult(r, "temp", 451, "4.4.0", "attempt abandoned", host)
+            return
         try:
             await smtp.mail(sender, options=options, encoding=enc)
         except ValueError:  # aiosmtplib refuses a mailbox that would break the command line
@@ -430,6 +445,15 @@ class RemoteDelivery:
                 await smtp.rset()
             except aiosmtplib.SMTPResponseException:
                 pass
+            return
+        if abort is not None and abort():
+            # The queue lease went to another node: stop before DATA, not after the dot.
+            try:
+                await smtp.rset()
+            except aiosmtplib.SMTPResponseException:
+                pass
+            for r in accepted:
+                results[r] = RcptResult(r, "temp", 451, "4.4.0", "attempt abandoned", host)
             return
         try:
             resp = await smtp.data(raw, timeout=self._data_timeout)

@@ -21,6 +21,9 @@ from typing import Any
 
 import asyncpg
 
+from mailrelay.bodies import all_refs
+from mailrelay.gc_repo import collect_bodies
+
 from .store_api import (
     AppendResult,
     Change,
@@ -744,15 +747,12 @@ class PgMailStore:
         """Delete up to ``limit`` message bodies whose last mailbox entry went away and
         that nothing else references; return how many went.
 
-        Candidates come from ``message_gc`` (filled by a trigger on every delete from
-        mailbox_messages). Still referenced means: a mailbox entry, a queue row, the
-        delivery log (``cxgw queue show`` prints its headers) or a document (sealed,
-        delivered, receipt or event). Candidates still in use are dropped: when their last
-        mailbox entry goes they come back. SKIP LOCKED lets several processes sweep.
+        The periodic sweep is `gateway.maintenance`; this runs one round on demand.
+        Still referenced means a table declared in `mailrelay.bodies` (mailbox entry,
+        queue row, delivery log, document) points at it.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            n = await conn.fetchval(_GC_SQL, limit)
-        return int(n or 0)
+        async with self.pool.acquire() as conn:
+            return await collect_bodies(conn, all_refs(), limit)
 
     async def quota(self, user: str, root: str) -> list[QuotaResource]:
         if root != "":

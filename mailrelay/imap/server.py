@@ -349,7 +349,6 @@ class ImapServer:
         self.conns: set[ImapConnection] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
-        self._gc: asyncio.Task[None] | None = None
 
     #: how often idle connections are looked for (a pass over 10,000 costs ~2 ms)
     SWEEP_SECONDS = 1.0
@@ -362,7 +361,6 @@ class ImapServer:
         self.servers.append(server)
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
-            self._gc = loop.create_task(self._collect())
         return int(server.sockets[0].getsockname()[1])
 
     async def _sweep(self) -> None:
@@ -377,26 +375,7 @@ class ImapServer:
                 if conn._pump is None and now - conn.last > limit:
                     conn.close("Autologout; idle for too long")
 
-    #: how often unreferenced message bodies are collected (see PgMailStore.collect_garbage)
-    GC_SECONDS = 60.0
-
-    async def _collect(self) -> None:
-        """Periodic sweep of message bodies no mailbox, queue row or document needs."""
-        collect = getattr(self.store, "collect_garbage", None)
-        if collect is None:
-            return
-        while True:
-            await asyncio.sleep(self.GC_SECONDS)
-            try:
-                for _ in range(100):  # at most 100,000 a round; the next round goes on
-                    if await collect(1000) < 1000:
-                        break
-            except Exception as exc:  # the database may be restarting: try next time
-                log.warning("message garbage collection failed: %r", exc)
-
     async def stop(self) -> None:
-        if self._gc is not None:
-            self._gc.cancel()
         for s in self.servers:
             s.close()
         for conn in list(self.conns):

@@ -15,6 +15,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from directory import nodes_repo
+
 # A connection or a pool's proxy of one (duck-typed alike).
 Conn: TypeAlias = Any
 
@@ -71,13 +73,17 @@ def _row(r: asyncpg.Record) -> QueueRow:
 
 
 async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMessage],
-                  *, local_inline: bool = True) -> tuple[list[int], list[tuple[str, str]]]:
+                  *, local_inline: bool = True,
+                  refused: set[int] | None = None) -> tuple[list[int], list[tuple[str, str]]]:
     """Write messages and their queue rows (the caller holds the transaction).
 
     With `local_inline`, recipients with a local mailbox are delivered in this same
     transaction (the local stage run at once, as mox does): their INBOX entries commit
     together with the message, so there is nothing to claim, deliver and finish later.
-    Rows that cannot be delivered inline (no active mailbox) are queued as usual.
+    Rows that cannot be delivered inline (no active mailbox, over quota) are queued as
+    usual; the scheduler bounces an over-quota row (DSN, 5.2.2). With `refused` (a set),
+    a message whose every recipient is a local one over quota is not queued at all: its
+    index goes into `refused` and the caller answers 452 4.2.2 (nothing was accepted).
     Returns (message ids, [(queue_id, recipient)] delivered inline).
     """
     ids = [r[0] for r in await conn.fetch(
@@ -94,11 +100,27 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
         # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
         sizes = {mid: len(m.raw) for mid, m in zip(ids, messages, strict=True)}
         local = [(i, r) for i, r in enumerate(records) if r[6] == "local"]
+        full: set[int] = set()
+        skip: set[int] = set()  # rows of refused messages: neither delivered nor queued
         done: dict[int, int] = {}
         for folder in sorted({r[10] or "INBOX" for _i, r in local}):
             done.update(await deliver_local(
                 conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local
-                       if (r[10] or "INBOX") == folder], folder=folder))
+                       if (r[10] or "INBOX") == folder], full, folder=folder))
+        if full and refused is not None:
+            # RFC 5321 §4.2.2 / RFC 3463 X.2.2: with nothing delivered, refuse the whole
+            # message (452 4.2.2) rather than accept and bounce it.
+            by_msg: dict[int, list[int]] = {}
+            for i, r in enumerate(records):
+                by_msg.setdefault(r[1], []).append(i)
+            for n, mid in enumerate(ids):
+                rows_of = by_msg.get(mid, [])
+                if rows_of and all(i in full for i in rows_of):
+                    refused.add(n)
+                    skip.update(rows_of)
+            if refused:
+                await conn.execute("insert into message_gc(message_id) select unnest($1::bigint[])"
+                                   " on conflict do nothing", [ids[n] for n in refused])
         if done:
             delivered = [records[i] for i in sorted(done)]
             await conn.copy_records_to_table(
@@ -107,7 +129,8 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
                 records=[(r[0], r[1], r[2], r[4] or r[3], "delivered", "local INBOX", 1)
                          for r in delivered])
             inline = [(r[0], r[3]) for r in delivered]
-            records = [r for i, r in enumerate(records) if i not in done]
+        if done or skip:
+            records = [r for i, r in enumerate(records) if i not in done and i not in skip]
     if records:
         await conn.copy_records_to_table("queue", columns=QUEUE_COLUMNS, records=records)
         await conn.execute("select pg_notify('queue_ready', '')")
@@ -115,16 +138,21 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
 
 
 async def claim(conn: Conn, owner: str, limit: int, lease_seconds: int,
-                transports: Sequence[str] | None = None) -> list[QueueRow]:
-    """Claim up to `limit` due rows for this process (SKIP LOCKED + lease)."""
+                transports: Sequence[str] | None = None,
+                busy_domains: Sequence[str] = ()) -> list[QueueRow]:
+    """Claim up to `limit` due rows for this process (SKIP LOCKED + lease).
+
+    Remote rows for `busy_domains` (every delivery slot of this process in use) are left
+    for later or for another node: a claimed row must not wait for a slot."""
     rows = await conn.fetch(
         "with c as (select id from queue where state = 'ready' and next_attempt <= now()"
         "  and ($4::text[] is null or transport = any($4::text[]))"
+        "  and not (transport = 'remote' and domain = any($5::text[]))"
         "  order by next_attempt, id limit $2 for update skip locked)"
         " update queue q set state = 'active', lease_owner = $1,"
         "  lease_until = now() + make_interval(secs => $3), attempts = q.attempts + 1"
         " from c where q.id = c.id returning q.id", owner, limit, float(lease_seconds),
-        list(transports) if transports else None)
+        list(transports) if transports else None, list(busy_domains))
     if not rows:
         return []
     got = await conn.fetch(ROW_SELECT + " where q.id = any($1::bigint[]) order by q.id",
@@ -132,22 +160,68 @@ async def claim(conn: Conn, owner: str, limit: int, lease_seconds: int,
     return [_row(r) for r in got]
 
 
-async def reclaim_expired(conn: Conn) -> int:
-    """Return rows whose lease ran out (their process died) to the ready state."""
-    res = await conn.execute("update queue set state = 'ready', lease_owner = null,"
-                             " lease_until = null where state = 'active' and lease_until < now()")
-    return int(res.split()[-1])
+async def renew(conn: Conn, owner: str, ids: Sequence[int], lease_seconds: float) -> set[int]:
+    """Extend our lease on `ids`; returns the ids still ours (the others were lost)."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        "update queue set lease_until = now() + make_interval(secs => $3)"
+        " where id = any($2::bigint[]) and lease_owner = $1 and state = 'active' returning id",
+        owner, list(ids), float(lease_seconds))
+    return {r["id"] for r in rows}
 
 
-async def active_owners(conn: Conn) -> list[str]:
-    return [r["lease_owner"] for r in await conn.fetch(
-        "select distinct lease_owner from queue where state = 'active' and lease_owner is not null")]
+async def lock_owned(conn: Conn, owner: str, ids: Sequence[int]) -> set[int]:
+    """Lock the rows of `ids` still leased to `owner` until the transaction ends (a reaper
+    cannot hand them out meanwhile); returns their ids."""
+    rows = await conn.fetch("select id from queue where id = any($2::bigint[])"
+                            " and lease_owner = $1 and state = 'active' for update",
+                            owner, list(ids))
+    return {r["id"] for r in rows}
 
 
-async def release_owner(conn: Conn, owner: str) -> None:
+async def unclaim(conn: Conn, owner: str, ids: Sequence[int]) -> int:
+    """Hand back rows claimed but not started (attempt not counted)."""
+    res = await conn.execute(
+        "update queue set state = 'ready', lease_owner = null, lease_until = null,"
+        " attempts = greatest(attempts - 1, 0)"
+        " where id = any($2::bigint[]) and lease_owner = $1 and state = 'active'",
+        owner, list(ids))
+    return await _ready_again(conn, int(res.split()[-1]))
+
+
+async def _ready_again(conn: Conn, n: int) -> int:
+    """Rows went back to ready: every node's scheduler should look (NOTIFY)."""
+    if n:
+        await conn.execute("select pg_notify('queue_ready', '')")
+    return n
+
+
+async def reclaim_expired(conn: Conn, dead_seconds: float | None = None) -> int:
+    """Return rows whose owner is gone to the ready state.
+
+    Without `dead_seconds`: rows whose lease ran out. With it (the node reaper): rows whose
+    owner is not a live node (`directory.nodes`), and rows whose lease ran out more than
+    `dead_seconds` ago (a live owner gets that grace to renew after a database outage)."""
+    if dead_seconds is None:
+        res = await conn.execute(
+            "update queue set state = 'ready', lease_owner = null, lease_until = null"
+            " where state = 'active' and lease_until < now()")
+        return await _ready_again(conn, int(res.split()[-1]))
+    res = await conn.execute(
+        "update queue q set state = 'ready', lease_owner = null, lease_until = null"
+        " where q.state = 'active' and (q.lease_owner is null"
+        "  or q.lease_until < now() - make_interval(secs => $1)"
+        "  or not " + nodes_repo.live_owner("q.lease_owner", "$1") + ")", float(dead_seconds))
+    return await _ready_again(conn, int(res.split()[-1]))
+
+
+async def release_owner(conn: Conn, owner: str) -> int:
     """On clean shutdown, hand back rows this process still holds (attempt not counted)."""
-    await conn.execute("update queue set state = 'ready', lease_owner = null, lease_until = null,"
-                       " attempts = greatest(attempts - 1, 0) where state = 'active' and lease_owner = $1", owner)
+    res = await conn.execute(
+        "update queue set state = 'ready', lease_owner = null, lease_until = null,"
+        " attempts = greatest(attempts - 1, 0) where state = 'active' and lease_owner = $1", owner)
+    return await _ready_again(conn, int(res.split()[-1]))
 
 
 async def expire_history(conn: Conn, days: int) -> int:
@@ -171,21 +245,40 @@ async def message_raw(conn: Conn, message_id: int) -> bytes:
     return bytes(raw) if raw is not None else b""
 
 
-async def finish(conn: Conn, rows: Sequence[QueueRow], status: str, details: Sequence[str]) -> None:
-    """Remove rows from the queue and record their outcome (delivered / bounced / deleted)."""
+async def finish(conn: Conn, rows: Sequence[QueueRow], status: str, details: Sequence[str],
+                 *, owner: str | None = None) -> list[QueueRow]:
+    """Remove rows from the queue and record their outcome (delivered / bounced / deleted).
+
+    With `owner`, only rows still leased to it are touched (a lost lease changes nothing);
+    returns the rows removed."""
     if not rows:
-        return
-    await conn.execute("delete from queue where id = any($1::bigint[])", [r.id for r in rows])
-    await conn.copy_records_to_table(
-        "deliveries", columns=("queue_id", "message_id", "sender", "recipient", "status", "detail", "attempts"),
-        records=[(r.queue_id, r.message_id, r.sender, r.orig_rcpt or r.recipient, status, d,
-                  r.attempts) for r, d in zip(rows, details, strict=True)])
+        return []
+    if owner is None:
+        got = await conn.fetch("delete from queue where id = any($1::bigint[]) returning id",
+                               [r.id for r in rows])
+    else:
+        got = await conn.fetch("delete from queue where id = any($1::bigint[])"
+                               " and lease_owner = $2 returning id", [r.id for r in rows], owner)
+    ids = {r["id"] for r in got}
+    done = [(r, d) for r, d in zip(rows, details, strict=True) if r.id in ids]
+    if done:
+        await conn.copy_records_to_table(
+            "deliveries", columns=("queue_id", "message_id", "sender", "recipient", "status",
+                                   "detail", "attempts"),
+            records=[(r.queue_id, r.message_id, r.sender, r.orig_rcpt or r.recipient, status, d,
+                      r.attempts) for r, d in done])
+    return [r for r, _ in done]
 
 
-async def defer(conn: Conn, row: QueueRow, delay_seconds: float, error: str) -> None:
-    await conn.execute("update queue set state = 'ready', lease_owner = null, lease_until = null,"
-                       " next_attempt = now() + make_interval(secs => $2), last_error = $3"
-                       " where id = $1", row.id, float(delay_seconds), error)
+async def defer(conn: Conn, row: QueueRow, delay_seconds: float, error: str,
+                *, owner: str | None = None) -> bool:
+    """Back to ready after `delay_seconds`; with `owner` only while still its lease."""
+    res = await conn.execute(
+        "update queue set state = 'ready', lease_owner = null, lease_until = null,"
+        " next_attempt = now() + make_interval(secs => $2), last_error = $3"
+        " where id = $1 and ($4::text is null or lease_owner = $4)",
+        row.id, float(delay_seconds), error, owner)
+    return res.split()[-1] != "0"
 
 
 async def mark_delay_notified(conn: Conn, ids: Sequence[int]) -> None:
@@ -196,14 +289,23 @@ LOCAL_DELIVER = """
 with r as (
     select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[]) as t(k, mid, rcpt, size)
 ), mb as (
-    select m.id, a.address, a.id as account_id from mailboxes m join accounts a on a.id = m.account_id
+    select m.id, a.address, a.id as account_id, a.quota_bytes from mailboxes m
+    join accounts a on a.id = m.account_id
     where m.name = $5 and a.address = any($3::text[]) and a.status = 'active'
     order by m.id for update of m
-), numbered as (
+), used as (
+    select u.account_id, u.bytes from mail_usage u
+    where u.account_id in (select account_id from mb) for update
+), cand as (
     select r.k, r.mid, r.size, mb.id as mailbox_id, mb.account_id,
-           row_number() over (partition by mb.id order by r.k) as n,
-           count(*) over (partition by mb.id) as cnt
-    from r join mb on mb.address = r.rcpt
+           mb.quota_bytes <= 0 or coalesce(us.bytes, 0)
+             + sum(r.size) over (partition by mb.account_id order by r.k) <= mb.quota_bytes as fits
+    from r join mb on mb.address = r.rcpt left join used us on us.account_id = mb.account_id
+), numbered as (
+    select c.k, c.mid, c.size, c.mailbox_id, c.account_id,
+           row_number() over (partition by c.mailbox_id order by c.k) as n,
+           count(*) over (partition by c.mailbox_id) as cnt
+    from cand c where c.fits
 ), bump as (
     update mailboxes m set uidnext = m.uidnext + x.cnt, highestmodseq = m.highestmodseq + x.cnt
     from (select distinct mailbox_id, cnt from numbered) x where m.id = x.mailbox_id
@@ -218,7 +320,7 @@ with r as (
     from (select account_id, sum(size) as bytes, count(*) as n from numbered group by account_id) s
     where u.account_id = s.account_id
 )
-select n.k, n.mailbox_id from numbered n
+select c.k, case when c.fits then c.mailbox_id end as mailbox_id from cand c
 """
 
 
@@ -226,11 +328,15 @@ SPECIAL_USE = {"Junk": "\\Junk"}  # RFC 6154 special-use of mailboxes made at de
 
 
 async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]],
+                        over_quota: set[int] | None = None,
                         folder: str = "INBOX") -> dict[int, int]:
     """Put messages into INBOXes (or `folder`): items are (key, message_id, address, size).
 
     A `folder` other than INBOX is created when missing (Junk with \\Junk, RFC 6154).
-    Returns key -> mailbox id for the items delivered; missing keys had no active account.
+    Returns key -> mailbox id for the items delivered; missing keys had no active account
+    or would take the account over its quota: the mailbox usage plus the message size
+    is checked in this same statement, with the usage row locked (issue 13: no snapshot,
+    no overshoot). Keys refused for quota are added to `over_quota` when given.
     Notifies `mailbox_changed` with the mailbox ids (IMAP IDLE, other processes).
     """
     if not items:
@@ -243,7 +349,9 @@ async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]],
             sorted({i[2] for i in items}), folder, SPECIAL_USE.get(folder))
     rows = await conn.fetch(LOCAL_DELIVER, [i[0] for i in items], [i[1] for i in items],
                             [i[2] for i in items], [i[3] for i in items], folder)
-    delivered = {r["k"]: r["mailbox_id"] for r in rows}
+    delivered = {r["k"]: r["mailbox_id"] for r in rows if r["mailbox_id"] is not None}
+    if over_quota is not None:
+        over_quota.update(r["k"] for r in rows if r["mailbox_id"] is None)
     boxes = sorted(set(delivered.values()))
     # NOTIFY payloads are limited to 8000 bytes: send the ids in chunks.
     chunk: list[str] = []

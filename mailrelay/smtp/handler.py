@@ -244,6 +244,10 @@ class MailHandler:
         if route.transport == "remote" and getattr(envelope, "body_type", "") == "BINARYMIME":
             # RFC 3030 §3: we do not convert binary content for a next hop.
             return "554 5.6.3 Binary content is not relayed; send it as 8BITMIME"
+        if not _room_for_declared_size(route, envelope, self.book()):
+            # RFC 1870 §6.1: no room for a message of the declared SIZE for this recipient
+            # (a hint: the delivery checks the real size in its transaction, issue 13).
+            return "452 4.2.2 Mailbox full for a message of this size"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes[address] = route  # type: ignore[attr-defined]
@@ -370,3 +374,13 @@ class SubmissionHandler(MailHandler):
 def handler_for(policy: ListenerPolicy, **kw: Any) -> MailHandler:
     return SubmissionHandler(policy, **kw) if policy.submission else MailHandler(policy, **kw)
 
+
+def _room_for_declared_size(route: Route, envelope: Envelope, book: AddressBook) -> bool:
+    """False when the MAIL SIZE= parameter already says a local mailbox cannot take it."""
+    exp = route.expansion
+    if route.transport != "local" or exp is None or exp.kind != "account":
+        return True
+    size = next((int(o[5:]) for o in envelope.mail_options
+                 if o.upper().startswith("SIZE=") and o[5:].isdigit()), 0)
+    acct = book.accounts.get(route.recipient)
+    return size == 0 or acct is None or acct.quota <= 0 or acct.used + size <= acct.quota

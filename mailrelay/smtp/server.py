@@ -120,6 +120,34 @@ class ConnectionLimiter:
             self.by_ip.pop(ip, None)
 
 
+class LiveSessions:
+    """The open sessions of the SMTP listeners, so a stop can say goodbye (issue 13).
+
+    RFC 5321 §3.8: a server shutting down answers 421 and closes. A session outside DATA
+    gets "421 4.3.2" at once; one inside DATA finishes its message (it is ours after the
+    COMMIT and the 250) and gets the 421 right after that reply."""
+
+    def __init__(self) -> None:
+        self.sessions: set[CxSMTP] = set()
+        self.stopping = False
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for session in list(self.sessions):
+            if not session._in_data:
+                session.goodbye()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait (up to `timeout` seconds) for the sessions still inside DATA."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s._in_data for s in self.sessions):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+
 class CxSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on every reply, the EHLO response in one
     write, and a fast path for plain `<user@domain>` paths."""
@@ -131,6 +159,8 @@ class CxSMTP(SMTP):
     _limiter: ConnectionLimiter | None = None
     _admitted_ip: str | None = None
     _refused = False
+    _live: LiveSessions | None = None
+    _in_data = False
     _closing = False  # a 421 was sent: the connection is closing
     max_unauth_line = 4096
     # BDAT state of the current transaction: the chunks so far (None: no BDAT yet),
@@ -165,8 +195,33 @@ class CxSMTP(SMTP):
             self._admitted_ip = ip
         self._pending: list[bytes] = []
         super().connection_made(transport)
+        if self._live is not None:
+            self._live.sessions.add(self)
+
+    def goodbye(self) -> None:
+        """421 and close: the server is stopping (RFC 5321 §3.8; RFC 3463 X.3.2)."""
+        if self._live is not None:
+            self._live.sessions.discard(self)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+        transport.close()
+
+    async def _during_data(self, body: Any) -> None:
+        """Run DATA or a BDAT chunk as 'in DATA': a stop waits for it, then says 421."""
+        self._in_data = True
+        try:
+            await body
+        finally:
+            self._in_data = False
+            if self._live is not None and self._live.stopping:
+                self.goodbye()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._live is not None:
+            self._live.sessions.discard(self)
         if self._refused:
             return
         if self._admitted_ip is not None and self._limiter is not None:
@@ -187,7 +242,8 @@ class CxSMTP(SMTP):
         asyncio.get_running_loop().call_later(LINGER_SECONDS, t.close)
 
     @classmethod
-    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None, **kw: Any) -> Any:
+    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None,
+                live: LiveSessions | None = None, **kw: Any) -> Any:
         """A protocol factory that builds aiosmtpd's per-listener tables once.
 
         `SMTP.__init__` inspects the handler and itself (getmembers, dir, signature) for
@@ -198,11 +254,13 @@ class CxSMTP(SMTP):
         loop = kw["loop"]
         proto = cls(handler, **kw)
         proto._limiter = limiter
+        proto._live = live
         state = dict(proto.__dict__)
         if not {"_smtp_methods", "_handle_hooks", "_auth_methods", "session"} <= state.keys():
             def plain() -> Any:
                 obj = cls(handler, **kw)
                 obj._limiter = limiter
+                obj._live = live
                 return obj
             return plain
         smtp_names = tuple(state["_smtp_methods"])
@@ -321,9 +379,12 @@ class CxSMTP(SMTP):
             # RFC 3030 §3: BINARYMIME content is sent with BDAT only.
             await self.push("503 5.5.1 BODY=BINARYMIME requires BDAT")
             return
-        await super().smtp_DATA(arg)
+        await self._during_data(super().smtp_DATA(arg))
 
     async def smtp_BDAT(self, arg: str | None) -> None:
+        await self._during_data(self._bdat_chunk(arg))
+
+    async def _bdat_chunk(self, arg: str | None) -> None:
         """RFC 3030 §2: `BDAT size [LAST]`, then exactly `size` octets.
 
         The octets are always read (even when the command is refused: they must not be
@@ -394,7 +455,8 @@ class CxSMTP(SMTP):
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
                          max_connections: int = 1000, max_per_ip: int = 50,
-                         max_unauth_line: int = 4096) -> asyncio.base_events.Server:
+                         max_unauth_line: int = 4096,
+                         live: LiveSessions | None = None) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
     implicit = role == "submissions"
@@ -418,7 +480,8 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
             warnings.simplefilter("ignore", UserWarning)
             cls: type[CxSMTP] = type("CxSMTP_" + role, (CxSMTP,),
                                      {"max_unauth_line": max_unauth_line})
-            return cls.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
+            return cls.factory(handler, ConnectionLimiter(max_connections, max_per_ip),
+                               live, **kw)
 
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
                                     reuse_address=True, backlog=512)

@@ -44,3 +44,27 @@ async def test_archive_write_copy_then_duplicate_fallback(services):
         ids = [r["stanza_id"] for r in await conn.fetch(
             "select stanza_id from xmpp_mam order by id")]
     assert ids == ["id-1", "id-2"]
+
+
+async def test_lease_changes_only_by_owner_and_dead_nodes_are_reaped(services):
+    """finish/defer act only while the row is leased to the caller; the node reaper hands
+    back rows of owners that are not live nodes, never those of a live one."""
+    from directory import nodes_repo
+    from mailrelay.submit import new_queue_id
+    async with services.db.pool.acquire() as conn, conn.transaction():
+        await repo.enqueue(conn, [new_queue_id(), new_queue_id()], [repo.NewMessage(
+            b"Subject: x\r\n\r\nx\r\n", None,
+            [("a@x.example", "b@y.example", None, "y.example", "remote", None, None, None)])] * 2)
+    async with services.db.pool.acquire() as conn:
+        await nodes_repo.register(conn, "live-node", "h", 1)
+        (mine,) = await repo.claim(conn, "live-node", 1, 60)
+        (ghost,) = await repo.claim(conn, "ghost-node", 1, 60)  # no node row: dead
+        assert await repo.finish(conn, [mine], "delivered", ["x"], owner="someone-else") == []
+        assert not await repo.defer(conn, mine, 1, "x", owner="someone-else")
+        assert await repo.reclaim_expired(conn, 5) == 1  # the ghost's row only
+        assert await conn.fetchval("select state from queue where id = $1", ghost.id) == "ready"
+        assert await repo.renew(conn, "live-node", [mine.id, ghost.id], 60) == {mine.id}
+        await conn.execute("update nodes set heartbeat = now() - interval '1 minute'")
+        assert await nodes_repo.dead(conn, 5) == ["live-node"]
+        assert await repo.reclaim_expired(conn, 5) == 1  # its node stopped beating
+        assert await repo.finish(conn, [mine], "delivered", ["x"], owner="live-node") == []
