@@ -47,8 +47,9 @@ class Listener:
     """Channels -> subscribers over one self-healing LISTEN connection."""
 
     def __init__(self, pool: Any, *, retry_max: float = 1.0, check_every: float = 0.5,
-                 ping_every: float = 10.0) -> None:
+                 ping_every: float = 10.0, connect_timeout: float = 10.0) -> None:
         self.pool = pool
+        self.connect_timeout = connect_timeout
         self.retry_max = retry_max
         self.check_every = check_every
         self.ping_every = ping_every
@@ -138,7 +139,8 @@ class Listener:
 
     async def _connect(self) -> None:
         async with self._lock:
-            conn = await self.pool.acquire()
+            # bounded: a host that does not answer must not stall the reconnection loop
+            conn = await asyncio.wait_for(self.pool.acquire(), self.connect_timeout)
             try:
                 for channel in self.subs:
                     await conn.add_listener(channel, self._dispatch)

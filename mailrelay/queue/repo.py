@@ -8,7 +8,7 @@ share the queue and a crashed process's claims come back when the lease expires.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -137,22 +137,54 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
     return ids, inline
 
 
+CLAIM_WITH_SLOTS = """
+with pick as (
+    select x.id from (
+        select q.id, q.transport, q.domain, q.next_attempt,
+               dense_rank() over (partition by q.transport, q.domain
+                                  order by q.message_id, q.sender) as g
+        from (select id, transport, domain, message_id, sender, next_attempt from queue
+              where state = 'ready' and next_attempt <= now()
+                and ($4::text[] is null or transport = any($4::text[]))
+              order by next_attempt, id limit $2 * 4) q
+    ) x
+    left join unnest($5::text[], $6::int[]) as u(domain, used)
+           on x.transport = 'remote' and u.domain = x.domain
+    where x.transport <> 'remote' or x.g <= $7 - coalesce(u.used, 0)
+    order by x.next_attempt, x.id limit $2
+), c as (
+    select id from queue where id in (select id from pick) and state = 'ready'
+    order by next_attempt, id for update skip locked
+)
+update queue q set state = 'active', lease_owner = $1,
+    lease_until = now() + make_interval(secs => $3), attempts = q.attempts + 1
+from c where q.id = c.id returning q.id
+"""
+
+
 async def claim(conn: Conn, owner: str, limit: int, lease_seconds: int,
-                transports: Sequence[str] | None = None,
-                busy_domains: Sequence[str] = ()) -> list[QueueRow]:
+                transports: Sequence[str] | None = None, *,
+                in_use: Mapping[str, int] | None = None,
+                per_destination: int | None = None) -> list[QueueRow]:
     """Claim up to `limit` due rows for this process (SKIP LOCKED + lease).
 
-    Remote rows for `busy_domains` (every delivery slot of this process in use) are left
-    for later or for another node: a claimed row must not wait for a slot."""
-    rows = await conn.fetch(
-        "with c as (select id from queue where state = 'ready' and next_attempt <= now()"
-        "  and ($4::text[] is null or transport = any($4::text[]))"
-        "  and not (transport = 'remote' and domain = any($5::text[]))"
-        "  order by next_attempt, id limit $2 for update skip locked)"
-        " update queue q set state = 'active', lease_owner = $1,"
-        "  lease_until = now() + make_interval(secs => $3), attempts = q.attempts + 1"
-        " from c where q.id = c.id returning q.id", owner, limit, float(lease_seconds),
-        list(transports) if transports else None, list(busy_domains))
+    With `per_destination`, remote rows are claimed only for the delivery slots free now:
+    per domain, at most `per_destination - in_use[domain]` deliveries (one delivery = the
+    rows of one message and sender); a claimed row never waits for a slot."""
+    if per_destination is None:
+        rows = await conn.fetch(
+            "with c as (select id from queue where state = 'ready' and next_attempt <= now()"
+            "  and ($4::text[] is null or transport = any($4::text[]))"
+            "  order by next_attempt, id limit $2 for update skip locked)"
+            " update queue q set state = 'active', lease_owner = $1,"
+            "  lease_until = now() + make_interval(secs => $3), attempts = q.attempts + 1"
+            " from c where q.id = c.id returning q.id", owner, limit, float(lease_seconds),
+            list(transports) if transports else None)
+    else:
+        used = dict(in_use or {})
+        rows = await conn.fetch(CLAIM_WITH_SLOTS, owner, limit, float(lease_seconds),
+                                list(transports) if transports else None, list(used),
+                                list(used.values()), per_destination)
     if not rows:
         return []
     got = await conn.fetch(ROW_SELECT + " where q.id = any($1::bigint[]) order by q.id",

@@ -222,10 +222,10 @@ class Scheduler:
         room = self.cfg.max_active - self._active
         if room <= 0 or self._stopping:
             return 0
-        busy = sorted(d for d, n in self._dest_active.items() if n >= self.cfg.per_destination)
         async with self.pool.acquire() as conn:
             rows = await repo.claim(conn, self.owner, min(room, self.batch),
-                                    self.cfg.lease_seconds, busy_domains=busy)
+                                    self.cfg.lease_seconds, in_use=self._dest_active,
+                                    per_destination=self.cfg.per_destination)
         if not rows:
             return 0
         self.metrics.inc("mail_queue_claimed_total", len(rows))

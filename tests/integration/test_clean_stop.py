@@ -66,3 +66,28 @@ async def test_node_list_shows_the_running_node(server, cfg, capsys, monkeypatch
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["id"] == server.services.node.id and row["alive"] is True
+
+
+async def test_imap_and_xmpp_sessions_are_told_at_stop(server):
+    """IMAP: `* BYE` (RFC 3501 §7.1.5); XMPP: the stream ends with <system-shutdown/>
+    (RFC 6120 §4.9.3.20)."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    r, w = await asyncio.open_connection("127.0.0.1", server.ports["imaps"], ssl=ctx)
+    assert (await r.readline()).startswith(b"* OK")
+    xr, xw = await asyncio.open_connection("127.0.0.1", server.ports["xmpp"])
+    xw.write(b"<?xml version='1.0'?><stream:stream to='cx.example' version='1.0'"
+             b" xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    await xw.drain()
+    got = b""
+    while b"</stream:features>" not in got:
+        got += await asyncio.wait_for(xr.read(4096), 10)
+    await server.stop()
+    assert (await asyncio.wait_for(r.readline(), 10)).startswith(b"* BYE")
+    rest = b""
+    while chunk := await asyncio.wait_for(xr.read(4096), 10):
+        rest += chunk
+    assert b"system-shutdown" in rest
+    w.close()
+    xw.close()

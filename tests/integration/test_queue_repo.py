@@ -68,3 +68,28 @@ async def test_lease_changes_only_by_owner_and_dead_nodes_are_reaped(services):
         assert await nodes_repo.dead(conn, 5) == ["live-node"]
         assert await repo.reclaim_expired(conn, 5) == 1  # its node stopped beating
         assert await repo.finish(conn, [mine], "delivered", ["x"], owner="live-node") == []
+
+
+async def test_claim_takes_only_what_free_destination_slots_can_start(services):
+    """per_destination 2: with one delivery to y.example running, one more message's rows
+    are claimed (both of its recipients), none of the other messages'; z.example is free."""
+    from mailrelay.submit import new_queue_id
+    def msg(domain: str, n: int = 1) -> repo.NewMessage:
+        return repo.NewMessage(b"Subject: x\r\n\r\nx\r\n", None, [
+            ("a@x.example", f"r{i}@{domain}", None, domain, "remote", None, None, None)
+            for i in range(n)])
+    async with services.db.pool.acquire() as conn, conn.transaction():
+        await repo.enqueue(conn, [new_queue_id() for _ in range(4)],
+                           [msg("y.example", 2), msg("y.example"), msg("y.example"),
+                            msg("z.example")])
+    async with services.db.pool.acquire() as conn:
+        got = await repo.claim(conn, "n1", 100, 60, in_use={"y.example": 1}, per_destination=2)
+        by_domain: dict[str, set[int]] = {}
+        for r in got:
+            by_domain.setdefault(r.domain, set()).add(r.message_id)
+        assert len(by_domain["y.example"]) == 1 and len(by_domain["z.example"]) == 1
+        assert len([r for r in got if r.domain == "y.example"]) == 2  # the first message's two
+        assert await repo.claim(conn, "n1", 100, 60, in_use={"y.example": 2},
+                                per_destination=2) == []
+        more = await repo.claim(conn, "n1", 100, 60, per_destination=2)
+        assert len({r.message_id for r in more}) == 2  # the other two y.example messages
