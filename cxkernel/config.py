@@ -70,11 +70,14 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    lockout_failures: int = _f(5, "failed logins in a row that lock an account", min=1)
-    lockout_seconds: int = _f(900, "how long a locked account stays locked", min=0)
+    lockout_failures: int = _f(5, "password checks allowed per login name per window; further attempts fail unchecked until the window ends or a login succeeds", min=1)
+    lockout_seconds: int = _f(900, "the lockout window, from a name's first attempt (0: no lockout)", min=0)
     scram_iterations: int = _f(4096, "PBKDF2 iteration count for new SCRAM keys (RFC 7677 minimum 4096)", min=4096)
     min_password_length: int = _f(8, "shortest password accepted when set by an admin or import", min=1)
     cache_seconds: int = _f(300, "remember a successful password check this long (0: never); a changed password or a disabled account takes effect at once", min=0)
+    penalty_max_seconds: float = _f(15.0, "longest delay before an attempt from a network (IPv4 address, IPv6 /64) with recent failures (0: no penalty)", min=0.0)
+    penalty_free_failures: int = _f(3, "failures from a network before its attempts are delayed (then 1, 2, 4... seconds)", min=1)
+    penalty_window: int = _f(900, "seconds after its last failure that a network's penalty is forgotten", min=1)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from directory.auth import Authenticator
 from directory.service import DirectoryService, DirectorySettings
 from gateway.db import Database
 from gateway.http import HTTPServer, Request, Response
-from gateway.tls import ensure_self_signed, server_context
+from gateway.tls import channel_binding, ensure_self_signed, server_context
 
 log = logging.getLogger("cxgw")
 
@@ -71,7 +71,10 @@ def directory_settings(cfg: Config) -> DirectorySettings:
         domain=cfg.server.domain, scram_iterations=cfg.auth.scram_iterations,
         min_password_length=cfg.auth.min_password_length,
         lockout_failures=cfg.auth.lockout_failures, lockout_seconds=cfg.auth.lockout_seconds,
-        auth_cache_seconds=cfg.auth.cache_seconds)
+        auth_cache_seconds=cfg.auth.cache_seconds,
+        penalty_max_seconds=cfg.auth.penalty_max_seconds,
+        penalty_free_failures=cfg.auth.penalty_free_failures,
+        penalty_window=cfg.auth.penalty_window)
 
 
 async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services:
@@ -87,8 +90,10 @@ async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services
         cert, key = str(c), str(k)
     from pathlib import Path
     tls = server_context(Path(cert), Path(key))
-    return Services(cfg, db, DirectoryService(db.pool, settings),
-                    Authenticator(db.pool, settings), tls)
+    metrics = Metrics()
+    auth = Authenticator(db.pool, settings, metrics)
+    auth.channel_binding = channel_binding(Path(cert))
+    return Services(cfg, db, DirectoryService(db.pool, settings), auth, tls, metrics=metrics)
 
 
 class HTTPComponent:

@@ -84,7 +84,8 @@ class C2SServer:
         common: dict[str, Any] = dict(
             domains=(host.domain,), features=features,
             max_stanza_bytes=cfg.max_stanza_size,
-            max_stanza_bytes_unauthenticated=cfg.max_unauth_stanza_size)
+            max_stanza_bytes_unauthenticated=cfg.max_unauth_stanza_size,
+            binding=auth.channel_binding)
         self.config_starttls = SessionConfig(direct_tls=False, **common)
         self.config_direct = SessionConfig(direct_tls=True, **common)
         self.metrics.gauge("xmpp_sessions", lambda: float(host.router.count()),
@@ -156,7 +157,7 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     __slots__ = ("server", "router", "session", "transport", "tls", "wbuf", "lane",
                  "lane_task", "account", "peer", "tokens", "t_last", "held", "ended",
-                 "bound", "timer", "sm", "csi", "dropped")
+                 "bound", "timer", "sm", "csi", "dropped", "ip")
 
     def __init__(self, server: C2SServer, direct_tls: bool) -> None:
         Resource.__init__(self)
@@ -171,6 +172,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.lane_task: asyncio.Task[None] | None = None
         self.account: Account | None = None
         self.peer = ""
+        self.ip = ""
         self.tokens = float(server.host.cfg.rate_bytes_per_s)
         self.t_last = 0.0
         self.held: list[bytes] | None = None  # input waiting for the rate limit
@@ -193,6 +195,7 @@ class C2SConnection(asyncio.Protocol, Resource):
                 pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.ip = str(peer[0]) if peer else ""
         self.server.connections.add(self)
         if self.server.paused:
             transport.pause_reading()  # type: ignore[attr-defined]
@@ -301,10 +304,8 @@ class C2SConnection(asyncio.Protocol, Resource):
                     self.run(_later(router.route, el, self))  # keep order behind async work
                 else:
                     router.route(el, self)
-            elif kind is AuthRequested:
-                self.run(_later_async(self._scram_keys, ev))
-            elif kind is PlainCredentials:
-                self.run(_later_async(self._check_plain, ev))
+            elif kind is AuthRequested or kind is PlainCredentials:
+                self.run(_later_async(self._sasl_work, ev))
             elif kind is BindRequested:
                 self._bind(ev)  # type: ignore[arg-type]
             elif kind is SessionBound:
@@ -317,13 +318,8 @@ class C2SConnection(asyncio.Protocol, Resource):
                                       SessionEvent(self)))
             elif kind is Authenticated:
                 self.server.metrics.inc("xmpp_logins_total", result="ok")
-                if self.account is not None:
-                    self.run(_later_async(self.server.auth.record, self.account, True))
             elif kind is AuthFailed:
                 self.server.metrics.inc("xmpp_logins_total", result="fail")
-                if self.account is not None:
-                    self.run(_later_async(self.server.auth.record, self.account, False))
-                    self.account = None
             elif kind is StartTLSRequested:
                 self._start_tls()
             elif kind is NonzaReceived:
@@ -350,27 +346,15 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.tls = TLSLayer(self.server.tls)
         self.session.tls_started()
 
-    async def _scram_keys(self, ev: AuthRequested) -> None:
-        try:
-            account, keys = await self.server.auth.scram_keys(ev.username, ev.mechanism)
-        except Exception:
-            log.exception("scram keys lookup failed")
-            self.session.auth_result(False, "temporary-auth-failure")
-        else:
-            self.account = account
-            self.session.provide_scram_keys(keys if account is not None else None)
-        self._pump()
-
-    async def _check_plain(self, ev: PlainCredentials) -> None:
-        try:
-            result = await self.server.auth.authenticate(
-                ev.username, ev.password, protocol="xmpp", remote=self.peer)
-        except Exception:
-            log.exception("authentication failed")
-            self.session.auth_result(False, "temporary-auth-failure")
-        else:
-            condition = "account-disabled" if result.reason == "disabled" else "not-authorized"
-            self.session.auth_result(result.ok, condition)
+    async def _sasl_work(self, ev: AuthRequested | PlainCredentials) -> None:
+        """The directory's part of the exchange (keys, lockout, password or proof check)."""
+        exchange = self.session.sasl
+        if exchange is None or self.ended:
+            return
+        step = await self.server.auth.advance(exchange, ev.work,  # type: ignore[arg-type]
+                                              protocol="xmpp", remote=self.ip)
+        self.account = exchange.account  # type: ignore[assignment]
+        self.session.sasl_continue(step)
         self._pump()
 
     def _bind(self, ev: BindRequested) -> None:

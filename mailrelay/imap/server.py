@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from directory.scram import ScramKeys
+from directory.sasl import ChannelBinding, SaslServer, Step
 
 from .hub import ChangeHub
 from .proto import commands as c
@@ -72,25 +72,24 @@ class ImapListenerConfig:
 
 
 class _Login:
-    """Adapts the directory's ``authenticate()`` (with lockout) to the session."""
+    """Adapts the directory's authenticator (one SASL module, one lockout) to the session."""
 
-    __slots__ = ("auth", "remote")
+    __slots__ = ("auth", "remote", "binding")
 
     def __init__(self, auth: Any, remote: str) -> None:
         self.auth, self.remote = auth, remote
+        self.binding: ChannelBinding | None = getattr(auth, "channel_binding", None)
+
+    def prepare(self, name: str) -> str:
+        return str(self.auth.username_to_address(name))
 
     async def login(self, user: str, password: str) -> str | None:
         res = await self.auth.authenticate(user, password, protocol="imap", remote=self.remote)
         return res.account.address if res.ok and res.account is not None else None
 
-    async def scram_keys(self, user: str, mechanism: str) -> tuple[Any, ScramKeys]:
-        return cast(tuple[Any, ScramKeys], await self.auth.scram_keys(user, mechanism))
-
-    async def scram_result(self, account: Any, ok: bool) -> str | None:
-        await self.auth.record(account, ok)  # the same lockout as PLAIN and LOGIN
-        log.info("auth %s protocol=imap mechanism=scram remote=%s user=%s",
-                 "ok" if ok else "fail", self.remote, account.address)
-        return str(account.address) if ok else None
+    async def advance(self, server: SaslServer, step: Step) -> Step:
+        return cast(Step, await self.auth.advance(server, step, protocol="imap",
+                                                  remote=self.remote))
 
 
 class ImapConnection(asyncio.Protocol):

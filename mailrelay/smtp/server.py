@@ -209,6 +209,9 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
     implicit = role == "submissions"
+    # SCRAM-*-PLUS only where we can compute the channel binding (advertise what works).
+    no_plus = [] if getattr(handler.auth, "channel_binding", None) is not None else [
+        "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"]
 
     def make_factory() -> Any:
         kw: dict[str, Any] = dict(
@@ -220,11 +223,13 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
                       auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"])
         elif role == "submission":
             # RFC 8314 / RFC 4954 §4: no AUTH (and here no MAIL) before STARTTLS.
-            kw.update(require_starttls=True, auth_required=True, auth_require_tls=True)
+            kw.update(require_starttls=True, auth_required=True, auth_require_tls=True,
+                      auth_exclude_mechanism=no_plus)
         else:
             # Implicit TLS: aiosmtpd does not know the transport is TLS, so it must be told
             # not to require STARTTLS before offering AUTH (the connection is TLS already).
-            kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
+            kw.update(require_starttls=False, auth_required=True, auth_require_tls=False,
+                      auth_exclude_mechanism=no_plus)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
             return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)

@@ -7,6 +7,7 @@ from xml.etree.ElementTree import Element, SubElement
 
 import pytest
 
+from directory.scram import derive_keys
 from xmpp.jid import JID
 from xmpp.proto import ns
 from xmpp.proto.config import FeaturesConfig, SessionConfig
@@ -118,9 +119,10 @@ def test_login_bind_and_message(mechanism: str, chunk: int) -> None:
     assert link.server.state is S.BOUND and link.server.secured
     assert link.client.bound_jid == JID("juliet", DOMAIN, "balcony")
     kinds = [type(e) for e in link.server_events]
-    first = PlainCredentials if mechanism == "PLAIN" else AuthRequested
-    assert kinds == [StartTLSRequested, first, Authenticated, BindRequested, SessionBound]
-    assert link.server_events[2] == Authenticated("juliet", mechanism)
+    # PLAIN: one password check; SCRAM: the keys, then the proof check (lockout first)
+    asks = [PlainCredentials] if mechanism == "PLAIN" else [AuthRequested, AuthRequested]
+    assert kinds == [StartTLSRequested, *asks, Authenticated, BindRequested, SessionBound]
+    assert link.server_events[1 + len(asks)] == Authenticated("juliet", mechanism)
 
     msg = Element(ns.MESSAGE, {"to": "Romeo@Example.NET", "type": "chat", "id": "m1"})
     SubElement(msg, ns.q(ns.CLIENT, "body")).text = "Wherefore art thou?"
@@ -320,7 +322,7 @@ def test_abort_during_scram() -> None:
     first = b64(b"n,,n=juliet,r=abcdef")
     probe.send(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-1'>{first}</auth>".encode())
     assert probe.server.state is S.SASL
-    probe.server.provide_scram_keys(None)
+    probe.server.provide_scram_keys(derive_keys("SCRAM-SHA-1", "pw", b"s" * 16, 64))
     assert probe.collect()[0].element.tag == ns.SASL_CHALLENGE
     failure = probe.elements(f"<abort xmlns='{SASL_NS}'/>".encode())[0]
     assert condition(failure) == "aborted"
