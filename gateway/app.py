@@ -20,6 +20,7 @@ from typing import Any, Protocol, TextIO
 
 from cxkernel.config import Config
 from cxkernel.events import EventBus
+from cxkernel.limiter import limiter_for, peer_ip
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.service import DirectoryService, DirectorySettings
@@ -119,7 +120,21 @@ class HTTPComponent:
         addr = self.s.cfg.listen_addr("http")
         if addr is None:
             return []
-        self.server = await asyncio.start_server(self.s.http.handle_connection, addr[0], addr[1])
+        limiter = limiter_for(self.s.cfg.limits, "http", self.s.metrics)
+        handle = self.s.http.handle_connection
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            ticket = limiter.admit(peer_ip(writer.transport))  # caps (cxkernel.limiter)
+            if ticket is None:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                             b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                writer.close()
+                return
+            try:
+                await handle(reader, writer)
+            finally:
+                ticket.release()
+        self.server = await asyncio.start_server(accept, addr[0], addr[1])
         port = self.server.sockets[0].getsockname()[1]
         return [Endpoint("http", "http", addr[0], port, "none")]
 

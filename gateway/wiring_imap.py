@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxkernel.limiter import limiter_for
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from mailrelay.imap.hub import ChangeHub
 from mailrelay.imap.pgstore import PgMailStore
@@ -20,7 +21,9 @@ class ImapWiring:
         cfg = ImapListenerConfig(idle_timeout=c.idle_timeout,
                                  max_unauth_bytes=c.max_unauth_bytes,
                                  append_limit=c.append_limit)
-        self.server = ImapServer(store, ChangeHub(s.db.pool, store), s.auth, s.tls, cfg)
+        limiters = {r: limiter_for(s.cfg.limits, r, s.metrics) for r in ("imap", "imaps")}
+        self.server = ImapServer(store, ChangeHub(s.db.pool, store), s.auth, s.tls, cfg,
+                                 limiters)
         s.components["imap"] = self.server
 
     async def start(self) -> list[Endpoint]:

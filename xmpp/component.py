@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
+from cxkernel.limiter import ConnectionLimiter, ListenerLimits, Ticket, peer_ip
+
 from .host import Host
 from .jid import JIDError, parse_jid
 from .proto import ns
@@ -185,8 +187,11 @@ class ComponentStream:
 class ComponentServer:
     """The XEP-0114 listener and its live connections."""
 
-    def __init__(self, host: Host, secrets_: dict[str, str]) -> None:
+    def __init__(self, host: Host, secrets_: dict[str, str],
+                 limiter: ConnectionLimiter | None = None) -> None:
         self.host = host
+        #: caps and the handshake deadline of the listener (cxkernel.limiter)
+        self.limiter = limiter or ConnectionLimiter("xmpp_component", ListenerLimits(50, 20, 10))
         self.secrets = {d.lower(): s for d, s in secrets_.items()}
         self.connections: set[ComponentConnection] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -218,20 +223,36 @@ class ComponentConnection(asyncio.Protocol, Resource):
         self.lane: deque[Callable[[], Awaitable[object]]] = deque()
         self.lane_task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.ticket: Ticket | None = None
 
     def _taken(self, domain: str) -> bool:
         return domain in self.router.components or domain == self.router.domain
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.ticket = self.server.limiter.admit(peer_ip(transport), self._timeout)
+        if self.ticket is None:  # over the cap: RFC 6120 §4.9.3.18 policy-violation
+            transport.write(  # type: ignore[attr-defined]
+                b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+                b"xmlns:stream='http://etherx.jabber.org/streams' id='refused'>"
+                b"<stream:error><policy-violation "
+                b"xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+                b"</stream:stream>")
+            transport.close()
+            return
         self.server.connections.add(self)
         self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.ticket is None:
+            return  # refused
         self.stream.receive_data(data)
         self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is None:
+            return  # refused
+        self.ticket.release()
         self.stream.receive_data(b"")
         self._pump()
         self._finish()
@@ -239,12 +260,14 @@ class ComponentConnection(asyncio.Protocol, Resource):
 
     def _timeout(self) -> None:
         self.timer = None
-        if not self.stream.bound:
+        if not self.stream.bound and not self.stream.closed:
             self.close_stream(StreamError("connection-timeout"))
 
     def _pump(self) -> None:
         while (ev := self.stream.next_event()) is not None:
             if isinstance(ev, Bound):
+                if self.ticket is not None:
+                    self.ticket.authenticated()
                 if self.timer is not None:
                     self.timer.cancel()
                     self.timer = None

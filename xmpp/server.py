@@ -10,7 +10,8 @@ iteration for all connections (one TLS record and one ``write`` for a burst).
 Limits: a token bucket per connection (``xmpp.rate_bytes_per_s``) pauses reading when a
 client sends faster; it is never disconnected for that, and nobody else waits for it.
 Stanza size limits are enforced by the core; unauthenticated streams may only do TLS and
-SASL (core) and must authenticate within ``AUTH_TIMEOUT`` seconds.
+SASL (core) and must bind a resource by the listener's login deadline
+(``limits.xmpp_preauth_seconds``, cxkernel.limiter), which also caps connections.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from xml.etree.ElementTree import Element, fromstring
 
+from cxkernel.limiter import ConnectionLimiter, ListenerLimits, Ticket
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.model import Account
@@ -56,7 +58,13 @@ from .tls import TLSClosed, TLSLayer
 MAX_UNACKED = 5000
 log = logging.getLogger("cxgw.xmpp.c2s")
 
-AUTH_TIMEOUT = 60.0       # seconds to get from TCP accept to a bound resource
+#: The refusal of a connection over the cap on the STARTTLS port (RFC 6120 §4.9.3.18).
+REFUSAL_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' "
+                  "id='refused' version='1.0'>")
+REFUSAL = (b"<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+           b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Too many connections</text>"
+           b"</stream:error></stream:stream>")
 MAX_RESOURCES = 20        # bound resources per account (RFC 6120 §7.6.2.1 resource-constraint)
 MAX_WRITE_BUFFER = 8 << 20  # bytes queued for a client that does not read: then closed
 
@@ -65,12 +73,14 @@ class C2SServer:
     """The listeners and the set of live connections."""
 
     def __init__(self, host: Host, auth: Authenticator, tls: ssl.SSLContext,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 limiters: dict[str, ConnectionLimiter] | None = None) -> None:
         self.host = host
         self.auth = auth
         self.tls = tls
         self.metrics = metrics or Metrics()
         self.connections: set[C2SConnection] = set()
+        self.limiters = limiters or {}
         self._servers: list[asyncio.base_events.Server] = []
         self._dirty: list[C2SConnection] = []
         self._flush_scheduled = False
@@ -107,6 +117,12 @@ class C2SServer:
                 t.pause_reading()
             elif conn.held is None:  # a rate-limited connection resumes on its own timer
                 t.resume_reading()
+
+    def limiter(self, direct_tls: bool) -> ConnectionLimiter:
+        name = "xmpps" if direct_tls else "xmpp"
+        if name not in self.limiters:
+            self.limiters[name] = ConnectionLimiter(name, ListenerLimits(), self.metrics)
+        return self.limiters[name]
 
     async def listen(self, host: str, port: int, direct_tls: bool) -> int:
         """Start a listener; returns the bound port."""
@@ -157,7 +173,7 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     __slots__ = ("server", "router", "session", "transport", "tls", "wbuf", "lane",
                  "lane_task", "account", "peer", "tokens", "t_last", "held", "ended",
-                 "bound", "timer", "sm", "csi", "dropped", "ip")
+                 "bound", "sm", "csi", "dropped", "ip", "ticket", "direct_tls")
 
     def __init__(self, server: C2SServer, direct_tls: bool) -> None:
         Resource.__init__(self)
@@ -178,10 +194,11 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.held: list[bytes] | None = None  # input waiting for the rate limit
         self.ended = False
         self.bound = False
-        self.timer: asyncio.TimerHandle | None = None
         self.sm: Any = None       # XEP-0198 ledger (xmpp.features.sm): counts, unacked queue
         self.csi: Any = None      # XEP-0352 hold of an inactive client (xmpp.features.csi)
         self.dropped = False      # the transport went away without </stream:stream>
+        self.ticket: Ticket | None = None  # cxkernel.limiter: caps and the login deadline
+        self.direct_tls = direct_tls
 
     # -- transport callbacks -------------------------------------------------------------------
 
@@ -196,14 +213,24 @@ class C2SConnection(asyncio.Protocol, Resource):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
         self.ip = str(peer[0]) if peer else ""
+        self.ticket = self.server.limiter(self.direct_tls).admit(self.ip, self._auth_timeout)
+        if self.ticket is None:
+            self.ended = True
+            if not self.direct_tls:
+                # RFC 6120 §4.9.1.3: a stream header, then the error, then close.
+                transport.write(REFUSAL_HEADER.format(  # type: ignore[attr-defined]
+                    domain=self.server.host.domain).encode() + REFUSAL)
+            transport.close()
+            return
         self.server.connections.add(self)
         if self.server.paused:
             transport.pause_reading()  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         self.t_last = loop.time()
-        self.timer = loop.call_later(AUTH_TIMEOUT, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.ticket is None:
+            return  # refused
         delay = self._charge(len(data))
         if self.held is not None:  # over the rate: wait with the rest (flow control)
             self.held.append(data)
@@ -244,6 +271,9 @@ class C2SConnection(asyncio.Protocol, Resource):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is None:
+            return  # refused
+        self.ticket.release()
         self.server.connections.discard(self)
         if not self.ended:
             self.dropped = True
@@ -310,9 +340,8 @@ class C2SConnection(asyncio.Protocol, Resource):
                 self._bind(ev)  # type: ignore[arg-type]
             elif kind is SessionBound:
                 self.bound = True
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
+                if self.ticket is not None:
+                    self.ticket.authenticated()
                 self.server.metrics.inc("xmpp_sessions_bound_total")
                 self.run(_later_async(self.server.host.bus.fire, "session/bound",
                                       SessionEvent(self)))
@@ -392,9 +421,8 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     def _finish(self) -> None:
         self.ended = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.ticket is not None:
+            self.ticket.authenticated()  # no deadline for a connection that is over
         if self.bound:
             if self.dropped and self.sm is not None and \
                     self.server.host.hooks.fire("c2s/hibernate", self):
@@ -427,9 +455,8 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.router.bind(self, old.jid)
         self.session.resumed(old.jid)
         self.bound = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.ticket is not None:
+            self.ticket.authenticated()
 
     def _abort(self) -> None:
         self.ended = True
@@ -438,7 +465,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         self._finish()
 
     def _auth_timeout(self) -> None:
-        self.timer = None
+        """The login deadline (from connect; a trickle cannot extend it) passed unbound."""
         if not self.bound and not self.ended:
             self.close_stream(StreamError("connection-timeout"))
 

@@ -11,6 +11,7 @@ import asyncpg
 
 from cxkernel.config import Config, parse_hostport
 from cxkernel.events import EventBus
+from cxkernel.limiter import limiter_for
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.model import Account
@@ -65,7 +66,8 @@ class XmppComponent:
         await host.start()
         self._unlisten = await self.store.listen("directory_changed", host.directory.changed)
         host.directory.start()
-        self.c2s = C2SServer(host, self.auth, self.tls, self.metrics)
+        self.c2s = C2SServer(host, self.auth, self.tls, self.metrics, {
+            r: limiter_for(self.cfg.limits, r, self.metrics) for r in ("xmpp", "xmpps")})
         out: list[tuple[str, str, int, str]] = []
         for role, direct in (("xmpp", False), ("xmpps", True)):
             addr = self.cfg.listen_addr(role)
@@ -79,7 +81,8 @@ class XmppComponent:
             secrets[domain.strip().lower()] = secret
         listen = self.cfg.listen.xmpp_component
         if secrets and listen:  # XEP-0114 listener, only when components are configured
-            self.component_server = component.ComponentServer(host, secrets)
+            self.component_server = component.ComponentServer(
+                host, secrets, limiter_for(self.cfg.limits, "xmpp_component", self.metrics))
             chost, cport = parse_hostport(listen)
             cport = await self.component_server.listen(chost, cport)
             out.append(("xmpp_component", chost, cport, "none"))

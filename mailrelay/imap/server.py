@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from cxkernel.limiter import ConnectionLimiter, ListenerLimits, Ticket, peer_ip
 from directory.sasl import ChannelBinding, SaslServer, Step
 
 from .hub import ChangeHub
@@ -109,6 +110,7 @@ class ImapConnection(asyncio.Protocol):
         "_sub",
         "_notified",
         "_closed",
+        "ticket",
     )
 
     def __init__(self, srv: ImapServer, implicit_tls: bool) -> None:
@@ -123,12 +125,21 @@ class ImapConnection(asyncio.Protocol):
         self._sub: int | None = None
         self._notified = 0
         self._closed = False
+        self.ticket: Ticket | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.ticket = self.srv.limiter(self.implicit_tls).admit(peer_ip(transport),
+                                                               self._deadline)
+        if self.ticket is None:
+            self._closed = True
+            if not self.implicit_tls:  # RFC 3501 §7.1.5: BYE as the greeting
+                transport.write(b"* BYE [UNAVAILABLE] Too many connections, try later\r\n")
+            transport.close()
+            return
         # a chunked FETCH waits only when this much is unread by the client: enough to
         # keep the socket busy while the next chunk renders (memory is only used when full)
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
@@ -149,7 +160,17 @@ class ImapConnection(asyncio.Protocol):
         self.session.greeting()
         self._flush()
 
+    def _deadline(self) -> None:
+        """Not logged in by the deadline (counted from connect: a trickle cannot extend it)."""
+        try:
+            self.close("Autologout; login deadline passed")
+        except Exception as exc:  # e.g. the TLS handshake is still unfinished
+            log.info("closing %s at the login deadline: %r", self.transport, exc)
+            self._abort()
+
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
         self.last = time.monotonic()
         if self.tls is not None:
             try:
@@ -174,6 +195,8 @@ class ImapConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
+        if self.ticket is None:
+            return None
         self.core.receive_data(b"")
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._run())
@@ -181,6 +204,8 @@ class ImapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self.ticket is not None:
+            self.ticket.release()
         self.srv.conns.discard(self)
         self._subscribe(None)
         if self._write_ready is not None and not self._write_ready.done():
@@ -278,6 +303,8 @@ class ImapConnection(asyncio.Protocol):
             self._flush()  # the tagged OK goes out in clear text
             self.tls = TlsLayer(self.srv.tls, self.transport.write)
             self.session.tls_started()
+        if self.session.user is not None and self.ticket is not None and self.ticket.pending:
+            self.ticket.authenticated()
         view = self.session.view
         self._subscribe(view.mailbox_id if view is not None else None)
 
@@ -321,12 +348,21 @@ class ImapServer:
         auth: Any,
         tls: ssl.SSLContext,
         cfg: ImapListenerConfig,
+        limiters: dict[str, ConnectionLimiter] | None = None,
     ) -> None:
         self.store, self.hub, self.auth, self.tls, self.cfg = store, hub, auth, tls, cfg
+        #: per listener ("imap", "imaps"): caps and the login deadline (cxkernel.limiter)
+        self.limiters = limiters or {}
         self.conns: set[ImapConnection] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
+
+    def limiter(self, implicit_tls: bool) -> ConnectionLimiter:
+        name = "imaps" if implicit_tls else "imap"
+        if name not in self.limiters:
+            self.limiters[name] = ConnectionLimiter(name, ListenerLimits())
+        return self.limiters[name]
 
     #: how often idle connections are looked for (a pass over 10,000 costs ~2 ms)
     SWEEP_SECONDS = 1.0

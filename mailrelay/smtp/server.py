@@ -12,10 +12,11 @@ import logging
 import re
 import ssl
 import warnings
-from typing import Any, AnyStr
+from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import SMTP
 
+from cxkernel.limiter import ConnectionLimiter, Ticket, peer_ip
 from mailrelay.smtp.handler import MailHandler
 
 log = logging.getLogger("cxgw.smtp")
@@ -59,31 +60,6 @@ def with_enhanced_code(status: str) -> str:
 _SIMPLE_PATH = re.compile(r"<([^<>\"()\s,:;\\@\[\]]+@[^<>\"()\s,:;\\@\[\]]+)?>")
 
 
-class ConnectionLimiter:
-    """Concurrent connections per listener and per client address."""
-
-    def __init__(self, total: int, per_ip: int) -> None:
-        self.total, self.per_ip = total, per_ip
-        self.active = 0
-        self.by_ip: dict[str, int] = {}
-
-    def admit(self, ip: str) -> bool:
-        n = self.by_ip.get(ip, 0)
-        if self.active >= self.total or n >= self.per_ip:
-            return False
-        self.active += 1
-        self.by_ip[ip] = n + 1
-        return True
-
-    def release(self, ip: str) -> None:
-        self.active -= 1
-        n = self.by_ip.get(ip, 1) - 1
-        if n:
-            self.by_ip[ip] = n
-        else:
-            self.by_ip.pop(ip, None)
-
-
 class CxSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on every reply, the EHLO response in one
     write, and a fast path for plain `<user@domain>` paths."""
@@ -93,34 +69,53 @@ class CxSMTP(SMTP):
     _collect: list[bytes] | None = None
 
     _limiter: ConnectionLimiter | None = None
-    _admitted_ip: str | None = None
+    _ticket: Ticket | None = None
     _refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
-            peer = transport.get_extra_info("peername")
-            ip = peer[0] if isinstance(peer, tuple) else ""
-            if not self._limiter.admit(ip):
+            self._ticket = self._limiter.admit(peer_ip(transport), self._deadline)
+            if self._ticket is None:
                 # Each session may buffer a whole DATA: bound how many a peer can hold.
+                # uvloop's transports are not asyncio.WriteTransport subclasses: no assert.
                 self._refused = True
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
-                transport.close()
+                wt = cast(asyncio.WriteTransport, transport)
+                wt.write(b"421 4.7.0 Too many connections, try again later\r\n")
+                wt.close()
                 return
-            self._admitted_ip = ip
         self._pending: list[bytes] = []
         super().connection_made(transport)
+
+    def _deadline(self) -> None:
+        """The pre-login deadline passed (a trickle does not extend it)."""
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        if transport is None or transport.is_closing():
+            return
+        transport.write(b"421 4.4.2 Login deadline passed, closing connection\r\n")
+        transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
-        if self._admitted_ip is not None and self._limiter is not None:
-            self._limiter.release(self._admitted_ip)
-            self._admitted_ip = None
+        if self._ticket is not None:
+            self._ticket.release()
         super().connection_lost(error)
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self._ticket is not None and self.session is not None and self.session.authenticated:
+            self._ticket.authenticated()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(arg)
+        # The port 25 role has no login: a transaction begun ends the pre-login deadline.
+        if self._ticket is not None and self.envelope is not None and \
+                self.envelope.mail_from is not None:
+            self._ticket.authenticated()
+
     @classmethod
-    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None, **kw: Any) -> Any:
+    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None,
+                **kw: Any) -> Any:
         """A protocol factory that builds aiosmtpd's per-listener tables once.
 
         `SMTP.__init__` inspects the handler and itself (getmembers, dir, signature) for
@@ -202,9 +197,14 @@ class CxSMTP(SMTP):
             self._raw_replies = False
 
 
+# HELP and the syntax checks read these attributes of aiosmtpd's own methods.
+for _name in ("smtp_AUTH", "smtp_MAIL"):
+    getattr(CxSMTP, _name).__dict__.update(getattr(SMTP, _name).__dict__)
+
+
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
-                         max_connections: int = 1000, max_per_ip: int = 50,
+                         limiter: ConnectionLimiter | None = None,
                          ) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
@@ -232,7 +232,7 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
                       auth_exclude_mechanism=no_plus)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
-            return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
+            return CxSMTP.factory(handler, limiter, **kw)
 
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
                                     reuse_address=True, backlog=512)
