@@ -175,8 +175,9 @@ class ImapConnection(asyncio.Protocol):
         if self.tls is not None:
             try:
                 data = self.tls.receive(data)
-            except TlsFailed as exc:
-                log.debug("tls failed: %s", exc)
+            except TlsFailed as exc:  # one INFO line, no traceback (anyone can cause it)
+                peer = self.transport.get_extra_info("peername") if self.transport else None
+                log.info("tls failure from %s: %s", peer[0] if peer else "?", exc)
                 self._abort()
                 return
             if data:

@@ -14,11 +14,12 @@ import base64
 import binascii
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from cxkernel.errors import CxError
 from cxkernel.metrics import Metrics
@@ -78,7 +79,13 @@ class MailHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug in a hook: log it, answer a temporary failure (the client keeps the message
-        and retries), never leak internals in the reply."""
+        and retries), never leak internals in the reply. A failed STARTTLS handshake or a
+        peer gone mid-command is the client's doing: one INFO line, no internal error."""
+        if isinstance(error, TLSSetupException | ssl.SSLError | ConnectionError):
+            cause = error.__cause__ or error.__context__ or error
+            what = "connection lost" if isinstance(error, ConnectionError) else "tls failure"
+            log.info("smtp %s: %s", what, getattr(cause, "reason", None) or cause)
+            return "421 4.7.0 TLS or connection failure"
         log.error("SMTP session error: %r", error, exc_info=error)
         self.metrics.inc("smtp_internal_errors_total")
         return "451 4.3.0 Internal error; try again later"
