@@ -84,6 +84,8 @@ class HTTPServer:
                 keep = await self._one(head, reader, writer, peer)
                 if not keep:
                     return
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:  # the client's doing
+            log.info("http connection from %s cut off: %s", peer, type(exc).__name__)
         except Exception:  # one bad request never takes the listener down
             log.exception("http connection from %s failed", peer)
         finally:

@@ -235,3 +235,38 @@ async def test_scram_plus_binds_to_the_server_certificate(city: Any) -> None:
     caps = await r.readline()
     w.close()
     assert b"-PLUS" not in caps
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1-PLUS"])
+async def test_smtp_submission_speaks_scram(city: Any, mech: str) -> None:
+    """The same SASL module on SMTP (RFC 4954): server-final in a last 334, then 235."""
+    r, w = await asyncio.open_connection("127.0.0.1", city.ports["submissions"],
+                                         ssl=client_tls())
+
+    async def reply() -> bytes:
+        lines = [await asyncio.wait_for(r.readline(), 30)]
+        while lines[-1][3:4] == b"-":
+            lines.append(await asyncio.wait_for(r.readline(), 30))
+        return b"".join(lines)
+
+    assert (await reply()).startswith(b"220")
+    w.write(b"EHLO me.example\r\n")
+    ehlo = await reply()
+    assert b"SCRAM-SHA-256" in ehlo and b"SCRAM-SHA-1-PLUS" in ehlo
+    plus = mech.endswith("-PLUS")
+    gs2 = "p=tls-server-end-point,," if plus else "n,,"
+    cb = end_point(w.get_extra_info("ssl_object").getpeercert(binary_form=True)) if plus else b""
+    bare = f"n={USER},r=smtpnonce"
+    w.write(f"AUTH {mech} ".encode() + base64.b64encode((gs2 + bare).encode()) + b"\r\n")
+    first = await reply()
+    assert first.startswith(b"334 "), first
+    server_first = base64.b64decode(first[4:].strip()).decode()
+    without = f"c={base64.b64encode(gs2.encode() + cb).decode()},r={server_first.split(',')[0][2:]}"
+    proof, sig = client_proof(mech.removesuffix("-PLUS"), PASSWORD, bare, server_first, without)
+    w.write(base64.b64encode(f"{without},p={proof}".encode()) + b"\r\n")
+    final = await reply()
+    assert final.startswith(b"334 ") and base64.b64decode(final[4:].strip()) == f"v={sig}".encode()
+    w.write(b"\r\n")
+    assert (await reply()).startswith(b"235 2.7.0")
+    w.write(b"QUIT\r\n")
+    w.close()

@@ -207,3 +207,39 @@ async def test_failed_tls_handshake_is_one_quiet_line(server: Any, listener: str
     if listener != "submissions":  # asyncio's own implicit TLS reports nothing to us
         assert len(tls_lines) == 1
     assert server.services.metrics.get("smtp_internal_errors_total") == 0
+
+
+async def test_cut_off_bodies_are_quiet(server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that goes away in the middle of DATA, an IMAP literal or an HTTP body costs
+    at most one INFO line and no internal error."""
+    caplog.set_level(logging.DEBUG)
+    # SMTP DATA, cut off
+    r, w = await asyncio.open_connection("127.0.0.1", server.ports["smtp"])
+    for line, expect in ((b"", b"220"), (b"EHLO x\r\n", b"250 "),
+                         (b"MAIL FROM:<a@example.org>\r\n", b"250"),
+                         (b"RCPT TO:<postmaster@cx.example>\r\n", b""),
+                         (b"DATA\r\n", b"")):
+        w.write(line)
+        if expect:
+            got = b""
+            while expect not in got:
+                got += await asyncio.wait_for(r.read(4096), 10)
+    w.write(b"Subject: half\r\n\r\nhalf a mess")
+    await w.drain()
+    w.close()
+    # an IMAP literal, cut off
+    r, w = await asyncio.open_connection("127.0.0.1", server.ports["imap"])
+    await r.readline()
+    w.write(b"a LOGIN {20}\r\n")
+    await r.readline()
+    w.write(b"0123456789")
+    await w.drain()
+    w.close()
+    # an HTTP body, cut off
+    r, w = await asyncio.open_connection("127.0.0.1", server.ports["http"])
+    w.write(b"PUT /upload/x/y HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+    await w.drain()
+    w.close()
+    await asyncio.sleep(0.5)
+    no_tracebacks(caplog)
+    assert server.services.metrics.get("smtp_internal_errors_total") == 0
