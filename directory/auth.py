@@ -157,7 +157,7 @@ class Authenticator:
                 self._next_expiry = now + 60
                 await repo.expire_auth_counters(conn, s.lockout_seconds, s.penalty_window)
             attempts, failures, age = await repo.count_attempt(
-                conn, address, s.lockout_seconds, network)
+                conn, address, s.lockout_seconds, network, s.lockout_failures)
         delay = penalty_delay(failures, age, free=s.penalty_free_failures,
                               max_seconds=s.penalty_max_seconds, window=s.penalty_window)
         if delay > 0:

@@ -20,7 +20,10 @@ from units u left join units p on p.id = u.parent_id"""
 
 ACCOUNT_SELECT = """
 select a.id, a.address, a.display_name, u.code as unit, a.title, a.roles, a.status,
-       a.quota_bytes, a.locked_until, a.last_login
+       a.quota_bytes,
+       (select t.locked_until from auth_attempts t
+        where t.name = a.address and t.locked_until > now()) as locked_until,
+       a.last_login
 from accounts a join units u on u.id = a.unit_id"""
 
 
@@ -142,7 +145,7 @@ async def server_secret(conn: Conn, name: str, candidate: bytes) -> bytes:
 
 
 async def count_attempt(conn: Conn, name: str, window_seconds: float,
-                        network: str) -> tuple[int, int, float]:
+                        network: str, allowance: int) -> tuple[int, int, float]:
     """Count a login attempt for `name` and read the penalty of `network`, atomically.
 
     Returns (attempts in the current window including this one, recent failures from the
@@ -158,10 +161,13 @@ async def count_attempt(conn: Conn, name: str, window_seconds: float,
         "  window_start = case when a.window_start <= now() - make_interval(secs => $2)"
         "                 then now() else a.window_start end,"
         "  attempts = case when a.window_start <= now() - make_interval(secs => $2)"
-        "             then 1 else a.attempts + 1 end"
+        "             then 1 else a.attempts + 1 end,"
+        "  locked_until = case when a.window_start > now() - make_interval(secs => $2)"
+        "                 and a.attempts + 1 > $4"
+        "                 then a.window_start + make_interval(secs => $2) end"
         " returning a.attempts, coalesce((select failures from p), 0) as failures,"
         "  coalesce((select age from p), 0) as age",
-        name, float(window_seconds), network)
+        name, float(window_seconds), network, allowance)
     return int(r["attempts"]), int(r["failures"]), float(r["age"])
 
 

@@ -15,7 +15,8 @@ create table auth_secrets (
 create unlogged table auth_attempts (
     name          text primary key,
     window_start  timestamptz not null,
-    attempts      int not null
+    attempts      int not null,
+    locked_until  timestamptz            -- set once attempts exceed the allowance (for `user show`)
 );
 create index auth_attempts_window_idx on auth_attempts(window_start);
 

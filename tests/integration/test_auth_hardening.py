@@ -84,8 +84,10 @@ async def test_parallel_logins_get_at_most_lockout_failures_checks(city: Any) ->
     assert sum(r.startswith(b"a OK") for r in replies) <= 1
     # the window is closed for this name now, even with the right password
     assert (await login(city.ports["imaps"], USER, PASSWORD)).startswith(b"a NO")
+    assert (await city.services.directory.get_user(USER)).locked_until is not None  # user show
     # ... and an admin can reopen it at once
     await city.services.directory.enable_user(USER)
+    assert (await city.services.directory.get_user(USER)).locked_until is None
     assert (await login(city.ports["imaps"], USER, PASSWORD)).startswith(b"a OK")
     # the counters are on /metrics
     r, w = await asyncio.open_connection("127.0.0.1", city.ports["http"])
