@@ -243,3 +243,25 @@ async def test_cut_off_bodies_are_quiet(server: Any, caplog: pytest.LogCaptureFi
     await asyncio.sleep(0.5)
     no_tracebacks(caplog)
     assert server.services.metrics.get("smtp_internal_errors_total") == 0
+
+
+@pytest.mark.parametrize("cfg_overrides", [{
+    "xmpp": {"components": ["bot.cx.example=s3cret"]},
+    "listen": {"xmpp_component": "127.0.0.1:0"},
+    "limits": {"xmpp_component_max_per_ip": 1, "xmpp_component_preauth_seconds": 1.0}}])
+async def test_component_port_is_capped_and_has_a_handshake_deadline(server: Any) -> None:
+    port = server.ports["xmpp_component"]
+    r1, w1 = await asyncio.open_connection("127.0.0.1", port)  # holds the one slot
+    await asyncio.sleep(0.1)
+    r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+    refused = await read_all(r2)
+    w2.close()
+    assert b"<policy-violation" in refused, refused
+    # the holder never says anything: closed at the deadline with connection-timeout
+    said = await read_all(r1)
+    w1.close()
+    assert b"connection-timeout" in said, said
+    metrics = server.services.metrics
+    assert metrics.get("connections_refused_total", listener="xmpp_component",
+                       reason="per-ip") == 1
+    assert metrics.get("connections_preauth_timeout_total", listener="xmpp_component") == 1
