@@ -95,8 +95,7 @@ class LimitsConfig:
     """Per listener: concurrent connections (all and per client address: an IPv4 address
     or an IPv6 /64) and the pre-login deadline, counted from connect and not extended by
     traffic. Above a cap the client gets its protocol's refusal (SMTP 421 4.7.0, IMAP
-    * BYE, XMPP <policy-violation/>, HTTP 503); implicit-TLS IMAP and XMPP listeners
-    close at once (the refusal cannot be said before a TLS handshake we decline to do).
+    * BYE, XMPP <policy-violation/>, HTTP 503; on implicit TLS after the handshake).
     HTTP has no login: its request timeouts belong to the HTTP layer."""
 
     smtp_max_connections: int = _f(1000, "concurrent connections on the port 25 role", min=1)

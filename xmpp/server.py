@@ -62,6 +62,8 @@ log = logging.getLogger("cxgw.xmpp.c2s")
 REFUSAL_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
                   "xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' "
                   "id='refused' version='1.0'>")
+MAX_TLS_REFUSALS = 100   # refused 5223 clients told so after their handshake, at once
+REFUSAL_SECONDS = 5.0    # ... each for at most this long
 REFUSAL = (b"<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
            b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Too many connections</text>"
            b"</stream:error></stream:stream>")
@@ -81,6 +83,7 @@ class C2SServer:
         self.metrics = metrics or Metrics()
         self.connections: set[C2SConnection] = set()
         self.limiters = limiters or {}
+        self.refusing = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._dirty: list[C2SConnection] = []
         self._flush_scheduled = False
@@ -216,11 +219,19 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.ticket = self.server.limiter(self.direct_tls).admit(self.ip, self._auth_timeout)
         if self.ticket is None:
             self.ended = True
+            refusal = REFUSAL_HEADER.format(domain=self.server.host.domain).encode() + REFUSAL
             if not self.direct_tls:
                 # RFC 6120 §4.9.1.3: a stream header, then the error, then close.
-                transport.write(REFUSAL_HEADER.format(  # type: ignore[attr-defined]
-                    domain=self.server.host.domain).encode() + REFUSAL)
-            transport.close()
+                transport.write(refusal)  # type: ignore[attr-defined]
+                transport.close()
+            elif self.server.refusing < MAX_TLS_REFUSALS:
+                # On 5223 the error can only be said after the handshake (bounded in number
+                # and time): _refuse_tls finishes it.
+                self.server.refusing += 1
+                self.held = [refusal]
+                asyncio.get_running_loop().call_later(REFUSAL_SECONDS, transport.close)
+            else:
+                transport.close()
             return
         self.server.connections.add(self)
         if self.server.paused:
@@ -230,6 +241,8 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     def data_received(self, data: bytes) -> None:
         if self.ticket is None:
+            if self.held is not None:
+                self._refuse_tls(data)
             return  # refused
         delay = self._charge(len(data))
         if self.held is not None:  # over the rate: wait with the rest (flow control)
@@ -243,6 +256,23 @@ class C2SConnection(asyncio.Protocol, Resource):
             loop.call_later(delay, self._release)
             return
         self._process(data)
+
+    def _refuse_tls(self, data: bytes) -> None:
+        """A refused 5223 client: finish the handshake, then say policy-violation."""
+        transport, tls = self.transport, self.tls
+        assert transport is not None and tls is not None and self.held is not None
+        try:
+            tls.receive(data)
+        except (ssl.SSLError, TLSClosed):
+            transport.close()
+            return
+        out = tls.outgoing()
+        if tls.handshaken:
+            out += tls.encrypt(self.held[0]) + tls.close_notify()
+        if out:
+            transport.write(out)
+        if tls.handshaken:
+            transport.close()
 
     def _process(self, data: bytes) -> None:
         tls = self.tls
@@ -271,8 +301,11 @@ class C2SConnection(asyncio.Protocol, Resource):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.ticket is None:
-            return  # refused
+        if self.ticket is None:  # refused
+            if self.held is not None:
+                self.held = None
+                self.server.refusing -= 1
+            return
         self.ticket.release()
         self.server.connections.discard(self)
         if not self.ended:

@@ -47,6 +47,11 @@ log = logging.getLogger("cxgw.imap")
 #: authenticated sessions); afterwards ``idle_timeout``.
 UNAUTH_TIMEOUT = 60.0
 WRITE_BUFFER_HIGH = 1 << 20
+#: The refusal of a connection over the cap (RFC 5530 UNAVAILABLE); on imaps it is said after
+#: the handshake, for at most MAX_TLS_REFUSALS clients at once and REFUSAL_SECONDS each.
+REFUSAL = b"* BYE [UNAVAILABLE] Too many connections, try later\r\n"
+MAX_TLS_REFUSALS = 100
+REFUSAL_SECONDS = 5.0
 
 
 class ImapListenerConfig:
@@ -111,6 +116,7 @@ class ImapConnection(asyncio.Protocol):
         "_notified",
         "_closed",
         "ticket",
+        "_refusing",
     )
 
     def __init__(self, srv: ImapServer, implicit_tls: bool) -> None:
@@ -126,6 +132,7 @@ class ImapConnection(asyncio.Protocol):
         self._notified = 0
         self._closed = False
         self.ticket: Ticket | None = None
+        self._refusing = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,8 +144,18 @@ class ImapConnection(asyncio.Protocol):
         if self.ticket is None:
             self._closed = True
             if not self.implicit_tls:  # RFC 3501 §7.1.5: BYE as the greeting
-                transport.write(b"* BYE [UNAVAILABLE] Too many connections, try later\r\n")
-            transport.close()
+                transport.write(REFUSAL)
+                transport.close()
+            elif self.srv.refusing < MAX_TLS_REFUSALS:
+                # On imaps the BYE can only be said after the handshake: queue it, give the
+                # client a few seconds for the handshake, then close (bounded in number).
+                self._refusing = True
+                self.srv.refusing += 1
+                self.tls = TlsLayer(self.srv.tls, transport.write)
+                self.tls.send(REFUSAL)
+                asyncio.get_running_loop().call_later(REFUSAL_SECONDS, transport.close)
+            else:
+                transport.close()
             return
         # a chunked FETCH waits only when this much is unread by the client: enough to
         # keep the socket busy while the next chunk renders (memory is only used when full)
@@ -160,6 +177,18 @@ class ImapConnection(asyncio.Protocol):
         self.session.greeting()
         self._flush()
 
+    def _refuse_tls(self, data: bytes) -> None:
+        """A refused imaps client: finish the handshake, which sends the queued BYE."""
+        assert self.tls is not None and self.transport is not None
+        try:
+            self.tls.receive(data)
+        except TlsFailed:
+            self.transport.close()
+            return
+        if self.tls.handshaken:
+            self.tls.close()
+            self.transport.close()
+
     def _deadline(self) -> None:
         """Not logged in by the deadline (counted from connect: a trickle cannot extend it)."""
         try:
@@ -169,6 +198,9 @@ class ImapConnection(asyncio.Protocol):
             self._abort()
 
     def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            self._refuse_tls(data)
+            return
         if self._closed:
             return
         self.last = time.monotonic()
@@ -204,6 +236,9 @@ class ImapConnection(asyncio.Protocol):
         return True  # we close once pending commands are answered
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refusing:
+            self._refusing = False
+            self.srv.refusing -= 1
         self._closed = True
         if self.ticket is not None:
             self.ticket.release()
@@ -354,6 +389,7 @@ class ImapServer:
         self.store, self.hub, self.auth, self.tls, self.cfg = store, hub, auth, tls, cfg
         #: per listener ("imap", "imaps"): caps and the login deadline (cxkernel.limiter)
         self.limiters = limiters or {}
+        self.refusing = 0  # refused imaps clients being told so after their handshake
         self.conns: set[ImapConnection] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None

@@ -234,5 +234,8 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
             warnings.simplefilter("ignore", UserWarning)
             return CxSMTP.factory(handler, limiter, **kw)
 
+    # Implicit TLS: a client gets this long for its handshake (asyncio's default is 60 s;
+    # the connection is not ours, nor counted by the limiter, before it).
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
+                                    ssl_handshake_timeout=15.0 if implicit else None,
                                     reuse_address=True, backlog=512)
