@@ -255,7 +255,9 @@ class ImapConnection(asyncio.Protocol):
             self._refusing = False
             self.srv.refusing -= 1
         self._closed = True
-        self.core.discard_input()  # a half-received APPEND spool goes now, not at GC
+        core = getattr(self, "core", None)  # a refused connection never got one
+        if core is not None:
+            core.discard_input()  # a half-received APPEND spool goes now, not at GC
         if self.ticket is not None:
             self.ticket.release()
         self.srv.conns.discard(self)
