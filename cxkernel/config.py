@@ -150,6 +150,12 @@ class LimitsConfig:
     xmpp_component_preauth_seconds: float = _f(10.0, "seconds from connect until the handshake succeeds on XEP-0114 components", min=0.0)
     http_max_connections: int = _f(1000, "concurrent connections on HTTP", min=1)
     http_max_per_ip: int = _f(50, "concurrent connections from one address on HTTP", min=1)
+    pop3_max_connections: int = _f(2000, "concurrent connections on POP3 with STLS (the login deadline is pop3.unauth_timeout)", min=1)
+    pop3_max_per_ip: int = _f(100, "concurrent connections from one address on POP3 with STLS", min=1)
+    pop3s_max_connections: int = _f(2000, "concurrent connections on POP3 over TLS", min=1)
+    pop3s_max_per_ip: int = _f(100, "concurrent connections from one address on POP3 over TLS", min=1)
+    managesieve_max_connections: int = _f(500, "concurrent connections on ManageSieve", min=1)
+    managesieve_max_per_ip: int = _f(20, "concurrent connections from one address on ManageSieve", min=1)
 
     def for_listener(self, name: str) -> tuple[int, int, float]:
         """(max_connections, max_per_ip, preauth_seconds) of listener `name`."""

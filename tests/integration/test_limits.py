@@ -27,7 +27,8 @@ def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
 @pytest.fixture
 def cfg_overrides() -> dict[str, dict[str, object]]:
     limits: dict[str, object] = {f"{name}_max_per_ip": PER_IP for name in (
-        "smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http")}
+        "smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http",
+        "pop3", "pop3s", "managesieve")}
     limits.update(imap_preauth_seconds=1.5, xmpp_preauth_seconds=1.5,
                   submission_preauth_seconds=1.5)
     return {"limits": limits}
@@ -62,6 +63,8 @@ def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     ("imap", b"* BYE [UNAVAILABLE]"),
     ("xmpp", b"<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
     ("http", b"HTTP/1.1 503 "),
+    ("pop3", b"-ERR [SYS/TEMP] Too many connections"),
+    ("managesieve", b'BYE (TRYLATER) "Too many connections"'),
 ])
 async def test_per_address_cap_refuses_politely(server: Any, listener: str, refusal: bytes,
                                                 caplog: pytest.LogCaptureFixture) -> None:
