@@ -36,10 +36,17 @@ class ServerConfig:
     state_dir: str = _f("var", "database, TLS material, spool (relative to the working directory)")
     hostname: str = _f("", "this host's name in greetings and Received: (empty: mail.<domain>)")
     log_level: str = _f("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    public_hostnames: list[str] = _f([], "host names clients and DNS records use for this service, first one preferred (empty: [hostname], i.e. mail.<domain>); autoconfig, autodiscover, .mobileconfig, `cxgw dns records` and the self-signed certificate carry them")
+    contact_addresses: list[str] = _f([], "XEP-0157 contact addresses as \"kind=uri\" (kind: abuse, admin, feedback, sales, security, support; e.g. \"abuse=mailto:abuse@cx.example\"); empty: abuse and admin as mailto:postmaster@<domain>")
 
     @property
     def host_name(self) -> str:
         return self.hostname or f"mail.{self.domain}"
+
+    @property
+    def public_names(self) -> list[str]:
+        """The names clients use, the preferred one first (never empty)."""
+        return list(self.public_hostnames) or [self.host_name]
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,10 @@ SECTION_DOCS = {
 }
 
 
+# XEP-0157 §2: the registered address kinds (field var "<kind>-addresses").
+CONTACT_KINDS = ("abuse", "admin", "feedback", "sales", "security", "support")
+
+
 def parse_hostport(value: str) -> tuple[str, int]:
     """Parse ``host:port`` or ``[v6]:port``; raise ValueError on anything else."""
     if value.startswith("["):
@@ -321,6 +332,16 @@ def _check(cfg: Config) -> None:
             raise ConfigError("xmpp.components: each entry is \"domain=secret\"")
     if cfg.queue.retry_max < cfg.queue.retry_initial:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
+    for name in cfg.server.public_hostnames:
+        labels = name.rstrip(".").split(".")
+        if not name or any(not lab or len(lab) > 63 or not all(c.isalnum() or c == "-" for c in lab)
+                           for lab in labels):
+            raise ConfigError(f"server.public_hostnames: {name!r} is not a host name")
+    for item in cfg.server.contact_addresses:
+        kind, sep, uri = item.partition("=")
+        if not sep or kind not in CONTACT_KINDS or ":" not in uri:
+            raise ConfigError("server.contact_addresses: each entry is \"kind=uri\" with kind one of "
+                              + ", ".join(CONTACT_KINDS))
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must start with postgresql://")
 

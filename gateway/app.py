@@ -83,7 +83,8 @@ async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services
     if cfg.tls.cert:
         cert, key = cfg.tls.cert, cfg.tls.key
     else:
-        c, k = ensure_self_signed(cfg.state_path, cfg.server.host_name, cfg.server.domain)
+        c, k = ensure_self_signed(cfg.state_path, cfg.server.host_name, cfg.server.domain,
+                                  cfg.server.public_names)
         cert, key = str(c), str(k)
     from pathlib import Path
     tls = server_context(Path(cert), Path(key))
@@ -157,7 +158,7 @@ def _load_factories() -> None:
     for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_pop3",
                 "gateway.wiring_sieve",
                 "gateway.wiring_xmpp",
-                "gateway.wiring_docs", "gateway.bridge_docs"):
+                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.wiring_clientsetup"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
