@@ -37,7 +37,6 @@ class ServerConfig:
     hostname: str = _f("", "this host's name in greetings and Received: (empty: mail.<domain>)")
     log_level: str = _f("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
     public_hostnames: list[str] = _f([], "host names clients and DNS records use for this service, first one preferred (empty: [hostname], i.e. mail.<domain>); autoconfig, autodiscover, .mobileconfig, `cxgw dns records` and the self-signed certificate carry them")
-    contact_addresses: list[str] = _f([], "XEP-0157 contact addresses as \"kind=uri\" (kind: abuse, admin, feedback, sales, security, support; e.g. \"abuse=mailto:abuse@cx.example\"); empty: abuse and admin as mailto:postmaster@<domain>")
 
     @property
     def host_name(self) -> str:
@@ -168,6 +167,7 @@ class XMPPConfig:
     component_rate_bytes_per_s: int = _f(1048576, "per-component receive rate limit, bytes per second (reading pauses above)", min=1000)
     component_auth_delay: float = _f(1.0, "seconds a peer address waits before its next component handshake is checked, doubled per failure in a row (at most 60 s)", min=0.0)
     archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
+    contact_addresses: list[str] = _f([], "XEP-0157 contact addresses on the server's disco#info, as \"kind=uri\" (kind: abuse, admin, feedback, sales, security, support; e.g. \"abuse=mailto:abuse@cx.example\"); empty: abuse and admin as mailto:postmaster@<domain>")
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 
@@ -337,10 +337,10 @@ def _check(cfg: Config) -> None:
         if not name or any(not lab or len(lab) > 63 or not all(c.isalnum() or c == "-" for c in lab)
                            for lab in labels):
             raise ConfigError(f"server.public_hostnames: {name!r} is not a host name")
-    for item in cfg.server.contact_addresses:
+    for item in cfg.xmpp.contact_addresses:
         kind, sep, uri = item.partition("=")
         if not sep or kind not in CONTACT_KINDS or ":" not in uri:
-            raise ConfigError("server.contact_addresses: each entry is \"kind=uri\" with kind one of "
+            raise ConfigError("xmpp.contact_addresses: each entry is \"kind=uri\" with kind one of "
                               + ", ".join(CONTACT_KINDS))
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must start with postgresql://")
