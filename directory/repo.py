@@ -184,3 +184,14 @@ async def existing_addresses(conn: Conn, addresses: Sequence[str]) -> set[str]:
 
 async def unit_ids(conn: Conn) -> dict[str, int]:
     return {r["code"]: r["id"] for r in await conn.fetch("select id, code from units")}
+
+
+CREDENTIALS_CHANNEL = "credentials_changed"
+
+
+async def notify_credentials(conn: Conn, address: str, keep: str = "") -> None:
+    """Tell every process, at COMMIT, that `address` has a new password: its sessions
+    other than `keep` (a protocol-qualified session id, e.g. ``xmpp:<full jid>``) end."""
+    import json
+    await conn.execute("select pg_notify($1, $2)", CREDENTIALS_CHANNEL,
+                       json.dumps({"address": address, "keep": keep}))

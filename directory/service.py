@@ -179,7 +179,10 @@ class DirectoryService:
                 raise NotFound(f"unknown unit {unit!r}")
             return await repo.list_accounts(conn, check_unit_code(unit) if unit else None)
 
-    async def set_password(self, address: str, password: str) -> None:
+    async def set_password(self, address: str, password: str, *, keep: str = "") -> None:
+        """New SCRAM keys for `address` (the password rules apply). The account's sessions
+        on every protocol and node end (NOTIFY ``credentials_changed`` at COMMIT), except
+        `keep`: the session that made the change (``xmpp:<full jid>``, ``web:<id>``)."""
         address = self.address(address)
         check_password_strength(password, address, self.settings.min_password_length)
         keys = await self._keys(password)
@@ -189,6 +192,7 @@ class DirectoryService:
                 raise NotFound(f"no such account {address}")
             await repo.set_credentials(conn, acct.id, keys)
             await repo.update_account(conn, address, failed_logins=0, locked_until=None)
+            await repo.notify_credentials(conn, address, keep)
 
     async def _update(self, address: str, **fields: Any) -> Account:
         address = self.address(address)

@@ -158,7 +158,8 @@ def _load_factories() -> None:
     for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_pop3",
                 "gateway.wiring_sieve",
                 "gateway.wiring_xmpp",
-                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.wiring_clientsetup"):
+                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.wiring_clientsetup",
+                "gateway.wiring_accounts"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
