@@ -2,7 +2,8 @@
 password (its rules, new SCRAM keys) and NOTIFYs ``credentials_changed`` at COMMIT; this
 component LISTENs (one connection per process, re-established when it drops) and ends
 that account's sessions here on every protocol — XMPP (live and hibernating), IMAP,
-POP3, web — except the one that made the change. Several nodes: each ends its own.
+POP3 — except the one that made the change (web sessions are rows, deleted by the
+directory in the same transaction). Several nodes: each ends its own.
 
 It also answers the XMPP feature's ``account/password/set`` (XEP-0077) with the
 directory.
@@ -18,6 +19,8 @@ from typing import Any
 
 from cxkernel.errors import CxError
 from directory.repo import CREDENTIALS_CHANNEL
+from gateway import account_page
+from gateway.account_page import AccountPage
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from xmpp.features.register import PasswordChange, Refused
 
@@ -39,6 +42,9 @@ class AccountsWiring:
         # Other parts (the web /account page) end their own sessions on the same news.
         self.handlers: list[Any] = []
         s.components["accounts"] = self
+        page = AccountPage(s, self.end_sessions)
+        s.http.route(account_page.PATH, page.handle, methods=("GET", "POST"),
+                     max_body=account_page.MAX_FORM)
 
     async def _xmpp_password(self, ev: PasswordChange) -> object:
         try:
