@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import clientsetup, dnsrecords
+from gateway import clientsetup, dnsrecords, webchat
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from gateway.http import Request, Response
 
@@ -32,6 +32,7 @@ class ClientSetupWiring:
                        max_body=AUTODISCOVER_MAX_BODY)
         http.route("/apple/", self._apple)
         http.route("/.well-known/mta-sts.txt", self._mta_sts)
+        http.route(webchat.PATH, webchat.WebChat(s.cfg).handle)
 
     async def _thunderbird(self, req: Request) -> Response:
         given = req.query.get("emailaddress", [""])[0]

@@ -11,6 +11,7 @@ from gateway.cli import admin, directory_cmds
 # Verb modules: each has `register(subparsers)`. Protocol issues add theirs here.
 VERB_MODULES = [admin, directory_cmds]
 OPTIONAL_VERB_MODULES = ["gateway.cli.mail_cmds", "gateway.cli.doc_cmds", "gateway.cli.dns_cmds",
+                         "gateway.cli.web_cmds",
                          "load.cli"]
 
 
