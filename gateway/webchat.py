@@ -81,9 +81,9 @@ def _index(cfg: Config) -> bytes:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{cfg.server.domain} chat</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="{PATH}dist/converse.min.css">
-<script src="{PATH}dist/converse.min.js"></script></head>
-<body class="converse-fullscreen"><script>
+<link rel="stylesheet" href="{PATH}dist/converse.min.css"></head>
+<body class="converse-fullscreen"><script type="module">
+import converse from "{PATH}dist/converse.min.js";  // an ES module since Converse 11
 const settings = {settings_json(cfg)};
 settings.websocket_url = (location.protocol === "https:" ? "wss://" : "ws://")
     + location.host + "/xmpp-websocket";
