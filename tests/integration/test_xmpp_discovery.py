@@ -115,6 +115,9 @@ async def test_contact_addresses_and_caps_hash(xmpp: Any) -> None:
     node = f"{NODE}#{ver}"
     again = await iq(zhang, f"<query xmlns='{INFO}' node='{node}'/>", to=DOMAIN)
     assert features(again) == features(info)
+    # The same hash is announced in the stream features (XEP-0115 §6.3).
+    c2s = xmpp.services.components["xmpp"].c2s
+    assert c2s.config_starttls.features.caps == (NODE, ver)
     with pytest.raises(IqError):  # a hash without the form would not match
         await iq(zhang, f"<query xmlns='{INFO}' node='{NODE}#{_without_form(info)}'/>",
                  to=DOMAIN)
