@@ -201,6 +201,10 @@ async def notify_credentials(conn: Conn, address: str, keep: str = "") -> None:
 
 async def create_web_session(conn: Conn, session_id: str, address: str, csrf: str,
                              remote: str, seconds: int) -> None:
+    # Expired rows go when their account signs in again (bounded: one per sign-in).
+    await conn.execute(
+        """delete from web_sessions where expires_at < now() and account_id =
+           (select id from accounts where address = $1)""", address)
     await conn.execute(
         """insert into web_sessions(id, account_id, csrf, remote, expires_at)
            select $1, id, $3, $4, now() + make_interval(secs => $5)

@@ -35,6 +35,10 @@ def test_public_hostnames_default_and_validation() -> None:
     assert s.hostnames == ("mail.cx.example", "imap.cx.example")
     with pytest.raises(ConfigError, match="public_hostnames"):
         settings(public_hostnames=["bad name"])
+    for bad in (["abuse"], ["spam=mailto:x@cx.example"], ["admin=nourl"]):
+        with pytest.raises(ConfigError, match="contact_addresses"):
+            from_dict({"xmpp": {"contact_addresses": bad}})
+    assert from_dict({"xmpp": {"contact_addresses": ["security=mailto:sec@cx.example"]}})
 
 
 def test_thunderbird_autoconfig_names_every_listener() -> None:
