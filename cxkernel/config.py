@@ -36,10 +36,16 @@ class ServerConfig:
     state_dir: str = _f("var", "database, TLS material, spool (relative to the working directory)")
     hostname: str = _f("", "this host's name in greetings and Received: (empty: mail.<domain>)")
     log_level: str = _f("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    public_hostnames: list[str] = _f([], "host names clients and DNS records use for this service, first one preferred (empty: [hostname], i.e. mail.<domain>); autoconfig, autodiscover, .mobileconfig, `cxgw dns records` and the self-signed certificate carry them")
 
     @property
     def host_name(self) -> str:
         return self.hostname or f"mail.{self.domain}"
+
+    @property
+    def public_names(self) -> list[str]:
+        """The names clients use, the preferred one first (never empty)."""
+        return list(self.public_hostnames) or [self.host_name]
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,7 @@ class XMPPConfig:
     archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
     outage_buffer_bytes: int = _f(16 * 1024 * 1024, "during a database outage, offline messages waiting to be stored are held in memory up to this many bytes in all; beyond it the sender gets a resource-constraint (wait) error", min=0)
     outage_retry_seconds: float = _f(30.0, "how long one offline message is retried through a database outage before its sender gets a resource-constraint (wait) error", min=0.0)
+    contact_addresses: list[str] = _f([], "XEP-0157 contact addresses on the server's disco#info, as \"kind=uri\" (kind: abuse, admin, feedback, sales, security, support; e.g. \"abuse=mailto:abuse@cx.example\"); empty: abuse and admin as mailto:postmaster@<domain>")
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 
@@ -322,6 +329,10 @@ SECTION_DOCS = {
     "ca": "the city CA/RA for unit seals and personal certificates",
     "limits": "connection caps and pre-login deadlines per listener (names as in [listen])",
 }
+
+
+# XEP-0157 §2: the registered address kinds (field var "<kind>-addresses").
+CONTACT_KINDS = ("abuse", "admin", "feedback", "sales", "security", "support")
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
@@ -415,6 +426,16 @@ def _check(cfg: Config) -> None:
         raise ConfigError("node.dead_seconds: must be at least twice node.heartbeat_seconds")
     if cfg.queue.retry_max < cfg.queue.retry_initial:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
+    for name in cfg.server.public_hostnames:
+        labels = name.rstrip(".").split(".")
+        if not name or any(not lab or len(lab) > 63 or not all(c.isalnum() or c == "-" for c in lab)
+                           for lab in labels):
+            raise ConfigError(f"server.public_hostnames: {name!r} is not a host name")
+    for item in cfg.xmpp.contact_addresses:
+        kind, sep, uri = item.partition("=")
+        if not sep or kind not in CONTACT_KINDS or ":" not in uri:
+            raise ConfigError("xmpp.contact_addresses: each entry is \"kind=uri\" with kind one of "
+                              + ", ".join(CONTACT_KINDS))
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must start with postgresql://")
     for item in cfg.inbound_auth.dns_servers:

@@ -252,3 +252,57 @@ async def existing_addresses(conn: Conn, addresses: Sequence[str]) -> set[str]:
 
 async def unit_ids(conn: Conn) -> dict[str, int]:
     return {r["code"]: r["id"] for r in await conn.fetch("select id, code from units")}
+
+
+CREDENTIALS_CHANNEL = "credentials_changed"
+
+
+async def notify_credentials(conn: Conn, address: str, keep: str = "") -> None:
+    """Tell every process, at COMMIT, that `address` has a new password: its sessions
+    other than `keep` (a protocol-qualified session id, e.g. ``xmpp:<full jid>``) end."""
+    import json
+    await conn.execute("select pg_notify($1, $2)", CREDENTIALS_CHANNEL,
+                       json.dumps({"address": address, "keep": keep}))
+
+
+# -- web sessions (/account) ----------------------------------------------------------------
+
+async def create_web_session(conn: Conn, session_id: str, address: str, csrf: str,
+                             remote: str, seconds: int) -> None:
+    # Expired rows go when their account signs in again (bounded: one per sign-in).
+    await conn.execute(
+        """delete from web_sessions where expires_at < now() and account_id =
+           (select id from accounts where address = $1)""", address)
+    await conn.execute(
+        """insert into web_sessions(id, account_id, csrf, remote, expires_at)
+           select $1, id, $3, $4, now() + make_interval(secs => $5)
+           from accounts where address = $2""", session_id, address, csrf, remote, seconds)
+
+
+async def get_web_session(conn: Conn, session_id: str) -> tuple[str, str] | None:
+    """(address, csrf) of a live session, touching it; None if unknown or expired."""
+    row = await conn.fetchrow(
+        """update web_sessions w set last_seen = now() from accounts a
+           where w.id = $1 and a.id = w.account_id and w.expires_at > now()
+             and a.status = 'active'
+           returning a.address, w.csrf""", session_id)
+    return (row["address"], row["csrf"]) if row else None
+
+
+async def list_web_sessions(conn: Conn, address: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """select w.id, w.remote, w.created_at, w.last_seen from web_sessions w
+           join accounts a on a.id = w.account_id
+           where a.address = $1 and w.expires_at > now() order by w.created_at""", address)
+    return [dict(r) for r in rows]
+
+
+async def delete_web_sessions(conn: Conn, address: str, keep: str = "") -> None:
+    """End `address`'s web sessions but `keep` (a session id); also drops expired rows."""
+    await conn.execute(
+        """delete from web_sessions where (account_id = (select id from accounts
+           where address = $1) and id <> $2) or expires_at < now()""", address, keep)
+
+
+async def delete_web_session(conn: Conn, session_id: str) -> None:
+    await conn.execute("delete from web_sessions where id = $1", session_id)

@@ -186,7 +186,10 @@ class DirectoryService:
                 raise NotFound(f"unknown unit {unit!r}")
             return await repo.list_accounts(conn, check_unit_code(unit) if unit else None)
 
-    async def set_password(self, address: str, password: str) -> None:
+    async def set_password(self, address: str, password: str, *, keep: str = "") -> None:
+        """New SCRAM keys for `address` (the password rules apply). The account's sessions
+        on every protocol and node end (NOTIFY ``credentials_changed`` at COMMIT), except
+        `keep`: the session that made the change (``xmpp:<full jid>``, ``web:<id>``)."""
         address = self.address(address)
         check_password_strength(password, address, self.settings.min_password_length)
         keys = await self._keys(password)
@@ -197,6 +200,31 @@ class DirectoryService:
             await repo.set_credentials(conn, acct.id, keys)
             await repo.update_account(conn, address, failed_logins=0, locked_until=None)
             await repo.clear_attempts(conn, address)
+            # Web sessions live in the database: ended here, for every node at once.
+            await repo.delete_web_sessions(
+                conn, address, keep[4:] if keep.startswith("web:") else "")
+            await repo.notify_credentials(conn, address, keep)
+
+    # -- web sessions of the self-service page (/account) -----------------------------------
+
+    async def web_session_create(self, session_id: str, address: str, csrf: str,
+                                 remote: str, seconds: int) -> None:
+        async with self.pool.acquire() as conn:
+            await repo.create_web_session(conn, session_id, self.address(address), csrf,
+                                          remote, seconds)
+
+    async def web_session(self, session_id: str) -> tuple[str, str] | None:
+        """(address, csrf) of a live web session of an active account, else None."""
+        async with self.pool.acquire() as conn:
+            return await repo.get_web_session(conn, session_id)
+
+    async def web_sessions(self, address: str) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            return await repo.list_web_sessions(conn, self.address(address))
+
+    async def web_session_end(self, session_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            await repo.delete_web_session(conn, session_id)
 
     async def _update(self, address: str, **fields: Any) -> Account:
         address = self.address(address)

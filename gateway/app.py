@@ -93,7 +93,8 @@ async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services
     if cfg.tls.cert:
         cert, key = cfg.tls.cert, cfg.tls.key
     else:
-        c, k = ensure_self_signed(cfg.state_path, cfg.server.host_name, cfg.server.domain)
+        c, k = ensure_self_signed(cfg.state_path, cfg.server.host_name, cfg.server.domain,
+                                  cfg.server.public_names)
         cert, key = str(c), str(k)
     from pathlib import Path
     tls = server_context(Path(cert), Path(key))
@@ -187,7 +188,8 @@ def _load_factories() -> None:
     import importlib
     for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_pop3",
                 "gateway.wiring_sieve", "gateway.wiring_xmpp",
-                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.maintenance"):
+                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.maintenance",
+                "gateway.wiring_clientsetup", "gateway.wiring_accounts"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -17,19 +18,44 @@ from directory.sasl import ChannelBinding
 from directory.scram import tls_server_end_point
 
 
-def ensure_self_signed(state_dir: Path, hostname: str, domain: str) -> tuple[Path, Path]:
-    """Return (cert, key) paths under state_dir/tls, creating a self-signed pair if absent."""
+def self_signed_names(hostname: str, domain: str,
+                      public_names: Sequence[str] = ()) -> list[str]:
+    """The DNS names the self-signed certificate carries: the public host names (clients
+    such as offlineimap and fetchmail verify by name and ignore IP SANs), this host, the
+    domain, the names autoconfig/autodiscover/MTA-STS are fetched from, and localhost."""
+    names: list[str] = []
+    for n in (*public_names, hostname, domain, f"autoconfig.{domain}",
+              f"autodiscover.{domain}", f"mta-sts.{domain}", "localhost"):
+        n = n.rstrip(".").lower()
+        if n and n not in names:
+            names.append(n)
+    return names
+
+
+def _cert_names(cert_path: Path) -> set[str]:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound, OSError):
+        return set()
+    return {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+
+
+def ensure_self_signed(state_dir: Path, hostname: str, domain: str,
+                       public_names: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Return (cert, key) paths under state_dir/tls, creating a self-signed pair if absent
+    or if the one there lacks a configured name (it is ours: made here, never configured)."""
     tls_dir = state_dir / "tls"
     cert_path, key_path = tls_dir / "server.crt", tls_dir / "server.key"
-    if cert_path.exists() and key_path.exists():
+    names = self_signed_names(hostname, domain, public_names)
+    if cert_path.exists() and key_path.exists() and set(names) <= _cert_names(cert_path):
         return cert_path, key_path
     tls_dir.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = dt.datetime.now(dt.UTC)
-    sans: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName(domain),
-                                    x509.DNSName("localhost"),
-                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -44,7 +70,9 @@ def ensure_self_signed(state_dir: Path, hostname: str, domain: str) -> tuple[Pat
                                    serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
     os.replace(tmp_key, key_path)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tmp_cert = cert_path.with_suffix(".tmp")
+    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp_cert, cert_path)
     return cert_path, key_path
 
 

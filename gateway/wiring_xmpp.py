@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from gateway.http import Request, Response
+from xmpp import websocket
 from xmpp.features import upload
 from xmpp.service import XmppComponent
 
@@ -33,6 +34,37 @@ class XmppWiring:
             # Streaming: the upload checks the slot and its token before reading the body.
             s.http.route(upload.PATH, self._upload, methods=("GET", "PUT"),
                          max_body=settings.max_file_size, stream=True)
+
+        # XMPP over WebSocket (RFC 7395) on the http and https listeners, announced by
+        # host-meta (XEP-0156): wss on the https listener, else ws on http.
+        s.http.route(websocket.PATH, self._websocket)
+        host = s.cfg.server.public_names[0]
+        https, http = s.cfg.listen_addr("https"), s.cfg.listen_addr("http")
+        self.ws_urls = ([f"wss://{host}:{https[1]}{websocket.PATH}"] if https else
+                        [f"ws://{host}:{http[1]}{websocket.PATH}"] if http else [])
+        s.http.route("/.well-known/host-meta", self._host_meta)
+        s.http.route("/.well-known/host-meta.json", self._host_meta)
+
+    async def _host_meta(self, req: Request) -> Response:
+        # XEP-0156 §3.2: browsers fetch it from other origins (CORS).
+        cors = {"Access-Control-Allow-Origin": "*"}
+        if req.path.endswith(".json"):
+            return Response(200, websocket.host_meta_json(self.ws_urls),
+                            "application/json", cors)
+        return Response(200, websocket.host_meta_xrd(self.ws_urls),
+                        "application/xrd+xml; charset=utf-8", cors)
+
+    async def _websocket(self, req: Request) -> Response:
+        c2s = self.component.c2s
+        if c2s is None:
+            return Response(503, b"XMPP is not running\n")
+        status, headers, reason = websocket.handshake(req.method, req.headers)
+        if status != 101:
+            return Response(status, (reason + "\n").encode(), headers=headers)
+
+        async def upgraded(reader: Any, writer: Any, data: bytes) -> None:
+            await websocket.serve(c2s, reader, writer, data)
+        return Response(101, headers=headers, upgrade=upgraded)
 
     async def start(self) -> list[Endpoint]:
         return [Endpoint(role, "xmpp", host, port, tls)

@@ -38,6 +38,8 @@ class Host:
     identities: list[tuple[str, str, str]] = field(default_factory=list)
     #: Identities of accounts' bare JIDs beyond account/registered (e.g. pubsub/pep).
     account_identities: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Extended disco#info forms of the server (XEP-0128), e.g. XEP-0157 contacts.
+    server_forms: list[Any] = field(default_factory=list)
     #: Stream features the core should advertise (e.g. roster versioning).
     stream_features: set[str] = field(default_factory=set)
     _starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -94,7 +94,8 @@ class C2SServer:
         features = FeaturesConfig(
             roster_ver="roster-ver" in host.stream_features,
             sm="sm" in host.stream_features, csi="csi" in host.stream_features,
-            caps=(NODE, verification_string(host.identities, host.features))
+            caps=(NODE, verification_string(host.identities, host.features,
+                                            host.server_forms))
             if host.identities else None)
         common: dict[str, Any] = dict(
             domains=(host.domain,), features=features,

@@ -98,6 +98,22 @@ class XmppComponent:
             out.append(("xmpp_component", chost, cport, "none"))
         return out
 
+    def end_sessions(self, bare: str, keep: str = "") -> int:
+        """End every session of `bare` but the one whose full JID is `keep` (its password
+        changed): live streams get ``not-authorized``, hibernating ones (XEP-0198) are
+        released so they cannot be resumed with the old credentials."""
+        n = 0
+        for session in list(self.host.router.resources(bare)):
+            if session.full == keep:
+                continue
+            n += 1
+            release = getattr(session, "release", None)
+            if getattr(session, "ended", False) and release is not None:
+                release()
+            else:
+                session.close_stream(StreamError("not-authorized", "Password changed"))
+        return n
+
     async def _kick_removed(self, old: Snapshot, new: Snapshot) -> None:
         """Accounts disabled, removed or renamed lose their sessions at once."""
         for bare in [b for b in self.host.router.sessions if b not in new.accounts]:

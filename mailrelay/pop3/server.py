@@ -73,6 +73,7 @@ class Pop3Server:
         self.limiters = limiters or {}  # "pop3"/"pop3s" -> caps (cxkernel.limiter)
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
+        self.live: dict[Pop3Session, asyncio.Task[None]] = {}
 
     async def listen(self, host: str, port: int, implicit_tls: bool) -> int:
         limiter = self.limiters.get("pop3s" if implicit_tls else "pop3")
@@ -86,10 +87,13 @@ class Pop3Server:
             task = asyncio.current_task()
             assert task is not None
             self._sessions.add(task)
+            session = Pop3Session(self, r, w, implicit_tls)
+            self.live[session] = task
             try:
-                await Pop3Session(self, r, w, implicit_tls).run()
+                await session.run()
             finally:
                 self._sessions.discard(task)
+                self.live.pop(session, None)
                 if ticket is not None:
                     ticket.release()
 
@@ -98,6 +102,16 @@ class Pop3Server:
                                          ssl_handshake_timeout=30 if implicit_tls else None)
         self._servers.append(srv)
         return int(srv.sockets[0].getsockname()[1])
+
+    def end_sessions(self, address: str) -> int:
+        """End the logged-in sessions of `address` (its password changed). RFC 1939 §6:
+        a session that never reaches UPDATE deletes nothing."""
+        n = 0
+        for session, task in list(self.live.items()):
+            if session.address == address:
+                task.cancel()
+                n += 1
+        return n
 
     async def stop(self) -> None:
         for srv in self._servers:

@@ -14,7 +14,7 @@ from ..host import Host
 #: Loaded in this order (disco last, so it sees every advertised feature).
 DEFAULT = ("roster", "presence", "offline", "blocking", "carbons", "vcard", "ping",
            "version", "time", "last", "private", "search", "pep", "bookmarks", "avatar",
-           "upload", "muc", "mam", "sm", "csi", "disco")
+           "upload", "muc", "mam", "sm", "csi", "contact", "register", "disco")
 
 
 def load(host: Host, names: tuple[str, ...] = DEFAULT) -> None:

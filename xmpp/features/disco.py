@@ -8,6 +8,7 @@ string (XEP-0115 §5) is computed from the same lists and answered at ``node#ver
 
 from __future__ import annotations
 
+import copy
 from xml.etree.ElementTree import Element, SubElement
 
 from ..caps import NODE, verification_string
@@ -27,10 +28,11 @@ class Disco:
         self.host = host
 
     def caps_ver(self) -> str:
-        return verification_string(self.host.identities, self.host.features)
+        return verification_string(self.host.identities, self.host.features,
+                                   self.host.server_forms)
 
     def _info(self, identities: list[tuple[str, str, str]], features: list[str],
-              node: str | None) -> Element:
+              node: str | None, forms: list[Element] | None = None) -> Element:
         query = Element(f"{{{INFO}}}query", {"node": node} if node else {})
         for cat, typ, name in identities:
             attrs = {"category": cat, "type": typ}
@@ -39,13 +41,15 @@ class Disco:
             SubElement(query, f"{{{INFO}}}identity", attrs)
         for feature in sorted(set(features)):
             SubElement(query, f"{{{INFO}}}feature", {"var": feature})
+        query.extend(copy.deepcopy(f) for f in forms or ())  # XEP-0128 extended info
         return query
 
     async def host_info(self, ev: IqEvent) -> Element:
         node = ev.stanza[0].get("node")
         if node and node != f"{NODE}#{self.caps_ver()}":
             raise StanzaError("item-not-found")
-        return iq_result(ev.stanza, self._info(self.host.identities, self.host.features, node))
+        return iq_result(ev.stanza, self._info(self.host.identities, self.host.features, node,
+                                               self.host.server_forms))
 
     async def host_items(self, ev: IqEvent) -> Element:
         """The services under the server (XEP-0030 §4): whatever each feature lists on the
@@ -75,7 +79,14 @@ class Disco:
         return iq_result(ev.stanza, self._info(identities, features, None))
 
     async def account_items(self, ev: IqEvent) -> Element:
-        return iq_result(ev.stanza, Element(f"{{{ITEMS}}}query"))
+        """The items under an account (XEP-0030 §4): its PEP nodes the requester may read,
+        from the ``disco/account/items`` bus event (``IqEvent`` in, (jid, node) pairs out)."""
+        if ev.stanza[0].get("node"):
+            raise StanzaError("item-not-found")
+        query = Element(f"{{{ITEMS}}}query")
+        for jid, node in await self.host.bus.fire("disco/account/items", ev) or ():
+            SubElement(query, f"{{{ITEMS}}}item", {"jid": jid, "node": node})
+        return iq_result(ev.stanza, query)
 
 
 def register(host: Host) -> None:

@@ -557,8 +557,17 @@ def register(host: Host) -> Mam:
     host.bus.on(f"iq/self/set/{PREFS}", m.set_prefs)
     host.on_start(m.start)
     host.on_stop(m.stop)
-    # XEP-0313 §6: the archive is the account's, advertised on its bare JID only.
+    # XEP-0313 §6: the archive is the account's, advertised on its bare JID ...
     for feature in (NS, NS_EXTENDED, sid.NS):
         if feature not in host.account_features:
             host.account_features.append(feature)
+    # ... and on the server's domain too, where clients such as profanity look for it
+    # before `/mam on`: a query sent to the domain is answered from the sender's archive.
+    host.add_feature(NS)
+    host.add_feature(NS_EXTENDED)
+    host.bus.on(f"iq/host/set/{QUERY}", m.query)
+    host.bus.on(f"iq/host/get/{QUERY}", m.query_form)
+    # XEP-0313 §7 / XEP-0045: every room keeps an archive (``muc/message``) and answers
+    # queries (``_room_route``): rooms advertise it, where poezio looks before fetching.
+    host.hooks.on("muc/room/features", lambda room: (NS, NS_EXTENDED))
     return m

@@ -399,7 +399,11 @@ class MucService:
         if key == ("get", ns.q(DISCO_INFO, "query")):
             if child.get("node"):
                 raise StanzaError("item-not-found")
-            result = admin.room_info(room, ROOM_FEATURES)
+            # Other features add what they serve on every room (``muc/room/features``,
+            # a sync hook returning namespaces; e.g. MAM, XEP-0313 §7).
+            extra = [f for h in self.host.hooks.handlers("muc/room/features")
+                     for f in (h(room.jid) or ())]
+            result = admin.room_info(room, [*ROOM_FEATURES, *extra])
         elif key == ("get", ns.q(DISCO_ITEMS, "query")):
             result = Element(ns.q(DISCO_ITEMS, "query"))
         elif key == ("get", ns.q(admin.ADMIN, "query")):

@@ -76,11 +76,24 @@ def _t(namespace: str, local: str) -> str:
     return f"{{{namespace}}}{local}"
 
 
+# XEP-0086 §3: the legacy numeric code beside each condition. Clients still read it:
+# profanity publishes its OMEMO device list only after an error with code="404" for its
+# own (empty) node.
+LEGACY_CODES = {"bad-request": "400", "not-authorized": "401", "forbidden": "403",
+                "item-not-found": "404", "not-allowed": "405", "not-acceptable": "406",
+                "conflict": "409", "internal-server-error": "500",
+                "feature-not-implemented": "501", "service-unavailable": "503",
+                "resource-constraint": "500", "policy-violation": "406"}
+
+
 def pubsub_error(stanza: Element, condition: str, app: str | None = None,
                  feature: str | None = None, text: str | None = None) -> Element:
-    """An error reply with a pubsub-specific condition (XEP-0060 §7.1.3 and others)."""
+    """An error reply with a pubsub-specific condition (XEP-0060 §7.1.3 and others) and
+    its legacy code (XEP-0086)."""
     reply = error_reply(stanza, StanzaError(condition, text))
     err = reply.find(ns.ERROR)
+    if err is not None and condition in LEGACY_CODES:
+        err.set("code", LEGACY_CODES[condition])
     if app is not None and err is not None:
         el = SubElement(err, _t(ERRORS, app))
         if feature:
@@ -357,6 +370,21 @@ class Pep:
 
     # -- extension points for other features ---------------------------------------------------
 
+    async def account_items(self, ev: IqEvent) -> list[tuple[str, str]]:
+        """``disco/account/items``: the account's PEP nodes the requester may read, as
+        (jid, node) pairs (XEP-0060 §5.2, XEP-0163 §7)."""
+        out: list[tuple[str, str]] = []
+        for node in sorted(await self.repo.nodes(ev.target)):
+            config = await self.repo.node(ev.target, node)
+            if config is None:
+                continue
+            try:
+                await self._check_read(ev.target, ev.origin.bare, config)
+            except PepError:
+                continue
+            out.append((ev.target, node))
+        return out
+
     async def ext_publish(self, ev: Any) -> bool:
         try:
             wanted = {k: normalise(k, v) for k, v in dict(ev.options).items()}
@@ -473,6 +501,7 @@ def register(host: Host) -> None:
         host.bus.on(f"iq/self/{kind}/{_t(OWNER, 'pubsub')}", p.on_owner)
     host.bus.on("presence/broadcast", p.on_presence, priority=100)
     host.hooks.on("iq/host/response", p.on_iq_response)
+    host.bus.on("disco/account/items", p.account_items)
     host.bus.on("pep/publish", p.ext_publish)
     host.bus.on("pep/retract", p.ext_retract)
     host.bus.on("pep/items", p.ext_items)
