@@ -44,6 +44,7 @@ class LiveAddressBook:
         self.refresh = refresh
         self.book = AddressBook(domain)
         self._dirty = asyncio.Event()
+        self._reloading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._listener = listener or Listener(pool)
         self._own_listener = listener is None
@@ -62,7 +63,10 @@ class LiveAddressBook:
         self._dirty.set()
 
     async def reload(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain, self.roles)
+        # One load at a time: a background reload begun before a change must not finish
+        # after (and overwrite) an explicit reload that saw the change.
+        async with self._reloading:
+            self.book = await addressbook.load(self.pool, self.domain, self.roles)
 
     async def _run(self) -> None:
         while True:
