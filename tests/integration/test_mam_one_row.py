@@ -1,0 +1,105 @@
+"""The one-row archive (issue 17): a chat message is one row of xmpp_mam read from both
+participants' views; paging, with= and purge per side, on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from xmpp.features import rsm
+from xmpp.features.mam import COUNT_EXACT, Filters, MamStore, MemoryMamStore
+
+A, B, C = "a@cx.example", "b@cx.example", "c@cx.example"
+
+
+def chat(i: int, frm: str, to: str) -> tuple[str, str, str, str, str]:
+    """A message archived by both sides: owner = sender, peer = recipient."""
+    return (frm, f"id{i:03}", to, f"<message id='m{i}'><body>{i}</body></message>", to)
+
+
+async def _conversation(store: Any) -> None:
+    # 0..9: A<->B alternating, 10..13: C->A, 14: A's note to self (one-sided)
+    await store.write([chat(i, A, B) if i % 2 else chat(i, B, A) for i in range(10)]
+                      + [chat(i, C, A) for i in range(10, 14)]
+                      + [(A, "id014", A, "<message><body>14</body></message>", None)])
+
+
+def ids(rows: list[Any]) -> list[str]:
+    return [r.stanza_id for r in rows]
+
+
+@pytest.fixture(params=["postgresql", "memory"])
+async def store(request: Any, services: Any) -> Any:
+    """The PostgreSQL store, and the in-memory one held to the same behaviour."""
+    return MamStore(services.db.pool) if request.param == "postgresql" else MemoryMamStore()
+
+
+async def test_both_views_page_one_row(store: Any) -> None:
+    await _conversation(store)
+    every = [f"id{i:03}" for i in range(15)]
+    rows, complete, total = await store.query(A, Filters(), rsm.Request(5))
+    assert ids(rows) == every[:5] and not complete and total == 15
+    rows, complete, total = await store.query(A, Filters(), rsm.Request(5, after="id004"))
+    assert ids(rows) == every[5:10] and not complete and total == 15
+    rows, complete, _ = await store.query(A, Filters(), rsm.Request(5, before=""))
+    assert ids(rows) == every[10:] and not complete
+    rows, complete, total = await store.query(B, Filters(), rsm.Request(4, before="id006"))
+    assert ids(rows) == every[2:6] and not complete and total == 10
+    rows, complete, total = await store.query(B, Filters(), rsm.Request(50))
+    assert ids(rows) == every[:10] and complete and total == 10
+    # with= both ways: A's with B, B's with A are the same ten rows
+    for owner, other in ((A, B), (B, A)):
+        rows, _, total = await store.query(owner, Filters(with_=other), rsm.Request(3, after="id002"))
+        assert ids(rows) == every[3:6] and total == 10
+    rows, _, total = await store.query(A, Filters(with_=C), rsm.Request(50))
+    assert ids(rows) == every[10:14] and total == 4
+    rows, _, total = await store.query(C, Filters(with_=A, after_id="id011"), rsm.Request(1))
+    assert ids(rows) == ["id012"] and total == 2
+    assert (await store.query(A, Filters(with_=A), rsm.Request(9)))[0][0].stanza_id == "id014"
+    # an id of someone else's view is not in mine
+    with pytest.raises(Exception, match="No such archive id"):
+        await store.query(B, Filters(), rsm.Request(5, after="id010"))
+
+
+async def test_purge_leaves_the_other_view(store: Any) -> None:
+    await _conversation(store)
+    await store.purge(A)
+    assert (await store.query(A, Filters(), rsm.Request(50)))[0] == []
+    rows, _, total = await store.query(B, Filters(with_=A), rsm.Request(50))
+    assert ids(rows) == [f"id{i:03}" for i in range(10)] and total == 10
+    rows, _, _ = await store.query(C, Filters(), rsm.Request(50))
+    assert ids(rows) == [f"id{i:03}" for i in range(10, 14)]
+    await store.purge(B)
+    await store.purge(C)
+    if isinstance(store, MamStore):  # rows in nobody's view are gone
+        async with store.pool.acquire() as conn:
+            assert await conn.fetchval("select count(*) from xmpp_mam") == 0
+    # a repeated write of a shared row stays one row in each view
+    await store.write([chat(99, A, B)])
+    await store.write([chat(99, A, B), chat(100, B, A)])
+    assert ids((await store.query(B, Filters(), rsm.Request(9)))[0]) == ["id099", "id100"]
+
+
+async def test_purge_before_keeps_newer(store: Any) -> None:
+    await _conversation(store)
+    await store.purge(B, before=datetime.now(UTC) + timedelta(seconds=5))
+    await store.write([chat(20, A, B)])
+    assert ids((await store.query(B, Filters(), rsm.Request(9)))[0]) == ["id020"]
+    assert len((await store.query(A, Filters(), rsm.Request(99)))[0]) == 16
+
+
+async def test_count_exact_then_estimated(services: Any) -> None:
+    """Count is exact up to COUNT_EXACT rows a side, then a cached full count."""
+    store = MamStore(services.db.pool)
+    n = 2 * COUNT_EXACT + 20  # each side over the bound
+    await store.write([chat(i, A, B) if i % 2 else chat(i, B, A) for i in range(n)])
+    _, _, total = await store.query(A, Filters(), rsm.Request(5, after="id001"))
+    assert total == n  # the first full count is exact
+    await store.write([chat(5000, A, B)])
+    _, _, cached = await store.query(A, Filters(), rsm.Request(5, after="id001"))
+    assert cached == n  # served from the cache (an estimate, XEP-0059 §2.1)
+    _, _, small = await store.query(A, Filters(with_=B, after_id=f"id{n - 10:03}"),
+                                    rsm.Request(5, after=f"id{n - 8:03}"))
+    assert small == 10  # under the bound: exact
