@@ -90,16 +90,24 @@ async def test_purge_before_keeps_newer(store: Any) -> None:
     assert len((await store.query(A, Filters(), rsm.Request(99)))[0]) == 16
 
 
-async def test_count_exact_then_estimated(services: Any) -> None:
-    """Count is exact up to COUNT_EXACT rows a side, then a cached full count."""
+async def test_count_exact_then_cached(services: Any) -> None:
+    """Count is exact up to COUNT_EXACT rows a side, then a full count cached per owner
+    and filter, kept exact for this process's writes and dropped by a purge."""
     store = MamStore(services.db.pool)
     n = 2 * COUNT_EXACT + 20  # each side over the bound
     await store.write([chat(i, A, B) if i % 2 else chat(i, B, A) for i in range(n)])
-    _, _, total = await store.query(A, Filters(), rsm.Request(5, after="id001"))
-    assert total == n  # the first full count is exact
-    await store.write([chat(5000, A, B)])
-    _, _, cached = await store.query(A, Filters(), rsm.Request(5, after="id001"))
-    assert cached == n  # served from the cache (an estimate, XEP-0059 §2.1)
+    page = rsm.Request(5, after="id001")
+    assert (await store.query(A, Filters(), page))[2] == n
+    assert (await store.query(A, Filters(with_=C), rsm.Request(5)))[2] == 0
+    await store.write([chat(5000, A, B), chat(5001, B, A), chat(5002, C, A)])
+    assert (await store.query(A, Filters(), page))[2] == n + 3  # local writes counted
+    assert (await store.query(B, Filters(with_=A), page))[2] == n + 2
+    async with services.db.pool.acquire() as conn:  # another node's write, unseen
+        await conn.execute("insert into xmpp_mam(owner, stanza_id, with_jid, stanza, peer,"
+                           " peer_shown) values ($1, 'x1', $2, '<message/>', $2, true)", B, A)
+    assert (await store.query(A, Filters(), page))[2] == n + 3  # cached: an estimate
     _, _, small = await store.query(A, Filters(with_=B, after_id=f"id{n - 10:03}"),
                                     rsm.Request(5, after=f"id{n - 8:03}"))
-    assert small == 10  # under the bound: exact
+    assert small == 9 + 2 + 1  # under the bound: exact (5000, 5001 and the other node's)
+    await store.purge(A, before=datetime.now(UTC) - timedelta(days=1))  # nothing that old
+    assert (await store.query(A, Filters(), page))[2] == n + 4  # recounted after a purge

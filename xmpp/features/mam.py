@@ -1,26 +1,35 @@
 """Message Archive Management (XEP-0313, ``urn:xmpp:mam:2``) with RSM (XEP-0059) paging
 and stable stanza ids (XEP-0359), for one-to-one chat and for rooms.
 
-One-to-one: a chat (or normal, with a body) message between local accounts is kept in
-both archives. The recipient's archive id is added to the message as
-``<stanza-id by=recipient>`` before delivery (the ``stanza/inbound`` hook, after
-blocking); after routing (``message/routed``) both rows are queued and written in
-batches by one background writer, so routing never waits for the database. Copies that
-are not routed again (offline delivery, XEP-0198 resends, carbons) are not archived
-again, and ``unique (owner, stanza_id)`` makes a repeated write a no-op.
+One-to-one: a chat (or normal, with a body) message between local accounts is ONE row of
+``xmpp_mam`` read from both participants' views: ``owner`` is the sender's archive and
+``peer`` the recipient's (when only one side archives, the row is that side's alone:
+``owner`` = that side, ``peer`` null). Both views share one id, the recipient's archive id,
+added to the message as ``<stanza-id by=recipient>`` before delivery (the
+``stanza/inbound`` hook, after blocking); XEP-0359 asks it to be unique within each
+archive, and it is (random, unique ``(stanza_id, owner)``). After routing
+(``message/routed``) the row is queued and written with COPY in batches by one background
+writer, so routing never waits for the database; through a database outage the writer
+retries (bounded backlog, back-pressure). Copies that are not routed again (offline
+delivery, XEP-0198 resends, carbons) are not archived again, and a repeated write is a
+no-op. Purging one user's archive hides their side of shared rows only (per-side
+``owner_shown`` / ``peer_shown``); a row in nobody's view is deleted.
 
 Rooms: the MUC module fires ``muc/message`` for each groupchat broadcast (room JID,
-stanza, stable id); the row goes to the room's archive. Queries sent to a room JID are
-taken off the component route here and answered when ``muc/archive/allowed``
-(``StanzaEvent(iq, origin, room)``) says the requester may read the room's history;
-nobody answering means ``forbidden``.
+stanza, stable id); the row goes to the room's archive (``owner`` = room). Queries sent
+to a room JID are taken off the component route here and answered when
+``muc/archive/allowed`` (``StanzaEvent(iq, origin, room)``) says the requester may read
+the room's history; nobody answering means ``forbidden``.
 
 Preferences (XEP-0313 §7): default always | never | roster, plus always/never lists,
 kept in memory (they are consulted on the routing hot path) and in PostgreSQL.
 
-Queries are keyset paginated on the archive's serial id through indexes on
-(owner, id), (owner, with, id) and (owner, ts): the cost of a page does not depend on its
-depth. The SQL lives in ``MamStore`` (the feature's repository).
+Queries are keyset paginated on the row's serial id: a view is the union of two index
+ranges, (owner, id) and (peer, id), or with with= (owner, with_jid, id) and (peer, owner,
+id); the cost of a page does not depend on its depth. The RSM count is exact up to
+COUNT_EXACT rows a side, else a full count cached per owner and filter (XEP-0059 lets it
+be approximate), kept exact for this process's writes. The SQL lives in ``MamStore``
+(the feature's repository).
 """
 
 from __future__ import annotations
@@ -125,7 +134,8 @@ class MamStore:
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
-        self.counts: dict[tuple[str, Filters], tuple[int, float]] = {}
+        # owner -> filters -> [count, monotonic time counted]: large counts only
+        self.counts: dict[str, dict[Filters, list[Any]]] = {}
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert archive rows in order; a repeated (stanza_id, owner) is a no-op.
@@ -142,6 +152,8 @@ class MamStore:
                         "xmpp_mam", records=records,
                         columns=("owner", "stanza_id", "with_jid", "stanza", "peer",
                                  "peer_shown"))
+                if self.counts:
+                    self._counted(records)
                 return
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
@@ -152,6 +164,28 @@ class MamStore:
                    select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
                                         $5::text[], $6::bool[])
                    on conflict (stanza_id, owner) do nothing""", *cols)
+        for r in records:  # which rows were new is not known here: count again
+            self.counts.pop(r[0], None)
+            if r[4] is not None:
+                self.counts.pop(r[4], None)
+
+    def _counted(self, records: list[tuple[Any, ...]]) -> None:
+        """Keep cached counts exact for rows this process wrote: a new row is the newest
+        of its views, so it joins every cached result set whose with= names its other
+        party and that has no upper bound (other nodes' writes show after COUNT_TTL)."""
+        now = datetime.now(UTC)
+        for owner, _, with_, _, peer, _ in records:
+            for me, other in ((owner, with_), (peer, owner)):
+                cached = self.counts.get(me) if me is not None else None
+                if not cached:
+                    continue
+                for f, entry in list(cached.items()):
+                    if f.with_ not in (None, other) or f.before_id is not None:
+                        continue
+                    if f.end is None:
+                        entry[0] += 1
+                    elif f.end >= now:
+                        del cached[f]
 
     async def purge(self, owner: str, before: datetime | None = None) -> int:
         """Take messages (all, or those older than `before`) out of `owner`'s archive (an
@@ -169,7 +203,7 @@ class MamStore:
             theirs = await conn.execute(
                 f"update xmpp_mam set peer_shown = false where peer = $1 and peer_shown{ts}",
                 *args)
-        self.counts = {k: v for k, v in self.counts.items() if k[0] != owner}
+        self.counts.pop(owner, None)
         return sum(int(done.split()[-1]) for done in (gone, mine, theirs))
 
     async def all_prefs(self) -> dict[str, Prefs]:
@@ -256,6 +290,10 @@ class MamStore:
                      theirs: list[str], base: list[str], args: list[object]) -> int:
         """RSM count of the filtered view: exact up to COUNT_EXACT rows a side, else a
         cached full count (XEP-0059 §2.1: the count MAY be approximate)."""
+        now = time.monotonic()
+        cached = self.counts.get(owner, {}).get(f)
+        if cached is not None and now - cached[1] < COUNT_TTL:
+            return int(cached[0])  # only counts over the bound are cached
         a = " and ".join(mine + base)
         b = " and ".join(theirs + base)
         lim = COUNT_EXACT + 1
@@ -265,16 +303,12 @@ class MamStore:
             *args)
         if n["a"] <= COUNT_EXACT and n["b"] <= COUNT_EXACT:
             return int(n["a"] + n["b"])
-        now = time.monotonic()
-        cached = self.counts.get((owner, f))
-        if cached is not None and now - cached[1] < COUNT_TTL:
-            return cached[0]
         total = int(await conn.fetchval(
             f"""select (select count(*) from xmpp_mam where {a})
                      + (select count(*) from xmpp_mam where {b})""", *args))
         if len(self.counts) >= COUNT_CACHE:
             self.counts.clear()
-        self.counts[(owner, f)] = (total, now)
+        self.counts.setdefault(owner, {})[f] = [total, now]
         return total
 
 
@@ -450,16 +484,17 @@ class Mam:
         if not _archivable(stanza):
             return None
         if self.prefs.get(to_bare, self.default).decide(origin.bare) is not False:
-            sid.add(stanza, to_bare, sid.new_id())
+            # stripped just above: append without sid.add's second scan
+            SubElement(stanza, sid.STANZA_ID, {"by": to_bare, "id": sid.new_id()})
         return None
 
     def on_routed(self, stanza: Element, origin: Resource, to_bare: str,
                   delivered: list[Resource]) -> None:
         """After routing: one row for both participants, under the recipient's id."""
-        if not _archivable(stanza):
+        rid = sid.get(stanza, to_bare)  # None: the recipient does not archive it
+        if rid is None and not _archivable(stanza):  # an id: on_inbound found it archivable
             return None
         sender = origin.bare
-        rid = sid.get(stanza, to_bare)  # None: the recipient does not archive it
         to_side = False if rid is None else \
             self.prefs.get(to_bare, self.default).decide(sender)
         from_side = False if sender == to_bare else \
