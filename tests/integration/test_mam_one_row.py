@@ -111,3 +111,38 @@ async def test_count_exact_then_cached(services: Any) -> None:
     assert small == 9 + 2 + 1  # under the bound: exact (5000, 5001 and the other node's)
     await store.purge(A, before=datetime.now(UTC) - timedelta(days=1))  # nothing that old
     assert (await store.query(A, Filters(), page))[2] == n + 4  # recounted after a purge
+
+
+async def test_migration_keeps_old_two_row_archives(services: Any) -> None:
+    """0030 converts the old schema (a row per archive) into one-sided rows: every id a
+    client holds stays valid and both views read as before."""
+    from contextlib import asynccontextmanager
+    from importlib.resources import files
+
+    sql = files("xmpp") / "migrations"
+    async with services.db.pool.acquire() as conn, conn.transaction():
+        await conn.execute("create schema old_mam; set local search_path to old_mam")
+        await conn.execute((sql / "0003_mam.sql").read_text())
+        await conn.execute(
+            "insert into xmpp_mam(owner, stanza_id, with_jid, stanza) values"
+            f" ('{B}', 'r1', '{A}', '<message><body>1</body></message>'),"
+            f" ('{A}', 's1', '{B}', '<message><body>1</body></message>'),"
+            f" ('{A}', 'r2', '{B}', '<message><body>2</body></message>'),"
+            f" ('{B}', 's2', '{A}', '<message><body>2</body></message>')")
+        await conn.execute((sql / "0030_mam_one_row.sql").read_text())
+
+        class OneConnection:  # the store's pool interface over this transaction
+            @asynccontextmanager
+            async def acquire(self) -> Any:
+                yield conn
+
+        store = MamStore(OneConnection())
+        rows, _, total = await store.query(A, Filters(with_=B), rsm.Request(9, after="s1"))
+        assert ids(rows) == ["r2"] and total == 2
+        assert ids((await store.query(B, Filters(), rsm.Request(9)))[0]) == ["r1", "s2"]
+        await store.write([chat(3, A, B)])
+        assert ids((await store.query(B, Filters(with_=A), rsm.Request(9)))[0]) == \
+            ["r1", "s2", "id003"]
+        await store.purge(A)
+        assert ids((await store.query(B, Filters(), rsm.Request(9)))[0]) == ["r1", "s2", "id003"]
+        await conn.execute("drop schema old_mam cascade")
