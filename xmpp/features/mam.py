@@ -117,7 +117,7 @@ ArchiveRow = tuple[str, str, str, str, str | None]
 #: RSM count (XEP-0059 §2.1 allows an approximate count for large result sets): exact
 #: while each side of the view holds at most COUNT_EXACT rows (two bounded index-only
 #: ranges), else a full count cached per owner and filter for COUNT_TTL seconds.
-COUNT_EXACT, COUNT_TTL, COUNT_CACHE = 1000, 60.0, 4096
+COUNT_EXACT, COUNT_TTL, COUNT_CACHE, COUNT_PER_OWNER = 1000, 60.0, 4096, 16
 
 
 def _rows(rows: Sequence[tuple[Any, ...]]) -> list[ArchiveRow]:
@@ -308,7 +308,10 @@ class MamStore:
                      + (select count(*) from xmpp_mam where {b})""", *args))
         if len(self.counts) >= COUNT_CACHE:
             self.counts.clear()
-        self.counts.setdefault(owner, {})[f] = [total, now]
+        cache = self.counts.setdefault(owner, {})
+        if len(cache) >= COUNT_PER_OWNER:  # bounded: filters are the client's choice
+            cache.clear()
+        cache[f] = [total, now]
         return total
 
 
