@@ -77,10 +77,15 @@ async def test_mam_paging_both_archives(xmpp: Any) -> None:
     assert last == [f"m{i:02}" for i in range(20, 25)]
     back = await mam.retrieve(rsm={"max": 5, "before": ids[20]})
     assert bodies(back) == [f"m{i:02}" for i in range(15, 20)]
-    # The sender's archive has the same conversation with its own ids.
+    # The sender's archive has the same conversation from the same row: the same ids
+    # (XEP-0359: unique within each archive), paged and counted in its own view.
     sent = await li.plugin["xep_0313"].retrieve(with_jid=Z, rsm={"max": 50})
     assert bodies(sent) == [f"m{i:02}" for i in range(25)]
-    assert {m["mam_result"]["id"] for m in sent["mam"]["results"]}.isdisjoint(ids)
+    assert [m["mam_result"]["id"] for m in sent["mam"]["results"]] == ids
+    assert int(sent["mam_fin"]["rsm"]["count"]) == 25
+    sent2 = await li.plugin["xep_0313"].retrieve(with_jid=Z, rsm={"max": 10, "after": ids[9]})
+    assert bodies(sent2) == [f"m{i:02}" for i in range(10, 20)]
+    assert int(sent2["mam_fin"]["rsm"]["count"]) == 25
     # Nobody reads someone else's archive.
     with pytest.raises(IqError):
         await mam.retrieve(jid=L, rsm={"max": 5}, timeout=5)

@@ -1,32 +1,43 @@
 """Message Archive Management (XEP-0313, ``urn:xmpp:mam:2``) with RSM (XEP-0059) paging
 and stable stanza ids (XEP-0359), for one-to-one chat and for rooms.
 
-One-to-one: a chat (or normal, with a body) message between local accounts is kept in
-both archives. The recipient's archive id is added to the message as
-``<stanza-id by=recipient>`` before delivery (the ``stanza/inbound`` hook, after
-blocking); after routing (``message/routed``) both rows are queued and written in
-batches by one background writer, so routing never waits for the database. Copies that
-are not routed again (offline delivery, XEP-0198 resends, carbons) are not archived
-again, and ``unique (owner, stanza_id)`` makes a repeated write a no-op.
+One-to-one: a chat (or normal, with a body) message between local accounts is ONE row of
+``xmpp_mam`` read from both participants' views: ``owner`` is the sender's archive and
+``peer`` the recipient's (when only one side archives, the row is that side's alone:
+``owner`` = that side, ``peer`` null). Both views share one id, the recipient's archive id,
+added to the message as ``<stanza-id by=recipient>`` before delivery (the
+``stanza/inbound`` hook, after blocking); XEP-0359 asks it to be unique within each
+archive, and it is (random, unique ``(stanza_id, owner)``). After routing
+(``message/routed``) the row is queued and written with COPY in batches by one background
+writer, so routing never waits for the database; through a database outage the writer
+retries (bounded backlog, back-pressure). Copies that are not routed again (offline
+delivery, XEP-0198 resends, carbons) are not archived again, and a repeated write is a
+no-op. Purging one user's archive hides their side of shared rows only (per-side
+``owner_shown`` / ``peer_shown``); a row in nobody's view is deleted.
 
 Rooms: the MUC module fires ``muc/message`` for each groupchat broadcast (room JID,
-stanza, stable id); the row goes to the room's archive. Queries sent to a room JID are
-taken off the component route here and answered when ``muc/archive/allowed``
-(``StanzaEvent(iq, origin, room)``) says the requester may read the room's history;
-nobody answering means ``forbidden``.
+stanza, stable id); the row goes to the room's archive (``owner`` = room). Queries sent
+to a room JID are taken off the component route here and answered when
+``muc/archive/allowed`` (``StanzaEvent(iq, origin, room)``) says the requester may read
+the room's history; nobody answering means ``forbidden``.
 
 Preferences (XEP-0313 §7): default always | never | roster, plus always/never lists,
 kept in memory (they are consulted on the routing hot path) and in PostgreSQL.
 
-Queries are keyset paginated on the archive's serial id through indexes on
-(owner, id), (owner, with, id) and (owner, ts): the cost of a page does not depend on its
-depth. The SQL lives in ``MamStore`` (the feature's repository).
+Queries are keyset paginated on the row's serial id: a view is the union of two index
+ranges, (owner, id) and (peer, id), or with with= (owner, with_jid, id) and (peer, owner,
+id); the cost of a page does not depend on its depth. The RSM count is exact up to
+COUNT_EXACT rows a side, else a full count cached per owner and filter (XEP-0059 lets it
+be approximate), kept exact for this process's writes. The SQL lives in ``MamStore``
+(the feature's repository).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,40 +108,103 @@ class Row:
     stanza: str
 
 
+#: An archive row as queued: (owner, stanza_id, with_jid, stanza, peer). `owner` is the
+#: sender's archive (or the room's, or the recipient's when only the recipient archives),
+#: `with_jid` the other party from the owner's side, `peer` the recipient's archive when
+#: both sides keep the message (one row, both views), else None.
+ArchiveRow = tuple[str, str, str, str, str | None]
+
+#: RSM count (XEP-0059 §2.1 allows an approximate count for large result sets): exact
+#: while each side of the view holds at most COUNT_EXACT rows (two bounded index-only
+#: ranges), else a full count cached per owner and filter for COUNT_TTL seconds.
+COUNT_EXACT, COUNT_TTL, COUNT_CACHE, COUNT_PER_OWNER = 1000, 60.0, 4096, 16
+
+
+def _rows(rows: Sequence[tuple[Any, ...]]) -> list[ArchiveRow]:
+    """Rows as 5-tuples (a 4-tuple has no peer: a one-sided row)."""
+    return [r if len(r) == 5 else (r[0], r[1], r[2], r[3], None) for r in rows]  # type: ignore[misc]
+
+
 class MamStore:
-    """The archive tables (xmpp_mam, xmpp_mam_prefs); the only SQL of this feature."""
+    """The archive tables (xmpp_mam, xmpp_mam_prefs); the only SQL of this feature.
+
+    One row per message: the `owner` side's view through (owner, id) where owner_shown,
+    the `peer` side's through (peer, id) where peer_shown; a query is the keyset union of
+    both ranges."""
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
+        # owner -> filters -> [count, monotonic time counted]: large counts only
+        self.counts: dict[str, dict[Filters, list[Any]]] = {}
 
-    async def write(self, rows: list[tuple[str, str, str, str]]) -> None:
-        """Insert (owner, stanza_id, with_jid, stanza) rows in order; repeats are no-ops.
+    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert archive rows in order; a repeated (stanza_id, owner) is a no-op.
 
         COPY first (several times cheaper for PostgreSQL than INSERT); a batch holding a
         row that is already archived (a resend) fails as a whole with a unique violation
         and is then written with INSERT ... ON CONFLICT DO NOTHING: nothing lost, nothing
         doubled."""
+        records = [(o, i, w, t, p, p is not None) for o, i, w, t, p in _rows(rows)]
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
                     await conn.copy_records_to_table(
-                        "xmpp_mam", records=rows,
-                        columns=("owner", "stanza_id", "with_jid", "stanza"))
+                        "xmpp_mam", records=records,
+                        columns=("owner", "stanza_id", "with_jid", "stanza", "peer",
+                                 "peer_shown"))
+                if self.counts:
+                    self._counted(records)
                 return
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
                     raise
-            owners, ids, withs, stanzas = (list(c) for c in zip(*rows, strict=True))
+            cols = [list(c) for c in zip(*records, strict=True)]
             await conn.execute(
-                """insert into xmpp_mam(owner, stanza_id, with_jid, stanza)
-                   select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                   on conflict (owner, stanza_id) do nothing""", owners, ids, withs, stanzas)
+                """insert into xmpp_mam(owner, stanza_id, with_jid, stanza, peer, peer_shown)
+                   select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                        $5::text[], $6::bool[])
+                   on conflict (stanza_id, owner) do nothing""", *cols)
+        for r in records:  # which rows were new is not known here: count again
+            self.counts.pop(r[0], None)
+            if r[4] is not None:
+                self.counts.pop(r[4], None)
 
-    async def purge(self, owner: str) -> int:
-        """Forget an archive (a squatted room closed for a unit room)."""
-        async with self.pool.acquire() as conn:
-            done = await conn.execute("delete from xmpp_mam where owner = $1", owner)
-        return int(done.split()[-1])
+    def _counted(self, records: list[tuple[Any, ...]]) -> None:
+        """Keep cached counts exact for rows this process wrote: a new row is the newest
+        of its views, so it joins every cached result set whose with= names its other
+        party and that has no upper bound (other nodes' writes show after COUNT_TTL)."""
+        now = datetime.now(UTC)
+        for owner, _, with_, _, peer, _ in records:
+            for me, other in ((owner, with_), (peer, owner)):
+                cached = self.counts.get(me) if me is not None else None
+                if not cached:
+                    continue
+                for f, entry in list(cached.items()):
+                    if f.with_ not in (None, other) or f.before_id is not None:
+                        continue
+                    if f.end is None:
+                        entry[0] += 1
+                    elif f.end >= now:
+                        del cached[f]
+
+    async def purge(self, owner: str, before: datetime | None = None) -> int:
+        """Take messages (all, or those older than `before`) out of `owner`'s archive (an
+        account's, or a room's closed for a unit room). The other participant's view of
+        a shared row stays; a row in nobody's view is deleted. Returns rows taken out."""
+        ts = "" if before is None else " and ts < $2"
+        args: list[object] = [owner] if before is None else [owner, before]
+        async with self.pool.acquire() as conn, conn.transaction():
+            gone = await conn.execute(
+                f"""delete from xmpp_mam where ((owner = $1 and owner_shown and not peer_shown)
+                    or (peer = $1 and peer_shown and not owner_shown)){ts}""", *args)
+            mine = await conn.execute(
+                f"update xmpp_mam set owner_shown = false where owner = $1 and owner_shown{ts}",
+                *args)
+            theirs = await conn.execute(
+                f"update xmpp_mam set peer_shown = false where peer = $1 and peer_shown{ts}",
+                *args)
+        self.counts.pop(owner, None)
+        return sum(int(done.split()[-1]) for done in (gone, mine, theirs))
 
     async def all_prefs(self) -> dict[str, Prefs]:
         async with self.pool.acquire() as conn:
@@ -153,21 +227,27 @@ class MamStore:
         async with self.pool.acquire() as conn:
             async def key(stanza_id: str) -> int:
                 value = await conn.fetchval(
-                    "select id from xmpp_mam where owner = $1 and stanza_id = $2",
-                    owner, stanza_id)
+                    """select id from xmpp_mam where stanza_id = $1
+                       and ((owner = $2 and owner_shown) or (peer = $2 and peer_shown))""",
+                    stanza_id, owner)
                 if value is None:
                     raise StanzaError("item-not-found", "No such archive id")
                 return int(value)
 
-            where: list[str] = ["owner = $1"]
+            # The two views of the archive: $1 the owner, $2 the with= JID if any.
             args: list[object] = [owner]
+            mine = ["owner = $1", "owner_shown"]
+            theirs = ["peer = $1", "peer_shown"]
+            if f.with_:
+                args.append(f.with_)
+                mine.append("with_jid = $2")
+                theirs.append("owner = $2")
+            where: list[str] = []
 
             def cond(sql: str, value: object) -> None:
                 args.append(value)
                 where.append(sql.replace("?", f"${len(args)}"))
 
-            if f.with_:
-                cond("with_jid = ?", f.with_)
             if f.start:
                 cond("ts >= ?", f.start)
             if f.end:
@@ -176,42 +256,93 @@ class MamStore:
                 cond("id > ?", await key(f.after_id))
             if f.before_id:
                 cond("id < ?", await key(f.before_id))
-            total = None
-            if count:
-                total = int(await conn.fetchval(
-                    f"select count(*) from xmpp_mam where {' and '.join(where)}", *args))
+            base = list(where)
             if req.after:
                 cond("id > ?", await key(req.after))
             if req.before:
                 cond("id < ?", await key(req.before))
             order = "desc" if req.backwards else "asc"
             args.append(req.limit)
+            lim = f"${len(args)}"
+            a = " and ".join(mine + where)
+            b = " and ".join(theirs + where)
             rows = await conn.fetch(
-                f"""select stanza_id, ts, stanza from xmpp_mam where {' and '.join(where)}
-                    order by id {order} limit ${len(args)}""", *args)
-        items, complete = rsm.page([Row(r["stanza_id"], r["ts"], r["stanza"]) for r in rows], req)
+                f"""select stanza_id, ts, stanza from (
+                      (select id, stanza_id, ts, stanza from xmpp_mam where {a}
+                       order by id {order} limit {lim})
+                      union all
+                      (select id, stanza_id, ts, stanza from xmpp_mam where {b}
+                       order by id {order} limit {lim})) v
+                    order by id {order} limit {lim}""", *args)
+            items, complete = rsm.page(
+                [Row(r["stanza_id"], r["ts"], r["stanza"]) for r in rows], req)
+            total = None
+            if count:
+                if complete and not req.after and not req.before:
+                    total = len(items)  # the page is the whole result set
+                else:
+                    nargs = len(args) - 1 - (len(where) - len(base))
+                    total = await self._count(conn, owner, f, mine, theirs, base,
+                                              args[:nargs])
         return items, complete, total
+
+    async def _count(self, conn: Any, owner: str, f: Filters, mine: list[str],
+                     theirs: list[str], base: list[str], args: list[object]) -> int:
+        """RSM count of the filtered view: exact up to COUNT_EXACT rows a side, else a
+        cached full count (XEP-0059 §2.1: the count MAY be approximate)."""
+        now = time.monotonic()
+        cached = self.counts.get(owner, {}).get(f)
+        if cached is not None and now - cached[1] < COUNT_TTL:
+            return int(cached[0])  # only counts over the bound are cached
+        a = " and ".join(mine + base)
+        b = " and ".join(theirs + base)
+        lim = COUNT_EXACT + 1
+        n = await conn.fetchrow(
+            f"""select (select count(*) from (select 1 from xmpp_mam where {a} limit {lim}) x) a,
+                       (select count(*) from (select 1 from xmpp_mam where {b} limit {lim}) y) b""",
+            *args)
+        if n["a"] <= COUNT_EXACT and n["b"] <= COUNT_EXACT:
+            return int(n["a"] + n["b"])
+        total = int(await conn.fetchval(
+            f"""select (select count(*) from xmpp_mam where {a})
+                     + (select count(*) from xmpp_mam where {b})""", *args))
+        if len(self.counts) >= COUNT_CACHE:
+            self.counts.clear()
+        cache = self.counts.setdefault(owner, {})
+        if len(cache) >= COUNT_PER_OWNER:  # bounded: filters are the client's choice
+            cache.clear()
+        cache[f] = [total, now]
+        return total
 
 
 class MemoryMamStore:
-    """The MamStore interface over lists (unit tests, feature tests without a database)."""
+    """The MamStore interface over lists (unit tests, feature tests without a database).
+
+    A row is [id, owner, stanza_id, with_jid, ts, stanza, peer, owner_shown, peer_shown]."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[int, str, str, str, datetime, str]] = []
+        self.rows: list[list[Any]] = []
         self.prefs: dict[str, Prefs] = {}
 
-    async def write(self, rows: list[tuple[str, str, str, str]]) -> None:
-        seen = {(r[1], r[2]) for r in self.rows}
-        for owner, id_, with_, text in rows:
-            if (owner, id_) not in seen:
-                seen.add((owner, id_))
-                self.rows.append((len(self.rows) + 1, owner, id_, with_,
-                                  datetime.now(UTC), text))
+    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        seen = {(r[2], r[1]) for r in self.rows}
+        for owner, id_, with_, text, peer in _rows(rows):
+            if (id_, owner) not in seen:
+                seen.add((id_, owner))
+                self.rows.append([len(self.rows) + 1, owner, id_, with_,
+                                  datetime.now(UTC), text, peer, True, peer is not None])
 
-    async def purge(self, owner: str) -> int:
-        before = len(self.rows)
-        self.rows = [r for r in self.rows if r[1] != owner]
-        return before - len(self.rows)
+    async def purge(self, owner: str, before: datetime | None = None) -> int:
+        n = 0
+        for r in self.rows:
+            if before is not None and r[4] >= before:
+                continue
+            if r[1] == owner and r[7]:
+                r[7], n = False, n + 1
+            if r[6] == owner and r[8]:
+                r[8], n = False, n + 1
+        self.rows = [r for r in self.rows if r[7] or r[8]]
+        return n
 
     async def all_prefs(self) -> dict[str, Prefs]:
         return dict(self.prefs)
@@ -221,8 +352,10 @@ class MemoryMamStore:
 
     async def query(self, owner: str, f: Filters, req: rsm.Request,
                     count: bool = True) -> tuple[list[Row], bool, int | None]:
-        mine = [r for r in self.rows if r[1] == owner]
-        ids = {r[2]: r[0] for r in mine}
+        # (id, stanza_id, with, ts, stanza) as `owner` sees them
+        mine = [(r[0], r[2], r[3] if r[1] == owner else r[1], r[4], r[5]) for r in self.rows
+                if (r[1] == owner and r[7]) or (r[6] == owner and r[8])]
+        ids = {r[1]: r[0] for r in mine}
 
         def key(id_: str) -> int:
             if id_ not in ids:
@@ -231,8 +364,8 @@ class MemoryMamStore:
 
         lo = key(f.after_id) if f.after_id else 0
         hi = key(f.before_id) if f.before_id else 1 << 62
-        sel = [r for r in mine if lo < r[0] < hi and (not f.with_ or r[3] == f.with_)
-               and (not f.start or r[4] >= f.start) and (not f.end or r[4] <= f.end)]
+        sel = [r for r in mine if lo < r[0] < hi and (not f.with_ or r[2] == f.with_)
+               and (not f.start or r[3] >= f.start) and (not f.end or r[3] <= f.end)]
         total = len(sel)
         if req.after:
             sel = [r for r in sel if r[0] > key(req.after)]
@@ -240,8 +373,16 @@ class MemoryMamStore:
             sel = [r for r in sel if r[0] < key(req.before)]
         if req.backwards:
             sel.reverse()
-        items, complete = rsm.page([Row(r[2], r[4], r[5]) for r in sel[:req.limit]], req)
+        items, complete = rsm.page([Row(r[1], r[3], r[4]) for r in sel[:req.limit]], req)
         return items, complete, total if count else None
+
+
+def _one_row(e: tuple[str, str, str, str, bool | None, bool | None]) -> ArchiveRow | None:
+    """The archive row of (sender, recipient, id, stanza, sender keeps, recipient keeps)."""
+    sender, to, id_, text, from_side, to_side = e
+    if from_side:
+        return (sender, id_, to, text, to if to_side else None)
+    return (to, id_, sender, text, None) if to_side else None
 
 
 def _archivable(stanza: Element) -> bool:
@@ -316,8 +457,8 @@ class Mam:
         self.prefs: dict[str, Prefs] = {}
         # XEP-0313 §7: the server's default for users who set no preference.
         self.default = Prefs(getattr(host.cfg, "archive_default", DEFAULT_MODE))
-        self.pending: list[tuple[str, str, str, str]] = []
-        self.roster_checks: list[tuple[str, str, str, str]] = []
+        self.pending: list[ArchiveRow] = []
+        self.roster_checks: list[tuple[str, str, str, str, bool | None, bool | None]] = []
         self.writer: asyncio.Task[None] | None = None
         self.dropped = 0  # rows given up past HARD_MAX
 
@@ -346,26 +487,30 @@ class Mam:
         if not _archivable(stanza):
             return None
         if self.prefs.get(to_bare, self.default).decide(origin.bare) is not False:
-            sid.add(stanza, to_bare, sid.new_id())
+            # stripped just above: append without sid.add's second scan
+            SubElement(stanza, sid.STANZA_ID, {"by": to_bare, "id": sid.new_id()})
         return None
 
     def on_routed(self, stanza: Element, origin: Resource, to_bare: str,
                   delivered: list[Resource]) -> None:
-        if not _archivable(stanza):
+        """After routing: one row for both participants, under the recipient's id."""
+        rid = sid.get(stanza, to_bare)  # None: the recipient does not archive it
+        if rid is None and not _archivable(stanza):  # an id: on_inbound found it archivable
             return None
-        text: str | None = None
-        targets = [(to_bare, origin.bare, sid.get(stanza, to_bare))]
-        if origin.bare != to_bare:  # a note to self is archived once
-            targets.append((origin.bare, to_bare, sid.new_id()))
-        for owner, other, id_ in targets:
-            if id_ is None:
-                continue
-            decision = self.prefs.get(owner, self.default).decide(other)
-            if decision is False:
-                continue
-            text = text or to_string(stanza)
-            row = (owner, id_, other, text)
-            (self.roster_checks if decision is None else self.pending).append(row)
+        sender = origin.bare
+        to_side = False if rid is None else \
+            self.prefs.get(to_bare, self.default).decide(sender)
+        from_side = False if sender == to_bare else \
+            self.prefs.get(sender, self.default).decide(to_bare)  # a note to self: once
+        if to_side is False and from_side is False:
+            return None
+        entry = (sender, to_bare, rid or sid.new_id(), to_string(stanza), from_side, to_side)
+        if from_side is None or to_side is None:
+            self.roster_checks.append(entry)
+        else:
+            row = _one_row(entry)
+            if row is not None:
+                self.pending.append(row)
         self._kick()
         return None
 
@@ -378,7 +523,7 @@ class Mam:
         if stanza.find(BODY) is None and stanza.find(ns.q(ns.CLIENT, "subject")) is None:
             return None
         self.pending.append((str(room), str(id_), stanza.get("from", str(room)),
-                             to_string(stanza)))
+                             to_string(stanza), None))
         self._kick()
         return None
 
@@ -394,10 +539,13 @@ class Mam:
             while self.pending or self.roster_checks:
                 if self.roster_checks:
                     checks, self.roster_checks = self.roster_checks, []
-                    for row in checks:
-                        state = await self.host.bus.fire("roster/subscription",
-                                                         RosterQuery(row[0], row[2]))
-                        if state not in (None, "none"):
+                    for sender, to, id_, text, from_side, to_side in checks:
+                        if from_side is None:
+                            from_side = await self._in_roster(sender, to)
+                        if to_side is None:
+                            to_side = await self._in_roster(to, sender)
+                        row = _one_row((sender, to, id_, text, from_side, to_side))
+                        if row is not None:
                             self.pending.append(row)
                 batch, self.pending = self.pending[:BATCH], self.pending[BATCH:]
                 if batch:
@@ -430,6 +578,11 @@ class Mam:
             self.writer = None
             if len(self.pending) < LOW:
                 self.host.set_pressure("mam", False)
+
+    async def _in_roster(self, owner: str, other: str) -> bool:
+        """XEP-0313 §7 default "roster": `other` is in `owner`'s roster."""
+        state = await self.host.bus.fire("roster/subscription", RosterQuery(owner, other))
+        return state not in (None, "none")
 
     async def on_room_purged(self, room: str) -> None:
         """``muc/room/purged``: the room's archive goes (after what is queued for it)."""
