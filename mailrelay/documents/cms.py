@@ -76,6 +76,13 @@ def parse_signed_data(der: bytes) -> SignedData:
         encap = sd["encap_content_info"]
         attrs = signer_infos[0]["signed_attrs"]
         raw_attrs = None if isinstance(attrs, asn1_core.Void) else bytes(attrs.contents or b"")
+        if raw_attrs is not None:
+            items = der_items(raw_attrs)
+            # RFC 5652 §5.4 signs the DER of the SET OF, whose elements X.690 §11.6 sorts:
+            # a set received out of order is not what a conforming signer signed (and
+            # OpenSSL, re-encoding it, would refuse the signature).
+            if items != sorted(items):
+                raise CmsError("malformed", "signed attributes are not in DER order")
         return SignedData(signer_infos[0], certs, encap["content"].native,
                           str(encap["content_type"].native), raw_attrs)
     except CmsError:
@@ -156,6 +163,27 @@ def signed_bytes(si: asn1_cms.SignerInfo, content: bytes,
     # RFC 5652 §5.4: the DER of the attributes with an EXPLICIT SET OF tag (0x31), not
     # the IMPLICIT [0] tag they carry in SignerInfo, over the octets that were received.
     return _tlv(0x31, attrs_contents)
+
+
+def der_items(data: bytes) -> list[bytes]:
+    """The encoded elements (TLVs) of a DER content octet string, in order."""
+    items: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 2 > end or data[pos] & 0x1F == 0x1F:
+            raise CmsError("malformed", "bad DER in signed attributes")
+        length, head = data[pos + 1], 2
+        if length & 0x80:
+            size = length & 0x7F
+            if size == 0 or size > 4 or pos + 2 + size > end:
+                raise CmsError("malformed", "bad DER length in signed attributes")
+            length = int.from_bytes(data[pos + 2:pos + 2 + size], "big")
+            head += size
+        if pos + head + length > end:
+            raise CmsError("malformed", "truncated signed attributes")
+        items.append(data[pos:pos + head + length])
+        pos += head + length
+    return items
 
 
 def _tlv(tag: int, content: bytes) -> bytes:
