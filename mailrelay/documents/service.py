@@ -108,8 +108,10 @@ class DocumentService:
         self.metrics = metrics or Metrics()
         self.executor = executor  # a thread pool: key objects do not pickle
         # Issue #17 item 4: documents are sealed in worker processes (signing holds the
-        # GIL); None = one per CPU, 0 = in ``executor`` (one-off CLI use, tests).
+        # GIL) when they overlap; None = one per CPU, 0 = always in ``executor``.
         self.sealer: SealPool | None = None if seal_workers == 0 else SealPool(seal_workers)
+        self._sealing = 0  # documents being sealed now
+        self.sealed_in_pool = 0
         self.trust = TrustStore(certs)
         self.inbound = Inbound(self)
         self._names: dict[str, tuple[float, str | None]] = {}
@@ -275,14 +277,23 @@ class DocumentService:
 
     async def _seal(self, meta: DocumentMeta, note: str, attachments: Sequence[Attachment],
                     signer: Signer, sender: str, rcpts: list[str]) -> Sealed:
-        if self.sealer is not None:
-            return await self.sealer.seal(meta, note, attachments, signer, from_addr=sender,
-                                          to_addrs=rcpts, now=datetime.now(UTC),
-                                          domain=self.domain)
-        done = await self.run(seal_prepared, meta, note, list(attachments), signer,
-                              from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
-                              domain=self.domain)
-        return Sealed(done.raw, done.prepared.envelope.message_id, done.digest)
+        """Seal one document. A lone document is sealed in ``executor`` (no pipe, and a
+        one-off CLI run starts no processes); while another is being sealed, in the
+        process pool, so concurrent documents do not queue behind one GIL."""
+        overlap = self._sealing > 0
+        self._sealing += 1
+        try:
+            if self.sealer is not None and overlap:
+                self.sealed_in_pool += 1
+                return await self.sealer.seal(meta, note, attachments, signer,
+                                              from_addr=sender, to_addrs=rcpts,
+                                              now=datetime.now(UTC), domain=self.domain)
+            done = await self.run(seal_prepared, meta, note, list(attachments), signer,
+                                  from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
+                                  domain=self.domain)
+            return Sealed(done.raw, done.prepared.envelope.message_id, done.digest)
+        finally:
+            self._sealing -= 1
 
     def close(self) -> None:
         """Stop the sealing processes (the server's stop; they also end with us)."""
