@@ -117,16 +117,21 @@ def from_problems(head: bytes, signer_emails: list[str]) -> tuple[str, ...]:
     return tuple(problems)
 
 
-def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False) -> bytes:
+def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False,
+                canonical: bool = False) -> bytes:
     """The message rebuilt from the signature and what it covers, nothing else."""
-    raw = normalize_crlf(raw)
+    raw = raw if canonical else normalize_crlf(raw)
     head, body = split_entity(raw)
     if found.opaque:
         kept = RECEIPT_KEPT if receipt else OUTER_KEPT
         return pick(head, kept) + pick(head, STRUCTURE) + CRLF + body
-    boundary = read_headers(head).get_param("boundary")
-    assert isinstance(boundary, str)
-    content, signature = split_multipart(body, boundary)
+    boundary = found.boundary
+    content, signature = found.content, found.signature_part
+    if not boundary:  # a SignedParts made elsewhere: split again
+        b = read_headers(head).get_param("boundary")
+        assert isinstance(b, str)
+        boundary = b
+        content, signature = split_multipart(body, boundary)
     inner = split_entity(content)[0]
     protected = pick(inner, PROTECTED) if not receipt else b""
     if b"\nfrom:" not in b"\n" + protected.lower():
@@ -134,9 +139,9 @@ def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False) -> byt
     delim = b"--" + boundary.encode("ascii")
     # RFC 2046 §5.1.1: the CRLF before each delimiter belongs to it; no preamble and
     # no epilogue (text outside the signature that some clients would show).
-    rebuilt = (delim + CRLF + content + CRLF + delim + CRLF + signature + CRLF
-               + delim + b"--" + CRLF)
-    return protected + pick(head, ("MIME-Version", "Content-Type")) + CRLF + rebuilt
+    return b"".join((protected, pick(head, ("MIME-Version", "Content-Type")), CRLF,
+                     delim, CRLF, content, CRLF, delim, CRLF, signature, CRLF,
+                     delim, b"--", CRLF))
 
 
 def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
@@ -144,8 +149,13 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
             issued: IssuedCheck | None = None) -> Examined:
     """Verify the seal and read the document."""
     raw = normalize_crlf(raw)
+    found: SignedParts | None = None
+    try:
+        found = find_signed(raw, canonical=True)
+    except (ValueError, UnicodeError):
+        found = None  # verify_message splits again and says why it is malformed
     verdict = verify_message(raw, anchors, now=now, revocation=revocation, cache=cache,
-                             issued=issued)
+                             issued=issued, canonical=True, found=found)
     outer, _ = outer_fields(raw)
     if not verdict.trusted or verdict.content is None:
         return Examined(verdict, outer, None, (), None, outer["Message-ID"])
@@ -155,7 +165,6 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
         meta = read_meta(verdict.content)
     except (ValueError, KeyError, TypeError, UnicodeError):
         meta = None
-    found = find_signed(raw)
     assert found is not None
     problems = from_problems(head, verdict.signer_emails)
     inner = read_headers(split_entity(verdict.content)[0])
@@ -167,7 +176,8 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
             _, inner_addr = email.utils.parseaddr(str(inner_from))
             if inner_addr.lower() not in verdict.signer_emails:
                 problems += ("From (signed From is not the signer)",)
-    return Examined(verdict, outer, meta, problems, signed_copy(raw, found), message_id)
+    return Examined(verdict, outer, meta, problems, signed_copy(raw, found, canonical=True),
+                    message_id)
 
 
 VERDICT_FIELD = "X-CX-Seal-Verdict"

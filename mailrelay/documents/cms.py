@@ -7,6 +7,7 @@ or ECDSA signatures.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -47,6 +48,11 @@ class SignedData:
     certificates: tuple[asn1_x509.Certificate, ...]
     encapsulated: bytes | None  # content of opaque signed-data, None when detached
     content_type: str
+    # The signedAttrs exactly as received (content octets of the [0] IMPLICIT field),
+    # captured before anything reads them: asn1crypto re-encodes (and re-sorts) a SET OF
+    # once its children have been touched, which costs ~25 ms and would check a
+    # signature over bytes the signer never signed.
+    signed_attrs_contents: bytes | None = None
 
     @property
     def digest_name(self) -> str:
@@ -68,8 +74,17 @@ def parse_signed_data(der: bytes) -> SignedData:
         certs = () if isinstance(cert_set, asn1_core.Void) else tuple(
             c.chosen for c in cert_set if c.name == "certificate")
         encap = sd["encap_content_info"]
+        attrs = signer_infos[0]["signed_attrs"]
+        raw_attrs = None if isinstance(attrs, asn1_core.Void) else bytes(attrs.contents or b"")
+        if raw_attrs is not None:
+            items = der_items(raw_attrs)
+            # RFC 5652 §5.4 signs the DER of the SET OF, whose elements X.690 §11.6 sorts:
+            # a set received out of order is not what a conforming signer signed (and
+            # OpenSSL, re-encoding it, would refuse the signature).
+            if items != sorted(items):
+                raise CmsError("malformed", "signed attributes are not in DER order")
         return SignedData(signer_infos[0], certs, encap["content"].native,
-                          str(encap["content_type"].native))
+                          str(encap["content_type"].native), raw_attrs)
     except CmsError:
         raise
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -88,15 +103,18 @@ def signed_attributes(si: asn1_cms.SignerInfo) -> SignedAttributes | None:
     if isinstance(attrs, asn1_core.Void):
         return None
     values: dict[str, object] = {}
+    seen: set[str] = set()
     for attr in attrs:
         name = attr["type"].native
-        if name in values:
+        if name in seen:
             # RFC 5652 §5.3: these attributes MUST NOT appear more than once.
             raise CmsError("malformed", f"signed attribute {name} repeated")
+        seen.add(name)
         vals = attr["values"]
         if len(vals) != 1:
             raise CmsError("malformed", f"signed attribute {name} must have one value")
-        values[name] = vals[0].native
+        if name in _READ_ATTRS:  # only what verification uses is decoded
+            values[name] = vals[0].native
     digest = values.get("message_digest")
     when = values.get("signing_time")
     ctype = values.get("content_type")
@@ -105,6 +123,9 @@ def signed_attributes(si: asn1_cms.SignerInfo) -> SignedAttributes | None:
         when if isinstance(when, datetime) else None,
         ctype if isinstance(ctype, str) else None,
     )
+
+
+_READ_ATTRS = frozenset({"message_digest", "signing_time", "content_type"})
 
 
 def content_digest(content: bytes, digest_name: str) -> bytes:
@@ -130,15 +151,55 @@ def check_digest(sd: SignedData, content: bytes) -> tuple[bytes, datetime | None
     return digest, attrs.signing_time
 
 
-def signed_bytes(si: asn1_cms.SignerInfo, content: bytes) -> bytes:
-    """What the signature covers (RFC 5652 §5.4)."""
+def signed_bytes(si: asn1_cms.SignerInfo, content: bytes,
+                 attrs_contents: bytes | None = None) -> bytes:
+    """What the signature covers (RFC 5652 §5.4). ``attrs_contents``: the signedAttrs
+    content octets as received (:attr:`SignedData.signed_attrs_contents`)."""
     attrs = si["signed_attrs"]
     if isinstance(attrs, asn1_core.Void):
         return content
+    if attrs_contents is None:
+        attrs_contents = bytes(attrs.contents or b"")
     # RFC 5652 §5.4: the DER of the attributes with an EXPLICIT SET OF tag (0x31), not
-    # the IMPLICIT [0] tag they carry in SignerInfo. dump() returns the received bytes.
-    encoded = attrs.dump()
-    return b"\x31" + encoded[1:]
+    # the IMPLICIT [0] tag they carry in SignerInfo, over the octets that were received.
+    return _tlv(0x31, attrs_contents)
+
+
+def der_items(data: bytes) -> list[bytes]:
+    """The encoded elements (TLVs) of a DER content octet string, in order."""
+    items: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 2 > end or data[pos] & 0x1F == 0x1F:
+            raise CmsError("malformed", "bad DER in signed attributes")
+        length, head = data[pos + 1], 2
+        if length & 0x80:
+            size = length & 0x7F
+            if size == 0 or size > 4 or pos + 2 + size > end:
+                raise CmsError("malformed", "bad DER length in signed attributes")
+            length = int.from_bytes(data[pos + 2:pos + 2 + size], "big")
+            head += size
+        if pos + head + length > end:
+            raise CmsError("malformed", "truncated signed attributes")
+        items.append(data[pos:pos + head + length])
+        pos += head + length
+    return items
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    """One DER TLV (X.690 §8.1.3: definite length, short or long form)."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
+
+
+@functools.lru_cache(maxsize=1024)
+def load_certificate(der: bytes) -> x509.Certificate:
+    """A certificate from DER, kept per exact bytes (certificates are immutable; the same
+    seal and CA arrive with every document, so each is parsed once per process)."""
+    return x509.load_der_x509_certificate(der)
 
 
 def find_signer_certificate(sd: SignedData,
@@ -154,7 +215,7 @@ def find_signer_certificate(sd: SignedData,
         for cert in sd.certificates:
             if cert.serial_number == serial and (cert.issuer.dump() == issuer_der
                                                  or cert.issuer == issuer):
-                return x509.load_der_x509_certificate(cert.dump())
+                return load_certificate(cert.dump())
         for known in extra:
             if known.serial_number == serial and (
                     known.issuer.public_bytes() == issuer_der
@@ -164,7 +225,7 @@ def find_signer_certificate(sd: SignedData,
         ski = sid.chosen.native
         for cert in sd.certificates:
             if cert.key_identifier == ski:
-                return x509.load_der_x509_certificate(cert.dump())
+                return load_certificate(cert.dump())
         for known in extra:
             try:
                 ext = known.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -175,14 +236,15 @@ def find_signer_certificate(sd: SignedData,
     raise CmsError("no-signer-cert", "the signer's certificate is not in the message")
 
 
-def check_signature(si: asn1_cms.SignerInfo, content: bytes, cert: x509.Certificate) -> None:
+def check_signature(si: asn1_cms.SignerInfo, content: bytes, cert: x509.Certificate,
+                    attrs_contents: bytes | None = None) -> None:
     """Verify the SignerInfo signature with the certificate's public key."""
     digest_name = str(si["digest_algorithm"]["algorithm"].native)
     if digest_name not in _HASHES:
         raise CmsError("weak-algorithm", f"digest algorithm {digest_name} not accepted")
     hash_alg = _HASHES[digest_name]()
     algo = si["signature_algorithm"]
-    data = signed_bytes(si, content)
+    data = signed_bytes(si, content, attrs_contents)
     signature = si["signature"].native
     key = cert.public_key()
     try:

@@ -94,35 +94,38 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
     (``synchronous_commit = off``) because the caller's next step is a durable commit
     (the submission) that flushes the WAL up to its own record, and so this one too.
     """
+    # The lazy form is one statement (one round trip instead of BEGIN, SET LOCAL,
+    # INSERT, COMMIT): set_config(..., true) lasts until the end of this statement's own
+    # transaction, so its commit does not wait for the WAL flush.
+    lazy = ("with s as (select set_config('synchronous_commit', 'off', true)),"
+            if flushed_by_next_commit else "with s as (select 1),")
     sql = (
-        "with d as (insert into documents(doc_id, title, number, from_unit, from_name, sender,"
-        " urgency, classification, origin, sent_by, header_message_id, message_id, digest,"
-        " digest_algorithm) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-        " $14) returning id),"
+        lazy + " d as (insert into documents(doc_id, title, number, from_unit, from_name,"
+        " sender, urgency, classification, origin, sent_by, header_message_id, message_id,"
+        " digest, digest_algorithm) select $1::text, $2::text, $3::text, $4::text, $5::text,"
+        " $6::text, $7::text, $8::text, $9::text, $10::text, $11::text, $12::bigint,"
+        " $13::bytea, $14::text from s returning id),"
         " r as (insert into document_recipients(document_id, unit)"
         " select d.id, u from d, unnest($15::text[]) u on conflict do nothing)"
         " select id from d")
-    args = (doc_id, title, number, from_unit, from_name, sender, urgency, classification,
-            origin, sent_by, header_message_id, message_id, digest, digest_algorithm,
-            list(units))
-    if not flushed_by_next_commit:
-        return int(await conn.fetchval(sql, *args))
-    async with conn.transaction():
-        await conn.execute("set local synchronous_commit = off")
-        return int(await conn.fetchval(sql, *args))
+    return int(await conn.fetchval(sql, doc_id, title, number, from_unit, from_name, sender,
+                                   urgency, classification, origin, sent_by,
+                                   header_message_id, message_id, digest, digest_algorithm,
+                                   list(units)))
 
 
 async def set_queued(conn: Conn, doc: int, message_id: int, queue_id: str, *,
                      lazy: bool = False) -> None:
     """Link a document to its queued message. ``lazy``: without waiting for the WAL flush;
     if a crash loses it, the docs handler links the row itself (:func:`local_unqueued`)."""
-    sql = "update documents set message_id = $2, queue_id = $3 where id = $1"
     if not lazy:
-        await conn.execute(sql, doc, message_id, queue_id)
+        await conn.execute("update documents set message_id = $2, queue_id = $3"
+                           " where id = $1", doc, message_id, queue_id)
         return
-    async with conn.transaction():
-        await conn.execute("set local synchronous_commit = off")
-        await conn.execute(sql, doc, message_id, queue_id)
+    # One statement: its own transaction commits without waiting for the WAL flush.
+    await conn.execute("with s as (select set_config('synchronous_commit', 'off', true))"
+                       " update documents set message_id = $2, queue_id = $3 from s"
+                       " where id = $1", doc, message_id, queue_id)
 
 
 async def get(conn: Conn, doc: int) -> DocRow | None:

@@ -85,7 +85,8 @@ def _signer_parts(cert_der: bytes, issuer_der: bytes, serial: int) -> tuple[byte
     return _attribute("1.2.840.113549.1.9.16.2.47", ess.dump()), sid.dump()
 
 
-def sign_detached(content: bytes, signer: Signer, *, now: datetime | None = None) -> bytes:
+def sign_detached(content: bytes, signer: Signer, *, now: datetime | None = None,
+                  digest: bytes | None = None) -> bytes:
     """DER CMS SignedData (RFC 5652) over ``content`` exactly as given, without the content.
 
     Signed attributes: contentType, signingTime, messageDigest (RFC 8551 §2.5),
@@ -93,6 +94,7 @@ def sign_detached(content: bytes, signer: Signer, *, now: datetime | None = None
     signer certificate and its issuer and serial), so the seal is CAdES-BES and the
     signer certificate cannot be substituted. The DER is assembled from cached pieces
     (asn1crypto builds them once per certificate). Blocking: run it in an executor.
+    ``digest``: the SHA-256 of ``content`` when the caller already has it.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     cert_der = signer.certificate.public_bytes(serialization.Encoding.DER)
@@ -102,7 +104,8 @@ def sign_detached(content: bytes, signer: Signer, *, now: datetime | None = None
     attrs = [
         _CONTENT_TYPE_ATTR,
         _attribute("1.2.840.113549.1.9.5", _der(0x17, when)),
-        _attribute("1.2.840.113549.1.9.4", _der(0x04, hashlib.sha256(content).digest())),
+        _attribute("1.2.840.113549.1.9.4",
+                   _der(0x04, digest or hashlib.sha256(content).digest())),
         _CAPS_ATTR,
         ess_attr,
     ]
@@ -207,8 +210,9 @@ def seal_prepared(meta: DocumentMeta, note: str, attachments: list[Attachment],
     prepared = prepare_document(meta, note, attachments, from_addr=from_addr,
                                 to_addrs=to_addrs, now=now, domain=domain,
                                 message_id=message_id)
-    raw = prepared.finish(sign_detached(prepared.entity, signer))
-    return SealedDocument(prepared, raw, hashlib.sha256(prepared.entity).digest())
+    digest = hashlib.sha256(prepared.entity).digest()  # the receipt digest is the signed one
+    raw = prepared.finish(sign_detached(prepared.entity, signer, digest=digest))
+    return SealedDocument(prepared, raw, digest)
 
 
 def seal_document(meta: DocumentMeta, note: str, attachments: list[Attachment],

@@ -35,6 +35,7 @@ from mailrelay.documents.mailform import parse_classification, parse_urgency
 from mailrelay.documents.notice import revoked_notice
 from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
 from mailrelay.documents.seal import Signer, seal_prepared
+from mailrelay.documents.sealpool import Sealed, SealPool
 from mailrelay.documents.trust import TrustStore
 from mailrelay.queue.repo import QueueRow, message_raw
 from mailrelay.queue.scheduler import Outcome
@@ -96,7 +97,8 @@ def _iso(v: datetime | None) -> str | None:
 class DocumentService:
     def __init__(self, pool: asyncpg.Pool, certs: CertificateService, submitter: Submitter,
                  book: Callable[[], AddressBook], domain: str, *, bus: EventBus | None = None,
-                 metrics: Metrics | None = None, executor: Executor | None = None) -> None:
+                 metrics: Metrics | None = None, executor: Executor | None = None,
+                 seal_workers: int | None = None) -> None:
         self.pool = pool
         self.certs = certs
         self.submitter = submitter
@@ -105,6 +107,11 @@ class DocumentService:
         self.bus = bus
         self.metrics = metrics or Metrics()
         self.executor = executor  # a thread pool: key objects do not pickle
+        # Issue #17 item 4: documents are sealed in worker processes (signing holds the
+        # GIL) when they overlap; None = one per CPU, 0 = always in ``executor``.
+        self.sealer: SealPool | None = None if seal_workers == 0 else SealPool(seal_workers)
+        self._sealing = 0  # documents being sealed now
+        self.sealed_in_pool = 0
         self.trust = TrustStore(certs)
         self.inbound = Inbound(self)
         self._names: dict[str, tuple[float, str | None]] = {}
@@ -244,18 +251,16 @@ class DocumentService:
                             from_unit_name=await self._unit_name(from_unit))
         sender = self.docs_address(from_unit)
         rcpts = [self.docs_address(u) for u in units]
-        # One executor job: build the MIME document, sign it, wrap it (no re-parsing).
-        sealed = await self.run(seal_prepared, meta, note, list(attachments), signer,
-                                from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
-                                domain=self.domain)
-        prepared, raw = sealed.prepared, sealed.raw
+        # One job: build the MIME document, sign it, wrap it (no re-parsing).
+        sealed = await self._seal(meta, note, attachments, signer, sender, rcpts)
+        raw = sealed.raw
         async with self.pool.acquire() as conn:
             # The submission's durable commit right after flushes this row's WAL too.
             doc = await repo.insert_document(
                 conn, doc_id=meta.doc_id, title=title, number=meta.number, from_unit=from_unit,
                 from_name=meta.from_unit_name, sender=sender, urgency=meta.urgency.value,
                 classification=meta.classification.value, origin=origin, sent_by=sent_by,
-                header_message_id=prepared.envelope.message_id, units=units,
+                header_message_id=sealed.message_id, units=units,
                 digest=sealed.digest, digest_algorithm="sha256", flushed_by_next_commit=True)
         try:
             result = await self.submitter.submit(Submission(sender, rcpts, raw, LOCAL, "docs"))
@@ -269,6 +274,31 @@ class DocumentService:
         log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
                  meta.doc_id, from_unit, len(units), result.queue_id)
         return SentDocument(doc, meta.doc_id, result.queue_id, tuple(units), len(raw))
+
+    async def _seal(self, meta: DocumentMeta, note: str, attachments: Sequence[Attachment],
+                    signer: Signer, sender: str, rcpts: list[str]) -> Sealed:
+        """Seal one document. A lone document is sealed in ``executor`` (no pipe, and a
+        one-off CLI run starts no processes); while another is being sealed, in the
+        process pool, so concurrent documents do not queue behind one GIL."""
+        overlap = self._sealing > 0
+        self._sealing += 1
+        try:
+            if self.sealer is not None and overlap:
+                self.sealed_in_pool += 1
+                return await self.sealer.seal(meta, note, attachments, signer,
+                                              from_addr=sender, to_addrs=rcpts,
+                                              now=datetime.now(UTC), domain=self.domain)
+            done = await self.run(seal_prepared, meta, note, list(attachments), signer,
+                                  from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
+                                  domain=self.domain)
+            return Sealed(done.raw, done.prepared.envelope.message_id, done.digest)
+        finally:
+            self._sealing -= 1
+
+    def close(self) -> None:
+        """Stop the sealing processes (the server's stop; they also end with us)."""
+        if self.sealer is not None:
+            self.sealer.close()
 
     # ---- lookup ----------------------------------------------------------------------
     async def _get(self, ident: str) -> repo.DocRow:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,7 @@ from .cms import (
     check_digest,
     check_signature,
     find_signer_certificate,
+    load_certificate,
     parse_signed_data,
 )
 from .mimeparts import normalize_crlf, read_headers, split_entity, split_multipart
@@ -101,17 +103,20 @@ class SignedParts:
     signature_der: bytes
     headers_block: bytes  # header block of the entity that held the seal
     opaque: bool = False
+    signature_part: bytes = b""  # the second body part exactly (multipart/signed only)
+    boundary: str = ""
 
 
-def find_signed(raw: bytes) -> SignedParts | None:
+def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
     """Locate the seal of a message: only at the top level (fail closed, issue #11).
 
     A top-level multipart/signed with a *detached* signature over its first part, or a
     top-level opaque application/pkcs7-mime signed-data. Signatures nested inside other
     MIME (a multipart/mixed wrapper) are not looked for: what is outside a signature is
     never delivered under a trusted stamp. Raises ValueError for broken MIME.
+    ``canonical``: ``raw`` is already CRLF (the caller ran :func:`normalize_crlf`).
     """
-    entity = normalize_crlf(raw)
+    entity = raw if canonical else normalize_crlf(raw)
     head, body = split_entity(entity)
     msg = read_headers(head)
     ctype = msg.get_content_type()
@@ -127,7 +132,8 @@ def find_signed(raw: bytes) -> SignedParts | None:
         sig_type = read_headers(sig_head).get_content_type()
         if sig_type not in SIGNATURE_TYPES:
             raise ValueError(f"multipart/signed with a {sig_type} signature")
-        return SignedParts(parts[0], _decode_b64(sig_body), head)
+        return SignedParts(parts[0], _decode_b64(sig_body), head,
+                           signature_part=parts[1], boundary=boundary)
     if ctype in OPAQUE_TYPES:
         smime_type = str(msg.get_param("smime-type") or "signed-data").lower()
         if smime_type != "signed-data":
@@ -143,14 +149,20 @@ def _decode_b64(body: bytes) -> bytes:
         raise ValueError(f"signature part is not base64: {exc}") from exc
 
 
-def _signer_fields(cert: x509.Certificate) -> dict[str, object]:
+@functools.lru_cache(maxsize=1024)
+def _signer_fields_of(cert: x509.Certificate) -> tuple[tuple[str, object], ...]:
     emails = certificate_emails(cert)
-    return {
+    return tuple({
         "signer_subject": cert.subject.rfc4514_string(),
         "signer_serial": cert.serial_number,
         "signer_email": emails[0] if emails else None,
         "signer_certificate": cert,
-    }
+    }.items())
+
+
+def _signer_fields(cert: x509.Certificate) -> dict[str, object]:
+    """Subject, serial and address of a signer (kept per certificate: immutable)."""
+    return dict(_signer_fields_of(cert))
 
 
 def verify_detached(
@@ -195,7 +207,7 @@ def verify_detached(
         info |= {"signing_time": signing_time, "digest": digest,
                  "digest_algorithm": sd.digest_name}
         # RFC 5652 §5.6: the signature is checked with the signer certificate's key.
-        check_signature(sd.signer_info, content, signer)
+        check_signature(sd.signer_info, content, signer, sd.signed_attrs_contents)
     except CmsError as err:
         return _fail(err.reason, err.text, **info)
     return _check_certificate(sd, signer, content, info, anchors, now=now,
@@ -224,7 +236,7 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                        cache: VerifyCache | None, sender: str | None,
                        extra_certs: Sequence[x509.Certificate],
                        require_eku: bool, issued: IssuedCheck | None = None) -> Verdict:
-    intermediates = [x509.load_der_x509_certificate(c.dump()) for c in sd.certificates]
+    intermediates = [load_certificate(c.dump()) for c in sd.certificates]
     intermediates += list(extra_certs)
     path: PathResult = (cache.path(signer, intermediates, anchors) if cache is not None
                         else build_path(signer, intermediates, anchors))
@@ -285,16 +297,21 @@ def verify_message(
     extra_certs: Sequence[x509.Certificate] = (),
     require_eku: bool = True,
     issued: IssuedCheck | None = None,
+    canonical: bool = False,
+    found: SignedParts | None = None,
 ) -> Verdict:
     """Verify a sealed message given as raw bytes (CRLF or LF line endings).
 
     With ``check_sender`` the From field of the entity holding the seal must be an
     address of the signer certificate; ``expected_sender`` overrides that address.
+    ``canonical``: ``raw`` is already CRLF (skips a scan of the whole message);
+    ``found``: what :func:`find_signed` returned for ``raw`` (the caller split it once).
     """
-    try:
-        found = find_signed(raw)
-    except (ValueError, UnicodeError) as exc:
-        return _fail("malformed", f"cannot read the MIME structure: {exc}")
+    if found is None:
+        try:
+            found = find_signed(raw, canonical=canonical)
+        except (ValueError, UnicodeError) as exc:
+            return _fail("malformed", f"cannot read the MIME structure: {exc}")
     if found is None:
         return _fail("not-signed")
     sender = expected_sender
