@@ -84,6 +84,7 @@ class DocsWiring:
                 self._listen = None
         for task in list(self._tasks):
             task.cancel()
+        self.service.close()  # the seal worker processes end with the component
 
     # ---- CRL and OCSP (RFC 5280 §5, RFC 6960 appendix A) -------------------------------
     async def _crl(self) -> Any:
