@@ -220,6 +220,32 @@ async def recipient(conn: Conn, doc: int, unit: str) -> RecipientRow | None:
     return _rcpt(r) if r else None
 
 
+async def lock_recipients(conn: Conn, doc: int, units: Sequence[str]) -> dict[str, str]:
+    """Lock the recipient rows of ``units`` until the transaction ends; unit -> state.
+    The delivery of a copy and its verdict are decided under this lock."""
+    rows = await conn.fetch("select unit, state from document_recipients"
+                            " where document_id = $1 and unit = any($2::text[])"
+                            " order by unit for update", doc, list(units))
+    return {r["unit"]: r["state"] for r in rows}
+
+
+async def copies_done(conn: Conn, message_id: int, units: Sequence[str]) -> set[str]:
+    """Units whose clerks already got a copy of queued message ``message_id`` (signed
+    mail that is not a document: no recipient row records it)."""
+    rows = await conn.fetch("select unit from document_copies where message_id = $1"
+                            " and unit = any($2::text[])", message_id, list(units))
+    return {r["unit"] for r in rows}
+
+
+async def record_copies(conn: Conn, message_id: int, units: Sequence[str],
+                        copy_message_id: int) -> None:
+    """Record, in the copy's own transaction, that these units got it (primary key
+    (message_id, unit): a second copy cannot be recorded)."""
+    await conn.execute("insert into document_copies(message_id, unit, copy_message_id)"
+                       " select $1, u, $3 from unnest($2::text[]) u",
+                       message_id, list(units), copy_message_id)
+
+
 async def recipients(conn: Conn, doc: int) -> list[RecipientRow]:
     rows = await conn.fetch(f"select {RCPT_COLUMNS} from document_recipients"
                             " where document_id = $1 order by unit", doc)
@@ -255,6 +281,12 @@ async def mark_receipt_sent(conn: Conn, doc: int, unit: str, by: str, *,
         " signed_at = case when $4 then now() else signed_at end,"
         " signed_by = case when $4 then $3 else signed_by end, updated_at = now()"
         " where document_id = $1 and unit = $2", doc, unit, by, signed)
+
+
+async def recipient_for_update(conn: Conn, doc: int, unit: str) -> RecipientRow | None:
+    r = await conn.fetchrow(f"select {RCPT_COLUMNS} from document_recipients"
+                            " where document_id = $1 and unit = $2 for update", doc, unit)
+    return _rcpt(r) if r else None
 
 
 async def mark_signed(conn: Conn, doc: int, unit: str, *, by: str, at: datetime,

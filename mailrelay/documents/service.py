@@ -14,7 +14,7 @@ import functools
 import getpass
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,11 +31,13 @@ from mailrelay.addressbook import AddressBook
 from mailrelay.documents import events, repo
 from mailrelay.documents.docmime import Attachment, DocumentMeta
 from mailrelay.documents.inbound import Inbound
+from mailrelay.documents.lease import LeaseLost
 from mailrelay.documents.mailform import parse_classification, parse_urgency
 from mailrelay.documents.notice import revoked_notice
 from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
 from mailrelay.documents.seal import Signer, seal_prepared
 from mailrelay.documents.trust import TrustStore
+from mailrelay.queue import repo as queue_repo
 from mailrelay.queue.repo import QueueRow, message_raw
 from mailrelay.queue.scheduler import Outcome
 from mailrelay.submit import ClientInfo, Submission, SubmitResult, Submitter
@@ -109,6 +111,7 @@ class DocumentService:
         self.inbound = Inbound(self)
         self._names: dict[str, tuple[float, str | None]] = {}
         self._signers: dict[str, tuple[int, Signer]] = {}
+        self.fault: Callable[[str], Awaitable[None]] | None = None  # tests: see at()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run CPU-bound work (sign, verify, parse) off the event loop."""
@@ -123,9 +126,16 @@ class DocumentService:
         except Exception:  # a subscriber's bug never loses a document
             log.exception("event %s handler failed", name)
 
-    async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
-        """The scheduler's docs handler."""
-        return await self.inbound.handle(rows)
+    async def handle(self, rows: Sequence[QueueRow], owner: str) -> dict[int, Outcome]:
+        """The scheduler's docs handler: ``owner`` is the lease owner (the node id); only
+        rows still leased to it are acted on."""
+        return await self.inbound.handle(rows, owner)
+
+    async def at(self, point: str) -> None:
+        """A named point between two steps of handling a document, where tests inject a
+        fault (``fault``: an async callable raising there, as a crash would)."""
+        if self.fault is not None:
+            await self.fault(point)
 
     async def store_and_deliver(self, raw: bytes, to: Sequence[str]) -> SubmitResult:
         """Issue #11 item 10: verified copies, held notices and receipt copies go to local
@@ -133,6 +143,13 @@ class DocumentService:
         delivery in the same commit as the message), with the null sender: an internal
         copy never bounces into a document inbox."""
         return await self.submitter.submit(Submission("", list(to), raw, LOCAL, "docs"))
+
+    async def store_and_deliver_in(self, conn: Any, raw: bytes,
+                                   to: Sequence[str]) -> SubmitResult:
+        """:meth:`store_and_deliver` inside the caller's transaction: the copy commits
+        with the verdict that records it, or not at all (nothing twice after a crash)."""
+        return await self.submitter.submit_in(conn, Submission("", list(to), raw, LOCAL,
+                                                               "docs"))
 
     # ---- revocation after the fact (issue #11 item 6) ----------------------------------
     async def revoked_after_delivery(self, serial: str,
@@ -279,9 +296,15 @@ class DocumentService:
         return doc
 
     # ---- receipts (签收) -------------------------------------------------------------
-    async def receipt(self, ident: str, *, by: str | None = None,
-                      unit: str | None = None) -> dict[str, Any]:
-        """Seal a receipt with the receiving unit's seal and send it to the sender's inbox."""
+    async def receipt(self, ident: str, *, by: str | None = None, unit: str | None = None,
+                      lease: tuple[str, int] | None = None) -> dict[str, Any]:
+        """Seal a receipt with the receiving unit's seal and send it to the sender's inbox.
+
+        The receipt is queued and marked sent in one transaction, under the lock of the
+        recipient row (and, with ``lease`` = (owner, queue row id) for a clerk's read
+        receipt, of that queue row while still leased to ``owner``, else
+        :class:`LeaseLost`): one receipt per unit, even after a crash or from two
+        processes at once."""
         doc = await self._get(ident)
         book = self.book()
         who = by.strip().lower() if by else f"cli:{getpass.getuser()}"
@@ -319,10 +342,18 @@ class DocumentService:
         raw = await self.run(seal_receipt, req, signer, receiver=receiver,
                              receiver_unit=f"{unit_name}（{who}）", now=datetime.now(UTC),
                              domain=self.domain, receiver_name=unit_name)
-        result = await self.submitter.submit(Submission(receiver, [original_sender], raw,
-                                                        LOCAL, "docs"))
         local = doc.from_unit in book.units
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if lease is not None and not await queue_repo.lock_owned(conn, lease[0],
+                                                                     [lease[1]]):
+                log.warning("lease lost on queue row %d: the read receipt is left to the"
+                            " node that owns it now", lease[1])
+                raise LeaseLost(f"queue row {lease[1]}")
+            now = await repo.recipient_for_update(conn, doc.id, unit)
+            if now is None or now.state == "signed" or now.receipt_sent_at is not None:
+                raise Conflict(f"{unit} already signed for document {doc.id}")
+            result = await self.submitter.submit_in(
+                conn, Submission(receiver, [original_sender], raw, LOCAL, "docs"))
             # A receipt to another organisation never comes back here: signed when sent.
             await repo.mark_receipt_sent(conn, doc.id, unit, who, signed=not local)
         log.info("receipt for document %d sent by %s (%s) as %s", doc.id, unit, who,
