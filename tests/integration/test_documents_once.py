@@ -1,0 +1,185 @@
+"""Official documents, nothing twice and fail closed under faults (issue #13 follow-up).
+
+* a crash between storing the verified copy and recording its verdict: the retry
+  delivers exactly one copy (copy and verdict commit together);
+* a crash after both committed but before the queue row was finished: the retry finds
+  the unit delivered and delivers nothing again;
+* a queue lease taken over by another node while the document is being examined: this
+  node changes nothing (WARNING), the new owner delivers it once;
+* the same for signed mail that is not a document (``document_copies``);
+* the `certificates_changed` LISTEN comes back by itself, and its catch-up re-examines:
+  a key-compromise revocation notified while nobody listened still reaches the document.
+
+A fault is injected at a named point of the handler (``DocumentService.fault``): raising
+there rolls back the open transaction exactly as a killed process's does, and the queue
+row is tried again, as after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from mailrelay.documents.docmime import Attachment
+from mailrelay.documents.mimeparts import header, text_header
+from mailrelay.documents.seal import assemble_signed, sign_detached
+from tests.integration.mailutil import inbox
+from tests.integration.test_documents_helpers import (
+    CA_PASSPHRASE,
+    inject,
+    seal_city,
+    wait_for,
+    wait_states,
+    without_trace,
+)
+
+TITLE = "关于开展安全生产大检查的通知"
+NUMBER = "楚财发〔2026〕9号"
+FILES = [Attachment("附件.txt", "检查要点……\n".encode() * 50, "text/plain")]
+CLERKS = ("wang.wu@cx.example", "zhao.liu@cx.example")
+
+
+@pytest.fixture
+def cfg_overrides():
+    return {"ca": {"passphrase": CA_PASSPHRASE}, "smtp": {"trusted_networks": ["127.0.0.0/8"]},
+            # a failed attempt is tried again after 1 s; a dead owner's rows come back soon
+            "queue": {"retry_initial": 1, "retry_max": 2},
+            "node": {"heartbeat_seconds": 0.5, "dead_seconds": 2.0}}
+
+
+@pytest.fixture
+async def docs(server):
+    return await seal_city(server)
+
+
+class Crash(ConnectionResetError):
+    """What the handler sees when its process (or its database session) dies."""
+
+
+def crash_once_at(point: str, seen: list[str]) -> Any:
+    async def fault(at: str) -> None:
+        if at == point and point not in seen:
+            seen.append(point)
+            raise Crash(f"injected crash at {point}")
+    return fault
+
+
+async def docs_queue_empty(server: Any) -> bool:
+    async with server.services.db.pool.acquire() as conn:
+        return bool(await conn.fetchval(
+            "select count(*) = 0 from queue where transport = 'docs'"))
+
+
+async def settled(server: Any, docs: Any, ident: int) -> dict[str, Any]:
+    """Delivered everywhere and nothing left to retry: no later copy can arrive."""
+    states = await wait_states(docs, ident, {"delivered"}, timeout=30)
+    assert await wait_for(lambda: docs_queue_empty(server), 30)
+    return states
+
+
+@pytest.mark.parametrize("point", ["copy-stored", "recorded"])
+async def test_crash_around_the_verdict_delivers_one_copy(server, docs, point):
+    seen: list[str] = []
+    docs.fault = crash_once_at(point, seen)
+    sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
+                           attachments=FILES)
+    states = await settled(server, docs, sent.id)
+    assert seen == [point]  # the fault did strike, and the document was tried again
+    assert states["stats"]["verdict"] == "trusted" and states["stats"]["clerks"] == 2
+    for clerk in CLERKS:
+        msgs = await inbox(server, clerk)
+        assert len(msgs) == 1, f"{clerk} got {len(msgs)} copies after a crash at {point}"
+        assert without_trace(msgs[0]).startswith(b"X-CX-Seal-Verdict: trusted; doc=%d;"
+                                                 % sent.id)
+    # one delivery recorded for the queue row, and the copy is the one the verdict names
+    raw = await docs.raw(str(sent.id), "stats")
+    assert raw == (await inbox(server, CLERKS[0]))[0]
+
+
+async def test_lease_lost_while_examining_changes_nothing(server, docs, caplog):
+    """Another node took the row over (our lease was reaped) while we verified: we must
+    neither deliver nor record; the row's new owner (here: this node again, once the
+    reaper hands back the row of the vanished owner) delivers it exactly once."""
+    seen: list[str] = []
+    snapshot: dict[str, Any] = {}
+    pool = server.services.db.pool
+
+    async def fault(at: str) -> None:
+        if at == "verified" and not seen:
+            seen.append(at)
+            async with pool.acquire() as conn:
+                await conn.execute("update queue set lease_owner = 'node-that-took-over'"
+                                   " where transport = 'docs' and state = 'active'")
+        elif at == "recorded" and seen and not snapshot:
+            # the first attempt is over: what did it change?
+            snapshot["copies"] = [len(await inbox(server, c)) for c in CLERKS]
+            snapshot["states"] = {u: r["state"] for u, r in
+                                  (await _states(docs, sent_id[0])).items()}
+
+    sent_id: list[int] = []
+    docs.fault = fault
+    with caplog.at_level(logging.WARNING, logger="cxgw.docs"):
+        sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
+                               attachments=FILES)
+        sent_id.append(sent.id)
+        await settled(server, docs, sent.id)
+    assert snapshot == {"copies": [0, 0], "states": {"stats": "queued"}}
+    assert any("lease lost" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records if r.name == "cxgw.docs")
+    for clerk in CLERKS:
+        assert len(await inbox(server, clerk)) == 1
+
+
+async def _states(docs: Any, ident: int) -> dict[str, dict[str, Any]]:
+    st = await docs.status(str(ident))
+    return {r["unit"]: r for r in st["recipients"]}
+
+
+async def test_signed_mail_crash_after_copy_delivers_once(server, docs):
+    """Validly sealed mail that is not a document: no recipient row records its copy, the
+    `document_copies` row does, in the copy's transaction."""
+    seen: list[str] = []
+    docs.fault = crash_once_at("copy-stored", seen)
+    signer = await docs.signer("finance")
+    entity = (b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+              b"Please send the quarterly figures by Friday.\r\n")
+    outer = [header("From", "<finance.docs@cx.example>"),
+             header("To", "<stats.docs@cx.example>"), text_header("Subject", "figures"),
+             header("Message-ID", "<once-signed-mail@cx.example>")]
+    await inject(server, assemble_signed(outer, entity, sign_detached(entity, signer)))
+    assert await wait_for(lambda: docs_queue_empty(server), 30)
+    assert seen == ["copy-stored"]
+    for clerk in CLERKS:
+        msgs = await inbox(server, clerk)
+        assert len(msgs) == 1, f"{clerk} got {len(msgs)} copies"
+        assert b"not-a-document" in msgs[0].replace(b"\r\n ", b" ")
+
+
+async def test_certificates_listen_reconnects_and_catches_up(server, docs):
+    """A revocation for key compromise whose NOTIFY nobody heard (the LISTEN session was
+    gone) is applied by the catch-up after the listener reconnects."""
+    sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
+                           attachments=FILES)
+    await settled(server, docs, sent.id)
+    listen = server.services.listen
+    [seal] = [c for c in await docs.certs.certificates(kind="seal", unit="finance")
+              if c.status == "valid"]
+    pool = server.services.db.pool
+    async with pool.acquire() as conn:
+        old_pid = listen.backend_pid()
+        assert old_pid is not None
+        async with conn.transaction():
+            # Revoke with the NOTIFY trigger off: as if it came while nobody listened.
+            await conn.execute("set local session_replication_role = replica")
+            await conn.execute("update certificates set status = 'revoked', revoked_at = now(),"
+                               " reason = 1 where serial = $1", seal.serial)
+        assert await conn.fetchval("select pg_terminate_backend($1)", old_pid)
+
+    async def revoked() -> bool:
+        st = await _states(docs, sent.id)
+        return st["stats"]["state"] == "revoked-after-delivery"
+
+    assert await wait_for(revoked, 20)
+    assert listen.backend_pid() not in (None, old_pid)
