@@ -97,10 +97,8 @@ class Replies:
     async def _clerk_submission(self, raw: bytes, rows: list[QueueRow],
                                 owner: str) -> dict[int, Outcome]:
         book = self.s.book()
-        results: dict[int, Outcome] = {r.id: LEASE_LOST for r in rows}
-        async with owned(self.s.pool, rows, owner) as (_conn, mine):
-            pass  # only rows still ours are sealed and sent (checked before, not atomic)
-        for r in mine:
+        results: dict[int, Outcome] = {}
+        for r in rows:
             unit = unit_of(r.recipient)
             acct = book.accounts.get(r.sender.lower())
             if acct is None or not acct.active or "clerk" not in acct.roles or acct.unit != unit:
@@ -113,7 +111,12 @@ class Replies:
                                          number=req.number, attachments=req.attachments,
                                          note=req.note, urgency=req.urgency.value,
                                          classification=req.classification.value,
-                                         origin="mail", sent_by=acct.address)
+                                         origin="mail", sent_by=acct.address,
+                                         source=(r.message_id, owner, r.id))
+                await self.s.at("recorded")
+            except LeaseLost:
+                results[r.id] = LEASE_LOST
+                continue
             except CxError as exc:
                 results[r.id] = Outcome("perm", 550, "5.6.0",
                                         f"document not sent: {exc.public}")

@@ -87,7 +87,8 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
                           header_message_id: str | None, units: Sequence[str],
                           message_id: int | None = None,
                           digest: bytes | None = None, digest_algorithm: str | None = None,
-                          flushed_by_next_commit: bool = False) -> int:
+                          flushed_by_next_commit: bool = False,
+                          source_message_id: int | None = None) -> int:
     """A document and its recipient rows (state queued), in one statement.
 
     ``flushed_by_next_commit``: commit without waiting for the WAL flush
@@ -97,14 +98,14 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
     sql = (
         "with d as (insert into documents(doc_id, title, number, from_unit, from_name, sender,"
         " urgency, classification, origin, sent_by, header_message_id, message_id, digest,"
-        " digest_algorithm) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-        " $14) returning id),"
+        " digest_algorithm, source_message_id) values ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+        " $10, $11, $12, $13, $14, $16) returning id),"
         " r as (insert into document_recipients(document_id, unit)"
         " select d.id, u from d, unnest($15::text[]) u on conflict do nothing)"
         " select id from d")
     args = (doc_id, title, number, from_unit, from_name, sender, urgency, classification,
             origin, sent_by, header_message_id, message_id, digest, digest_algorithm,
-            list(units))
+            list(units), source_message_id)
     if not flushed_by_next_commit:
         return int(await conn.fetchval(sql, *args))
     async with conn.transaction():
@@ -143,6 +144,13 @@ async def find(conn: Conn, ident: str) -> DocRow | None:
 async def by_message(conn: Conn, message_id: int) -> DocRow | None:
     r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where message_id = $1",
                             message_id)
+    return _doc(r) if r else None
+
+
+async def by_source(conn: Conn, source_message_id: int) -> DocRow | None:
+    """The document made from a clerk's queued message (a mail submission)."""
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where source_message_id = $1",
+                            source_message_id)
     return _doc(r) if r else None
 
 

@@ -246,8 +246,14 @@ class DocumentService:
     async def send(self, *, from_unit: str, to: Sequence[str], title: str, number: str,
                    attachments: Sequence[Attachment], note: str = "", urgency: str = "normal",
                    classification: str = "internal", origin: str = "cli",
-                   sent_by: str | None = None) -> SentDocument:
-        """Build the document, seal it once with the unit's seal, queue it to every unit."""
+                   sent_by: str | None = None,
+                   source: tuple[int, str, int] | None = None) -> SentDocument:
+        """Build the document, seal it once with the unit's seal, queue it to every unit.
+
+        ``source`` = (queued message id, lease owner, queue row id) of a clerk's mail
+        submission: the document is recorded and queued in ONE transaction, under that
+        queue row's lease (else :class:`LeaseLost`), and once per source message (a
+        retry after a crash returns the document already sent)."""
         from_unit = from_unit.strip().lower()
         units = self.resolve_units(from_unit, to)
         title = " ".join(title.split())
@@ -266,6 +272,10 @@ class DocumentService:
                                 from_addr=sender, to_addrs=rcpts, now=datetime.now(UTC),
                                 domain=self.domain)
         prepared, raw = sealed.prepared, sealed.raw
+        if source is not None:
+            return await self._send_once(source, meta, units, sender, rcpts, raw,
+                                         prepared.envelope.message_id, sealed.digest, origin,
+                                         sent_by)
         async with self.pool.acquire() as conn:
             # The submission's durable commit right after flushes this row's WAL too.
             doc = await repo.insert_document(
@@ -285,6 +295,35 @@ class DocumentService:
         self.metrics.inc("docs_sent_total", origin=origin)
         log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
                  meta.doc_id, from_unit, len(units), result.queue_id)
+        return SentDocument(doc, meta.doc_id, result.queue_id, tuple(units), len(raw))
+
+    async def _send_once(self, source: tuple[int, str, int], meta: DocumentMeta,
+                         units: list[str], sender: str, rcpts: list[str], raw: bytes,
+                         header_message_id: str | None, digest: bytes, origin: str,
+                         sent_by: str | None) -> SentDocument:
+        src, owner, row = source
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await queue_repo.lock_owned(conn, owner, [row]):
+                log.warning("lease lost on queue row %d: the clerk's submission is left to"
+                            " the node that owns it now", row)
+                raise LeaseLost(f"queue row {row}")
+            prior = await repo.by_source(conn, src)
+            if prior is not None:
+                log.info("document %d was already sent from message %d", prior.id, src)
+                return SentDocument(prior.id, prior.doc_id, prior.queue_id or "",
+                                    tuple(units), len(raw))
+            doc = await repo.insert_document(
+                conn, doc_id=meta.doc_id, title=meta.title, number=meta.number,
+                from_unit=meta.from_unit, from_name=meta.from_unit_name, sender=sender,
+                urgency=meta.urgency.value, classification=meta.classification.value,
+                origin=origin, sent_by=sent_by, header_message_id=header_message_id,
+                units=units, digest=digest, digest_algorithm="sha256", source_message_id=src)
+            result = await self.submitter.submit_in(
+                conn, Submission(sender, rcpts, raw, LOCAL, "docs"))
+            await repo.set_queued(conn, doc, result.message_id, result.queue_id)
+        self.metrics.inc("docs_sent_total", origin=origin)
+        log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
+                 meta.doc_id, meta.from_unit, len(units), result.queue_id)
         return SentDocument(doc, meta.doc_id, result.queue_id, tuple(units), len(raw))
 
     # ---- lookup ----------------------------------------------------------------------

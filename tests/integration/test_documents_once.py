@@ -6,7 +6,8 @@
   the unit delivered and delivers nothing again;
 * a queue lease taken over by another node while the document is being examined: this
   node changes nothing (WARNING), the new owner delivers it once;
-* the same for signed mail that is not a document (``document_copies``);
+* the same for signed mail that is not a document (``document_copies``) and for a
+  document a clerk sends by mail (one document per submitted message);
 * the `certificates_changed` LISTEN comes back by itself, and its catch-up re-examines:
   a key-compromise revocation notified while nobody listened still reaches the document.
 
@@ -17,15 +18,17 @@ row is tried again, as after a crash.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from mailrelay.documents.docmime import Attachment
 from mailrelay.documents.mimeparts import header, text_header
 from mailrelay.documents.seal import assemble_signed, sign_detached
-from tests.integration.mailutil import inbox
+from tests.integration.mailutil import PASSWORD, client_tls, inbox
 from tests.integration.test_documents_helpers import (
     CA_PASSPHRASE,
     inject,
@@ -183,3 +186,30 @@ async def test_certificates_listen_reconnects_and_catches_up(server, docs):
 
     assert await wait_for(revoked, 20)
     assert listen.backend_pid() not in (None, old_pid)
+
+
+async def test_clerk_mail_submission_crash_after_send_seals_once(server, docs):
+    """The clerk's message is turned into ONE document even when the process dies after
+    the sealed document was queued but before the clerk's queue row was finished."""
+    seen: list[str] = []
+    docs.fault = crash_once_at("recorded", seen)
+    msg = ("From: zhang.san@cx.example\r\nTo: finance.docs@cx.example\r\n"
+           "Subject: =?utf-8?b?" + base64.b64encode(TITLE.encode()).decode() + "?=\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(f"收文单位: stats\n文号: {NUMBER}\n\n请认真贯彻执行。\n"
+                                .encode()).decode().replace("\n", "\r\n")).encode()
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=server.ports["submission"],
+                               start_tls=True, tls_context=client_tls()) as smtp:
+        await smtp.login("zhang.san@cx.example", PASSWORD)
+        await smtp.sendmail("zhang.san@cx.example", ["finance.docs@cx.example"], msg)
+
+    async def one_sent() -> list[Any]:
+        return await docs.list()
+
+    [row] = await wait_for(one_sent, 30)
+    await settled(server, docs, row["id"])
+    assert seen == ["recorded"]
+    assert len(await docs.list()) == 1
+    for clerk in CLERKS:
+        assert len(await inbox(server, clerk)) == 1
