@@ -202,4 +202,5 @@ class Replies:
             copy = signed_copy(raw, found, receipt=True)
             await self.s.store_and_deliver_in(
                 conn, stamp(copy, verdict_value("trusted", doc.id, seal)), clerks)
+            await self.s.at("receipt-copy-stored")
         return {row.id: Outcome("ok", 250, "2.0.0", "signed receipt verified")}

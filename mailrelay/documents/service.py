@@ -393,6 +393,7 @@ class DocumentService:
                 raise Conflict(f"{unit} already signed for document {doc.id}")
             result = await self.submitter.submit_in(
                 conn, Submission(receiver, [original_sender], raw, LOCAL, "docs"))
+            await self.at("receipt-queued")
             # A receipt to another organisation never comes back here: signed when sent.
             await repo.mark_receipt_sent(conn, doc.id, unit, who, signed=not local)
         log.info("receipt for document %d sent by %s (%s) as %s", doc.id, unit, who,

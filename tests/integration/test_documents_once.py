@@ -7,7 +7,8 @@
 * a queue lease taken over by another node while the document is being examined: this
   node changes nothing (WARNING), the new owner delivers it once;
 * the same for signed mail that is not a document (``document_copies``) and for a
-  document a clerk sends by mail (one document per submitted message);
+  document a clerk sends by mail (one document per submitted message), and for a
+  clerk's read receipt (one sealed receipt, one copy of it to the sending clerks);
 * the `certificates_changed` LISTEN comes back by itself, and its catch-up re-examines:
   a key-compromise revocation notified while nobody listened still reaches the document.
 
@@ -61,11 +62,14 @@ class Crash(ConnectionResetError):
     """What the handler sees when its process (or its database session) dies."""
 
 
-def crash_once_at(point: str, seen: list[str]) -> Any:
+def crash_once_at(point: str | tuple[str, ...], seen: list[str]) -> Any:
+    """A fault that strikes once at each of the named points."""
+    points = (point,) if isinstance(point, str) else point
+
     async def fault(at: str) -> None:
-        if at == point and point not in seen:
-            seen.append(point)
-            raise Crash(f"injected crash at {point}")
+        if at in points and at not in seen:
+            seen.append(at)
+            raise Crash(f"injected crash at {at}")
     return fault
 
 
@@ -213,3 +217,37 @@ async def test_clerk_mail_submission_crash_after_send_seals_once(server, docs):
     assert len(await docs.list()) == 1
     for clerk in CLERKS:
         assert len(await inbox(server, clerk)) == 1
+
+
+async def test_read_receipt_crashes_sign_once(server, docs):
+    """A clerk's read receipt: a crash after the sealed receipt was queued (before it was
+    marked sent), and one after its verified copy reached the sending clerks (before the
+    document was marked signed): one receipt, one copy, the document signed once."""
+    from tests.integration.test_documents_mdn import send_as, thunderbird_mdn
+
+    sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
+                           attachments=[])
+    await settled(server, docs, sent.id)
+    [copy] = await inbox(server, CLERKS[0])
+    original_id = next(line for line in without_trace(copy).split(b"\r\n")
+                       if line.lower().startswith(b"message-id:")).split(b":", 1)[1].strip()
+    seen: list[str] = []
+    docs.fault = crash_once_at(("receipt-queued", "receipt-copy-stored"), seen)
+    await send_as(server, CLERKS[0],
+                  thunderbird_mdn(CLERKS[0], "finance.docs@cx.example", original_id.decode(),
+                                  "x"), "finance.docs@cx.example")
+
+    async def signed() -> bool:
+        return (await _states(docs, sent.id))["stats"]["state"] == "signed"
+
+    assert await wait_for(signed, 30)
+    assert await wait_for(lambda: docs_queue_empty(server), 30)
+    assert seen == ["receipt-queued", "receipt-copy-stored"]
+    receipts = await inbox(server, "zhang.san@cx.example")
+    assert len(receipts) == 1 and b"X-CX-Doc-Receipt: signed" in receipts[0]
+    async with server.services.db.pool.acquire() as conn:
+        queued_receipts = await conn.fetchval(
+            "select count(distinct queue_id) from deliveries"
+            " where recipient = 'finance.docs@cx.example' and status = 'delivered'"
+            " and sender = 'stats.docs@cx.example'")
+    assert queued_receipts == 1
