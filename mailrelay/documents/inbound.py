@@ -50,7 +50,7 @@ from mailrelay.documents.arrival import (
     verdict_value,
 )
 from mailrelay.documents.clerkmdn import is_mdn
-from mailrelay.documents.lease import LEASE_LOST, owned
+from mailrelay.documents.lease import LEASE_LOST, LeaseLost, owned
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
     is_local_docs,
@@ -128,7 +128,11 @@ class Inbound(Replies):
         await self.s.at("verified")
         if ex.verdict.trusted and ex.meta is None:
             return await self._signed_mail(mid, rows, ex, owner)
-        doc, replayed = await self._document(mid, raw, rows, ex)
+        try:
+            doc, replayed = await self._document(mid, raw, rows, ex, owner)
+        except LeaseLost:
+            await self.s.at("recorded")
+            return {r.id: LEASE_LOST for r in rows}
         return await self._decide(doc, rows, ex, replayed, owner)
 
     # ---- who speaks for a unit (issue #11 item 5) ---------------------------------------
@@ -204,13 +208,16 @@ class Inbound(Replies):
         return results
 
     # ---- documents -------------------------------------------------------------------
-    async def _document(self, mid: int, raw: bytes, rows: list[QueueRow],
-                        ex: Examined) -> tuple[docs_repo.DocRow, set[str]]:
+    async def _document(self, mid: int, raw: bytes, rows: list[QueueRow], ex: Examined,
+                        owner: str) -> tuple[docs_repo.DocRow, set[str]]:
         """Our tracking row (the one `doc send` made, or a new one for an arrival) and
-        the receiving units that already have this document (replays)."""
+        the receiving units that already have this document (replays); written only
+        while one of the rows is still leased to us (else :class:`LeaseLost`)."""
         qid = rows[0].queue_id
         meta = ex.meta if ex.is_document else None
-        async with self.s.pool.acquire() as conn:
+        async with owned(self.s.pool, rows, owner) as (conn, mine):
+            if not mine:
+                raise LeaseLost(f"message {mid}")
             doc = await docs_repo.by_message(conn, mid)
             if doc is None and meta is not None and is_local_docs(raw, qid):
                 doc = await docs_repo.local_unqueued(conn, ex.message_id, meta.doc_id)
@@ -245,7 +252,7 @@ class Inbound(Replies):
                 from_unit=owner.unit or "" if owner else "", from_name=None,
                 sender=owner.address if owner else "", urgency="normal",
                 classification="internal", header_message_id=None)
-        async with conn.transaction():
+        async with conn.transaction():  # a savepoint inside the caller's transaction
             replayed: set[str] = set()
             if meta is not None:
                 # Issue #11 item 3: one registration per document id and receiving unit,
