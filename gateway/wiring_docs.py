@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from cxkernel.errors import Invalid, NotFound
+from cxkernel.listen import Subscription
 from directory.certs import CRL_PATH, CRL_PEM_PATH, OCSP_PATH, CertificateService
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from gateway.http import Request, Response
@@ -36,7 +37,7 @@ class DocsWiring:
         parts = mail.parts
         self.s = s
         self.parts = parts
-        self._listen: Any = None
+        self._listen: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.certs = CertificateService.from_config(s.cfg, s.db.pool)
         # executor None: the loop's default thread pool (key objects do not pickle).
@@ -56,13 +57,17 @@ class DocsWiring:
                         " sealed here, and CRL/OCSP are not served")
         self.certs.warn_if_passphrase_file_readable(self.s.cfg)
         # Issue #11 item 6: a key-compromise revocation (often from the CLI) re-examines
-        # the documents it sealed; run now and whenever a certificate changes.
+        # the documents it sealed; run now and whenever a certificate changes. The
+        # process's self-healing LISTEN (ARCHITECTURE rule 12) re-examines after each
+        # reconnection too: a revocation notified while nobody listened is found then.
+        self._listen = await self.s.listen.subscribe("certificates_changed", self._on_certs,
+                                                     self._on_certs)
         await self._reexamine()
-        self._listen = await self.s.db.pool.acquire()
-        await self._listen.add_listener("certificates_changed", self._on_certs)
         return []
 
     def _on_certs(self, *_args: Any) -> None:
+        """A certificate changed, or the LISTEN connection came back: re-examine (in a
+        task of its own, so the listener's other subscribers are not kept waiting)."""
         task = asyncio.get_running_loop().create_task(self._reexamine())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -77,11 +82,8 @@ class DocsWiring:
         # Issue #11 item 1: without the handler, document inboxes defer (4xx).
         self.parts.scheduler.docs_handler = None
         if self._listen is not None:
-            try:
-                await self._listen.remove_listener("certificates_changed", self._on_certs)
-            finally:
-                await self.s.db.pool.release(self._listen)
-                self._listen = None
+            sub, self._listen = self._listen, None
+            await sub.close()
         for task in list(self._tasks):
             task.cancel()
         self.service.close()  # the seal worker processes end with the component

@@ -191,7 +191,7 @@ class Submitter:
         return (sub.source in VOUCHED_SOURCES
                 and sub.sender.lower().endswith("@" + self.domain))
 
-    async def submit(self, sub: Submission) -> SubmitResult:
+    async def _prepare(self, sub: Submission) -> tuple[str, repo.NewMessage]:
         now = datetime.now(UTC)
         queue_id = new_queue_id()
         raw = self.cleanup_headers(sub, queue_id, now)
@@ -204,15 +204,37 @@ class Submitter:
             structure = await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)
         else:
             structure = parse_message(raw)
-        message = repo.NewMessage(raw, structure, rows)
+        return queue_id, repo.NewMessage(raw, structure, rows)
+
+    def _queued(self, sub: Submission, queue_id: str, message: repo.NewMessage) -> None:
+        self.metrics.inc("mail_messages_queued_total", source=sub.source)
+        log.info("queued id=%s from=<%s> rcpts=%d size=%d source=%s client=%s", queue_id,
+                 sub.sender, len(message.rows), len(message.raw), sub.source,
+                 sub.client.address or "-")
+
+    async def submit(self, sub: Submission) -> SubmitResult:
+        queue_id, message = await self._prepare(sub)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((queue_id, message, fut))
         self._ensure_writer()
         message_id = await fut
-        self.metrics.inc("mail_messages_queued_total", source=sub.source)
-        log.info("queued id=%s from=<%s> rcpts=%d size=%d source=%s client=%s", queue_id,
-                 sub.sender, len(rows), len(raw), sub.source, sub.client.address or "-")
-        return SubmitResult(queue_id, message_id, len(rows))
+        self._queued(sub, queue_id, message)
+        return SubmitResult(queue_id, message_id, len(message.rows))
+
+    async def submit_in(self, conn: Any, sub: Submission) -> SubmitResult:
+        """The same stage inside the caller's transaction on `conn` (no group commit):
+        the message, its queue rows and the inline local deliveries commit or roll back
+        together with whatever else the caller writes there (official documents record
+        a verified copy's delivery with its verdict this way: nothing twice after a
+        crash). Recipients over quota are queued (never refused); no success notices
+        (callers use the null sender). The queue rows' NOTIFY fires at the caller's
+        COMMIT."""
+        queue_id, message = await self._prepare(sub)
+        ids, inline = await repo.enqueue(conn, [queue_id], [message])
+        if inline:
+            self.metrics.inc("mail_delivered_total", len(inline), transport="local")
+        self._queued(sub, queue_id, message)
+        return SubmitResult(queue_id, ids[0], len(message.rows))
 
     def _ensure_writer(self) -> None:
         if self._task is None or self._task.done():

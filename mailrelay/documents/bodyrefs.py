@@ -1,5 +1,6 @@
 """Tables of official documents that keep message bodies alive (see `mailrelay.bodies`):
-the sealed document, each delivered copy and receipt, and tracking events."""
+the sealed document, each delivered copy and receipt, tracking events, the clerk's mail a
+document was made from, and signed mail copied to clerks (`document_copies`)."""
 
 from __future__ import annotations
 
@@ -10,4 +11,7 @@ DOCUMENT_BODY_REFS = (
     BodyRef("document_recipients", "delivered_message_id"),
     BodyRef("document_recipients", "receipt_message_id"),
     BodyRef("document_events", "message_id"),
+    BodyRef("documents", "source_message_id"),
+    BodyRef("document_copies", "message_id"),
+    BodyRef("document_copies", "copy_message_id"),
 )

@@ -16,6 +16,14 @@ SMTP, a clerk's mail client) one of these happens:
   validly signed mail that is not a cx document is delivered as signed mail and never
   registered; a cx document is registered from its signed content only, once per
   receiving unit (a second arrival is held as ``replay``); everything else is held.
+
+Nothing twice (ARCHITECTURE rule 14, :mod:`mailrelay.documents.lease`): the verdicts,
+the verified copy in the clerks' INBOXes and the held notice of one batch are written in
+ONE transaction that first locks the queue rows still leased to this node (others are
+skipped with a WARNING) and the document's recipient rows. A crash before its COMMIT
+leaves nothing behind; after it, the retry finds the unit delivered and delivers
+nothing again. Signed mail that is not a document records its copies in
+``document_copies`` the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from mailrelay.documents.arrival import (
     verdict_value,
 )
 from mailrelay.documents.clerkmdn import is_mdn
+from mailrelay.documents.lease import LEASE_LOST, LeaseLost, owned
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
     is_local_docs,
@@ -76,7 +85,7 @@ class Inbound(Replies):
     def __init__(self, service: DocumentService) -> None:
         self.s = service
 
-    async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
+    async def handle(self, rows: Sequence[QueueRow], owner: str) -> dict[int, Outcome]:
         if await self.s.trust.refresh():
             # A certificate changed (perhaps revoked for key compromise while this
             # process missed the NOTIFY): re-examine delivered documents too.
@@ -88,7 +97,8 @@ class Inbound(Replies):
         for r in rows:
             groups[r.message_id].append(r)
         results: dict[int, Outcome] = {}
-        done = await asyncio.gather(*(self._message(mid, g) for mid, g in groups.items()),
+        done = await asyncio.gather(*(self._message(mid, g, owner)
+                                      for mid, g in groups.items()),
                                     return_exceptions=True)
         for (mid, group), res in zip(groups.items(), done, strict=True):
             if isinstance(res, BaseException):
@@ -98,13 +108,14 @@ class Inbound(Replies):
             results.update(res)
         return results
 
-    async def _message(self, mid: int, rows: list[QueueRow]) -> dict[int, Outcome]:
+    async def _message(self, mid: int, rows: list[QueueRow],
+                       owner: str) -> dict[int, Outcome]:
         async with self.s.pool.acquire() as conn:
             raw = await queue_repo.message_raw(conn, mid)
         if is_receipt(raw):
-            return await self._receipt(mid, raw, rows)
+            return await self._receipt(mid, raw, rows, owner)
         if is_mdn(raw):
-            return await self._clerk_mdn(raw, rows)
+            return await self._clerk_mdn(raw, rows, owner)
         trust = self.s.trust
         now = datetime.now(UTC)
         ex = await self.s.run(examine, raw, trust.anchors, now, trust.revocation, trust.cache,
@@ -112,12 +123,17 @@ class Inbound(Replies):
         self.s.metrics.inc("docs_verified_total", len(rows), trusted=str(ex.verdict.trusted))
         if ex.verdict.reason == "not-signed" and is_authenticated_submission(raw,
                                                                              rows[0].queue_id):
-            return await self._clerk_submission(raw, rows)
+            return await self._clerk_submission(raw, rows, owner)
         ex = self._account_state(ex)
+        await self.s.at("verified")
         if ex.verdict.trusted and ex.meta is None:
-            return await self._signed_mail(rows, ex)
-        doc, replayed = await self._document(mid, raw, rows, ex)
-        return await self._decide(doc, rows, ex, replayed)
+            return await self._signed_mail(mid, rows, ex, owner)
+        try:
+            doc, replayed = await self._document(mid, raw, rows, ex, owner)
+        except LeaseLost:
+            await self.s.at("recorded")
+            return {r.id: LEASE_LOST for r in rows}
+        return await self._decide(doc, rows, ex, replayed, owner)
 
     # ---- who speaks for a unit (issue #11 item 5) ---------------------------------------
     def _owner(self, v: Verdict) -> IssuedCert | None:
@@ -154,37 +170,54 @@ class Inbound(Replies):
                                     f"{EXTRA_REASONS['signer-not-clerk']}")
 
     # ---- signed mail that is not a document --------------------------------------------
-    async def _signed_mail(self, rows: list[QueueRow], ex: Examined) -> dict[int, Outcome]:
+    async def _signed_mail(self, mid: int, rows: list[QueueRow], ex: Examined,
+                           owner: str) -> dict[int, Outcome]:
         """Issue #11 item 2: validly signed, not a cx document: delivered as signed mail
-        (a "signed" stamp, not "trusted"), never registered as a document."""
+        (a "signed" stamp, not "trusted"), never registered as a document. The copy and
+        its record in ``document_copies`` commit together (nothing twice)."""
         assert ex.delivered is not None
         book = self.s.book()
-        results: dict[int, Outcome] = {}
+        results: dict[int, Outcome] = {r.id: LEASE_LOST for r in rows}
         to: list[str] = []
-        for r in rows:
-            clerks = book.clerks(unit_of(r.recipient))
-            if not clerks:
-                results[r.id] = Outcome("temp", 450, "4.2.0", "receiving unit has no active clerk")
-                continue
-            to += [c for c in clerks if c not in to]
+        async with owned(self.s.pool, rows, owner) as (conn, mine):
+            done = await docs_repo.copies_done(conn, mid, [unit_of(r.recipient) for r in mine])
+            units: list[str] = []
+            for r in mine:
+                unit = unit_of(r.recipient)
+                if unit in done:
+                    results[r.id] = Outcome("ok", 250, "2.0.0", "signed mail already delivered")
+                    continue
+                clerks = book.clerks(unit)
+                if not clerks:
+                    results[r.id] = Outcome("temp", 450, "4.2.0",
+                                            "receiving unit has no active clerk")
+                    continue
+                units.append(unit)
+                to += [c for c in clerks if c not in to]
+                results[r.id] = Outcome("ok", 250, "2.0.0",
+                                        "signature verified; delivered as signed mail")
+            if to:
+                value = verdict_value("signed", None, ex.verdict) + "; not-a-document"
+                result = await self.s.store_and_deliver_in(conn, stamp(ex.delivered, value), to)
+                await self.s.at("copy-stored")
+                await docs_repo.record_copies(conn, mid, sorted(set(units)), result.message_id)
         if to:
-            value = verdict_value("signed", None, ex.verdict) + "; not-a-document"
-            await self.s.store_and_deliver(stamp(ex.delivered, value), to)
             log.info("signed mail from %s delivered to %d clerks (not a document)",
                      ex.verdict.signer_email, len(to))
-        for r in rows:
-            results.setdefault(r.id, Outcome("ok", 250, "2.0.0",
-                                             "signature verified; delivered as signed mail"))
+        await self.s.at("recorded")
         return results
 
     # ---- documents -------------------------------------------------------------------
-    async def _document(self, mid: int, raw: bytes, rows: list[QueueRow],
-                        ex: Examined) -> tuple[docs_repo.DocRow, set[str]]:
+    async def _document(self, mid: int, raw: bytes, rows: list[QueueRow], ex: Examined,
+                        owner: str) -> tuple[docs_repo.DocRow, set[str]]:
         """Our tracking row (the one `doc send` made, or a new one for an arrival) and
-        the receiving units that already have this document (replays)."""
+        the receiving units that already have this document (replays); written only
+        while one of the rows is still leased to us (else :class:`LeaseLost`)."""
         qid = rows[0].queue_id
         meta = ex.meta if ex.is_document else None
-        async with self.s.pool.acquire() as conn:
+        async with owned(self.s.pool, rows, owner) as (conn, mine):
+            if not mine:
+                raise LeaseLost(f"message {mid}")
             doc = await docs_repo.by_message(conn, mid)
             if doc is None and meta is not None and is_local_docs(raw, qid):
                 doc = await docs_repo.local_unqueued(conn, ex.message_id, meta.doc_id)
@@ -219,7 +252,7 @@ class Inbound(Replies):
                 from_unit=owner.unit or "" if owner else "", from_name=None,
                 sender=owner.address if owner else "", urgency="normal",
                 classification="internal", header_message_id=None)
-        async with conn.transaction():
+        async with conn.transaction():  # a savepoint inside the caller's transaction
             replayed: set[str] = set()
             if meta is not None:
                 # Issue #11 item 3: one registration per document id and receiving unit,
@@ -263,18 +296,23 @@ class Inbound(Replies):
         return "ok", v.text
 
     async def _decide(self, doc: docs_repo.DocRow, rows: list[QueueRow], ex: Examined,
-                      replayed: set[str]) -> dict[int, Outcome]:
+                      replayed: set[str], owner: str) -> dict[int, Outcome]:
+        """One transaction under the queue lease and the recipient rows' locks: the held
+        verdicts, the verified copy with its delivered verdicts, the held notice."""
         book = self.s.book()
         v = ex.verdict
         serial = f"{v.signer_serial:x}" if v.signer_serial is not None else None
-        results: dict[int, Outcome] = {}
+        results: dict[int, Outcome] = {r.id: LEASE_LOST for r in rows}
         deliver: dict[int, tuple[str, list[str]]] = {}  # row id -> (unit, clerks)
         held: list[tuple[QueueRow, str, str, str]] = []
-        async with self.s.pool.acquire() as conn:
-            for r in rows:
+        warning = await self._number_warning(ex) if v.trusted and ex.meta else None
+        async with owned(self.s.pool, rows, owner) as (conn, mine):
+            states = await docs_repo.lock_recipients(conn, doc.id,
+                                                     sorted({unit_of(r.recipient) for r in mine}))
+            for r in mine:
                 unit = unit_of(r.recipient)
-                prior = await docs_repo.recipient(conn, doc.id, unit)
-                if prior is not None and prior.state not in ("queued", "held"):
+                prior = states.get(unit)
+                if prior is not None and prior not in ("queued", "held"):
                     results[r.id] = Outcome("ok", 250, "2.0.0", "document already delivered")
                     continue
                 reason, text = self._judge(unit, ex, replayed)
@@ -292,20 +330,29 @@ class Inbound(Replies):
                                                reason=reason, text=text,
                                                signer=v.signer_subject, signer_serial=serial)
                 results[r.id] = Outcome("ok", 250, "2.0.0", f"document held: {reason}")
-                log.warning("document %d for %s held: %s (%s)", doc.id, unit, reason, text)
-        if deliver:
-            results.update(await self._deliver(doc, ex, deliver, serial))
+            if deliver:
+                results.update(await self._deliver(conn, doc, ex, deliver, serial, warning))
+            # A replay is not news to the sealing unit (and must not let an outsider make
+            # it mail that unit once per replayed copy).
+            told = [HeldAt(u, reason, text) for _r, u, reason, text in held
+                    if reason != "replay"]
+            if told:
+                try:
+                    async with conn.transaction():  # a savepoint: the verdicts stay
+                        await self._notify_held(conn, doc, ex, told)
+                except Exception:  # the verdict is recorded; a lost notice loses no document
+                    log.exception("held notice for document %d failed", doc.id)
+        await self.s.at("recorded")
         for _r, unit, reason, text in held:
+            log.warning("document %d for %s held: %s (%s)", doc.id, unit, reason, text)
             await self.s.fire(events.HELD, events.DocumentHeld(doc.id, unit, doc.title,
                                                                doc.from_unit, reason, text))
-        # A replay is not news to the sealing unit (and must not let an outsider make
-        # it mail that unit once per replayed copy).
-        told = [HeldAt(u, reason, text) for _r, u, reason, text in held if reason != "replay"]
-        if told:
-            try:
-                await self._notify_held(doc, ex, told)
-            except Exception:  # the verdict is recorded; a lost notice loses no document
-                log.exception("held notice for document %d failed", doc.id)
+        for unit, clerks in deliver.values():
+            log.info("document %d verified and delivered to %s (%d clerks)", doc.id, unit,
+                     len(clerks))
+            await self.s.fire(events.ARRIVED, events.DocumentArrived(
+                doc.id, doc.doc_id, unit, tuple(clerks), doc.title, doc.number,
+                doc.from_unit, doc.urgency, v.signer_email))
         return results
 
     def _notice_recipients(self, ex: Examined) -> list[str]:
@@ -322,14 +369,14 @@ class Inbound(Replies):
         acct = book.accounts.get(owner.address)
         return [acct.address] if acct is not None and acct.active else []
 
-    async def _notify_held(self, doc: docs_repo.DocRow, ex: Examined,
+    async def _notify_held(self, conn: Any, doc: docs_repo.DocRow, ex: Examined,
                            held: list[HeldAt]) -> None:
-        """Tell the sealing unit why the document was held (once per receiving unit)."""
+        """Tell the sealing unit why the document was held (once per receiving unit: the
+        notice and its event commit together, in the caller's transaction)."""
         to = self._notice_recipients(ex)
         if not to:
             return
-        async with self.s.pool.acquire() as conn:
-            told = await docs_repo.events_of_kind(conn, doc.id, "held-notice")
+        told = await docs_repo.events_of_kind(conn, doc.id, "held-notice")
         held = [h for h in held if h.unit not in told]
         if not held:
             return
@@ -339,49 +386,47 @@ class Inbound(Replies):
                           domain=self.s.domain, now=datetime.now(UTC),
                           in_reply_to=doc.header_message_id if verified else None,
                           verified=verified, signer=ex.verdict.signer_email)
-        result = await self.s.store_and_deliver(raw, to)
-        async with self.s.pool.acquire() as conn:
-            for h in held:
-                await docs_repo.add_event(conn, "held-notice", f"{h.reason}: told "
-                                          f"{', '.join(to)}", doc=doc.id, unit=h.unit,
-                                          message_id=result.message_id)
+        result = await self.s.store_and_deliver_in(conn, raw, to)
+        for h in held:
+            await docs_repo.add_event(conn, "held-notice", f"{h.reason}: told "
+                                      f"{', '.join(to)}", doc=doc.id, unit=h.unit,
+                                      message_id=result.message_id)
         self.s.metrics.inc("docs_held_notices_total")
 
-    async def _deliver(self, doc: docs_repo.DocRow, ex: Examined,
-                       deliver: dict[int, tuple[str, list[str]]],
-                       serial: str | None) -> dict[int, Outcome]:
-        v = ex.verdict
-        assert ex.delivered is not None and ex.meta is not None
+    async def _number_warning(self, ex: Examined) -> str | None:
+        """Issue #11 item 3: delivered, but the clerk sees that the 文号 is not new."""
+        assert ex.meta is not None
         async with self.s.pool.acquire() as conn:
             dup = await docs_repo.number_used(conn, ex.meta.from_unit, ex.meta.number,
                                               ex.meta.doc_id)
-        warning = None
-        if dup is not None:
-            # Issue #11 item 3: delivered, but the clerk sees that the 文号 is not new.
-            warning = (f"文号 {ex.meta.number} 已用于公文 #{dup} / the number "
-                       f"{ex.meta.number} was already used by document #{dup}")
+        if dup is None:
+            return None
+        return (f"文号 {ex.meta.number} 已用于公文 #{dup} / the number "
+                f"{ex.meta.number} was already used by document #{dup}")
+
+    async def _deliver(self, conn: Any, doc: docs_repo.DocRow, ex: Examined,
+                       deliver: dict[int, tuple[str, list[str]]], serial: str | None,
+                       warning: str | None) -> dict[int, Outcome]:
+        """The verified copy and the units' delivered verdicts, in the caller's
+        transaction: both commit, or neither (a retry then delivers it once)."""
+        v = ex.verdict
+        assert ex.delivered is not None and ex.meta is not None
         copy = stamp(ex.delivered, verdict_value("trusted", doc.id, v), warning)
         to: list[str] = []
         for _unit, clerks in deliver.values():
             to += [c for c in clerks if c not in to]
-        result = await self.s.store_and_deliver(copy, to)
+        result = await self.s.store_and_deliver_in(conn, copy, to)
+        await self.s.at("copy-stored")
         results: dict[int, Outcome] = {}
-        async with self.s.pool.acquire() as conn:
-            for rid, (unit, clerks) in deliver.items():
-                await docs_repo.record_verdict(conn, doc.id, unit, state="delivered",
-                                               trusted=True, reason="ok", text=v.text,
-                                               signer=v.signer_subject, signer_serial=serial,
-                                               delivered_message_id=result.message_id,
-                                               clerks=len(clerks), warning=warning)
-                if warning:
-                    await docs_repo.add_event(conn, "duplicate-number", warning, doc=doc.id,
-                                              unit=unit)
-                results[rid] = Outcome("ok", 250, "2.0.0",
-                                       f"seal verified; delivered to {len(clerks)} clerks")
-        for unit, clerks in deliver.values():
-            log.info("document %d verified and delivered to %s (%d clerks)", doc.id, unit,
-                     len(clerks))
-            await self.s.fire(events.ARRIVED, events.DocumentArrived(
-                doc.id, doc.doc_id, unit, tuple(clerks), doc.title, doc.number,
-                doc.from_unit, doc.urgency, v.signer_email))
+        for rid, (unit, clerks) in deliver.items():
+            await docs_repo.record_verdict(conn, doc.id, unit, state="delivered",
+                                           trusted=True, reason="ok", text=v.text,
+                                           signer=v.signer_subject, signer_serial=serial,
+                                           delivered_message_id=result.message_id,
+                                           clerks=len(clerks), warning=warning)
+            if warning:
+                await docs_repo.add_event(conn, "duplicate-number", warning, doc=doc.id,
+                                          unit=unit)
+            results[rid] = Outcome("ok", 250, "2.0.0",
+                                   f"seal verified; delivered to {len(clerks)} clerks")
         return results

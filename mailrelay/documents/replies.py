@@ -5,6 +5,10 @@
 * an unsealed message from an authenticated clerk of the unit: a document to seal;
 * a sealed receipt (签收) for a document sent from here: matched by document id and unit
   (issue #11 item 3); a second one changes nothing.
+
+Each acts only on queue rows still leased to this node (:mod:`mailrelay.documents.lease`);
+a receipt's "signed" mark and its copy to the clerks commit together, and so do a
+receipt sealed for a clerk's read receipt and its "receipt sent" mark.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import email.utils
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cxkernel.errors import CxError
 from directory.ca import unit_docs_address
@@ -20,6 +24,7 @@ from mailrelay.documents import events
 from mailrelay.documents import repo as docs_repo
 from mailrelay.documents.arrival import signed_copy, stamp, unit_of, verdict_value
 from mailrelay.documents.clerkmdn import read_receipt_request
+from mailrelay.documents.lease import LEASE_LOST, LeaseLost, owned
 from mailrelay.documents.mailform import is_authenticated_submission, parse_submission
 from mailrelay.documents.mimeparts import parse_headers, split_entity
 from mailrelay.documents.receipt import ReceiptVerdict, verify_receipt
@@ -39,7 +44,8 @@ class Replies:
     s: DocumentService
 
     # ---- read receipts from clerks' mail clients (issue #11 item 7) ---------------------
-    async def _clerk_mdn(self, raw: bytes, rows: list[QueueRow]) -> dict[int, Outcome]:
+    async def _clerk_mdn(self, raw: bytes, rows: list[QueueRow],
+                         owner: str) -> dict[int, Outcome]:
         book = self.s.book()
         results: dict[int, Outcome] = {}
         refused = ("only an authenticated clerk of a receiving unit can sign for a document"
@@ -74,7 +80,11 @@ class Replies:
                 results[r.id] = Outcome("ok", 250, "2.0.0", "already signed for")
                 continue
             try:
-                sent = await self.s.receipt(str(doc.id), by=acct.address, unit=acct.unit)
+                sent = await self.s.receipt(str(doc.id), by=acct.address, unit=acct.unit,
+                                            lease=(owner, r.id))
+            except LeaseLost:
+                results[r.id] = LEASE_LOST
+                continue
             except CxError as exc:
                 results[r.id] = Outcome("perm", 550, "5.7.1", f"not signed for: {exc.public}")
                 continue
@@ -84,7 +94,8 @@ class Replies:
         return results
 
     # ---- clerk submissions -----------------------------------------------------------
-    async def _clerk_submission(self, raw: bytes, rows: list[QueueRow]) -> dict[int, Outcome]:
+    async def _clerk_submission(self, raw: bytes, rows: list[QueueRow],
+                                owner: str) -> dict[int, Outcome]:
         book = self.s.book()
         results: dict[int, Outcome] = {}
         for r in rows:
@@ -100,7 +111,12 @@ class Replies:
                                          number=req.number, attachments=req.attachments,
                                          note=req.note, urgency=req.urgency.value,
                                          classification=req.classification.value,
-                                         origin="mail", sent_by=acct.address)
+                                         origin="mail", sent_by=acct.address,
+                                         source=(r.message_id, owner, r.id))
+                await self.s.at("recorded")
+            except LeaseLost:
+                results[r.id] = LEASE_LOST
+                continue
             except CxError as exc:
                 results[r.id] = Outcome("perm", 550, "5.6.0",
                                         f"document not sent: {exc.public}")
@@ -110,7 +126,8 @@ class Replies:
         return results
 
     # ---- receipts --------------------------------------------------------------------
-    async def _receipt(self, mid: int, raw: bytes, rows: list[QueueRow]) -> dict[int, Outcome]:
+    async def _receipt(self, mid: int, raw: bytes, rows: list[QueueRow],
+                       owner: str) -> dict[int, Outcome]:
         """A sealed receipt for a document this gateway sent. Issue #11 item 3: matched by
         document id and unit (the signed receipt names both, with the digest); a second
         receipt for the same document and unit changes nothing."""
@@ -142,7 +159,10 @@ class Replies:
                 results[r.id] = Outcome("ok", 250, "2.0.0", f"receipt held: {rv.reason}")
                 continue
             by = rv.receipt.final_recipient if rv.receipt else sender
-            async with self.s.pool.acquire() as conn:
+            async with owned(self.s.pool, [r], owner) as (conn, mine):
+                if not mine:
+                    results[r.id] = LEASE_LOST
+                    continue
                 first = await docs_repo.mark_signed(conn, doc.id, receiver_unit, by=by,
                                                     at=datetime.now(UTC),
                                                     receipt_message_id=mid)
@@ -152,10 +172,12 @@ class Replies:
                                               " document already signed for, or not"
                                               " delivered: nothing changed", doc=doc.id,
                                               unit=receiver_unit, message_id=mid)
+                else:
+                    results.update(await self._deliver_receipt(conn, doc, raw, r, unit,
+                                                               rv.seal))
             if not first:
                 results[r.id] = Outcome("ok", 250, "2.0.0", "receipt already recorded")
                 continue
-            results.update(await self._deliver_receipt(doc, raw, r, unit, rv.seal))
             who = signed.signed_by if signed and signed.signed_by else by
             log.info("document %d signed for by %s (%s)", doc.id, receiver_unit, who)
             await self.s.fire(events.SIGNED, events.DocumentSigned(
@@ -170,14 +192,15 @@ class Replies:
             await docs_repo.add_event(conn, "receipt-rejected", f"{reason}: {text}",
                                       doc=doc.id if doc else None, unit=unit, message_id=mid)
 
-    async def _deliver_receipt(self, doc: docs_repo.DocRow, raw: bytes, row: QueueRow,
-                               unit: str, seal: Verdict) -> dict[int, Outcome]:
+    async def _deliver_receipt(self, conn: Any, doc: docs_repo.DocRow, raw: bytes,
+                               row: QueueRow, unit: str, seal: Verdict) -> dict[int, Outcome]:
         """A verified receipt also lands in the sending unit's clerks' INBOXes, rebuilt
-        from the seal and what it covers."""
+        from the seal and what it covers (in the caller's transaction, with the mark)."""
         clerks = self.s.book().clerks(unit)
         found = find_signed(raw)
         if clerks and found is not None:
             copy = signed_copy(raw, found, receipt=True)
-            await self.s.store_and_deliver(stamp(copy, verdict_value("trusted", doc.id, seal)),
-                                           clerks)
+            await self.s.store_and_deliver_in(
+                conn, stamp(copy, verdict_value("trusted", doc.id, seal)), clerks)
+            await self.s.at("receipt-copy-stored")
         return {row.id: Outcome("ok", 250, "2.0.0", "signed receipt verified")}

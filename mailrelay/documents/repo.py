@@ -87,7 +87,8 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
                           header_message_id: str | None, units: Sequence[str],
                           message_id: int | None = None,
                           digest: bytes | None = None, digest_algorithm: str | None = None,
-                          flushed_by_next_commit: bool = False) -> int:
+                          flushed_by_next_commit: bool = False,
+                          source_message_id: int | None = None) -> int:
     """A document and its recipient rows (state queued), in one statement.
 
     ``flushed_by_next_commit``: commit without waiting for the WAL flush
@@ -102,16 +103,16 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
     sql = (
         lazy + " d as (insert into documents(doc_id, title, number, from_unit, from_name,"
         " sender, urgency, classification, origin, sent_by, header_message_id, message_id,"
-        " digest, digest_algorithm) select $1::text, $2::text, $3::text, $4::text, $5::text,"
-        " $6::text, $7::text, $8::text, $9::text, $10::text, $11::text, $12::bigint,"
-        " $13::bytea, $14::text from s returning id),"
+        " digest, digest_algorithm, source_message_id) select $1::text, $2::text, $3::text,"
+        " $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text, $11::text,"
+        " $12::bigint, $13::bytea, $14::text, $16::bigint from s returning id),"
         " r as (insert into document_recipients(document_id, unit)"
         " select d.id, u from d, unnest($15::text[]) u on conflict do nothing)"
         " select id from d")
     return int(await conn.fetchval(sql, doc_id, title, number, from_unit, from_name, sender,
                                    urgency, classification, origin, sent_by,
                                    header_message_id, message_id, digest, digest_algorithm,
-                                   list(units)))
+                                   list(units), source_message_id))
 
 
 async def set_queued(conn: Conn, doc: int, message_id: int, queue_id: str, *,
@@ -146,6 +147,13 @@ async def find(conn: Conn, ident: str) -> DocRow | None:
 async def by_message(conn: Conn, message_id: int) -> DocRow | None:
     r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where message_id = $1",
                             message_id)
+    return _doc(r) if r else None
+
+
+async def by_source(conn: Conn, source_message_id: int) -> DocRow | None:
+    """The document made from a clerk's queued message (a mail submission)."""
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where source_message_id = $1",
+                            source_message_id)
     return _doc(r) if r else None
 
 
@@ -223,6 +231,32 @@ async def recipient(conn: Conn, doc: int, unit: str) -> RecipientRow | None:
     return _rcpt(r) if r else None
 
 
+async def lock_recipients(conn: Conn, doc: int, units: Sequence[str]) -> dict[str, str]:
+    """Lock the recipient rows of ``units`` until the transaction ends; unit -> state.
+    The delivery of a copy and its verdict are decided under this lock."""
+    rows = await conn.fetch("select unit, state from document_recipients"
+                            " where document_id = $1 and unit = any($2::text[])"
+                            " order by unit for update", doc, list(units))
+    return {r["unit"]: r["state"] for r in rows}
+
+
+async def copies_done(conn: Conn, message_id: int, units: Sequence[str]) -> set[str]:
+    """Units whose clerks already got a copy of queued message ``message_id`` (signed
+    mail that is not a document: no recipient row records it)."""
+    rows = await conn.fetch("select unit from document_copies where message_id = $1"
+                            " and unit = any($2::text[])", message_id, list(units))
+    return {r["unit"] for r in rows}
+
+
+async def record_copies(conn: Conn, message_id: int, units: Sequence[str],
+                        copy_message_id: int) -> None:
+    """Record, in the copy's own transaction, that these units got it (primary key
+    (message_id, unit): a second copy cannot be recorded)."""
+    await conn.execute("insert into document_copies(message_id, unit, copy_message_id)"
+                       " select $1, u, $3 from unnest($2::text[]) u",
+                       message_id, list(units), copy_message_id)
+
+
 async def recipients(conn: Conn, doc: int) -> list[RecipientRow]:
     rows = await conn.fetch(f"select {RCPT_COLUMNS} from document_recipients"
                             " where document_id = $1 order by unit", doc)
@@ -258,6 +292,12 @@ async def mark_receipt_sent(conn: Conn, doc: int, unit: str, by: str, *,
         " signed_at = case when $4 then now() else signed_at end,"
         " signed_by = case when $4 then $3 else signed_by end, updated_at = now()"
         " where document_id = $1 and unit = $2", doc, unit, by, signed)
+
+
+async def recipient_for_update(conn: Conn, doc: int, unit: str) -> RecipientRow | None:
+    r = await conn.fetchrow(f"select {RCPT_COLUMNS} from document_recipients"
+                            " where document_id = $1 and unit = $2 for update", doc, unit)
+    return _rcpt(r) if r else None
 
 
 async def mark_signed(conn: Conn, doc: int, unit: str, *, by: str, at: datetime,

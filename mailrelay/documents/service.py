@@ -14,7 +14,7 @@ import functools
 import getpass
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,12 +31,14 @@ from mailrelay.addressbook import AddressBook
 from mailrelay.documents import events, repo
 from mailrelay.documents.docmime import Attachment, DocumentMeta
 from mailrelay.documents.inbound import Inbound
+from mailrelay.documents.lease import LeaseLost
 from mailrelay.documents.mailform import parse_classification, parse_urgency
 from mailrelay.documents.notice import revoked_notice
 from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
 from mailrelay.documents.seal import Signer, seal_prepared
 from mailrelay.documents.sealpool import Sealed, SealPool
 from mailrelay.documents.trust import TrustStore
+from mailrelay.queue import repo as queue_repo
 from mailrelay.queue.repo import QueueRow, message_raw
 from mailrelay.queue.scheduler import Outcome
 from mailrelay.submit import ClientInfo, Submission, SubmitResult, Submitter
@@ -116,6 +118,7 @@ class DocumentService:
         self.inbound = Inbound(self)
         self._names: dict[str, tuple[float, str | None]] = {}
         self._signers: dict[str, tuple[int, Signer]] = {}
+        self.fault: Callable[[str], Awaitable[None]] | None = None  # tests: see at()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run CPU-bound work (sign, verify, parse) off the event loop."""
@@ -130,9 +133,16 @@ class DocumentService:
         except Exception:  # a subscriber's bug never loses a document
             log.exception("event %s handler failed", name)
 
-    async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
-        """The scheduler's docs handler."""
-        return await self.inbound.handle(rows)
+    async def handle(self, rows: Sequence[QueueRow], owner: str) -> dict[int, Outcome]:
+        """The scheduler's docs handler: ``owner`` is the lease owner (the node id); only
+        rows still leased to it are acted on."""
+        return await self.inbound.handle(rows, owner)
+
+    async def at(self, point: str) -> None:
+        """A named point between two steps of handling a document, where tests inject a
+        fault (``fault``: an async callable raising there, as a crash would)."""
+        if self.fault is not None:
+            await self.fault(point)
 
     async def store_and_deliver(self, raw: bytes, to: Sequence[str]) -> SubmitResult:
         """Issue #11 item 10: verified copies, held notices and receipt copies go to local
@@ -140,6 +150,13 @@ class DocumentService:
         delivery in the same commit as the message), with the null sender: an internal
         copy never bounces into a document inbox."""
         return await self.submitter.submit(Submission("", list(to), raw, LOCAL, "docs"))
+
+    async def store_and_deliver_in(self, conn: Any, raw: bytes,
+                                   to: Sequence[str]) -> SubmitResult:
+        """:meth:`store_and_deliver` inside the caller's transaction: the copy commits
+        with the verdict that records it, or not at all (nothing twice after a crash)."""
+        return await self.submitter.submit_in(conn, Submission("", list(to), raw, LOCAL,
+                                                               "docs"))
 
     # ---- revocation after the fact (issue #11 item 6) ----------------------------------
     async def revoked_after_delivery(self, serial: str,
@@ -236,8 +253,14 @@ class DocumentService:
     async def send(self, *, from_unit: str, to: Sequence[str], title: str, number: str,
                    attachments: Sequence[Attachment], note: str = "", urgency: str = "normal",
                    classification: str = "internal", origin: str = "cli",
-                   sent_by: str | None = None) -> SentDocument:
-        """Build the document, seal it once with the unit's seal, queue it to every unit."""
+                   sent_by: str | None = None,
+                   source: tuple[int, str, int] | None = None) -> SentDocument:
+        """Build the document, seal it once with the unit's seal, queue it to every unit.
+
+        ``source`` = (queued message id, lease owner, queue row id) of a clerk's mail
+        submission: the document is recorded and queued in ONE transaction, under that
+        queue row's lease (else :class:`LeaseLost`), and once per source message (a
+        retry after a crash returns the document already sent)."""
         from_unit = from_unit.strip().lower()
         units = self.resolve_units(from_unit, to)
         title = " ".join(title.split())
@@ -254,6 +277,9 @@ class DocumentService:
         # One job: build the MIME document, sign it, wrap it (no re-parsing).
         sealed = await self._seal(meta, note, attachments, signer, sender, rcpts)
         raw = sealed.raw
+        if source is not None:
+            return await self._send_once(source, meta, units, sender, rcpts, raw,
+                                         sealed.message_id, sealed.digest, origin, sent_by)
         async with self.pool.acquire() as conn:
             # The submission's durable commit right after flushes this row's WAL too.
             doc = await repo.insert_document(
@@ -300,6 +326,35 @@ class DocumentService:
         if self.sealer is not None:
             self.sealer.close()
 
+    async def _send_once(self, source: tuple[int, str, int], meta: DocumentMeta,
+                         units: list[str], sender: str, rcpts: list[str], raw: bytes,
+                         header_message_id: str | None, digest: bytes, origin: str,
+                         sent_by: str | None) -> SentDocument:
+        src, owner, row = source
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await queue_repo.lock_owned(conn, owner, [row]):
+                log.warning("lease lost on queue row %d: the clerk's submission is left to"
+                            " the node that owns it now", row)
+                raise LeaseLost(f"queue row {row}")
+            prior = await repo.by_source(conn, src)
+            if prior is not None:
+                log.info("document %d was already sent from message %d", prior.id, src)
+                return SentDocument(prior.id, prior.doc_id, prior.queue_id or "",
+                                    tuple(units), len(raw))
+            doc = await repo.insert_document(
+                conn, doc_id=meta.doc_id, title=meta.title, number=meta.number,
+                from_unit=meta.from_unit, from_name=meta.from_unit_name, sender=sender,
+                urgency=meta.urgency.value, classification=meta.classification.value,
+                origin=origin, sent_by=sent_by, header_message_id=header_message_id,
+                units=units, digest=digest, digest_algorithm="sha256", source_message_id=src)
+            result = await self.submitter.submit_in(
+                conn, Submission(sender, rcpts, raw, LOCAL, "docs"))
+            await repo.set_queued(conn, doc, result.message_id, result.queue_id)
+        self.metrics.inc("docs_sent_total", origin=origin)
+        log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
+                 meta.doc_id, meta.from_unit, len(units), result.queue_id)
+        return SentDocument(doc, meta.doc_id, result.queue_id, tuple(units), len(raw))
+
     # ---- lookup ----------------------------------------------------------------------
     async def _get(self, ident: str) -> repo.DocRow:
         async with self.pool.acquire() as conn:
@@ -309,9 +364,15 @@ class DocumentService:
         return doc
 
     # ---- receipts (签收) -------------------------------------------------------------
-    async def receipt(self, ident: str, *, by: str | None = None,
-                      unit: str | None = None) -> dict[str, Any]:
-        """Seal a receipt with the receiving unit's seal and send it to the sender's inbox."""
+    async def receipt(self, ident: str, *, by: str | None = None, unit: str | None = None,
+                      lease: tuple[str, int] | None = None) -> dict[str, Any]:
+        """Seal a receipt with the receiving unit's seal and send it to the sender's inbox.
+
+        The receipt is queued and marked sent in one transaction, under the lock of the
+        recipient row (and, with ``lease`` = (owner, queue row id) for a clerk's read
+        receipt, of that queue row while still leased to ``owner``, else
+        :class:`LeaseLost`): one receipt per unit, even after a crash or from two
+        processes at once."""
         doc = await self._get(ident)
         book = self.book()
         who = by.strip().lower() if by else f"cli:{getpass.getuser()}"
@@ -349,10 +410,19 @@ class DocumentService:
         raw = await self.run(seal_receipt, req, signer, receiver=receiver,
                              receiver_unit=f"{unit_name}（{who}）", now=datetime.now(UTC),
                              domain=self.domain, receiver_name=unit_name)
-        result = await self.submitter.submit(Submission(receiver, [original_sender], raw,
-                                                        LOCAL, "docs"))
         local = doc.from_unit in book.units
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if lease is not None and not await queue_repo.lock_owned(conn, lease[0],
+                                                                     [lease[1]]):
+                log.warning("lease lost on queue row %d: the read receipt is left to the"
+                            " node that owns it now", lease[1])
+                raise LeaseLost(f"queue row {lease[1]}")
+            now = await repo.recipient_for_update(conn, doc.id, unit)
+            if now is None or now.state == "signed" or now.receipt_sent_at is not None:
+                raise Conflict(f"{unit} already signed for document {doc.id}")
+            result = await self.submitter.submit_in(
+                conn, Submission(receiver, [original_sender], raw, LOCAL, "docs"))
+            await self.at("receipt-queued")
             # A receipt to another organisation never comes back here: signed when sent.
             await repo.mark_receipt_sent(conn, doc.id, unit, who, signed=not local)
         log.info("receipt for document %d sent by %s (%s) as %s", doc.id, unit, who,

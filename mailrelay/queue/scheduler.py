@@ -62,7 +62,9 @@ class RemoteTarget(Protocol):
                       abort: Callable[[], bool] | None = None) -> list[Any]: ...
 
 
-DocsHandler = Callable[[Sequence[QueueRow]], Awaitable[dict[int, Outcome]]]
+# Called with claimed rows and the lease owner (this node's id): the handler changes state
+# only for rows still leased to that owner (`repo.lock_owned` in its own transaction).
+DocsHandler = Callable[[Sequence[QueueRow], str], Awaitable[dict[int, Outcome]]]
 # Called with the recipients of ONE queue id and the notice kind: "failed" | "delayed" |
 # "delivered" | "relayed" (RFC 3464 §2.3.3 actions; success ones only when asked, RFC 3461).
 BounceSink = Callable[[Sequence[tuple[QueueRow, Outcome]], str], Awaitable[None]]
@@ -308,7 +310,7 @@ class Scheduler:
 
     async def _deliver_docs(self, rows: Sequence[QueueRow]) -> None:
         if self.docs_handler is not None:
-            results = await self.docs_handler(rows)
+            results = await self.docs_handler(rows, self.owner)
         else:
             results = await self.docs_to_clerks(rows)
         await self.apply(rows, results)
