@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -67,7 +68,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: E402
 
 from benchmarks.cpu import Sample, postmaster_pid  # noqa: E402
-from cxkernel.config import from_dict  # noqa: E402
+from cxkernel.config import ListenConfig, from_dict  # noqa: E402
 from directory import demo  # noqa: E402
 from mailrelay.documents import cms, mimeparts, verify  # noqa: E402
 from mailrelay.documents.arrival import examine  # noqa: E402
@@ -161,8 +162,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await admin.close()
         base, _, query = pg.get_uri().partition("?")
         url = base.rsplit("/", 1)[0] + "/docbench" + ("?" + query if query else "")
-        listen = {k: "" for k in ("smtp", "submission", "submissions", "imap", "imaps", "xmpp",
-                                  "xmpps")}
+        listen = {f.name: "" for f in dataclasses.fields(ListenConfig)}  # all off but http
         listen["http"] = "127.0.0.1:0"
         cfg = from_dict({"server": {"domain": "cx.example", "state_dir": str(tmp / "state"),
                                     "log_level": "warning"},

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.faultutil import LISTENERS
+
 
 def start_server(config: Path, env: dict[str, str] | None = None,
                  timeout: float = 60) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
@@ -42,9 +44,7 @@ def start_server(config: Path, env: dict[str, str] | None = None,
 def test_serve_embedded_start_and_stop():
     state = Path(tempfile.mkdtemp(prefix="cxsv"))
     cfg = state / "cx.toml"
-    listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in
-                       ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http",
-                        "https"))
+    listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in LISTENERS)  # every one, port 0
     cfg.write_text(f'[server]\nstate_dir = "{state / "var"}"\n[listen]\n{listen}\n')
     env = {"CXGW_DATABASE_URL": "", "CXGW_CONFIG": ""}
     proc, ports, lines = start_server(cfg, env)
