@@ -15,6 +15,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from mailrelay.sieve import repo as sieve_repo
+
 # A connection or a pool's proxy of one (duck-typed alike).
 Conn: TypeAlias = Any
 
@@ -92,6 +94,10 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
         # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
         sizes = {mid: len(m.raw) for mid, m in zip(ids, messages, strict=True)}
         local = [(i, r) for i, r in enumerate(records) if r[6] == "local"]
+        if local:  # Sieve (issue 16): recipients with an active script wait in the queue for
+            # the scheduler, which runs their script; one indexed query per batch.
+            held = await sieve_repo.with_active_script(conn, list({r[3] for _, r in local}))
+            local = [(i, r) for i, r in local if r[3] not in held]
         done = await deliver_local(conn, [(i, r[1], r[3], sizes[r[1]]) for i, r in local])
         if done:
             delivered = [records[i] for i in sorted(done)]
@@ -186,25 +192,29 @@ async def mark_delay_notified(conn: Conn, ids: Sequence[int]) -> None:
     await conn.execute("update queue set delay_notified = true where id = any($1::bigint[])", list(ids))
 
 
+# Sieve (issue 16): an item may name its target mailbox ($5, null = INBOX) and IMAP flags
+# ($6, space-separated, null = none); plain items pass nulls and take the INBOX path as before.
 LOCAL_DELIVER = """
 with r as (
-    select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[]) as t(k, mid, rcpt, size)
+    select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[])
+        as t(k, mid, rcpt, size, box, flags)
 ), mb as (
-    select m.id, a.address, a.id as account_id from mailboxes m join accounts a on a.id = m.account_id
-    where m.name = 'INBOX' and a.address = any($3::text[]) and a.status = 'active'
+    select m.id, m.name, a.address, a.id as account_id from mailboxes m join accounts a on a.id = m.account_id
+    where (a.address, m.name) in (select rcpt, coalesce(box, 'INBOX') from r) and a.status = 'active'
     order by m.id for update of m
 ), numbered as (
-    select r.k, r.mid, r.size, mb.id as mailbox_id, mb.account_id,
+    select r.k, r.mid, r.size, r.flags, mb.id as mailbox_id, mb.account_id,
            row_number() over (partition by mb.id order by r.k) as n,
            count(*) over (partition by mb.id) as cnt
-    from r join mb on mb.address = r.rcpt
+    from r join mb on mb.address = r.rcpt and mb.name = coalesce(r.box, 'INBOX')
 ), bump as (
     update mailboxes m set uidnext = m.uidnext + x.cnt, highestmodseq = m.highestmodseq + x.cnt
     from (select distinct mailbox_id, cnt from numbered) x where m.id = x.mailbox_id
     returning m.id, m.uidnext - x.cnt as first_uid, m.highestmodseq - x.cnt as first_modseq
 ), ins as (
-    insert into mailbox_messages(mailbox_id, uid, message_id, modseq, size, internaldate)
-    select n.mailbox_id, b.first_uid + n.n - 1, n.mid, b.first_modseq + n.n, n.size, now()
+    insert into mailbox_messages(mailbox_id, uid, message_id, modseq, size, internaldate, flags)
+    select n.mailbox_id, b.first_uid + n.n - 1, n.mid, b.first_modseq + n.n, n.size, now(),
+           coalesce(string_to_array(n.flags, ' '), '{}')
     from numbered n join bump b on b.id = n.mailbox_id
     returning mailbox_id
 ), usage as (
@@ -216,16 +226,21 @@ select n.k, n.mailbox_id from numbered n
 """
 
 
-async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]]) -> dict[int, int]:
-    """Put messages into INBOXes: items are (key, message_id, account address, size).
+async def deliver_local(conn: Conn, items: Sequence[tuple[Any, ...]]) -> dict[int, int]:
+    """Put messages into INBOXes: items are (key, message_id, account address, size), or
+    with Sieve (key, message_id, address, size, mailbox or None, flags) to file a message
+    into another existing mailbox with IMAP flags.
 
-    Returns key -> mailbox id for the items delivered; missing keys had no active account.
+    Returns key -> mailbox id for the items delivered; missing keys had no active account
+    (or, for a named mailbox, no such mailbox: the caller falls back to INBOX).
     Notifies `mailbox_changed` with the mailbox ids (IMAP IDLE, other processes).
     """
     if not items:
         return {}
     rows = await conn.fetch(LOCAL_DELIVER, [i[0] for i in items], [i[1] for i in items],
-                            [i[2] for i in items], [i[3] for i in items])
+                            [i[2] for i in items], [i[3] for i in items],
+                            [i[4] if len(i) > 4 else None for i in items],
+                            [" ".join(i[5]) or None if len(i) > 5 else None for i in items])
     delivered = {r["k"]: r["mailbox_id"] for r in rows}
     boxes = sorted(set(delivered.values()))
     # NOTIFY payloads are limited to 8000 bytes: send the ids in chunks.

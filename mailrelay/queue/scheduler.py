@@ -52,6 +52,14 @@ class RemoteTarget(Protocol):
 
 
 DocsHandler = Callable[[Sequence[QueueRow]], Awaitable[dict[int, Outcome]]]
+
+
+class LocalFilter(Protocol):
+    """Sieve at local delivery (mailrelay.sieve.delivery): picks the rows it filters and
+    delivers them itself, returning outcomes only for rows it did not finish."""
+
+    async def split(self, rows: Sequence[QueueRow]) -> tuple[list[QueueRow], list[QueueRow]]: ...
+    async def deliver(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]: ...
 # Called with the failed (or delayed) recipients of ONE queue id and "failed" | "delayed".
 BounceSink = Callable[[Sequence[tuple[QueueRow, Outcome]], str], Awaitable[None]]
 
@@ -71,6 +79,7 @@ class Scheduler:
         self.remote = remote
         self.bounce = bounce
         self.docs_handler: DocsHandler | None = None
+        self.sieve: LocalFilter | None = None  # set by the mail component (issue 16)
         self.metrics = metrics or Metrics()
         self.batch = batch
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -218,6 +227,16 @@ class Scheduler:
 
     # ---- transports ------------------------------------------------------------------
     async def _deliver_local(self, rows: Sequence[QueueRow]) -> None:
+        if self.sieve is not None:  # recipients with an active Sieve script
+            rows, filtered = await self.sieve.split(rows)
+            if filtered:
+                failed = await self.sieve.deliver(filtered)
+                self.metrics.inc("mail_delivered_total", len(filtered) - len(failed),
+                                 transport="local")
+                if failed:
+                    await self.apply([r for r in filtered if r.id in failed], failed)
+            if not rows:
+                return
         items = [(r.id, r.message_id, r.recipient, r.size) for r in rows]
         async with self.pool.acquire() as conn, conn.transaction():
             done = await repo.deliver_local(conn, items)
