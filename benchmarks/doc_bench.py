@@ -39,11 +39,11 @@ from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: E402
 
 from cxkernel.config import from_dict  # noqa: E402
 from directory import demo  # noqa: E402
+from mailrelay.documents.arrival import examine  # noqa: E402
 from mailrelay.documents.docmime import Attachment, DocumentMeta  # noqa: E402
-from mailrelay.documents.inbound import examine  # noqa: E402
 from mailrelay.documents.seal import prepare_document  # noqa: E402
 
-PASSPHRASE = "bench-passphrase"
+PASSPHRASE = "Bench-passphrase-2026"
 DOC_SIZE = 100 * 1024
 
 

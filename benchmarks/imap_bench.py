@@ -7,12 +7,21 @@ client in this process:
   2. seeds INBOX to --messages (default 10,000) distinct ~3 KB messages through SQL;
   3. full-message FETCH/s: `UID FETCH 1:* (BODY.PEEK[])`, one connection and ten;
   4. header sync msgs/s: `UID FETCH 1:* (UID FLAGS ENVELOPE)`, one connection and ten;
-  5. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
+  5. SEARCH cost: a UID SEARCH with a 64 KB UID set while another client NOOPs (search
+     time, that client's worst NOOP), and the answer to a 0.3 MB program (BAD);
+  6. FETCH amplification: clients send `FETCH 1:* (BODY.PEEK[] x20)` and never read;
+     the server's RSS growth per connection; and clients that upload 19 MB of a 20 MB
+     APPEND literal and stop (spooled to disk, not memory);
+  7. IDLE push latency: SMTP 250 -> `* n EXISTS` on an IDLE session, and APPEND OK on
      another session -> EXISTS;
-  6. memory per idle connection (measured first, on a small heap): server RSS growth
-     over --idle TLS connections logged in, a small mailbox selected, in IDLE.
+  8. memory per idle connection (measured first, on a small heap): server RSS growth
+     over --idle TLS connections logged in, INBOX selected, in IDLE; the INBOX of a
+     second account is seeded with --idle-messages (default 3,000) messages first, so the
+     figure shows what a real mailbox costs (issue 18: target <= 64 KB); the same over
+     an empty Drafts is reported beside it.
 
     .venv/bin/python benchmarks/imap_bench.py [--messages 10000] [--idle 500] [--json out.json]
+    .venv/bin/python benchmarks/imap_bench.py --only-memory   # phase 6 alone
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from serverproc import ROOT, cli, start
 sys.path.insert(0, str(ROOT))
 PASSWORD = "Bench-pass-1234"
 USER = "tester@bench.example"
+IDLE_USER = "idler@bench.example"
 LITERAL_RE = re.compile(rb"\{(\d+)\+?\}\r\n$")
 
 
@@ -95,8 +105,8 @@ class Client:
                 return untagged, line
             untagged += 1
 
-    async def login(self) -> None:
-        await self.cmd(b'LOGIN tester "' + PASSWORD.encode() + b'"')
+    async def login(self, user: bytes = b"tester") -> None:
+        await self.cmd(b"LOGIN " + user + b' "' + PASSWORD.encode() + b'"')
 
     def close(self) -> None:
         self.w.close()
@@ -121,14 +131,14 @@ async def append_rate(port: int, conns: int, per_conn: int) -> float:
     return conns * per_conn / dt
 
 
-async def seed(url: str, count: int) -> None:
+async def seed(url: str, count: int, user: str = USER) -> None:
     from mailrelay.mime import parse_message
 
     conn = await asyncpg.connect(url)
     try:
         box = await conn.fetchval(
             "select m.id from mailboxes m join accounts a on a.id = m.account_id"
-            " where a.address = $1 and m.name = 'INBOX'", USER)
+            " where a.address = $1 and m.name = 'INBOX'", user)
         now = datetime.now(UTC)
         batch = 1000
         uid = 1
@@ -215,21 +225,22 @@ async def idle_latency(ports: dict[str, int], rounds: int) -> dict[str, float]:
     }
 
 
-async def idle_memory(port: int, pid: int, count: int) -> float:
+async def idle_memory(port: int, pid: int, count: int, user: bytes, mailbox: bytes) -> float:
+    """Server RSS growth per connection logged in as ``user``, ``mailbox`` selected, IDLE."""
     proc = psutil.Process(pid)
     clients: list[Client] = []
     # warm up allocator and code paths
     for _ in range(20):
         c = await Client.connect(port)
-        await c.login()
-        await c.cmd(b"SELECT Drafts")
+        await c.login(user)
+        await c.cmd(b"SELECT " + mailbox)
         c.close()
     await asyncio.sleep(0.5)
     before = proc.memory_info().rss
     for _ in range(count):
         c = await Client.connect(port)
-        await c.login()
-        await c.cmd(b"SELECT Drafts")
+        await c.login(user)
+        await c.cmd(b"SELECT " + mailbox)
         c.w.write(b"i IDLE\r\n")
         assert (await c.response()).startswith(b"+")
         clients.append(c)
@@ -237,7 +248,108 @@ async def idle_memory(port: int, pid: int, count: int) -> float:
     after = proc.memory_info().rss
     for c in clients:
         c.close()
+    await asyncio.sleep(0.5)
     return (after - before) / count
+
+
+async def memory_phase(args: argparse.Namespace, state: Path, port: int, pid: int,
+                       url: str) -> dict[str, object]:
+    """Phase 6: idle memory on a populated INBOX (and on an empty Drafts)."""
+    cli(state, "user", "add", IDLE_USER, "--unit", "bench", "--name", "Idle",
+        "--password-stdin", stdin=PASSWORD + "\n")
+    await seed(url, args.idle_messages, IDLE_USER)
+    return {
+        f"rss_bytes_per_idle_tls_connection_inbox_{args.idle_messages}": await idle_memory(
+            port, pid, args.idle, b"idler", b"INBOX"),
+        "rss_bytes_per_idle_tls_connection_empty_drafts": await idle_memory(
+            port, pid, args.idle, b"idler", b"Drafts"),
+    }
+
+
+async def search_cost(port: int, n: int) -> dict[str, float]:
+    """A UID SEARCH with a ~64 KB UID set over the seeded INBOX, while another client
+    sends NOOPs: search time, the other client's worst NOOP, and a 0.3 MB program's BAD."""
+    a, b = await Client.connect(port), await Client.connect(port)
+    for c in (a, b):
+        await c.login()
+        await c.cmd(b"SELECT INBOX")
+    uidset = ",".join(str(u) for u in range(1, 4 * n, 2))
+    while len(uidset) < 65536:
+        uidset += "," + uidset
+    uidset = uidset[:65536].rstrip(",").rsplit(",", 1)[0]
+    noops: list[float] = []
+    stop = False
+
+    async def probe() -> None:
+        while not stop:
+            t = time.perf_counter()
+            await b.cmd(b"NOOP")
+            noops.append(time.perf_counter() - t)
+
+    task = asyncio.create_task(probe())
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        await a.cmd(b"UID SEARCH UID " + uidset.encode())
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    try:
+        await a.cmd(b"SEARCH " + b" ".join([b"OR SEEN DELETED"] * 20000))
+        refused = 0.0
+    except RuntimeError as exc:  # the expected BAD
+        refused = 1.0 if "BAD" in str(exc) else 0.0
+    bad_ms = 1000 * (time.perf_counter() - t)
+    stop = True
+    await task
+    a.close()
+    b.close()
+    return {
+        "search_64kb_set_ms_median": 1000 * statistics.median(times),
+        "search_64kb_set_ms_max": 1000 * max(times),
+        "other_client_noop_ms_max": 1000 * max(noops),
+        "program_0_3mb_refused": refused,
+        "program_0_3mb_answer_ms": bad_ms,
+    }
+
+
+async def fetch_amplification(port: int, pid: int, conns: int = 5) -> dict[str, float]:
+    """Clients that send ``FETCH 1:* (BODY.PEEK[] x20)`` and never read: the server's
+    RSS growth per connection once they are stuck (it must stay bounded)."""
+    proc = psutil.Process(pid)
+    before = proc.memory_info().rss
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+        await c.cmd(b"EXAMINE INBOX")
+        c.w.write(b"f FETCH 1:* (" + b" ".join([b"BODY.PEEK[]"] * 20) + b")\r\n")
+    peak = before
+    for _ in range(30):  # 3 s: long enough for every command to fill its socket and stop
+        await asyncio.sleep(0.1)
+        peak = max(peak, proc.memory_info().rss)
+    for c in clients:
+        c.w.transport.abort()
+    return {"fetch_x20_nonreading_rss_growth_per_conn_bytes": (peak - before) / conns}
+
+
+async def append_spool(port: int, pid: int, conns: int = 3, size: int = 20 << 20) -> float:
+    """Clients each upload most of a ``size`` APPEND literal and stop before the end:
+    the server's RSS growth per connection meanwhile (spooled to disk: about none)."""
+    proc = psutil.Process(pid)
+    clients = [await Client.connect(port) for _ in range(conns)]
+    for c in clients:
+        await c.login()
+    before = proc.memory_info().rss
+    chunk = b"x" * (1 << 20)
+    for c in clients:
+        c.w.write(b"a APPEND INBOX {%d+}\r\nSubject: big\r\n\r\n" % size)
+        for _ in range(size // len(chunk) - 1):
+            c.w.write(chunk)
+            await c.w.drain()
+    await asyncio.sleep(1.0)
+    growth = (proc.memory_info().rss - before) / conns
+    for c in clients:
+        c.w.transport.abort()
+    return growth
 
 
 async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]:
@@ -250,7 +362,9 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         res: dict[str, object] = {}
         port = ports["imaps"]
         # first, while the heap is small: later phases leave freed memory that hides growth
-        res["rss_bytes_per_idle_tls_connection"] = await idle_memory(port, proc.pid, args.idle)
+        res.update(await memory_phase(args, state, port, proc.pid, url))
+        if args.only_memory:
+            return res
         res["append_per_s_1conn"] = await append_rate(port, 1, args.appends)
         res["append_per_s_10conn"] = await append_rate(port, 10, args.appends // 5)
         t = time.perf_counter()
@@ -262,6 +376,10 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         hdr = b"(UID FLAGS ENVELOPE)"
         res["header_sync_msgs_per_s_1conn"] = await fetch_rate(port, 1, hdr, n)
         res["header_sync_msgs_per_s_10conn"] = await fetch_rate(port, 10, hdr, n)
+        res.update(await search_cost(port, n))
+        res.update(await fetch_amplification(port, proc.pid))
+        res["append_20mb_unfinished_rss_growth_per_conn_bytes"] = await append_spool(
+            port, proc.pid)
         res.update(await idle_latency(ports, args.rounds))
         return res
     finally:
@@ -275,6 +393,9 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=20, help="IDLE push measurements")
     ap.add_argument("--idle", type=int, default=500, help="idle connections for memory")
+    ap.add_argument("--idle-messages", type=int, default=3000,
+                    help="messages in the INBOX the idle connections select")
+    ap.add_argument("--only-memory", action="store_true", help="run phase 6 alone")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="imapbench"))

@@ -3,12 +3,16 @@ embedded PostgreSQL; and run `cxgw` verbs against it. Shared by the benchmark sc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cxkernel.config import ListenConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -19,7 +23,8 @@ def free_port() -> int:
 
 
 LOG_LEVEL = os.environ.get("BENCH_LOG", "warning")  # BENCH_LOG=info to see the server's log
-LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "xmpp", "xmpps", "http")
+# every listener the config knows: those not asked for are switched off
+LISTENERS = tuple(f.name for f in dataclasses.fields(ListenConfig) if f.name != "xmpp_component")
 
 
 def start(state: Path, on: tuple[str, ...], extra_toml: str = "",

@@ -91,11 +91,28 @@ class SMTPConfig:
     soft_error_limit: int = _f(10, "refused commands in one session after which each further refusal waits error_sleep_time (Postfix smtpd_soft_error_limit)", min=0)
     hard_error_limit: int = _f(20, "refused commands in one session after which it is closed with 421 4.7.0 (Postfix smtpd_hard_error_limit); an accepted message resets the count", min=1)
     error_sleep_time: float = _f(1.0, "seconds each refusal beyond soft_error_limit is delayed (tarpit; Postfix smtpd_error_sleep_time)", min=0.0)
-    max_unauth_line: int = _f(4096, "longest command line before AUTH, bytes", min=512)
+    max_unauth_line: int = _f(4096, "longest command line accepted before AUTH, bytes (500 5.5.2 above; also bounds the AUTH initial response, RFC 4954 §4 allows 12288)", min=512)
     timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
     max_connections: int = _f(1000, "concurrent connections per SMTP listener (421 4.7.0 above)", min=1)
     max_connections_per_ip: int = _f(50, "concurrent connections from one address per listener", min=1)
-    group_commit_ms: float = _f(2.0, "how long the submission stage gathers messages for one COMMIT", min=0.0)
+    group_commit_ms: float = _f(2.0, "how long a batch of the submission stage waits for more messages before its COMMIT, milliseconds (0: commit as soon as a commit slot is free)", min=0.0)
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    postmaster: str = _f("", "account (or alias) that receives postmaster@<domain> (RFC 5321 §4.5.1); empty: the first unit-admin of the top unit")
+    abuse: str = _f("", "account (or alias) that receives abuse@<domain> (RFC 2142); empty: the first unit-admin of the top unit")
+
+
+@dataclass(frozen=True)
+class InboundAuthConfig:
+    enabled: bool = _f(True, "check SPF, DKIM, ARC and DMARC of mail from outside on the port-25 role and stamp Authentication-Results")
+    authserv_id: str = _f("", "authserv-id of our Authentication-Results header (RFC 8601 §2.5); empty: server.hostname")
+    check_loopback: bool = _f(False, "also check mail from 127.0.0.0/8 and ::1 (by default local software -- content filters, re-injection, the load harness -- is not checked)")
+    enforce_dmarc: bool = _f(True, "apply the sender domain's DMARC policy: reject (550 5.7.1 at DATA), quarantine (into Junk)")
+    dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups (\"[v6]:port\" for IPv6); empty: the system resolver")
+    dns_timeout: float = _f(5.0, "seconds per DNS query (a timeout is a temporary error)", min=0.1)
+    dns_cache_max: int = _f(10000, "most DNS answers kept in the cache (each for its TTL, at most an hour)", min=0)
 
 
 @dataclass(frozen=True)
@@ -121,10 +138,22 @@ class QueueConfig:
     retry_max: int = _f(3600, "longest retry delay, seconds (delays double up to this)", min=1)
     max_age: int = _f(5 * 86400, "give up and bounce after this many seconds", min=60)
     delay_warning: int = _f(4 * 3600, "send a delay notice after this many seconds (0: never)", min=0)
-    lease_seconds: int = _f(300, "a claimed queue entry returns to the queue if not finished in time", min=5)
+    lease_seconds: int = _f(300, "a claimed queue entry is renewed every third of this while its delivery runs; one not renewed for this long (plus node.dead_seconds) goes back to the queue", min=2)
     max_active: int = _f(500, "most deliveries in flight per process", min=1)
     per_destination: int = _f(20, "most concurrent deliveries to one destination", min=1)
     history_days: int = _f(30, "keep per-recipient delivery records (queue show, tracking) this long", min=1)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    heartbeat_seconds: float = _f(2.0, "how often this process renews its row in the `nodes` table (and reclaims the work of dead nodes)", min=0.1)
+    dead_seconds: float = _f(15.0, "a node whose heartbeat is older than this is dead for every other process, on any host: its queue leases are reclaimed", min=1.0)
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    body_gc_seconds: float = _f(60.0, "how often message bodies nothing refers to any more are deleted", min=1.0)
+    sweep_seconds: float = _f(3600.0, "how often delivery history and expired uploads (with `.part` leftovers) are cleaned", min=1.0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,9 @@ class IMAPConfig:
     idle_timeout: int = _f(1800, "idle timeout, seconds (RFC 3501 §5.4: at least 30 minutes)", min=60)
     max_unauth_bytes: int = _f(8192, "largest command or literal accepted before login", min=1024)
     append_limit: int = _f(50 * 1024 * 1024, "largest APPEND literal after login (APPENDLIMIT)", min=1024)
+    max_command_bytes: int = _f(262144, "largest command other than APPEND after login: lines, SEARCH/SORT/THREAD programs (BAD above)", min=8192)
+    append_spool_bytes: int = _f(1024 * 1024, "APPEND literals above this size go to a temporary file as they arrive, not to memory", min=4096)
+    spool_dir: str = _f("", "directory for spooled APPEND literals (empty: the system temporary directory)")
 
 
 @dataclass(frozen=True)
@@ -161,6 +193,8 @@ class XMPPConfig:
     component_rate_bytes_per_s: int = _f(1048576, "per-component receive rate limit, bytes per second (reading pauses above)", min=1000)
     component_auth_delay: float = _f(1.0, "seconds a peer address waits before its next component handshake is checked, doubled per failure in a row (at most 60 s)", min=0.0)
     archive_default: str = _f("always", "message archive (XEP-0313) for users who set no preference: always, roster or never", choices=("always", "roster", "never"))
+    outage_buffer_bytes: int = _f(16 * 1024 * 1024, "during a database outage, offline messages waiting to be stored are held in memory up to this many bytes in all; beyond it the sender gets a resource-constraint (wait) error", min=0)
+    outage_retry_seconds: float = _f(30.0, "how long one offline message is retried through a database outage before its sender gets a resource-constraint (wait) error", min=0.0)
     sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
 
 
@@ -188,8 +222,12 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    inbound_auth: InboundAuthConfig = field(default_factory=InboundAuthConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
@@ -220,8 +258,12 @@ SECTION_DOCS = {
     "tls": "server certificate for STARTTLS and implicit TLS",
     "auth": "authentication and lockout, shared by SMTP, IMAP and XMPP",
     "smtp": "SMTP receive and submission limits",
+    "mail": "role addresses (postmaster@, abuse@)",
+    "inbound_auth": "SPF, DKIM, ARC and DMARC checks of mail from outside (port-25 role)",
     "relay": "delivery of non-local mail",
     "queue": "retry schedule and delivery concurrency",
+    "node": "this process among several on one database (heartbeat, dead-node takeover)",
+    "maintenance": "storage maintenance: message-body collection, history and upload expiry (runs on every node, whatever listeners are on)",
     "dkim": "DKIM signing of outbound mail",
     "imap": "IMAP server limits",
     "pop3": "POP3 server timeouts",
@@ -319,10 +361,21 @@ def _check(cfg: Config) -> None:
         domain, sep, secret = item.partition("=")
         if not sep or not domain.strip() or not secret:
             raise ConfigError("xmpp.components: each entry is \"domain=secret\"")
+    if cfg.node.dead_seconds < 2 * cfg.node.heartbeat_seconds:
+        raise ConfigError("node.dead_seconds: must be at least twice node.heartbeat_seconds")
     if cfg.queue.retry_max < cfg.queue.retry_initial:
         raise ConfigError("queue.retry_max: must be at least queue.retry_initial")
     if cfg.database.url and not cfg.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must start with postgresql://")
+    for item in cfg.inbound_auth.dns_servers:
+        try:
+            parse_hostport(item)
+        except ValueError:
+            raise ConfigError(f"inbound_auth.dns_servers: {item!r} is not \"host:port\"") from None
+    for role in ("postmaster", "abuse"):
+        value = getattr(cfg.mail, role)
+        if value and (any(c.isspace() for c in value) or value.count("@") > 1):
+            raise ConfigError(f"mail.{role}: {value!r} is not an address or local part")
 
 
 def from_dict(data: dict[str, Any], source: str = "") -> Config:

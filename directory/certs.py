@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import stat
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -45,9 +47,11 @@ from directory.ca import (
     load_private_key,
     unit_docs_address,
 )
+from directory.ca.keys import PBKDF2_ITERATIONS, kdf_iterations, passphrase_problem
 from directory.model import check_unit_code, normalise_address
 
 T = TypeVar("T")
+log = logging.getLogger("cxgw.ca")
 PASSPHRASE_ENV = "CXGW_CA_PASSPHRASE"
 CRL_PATH = "/ca/crl.der"
 CRL_PEM_PATH = "/ca/crl.pem"
@@ -71,6 +75,22 @@ def passphrase_from(ca: CAConfig, env: Mapping[str, str] | None = None) -> bytes
             raise Invalid(f"cannot read ca.passphrase_file: {exc.strerror}") from None
         return value or None
     return None
+
+
+def passphrase_file_exposed(ca: CAConfig) -> bool:
+    """True (and a warning logged) when ``ca.passphrase_file`` is readable by group or
+    others: it unlocks every seal."""
+    if not ca.passphrase_file:
+        return False
+    try:
+        mode = os.stat(ca.passphrase_file).st_mode
+    except OSError:
+        return False
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("ca.passphrase_file %s is accessible by other users (mode %o):"
+                    " chmod 600 it", ca.passphrase_file, stat.S_IMODE(mode))
+        return True
+    return False
 
 
 def format_serial(serial: int) -> str:
@@ -176,6 +196,10 @@ class CertificateService:
         return f"CertificateService(domain={self.domain!r})"
 
     # ---- helpers ---------------------------------------------------------------------
+    def warn_if_passphrase_file_readable(self, cfg: Config) -> bool:
+        """Issue #11 item 9: log a warning when the passphrase file is readable by others."""
+        return passphrase_file_exposed(cfg.ca)
+
     @property
     def has_passphrase(self) -> bool:
         return bool(self._passphrase)
@@ -198,6 +222,17 @@ class CertificateService:
                           f"ca.passphrase_file or ${PASSPHRASE_ENV}")
         return self._passphrase
 
+    async def _upgrade(self, key: PrivateKey, pem: bytes, serial: str | None) -> None:
+        """Issue #11 item 9: a key stored with a weaker KDF than PBKDF2 at 600,000
+        iterations (before this version) is re-encrypted the first time it is used."""
+        if kdf_iterations(pem) >= PBKDF2_ITERATIONS:
+            return
+        fresh = await self._run(dump_private_key, key, self._need_passphrase())
+        async with self.pool.acquire() as conn:
+            await repo.replace_key(conn, serial, pem, fresh)
+        log.info("re-encrypted the %s key with PBKDF2 (%d iterations)",
+                 f"certificate {serial}" if serial else "CA", PBKDF2_ITERATIONS)
+
     async def _decrypt(self, pem: bytes) -> PrivateKey:
         passphrase = self._need_passphrase()
         try:
@@ -210,6 +245,9 @@ class CertificateService:
                       organization: str | None = None) -> x509.Certificate:
         """Create the root CA once (Conflict if it exists); its key is stored encrypted."""
         passphrase = self._need_passphrase()
+        weak = passphrase_problem(passphrase)
+        if weak is not None:  # issue #11 item 9: it protects every key at rest
+            raise Invalid(f"the CA passphrase is too weak: {weak}")
         async with self.pool.acquire() as conn:
             if await repo.get_ca(conn) is not None:
                 raise Conflict("the CA already exists")
@@ -245,6 +283,7 @@ class CertificateService:
             if row is None:
                 raise NotFound("there is no CA yet: run `cxgw ca init`")
             key = await self._decrypt(row.key_pem)
+            await self._upgrade(key, row.key_pem, None)
             self._ca = CertificateAuthority(x509.load_pem_x509_certificate(row.cert_pem), key)
             self._ca_cert = self._ca.certificate
         return self._ca
@@ -304,6 +343,9 @@ class CertificateService:
 
     async def export_p12(self, address: str, password: bytes, *, legacy: bool = False) -> bytes:
         """PKCS#12 of the newest valid personal certificate of ``address`` with its key."""
+        weak = passphrase_problem(password, min_length=10)
+        if weak is not None:  # issue #11 item 9: the file carries the private key
+            raise Invalid(f"the export password is too weak: {weak}")
         addr = normalise_address(address, self.domain)
         async with self.pool.acquire() as conn:
             found = await repo.current_with_key(conn, kind="personal", address=addr)
@@ -311,6 +353,7 @@ class CertificateService:
             raise NotFound(f"{addr} has no valid personal certificate: run `cxgw cert issue`")
         row, key_pem = found
         key = await self._decrypt(key_pem)
+        await self._upgrade(key, key_pem, row.serial)
         cert = x509.load_der_x509_certificate(row.cert_der)
         chain = [await self.ca_certificate()]
         try:
@@ -319,9 +362,15 @@ class CertificateService:
         except ValueError as exc:
             raise Invalid(str(exc)) from None
 
-    async def revoke(self, serial: str, reason: str = "unspecified") -> CertInfo:
+    async def revoke(self, serial: str, reason: str = "unspecified",
+                     compromised_at: datetime | None = None) -> CertInfo:
+        """Revoke a certificate and destroy its key (issue #11 item 9). With reason
+        key-compromise, ``compromised_at`` (RFC 5280 §5.3.2 invalidity date) says since
+        when documents it sealed are suspect; without it, all of them are."""
         code = parse_reason(reason)
         key = parse_serial(serial)
+        if compromised_at is not None and code is not RevocationReason.KEY_COMPROMISE:
+            raise Invalid("a compromise date goes with reason key-compromise only")
         async with self.pool.acquire() as conn, conn.transaction():
             row = await repo.get_certificate(conn, key)
             if row is None:
@@ -329,6 +378,9 @@ class CertificateService:
             if row.status == "revoked":
                 raise Conflict(f"certificate {key} is already revoked")
             await repo.revoke(conn, key, datetime.now(UTC), int(code))
+            await repo.destroy_key(conn, key)
+            if compromised_at is not None:
+                await repo.set_compromised_at(conn, key, compromised_at)
             row = await repo.get_certificate(conn, key)
         assert row is not None
         self._keys.pop(key, None)
@@ -339,6 +391,16 @@ class CertificateService:
         async with self.pool.acquire() as conn:
             rows = await repo.list_certificates(conn, kind=kind, unit=unit, address=address)
         return [CertInfo.from_row(r) for r in rows]
+
+    async def compromised(self) -> list[tuple[str, datetime | None]]:
+        """(serial, compromise date or None) of every key-compromise revocation."""
+        async with self.pool.acquire() as conn:
+            return await repo.compromised(conn)
+
+    async def issued_rows(self) -> list[repo.CertRow]:
+        """Every certificate this CA issued, with its DER (the verifier's table)."""
+        async with self.pool.acquire() as conn:
+            return await repo.list_certificates(conn)
 
     async def seal_key(self, unit: str) -> SealKey:
         """The unit's current seal with its key (decrypted once, then kept in memory)."""
@@ -351,6 +413,7 @@ class CertificateService:
         key = self._keys.get(row.serial)
         if key is None:
             key = await self._decrypt(key_pem)
+            await self._upgrade(key, key_pem, row.serial)
             self._keys[row.serial] = key
         return SealKey(key, x509.load_der_x509_certificate(row.cert_der),
                        await self.ca_certificate())

@@ -143,3 +143,43 @@ async def account_identity(conn: Conn, address: str) -> tuple[str, str] | None:
     r = await conn.fetchrow("select a.display_name, u.code from accounts a join units u"
                             " on u.id = a.unit_id where a.address = $1", address)
     return (r["display_name"], r["code"]) if r else None
+
+
+async def revoke_personal_of(conn: Conn, address: str, at: datetime, reason: int) -> list[str]:
+    """Revoke every valid personal certificate of ``address`` (issue #11 item 5: a
+    disabled, removed or moved person no longer speaks for a unit); their serials."""
+    rows = await conn.fetch("update certificates set status = 'revoked', revoked_at = $2,"
+                            " reason = $3, key_pem = null where address = $1 and"
+                            " kind = 'personal' and status = 'valid' returning serial",
+                            address, at, reason)
+    if rows:
+        await bump_revision(conn)
+    return [r["serial"] for r in rows]
+
+
+async def destroy_key(conn: Conn, serial: str) -> None:
+    """Keys of revoked certificates are destroyed (issue #11 item 9)."""
+    await conn.execute("update certificates set key_pem = null where serial = $1"
+                       " and status = 'revoked'", serial)
+
+
+async def set_compromised_at(conn: Conn, serial: str, at: datetime) -> None:
+    await conn.execute("update certificates set compromised_at = $2 where serial = $1",
+                       serial, at)
+
+
+async def compromised(conn: Conn) -> list[tuple[str, datetime | None]]:
+    """Certificates revoked for key compromise (RFC 5280 reason 1) and since when."""
+    rows = await conn.fetch("select serial, compromised_at from certificates"
+                            " where status = 'revoked' and reason = 1 order by revoked_at")
+    return [(r["serial"], r["compromised_at"]) for r in rows]
+
+
+async def replace_key(conn: Conn, serial: str | None, old_pem: bytes, new_pem: bytes) -> None:
+    """Swap a stored encrypted key for its re-encrypted form (only if unchanged)."""
+    if serial is None:
+        await conn.execute("update ca set key_pem = $2 where id = 1 and key_pem = $1",
+                           old_pem, new_pem)
+    else:
+        await conn.execute("update certificates set key_pem = $3 where serial = $1"
+                           " and key_pem = $2", serial, old_pem, new_pem)

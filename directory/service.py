@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from cxkernel.errors import Conflict, Invalid, NotFound
-from directory import repo
+from directory import certs_repo, repo
 from directory.model import (
     Account,
     Status,
@@ -27,6 +28,9 @@ from directory.model import (
     parse_roles,
 )
 from directory.scram import HASHES, ScramKeys, derive_keys
+
+AFFILIATION_CHANGED = 3  # RFC 5280 §5.3.1 CRLReason
+CESSATION_OF_OPERATION = 5
 
 DOCS_SUFFIX = ".docs"
 
@@ -200,7 +204,15 @@ class DirectoryService:
         return acct
 
     async def disable_user(self, address: str) -> Account:
-        return await self._update(address, status=Status.DISABLED.value)
+        acct = await self._update(address, status=Status.DISABLED.value)
+        await self._revoke_certificates(acct.address, CESSATION_OF_OPERATION)
+        return acct
+
+    async def _revoke_certificates(self, address: str, reason: int) -> None:
+        """Issue #11 item 5: a person disabled, removed or moved loses the personal
+        certificates that made them speak for their unit (RFC 5280 §5.3.1 reason)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await certs_repo.revoke_personal_of(conn, address, datetime.now(UTC), reason)
 
     async def enable_user(self, address: str) -> Account:
         return await self._update(address, status=Status.ACTIVE.value, failed_logins=0,
@@ -229,7 +241,11 @@ class DirectoryService:
             u = await repo.get_unit(conn, check_unit_code(unit))
         if u is None:
             raise NotFound(f"unknown unit {unit!r}")
-        return await self._update(address, unit_id=u.id)
+        before = await self.get_user(address)
+        acct = await self._update(address, unit_id=u.id)
+        if before.unit != acct.unit:
+            await self._revoke_certificates(acct.address, AFFILIATION_CHANGED)
+        return acct
 
     async def remove_user(self, address: str) -> None:
         address = self.address(address)
@@ -237,6 +253,8 @@ class DirectoryService:
             if not await repo.delete_account(conn, address):
                 raise NotFound(f"no such account {address}")
             await conn.execute("delete from aliases where target=$1", address)
+            await certs_repo.revoke_personal_of(conn, address, datetime.now(UTC),
+                                                CESSATION_OF_OPERATION)
 
     # ---- aliases -----------------------------------------------------------------------
     async def add_alias(self, address: str, target: str) -> None:

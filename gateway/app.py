@@ -20,8 +20,10 @@ from typing import Any, Protocol, TextIO
 
 from cxkernel.config import Config
 from cxkernel.events import EventBus
+from cxkernel.listen import Listener
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
+from directory.nodes import Node
 from directory.service import DirectoryService, DirectorySettings
 from gateway.db import Database
 from gateway.http import HTTPServer, Limits, Request, Response
@@ -51,6 +53,10 @@ class Services:
     directory: DirectoryService
     auth: Authenticator
     tls: ssl.SSLContext
+    # This process among several on one database (started first, stopped last by
+    # RunningServer), and the one self-healing LISTEN connection every component shares.
+    node: Node
+    listen: Listener
     bus: EventBus = field(default_factory=EventBus)
     metrics: Metrics = field(default_factory=Metrics)
     http: HTTPServer = field(default_factory=HTTPServer)
@@ -88,7 +94,8 @@ async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services
     from pathlib import Path
     tls = server_context(Path(cert), Path(key))
     return Services(cfg, db, DirectoryService(db.pool, settings),
-                    Authenticator(db.pool, settings), tls)
+                    Authenticator(db.pool, settings), tls, Node(db.pool, cfg.node),
+                    Listener(db.pool))
 
 
 class HTTPComponent:
@@ -155,14 +162,15 @@ def _load_factories() -> None:
     """Import the protocol wiring modules that exist; each appends its factory."""
     import importlib
     for mod in ("gateway.wiring_mail", "gateway.wiring_imap", "gateway.wiring_pop3",
-                "gateway.wiring_sieve",
-                "gateway.wiring_xmpp",
-                "gateway.wiring_docs", "gateway.bridge_docs"):
+                "gateway.wiring_sieve", "gateway.wiring_xmpp",
+                "gateway.wiring_docs", "gateway.bridge_docs", "gateway.maintenance"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+            # Issue #11: a missing wiring module (documents above all: the trust path)
+            # stops the start with a clear error instead of running without it.
+            raise RuntimeError(f"cannot start: wiring module {mod} is missing"
+                               f" ({exc})") from exc
 
 
 class RunningServer:
@@ -172,6 +180,7 @@ class RunningServer:
         self.services = services
         self.started: list[Component] = []
         self.endpoints: list[Endpoint] = []
+        self._node_started = False
 
     @property
     def ports(self) -> dict[str, int]:
@@ -179,6 +188,8 @@ class RunningServer:
 
     async def start(self) -> None:
         _load_factories()
+        await self.services.node.start()
+        self._node_started = True
         for comp in build_components(self.services):
             self.started.append(comp)  # stop() must cope with a component whose start() failed
             self.endpoints.extend(await comp.start())
@@ -190,6 +201,10 @@ class RunningServer:
             except Exception:
                 log.exception("component %s did not stop cleanly", comp.name)
         self.started.clear()
+        await self.services.listen.stop()
+        if self._node_started:
+            self._node_started = False
+            await self.services.node.stop()
 
 
 async def run_server(cfg: Config, out: TextIO = sys.stdout,

@@ -26,9 +26,16 @@ def arrival_text(e: doc_events.DocumentArrived) -> str:
     number = f"（{e.number}）" if e.number else ""
     return (f"收到公文《{e.title}》{number}，来自 {e.from_unit}，紧急程度："
             f"{URGENCY_ZH.get(e.urgency, e.urgency)}。印章已验证（{e.signer or '—'}）。"
-            f"请在邮件客户端查收，签收：cxgw doc receipt {e.document}\n"
+            "请在邮件客户端查收；签收：打开公文并发送已读回执（阅读回执）。\n"
             f"Official document #{e.document} \"{e.title}\" from {e.from_unit} arrived"
-            " (seal verified).")
+            " (seal verified). To sign for it, open it in your mail client and send the"
+            " read receipt it asks for.")
+
+
+def revoked_text(e: doc_events.DocumentRevokedAfterDelivery) -> str:
+    return (f"公文《{e.title}》（{e.number}）的印章已因密钥泄露被吊销，本公文不再可信，"
+            f"请勿依据办理。\nThe seal of document #{e.document} \"{e.title}\" from"
+            f" {e.from_unit} was revoked for key compromise: it is no longer trusted.")
 
 
 def signed_text(e: doc_events.DocumentSigned) -> str:
@@ -50,6 +57,7 @@ class DocsXmppBridge:
         self.router = xmpp.host.router
         self.s.bus.on(doc_events.ARRIVED, self._arrived)
         self.s.bus.on(doc_events.SIGNED, self._signed)
+        self.s.bus.on(doc_events.REVOKED, self._revoked)
         return []
 
     def _send(self, bare: str, text: str) -> int:
@@ -68,10 +76,15 @@ class DocsXmppBridge:
         for clerk in book.clerks(e.from_unit):
             self._send(clerk, signed_text(e))
 
+    async def _revoked(self, e: doc_events.DocumentRevokedAfterDelivery) -> None:
+        for clerk in e.clerks:
+            self._send(clerk, revoked_text(e))
+
     async def stop(self) -> None:
         if self.router is not None:
             self.s.bus.off(doc_events.ARRIVED, self._arrived)
             self.s.bus.off(doc_events.SIGNED, self._signed)
+            self.s.bus.off(doc_events.REVOKED, self._revoked)
 
 
 COMPONENT_FACTORIES.append(DocsXmppBridge)

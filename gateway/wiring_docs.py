@@ -7,6 +7,7 @@ HTTP component (always last), so the routes exist when HTTP starts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -33,6 +34,10 @@ class DocsWiring:
             raise RuntimeError("official documents need the mail component: gateway.wiring_mail"
                                " must be built before gateway.wiring_docs")
         parts = mail.parts
+        self.s = s
+        self.parts = parts
+        self._listen: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.certs = CertificateService.from_config(s.cfg, s.db.pool)
         # executor None: the loop's default thread pool (key objects do not pickle).
         self.service = DocumentService(s.db.pool, self.certs, parts.submitter, parts.book,
@@ -49,10 +54,36 @@ class DocsWiring:
         elif not self.certs.has_passphrase:
             log.warning("no CA passphrase configured: documents can be verified but not"
                         " sealed here, and CRL/OCSP are not served")
+        self.certs.warn_if_passphrase_file_readable(self.s.cfg)
+        # Issue #11 item 6: a key-compromise revocation (often from the CLI) re-examines
+        # the documents it sealed; run now and whenever a certificate changes.
+        await self._reexamine()
+        self._listen = await self.s.db.pool.acquire()
+        await self._listen.add_listener("certificates_changed", self._on_certs)
         return []
 
+    def _on_certs(self, *_args: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._reexamine())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reexamine(self) -> None:
+        try:
+            await self.service.reexamine_compromised()
+        except Exception:  # retried on the next change and at the next start
+            log.exception("re-examining documents after a revocation failed")
+
     async def stop(self) -> None:
-        return None
+        # Issue #11 item 1: without the handler, document inboxes defer (4xx).
+        self.parts.scheduler.docs_handler = None
+        if self._listen is not None:
+            try:
+                await self._listen.remove_listener("certificates_changed", self._on_certs)
+            finally:
+                await self.s.db.pool.release(self._listen)
+                self._listen = None
+        for task in list(self._tasks):
+            task.cancel()
 
     # ---- CRL and OCSP (RFC 5280 §5, RFC 6960 appendix A) -------------------------------
     async def _crl(self) -> Any:

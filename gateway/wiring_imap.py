@@ -19,8 +19,11 @@ class ImapWiring:
         c = s.cfg.imap
         cfg = ImapListenerConfig(idle_timeout=c.idle_timeout,
                                  max_unauth_bytes=c.max_unauth_bytes,
-                                 append_limit=c.append_limit)
-        self.server = ImapServer(store, ChangeHub(s.db.pool, store), s.auth, s.tls, cfg)
+                                 append_limit=c.append_limit,
+                                 max_command_bytes=c.max_command_bytes,
+                                 append_spool_bytes=c.append_spool_bytes,
+                                 spool_dir=c.spool_dir or None)
+        self.server = ImapServer(store, ChangeHub(s.db.pool, store, s.listen), s.auth, s.tls, cfg)
         s.components["imap"] = self.server
 
     async def start(self) -> list[Endpoint]:

@@ -12,7 +12,8 @@ class MailWiring:
     name = "mail"
 
     def __init__(self, s: Services) -> None:
-        self.component = MailComponent(s.db.pool, s.cfg, s.auth, s.tls, s.metrics)
+        self.component = MailComponent(s.db.pool, s.cfg, s.auth, s.tls, s.metrics,
+                                       node=s.node, listener=s.listen)
         s.components["mail"] = self.component
 
     async def start(self) -> list[Endpoint]:

@@ -4,6 +4,11 @@ A circular to 2,700 people must not cost 2,700 database round trips at RCPT time
 snapshot holds accounts (active flag, quota, usage), aliases and unit lists, is loaded in a
 few queries, and is reloaded when the directory changes (LISTEN `directory_changed`) and
 every few seconds for mailbox usage. Lookups are pure and synchronous.
+
+Role addresses (RFC 2142; RFC 5321 §4.5.1 requires postmaster): `postmaster@` and
+`abuse@` our domain always exist. Unless an account or alias of that name exists, they go
+to the accounts named by `mail.postmaster` / `mail.abuse`, by default to the first
+unit-admin of the top unit (the first unit without a parent).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 DOCS_SUFFIX = ".docs"
+ROLE_NAMES = ("postmaster", "abuse")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class AddressBook:
     accounts: dict[str, LocalAccount] = field(default_factory=dict)
     aliases: dict[str, list[str]] = field(default_factory=dict)
     units: dict[str, list[str]] = field(default_factory=dict)  # code -> active member addresses
+    roles: dict[str, str] = field(default_factory=dict)  # postmaster@dom -> target address
     loaded_at: float = 0.0
 
     def is_local_domain(self, domain: str) -> bool:
@@ -66,6 +73,12 @@ class AddressBook:
             external: list[str] = []
             self._expand(address, accounts, external, 0, set())
             return Expansion("alias", tuple(accounts), tuple(external))
+        target = self.roles.get(address)
+        if target is not None and target != address:
+            exp = self.lookup(target) if target.rpartition("@")[2] == self.domain else None
+            if exp is not None:
+                return Expansion("alias", exp.accounts, exp.external)
+            return Expansion("alias", (), (target,)) if "@" in target else None
         if local.endswith(DOCS_SUFFIX) and local[:-len(DOCS_SUFFIX)] in self.units:
             return Expansion("unit-docs", unit=local[:-len(DOCS_SUFFIX)])
         if local in self.units:
@@ -103,15 +116,27 @@ class AddressBook:
                 if a.unit == unit and a.active and "clerk" in a.roles]
 
 
-async def load(pool: asyncpg.Pool, domain: str) -> AddressBook:
+def role_targets(domain: str, configured: dict[str, str], top_admin: str | None) -> dict[str, str]:
+    """postmaster@/abuse@ -> the configured address (a bare local part gets our domain) or,
+    unset, the first unit-admin of the top unit."""
+    out = {}
+    for role in ROLE_NAMES:
+        target = (configured.get(role) or "").strip().lower() or top_admin
+        if target:
+            out[f"{role}@{domain}"] = target if "@" in target else f"{target}@{domain}"
+    return out
+
+
+async def load(pool: asyncpg.Pool, domain: str,
+               roles: dict[str, str] | None = None) -> AddressBook:
     """Read a fresh snapshot (three queries)."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "select a.id, a.address, a.status = 'active' as active, a.quota_bytes, u.code,"
             " a.roles, coalesce(m.bytes, 0) as used from accounts a join units u on u.id = a.unit_id"
-            " left join mail_usage m on m.account_id = a.id")
+            " left join mail_usage m on m.account_id = a.id order by a.id")
         aliases = await conn.fetch("select address, target from aliases")
-        units = await conn.fetch("select code from units")
+        units = await conn.fetch("select code, parent_id is null as top from units order by id")
     book = AddressBook(domain.lower(), loaded_at=time.monotonic())
     book.units = {r["code"]: [] for r in units}
     for r in rows:
@@ -122,4 +147,9 @@ async def load(pool: asyncpg.Pool, domain: str) -> AddressBook:
             book.units[acct.unit].append(acct.address)
     for r in aliases:
         book.aliases.setdefault(r["address"], []).append(r["target"])
+    admins = [a for a in book.accounts.values() if a.active and "unit-admin" in a.roles]
+    top = next((r["code"] for r in units if r["top"]), None)
+    first = next((a.address for a in admins if a.unit == top), None)
+    book.roles = role_targets(book.domain, roles or {}, first or
+                              next((a.address for a in admins), None))
     return book

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-__all__ = ["DsnRecipient", "make_dsn", "is_bounce"]
+__all__ = ["DsnRecipient", "make_dsn", "is_bounce", "notify_wants"]
 
 Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
 _ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
@@ -55,6 +55,17 @@ def is_bounce(sender: str, headers: bytes = b"") -> bool:
     """
     del headers
     return sender.strip() in ("", "<>")
+
+
+def notify_wants(notify: str | None, what: str) -> bool:
+    """Does a recipient's NOTIFY value ask for a `what` (SUCCESS/FAILURE/DELAY) notice?
+
+    RFC 3461 §4.1: NEVER asks for none; without NOTIFY the MTA sends FAILURE notices and
+    may send DELAY notices (we do).
+    """
+    if not notify:
+        return what in ("FAILURE", "DELAY")
+    return what in notify.upper().split(",")
 
 
 def make_dsn(*, reporting_mta: str, postmaster: str, original_sender: str,

@@ -13,46 +13,56 @@ from dataclasses import dataclass
 import asyncpg
 
 from cxkernel.config import Config
+from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
+from directory.nodes import Node
 from mailrelay import addressbook
 from mailrelay.addressbook import AddressBook
 from mailrelay.bounce import Bouncer
+from mailrelay.inbound_auth.checker import InboundAuth
+from mailrelay.inbound_auth.dns import AiodnsResolver, CachingResolver
 from mailrelay.queue.scheduler import Scheduler
 from mailrelay.sieve.delivery import SieveDelivery
 from mailrelay.smtp.handler import ListenerPolicy, handler_for
-from mailrelay.smtp.server import start_listener
+from mailrelay.smtp.server import LiveSessions, start_listener
 from mailrelay.submit import Submitter
 
 log = logging.getLogger("cxgw.mail")
 
 
 class LiveAddressBook:
-    """Keeps the address book fresh: reload on `directory_changed`, usage every few seconds."""
+    """Keeps the address book fresh: reload on `directory_changed` (and after the LISTEN
+    connection comes back), usage every few seconds."""
 
-    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, domain: str, refresh: float = 5.0,
+                 roles: dict[str, str] | None = None,
+                 listener: Listener | None = None) -> None:
         self.pool = pool
         self.domain = domain
+        self.roles = roles or {}
         self.refresh = refresh
         self.book = AddressBook(domain)
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._listener = listener or Listener(pool)
+        self._own_listener = listener is None
+        self._sub: Subscription | None = None
 
     def __call__(self) -> AddressBook:
         return self.book
 
     async def start(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain)
-        self._conn = await self.pool.acquire()
-        await self._conn.add_listener("directory_changed", self._changed)
+        self.book = await addressbook.load(self.pool, self.domain, self.roles)
+        self._sub = await self._listener.subscribe("directory_changed", self._changed,
+                                                   self._dirty.set)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def _changed(self, *args: object) -> None:
+    def _changed(self, payload: str) -> None:
         self._dirty.set()
 
     async def reload(self) -> None:
-        self.book = await addressbook.load(self.pool, self.domain)
+        self.book = await addressbook.load(self.pool, self.domain, self.roles)
 
     async def _run(self) -> None:
         while True:
@@ -70,10 +80,11 @@ class LiveAddressBook:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.remove_listener("directory_changed", self._changed)
-            await self.pool.release(conn)
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.close()
+        if self._own_listener:
+            await self._listener.stop()
 
 
 def dkim_signer(cfg: Config) -> Callable[[bytes], bytes] | None:
@@ -98,6 +109,16 @@ def listener_policy(cfg: Config, role: str,
                           c.soft_error_limit, c.hard_error_limit, c.error_sleep_time)
 
 
+def inbound_auth(cfg: Config) -> InboundAuth | None:
+    """SPF/DKIM/ARC/DMARC checks for the port-25 role, DNS through aiodns with a cache."""
+    ia = cfg.inbound_auth
+    if not ia.enabled:
+        return None
+    resolver = CachingResolver(AiodnsResolver(ia.dns_servers, ia.dns_timeout), ia.dns_cache_max)
+    return InboundAuth(resolver, ia.authserv_id or cfg.server.host_name,
+                       enforce=ia.enforce_dmarc, check_loopback=ia.check_loopback)
+
+
 @dataclass
 class MailParts:
     book: LiveAddressBook
@@ -105,11 +126,15 @@ class MailParts:
     scheduler: Scheduler
 
 
-def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
+def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics, *, node: Node | None = None,
+          listener: Listener | None = None) -> MailParts:
     """Address book, submission stage and scheduler (also used by the CLI's `mail send`)."""
-    book = LiveAddressBook(pool, cfg.server.domain)
+    book = LiveAddressBook(pool, cfg.server.domain,
+                           roles={"postmaster": cfg.mail.postmaster, "abuse": cfg.mail.abuse},
+                           listener=listener)
     host = cfg.server.host_name
-    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain)
+    submitter = Submitter(pool, book, host, metrics, dkim=dkim_signer(cfg), domain=cfg.server.domain,
+                          group_commit_ms=cfg.smtp.group_commit_ms)
     remote = None
     try:
         from mailrelay.delivery.remote import RemoteDelivery
@@ -117,9 +142,11 @@ def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics) -> MailParts:
     except ImportError:  # pragma: no cover - the remote transport ships with the package
         log.warning("remote delivery unavailable")
     bouncer = Bouncer(pool, submitter, host, cfg.server.domain, cfg.queue)
-    scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics)
+    scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics, node=node,
+                          listener=listener)
     submitter.on_committed = scheduler.nudge
     scheduler.sieve = SieveDelivery(pool, submitter, host, cfg.server.domain)
+    submitter.on_delivered = bouncer.delivered_inline
     return MailParts(book, submitter, scheduler)
 
 
@@ -129,14 +156,17 @@ class MailComponent:
     name = "mail"
 
     def __init__(self, pool: asyncpg.Pool, cfg: Config, auth: Authenticator,
-                 tls: ssl.SSLContext, metrics: Metrics) -> None:
+                 tls: ssl.SSLContext, metrics: Metrics, *, node: Node | None = None,
+                 listener: Listener | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
         self.auth = auth
         self.tls = tls
         self.metrics = metrics
-        self.parts = build(pool, cfg, metrics)
+        self.parts = build(pool, cfg, metrics, node=node, listener=listener)
+        self.inbound = inbound_auth(cfg)
         self.servers: list[asyncio.base_events.Server] = []
+        self.sessions = LiveSessions()
 
     async def start(self) -> list[tuple[str, str, int, str]]:
         await self.parts.book.start()
@@ -150,13 +180,17 @@ class MailComponent:
             policy = listener_policy(self.cfg, role, nets)
             handler = handler_for(policy, book=self.parts.book, submitter=self.parts.submitter,
                                   auth=self.auth if policy.submission else None,
-                                  metrics=self.metrics, srs_reverse=self.srs_reverse)
+                                  metrics=self.metrics,
+                                  inbound=self.inbound if role == "smtp" else None,
+                                  srs_reverse=self.srs_reverse)
             server = await start_listener(role, addr[0], addr[1], handler,
                                           hostname=self.cfg.server.host_name, tls=self.tls,
                                           max_size=self.cfg.smtp.max_message_size,
                                           timeout=self.cfg.smtp.timeout,
                                           max_connections=self.cfg.smtp.max_connections,
-                                          max_per_ip=self.cfg.smtp.max_connections_per_ip)
+                                          max_per_ip=self.cfg.smtp.max_connections_per_ip,
+                                          max_unauth_line=self.cfg.smtp.max_unauth_line,
+                                          live=self.sessions)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))
@@ -170,6 +204,9 @@ class MailComponent:
     async def stop(self) -> None:
         for s in self.servers:
             s.close()  # stop accepting; sessions in DATA finish their submit
+        self.sessions.shutdown()  # 421 4.3.2 now, or right after DATA's reply
+        if not await self.sessions.drained(10):
+            log.warning("stopping with SMTP sessions still inside DATA")
         await self.parts.submitter.close()
         await self.parts.scheduler.stop()
         await self.parts.book.stop()

@@ -5,7 +5,9 @@ trace and missing headers, drops Bcc:, expands aliases and unit lists, de-duplic
 recipients, parses the MIME structure once, and writes the message once plus one queue
 row per recipient in ONE transaction. Many submissions share one COMMIT (group commit):
 while a commit is in flight the next batch gathers, so the durable path costs one fsync
-per batch, not per message. `submit()` returns only after COMMIT: then the caller says 250.
+per batch, not per message (`smtp.group_commit_ms` is how long a batch may wait for
+company). `submit()` returns only after COMMIT: then the caller says 250. Recipients
+delivered inline who asked for NOTIFY=SUCCESS (RFC 3461) get their notice after COMMIT.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
@@ -22,9 +24,10 @@ from typing import Any
 
 import asyncpg
 
-from cxkernel.errors import Unavailable
+from cxkernel.errors import CxError, Unavailable
 from cxkernel.metrics import Metrics
 from mailrelay.addressbook import AddressBook
+from mailrelay.dsn import notify_wants
 from mailrelay.headers import drop_field, has_field
 from mailrelay.mime import parse_message
 from mailrelay.queue import repo
@@ -62,8 +65,11 @@ class Submission:
     source: str = "smtp"  # origin: smtp (port 25) | submission (authenticated) | cli | dsn | docs
     routes: dict[str, Route] | None = None  # precomputed at RCPT time
     envid: str | None = None
-    notify: str | None = None
+    notify: str | None = None  # NOTIFY for every recipient without its own in rcpt_dsn
     ret: str | None = None
+    # RFC 3461 per recipient: address -> (NOTIFY, ORCPT address), as given at RCPT.
+    rcpt_dsn: dict[str, tuple[str | None, str | None]] | None = None
+    folder: str | None = None  # local delivery into this mailbox (None: INBOX; "Junk")
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,24 @@ class SubmitResult:
     recipients: int  # queue rows written after expansion
 
 
+class MailboxFull(CxError):
+    """Every recipient's mailbox lacks room for the message: nothing was accepted."""
+
+    smtp_code = 452  # RFC 5321 §4.5.3.1.10 / RFC 3463 X.2.2
+    smtp_enhanced = "4.2.2"
+
+    def __init__(self) -> None:
+        super().__init__("Mailbox full", reason="over quota at delivery")
+
+
 class Submitter:
     """The submission stage. `book` is a callable so the address book can be reloaded."""
 
     def __init__(self, pool: asyncpg.Pool, book: Callable[[], AddressBook], hostname: str,
                  metrics: Metrics | None = None, max_batch: int = 256, max_inflight: int = 2,
                  on_committed: Callable[[], None] | None = None,
-                 dkim: Callable[[bytes], bytes] | None = None, domain: str = "") -> None:
+                 dkim: Callable[[bytes], bytes] | None = None, domain: str = "",
+                 group_commit_ms: float = 0.0) -> None:
         self.pool = pool
         self.book = book
         self.hostname = hostname
@@ -92,6 +109,12 @@ class Submitter:
         self.on_committed = on_committed
         self.dkim = dkim  # signs outbound mail of `domain` (CPU-bound: run in the executor)
         self.domain = domain.lower()
+        self.window = group_commit_ms / 1000.0
+        # Success notices for inline deliveries: (queue id, sender, envid, raw,
+        # [(recipient, original recipient)]) -> DSN (the bounce stage).
+        self.on_delivered: Callable[[str, str, str | None, bytes, list[tuple[str, str | None]]],
+                                    Awaitable[None]] | None = None
+        self._notice_tasks: set[asyncio.Task[None]] = set()
 
     # ---- cleanup ---------------------------------------------------------------------
     def cleanup_headers(self, sub: Submission, queue_id: str, now: datetime) -> bytes:
@@ -126,29 +149,33 @@ class Submitter:
         rows: list[tuple[Any, ...]] = []
         seen: set[tuple[str, str]] = set()
 
+        notify = sub.notify
+
         def add(transport: str, rcpt: str, orig: str | None, domain: str) -> None:
             key = (transport, rcpt.lower() if transport != "remote" else rcpt)
             if key in seen:
                 return
             seen.add(key)
-            rows.append((sub.sender, rcpt, orig, domain, transport, sub.envid, sub.notify, sub.ret))
+            rows.append((sub.sender, rcpt, orig, domain, transport, sub.envid, notify, sub.ret,
+                         sub.folder if transport == "local" else None))
 
         for rcpt in sub.recipients:
             route = (sub.routes or {}).get(rcpt) or route_recipient(rcpt, book, relay_allowed=True)
+            notify, orcpt = (sub.rcpt_dsn or {}).get(rcpt, (sub.notify, None))
             if route.transport == "remote":
-                add("remote", route.recipient, None, route.domain)
+                add("remote", route.recipient, orcpt, route.domain)
                 continue
             exp = route.expansion
             if exp is None:
                 continue
             if route.transport == "docs":
-                add("docs", route.recipient, None, "")
+                add("docs", route.recipient, orcpt, "")
                 continue
-            orig = None if exp.kind == "account" else route.recipient
+            orig = orcpt or (None if exp.kind == "account" else route.recipient)
             for acct in exp.accounts:
                 add("local", acct, orig, "")
             for ext in exp.external:
-                add("remote", ext, route.recipient, ext.rpartition("@")[2].lower())
+                add("remote", ext, orcpt or route.recipient, ext.rpartition("@")[2].lower())
         return rows
 
     # ---- the stage -------------------------------------------------------------------
@@ -195,6 +222,8 @@ class Submitter:
         """Take everything pending as one batch whenever a commit slot is free."""
         while self._pending:
             await self._slots.acquire()
+            if self.window and len(self._pending) < self.max_batch:
+                await asyncio.sleep(self.window)  # smtp.group_commit_ms: let a batch gather
             batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
             if not batch:
                 self._slots.release()
@@ -206,9 +235,10 @@ class Submitter:
 
     async def _commit(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]]) -> None:
         try:
+            refused: set[int] = set()
             async with self.pool.acquire() as conn, conn.transaction():
                 ids, inline = await repo.enqueue(conn, [b[0] for b in batch],
-                                                 [b[1] for b in batch])
+                                                 [b[1] for b in batch], refused=refused)
         except Exception as exc:  # every waiter gets an answer: a 4xx, never a hang
             log.error("group commit of %d messages failed: %r", len(batch), exc)
             err = Unavailable("Queue write failed; try again later", reason=str(exc))
@@ -222,9 +252,15 @@ class Submitter:
                 if log.isEnabledFor(logging.INFO):
                     for qid, rcpt in inline:
                         log.info("delivered id=%s to=<%s> transport=local", qid, rcpt)
-            for (_q, _m, fut), mid in zip(batch, ids, strict=True):
-                if not fut.done():
+            for n, ((_q, _m, fut), mid) in enumerate(zip(batch, ids, strict=True)):
+                if fut.done():
+                    continue
+                if n in refused:  # every recipient a local mailbox without room for it
+                    fut.set_exception(MailboxFull())
+                else:
                     fut.set_result(mid)
+            if inline and self.on_delivered is not None:
+                self._success_notices(batch, inline)
             if self.on_committed:
                 self.on_committed()
         finally:
@@ -232,10 +268,37 @@ class Submitter:
             if self._pending:
                 self._ensure_writer()
 
+    def _success_notices(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]],
+                         inline: list[tuple[str, str]]) -> None:
+        """RFC 3461 §6.2.7.1: a "delivered" notice for each inline recipient that asked."""
+        assert self.on_delivered is not None
+        delivered = set(inline)
+        for qid, m, _fut in batch:
+            wanted = [(r[1], r[2]) for r in m.rows
+                      if r[4] == "local" and r[0] and (qid, r[1]) in delivered
+                      and notify_wants(r[6], "SUCCESS")]
+            if not wanted:
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._notice(qid, m.rows[0][0], m.rows[0][5], m.raw, wanted))
+            self._notice_tasks.add(task)
+            task.add_done_callback(self._notice_tasks.discard)
+
+    async def _notice(self, qid: str, sender: str, envid: str | None, raw: bytes,
+                      wanted: list[tuple[str, str | None]]) -> None:
+        assert self.on_delivered is not None
+        try:
+            await self.on_delivered(qid, sender, envid, raw, wanted)
+        except Exception:
+            log.exception("could not queue a success notice for %s", qid)
+
     async def close(self) -> None:
         """Wait for in-flight commits (new submissions are refused by the listeners first)."""
-        while self._pending or self._inflight or (self._task and not self._task.done()):
-            if self._inflight:
+        while (self._pending or self._inflight or self._notice_tasks
+               or (self._task and not self._task.done())):
+            if self._notice_tasks:
+                await asyncio.gather(*self._notice_tasks, return_exceptions=True)
+            elif self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             else:
                 await asyncio.sleep(0.01)

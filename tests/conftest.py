@@ -104,6 +104,9 @@ def cfg(db_url: str, tmp_path: Path, cfg_overrides: dict[str, dict[str, object]]
                                               "imaps", "xmpp", "xmpps", "http", "https",
                                               "pop3", "pop3s", "managesieve")},
         "auth": {"lockout_failures": 3, "lockout_seconds": 60},
+        # Tests never query the internet's DNS: inbound SPF/DKIM/DMARC is switched on only
+        # by the tests that bring their own zone (tests/integration/test_inbound_auth.py).
+        "inbound_auth": {"enabled": False},
     }
     for section, values in cfg_overrides.items():
         data.setdefault(section, {}).update(values)

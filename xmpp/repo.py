@@ -7,9 +7,8 @@ JIDs are normalised bare JID strings.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -209,25 +208,3 @@ class XmppStore:
                 """insert into xmpp_avatar(owner, mime_type, data, sha1) values ($1, $2, $3, $4)
                    on conflict (owner) do update set mime_type = $2, data = $3, sha1 = $4,
                    updated_at = now()""", owner, mime_type, data, sha1)
-
-    # -- notifications ------------------------------------------------------------------------
-
-    async def listen(self, channel: str,
-                     callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        """LISTEN on `channel` with a dedicated connection; returns the async closer."""
-        conn = await self.pool.acquire()
-
-        def _cb(*_args: object) -> None:
-            callback()
-
-        await conn.add_listener(channel, _cb)
-
-        async def close() -> None:
-            try:
-                await conn.remove_listener(channel, _cb)
-            except (OSError, asyncpg.PostgresError, asyncio.CancelledError):
-                pass
-            finally:
-                await self.pool.release(conn)
-
-        return close

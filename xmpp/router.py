@@ -295,7 +295,12 @@ class Router:
                 return
 
     async def _offline(self, stanza: Element, origin: Resource, bare: str) -> None:
-        stored = await self.bus.fire("message/offline/handle", StanzaEvent(stanza, origin, bare))
+        try:
+            stored = await self.bus.fire("message/offline/handle",
+                                         StanzaEvent(stanza, origin, bare))
+        except StanzaError as exc:  # e.g. resource-constraint: storage away (issue 13)
+            _bounce(stanza, origin, exc)
+            return
         if not stored:
             _bounce(stanza, origin, StanzaError("service-unavailable"))  # RFC 6121 §8.5.2.2.1
 

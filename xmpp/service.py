@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from cxkernel.config import Config, parse_hostport
 from cxkernel.events import EventBus
+from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.model import Account
@@ -34,7 +34,8 @@ class XmppComponent:
     def __init__(self, pool: asyncpg.Pool, cfg: Config, directory: DirectoryService,
                  auth: Authenticator, tls: ssl.SSLContext, bus: EventBus | None = None,
                  metrics: Metrics | None = None,
-                 feature_names: tuple[str, ...] = features.DEFAULT) -> None:
+                 feature_names: tuple[str, ...] = features.DEFAULT, *,
+                 listener: Listener | None = None) -> None:
         self.cfg = cfg
         self.directory_service = directory
         self.auth = auth
@@ -50,7 +51,11 @@ class XmppComponent:
         self.feature_names = feature_names
         self.c2s: C2SServer | None = None
         self.component_server: component.ComponentServer | None = None
-        self._unlisten: Callable[[], Awaitable[None]] | None = None
+        # directory_changed over the process's self-healing LISTEN connection; after a
+        # reconnect the snapshot reloads (a user added meanwhile becomes known).
+        self._listener = listener or Listener(pool)
+        self._own_listener = listener is None
+        self._sub: Subscription | None = None
 
     async def _load_directory(self) -> tuple[list[Account], dict[str, str]]:
         units = {u.code: u.name for u in await self.directory_service.list_units()}
@@ -63,7 +68,9 @@ class XmppComponent:
         await host.directory.load()
         features.load(host, self.feature_names)
         await host.start()
-        self._unlisten = await self.store.listen("directory_changed", host.directory.changed)
+        self._sub = await self._listener.subscribe(
+            "directory_changed", lambda _payload: host.directory.changed(),
+            host.directory.changed)
         host.directory.start()
         self.c2s = C2SServer(host, self.auth, self.tls, self.metrics)
         out: list[tuple[str, str, int, str]] = []
@@ -99,8 +106,10 @@ class XmppComponent:
             await self.component_server.stop()
         if self.c2s is not None:
             await self.c2s.stop()
-        if self._unlisten is not None:
-            await self._unlisten()
-            self._unlisten = None
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.close()
+        if self._own_listener:
+            await self._listener.stop()
         await self.host.directory.stop()
         await self.host.stop()

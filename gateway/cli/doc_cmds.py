@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,9 @@ def register(sub: Any) -> None:
     p.add_argument("--reason", default="unspecified",
                    help="key-compromise, superseded, affiliation-changed, "
                         "cessation-of-operation, certificate-hold, privilege-withdrawn")
+    p.add_argument("--compromised-at", metavar="ISO-DATE",
+                   help="with key-compromise: documents sealed since then are no longer"
+                        " trusted (default: all it sealed)")
     add_json(p)
     p.set_defaults(func=cert_revoke)
     p = cert.add_parser("list", help="certificates with serials and states")
@@ -98,7 +102,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=doc_status)
     p = doc.add_parser("list", help="sent and received documents")
     p.add_argument("--unit")
-    p.add_argument("--state", choices=["queued", "delivered", "held", "signed"])
+    p.add_argument("--state", choices=["queued", "delivered", "held", "signed",
+                                        "revoked-after-delivery"])
     p.add_argument("--limit", type=int, default=500)
     add_json(p)
     p.set_defaults(func=doc_list)
@@ -178,7 +183,25 @@ async def cert_export(s: Any, a: argparse.Namespace) -> int:
 
 @with_services
 async def cert_revoke(s: Any, a: argparse.Namespace) -> int:
-    emit(a, _cert_row(await _certs(s).revoke(a.serial, a.reason)))
+    since = None
+    if a.compromised_at:
+        try:
+            since = datetime.fromisoformat(a.compromised_at)
+        except ValueError:
+            raise Invalid(f"--compromised-at: not an ISO date/time: {a.compromised_at!r}"
+                          ) from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    info = await _certs(s).revoke(a.serial, a.reason, compromised_at=since)
+    row = _cert_row(info)
+    if info.reason == "key-compromise":
+        # Issue #11 item 6: documents it sealed (since the compromise) are re-examined
+        # now; the running server tells the receiving clerks (mail and XMPP).
+        async with _documents(s) as docs:
+            await docs.revoked_after_delivery(info.serial, since)
+            row["documents_revoked_after_delivery"] = \
+                await docs.count_revoked_after_delivery(info.serial)
+    emit(a, row)
     return 0
 
 
@@ -231,8 +254,10 @@ async def doc_status(s: Any, a: argparse.Namespace) -> int:
     print()
     emit(a, st["recipients"], RCPT_COLS)
     for r in st["recipients"]:
-        if r["state"] == "held":
-            print(f"held at {r['unit']}: {r['reason']}: {r['reason_text']}")
+        if r["state"] in ("held", "revoked-after-delivery"):
+            print(f"{r['state']} at {r['unit']}: {r['reason']}: {r['reason_text']}")
+        if r.get("warning"):
+            print(f"warning at {r['unit']}: {r['warning']}")
     for e in st["events"]:
         print(f"{e['at']} {e['unit'] or '-'} {e['kind']}: {e['detail']}")
     return 0

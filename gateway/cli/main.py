@@ -10,7 +10,8 @@ from gateway.cli import admin, directory_cmds
 
 # Verb modules: each has `register(subparsers)`. Protocol issues add theirs here.
 VERB_MODULES = [admin, directory_cmds]
-OPTIONAL_VERB_MODULES = ["gateway.cli.mail_cmds", "gateway.cli.doc_cmds", "load.cli"]
+OPTIONAL_VERB_MODULES = ["gateway.cli.mail_cmds", "gateway.cli.doc_cmds", "load.cli",
+                         "gateway.cli.node_cmds"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,10 @@ nothing here parses, re-encodes or re-folds it. aiosmtplib turns bare LF/CR into
 dot-stuffs lines that start with "." (RFC 5321 §4.5.2); both are undone by the receiver, so
 a CRLF message arrives unchanged (pinned by tests/integration/test_remote_delivery.py).
 
+DSN (RFC 3461 §5.2.1): when the next hop offers DSN, the sender's NOTIFY, ORCPT, RET and
+ENVID go onward with MAIL and RCPT and the result says so (`dsn_passed`), so the
+scheduler sends no "relayed" notice of its own.
+
 One connection per `deliver` call; there is no connection cache (yet). Commands are not
 pipelined (RFC 2920). Nothing blocks the event loop: TLS contexts are built once in the
 constructor, DNS goes through aiodns, host names of MX hosts through the loop's resolver.
@@ -21,13 +25,15 @@ constructor, DNS goes through aiodns, host names of MX hosts through the loop's 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -35,6 +41,7 @@ from aiosmtplib.email import parse_address
 
 from cxkernel.config import RelayConfig, parse_hostport
 from mailrelay.delivery.mx import DnsFailure, MXResolver
+from mailrelay.smtp.command import xtext_encode
 
 __all__ = ["RcptResult", "RemoteDelivery", "message_needs"]
 
@@ -57,6 +64,7 @@ class RcptResult:
     enhanced: str
     text: str
     remote_mta: str = ""  # host that answered, for the DSN Remote-MTA field
+    dsn_passed: bool = False  # NOTIFY/ORCPT went onward: the next hop reports (RFC 3461)
 
     @property
     def diagnostic(self) -> str:
@@ -153,7 +161,9 @@ class RemoteDelivery:
         # Built here, once: loading the CA store reads files and must not run in the loop.
         self._tls = ssl.create_default_context() if verify else self._opportunistic
 
-    async def deliver(self, sender: str, recipients: list[str], raw: bytes) -> list[RcptResult]:
+    async def deliver(self, sender: str, recipients: list[str], raw: bytes, *,
+                      dsn: Any = None,
+                      abort: Callable[[], bool] | None = None) -> list[RcptResult]:
         """All recipients share one destination domain (the caller groups them).
 
         Sends via the smarthost when configured, else by MX (falling back to A/AAAA per
@@ -162,6 +172,10 @@ class RemoteDelivery:
         RCPT results; a DATA failure applies to all accepted recipients; connection, DNS
         and timeout errors are temporary (4.4.x); 5xx replies are permanent. `raw` is sent
         unchanged apart from CRLF line endings and dot-stuffing.
+
+        `abort` is asked before MAIL and again before DATA (the queue lease was lost to
+        another node): when it says so, the transaction is reset and the recipients come
+        back as temporary failures, so the message is not sent twice.
         """
         if not recipients:
             return []
@@ -174,7 +188,8 @@ class RemoteDelivery:
             good = [r for r in recipients if r not in bad]
             done = dict(bad)
             if good:
-                done.update((x.recipient, x) for x in await self.deliver(sender, good, raw))
+                done.update((x.recipient, x) for x in await self.deliver(sender, good, raw,
+                                                                          dsn=dsn, abort=abort))
             return [done[r] for r in recipients]
         needs = message_needs(raw)
         try:
@@ -185,7 +200,8 @@ class RemoteDelivery:
         last = _SessionFailure("temp", 451, "4.4.0", "no host to deliver to")
         for host, port in hosts:
             try:
-                return await self._attempt(host, port, sender, recipients, raw, needs)
+                return await self._attempt(host, port, sender, recipients, raw, needs, dsn,
+                                           abort)
             except _SessionFailure as exc:
                 last = exc
             except Exception:  # a bug must not lose mail: defer, never bounce
@@ -222,12 +238,14 @@ class RemoteDelivery:
         return "the smarthost" if self._smarthost is not None else host
 
     async def _attempt(self, host: str, port: int, sender: str, recipients: list[str],
-                       raw: bytes, needs: MessageNeeds) -> list[RcptResult]:
+                       raw: bytes, needs: MessageNeeds, dsn: Any = None,
+                       abort: Callable[[], bool] | None = None) -> list[RcptResult]:
         smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self._helo,
                                timeout=self._timeout, start_tls=False, use_tls=False)
         try:
             await self._open(smtp, host)
-            return await self._transaction(smtp, host, sender, recipients, raw, needs)
+            return await self._transaction(smtp, host, sender, recipients, raw, needs, dsn,
+                                           abort)
         finally:
             smtp.close()
 
@@ -303,7 +321,8 @@ class RemoteDelivery:
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, host: str, sender: str,
                            recipients: list[str], raw: bytes,
-                           needs: MessageNeeds) -> list[RcptResult]:
+                           needs: MessageNeeds, dsn: Any = None,
+                           abort: Callable[[], bool] | None = None) -> list[RcptResult]:
         results: dict[str, RcptResult] = {}
 
         def perm(rcpt: str, code: int, enhanced: str, text: str) -> RcptResult:
@@ -342,10 +361,28 @@ class RemoteDelivery:
         if use_utf8:
             options.append("SMTPUTF8")  # RFC 6531 §3.4
         enc = "utf-8" if use_utf8 else "ascii"
+        rcpt_options: dict[str, list[str]] = {}
+        if dsn is not None and "dsn" in ext:
+            # RFC 3461 §5.2.1: pass the request on to a next hop that offers DSN.
+            if dsn.ret:
+                options.append(f"RET={dsn.ret}")
+            if dsn.envid:
+                options.append(f"ENVID={xtext_encode(dsn.envid)}")
+            for r in todo:
+                opts = [f"NOTIFY={dsn.notify[r]}"] if dsn.notify.get(r) else []
+                orig = dsn.orcpt.get(r)
+                if orig and orig.isascii():
+                    opts.append(f"ORCPT=rfc822;{xtext_encode(orig)}")  # RFC 3461 §4.2
+                elif orig:  # RFC 6533 §3: utf-8-addr-xtext
+                    opts.append("ORCPT=utf-8;" + "".join(
+                        c if 0x21 <= ord(c) <= 0x7E and c not in "+=\\" else f"\\x{{{ord(c):X}}}"
+                        for c in orig))
+                rcpt_options[r] = opts
 
         try:
             if todo:
-                await self._mail_rcpt_data(smtp, host, sender, todo, raw, options, enc, results)
+                await self._mail_rcpt_data(smtp, host, sender, todo, raw, options, enc, results,
+                                           rcpt_options, abort)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             lost = _SessionFailure("temp", 451, "4.4.2", f"lost connection with "
                                    f"{self._label(host)}: {_reason(exc)}", remote_mta=host)
@@ -361,8 +398,14 @@ class RemoteDelivery:
 
     async def _mail_rcpt_data(self, smtp: aiosmtplib.SMTP, host: str, sender: str,
                               todo: list[str], raw: bytes, options: list[str], enc: str,
-                              results: dict[str, RcptResult]) -> None:
+                              results: dict[str, RcptResult],
+                              rcpt_options: dict[str, list[str]] | None = None,
+                              abort: Callable[[], bool] | None = None) -> None:
         """MAIL, RCPT per recipient, DATA; fills `results` with final outcomes only."""
+        if abort is not None and abort():
+            for r in todo:
+                results[r] = RcptResult(r, "temp", 451, "4.4.0", "attempt abandoned", host)
+            return
         try:
             await smtp.mail(sender, options=options, encoding=enc)
         except ValueError:  # aiosmtplib refuses a mailbox that would break the command line
@@ -380,7 +423,8 @@ class RemoteDelivery:
         accepted: list[str] = []
         for i, r in enumerate(todo):
             try:
-                resp = await smtp.rcpt(r, encoding=enc)
+                resp = await smtp.rcpt(r, options=(rcpt_options or {}).get(r) or None,
+                                       encoding=enc)
             except ValueError:  # RFC 5321 §4.1.2: not a mailbox (spaces, controls, <>)
                 results[r] = RcptResult(r, "perm", 553, "5.1.3",
                                         "bad recipient address syntax", host)
@@ -402,13 +446,25 @@ class RemoteDelivery:
             except aiosmtplib.SMTPResponseException:
                 pass
             return
+        if abort is not None and abort():
+            # The queue lease went to another node: stop before DATA, not after the dot.
+            try:
+                await smtp.rset()
+            except aiosmtplib.SMTPResponseException:
+                pass
+            for r in accepted:
+                results[r] = RcptResult(r, "temp", 451, "4.4.0", "attempt abandoned", host)
+            return
         try:
             resp = await smtp.data(raw, timeout=self._data_timeout)
         except aiosmtplib.SMTPDataError as exc:
             resp = SMTPResponse(exc.code, exc.message)
         # One reply to the final "." covers every accepted recipient (RFC 5321 §4.1.1.4).
         for r in accepted:
-            results[r] = _from_reply(r, resp.code, resp.message, host)
+            res = _from_reply(r, resp.code, resp.message, host)
+            if rcpt_options and res.status == "ok":
+                res = dataclasses.replace(res, dsn_passed=True)
+            results[r] = res
 
 
 def _mailbox_ok(addr: str) -> bool:

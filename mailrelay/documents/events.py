@@ -49,3 +49,20 @@ class DocumentSigned:
     from_unit: str
     title: str
     by: str
+
+
+REVOKED = "document/revoked-after-delivery"
+
+
+@dataclass(frozen=True)
+class DocumentRevokedAfterDelivery:
+    """A document delivered as trusted to ``unit`` was sealed with a key later revoked for
+    key compromise: it is no longer trusted, and ``clerks`` are told (issue #11 item 6)."""
+
+    document: int
+    unit: str
+    clerks: tuple[str, ...]
+    title: str
+    number: str
+    from_unit: str
+    serial: str

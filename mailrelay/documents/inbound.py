@@ -1,51 +1,55 @@
 """Documents arriving at ``<unit>.docs@<domain>``: the scheduler's docs handler.
 
 For each queued message (whatever its origin: this gateway, another organisation over
-SMTP, a clerk's mail client) one of three things happens:
+SMTP, a clerk's mail client) one of these happens:
 
-* a sealed receipt (签收) for a document we sent: verified, the document marked signed;
+* a sealed receipt (签收) for a document we sent: verified, matched by document id and
+  unit, the document marked signed (once: a replayed receipt changes nothing);
+* a read receipt (RFC 8098 MDN) from an authenticated clerk of a receiving unit: the
+  server seals a receipt with that unit's seal on the clerk's behalf
+  (:mod:`mailrelay.documents.replies`); from anyone else it is refused (5.7.1);
 * an unsealed message from an authenticated clerk of the receiving unit: turned into a
   sealed document (see :mod:`mailrelay.documents.mailform`);
-* anything else is a document: its seal is verified (in the executor, once per message
-  even for a circular to every unit) against the city CA with revocation, the outer
-  header fields are compared with the sealed ones, and the verdict is recorded per
-  receiving unit. Trusted documents get an ``X-CX-Seal-Verdict`` field prepended to the
-  outer header (outside the signed entity, so the seal still verifies) and land in the
-  INBOX of each clerk of the unit; untrusted ones are held, never delivered.
+* anything else is examined once (:func:`mailrelay.documents.arrival.examine`): only a
+  top-level seal is trusted, and the clerk gets the signed entity rebuilt under verified
+  header fields plus our ``X-CX-Seal-Verdict`` field, never what is outside the seal. A
+  validly signed mail that is not a cx document is delivered as signed mail and never
+  registered; a cx document is registered from its signed content only, once per
+  receiving unit (a second arrival is held as ``replay``); everything else is held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from cxkernel.errors import CxError
 from directory.ca import unit_docs_address
 from mailrelay.documents import events
 from mailrelay.documents import repo as docs_repo
-from mailrelay.documents.chain import TrustAnchors, VerifyCache
-from mailrelay.documents.docmime import DocumentMeta
-from mailrelay.documents.fastmeta import mismatches, outer_fields, read_meta
+from mailrelay.documents.arrival import (
+    Examined,
+    examine,
+    is_receipt,
+    stamp,
+    unit_of,
+    verdict_value,
+)
+from mailrelay.documents.clerkmdn import is_mdn
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
     is_local_docs,
-    parse_submission,
 )
-from mailrelay.documents.mimeparts import header, parse_headers, split_entity
 from mailrelay.documents.notice import HeldAt, held_notice
-from mailrelay.documents.receipt import ReceiptVerdict, verify_receipt
-from mailrelay.documents.revocation import RevocationCheck
-from mailrelay.documents.verify import Verdict, verify_message
-from mailrelay.headers import drop_field
-from mailrelay.mime import parse_message
+from mailrelay.documents.replies import Replies
+from mailrelay.documents.trust import IssuedCert
+from mailrelay.documents.verify import REASONS, Verdict
 from mailrelay.queue import repo as queue_repo
 from mailrelay.queue.repo import QueueRow
 from mailrelay.queue.scheduler import Outcome
@@ -54,69 +58,32 @@ if TYPE_CHECKING:
     from mailrelay.documents.service import DocumentService
 
 log = logging.getLogger("cxgw.docs")
-
-VERDICT_FIELD = b"X-CX-Seal-Verdict"
 EXTRA_REASONS = {
     "header-mismatch": "the outer header fields differ from the sealed document",
     "wrong-recipient": "the sealed document is not addressed to this unit",
     "not-a-document": "the sealed content is not a readable official document",
+    "replay": "this document was already registered for this unit (a replayed copy)",
+    "signer-not-clerk": "the seal is neither the unit's seal nor the certificate of an"
+                        " active clerk of the unit",
+    "revoked-after-delivery": "the seal was revoked for key compromise after delivery",
 }
+REASONS.update({k: v for k, v in EXTRA_REASONS.items() if k not in REASONS})
 
 
-@dataclass(frozen=True)
-class Examined:
-    """A message read and verified once (in the executor)."""
-
-    verdict: Verdict
-    outer: dict[str, str]
-    meta: DocumentMeta | None  # the sealed metadata, when the seal is trusted and ours
-    mismatches: tuple[str, ...]
-
-
-def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
-            revocation: RevocationCheck | None, cache: VerifyCache) -> Examined:
-    """Verify the seal and read the document (pure and blocking: run in the executor)."""
-    verdict = verify_message(raw, anchors, now=now, revocation=revocation, cache=cache)
-    outer, _ = outer_fields(raw)
-    meta = None
-    found: tuple[str, ...] = ()
-    if verdict.trusted and verdict.content is not None:
-        try:
-            meta = read_meta(verdict.content)
-        except (ValueError, KeyError, TypeError, UnicodeError):
-            meta = None
-        if meta is not None:
-            found = mismatches(outer, meta)
-    return Examined(verdict, outer, meta, found)
-
-
-def stamp(raw: bytes, document: int, verdict: Verdict) -> bytes:
-    """The message as delivered: our verdict field first, any forged one removed. The
-    signed entity is a body part of multipart/signed, so the seal still verifies."""
-    serial = f"{verdict.signer_serial:x}" if verdict.signer_serial is not None else "-"
-    value = (f"trusted; doc={document}; signer={verdict.signer_email or '-'};"
-             f" serial={serial}; revocation={verdict.revocation_source or 'none'}")
-    return header(VERDICT_FIELD.decode(), value) + drop_field(raw, VERDICT_FIELD)
-
-
-def is_receipt(raw: bytes) -> bool:
-    head = split_entity(raw[:16384])[0].lower()
-    return b"\nx-cx-doc-receipt:" in head
-
-
-def unit_of(address: str) -> str:
-    local = address.lower().rpartition("@")[0]
-    return local.removesuffix(".docs")
-
-
-class Inbound:
+class Inbound(Replies):
     """Verify, record, deliver or hold; one instance per process."""
 
     def __init__(self, service: DocumentService) -> None:
         self.s = service
 
     async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
-        await self.s.trust.refresh()
+        if await self.s.trust.refresh():
+            # A certificate changed (perhaps revoked for key compromise while this
+            # process missed the NOTIFY): re-examine delivered documents too.
+            try:
+                await self.s.reexamine_compromised()
+            except Exception:
+                log.exception("re-examining documents after a revocation failed")
         groups: dict[int, list[QueueRow]] = defaultdict(list)
         for r in rows:
             groups[r.message_id].append(r)
@@ -136,96 +103,167 @@ class Inbound:
             raw = await queue_repo.message_raw(conn, mid)
         if is_receipt(raw):
             return await self._receipt(mid, raw, rows)
+        if is_mdn(raw):
+            return await self._clerk_mdn(raw, rows)
         trust = self.s.trust
         now = datetime.now(UTC)
-        ex = await self.s.run(examine, raw, trust.anchors, now, trust.revocation, trust.cache)
+        ex = await self.s.run(examine, raw, trust.anchors, now, trust.revocation, trust.cache,
+                              trust.issued)
         self.s.metrics.inc("docs_verified_total", len(rows), trusted=str(ex.verdict.trusted))
         if ex.verdict.reason == "not-signed" and is_authenticated_submission(raw,
                                                                              rows[0].queue_id):
             return await self._clerk_submission(raw, rows)
-        doc = await self._document(mid, raw, rows, ex)
-        return await self._decide(doc, raw, rows, ex)
+        ex = self._account_state(ex)
+        if ex.verdict.trusted and ex.meta is None:
+            return await self._signed_mail(rows, ex)
+        doc, replayed = await self._document(mid, raw, rows, ex)
+        return await self._decide(doc, rows, ex, replayed)
+
+    # ---- who speaks for a unit (issue #11 item 5) ---------------------------------------
+    def _owner(self, v: Verdict) -> IssuedCert | None:
+        return self.s.trust.owner(v.signer_certificate)
+
+    def _account_state(self, ex: Examined) -> Examined:
+        """A personal certificate counts only while its holder's account is active."""
+        v = ex.verdict
+        owner = self._owner(v)
+        if not v.trusted or owner is None or owner.kind != "personal":
+            return ex
+        acct = self.s.book().accounts.get(owner.address)
+        if acct is not None and acct.active:
+            return ex
+        bad = dataclasses.replace(v, trusted=False, reason="signer-not-clerk",
+                                  text=f"{owner.address} is disabled or removed")
+        return dataclasses.replace(ex, verdict=bad, delivered=None)
+
+    def _speaks_for(self, v: Verdict, unit: str) -> tuple[str, str] | None:
+        """None when the signer may speak for ``unit``, else (reason, text)."""
+        owner = self._owner(v)
+        if owner is None:
+            return "sender-mismatch", f"sealed by {v.signer_email}, not a seal of {unit}"
+        if owner.kind == "seal":
+            if owner.unit == unit and v.signer_email == unit_docs_address(unit, self.s.domain):
+                return None
+            return "sender-mismatch", (f"sealed by {v.signer_email}, which does not speak "
+                                       f"for unit {unit}")
+        acct = self.s.book().accounts.get(owner.address)
+        if (acct is not None and acct.active and "clerk" in acct.roles
+                and acct.unit == unit and owner.unit == unit):
+            return None
+        return "signer-not-clerk", (f"{owner.address} is not an active clerk of {unit}: "
+                                    f"{EXTRA_REASONS['signer-not-clerk']}")
+
+    # ---- signed mail that is not a document --------------------------------------------
+    async def _signed_mail(self, rows: list[QueueRow], ex: Examined) -> dict[int, Outcome]:
+        """Issue #11 item 2: validly signed, not a cx document: delivered as signed mail
+        (a "signed" stamp, not "trusted"), never registered as a document."""
+        assert ex.delivered is not None
+        book = self.s.book()
+        results: dict[int, Outcome] = {}
+        to: list[str] = []
+        for r in rows:
+            clerks = book.clerks(unit_of(r.recipient))
+            if not clerks:
+                results[r.id] = Outcome("temp", 450, "4.2.0", "receiving unit has no active clerk")
+                continue
+            to += [c for c in clerks if c not in to]
+        if to:
+            value = verdict_value("signed", None, ex.verdict) + "; not-a-document"
+            await self.s.store_and_deliver(stamp(ex.delivered, value), to)
+            log.info("signed mail from %s delivered to %d clerks (not a document)",
+                     ex.verdict.signer_email, len(to))
+        for r in rows:
+            results.setdefault(r.id, Outcome("ok", 250, "2.0.0",
+                                             "signature verified; delivered as signed mail"))
+        return results
 
     # ---- documents -------------------------------------------------------------------
     async def _document(self, mid: int, raw: bytes, rows: list[QueueRow],
-                        ex: Examined) -> docs_repo.DocRow:
-        """Our tracking row: the one `doc send` made, or a new one for an arrival."""
+                        ex: Examined) -> tuple[docs_repo.DocRow, set[str]]:
+        """Our tracking row (the one `doc send` made, or a new one for an arrival) and
+        the receiving units that already have this document (replays)."""
         qid = rows[0].queue_id
+        meta = ex.meta if ex.is_document else None
         async with self.s.pool.acquire() as conn:
             doc = await docs_repo.by_message(conn, mid)
-            if doc is None and is_local_docs(raw, qid):
-                doc = await docs_repo.local_unqueued(conn, ex.outer["Message-ID"],
-                                                     ex.outer["X-CX-Doc-Id"])
+            if doc is None and meta is not None and is_local_docs(raw, qid):
+                doc = await docs_repo.local_unqueued(conn, ex.message_id, meta.doc_id)
                 if doc is not None:
                     await docs_repo.set_queued(conn, doc.id, mid, qid)
-            if doc is None:
-                doc = await self._new_arrival(conn, mid, rows, ex)
-            if ex.verdict.trusted and doc.digest is None:
-                await docs_repo.set_digest(conn, doc.id, ex.verdict.digest,
-                                           ex.verdict.digest_algorithm)
-        return doc
+            if doc is not None:
+                if ex.verdict.trusted and doc.digest is None:
+                    await docs_repo.set_digest(conn, doc.id, ex.verdict.digest,
+                                               ex.verdict.digest_algorithm)
+                return doc, set()
+            return await self._new_arrival(conn, mid, rows, ex)
 
     async def _new_arrival(self, conn: Any, mid: int, rows: list[QueueRow],
-                           ex: Examined) -> docs_repo.DocRow:
-        o = ex.outer
-        meta = ex.meta
-        _, sender = email.utils.parseaddr(o["From"])
-        sender = sender.lower()
-        acct = self.s.book().accounts.get(sender)
-        # A mail sealed with a personal certificate (Thunderbird): the person's unit.
-        from_unit = (o["X-CX-Doc-From-Unit"] or (acct.unit if acct is not None else None)
-                     or sender)
-        fields = dict(
-            doc_id=meta.doc_id if meta else (o["X-CX-Doc-Id"] or o["Message-ID"] or f"msg-{mid}"),
-            title=meta.title if meta else o["Subject"],
-            number=meta.number if meta else o["X-CX-Doc-Number"],
-            from_unit=meta.from_unit if meta else from_unit,
-            from_name=meta.from_unit_name if meta else None,
-            sender=sender, urgency=meta.urgency.value if meta else "normal",
-            classification=meta.classification.value if meta else "internal",
-            origin="smtp", sent_by=None, header_message_id=o["Message-ID"] or None,
-            units=sorted({unit_of(r.recipient) for r in rows}), message_id=mid)
-        try:
-            async with conn.transaction():
-                doc_pk = await docs_repo.insert_document(conn, **fields)  # type: ignore[arg-type]
-        except asyncpg.UniqueViolationError:  # another batch of the same message was first
-            found = await docs_repo.by_message(conn, mid)
-            assert found is not None
-            return found
-        found = await docs_repo.get(conn, doc_pk)
-        assert found is not None
-        return found
+                           ex: Examined) -> tuple[docs_repo.DocRow, set[str]]:
+        """Register an arrival from signed content only (issue #11 item 2); what is not
+        verified is recorded as such (an ``unverified-`` id, the unsigned Subject)."""
+        meta = ex.meta if ex.is_document else None
+        v = ex.verdict
+        units = sorted({unit_of(r.recipient) for r in rows})
+        owner = self._owner(v)
+        if meta is not None:
+            fields = dict(
+                doc_id=meta.doc_id, title=meta.title, number=meta.number,
+                from_unit=meta.from_unit, from_name=meta.from_unit_name,
+                sender=v.signer_email or "", urgency=meta.urgency.value,
+                classification=meta.classification.value,
+                header_message_id=ex.message_id or None, digest=v.digest,
+                digest_algorithm=v.digest_algorithm)
+        else:
+            fields = dict(
+                doc_id=f"unverified-{mid}", title=ex.outer["Subject"], number="",
+                from_unit=owner.unit or "" if owner else "", from_name=None,
+                sender=owner.address if owner else "", urgency="normal",
+                classification="internal", header_message_id=None)
+        async with conn.transaction():
+            replayed: set[str] = set()
+            if meta is not None:
+                # Issue #11 item 3: one registration per document id and receiving unit,
+                # across every process (the lock serialises arrivals of one document).
+                await docs_repo.lock_doc_id(conn, meta.doc_id)
+                found = await docs_repo.by_message(conn, mid)
+                if found is not None:  # another batch of the same message was first
+                    return found, set()
+                replayed = await docs_repo.units_with_doc_id(conn, meta.doc_id, units)
+            try:
+                async with conn.transaction():
+                    doc_pk = await docs_repo.insert_document(
+                        conn, origin="smtp", sent_by=None, units=units, message_id=mid,
+                        **fields)  # type: ignore[arg-type]
+            except asyncpg.UniqueViolationError:  # another batch of the same message
+                found = await docs_repo.by_message(conn, mid)
+                assert found is not None
+                return found, set()
+        doc = await docs_repo.get(conn, doc_pk)
+        assert doc is not None
+        return doc, replayed
 
-    def _judge(self, doc: docs_repo.DocRow, unit: str, ex: Examined) -> tuple[str, str]:
+    def _judge(self, unit: str, ex: Examined, replayed: set[str]) -> tuple[str, str]:
         """(reason, text) for one receiving unit: "ok" only when everything holds."""
         v = ex.verdict
         if not v.trusted:
             return v.reason, v.text
-        if ex.meta is None:
-            if ex.outer["X-CX-Doc-Id"]:
-                return "not-a-document", EXTRA_REASONS["not-a-document"]
-            return "ok", v.text  # a sealed mail (e.g. Thunderbird, personal certificate)
         meta = ex.meta
+        if meta is None:
+            return "not-a-document", EXTRA_REASONS["not-a-document"]
+        if unit in replayed:
+            return "replay", EXTRA_REASONS["replay"]
         if ex.mismatches:
             return "header-mismatch", (f"{EXTRA_REASONS['header-mismatch']}: "
                                        f"{', '.join(ex.mismatches)}")
         if unit not in meta.to_units:
             return "wrong-recipient", EXTRA_REASONS["wrong-recipient"]
-        if not self._signer_speaks_for(v.signer_email, meta.from_unit):
-            return "sender-mismatch", (f"sealed by {v.signer_email}, which does not speak "
-                                       f"for unit {meta.from_unit}")
+        refused = self._speaks_for(v, meta.from_unit)
+        if refused is not None:
+            return refused
         return "ok", v.text
 
-    def _signer_speaks_for(self, signer: str | None, unit: str) -> bool:
-        if signer is None:
-            return False
-        if signer == unit_docs_address(unit, self.s.domain):
-            return True
-        acct = self.s.book().accounts.get(signer)
-        return acct is not None and acct.unit == unit
-
-    async def _decide(self, doc: docs_repo.DocRow, raw: bytes, rows: list[QueueRow],
-                      ex: Examined) -> dict[int, Outcome]:
+    async def _decide(self, doc: docs_repo.DocRow, rows: list[QueueRow], ex: Examined,
+                      replayed: set[str]) -> dict[int, Outcome]:
         book = self.s.book()
         v = ex.verdict
         serial = f"{v.signer_serial:x}" if v.signer_serial is not None else None
@@ -236,10 +274,10 @@ class Inbound:
             for r in rows:
                 unit = unit_of(r.recipient)
                 prior = await docs_repo.recipient(conn, doc.id, unit)
-                if prior is not None and prior.state in ("delivered", "signed"):
+                if prior is not None and prior.state not in ("queued", "held"):
                     results[r.id] = Outcome("ok", 250, "2.0.0", "document already delivered")
                     continue
-                reason, text = self._judge(doc, unit, ex)
+                reason, text = self._judge(unit, ex, replayed)
                 if reason != "ok":
                     held.append((r, unit, reason, text))
                     continue
@@ -256,33 +294,38 @@ class Inbound:
                 results[r.id] = Outcome("ok", 250, "2.0.0", f"document held: {reason}")
                 log.warning("document %d for %s held: %s (%s)", doc.id, unit, reason, text)
         if deliver:
-            results.update(await self._deliver(doc, raw, rows, deliver, v, serial))
+            results.update(await self._deliver(doc, ex, deliver, serial))
         for _r, unit, reason, text in held:
             await self.s.fire(events.HELD, events.DocumentHeld(doc.id, unit, doc.title,
                                                                doc.from_unit, reason, text))
-        if held:
+        # A replay is not news to the sealing unit (and must not let an outsider make
+        # it mail that unit once per replayed copy).
+        told = [HeldAt(u, reason, text) for _r, u, reason, text in held if reason != "replay"]
+        if told:
             try:
-                await self._notify_held(doc, [HeldAt(u, reason, text)
-                                              for _r, u, reason, text in held])
+                await self._notify_held(doc, ex, told)
             except Exception:  # the verdict is recorded; a lost notice loses no document
                 log.exception("held notice for document %d failed", doc.id)
         return results
 
-    def _notice_recipients(self, doc: docs_repo.DocRow) -> list[str]:
-        """Who sent it, as far as this directory knows: the clerks of the sending unit,
-        or the person who sealed it with a personal certificate. Nobody outside (no
-        backscatter to addresses a forged document names)."""
+    def _notice_recipients(self, ex: Examined) -> list[str]:
+        """Issue #11 item 8: only whom the verified facts name: the holder of the
+        certificate that sealed it, if our CA issued that very certificate (the unit's
+        clerks for a seal, the person for a personal certificate). Nobody for mail that
+        names a unit only in unsigned header fields (no backscatter)."""
+        owner = self._owner(ex.verdict)
+        if owner is None:
+            return []
         book = self.s.book()
-        acct = book.accounts.get(doc.sender.lower())
-        if acct is not None:  # a mail sealed with a personal certificate: that person
-            return [acct.address] if acct.active else []
-        if doc.from_unit in book.units:
-            return book.clerks(doc.from_unit)
-        return []
+        if owner.kind == "seal" and owner.unit in book.units:
+            return book.clerks(owner.unit)
+        acct = book.accounts.get(owner.address)
+        return [acct.address] if acct is not None and acct.active else []
 
-    async def _notify_held(self, doc: docs_repo.DocRow, held: list[HeldAt]) -> None:
-        """Tell the sender why the document was held (once per receiving unit)."""
-        to = self._notice_recipients(doc)
+    async def _notify_held(self, doc: docs_repo.DocRow, ex: Examined,
+                           held: list[HeldAt]) -> None:
+        """Tell the sealing unit why the document was held (once per receiving unit)."""
+        to = self._notice_recipients(ex)
         if not to:
             return
         async with self.s.pool.acquire() as conn:
@@ -290,145 +333,55 @@ class Inbound:
         held = [h for h in held if h.unit not in told]
         if not held:
             return
-        raw = held_notice(document=doc.id, title=doc.title, number=doc.number, held=held,
-                          to=to, domain=self.s.domain, now=datetime.now(UTC),
-                          in_reply_to=doc.header_message_id)
-        structure = await self.s.run(parse_message, raw)
-        async with self.s.pool.acquire() as conn, conn.transaction():
-            [mid], _ = await queue_repo.enqueue(
-                conn, [f"held-{doc.id}-{held[0].unit}"],
-                [queue_repo.NewMessage(raw, structure, [])])
-            await queue_repo.deliver_local(conn, [(i, mid, a, len(raw))
-                                                  for i, a in enumerate(to)])
+        verified = ex.is_document
+        raw = held_notice(document=doc.id, title=doc.title if verified else ex.outer["Subject"],
+                          number=doc.number if verified else "", held=held, to=to,
+                          domain=self.s.domain, now=datetime.now(UTC),
+                          in_reply_to=doc.header_message_id if verified else None,
+                          verified=verified, signer=ex.verdict.signer_email)
+        result = await self.s.store_and_deliver(raw, to)
+        async with self.s.pool.acquire() as conn:
             for h in held:
                 await docs_repo.add_event(conn, "held-notice", f"{h.reason}: told "
                                           f"{', '.join(to)}", doc=doc.id, unit=h.unit,
-                                          message_id=mid)
+                                          message_id=result.message_id)
         self.s.metrics.inc("docs_held_notices_total")
 
-    async def _deliver(self, doc: docs_repo.DocRow, raw: bytes, rows: list[QueueRow],
-                       deliver: dict[int, tuple[str, list[str]]], v: Verdict,
+    async def _deliver(self, doc: docs_repo.DocRow, ex: Examined,
+                       deliver: dict[int, tuple[str, list[str]]],
                        serial: str | None) -> dict[int, Outcome]:
-        stamped = stamp(raw, doc.id, v)
-        structure = await self.s.run(parse_message, stamped)
-        items: list[tuple[int, int, str, int]] = []
-        owner: dict[int, int] = {}
+        v = ex.verdict
+        assert ex.delivered is not None and ex.meta is not None
+        async with self.s.pool.acquire() as conn:
+            dup = await docs_repo.number_used(conn, ex.meta.from_unit, ex.meta.number,
+                                              ex.meta.doc_id)
+        warning = None
+        if dup is not None:
+            # Issue #11 item 3: delivered, but the clerk sees that the 文号 is not new.
+            warning = (f"文号 {ex.meta.number} 已用于公文 #{dup} / the number "
+                       f"{ex.meta.number} was already used by document #{dup}")
+        copy = stamp(ex.delivered, verdict_value("trusted", doc.id, v), warning)
+        to: list[str] = []
+        for _unit, clerks in deliver.values():
+            to += [c for c in clerks if c not in to]
+        result = await self.s.store_and_deliver(copy, to)
         results: dict[int, Outcome] = {}
-        async with self.s.pool.acquire() as conn, conn.transaction():
-            [smid], _ = await queue_repo.enqueue(
-                conn, [rows[0].queue_id], [queue_repo.NewMessage(stamped, structure, [])])
-            for rid, (_unit, clerks) in deliver.items():
-                for c in clerks:
-                    owner[len(items)] = rid
-                    items.append((len(items), smid, c, len(stamped)))
-            done = await queue_repo.deliver_local(conn, items)
-            got: dict[int, int] = defaultdict(int)
-            for key in done:
-                got[owner[key]] += 1
-            for rid, (unit, _clerks) in deliver.items():
-                if not got[rid]:
-                    results[rid] = Outcome("temp", 450, "4.2.0", "clerk mailboxes unavailable")
-                    continue
+        async with self.s.pool.acquire() as conn:
+            for rid, (unit, clerks) in deliver.items():
                 await docs_repo.record_verdict(conn, doc.id, unit, state="delivered",
                                                trusted=True, reason="ok", text=v.text,
                                                signer=v.signer_subject, signer_serial=serial,
-                                               delivered_message_id=smid, clerks=got[rid])
+                                               delivered_message_id=result.message_id,
+                                               clerks=len(clerks), warning=warning)
+                if warning:
+                    await docs_repo.add_event(conn, "duplicate-number", warning, doc=doc.id,
+                                              unit=unit)
                 results[rid] = Outcome("ok", 250, "2.0.0",
-                                       f"seal verified; delivered to {got[rid]} clerks")
-        for rid, (unit, clerks) in deliver.items():
-            if results[rid].status == "ok":
-                log.info("document %d verified and delivered to %s (%d clerks)", doc.id, unit,
-                         len(clerks))
-                await self.s.fire(events.ARRIVED, events.DocumentArrived(
-                    doc.id, doc.doc_id, unit, tuple(clerks), doc.title, doc.number,
-                    doc.from_unit, doc.urgency, v.signer_email))
+                                       f"seal verified; delivered to {len(clerks)} clerks")
+        for unit, clerks in deliver.values():
+            log.info("document %d verified and delivered to %s (%d clerks)", doc.id, unit,
+                     len(clerks))
+            await self.s.fire(events.ARRIVED, events.DocumentArrived(
+                doc.id, doc.doc_id, unit, tuple(clerks), doc.title, doc.number,
+                doc.from_unit, doc.urgency, v.signer_email))
         return results
-
-    # ---- clerk submissions -----------------------------------------------------------
-    async def _clerk_submission(self, raw: bytes, rows: list[QueueRow]) -> dict[int, Outcome]:
-        book = self.s.book()
-        results: dict[int, Outcome] = {}
-        for r in rows:
-            unit = unit_of(r.recipient)
-            acct = book.accounts.get(r.sender.lower())
-            if acct is None or not acct.active or "clerk" not in acct.roles or acct.unit != unit:
-                results[r.id] = Outcome("perm", 550, "5.7.1", "only a clerk of the unit may"
-                                        " submit documents to its document inbox")
-                continue
-            try:
-                req = await self.s.run(parse_submission, raw)
-                sent = await self.s.send(from_unit=unit, to=req.to, title=req.title,
-                                         number=req.number, attachments=req.attachments,
-                                         note=req.note, urgency=req.urgency.value,
-                                         classification=req.classification.value,
-                                         origin="mail", sent_by=acct.address)
-            except CxError as exc:
-                results[r.id] = Outcome("perm", 550, "5.6.0",
-                                        f"document not sent: {exc.public}")
-                continue
-            results[r.id] = Outcome("ok", 250, "2.0.0",
-                                    f"sealed and sent as document {sent.id}")
-        return results
-
-    # ---- receipts --------------------------------------------------------------------
-    async def _receipt(self, mid: int, raw: bytes, rows: list[QueueRow]) -> dict[int, Outcome]:
-        outer = parse_headers(split_entity(raw)[0])
-        in_reply = " ".join(str(outer.get("In-Reply-To", "")).split())
-        _, sender = email.utils.parseaddr(str(outer.get("From", "")))
-        receiver_unit = unit_of(sender)
-        trust = self.s.trust
-        results: dict[int, Outcome] = {}
-        for r in rows:
-            unit = unit_of(r.recipient)
-            async with self.s.pool.acquire() as conn:
-                doc = await docs_repo.for_receipt(conn, in_reply, unit) if in_reply else None
-                rcpt = (await docs_repo.recipient(conn, doc.id, receiver_unit)
-                        if doc is not None else None)
-            if doc is None or rcpt is None or doc.digest is None or not doc.header_message_id:
-                await self._reject_receipt(doc, unit, mid, "unknown-document",
-                                           "the receipt answers no document of this unit")
-                results[r.id] = Outcome("ok", 250, "2.0.0", "receipt held: unknown document")
-                continue
-            rv: ReceiptVerdict = await self.s.run(
-                verify_receipt, raw, trust.anchors, now=datetime.now(UTC),
-                original_message_id=doc.header_message_id, original_digest=doc.digest,
-                digest_algorithm=doc.digest_algorithm or "sha256", doc_id=doc.doc_id,
-                expected_receiver=unit_docs_address(receiver_unit, self.s.domain),
-                revocation=trust.revocation, cache=trust.cache)
-            if not rv.trusted:
-                await self._reject_receipt(doc, receiver_unit, mid, rv.reason, rv.text)
-                results[r.id] = Outcome("ok", 250, "2.0.0", f"receipt held: {rv.reason}")
-                continue
-            by = rv.receipt.final_recipient if rv.receipt else sender
-            async with self.s.pool.acquire() as conn:
-                await docs_repo.mark_signed(conn, doc.id, receiver_unit, by=by,
-                                            at=datetime.now(UTC), receipt_message_id=mid)
-                signed = await docs_repo.recipient(conn, doc.id, receiver_unit)
-            results.update(await self._deliver_receipt(doc, raw, r, unit, rv.seal))
-            who = signed.signed_by if signed and signed.signed_by else by
-            log.info("document %d signed for by %s (%s)", doc.id, receiver_unit, who)
-            await self.s.fire(events.SIGNED, events.DocumentSigned(
-                doc.id, receiver_unit, doc.from_unit, doc.title, who))
-        return results
-
-    async def _reject_receipt(self, doc: docs_repo.DocRow | None, unit: str, mid: int,
-                              reason: str, text: str) -> None:
-        log.warning("receipt for document %s rejected: %s (%s)", doc.id if doc else "?",
-                    reason, text)
-        async with self.s.pool.acquire() as conn:
-            await docs_repo.add_event(conn, "receipt-rejected", f"{reason}: {text}",
-                                      doc=doc.id if doc else None, unit=unit, message_id=mid)
-
-    async def _deliver_receipt(self, doc: docs_repo.DocRow, raw: bytes, row: QueueRow,
-                               unit: str, seal: Verdict) -> dict[int, Outcome]:
-        """A verified receipt also lands in the sending unit's clerks' INBOXes."""
-        clerks = self.s.book().clerks(unit)
-        if clerks:
-            stamped = stamp(raw, doc.id, seal)
-            structure = await self.s.run(parse_message, stamped)
-            async with self.s.pool.acquire() as conn, conn.transaction():
-                [smid], _ = await queue_repo.enqueue(
-                    conn, [row.queue_id], [queue_repo.NewMessage(stamped, structure, [])])
-                await queue_repo.deliver_local(conn, [(i, smid, c, len(stamped))
-                                                      for i, c in enumerate(clerks)])
-        return {row.id: Outcome("ok", 250, "2.0.0", "signed receipt verified")}

@@ -31,7 +31,7 @@ from .mimeparts import (
 )
 from .revocation import RevocationCheck
 from .seal import Signer, seal_entity
-from .verify import Verdict, verify_message
+from .verify import IssuedCheck, Verdict, verify_message
 
 REPORTING_UA = "cx-gateway; cx-gateway official documents"
 DISPOSITION = "manual-action/MDN-sent-manually; displayed"
@@ -168,10 +168,12 @@ def verify_receipt(raw: bytes, anchors: TrustAnchors, *, now: datetime,
                    expected_receiver: str | None = None,
                    revocation: RevocationCheck | None = None,
                    cache: VerifyCache | None = None,
-                   extra_certs: Sequence[x509.Certificate] = ()) -> ReceiptVerdict:
+                   extra_certs: Sequence[x509.Certificate] = (),
+                   issued: IssuedCheck | None = None) -> ReceiptVerdict:
     """Check a receipt's seal and that it signs for *our* message with *our* digest."""
     seal = verify_message(raw, anchors, now=now, revocation=revocation, cache=cache,
-                          expected_sender=expected_receiver, extra_certs=extra_certs)
+                          expected_sender=expected_receiver, extra_certs=extra_certs,
+                          issued=issued)
     if not seal.trusted or seal.content is None:
         return ReceiptVerdict(False, seal.reason, seal.text, seal)
     try:

@@ -59,6 +59,7 @@ class RecipientRow:
     signed_by: str | None
     receipt_message_id: int | None
     updated_at: datetime
+    warning: str | None = None
 
 
 DOC_COLUMNS = ("id, doc_id, title, number, from_unit, from_name, sender, urgency, classification,"
@@ -66,7 +67,7 @@ DOC_COLUMNS = ("id, doc_id, title, number, from_unit, from_name, sender, urgency
                " digest_algorithm, created_at")
 RCPT_COLUMNS = ("document_id, unit, state, trusted, reason, reason_text, signer, signer_serial,"
                 " verified_at, delivered_at, delivered_message_id, clerks, receipt_by,"
-                " receipt_sent_at, signed_at, signed_by, receipt_message_id, updated_at")
+                " receipt_sent_at, signed_at, signed_by, receipt_message_id, updated_at, warning")
 
 
 def _doc(r: asyncpg.Record) -> DocRow:
@@ -160,6 +161,53 @@ async def for_receipt(conn: Conn, header_message_id: str, from_unit: str) -> Doc
     return _doc(r) if r else None
 
 
+async def delivered_to(conn: Conn, header_message_id: str, from_unit: str,
+                       unit: str) -> DocRow | None:
+    """The document of ``from_unit`` with that Message-ID delivered (or signed for) at
+    ``unit``: what a clerk's read receipt refers to (never a held replay)."""
+    r = await conn.fetchrow(
+        f"select {', '.join('d.' + c.strip() for c in DOC_COLUMNS.split(','))}"
+        " from documents d join document_recipients r on r.document_id = d.id"
+        " where d.header_message_id = $1 and d.from_unit = $2 and r.unit = $3"
+        " and r.state in ('delivered', 'signed') order by d.id limit 1",
+        header_message_id, from_unit, unit)
+    return _doc(r) if r else None
+
+
+async def sent_document(conn: Conn, doc_id: str, from_unit: str) -> DocRow | None:
+    """The document ``from_unit`` sent from here with that document id (receipts)."""
+    r = await conn.fetchrow(f"select {DOC_COLUMNS} from documents where doc_id = $1"
+                            " and from_unit = $2 and origin <> 'smtp' order by id limit 1",
+                            doc_id, from_unit)
+    return _doc(r) if r else None
+
+
+async def lock_doc_id(conn: Conn, doc_id: str) -> None:
+    """Serialise arrivals of one document id across processes (transaction-scoped)."""
+    await conn.execute("select pg_advisory_xact_lock(hashtext('cx-doc:' || $1))", doc_id)
+
+
+async def units_with_doc_id(conn: Conn, doc_id: str, units: Sequence[str]) -> set[str]:
+    """Which of ``units`` already have a document with this id registered (replays)."""
+    rows = await conn.fetch("select distinct r.unit from documents d join document_recipients r"
+                            " on r.document_id = d.id where d.doc_id = $1"
+                            " and r.unit = any($2::text[]) and r.state <> 'held'",
+                            doc_id, list(units))
+    return {r["unit"] for r in rows}
+
+
+async def number_used(conn: Conn, from_unit: str, number: str, doc_id: str) -> int | None:
+    """Another document of ``from_unit`` with the same 文号, delivered somewhere."""
+    if not number:
+        return None
+    value: Any = await conn.fetchval(
+        "select d.id from documents d where d.from_unit = $1 and d.number = $2"
+        " and d.doc_id <> $3 and exists (select 1 from document_recipients r"
+        " where r.document_id = d.id and r.state <> 'held') order by d.id limit 1",
+        from_unit, number, doc_id)
+    return int(value) if value is not None else None
+
+
 async def set_digest(conn: Conn, doc: int, digest: bytes | None, algorithm: str | None) -> None:
     await conn.execute("update documents set digest = coalesce(digest, $2),"
                        " digest_algorithm = coalesce(digest_algorithm, $3) where id = $1",
@@ -180,22 +228,23 @@ async def recipients(conn: Conn, doc: int) -> list[RecipientRow]:
 
 async def record_verdict(conn: Conn, doc: int, unit: str, *, state: str, trusted: bool,
                          reason: str, text: str, signer: str | None, signer_serial: str | None,
-                         delivered_message_id: int | None = None, clerks: int = 0) -> None:
+                         delivered_message_id: int | None = None, clerks: int = 0,
+                         warning: str | None = None) -> None:
     """Store the verdict for one receiving unit (and its delivery when trusted)."""
     await conn.execute(
         "insert into document_recipients(document_id, unit, state, trusted, reason, reason_text,"
-        " signer, signer_serial, verified_at, delivered_at, delivered_message_id, clerks)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8, now(),"
-        "  case when $3 = 'delivered' then now() end, $9, $10)"
+        " signer, signer_serial, verified_at, delivered_at, delivered_message_id, clerks,"
+        " warning) values ($1, $2, $3, $4, $5, $6, $7, $8, now(),"
+        "  case when $3 = 'delivered' then now() end, $9, $10, $11)"
         " on conflict (document_id, unit) do update set state = excluded.state,"
         "  trusted = excluded.trusted, reason = excluded.reason,"
         "  reason_text = excluded.reason_text, signer = excluded.signer,"
         "  signer_serial = excluded.signer_serial, verified_at = excluded.verified_at,"
         "  delivered_at = excluded.delivered_at,"
         "  delivered_message_id = excluded.delivered_message_id, clerks = excluded.clerks,"
-        "  updated_at = now()",
+        "  warning = excluded.warning, updated_at = now()",
         doc, unit, state, trusted, reason, text, signer, signer_serial, delivered_message_id,
-        clerks)
+        clerks, warning)
 
 
 async def mark_receipt_sent(conn: Conn, doc: int, unit: str, by: str, *,
@@ -213,7 +262,7 @@ async def mark_signed(conn: Conn, doc: int, unit: str, *, by: str, at: datetime,
     res = await conn.execute(
         "update document_recipients set state = 'signed', signed_at = $3,"
         " signed_by = coalesce(receipt_by, $4), receipt_message_id = $5, updated_at = now()"
-        " where document_id = $1 and unit = $2 and state in ('delivered', 'signed')",
+        " where document_id = $1 and unit = $2 and state = 'delivered'",
         doc, unit, at, by, receipt_message_id)
     return res.endswith(" 1")
 
@@ -266,3 +315,37 @@ def _doc_values(values: list[Any]) -> DocRow:
     if values[14] is not None:
         values[14] = bytes(values[14])
     return DocRow(*values)
+
+
+async def revoke_after_delivery(conn: Conn, serial: str, since: datetime | None,
+                                text: str) -> list[tuple[int, str]]:
+    """Issue #11 item 6: documents delivered (or signed for) under a seal revoked for key
+    compromise, sealed since ``since`` (all when None), are no longer trusted."""
+    rows = await conn.fetch(
+        "update document_recipients r set state = 'revoked-after-delivery', trusted = false,"
+        " reason = 'revoked-after-delivery', reason_text = $3, updated_at = now()"
+        " from documents d where d.id = r.document_id and r.signer_serial = $1"
+        " and r.state in ('delivered', 'signed')"
+        " and ($2::timestamptz is null or coalesce(r.verified_at, d.created_at) >= $2)"
+        " returning r.document_id, r.unit", serial, since, text)
+    return [(r["document_id"], r["unit"]) for r in rows]
+
+
+async def claim_revoked_notices(conn: Conn,
+                                limit: int = 200) -> list[tuple[int, str, str]]:
+    """(document, unit) pairs revoked after delivery whose clerks were not told yet;
+    claimed here, so with several processes each pair is told once."""
+    rows = await conn.fetch(
+        "with c as (select document_id, unit from document_recipients"
+        " where state = 'revoked-after-delivery' and revoked_notified_at is null"
+        " order by document_id limit $1 for update skip locked)"
+        " update document_recipients r set revoked_notified_at = now() from c"
+        " where r.document_id = c.document_id and r.unit = c.unit"
+        " returning r.document_id, r.unit, coalesce(r.signer_serial, '') as serial", limit)
+    return [(r["document_id"], r["unit"], r["serial"]) for r in rows]
+
+
+async def count_revoked_after_delivery(conn: Conn, serial: str) -> int:
+    return int(await conn.fetchval("select count(*) from document_recipients"
+                                   " where signer_serial = $1"
+                                   " and state = 'revoked-after-delivery'", serial))

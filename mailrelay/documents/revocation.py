@@ -43,6 +43,9 @@ class RevocationStatus:
         return self.state is RevocationState.REVOKED
 
 
+UNKNOWN_CERT = "the responder does not know this certificate"  # certStatus unknown
+# Our own CA's responder saying "unknown": a definite answer (never issued), see trust.py.
+NOT_ISSUED = "not issued by this CA"
 RevocationCheck = Callable[[x509.Certificate, x509.Certificate, datetime], RevocationStatus]
 
 
@@ -146,7 +149,7 @@ def read_ocsp_response(response_der: bytes, cert: x509.Certificate, issuer: x509
         return RevocationStatus(RevocationState.REVOKED, "ocsp",
                                 reason.name if reason else "unspecified",
                                 resp.revocation_time_utc, valid_until=resp.next_update_utc)
-    return _unknown("ocsp", "the responder does not know this certificate")
+    return _unknown("ocsp", UNKNOWN_CERT)
 
 
 def _is_delegate(cert: x509.Certificate, issuer: x509.Certificate, now: datetime) -> bool:
@@ -185,7 +188,8 @@ def first_known(*checks: RevocationCheck) -> RevocationCheck:
         last = _unknown("none", "no revocation source")
         for one in checks:
             last = one(cert, issuer, now)
-            if last.state is not RevocationState.UNKNOWN:
+            # Issue #11: our own CA's "unknown" is final; a CRL would only say "good".
+            if last.state is not RevocationState.UNKNOWN or last.detail == NOT_ISSUED:
                 return last
         return last
 

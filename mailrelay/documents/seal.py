@@ -7,15 +7,20 @@ copied verbatim into the message: nothing re-folds or re-encodes it afterwards.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+from asn1crypto import algos as asn1_algos
+from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
+from asn1crypto import tsp as asn1_tsp  # registers the signingCertificateV2 attribute
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from .docmime import Attachment, DocumentMeta, Envelope, build_document_entity, document_headers
 from .mimeparts import CRLF, base64_body, header, new_boundary
@@ -36,25 +41,97 @@ class Signer:
     include_certificates: bool = True  # False only to test "no-signer-cert"
 
 
-def sign_detached(content: bytes, signer: Signer) -> bytes:
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER TLV (X.690 §8.1: definite length, short or long form)."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
+
+
+def _attribute(oid: str, value_der: bytes) -> bytes:
+    """RFC 5652 §5.3 Attribute: SEQUENCE { attrType OID, attrValues SET OF value }."""
+    return _der(0x30, asn1_core.ObjectIdentifier(oid).dump() + _der(0x31, value_der))
+
+
+_OID_DATA = "1.2.840.113549.1.7.1"
+_DIGEST_SHA256 = asn1_algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
+_CONTENT_TYPE_ATTR = _attribute("1.2.840.113549.1.9.3",
+                                asn1_core.ObjectIdentifier(_OID_DATA).dump())
+# RFC 8551 §2.5.2: the capabilities we can decrypt (AES-256-CBC, AES-128-CBC).
+_CAPS_ATTR = _attribute("1.2.840.113549.1.9.15", asn1_cms.SMIMECapabilites(
+    [{"capability_id": "aes256_cbc"}, {"capability_id": "aes128_cbc"}]).dump())
+_SIG_RSA = asn1_algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
+_SIG_ECDSA = asn1_algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump()
+_SIG_PSS = asn1_algos.SignedDigestAlgorithm({"algorithm": "rsassa_pss", "parameters": {
+    "hash_algorithm": {"algorithm": "sha256"},
+    "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
+    "salt_length": 32, "trailer_field": "trailer_field_bc"}}).dump()
+
+
+@functools.lru_cache(maxsize=256)
+def _signer_parts(cert_der: bytes, issuer_der: bytes, serial: int) -> tuple[bytes, bytes]:
+    """(ESS signingCertificateV2 attribute, SignerIdentifier) of one certificate."""
+    issuer = asn1_x509.Name.load(issuer_der)
+    ess = asn1_tsp.SigningCertificateV2({"certs": [{
+        # RFC 5035 §5.4.1.1: hashAlgorithm DEFAULT sha256 (so left out)
+        "cert_hash": hashlib.sha256(cert_der).digest(),
+        "issuer_serial": {"issuer": [asn1_x509.GeneralName(name="directory_name",
+                                                           value=issuer)],
+                          "serial_number": serial}}]})
+    sid = asn1_cms.IssuerAndSerialNumber({"issuer": asn1_x509.Name.load(issuer_der),
+                                          "serial_number": serial})
+    return _attribute("1.2.840.113549.1.9.16.2.47", ess.dump()), sid.dump()
+
+
+def sign_detached(content: bytes, signer: Signer, *, now: datetime | None = None) -> bytes:
     """DER CMS SignedData (RFC 5652) over ``content`` exactly as given, without the content.
 
-    Signed attributes are contentType, signingTime, messageDigest and smimeCapabilities
-    (RFC 8551 §2.5). Plain and blocking: run it in an executor.
+    Signed attributes: contentType, signingTime, messageDigest (RFC 8551 §2.5),
+    smimeCapabilities and ESS signingCertificateV2 (RFC 5035 §3: the SHA-256 of the
+    signer certificate and its issuer and serial), so the seal is CAdES-BES and the
+    signer certificate cannot be substituted. The DER is assembled from cached pieces
+    (asn1crypto builds them once per certificate). Blocking: run it in an executor.
     """
-    padding_: padding.PSS | padding.PKCS1v15 | None = None
-    if signer.rsa_pss and isinstance(signer.key, rsa.RSAPrivateKey):
-        padding_ = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(
-        signer.certificate, signer.key, hashes.SHA256(), rsa_padding=padding_)
-    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-    if signer.include_certificates:
-        # add_certificate must follow add_signer, or cryptography drops it.
-        for ca_cert in signer.chain:
-            builder = builder.add_certificate(ca_cert)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    cert_der = signer.certificate.public_bytes(serialization.Encoding.DER)
+    ess_attr, sid = _signer_parts(cert_der, signer.certificate.issuer.public_bytes(),
+                                  signer.certificate.serial_number)
+    when = now.strftime("%y%m%d%H%M%SZ").encode("ascii")  # RFC 5652 §11.3: UTCTime < 2050
+    attrs = [
+        _CONTENT_TYPE_ATTR,
+        _attribute("1.2.840.113549.1.9.5", _der(0x17, when)),
+        _attribute("1.2.840.113549.1.9.4", _der(0x04, hashlib.sha256(content).digest())),
+        _CAPS_ATTR,
+        ess_attr,
+    ]
+    attrs_content = b"".join(sorted(attrs))  # X.690 §11.6: SET OF in sorted order
+    # RFC 5652 §5.4: the signature covers the attributes as an explicit SET OF.
+    to_sign = _der(0x31, attrs_content)
+    key = signer.key
+    if isinstance(key, rsa.RSAPrivateKey) and signer.rsa_pss:
+        signature = key.sign(to_sign, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                  salt_length=32), hashes.SHA256())
+        sig_alg = _SIG_PSS
+    elif isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
+        sig_alg = _SIG_RSA
     else:
-        options.append(pkcs7.PKCS7Options.NoCerts)
-    return builder.sign(serialization.Encoding.DER, options)
+        signature = key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
+        sig_alg = _SIG_ECDSA
+    signer_info = _der(0x30, _der(0x02, b"\x01") + sid + _DIGEST_SHA256
+                       + _der(0xA0, attrs_content)  # [0] IMPLICIT signedAttrs
+                       + sig_alg + _der(0x04, signature))
+    certs = b""
+    if signer.include_certificates:
+        certs = _der(0xA0, cert_der + b"".join(  # [0] IMPLICIT CertificateSet
+            c.public_bytes(serialization.Encoding.DER) for c in signer.chain))
+    signed_data = _der(0x30, _der(0x02, b"\x01") + _der(0x31, _DIGEST_SHA256)
+                       + _der(0x30, asn1_core.ObjectIdentifier(_OID_DATA).dump())  # detached
+                       + certs + _der(0x31, signer_info))
+    return _der(0x30, asn1_core.ObjectIdentifier("1.2.840.113549.1.7.2").dump()
+                + _der(0xA0, signed_data))
 
 
 def assemble_signed(outer_headers: Sequence[bytes], entity: bytes, signature_der: bytes, *,

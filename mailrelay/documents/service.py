@@ -28,16 +28,17 @@ from cxkernel.metrics import Metrics
 from directory.ca import unit_docs_address
 from directory.certs import CertificateService
 from mailrelay.addressbook import AddressBook
-from mailrelay.documents import repo
+from mailrelay.documents import events, repo
 from mailrelay.documents.docmime import Attachment, DocumentMeta
 from mailrelay.documents.inbound import Inbound
 from mailrelay.documents.mailform import parse_classification, parse_urgency
+from mailrelay.documents.notice import revoked_notice
 from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
 from mailrelay.documents.seal import Signer, seal_prepared
 from mailrelay.documents.trust import TrustStore
 from mailrelay.queue.repo import QueueRow, message_raw
 from mailrelay.queue.scheduler import Outcome
-from mailrelay.submit import ClientInfo, Submission, Submitter
+from mailrelay.submit import ClientInfo, Submission, SubmitResult, Submitter
 
 log = logging.getLogger("cxgw.docs")
 T = TypeVar("T")
@@ -59,17 +60,28 @@ class SentDocument:
 
 
 def overall_state(states: Sequence[str]) -> str:
-    """One word for a document: held > queued > delivered > signed."""
+    """One word for a document: revoked-after-delivery > held > queued > delivered > signed."""
     if not states:
         return "queued"
-    for s in ("held", "queued", "delivered"):
+    for s in ("revoked-after-delivery", "held", "queued", "delivered"):
         if s in states:
             return s
     return "signed"
 
 
+def reason_summary(states: Sequence[str], reasons: Sequence[str]) -> str:
+    """The `reason` of `doc list`: the reasons of the units where it is not trusted
+    (comma-separated), "ok" when trusted everywhere, "" while pending."""
+    bad = sorted({r for s, r in zip(states, reasons, strict=True)
+                  if s in ("held", "revoked-after-delivery")})
+    if bad:
+        return ",".join(bad)
+    return "ok" if reasons and all(r == "ok" for r in reasons) else ""
+
+
 def verdict_summary(states: Sequence[str], reasons: Sequence[str]) -> str:
-    bad = sorted({r for s, r in zip(states, reasons, strict=True) if s == "held"})
+    bad = sorted({r for s, r in zip(states, reasons, strict=True)
+                  if s in ("held", "revoked-after-delivery")})
     if bad:
         return "untrusted: " + ",".join(bad)
     if any(r == "ok" for r in reasons):
@@ -114,6 +126,63 @@ class DocumentService:
     async def handle(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
         """The scheduler's docs handler."""
         return await self.inbound.handle(rows)
+
+    async def store_and_deliver(self, raw: bytes, to: Sequence[str]) -> SubmitResult:
+        """Issue #11 item 10: verified copies, held notices and receipt copies go to local
+        mailboxes through the one submission stage (Received:, metrics, inline local
+        delivery in the same commit as the message), with the null sender: an internal
+        copy never bounces into a document inbox."""
+        return await self.submitter.submit(Submission("", list(to), raw, LOCAL, "docs"))
+
+    # ---- revocation after the fact (issue #11 item 6) ----------------------------------
+    async def revoked_after_delivery(self, serial: str,
+                                     since: datetime | None) -> list[tuple[int, str]]:
+        """Documents sealed with ``serial`` (since the compromise date, or all) are no
+        longer trusted; the clerks are told by :meth:`notify_revoked` (in the server)."""
+        text = (f"the seal {serial} was revoked for key compromise"
+                + (f" (compromised since {since.isoformat()})" if since else "")
+                + " after this document was delivered")
+        async with self.pool.acquire() as conn, conn.transaction():
+            changed = await repo.revoke_after_delivery(conn, serial, since, text)
+            for doc, unit in changed:
+                await repo.add_event(conn, "revoked-after-delivery", text, doc=doc, unit=unit)
+        if changed:
+            log.warning("%d delivered documents sealed by %s are no longer trusted",
+                        len(changed), serial)
+        return changed
+
+    async def count_revoked_after_delivery(self, serial: str) -> int:
+        async with self.pool.acquire() as conn:
+            return await repo.count_revoked_after_delivery(conn, serial)
+
+    async def reexamine_compromised(self) -> int:
+        """Apply every key-compromise revocation to the documents it sealed (idempotent),
+        then tell the clerks of what changed. Run by the server at start and whenever a
+        certificate changes, so a revocation from the CLI reaches mail and XMPP."""
+        for cert in await self.certs.compromised():
+            await self.revoked_after_delivery(cert[0], cert[1])
+        return await self.notify_revoked()
+
+    async def notify_revoked(self) -> int:
+        """A notice (mail, and an event for XMPP) to the clerks of each unit that holds a
+        document revoked after delivery; each (document, unit) is claimed once."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            pairs = await repo.claim_revoked_notices(conn)
+            docs = {d: await repo.get(conn, d) for d in {p[0] for p in pairs}}
+        book = self.book()
+        for doc_pk, unit, serial in pairs:
+            doc = docs[doc_pk]
+            clerks = book.clerks(unit)
+            if doc is None or not clerks:
+                continue
+            raw = revoked_notice(document=doc.id, title=doc.title, number=doc.number,
+                                 from_unit=doc.from_unit, unit=unit, to=clerks,
+                                 domain=self.domain, now=datetime.now(UTC),
+                                 in_reply_to=doc.header_message_id)
+            await self.store_and_deliver(raw, clerks)
+            await self.fire(events.REVOKED, events.DocumentRevokedAfterDelivery(
+                doc.id, unit, tuple(clerks), doc.title, doc.number, doc.from_unit, serial))
+        return len(pairs)
 
     def docs_address(self, unit: str) -> str:
         return unit_docs_address(unit, self.domain)
@@ -277,6 +346,7 @@ class DocumentService:
                 "verdict": ("trusted" if r.trusted else "untrusted" if r.trusted is False
                             else None),
                 "reason": r.reason, "reason_text": r.reason_text, "signer": r.signer,
+                "warning": r.warning,
                 "verified_at": _iso(r.verified_at), "delivered_at": _iso(r.delivered_at),
                 "clerks": r.clerks, "signed_at": _iso(r.signed_at), "signed_by": r.signed_by,
                 "receipt_sent_at": _iso(r.receipt_sent_at),
@@ -290,7 +360,8 @@ class DocumentService:
             found = await repo.list_documents(conn, unit, state, limit)
         return [{"id": d.id, "title": d.title, "number": d.number, "from": d.from_unit,
                  "units": units, "state": overall_state(states),
-                 "verdict": verdict_summary(states, reasons), "origin": d.origin,
+                 "verdict": verdict_summary(states, reasons),
+                 "reason": reason_summary(states, reasons), "origin": d.origin,
                  "doc_id": d.doc_id, "created_at": d.created_at.isoformat()}
                 for d, units, states, reasons in found]
 

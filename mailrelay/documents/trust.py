@@ -21,9 +21,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from directory.ca import (
     UNKNOWN,
@@ -35,6 +37,8 @@ from directory.ca import (
 from directory.certs import CertificateService
 from mailrelay.documents.chain import TrustAnchors, VerifyCache, fingerprint
 from mailrelay.documents.revocation import (
+    NOT_ISSUED,
+    UNKNOWN_CERT,
     CachedRevocation,
     RevocationCheck,
     RevocationState,
@@ -44,8 +48,36 @@ from mailrelay.documents.revocation import (
     ocsp_request,
     read_ocsp_response,
 )
+from mailrelay.documents.verify import IssuedCheck
 
 REBUILD_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """One row of our certificate table, as the verifier needs it."""
+
+    serial: int
+    kind: str  # "seal" | "personal"
+    unit: str | None
+    address: str
+    status: str  # "valid" | "revoked"
+    der: bytes
+
+
+def issued_check(ca: x509.Certificate,
+                 table: Mapping[int, IssuedCert]) -> IssuedCheck:
+    """Issue #11 item 4: for our CA, the certificate must be the very one in the table
+    (same serial and same bytes); a certificate from another trusted CA is not judged."""
+    ca_fp = fingerprint(ca)
+
+    def check(cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+        if fingerprint(issuer) != ca_fp:
+            return None
+        row = table.get(cert.serial_number)
+        return row is not None and row.der == cert.public_bytes(serialization.Encoding.DER)
+
+    return check
 
 
 def snapshot_check(ca: x509.Certificate, revoked: list[Revocation]) -> RevocationCheck:
@@ -79,7 +111,12 @@ def own_ocsp_check(ca: CertificateAuthority,
         nonce = os.urandom(16)  # RFC 8954: the answer is for this very request
         answer = build_ocsp_response(ca, ocsp_request(cert, issuer, nonce),
                                      lambda serial: statuses.get(serial, UNKNOWN), now=now)
-        return read_ocsp_response(answer, cert, issuer, now, nonce=nonce)
+        status = read_ocsp_response(answer, cert, issuer, now, nonce=nonce)
+        if status.state is RevocationState.UNKNOWN and status.detail == UNKNOWN_CERT:
+            # Issue #11: "unknown" from our own responder means we never issued it; a
+            # failure, never a reason to ask the CRL (which would say "good").
+            return RevocationStatus(RevocationState.UNKNOWN, "ocsp", detail=NOT_ISSUED)
+        return status
 
     return check
 
@@ -98,22 +135,41 @@ class TrustStore:
         self.anchors = TrustAnchors(())
         self.cache = VerifyCache()
         self.revocation: RevocationCheck | None = None
+        self.table: dict[int, IssuedCert] = {}
+        self.issued: IssuedCheck | None = None
         self._built = 0.0
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> bool:
+        """Rebuild when the CA revision changed (or hourly); True when it changed."""
         rev = await self.certs.revision()
         if rev == self.revision and time.monotonic() - self._built < REBUILD_SECONDS:
-            return
+            return False
+        changed = self.revision not in (-1, rev)
         if rev == 0:
             self.anchors, self.revocation = TrustAnchors(()), None
+            self.table, self.issued = {}, None
         else:
             ca = await self.certs.ca_certificate()
             if ca not in self.anchors.certificates:
                 self.anchors = TrustAnchors((ca,))
                 self.cache = VerifyCache()
+            self.table = {int(r.serial, 16): IssuedCert(int(r.serial, 16), r.kind, r.unit_code,
+                                                        r.address, r.status, r.cert_der)
+                          for r in await self.certs.issued_rows()}
+            self.issued = issued_check(ca, self.table)
             self.revocation = CachedRevocation(await self._check(ca))
         self.revision = rev
         self._built = time.monotonic()
+        return changed
+
+    def owner(self, cert: x509.Certificate | None) -> IssuedCert | None:
+        """The table row of a certificate we issued (same bytes), else None."""
+        if cert is None or self.issued is None or not self.anchors.certificates:
+            return None
+        row = self.table.get(cert.serial_number)
+        if row is None or row.der != cert.public_bytes(serialization.Encoding.DER):
+            return None
+        return row
 
     def invalidate(self) -> None:
         """Rebuild on the next refresh (e.g. after changing :attr:`sources`)."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .chain import (
     PathResult,
@@ -33,11 +34,12 @@ from .cms import (
     parse_signed_data,
 )
 from .mimeparts import normalize_crlf, read_headers, split_entity, split_multipart
-from .revocation import RevocationCheck, RevocationState
+from .revocation import NOT_ISSUED, RevocationCheck, RevocationState
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 OPAQUE_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
-MAX_NESTING = 4
+MIN_RSA_BITS = 2048  # issue #11: minimum RSA 2048 / P-256
+MIN_EC_BITS = 256
 
 REASONS = {
     "ok": "the seal is valid",
@@ -56,7 +58,13 @@ REASONS = {
     "bad-key-usage": "the certificate may not be used for seals",
     "no-email-protection": "the certificate is not for e-mail protection",
     "sender-mismatch": "the seal does not belong to the sender",
+    "weak-key": "the seal's key is too weak (RSA below 2048 bits or EC below P-256)",
+    "not-issued-by-us": "the certificate was never issued by the city CA",
 }
+
+# Answers "is this the very certificate our CA issued?" for a signer (by bytes), or None
+# when the certificate is not from our CA at all (a foreign CA the anchors trust).
+IssuedCheck = Callable[[x509.Certificate, x509.Certificate], bool | None]
 
 
 @dataclass(frozen=True)
@@ -96,15 +104,14 @@ class SignedParts:
 
 
 def find_signed(raw: bytes) -> SignedParts | None:
-    """Locate multipart/signed (or opaque pkcs7-mime signed-data) in a message.
+    """Locate the seal of a message: only at the top level (fail closed, issue #11).
 
-    Searches the top level and, for a multipart/mixed wrapper (a list footer, a
-    forward), its body parts. Raises ValueError for broken MIME.
+    A top-level multipart/signed with a *detached* signature over its first part, or a
+    top-level opaque application/pkcs7-mime signed-data. Signatures nested inside other
+    MIME (a multipart/mixed wrapper) are not looked for: what is outside a signature is
+    never delivered under a trusted stamp. Raises ValueError for broken MIME.
     """
-    return _find(normalize_crlf(raw), 0)
-
-
-def _find(entity: bytes, depth: int) -> SignedParts | None:
+    entity = normalize_crlf(raw)
     head, body = split_entity(entity)
     msg = read_headers(head)
     ctype = msg.get_content_type()
@@ -126,14 +133,6 @@ def _find(entity: bytes, depth: int) -> SignedParts | None:
         if smime_type != "signed-data":
             return None
         return SignedParts(b"", _decode_b64(body), head, opaque=True)
-    if ctype.startswith("multipart/") and depth < MAX_NESTING:
-        boundary = msg.get_param("boundary")
-        if not isinstance(boundary, str):
-            return None
-        for part in split_multipart(body, boundary):
-            found = _find(part, depth + 1)
-            if found is not None:
-                return found
     return None
 
 
@@ -166,15 +165,27 @@ def verify_detached(
     sender: str | None = None,
     extra_certs: Sequence[x509.Certificate] = (),
     require_eku: bool = True,
+    opaque: bool = False,
+    issued: IssuedCheck | None = None,
 ) -> Verdict:
     """Verify CMS SignedData over ``content`` (exact bytes). ``sender``, when given, must
-    be one of the signer certificate's e-mail addresses."""
+    be one of the signer certificate's e-mail addresses. ``opaque``: the SignedData
+    carries its own content (application/pkcs7-mime); otherwise it must be detached.
+    ``issued``: the certificate table of our own CA (see :data:`IssuedCheck`)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     try:
         sd = parse_signed_data(signature_der)
-        if sd.encapsulated is not None:
+        if opaque:
+            if sd.encapsulated is None:
+                return _fail("malformed", "opaque signed-data without content")
             content = sd.encapsulated  # opaque signed-data carries its own content
+        elif sd.encapsulated is not None:
+            # RFC 8551 §3.5.3: the signature of multipart/signed is detached. One that
+            # carries content of its own would verify that content, not the visible part
+            # (a content swap); OpenSSL's `cms -verify` refuses it too.
+            return _fail("malformed", "multipart/signed whose signature encapsulates"
+                                      " content of its own")
         signer = find_signer_certificate(sd, extra_certs)
     except CmsError as err:
         return _fail(err.reason, err.text)
@@ -190,7 +201,21 @@ def verify_detached(
     return _check_certificate(sd, signer, content, info, anchors, now=now,
                               revocation=revocation, require_revocation=require_revocation,
                               cache=cache, sender=sender, extra_certs=extra_certs,
-                              require_eku=require_eku)
+                              require_eku=require_eku, issued=issued)
+
+
+def key_strength(cert: x509.Certificate) -> str | None:
+    """Why the certificate's key is too weak, or None (RSA >= 2048, EC >= P-256)."""
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            return f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS})"
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.key_size < MIN_EC_BITS:
+            return f"EC key on {key.curve.name} (at least P-256)"
+        return None
+    return f"unsupported key type {type(key).__name__}"
 
 
 def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
@@ -198,7 +223,7 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                        revocation: RevocationCheck | None, require_revocation: bool,
                        cache: VerifyCache | None, sender: str | None,
                        extra_certs: Sequence[x509.Certificate],
-                       require_eku: bool) -> Verdict:
+                       require_eku: bool, issued: IssuedCheck | None = None) -> Verdict:
     intermediates = [x509.load_der_x509_certificate(c.dump()) for c in sd.certificates]
     intermediates += list(extra_certs)
     path: PathResult = (cache.path(signer, intermediates, anchors) if cache is not None
@@ -209,6 +234,15 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
     reason, text = check_seal_usage(signer, require_eku=require_eku)
     if reason != "ok":
         return _fail(reason, text, **info)
+    for cert in path.path[:-1]:
+        weak = key_strength(cert)
+        if weak is not None:
+            return _fail("weak-key", f"{REASONS['weak-key']}: {weak}", **info)
+    if issued is not None and len(path.path) >= 2 and \
+            issued(path.path[0], path.path[1]) is False:
+        # Issue #11: chaining to our CA is not enough; the certificate must be the one
+        # in our certificate table (a key compromise of the CA, a rogue issuance).
+        return _fail("not-issued-by-us", None, **info)
     source = None
     if revocation is not None:
         # RFC 5280 §6.3: every certificate below the trust anchor is checked.
@@ -221,6 +255,9 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                                         f"revoked at {when} ({status.reason}; "
                                         f"source {status.source})",
                              revocation_source=status.source, **info)
+            if status.state is RevocationState.UNKNOWN and status.detail == NOT_ISSUED:
+                return _fail("not-issued-by-us", None, revocation_source=status.source,
+                             **info)
             if status.state is RevocationState.UNKNOWN and require_revocation:
                 return _fail("revocation-unknown",
                              f"revocation status unknown: {status.detail}",
@@ -247,6 +284,7 @@ def verify_message(
     expected_sender: str | None = None,
     extra_certs: Sequence[x509.Certificate] = (),
     require_eku: bool = True,
+    issued: IssuedCheck | None = None,
 ) -> Verdict:
     """Verify a sealed message given as raw bytes (CRLF or LF line endings).
 
@@ -268,4 +306,4 @@ def verify_message(
     return verify_detached(found.content, found.signature_der, anchors, now=now,
                            revocation=revocation, require_revocation=require_revocation,
                            cache=cache, sender=sender, extra_certs=extra_certs,
-                           require_eku=require_eku)
+                           require_eku=require_eku, opaque=found.opaque, issued=issued)

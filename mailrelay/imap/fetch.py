@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _RECENT = frozenset({"\\Recent"})
+#: items that carry (part of) the message bytes
+RAW_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -40,11 +42,19 @@ def needs_raw(attrs: Sequence[FetchAttr]) -> bool:
     )
 
 
+def _whole(a: FetchAttr) -> bool:
+    """``BODY[]`` / ``BODY.PEEK[]`` (any partial): the stored bytes as they are."""
+    sec = a.section
+    return a.name == "BODY" and sec is not None and not sec.part and sec.text is None
+
+
 def needs_structure(attrs: Sequence[FetchAttr]) -> bool:
-    # RFC822.HEADER / RFC822.TEXT split the message at the stored header end
+    # RFC822.HEADER / RFC822.TEXT split the message at the stored header end; BODY[]
+    # needs no structure (the full-sync hot path: no JSON to load and decode)
     return any(
         a.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
-        or a.section is not None
+        and a.section is None
+        or a.section is not None and not _whole(a)
         for a in attrs
     )
 
@@ -115,8 +125,9 @@ def format_internaldate(d: datetime) -> str:
 def _literal(data: bytes | None, binary: bool = False) -> bytes:
     if data is None:
         return b"NIL"
-    # RFC 3516 §4.3: literal8 when the decoded data contains NUL
-    prefix = b"~" if binary and b"\x00" in data else b""
+    # RFC 3501 §4.3: an ordinary literal carries no NUL; RFC 3516 §4.3: data with NUL
+    # (BINARY, or BODY[] of a message appended as literal8) goes as literal8
+    prefix = b"~" if b"\x00" in data else b""
     return prefix + b"{%d}\r\n" % len(data) + data
 
 
@@ -128,12 +139,15 @@ def _binary(raw: bytes, structure: dict, attr: FetchAttr) -> bytes | None:
     if part is None:
         return None
     data = raw[part["bs"] : part["be"]]
+    # RFC 3516 §4.2: BINARY[] is the whole message, header included; the body of a
+    # single-part message comes decoded
+    header = raw[: part["bs"]] if not attr.section.part else b""
     if "parts" in part or "msg" in part:
-        return data
+        return header + data
     decoded = decode_transfer(data, part.get("enc"))
     if decoded is None:
         raise BinaryUnknownEncoding(part.get("enc"))
-    return decoded
+    return header + decoded
 
 
 def fetch_items(
@@ -183,11 +197,15 @@ def fetch_items(
                 data = raw[body["bs"] :]
             out.append(n.encode() + b" " + _literal(data))
         elif a.section is not None:
-            assert raw is not None and st is not None
+            assert raw is not None
             sect: bytes | None
-            if n == "BODY":
+            if _whole(a):
+                sect = raw
+            elif n == "BODY":
+                assert st is not None
                 sect = section_bytes(raw, st, a.section)
             else:
+                assert st is not None
                 sect = _binary(raw, st, a)
             if n == "BINARY.SIZE":
                 out.append(a.response_name().encode() + b" %d" % len(sect or b""))

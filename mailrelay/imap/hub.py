@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
+
+from cxkernel.listen import Listener, Subscription
 
 from .pgstore import NOTIFY_CHANNEL
 from .store_api import Change, MailStore
@@ -33,94 +35,46 @@ class Subscriber(Protocol):
 
 
 class ChangeHub:
-    def __init__(self, pool: asyncpg.Pool, store: MailStore) -> None:
+    def __init__(self, pool: asyncpg.Pool, store: MailStore,
+                 listener: Listener | None = None) -> None:
         self.pool = pool
         self.store = store
         self.subs: dict[int, set[Subscriber]] = {}
-        self._conn: Any = None
         self._running: set[int] = set()
         self._again: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reconnecting: asyncio.Task[None] | None = None
-        self._stopped = True  # until start()
-
-    #: the longest wait between two attempts to listen again
-    RETRY_MAX = 5.0
+        # The process's self-healing LISTEN connection (cxkernel.listen); its catch-up
+        # after a reconnect makes every watched mailbox look again.
+        self._listener = listener or Listener(pool)
+        self._own_listener = listener is None
+        self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._stopped = False
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_lost)
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        self._conn = conn
+        self._sub = await self._listener.subscribe(NOTIFY_CHANNEL, self._on_notify,
+                                                   self._caught_up)
 
     async def stop(self) -> None:
-        self._stopped = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
         for t in list(self._tasks):
             t.cancel()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                conn.remove_termination_listener(self._on_lost)
-                if self.listening_on(conn):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                await self.pool.release(conn)
-            except asyncpg.InterfaceError:
-                pass  # already closed and handed back
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.close()
+        if self._own_listener:
+            await self._listener.stop()
 
-    # -- losing the LISTEN connection ----------------------------------------------------
     @property
     def listening(self) -> bool:
-        # a dead pool connection is taken back by the pool: its proxy then raises
-        return self._conn is not None and self.listening_on(self._conn)
-
-    @staticmethod
-    def listening_on(conn: Any) -> bool:
-        try:
-            return not conn.is_closed()
-        except asyncpg.InterfaceError:
-            return False
-
-    def _on_lost(self, conn: object) -> None:
-        """The LISTEN connection died (backend terminated, database restarted)."""
-        self.check()
+        return self._sub is not None and self._listener.listening
 
     def check(self) -> None:
-        """Listen again if the connection is gone (also called by the server's sweeper,
-        for a drop the driver did not report)."""
-        if self._stopped or self._reconnecting is not None or self.listening:
-            return
-        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        """Look at the LISTEN connection now (the server's sweeper calls this)."""
+        if self._sub is not None:
+            self._listener.check()
 
-    async def _reconnect(self) -> None:
-        delay = 0.05
-        try:
-            old, self._conn = self._conn, None
-            if old is not None:
-                log.warning("mailbox change listener lost its connection; listening again")
-                try:
-                    await self.pool.release(old)
-                except Exception:  # a dead connection: the pool replaces it
-                    pass
-            while not self._stopped:
-                try:
-                    await self.start()
-                    break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("mailbox change listener: %s; retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.RETRY_MAX)
-            # whatever changed while nobody listened: every watched mailbox looks again
-            for mid in list(self.subs):
-                self.changed(mid)
-        finally:
-            self._reconnecting = None
+    def _caught_up(self) -> None:
+        """Whatever changed while nobody listened: every watched mailbox looks again."""
+        for mid in list(self.subs):
+            self.changed(mid)
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, mailbox_id: int, sub: Subscriber) -> None:
@@ -134,7 +88,7 @@ class ChangeHub:
                 del self.subs[mailbox_id]
 
     # -- notifications -------------------------------------------------------------------
-    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         for part in payload.split(","):
             try:
                 mid = int(part)

@@ -44,6 +44,12 @@ CAPABILITIES: tuple[str, ...] = (
     "QUOTA",
     "BINARY",
     "COMPRESS=DEFLATE",
+    "MULTIAPPEND",  # RFC 3502
+    "SORT",  # RFC 5256
+    "ESORT",  # RFC 5267 §3.2
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "UTF8=ACCEPT",  # RFC 6855
 )
 
 
@@ -58,6 +64,9 @@ def capabilities(
     """The CAPABILITY list for the session's current situation."""
     caps = list(CAPABILITIES)
     if not state_authenticated:
+        # RFC 4978 §3 lets COMPRESS come before login; we accept (and advertise) it
+        # only after authentication, so no unauthenticated peer can make us inflate
+        caps.remove("COMPRESS=DEFLATE")
         if not tls:
             if starttls_available:
                 caps.append("STARTTLS")
@@ -72,22 +81,23 @@ def capabilities(
 
 def select_responses(result: SelectResult, view: SelectedView) -> list[Untagged | UntaggedStatus]:
     """Untagged replies of SELECT/EXAMINE (RFC 3501 §6.3.1, RFC 7162 §3.1.2)."""
+    flags, perm = view.flag_lines()  # the mailbox's keywords too (RFC 3501 §7.2.6)
     out: list[Untagged | UntaggedStatus] = [
-        Untagged("FLAGS (" + " ".join(result.flags) + ")"),
+        flags,
         Untagged(f"{view.exists} EXISTS"),
         Untagged(f"{view.recent_count()} RECENT"),
     ]
-    unseen = next((i + 1 for i, u in enumerate(view.uids) if "\\Seen" not in view.flags[u]), None)
+    ordered = sorted(result.messages, key=lambda m: m.uid)
+    unseen = next((i + 1 for i, m in enumerate(ordered) if "\\Seen" not in m.flags), None)
     if unseen is not None:
         out.append(UntaggedStatus("OK", "First unseen", f"UNSEEN {unseen}"))
-    perm = "()" if result.readonly else "(" + " ".join(result.permanent_flags) + ")"
     out += [
-        UntaggedStatus("OK", "Flags permitted", f"PERMANENTFLAGS {perm}"),
+        perm,
         UntaggedStatus("OK", "UIDs valid", f"UIDVALIDITY {result.uidvalidity}"),
         UntaggedStatus("OK", "Predicted next UID", f"UIDNEXT {result.uidnext}"),
     ]
     if view.condstore:
-        out.append(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {result.highestmodseq}"))
+        out.append(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}"))
     return out
 
 
@@ -122,7 +132,44 @@ def list_match(reference: str, pattern: str, name: str) -> bool:
     return bool(_pattern_re(reference + pattern, flags).match(name))
 
 
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(DELIMITER)
+    return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _order(names: Iterable[str]) -> list[str]:
+    return sorted(set(names), key=lambda n: (n != "INBOX", n))
+
+
+#: one LIST/LSUB reply: name, attributes, extended data (RFC 5258 §4) or ""
+ListEntry = tuple[str, list[str], str]
+
+
 def list_responses(
+    mailboxes: Sequence[MailboxInfo],
+    reference: str,
+    patterns: Sequence[str],
+    *,
+    command: str = "LIST",
+    **options: object,
+) -> list[Untagged]:
+    """LIST/LSUB reply lines; ``options`` as for :func:`list_entries`."""
+    if list(patterns) == [""]:
+        # RFC 3501 §6.3.8: empty pattern returns the delimiter and root
+        return [Untagged(f'{command} (\\Noselect) "{DELIMITER}" ""')]
+    return [
+        list_line(command, e)
+        for e in list_entries(mailboxes, reference, patterns, command=command, **options)  # type: ignore[arg-type]
+    ]
+
+
+def list_line(command: str, entry: ListEntry) -> Untagged:
+    name, attrs, extra = entry
+    head = f'{command} ({" ".join(attrs)}) "{DELIMITER}" '.encode()
+    return Untagged(head + mailbox_name(name) + extra.encode())
+
+
+def list_entries(
     mailboxes: Sequence[MailboxInfo],
     reference: str,
     patterns: Sequence[str],
@@ -132,29 +179,79 @@ def list_responses(
     special_use_only: bool = False,
     return_special_use: bool = True,
     return_children: bool = True,
-) -> list[Untagged]:
-    """LIST/LSUB replies with CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes."""
-    if patterns == [""] or list(patterns) == [""]:
-        # RFC 3501 §6.3.8: empty pattern returns the delimiter and root
-        return [Untagged(f'{command} (\\Noselect) "{DELIMITER}" ""')]
-    names = {m.name for m in mailboxes}
-    out: list[Untagged] = []
-    for m in mailboxes:
-        if subscribed_only and not m.subscribed:
-            continue
-        if not any(list_match(reference, p, m.name) for p in patterns):
-            continue
+    subscriptions: Sequence[str] | None = None,
+    return_subscribed: bool = False,
+    recursive_match: bool = False,
+) -> list[ListEntry]:
+    """LIST/LSUB entries with CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes.
+
+    ``subscriptions`` are the subscribed names (they need not exist); without them the
+    mailboxes' own ``subscribed`` marks are used. ``subscribed_only`` is LIST
+    (SUBSCRIBED) or LSUB, ``return_subscribed`` RETURN (SUBSCRIBED), ``recursive_match``
+    the RECURSIVEMATCH selection option (RFC 5258 §3).
+    """
+    boxes = {m.name: m for m in mailboxes}
+    if subscriptions is None:
+        subscriptions = [m.name for m in mailboxes if m.subscribed]
+    subs = set(subscriptions)
+
+    def matches(name: str) -> bool:
+        return any(list_match(reference, p, name) for p in patterns)
+
+    def attrs_of(name: str) -> list[str] | None:
+        m = boxes.get(name)
+        if m is None:
+            return None
         attrs = [a for a in sorted(m.attributes) if return_special_use or a in _BASE_ATTRS]
-        if special_use_only and not any(a not in _BASE_ATTRS for a in m.attributes):
-            continue
         if return_children and not any(a in ("\\HasChildren", "\\HasNoChildren") for a in attrs):
             prefix = m.name + DELIMITER
-            has = any(n.startswith(prefix) for n in names)
+            has = any(n.startswith(prefix) for n in boxes)
             attrs.append("\\HasChildren" if has else "\\HasNoChildren")
-        if subscribed_only and command == "LIST":
-            attrs.append("\\Subscribed")  # RFC 5258 §3.1
-        line = f'{command} ({" ".join(attrs)}) "{DELIMITER}" '.encode() + mailbox_name(m.name)
-        out.append(Untagged(line))
+        return attrs
+
+    def line(name: str, attrs: list[str], extra: str = "") -> ListEntry:
+        return (name, attrs, extra)
+
+    out: list[ListEntry] = []
+    if command == "LSUB":
+        # RFC 3501 §6.3.9: subscribed names; with "%" a parent of a subscribed name the
+        # pattern does not reach is listed as \Noselect
+        parents = {p for n in subs for p in _ancestors(n) if not matches(n)}
+        for name in _order(subs | parents):
+            if not matches(name):
+                continue
+            if name in subs:
+                out.append(line(name, [] if name in boxes else ["\\Noselect"]))
+            else:
+                out.append(line(name, ["\\Noselect"]))
+        return out
+    if not subscribed_only:
+        for name in _order(boxes):
+            if not matches(name):
+                continue
+            if special_use_only and not any(a not in _BASE_ATTRS for a in boxes[name].attributes):
+                continue
+            attrs = attrs_of(name) or []
+            if return_subscribed and name in subs:
+                attrs.append("\\Subscribed")  # RFC 5258 §3.2 RETURN (SUBSCRIBED)
+            out.append(line(name, attrs))
+        return out
+    # RFC 5258 §3.1 (SUBSCRIBED): subscribed names, existing or not
+    with_kids = {p for n in subs for p in _ancestors(n)} if recursive_match else set()
+    for name in _order(subs | with_kids):
+        if not matches(name):
+            continue
+        own = attrs_of(name)
+        if special_use_only and (
+            own is None or not any(a not in _BASE_ATTRS for a in boxes[name].attributes)
+        ):
+            continue
+        attrs = own if own is not None else ["\\NonExistent"]
+        if name in subs:
+            attrs.append("\\Subscribed")
+        # RFC 5258 §4: CHILDINFO for a name whose descendants match the selection
+        extra = ' ("CHILDINFO" ("SUBSCRIBED"))' if name in with_kids else ""
+        out.append(line(name, attrs, extra))
     return out
 
 

@@ -21,6 +21,9 @@ from typing import Any
 
 import asyncpg
 
+from mailrelay.bodies import all_refs
+from mailrelay.gc_repo import collect_bodies
+
 from .store_api import (
     AppendResult,
     Change,
@@ -31,6 +34,8 @@ from .store_api import (
     MessageExpunged,
     MessageMeta,
     MessageRow,
+    MultiAppendResult,
+    NewMessage,
     QuotaResource,
     SelectResult,
     StoreError,
@@ -44,8 +49,10 @@ DELIMITER = "/"
 _SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
-def _no_such() -> StoreError:
-    return StoreError("No such mailbox", "TRYCREATE")  # RFC 3501 §6.3.11 / §6.4.7
+def _no_such(code: str = "TRYCREATE") -> StoreError:
+    # RFC 3501 §6.3.11 / §6.4.7: APPEND and COPY/MOVE say TRYCREATE; elsewhere a missing
+    # mailbox is NONEXISTENT (RFC 5530 §3)
+    return StoreError("No such mailbox", code)
 
 
 def _flags(value: Sequence[str] | None) -> frozenset[str]:
@@ -79,7 +86,9 @@ class PgMailStore:
             self._accounts[user] = aid
         return int(aid)
 
-    async def _mailbox(self, conn: Any, user: str, name: str, lock: bool = False) -> Any:
+    async def _mailbox(
+        self, conn: Any, user: str, name: str, lock: bool = False, missing: str = "NONEXISTENT"
+    ) -> Any:
         aid = await self._account(conn, user)
         row = await conn.fetchrow(
             "select id, account_id, uidvalidity, uidnext, highestmodseq, recent_uid from mailboxes"
@@ -88,7 +97,7 @@ class PgMailStore:
             name,
         )
         if row is None:
-            raise _no_such()
+            raise _no_such(missing)
         return row
 
     @staticmethod
@@ -139,8 +148,10 @@ class PgMailStore:
         async with self.pool.acquire() as conn:
             aid = await self._account(conn, user)
             rows = await conn.fetch(
-                "select id, name, special_use, subscribed from mailboxes"
-                " where account_id = $1 order by name <> 'INBOX', name",
+                "select m.id, m.name, m.special_use, s.name is not null as subscribed"
+                " from mailboxes m left join imap_subscriptions s"
+                " on s.account_id = m.account_id and s.name = m.name"
+                " where m.account_id = $1 order by m.name <> 'INBOX', m.name",
                 aid,
             )
         return [
@@ -263,18 +274,39 @@ class PgMailStore:
         )
         await self._notify(conn, inbox["id"])
 
-    async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None:
+    async def subscriptions(self, user: str) -> list[str]:
         async with self.pool.acquire() as conn:
             aid = await self._account(conn, user)
+            rows = await conn.fetch(
+                "select name from imap_subscriptions where account_id = $1"
+                " order by name <> 'INBOX', name",
+                aid,
+            )
+        return [r[0] for r in rows]
+
+    async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None:
+        """Subscriptions are names, not mailboxes (RFC 3501 §6.3.6): DELETE keeps them,
+        and a name may be subscribed only while its mailbox exists."""
+        async with self.pool.acquire() as conn:
+            aid = await self._account(conn, user)
+            if not subscribed:
+                await conn.execute(
+                    "delete from imap_subscriptions where account_id = $1 and name = $2",
+                    aid,
+                    name,
+                )
+                return
             done = await conn.fetchval(
-                "update mailboxes set subscribed = $3 where account_id = $1 and name = $2"
-                " returning id",
+                "insert into imap_subscriptions(account_id, name)"
+                " select account_id, name from mailboxes where account_id = $1 and name = $2"
+                " on conflict do nothing returning 1",
                 aid,
                 name,
-                subscribed,
             )
-        if done is None and subscribed:
-            raise _no_such()
+            if done is None and not await conn.fetchval(
+                "select 1 from mailboxes where account_id = $1 and name = $2", aid, name
+            ):
+                raise _no_such("NONEXISTENT")
 
     # -- selecting -----------------------------------------------------------------------
     async def select(self, user: str, name: str, readonly: bool) -> SelectResult:
@@ -368,6 +400,61 @@ class PgMailStore:
             rows = await conn.fetch(sql, mailbox_id, *arg)
         return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
+    async def fetch_upto(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        max_bytes: int,
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
+    ) -> list[MessageRow]:
+        """Like :meth:`fetch`, but only the first rows (by UID) whose sizes add up to at
+        most ``max_bytes`` (always at least one): one query, bounded memory."""
+        if not uids:
+            return []
+        cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
+        if structure and envelope_only and not raw:
+            cols += (
+                ", case when m.structure is null then null"
+                " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
+                " else jsonb_build_object('env', m.structure->'env') end"
+            )
+        else:
+            cols += ", m.structure" if structure else ", null"
+        cols += ", m.raw" if raw else ", null"
+        where, arg = _uid_filter(uids)
+        n = len(arg) + 2
+        sql = (
+            f"select {cols} from (select mm.*, sum(mm.size) over (order by mm.uid) as upto"
+            f" from mailbox_messages mm where mm.mailbox_id = $1 and {where}) mm"
+            f" join messages m on m.id = mm.message_id"
+            f" where mm.upto - mm.size < ${n} and (mm.upto <= ${n} or mm.upto = mm.size)"
+            " order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg, max_bytes)
+        return [MessageRow(r[0], _flags(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def headers(
+        self, mailbox_id: int, uids: Sequence[int]
+    ) -> list[tuple[int, datetime, int, bytes]]:
+        """(uid, internaldate, size, header block) per message, for SORT and THREAD:
+        only the header bytes leave the database (at most 64 KB of each)."""
+        if not uids:
+            return []
+        where, arg = _uid_filter(uids)
+        sql = (
+            "select mm.uid, mm.internaldate, mm.size, substring(m.raw from 1 for"
+            " least(coalesce((m.structure->'body'->>'bs')::int, length(m.raw)), 65536))"
+            " from mailbox_messages mm join messages m on m.id = mm.message_id"
+            f" where mm.mailbox_id = $1 and {where} order by mm.uid"
+        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, mailbox_id, *arg)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def sizes(self, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, int]]:
         if not uids:
             return []
@@ -448,7 +535,7 @@ class PgMailStore:
         structure: dict[str, Any],
     ) -> AppendResult:
         async with self.pool.acquire() as conn, conn.transaction():
-            box = await self._mailbox(conn, user, name)
+            box = await self._mailbox(conn, user, name, missing="TRYCREATE")
             aid = box["account_id"]
             await self._check_quota(conn, aid, len(message))
             mid = await conn.fetchval(
@@ -473,10 +560,46 @@ class PgMailStore:
             await self._notify(conn, box["id"])
         return AppendResult(b["uidvalidity"], b["first_uid"])
 
+    async def append_many(
+        self, user: str, name: str, messages: Sequence[NewMessage]
+    ) -> MultiAppendResult:
+        """MULTIAPPEND (RFC 3502): one transaction, one MODSEQ, consecutive UIDs."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            box = await self._mailbox(conn, user, name)
+            aid = box["account_id"]
+            total = sum(len(m.raw) for m in messages)
+            await self._check_quota(conn, aid, total)
+            b = await self._bump(conn, box["id"], uids=len(messages))
+            uids = []
+            for i, m in enumerate(messages):
+                mid = await conn.fetchval(
+                    "insert into messages(raw, size, structure) values ($1, $2, $3)"
+                    " returning id",
+                    m.raw,
+                    len(m.raw),
+                    m.structure,
+                )
+                uid = b["first_uid"] + i
+                await conn.execute(
+                    "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
+                    " internaldate, size) values ($1, $2, $3, $4, $5, $6, $7)",
+                    box["id"],
+                    uid,
+                    mid,
+                    sorted(set(m.flags)),
+                    b["first_modseq"],
+                    m.internaldate,
+                    len(m.raw),
+                )
+                uids.append(uid)
+            await self._usage(conn, aid, total, len(messages))
+            await self._notify(conn, box["id"])
+        return MultiAppendResult(b["uidvalidity"], uids)
+
     async def _copy(
         self, conn: Any, mailbox_id: int, uids: Sequence[int], user: str, dest: str
     ) -> tuple[CopyResult, Any, list[Any]]:
-        dst = await self._mailbox(conn, user, dest)
+        dst = await self._mailbox(conn, user, dest, missing="TRYCREATE")
         src_account = await conn.fetchval(
             "select account_id from mailboxes where id = $1", mailbox_id
         )
@@ -584,29 +707,30 @@ class PgMailStore:
         return gone
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> list[Change]:
-        """Rows changed after ``modseq``, as both "added" and "flags" events.
+        """Every change after ``modseq``, one event per row, in MODSEQ order.
 
-        The store cannot tell which UIDs a session already knows; the view keeps
-        an :class:`MessageAdded` only for unknown UIDs and a :class:`FlagsChanged`
-        only for known ones, so each row is reported both ways.
+        A row that entered the mailbox after ``modseq`` is a :class:`MessageAdded`, any
+        other changed row a :class:`FlagsChanged` (never both); expunged rows are
+        :class:`MessageExpunged`. One statement, so one snapshot: MODSEQs commit in
+        order per mailbox, so the list is complete up to its highest MODSEQ.
         """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "select uid, flags, modseq, false from mailbox_messages"
+                "select uid, flags, modseq, added_modseq > $2, false from mailbox_messages"
                 " where mailbox_id = $1 and modseq > $2"
-                " union all select uid, null, modseq, true from mailbox_expunged"
+                " union all select uid, null, modseq, false, true from mailbox_expunged"
                 " where mailbox_id = $1 and modseq > $2",
                 mailbox_id,
                 modseq,
             )
         out: list[Change] = []
-        for uid, flags, ms, gone in sorted(rows, key=lambda r: r[2]):
+        for uid, flags, ms, added, gone in sorted(rows, key=lambda r: (r[2], r[0])):
             if gone:
                 out.append(MessageExpunged(uid, ms))
+            elif added:
+                out.append(MessageAdded(uid, _flags(flags), ms))
             else:
-                f = _flags(flags)
-                out.append(MessageAdded(uid, f, ms))
-                out.append(FlagsChanged(uid, f, ms))
+                out.append(FlagsChanged(uid, _flags(flags), ms))
         return out
 
     async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
@@ -623,15 +747,12 @@ class PgMailStore:
         """Delete up to ``limit`` message bodies whose last mailbox entry went away and
         that nothing else references; return how many went.
 
-        Candidates come from ``message_gc`` (filled by a trigger on every delete from
-        mailbox_messages). Still referenced means: a mailbox entry, a queue row, the
-        delivery log (``cxgw queue show`` prints its headers) or a document (sealed,
-        delivered, receipt or event). Candidates still in use are dropped: when their last
-        mailbox entry goes they come back. SKIP LOCKED lets several processes sweep.
+        The periodic sweep is `gateway.maintenance`; this runs one round on demand.
+        Still referenced means a table declared in `mailrelay.bodies` (mailbox entry,
+        queue row, delivery log, document) points at it.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            n = await conn.fetchval(_GC_SQL, limit)
-        return int(n or 0)
+        async with self.pool.acquire() as conn:
+            return await collect_bodies(conn, all_refs(), limit)
 
     async def quota(self, user: str, root: str) -> list[QuotaResource]:
         if root != "":

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from mailrelay.mime.decode import decode_words, part_text
-from mailrelay.mime.headers import split_fields, unfold
+from mailrelay.mime.headers import parse_addresses, split_fields, strip_comments, unfold
 
 from .proto.commands import SearchKey
 from .proto.seqset import SequenceSet
@@ -61,6 +61,24 @@ class _Ctx:
                 if name
             ]
         return self._headers
+
+
+_ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
+
+
+def _addresses(value: str) -> str:
+    """An address field as SEARCH FROM/TO/CC/BCC see it: display names and addr-specs,
+    comments stripped (RFC 5322 §3.2.2: a comment is not part of the address)."""
+    parsed = parse_addresses(value)
+    if parsed is None:
+        return strip_comments(value)
+    out = []
+    for name, _adl, mbox, host in parsed:
+        if mbox is None and host is None:
+            continue
+        addr = f"{mbox or ''}@{host}" if host else (mbox or "")
+        out.append(f"{name} <{addr}>" if name and addr else name or addr)
+    return ", ".join(out)
 
 
 def _contains(hay: str, needle: bytes) -> bool:
@@ -136,6 +154,8 @@ def matches(key: SearchKey, ctx: _Ctx) -> bool:
         name, needle = str(args[0]).lower(), args[1]
         assert isinstance(needle, bytes)
         # RFC 3501 §6.4.4: HEADER with an empty string matches any message with the field
+        if name in _ADDRESS_FIELDS and needle:
+            return any(n == name and _contains(_addresses(v), needle) for n, v in ctx.headers())
         return any(n == name and _contains(v, needle) for n, v in ctx.headers())
     if op == "BODY":
         return _body_matches(ctx, args[0])  # type: ignore[arg-type]
@@ -180,20 +200,33 @@ def search_response(
     uid: bool,
     returns: tuple[str, ...] | None,
     highest_modseq: int | None = None,
+    modseqs: Sequence[int] | None = None,
 ) -> bytes:
-    """``SEARCH 1 2 3`` or RFC 4731 ``ESEARCH (TAG "t") UID MIN 1 ...`` (without ``* ``)."""
+    """``SEARCH 1 2 3`` or RFC 4731 ``ESEARCH (TAG "t") UID MIN 1 ...`` (without ``* ``).
+
+    ``modseqs`` (parallel to ``numbers``) are the hits' MODSEQs when the search used
+    MODSEQ; ``highest_modseq`` is the older form (one value for every result option).
+    """
+    if modseqs is not None and highest_modseq is None and numbers:
+        highest_modseq = max(modseqs)
     mod = f" (MODSEQ {highest_modseq})" if highest_modseq is not None and numbers else ""
     if returns is None:
         return ("SEARCH" + "".join(f" {n}" for n in numbers) + mod).encode()
     opts = set(returns) or {"ALL"}  # RFC 4731 §3.1: RETURN () means ALL
     out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if numbers:
+        lo, hi = min(numbers), max(numbers)
         if "MIN" in opts:
-            out += f" MIN {min(numbers)}"
+            out += f" MIN {lo}"
         if "MAX" in opts:
-            out += f" MAX {max(numbers)}"
+            out += f" MAX {hi}"
         if "ALL" in opts:
             out += f" ALL {SequenceSet.from_numbers(numbers)}"
+        if modseqs is not None and not opts & {"ALL", "COUNT"}:
+            # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX the MODSEQ is
+            # that of the message(s) returned, not of every match
+            by = dict(zip(numbers, modseqs, strict=True))
+            highest_modseq = max(by[n] for n, o in ((lo, "MIN"), (hi, "MAX")) if o in opts)
     if "COUNT" in opts:
         out += f" COUNT {len(numbers)}"
     if highest_modseq is not None and numbers:

@@ -30,6 +30,7 @@ from .proto.connection import (
     ConnectionClosed,
     IdleDone,
     ImapServerCore,
+    InputPending,
 )
 from .proto.reader import Limits
 from .proto.response import Bye, Tagged
@@ -46,6 +47,11 @@ log = logging.getLogger("cxgw.imap")
 #: authenticated sessions); afterwards ``idle_timeout``.
 UNAUTH_TIMEOUT = 60.0
 WRITE_BUFFER_HIGH = 1 << 20
+#: replies to pipelined commands are gathered up to this size before one write (one TLS
+#: record and one deflate flush instead of one per command)
+COALESCE_BYTES = 64 << 10
+#: commands run back to back from one connection's input before others get a turn
+YIELD_EVERY = 32
 
 
 class ImapListenerConfig:
@@ -57,12 +63,23 @@ class ImapListenerConfig:
         max_unauth_bytes: int = 8192,
         append_limit: int = 50 << 20,
         unauth_timeout: float = UNAUTH_TIMEOUT,
+        max_command_bytes: int = 262144,
+        append_spool_bytes: int = 1 << 20,
+        spool_dir: str | None = None,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.unauth_timeout = unauth_timeout
         self.append_limit = append_limit
+        # before login every buffer is bounded by max_unauth_bytes (RFC 9051 §11.1)
         unauth = Limits(max_unauth_bytes, max_unauth_bytes, max_unauth_bytes * 2)
-        authed = Limits(65536, append_limit, append_limit + 65536)
+        authed = Limits(
+            max_command_bytes,
+            append_limit,
+            append_limit + max_command_bytes,
+            max_plain=max_command_bytes,
+            spool_over=append_spool_bytes,
+            spool_dir=spool_dir or None,
+        )
         self.limits = {
             **DEFAULT_LIMITS,
             SessionState.NOT_AUTHENTICATED: unauth,
@@ -108,7 +125,6 @@ class ImapConnection(asyncio.Protocol):
         "_paused_reading",
         "_write_ready",
         "_sub",
-        "_notified",
         "_closed",
     )
 
@@ -122,7 +138,6 @@ class ImapConnection(asyncio.Protocol):
         self._paused_reading = False
         self._write_ready: asyncio.Future[None] | None = None
         self._sub: int | None = None
-        self._notified = 0
         self._closed = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -182,6 +197,7 @@ class ImapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self.core.discard_input()  # a half-received APPEND spool goes now, not at GC
         self.srv.conns.discard(self)
         self._subscribe(None)
         if self._write_ready is not None and not self._write_ready.done():
@@ -234,11 +250,20 @@ class ImapConnection(asyncio.Protocol):
     # -- command execution ---------------------------------------------------------------
     async def _run(self) -> None:
         try:
+            n = 0
             while not self._closed:
                 ev = self.core.next_event()
                 if ev is NEED_DATA:
                     self._flush()  # e.g. "+" for a synchronising literal
                     break
+                n += 1
+                if isinstance(ev, InputPending) or n % YIELD_EVERY == 0:
+                    # compressed input still inflating, or a long pipeline: let the
+                    # other connections run (a deflate bomb never blocks the loop)
+                    self._flush()
+                    await asyncio.sleep(0)
+                    if isinstance(ev, InputPending):
+                        continue
                 if isinstance(ev, ConnectionClosed):
                     self._flush()
                     if self.tls is not None:
@@ -246,6 +271,12 @@ class ImapConnection(asyncio.Protocol):
                     self._abort()
                     break
                 await self._handle(ev)
+                if (
+                    self.core.pending_output < COALESCE_BYTES
+                    and self.core.buffered_lines(1)
+                    and not self.core.idling
+                ):
+                    continue  # a pipelined command is waiting: answer both in one write
                 self._flush()
                 if self._write_ready is not None and not self._write_ready.done():
                     await self._write_ready
@@ -289,25 +320,16 @@ class ImapConnection(asyncio.Protocol):
         if self._sub is not None:
             self.srv.hub.unsubscribe(self._sub, self)
         self._sub = mailbox_id
-        self._notified = 0
         if mailbox_id is not None:
             self.srv.hub.subscribe(mailbox_id, self)
 
     def known_modseq(self, mailbox_id: int) -> int | None:
-        view = self.session.view
-        if view is None or view.mailbox_id != mailbox_id:
-            return None
-        return max(view.highestmodseq, self._notified)
+        return self.session.known_modseq(mailbox_id)
 
     async def deliver_changes(self, mailbox_id: int, changes: Sequence[Change]) -> None:
-        floor = self.known_modseq(mailbox_id)
-        if floor is None or self._closed:
+        if self._closed:
             return
-        fresh = [ch for ch in changes if ch.modseq > floor]
-        if not fresh:
-            return
-        self._notified = max(ch.modseq for ch in fresh)
-        await self.session.notify(fresh)
+        await self.session.notify(changes, mailbox_id)  # the view keeps only what is new
         if self.core.idling:
             self._flush()
 
@@ -327,7 +349,6 @@ class ImapServer:
         self.conns: set[ImapConnection] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
-        self._gc: asyncio.Task[None] | None = None
 
     #: how often idle connections are looked for (a pass over 10,000 costs ~2 ms)
     SWEEP_SECONDS = 1.0
@@ -340,7 +361,6 @@ class ImapServer:
         self.servers.append(server)
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
-            self._gc = loop.create_task(self._collect())
         return int(server.sockets[0].getsockname()[1])
 
     async def _sweep(self) -> None:
@@ -355,26 +375,7 @@ class ImapServer:
                 if conn._pump is None and now - conn.last > limit:
                     conn.close("Autologout; idle for too long")
 
-    #: how often unreferenced message bodies are collected (see PgMailStore.collect_garbage)
-    GC_SECONDS = 60.0
-
-    async def _collect(self) -> None:
-        """Periodic sweep of message bodies no mailbox, queue row or document needs."""
-        collect = getattr(self.store, "collect_garbage", None)
-        if collect is None:
-            return
-        while True:
-            await asyncio.sleep(self.GC_SECONDS)
-            try:
-                for _ in range(100):  # at most 100,000 a round; the next round goes on
-                    if await collect(1000) < 1000:
-                        break
-            except Exception as exc:  # the database may be restarting: try next time
-                log.warning("message garbage collection failed: %r", exc)
-
     async def stop(self) -> None:
-        if self._gc is not None:
-            self._gc.cancel()
         for s in self.servers:
             s.close()
         for conn in list(self.conns):

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
-from typing import Protocol, cast
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
 
 from directory.scram import ScramError, ScramKeys, ScramServer
 from mailrelay.mime import normalize_crlf, parse_message
@@ -29,11 +31,23 @@ from . import fetch as fetchmod
 from . import mailbox as mb
 from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
-from .proto.response import Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
+from .proto.errors import ParseError
+from .proto.parser import parse_command
+from .proto.response import UTF8_NAMES, Bye, Continuation, Tagged, Untagged, UntaggedStatus, fmt
 from .proto.seqset import SequenceSet
+from .proto.spool import Spool
 from .search import needs_content, search, search_response, uses_modseq
-from .store_api import Change, MailStore, MessageMeta, MessageRow, StoreError
-from .view import SelectedView, flag_list
+from .sort import (
+    SortInfo,
+    esort_response,
+    format_threads,
+    sort_info,
+    sort_messages,
+    thread_orderedsubject,
+    thread_references,
+)
+from .store_api import Change, MailStore, MessageMeta, MessageRow, NewMessage, StoreError
+from .view import SelectedView
 
 __all__ = ["Authenticator", "ImapSession"]
 
@@ -77,11 +91,111 @@ CHUNK_ROWS = 2000
 CHUNK_BYTES = 4 << 20
 
 
+#: bytes of rendered responses held before they are handed to the connection (which
+#: then waits while the client is not reading: FETCH memory is bounded by this)
+OUTPUT_HIGH = 256 << 10
+
+
+def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
+    """Whether a FETCH response would be big enough to write item by item. BINARY
+    items are rendered whole (an unknown encoding must fail before anything is sent)."""
+    if row.raw is None or any(a.name.startswith("BINARY") for a in attrs):
+        return False
+    bodies = sum(1 for a in attrs if a.section is not None or a.name in fetchmod.RAW_ITEMS)
+    return bodies * len(row.raw) > OUTPUT_HIGH
+
+
+#: what ENABLE accepts (RFC 5161)
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
+#: pipelined FETCH commands whose rows one query loads at most
+READ_AHEAD = 64
+#: rows a SEARCH evaluates between two turns of the event loop
+SEARCH_SLICE = 250
+#: APPENDs with more message bytes than this are parsed in a worker thread, and only
+#: two of them at a time per process hold their bytes in memory (the rest wait)
+BIG_APPEND = 1 << 20
+_BIG_APPENDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+_NO_LIMIT = contextlib.nullcontext()
+
+
+def _big_appends() -> asyncio.Semaphore:
+    """The process's (event loop's) two slots for big APPENDs."""
+    loop = asyncio.get_running_loop()
+    sem = _BIG_APPENDS.get(loop)
+    if sem is None:
+        sem = _BIG_APPENDS[loop] = asyncio.Semaphore(2)
+    return sem
+
+
+def _parse_append(data: bytes | Spool, binary: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """The stored form of an APPEND literal and its parsed structure. RFC 3516 §4.4: a
+    literal8 message may hold binary parts, so its bytes (and any message with NUL) are
+    stored as sent; text gets canonical CRLF line endings."""
+    raw = data.read() if isinstance(data, Spool) else data
+    if not (binary or b"\0" in raw):
+        raw = normalize_crlf(raw)
+    return raw, parse_message(raw)
+
+
+async def _prepare_append(m: c.AppendMessage, now: datetime) -> NewMessage:
+    if isinstance(m.message, Spool) or len(m.message) > BIG_APPEND:
+        # reading the spool and parsing a big message would stall every connection
+        raw, structure = await asyncio.get_running_loop().run_in_executor(
+            None, _parse_append, m.message, m.binary
+        )
+    else:
+        raw, structure = _parse_append(m.message, m.binary)
+    flags = tuple(f for f in m.flags if f != "\\Recent")
+    return NewMessage(raw, flags, m.date or now, structure)
+
+
+_ONLY_NUMBERS = frozenset({"ALL", "AND", "OR", "NOT", "UID", "SEQ"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ops(key: c.SearchKey) -> set[str]:
+    out, todo = set(), [key]
+    while todo:
+        k = todo.pop()
+        out.add(k.op)
+        todo.extend(a for a in k.args if isinstance(a, c.SearchKey))
+    return out
+
+
+def _scope_is_answer(key: c.SearchKey) -> bool:
+    """A program of (ANDed) UID and sequence sets only: its scope is its result."""
+    keys = key.args if key.op == "AND" else (key,)
+    return all(
+        isinstance(k, c.SearchKey)
+        and k.op in ("UID", "SEQ")
+        and isinstance(k.args[0], SequenceSet)
+        and not k.args[0].saved
+        for k in keys
+    )
+
+
+def _search_scope(view: SelectedView, key: c.SearchKey) -> list[int]:
+    """UIDs a program can match at all: those of its top-level UID and sequence sets
+    (ANDed), so a set-limited SEARCH loads only the rows it names."""
+    scope: set[int] | None = None
+    for k in key.args if key.op == "AND" else (key,):
+        if isinstance(k, c.SearchKey) and k.op in ("UID", "SEQ"):
+            s = k.args[0]
+            assert isinstance(s, SequenceSet)
+            if s.saved:
+                continue
+            got = set(view.resolve(s, k.op == "UID"))
+            scope = got if scope is None else scope & got
+    return list(view.uids) if scope is None else sorted(scope)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 # RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE, SEARCH by sequence number
-_NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
+_NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 
 
 class ImapSession:
@@ -100,12 +214,48 @@ class ImapSession:
         self.allow_plaintext = allow_plaintext_login
         self.appendlimit = appendlimit
         self.user: str | None = None
-        self.view: SelectedView | None = None
-        self.enabled: set[str] = set()
         self.saved: list[int] = []  # SEARCHRES ``$``
+        # FETCH read-ahead (see _read_ahead): rows by UID, and the command shape they serve
+        self._ahead: dict[int, MessageRow] = {}
+        self._ahead_key: tuple[object, ...] | None = None
+        self._ahead_last = 0  # the highest UID a read-ahead FETCH has answered
         self._scram: _Scram | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
+
+    # -- state (the core's: RFC 3501 §3, no copy kept here) ---------------------------
+    @property
+    def view(self) -> SelectedView | None:
+        """The selected mailbox, None unless the core is in the SELECTED state."""
+        return cast(SelectedView | None, self.core.selected)
+
+    @property
+    def enabled(self) -> set[str]:
+        return self.core.enabled
+
+    def known_modseq(self, mailbox_id: int) -> int | None:
+        """The MODSEQ up to which the selected mailbox's changes were taken in (for the
+        change hub), None when ``mailbox_id`` is not selected."""
+        view = self.view
+        return view.synced if view is not None and view.mailbox_id == mailbox_id else None
+
+    def _selected(self) -> SelectedView:
+        view = self.view
+        if view is None:  # the core allows these commands only when SELECTED
+            raise StoreError("No mailbox selected", status="BAD")
+        return view
+
+    def _enable_condstore(self) -> None:
+        """RFC 7162 §3.1: a CONDSTORE-enabling command enables CONDSTORE; with a
+        mailbox selected the client learns its HIGHESTMODSEQ at once."""
+        if "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled:
+            return
+        self.enabled.add("CONDSTORE")
+        view = self.view
+        if view is not None:
+            self.core.send(
+                UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}")
+            )
 
     # -- helpers -------------------------------------------------------------------
     @property
@@ -144,8 +294,12 @@ class ImapSession:
     def _untagged(self, data: bytes | str) -> None:
         self.core.send(Untagged(data))
 
-    async def notify(self, changes: Sequence[Change]) -> None:
-        """Changes to the selected mailbox published by the store (IDLE / NOOP updates)."""
+    async def notify(self, changes: Sequence[Change], mailbox_id: int | None = None) -> None:
+        """Changes to the selected mailbox (``mailbox_id`` if given) published by the
+        store (IDLE / NOOP updates)."""
+        view = self.view
+        if view is None or mailbox_id not in (None, view.mailbox_id):
+            return
         await self._absorb(changes)
         if self.view is not None and self.core.idling:
             for u in self.view.drain(True):
@@ -166,7 +320,7 @@ class ImapSession:
             first = await self.store.claim_recent(view.mailbox_id, upto)
             if first is not None:
                 view.add_recent(first, upto)
-        if self.view is view:
+        if self.view is view:  # still selected after the await
             view.queue(changes)
 
     def _drain(self, allow_expunge: bool = True) -> None:
@@ -186,6 +340,10 @@ class ImapSession:
         if not isinstance(event, CommandReceived):
             return
         cmd = event.command
+        if self.core.utf8_accept:
+            UTF8_NAMES.set(True)  # this task's replies carry UTF-8 mailbox names
+        if self._ahead_key is not None and not isinstance(cmd, c.Fetch):
+            self._ahead, self._ahead_key = {}, None  # read-ahead rows live one burst only
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
         try:
             await handler(cmd, now)
@@ -200,7 +358,7 @@ class ImapSession:
     async def _cmd_noop(self, cmd: c.Command, now: datetime) -> None:
         if self.view is not None:
             await self._absorb(
-                await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
+                await self.store.changes_since(self.view.mailbox_id, self.view.synced)
             )
         self._drain()
         self._ok(cmd.tag)
@@ -326,15 +484,20 @@ class ImapSession:
     # -- authenticated -----------------------------------------------------------------
     @property
     def _u(self) -> str:
-        assert self.user is not None
+        if self.user is None:  # the core allows these commands only after login
+            raise StoreError("Not authenticated", status="BAD")
         return self.user
 
     async def _cmd_enable(self, cmd: c.Enable, now: datetime) -> None:
-        new = [
-            x for x in cmd.capabilities if x in ("CONDSTORE", "QRESYNC") and x not in self.enabled
-        ]
+        new = [x for x in cmd.capabilities if x in ENABLEABLE and x not in self.enabled]
         self.enabled.update(new)
+        if "UTF8=ACCEPT" in self.enabled:  # RFC 6855 §3
+            self.core.utf8_accept = True
+            UTF8_NAMES.set(True)
         self._untagged("ENABLED" + "".join(" " + x for x in new))  # RFC 5161 §3.2
+        view = self.view
+        if new and view is not None:  # RFC 7162 §3.1: the client learns HIGHESTMODSEQ
+            self.core.send(UntaggedStatus("OK", "Highest", f"HIGHESTMODSEQ {view.highestmodseq}"))
         self._ok(cmd.tag)
 
     async def _cmd_namespace(self, cmd: c.Namespace, now: datetime) -> None:
@@ -365,54 +528,94 @@ class ImapSession:
         self._ok(cmd.tag)
 
     async def _cmd_list(self, cmd: c.List, now: datetime) -> None:
+        sel = set(cmd.selection)
+        if "RECURSIVEMATCH" in sel and not sel - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 §3.1: RECURSIVEMATCH alone (or with REMOTE only) is BAD
+            self._bad(cmd.tag, "RECURSIVEMATCH needs another selection option")
+            return
         boxes = await self.store.list_mailboxes(self._u)
-        lines = mb.list_responses(
+        subscribed_only = "SUBSCRIBED" in sel
+        want_subs = subscribed_only or "SUBSCRIBED" in cmd.returns
+        subs = await self.store.subscriptions(self._u) if want_subs else []
+        if list(cmd.patterns) == [""]:
+            for line in mb.list_responses(boxes, cmd.reference, [""]):
+                self.core.send(line)
+            self._ok(cmd.tag)
+            return
+        entries = mb.list_entries(
             boxes,
             cmd.reference,
             list(cmd.patterns),
-            subscribed_only="SUBSCRIBED" in cmd.selection,
-            special_use_only="SPECIAL-USE" in cmd.selection,
+            subscribed_only=subscribed_only,
+            special_use_only="SPECIAL-USE" in sel,
+            subscriptions=subs,
+            return_subscribed="SUBSCRIBED" in cmd.returns,
+            recursive_match="RECURSIVEMATCH" in sel,
         )
-        for line in lines:
-            self.core.send(line)
-        if cmd.status_items:  # RFC 5819
-            for m in boxes:
-                if any(mb.list_match(cmd.reference, p, m.name) for p in cmd.patterns):
-                    if "\\Noselect" not in m.attributes:
-                        vals = await self.store.status(self._u, m.name, cmd.status_items)
-                        self.core.send(mb.status_response(m.name, vals, cmd.status_items))
+        for entry in entries:
+            self.core.send(mb.list_line("LIST", entry))
+            name, attrs, _ = entry
+            # RFC 5819 §2: STATUS for each listed mailbox that can be selected
+            if cmd.status_items and not {"\\NonExistent", "\\Noselect"} & set(attrs):
+                vals = await self.store.status(self._u, name, cmd.status_items)
+                self.core.send(mb.status_response(name, vals, cmd.status_items))
         self._ok(cmd.tag)
 
     async def _cmd_lsub(self, cmd: c.Lsub, now: datetime) -> None:
         boxes = await self.store.list_mailboxes(self._u)
+        subs = await self.store.subscriptions(self._u)
         for line in mb.list_responses(
-            boxes, cmd.reference, [cmd.pattern], command="LSUB", subscribed_only=True
+            boxes, cmd.reference, [cmd.pattern], command="LSUB", subscriptions=subs
         ):
             self.core.send(line)
         self._ok(cmd.tag)
 
     async def _cmd_status(self, cmd: c.Status, now: datetime) -> None:
+        if "HIGHESTMODSEQ" in cmd.items:
+            self._enable_condstore()  # RFC 7162 §3.1
         vals = await self.store.status(self._u, cmd.mailbox, cmd.items)
         self.core.send(mb.status_response(cmd.mailbox, vals, cmd.items))
         self._ok(cmd.tag)
 
     async def _cmd_append(self, cmd: c.Append, now: datetime) -> None:
-        if self.appendlimit is not None and len(cmd.message) > self.appendlimit:
-            self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
-            return
-        raw = normalize_crlf(cmd.message)
-        flags = [f for f in cmd.flags if f != "\\Recent"]
-        res = await self.store.append(
-            self._u, cmd.mailbox, raw, flags, cmd.date or now, parse_message(raw)
-        )
+        msgs = cmd.messages()
+        try:
+            if self.appendlimit is not None and any(
+                len(m.message) > self.appendlimit for m in msgs
+            ):
+                self._no(cmd.tag, "Message too large", "TOOBIG")  # RFC 7889
+                return
+            big = sum(len(m.message) for m in msgs) > BIG_APPEND
+            async with _big_appends() if big else _NO_LIMIT:
+                ready = [await _prepare_append(m, now) for m in msgs]
+                if len(ready) == 1:
+                    r = ready[0]
+                    res = await self.store.append(
+                        self._u, cmd.mailbox, r.raw, r.flags, r.internaldate, r.structure
+                    )
+                    code = f"APPENDUID {res.uidvalidity} {res.uid}"  # RFC 4315
+                else:
+                    # RFC 3502 §6.3.11: all messages or none
+                    many = await self.store.append_many(self._u, cmd.mailbox, ready)
+                    code = f"APPENDUID {many.uidvalidity} {SequenceSet.from_numbers(many.uids)}"
+                del ready
+        finally:
+            for m in msgs:
+                if isinstance(m.message, Spool):
+                    m.message.close()
         if self.view is not None:
             await self._absorb(
-                await self.store.changes_since(self.view.mailbox_id, self.view.highestmodseq)
+                await self.store.changes_since(self.view.mailbox_id, self.view.synced)
             )
             self._drain()
-        self._ok(cmd.tag, "Appended", f"APPENDUID {res.uidvalidity} {res.uid}")  # RFC 4315
+        self._ok(cmd.tag, "Appended", code)
 
     async def _cmd_idle(self, cmd: c.Idle, now: datetime) -> None:
+        view = self.view
+        if view is not None:
+            # catch up first: a change that committed between SELECT's snapshot and the
+            # change hub's subscription would otherwise wait for the next one
+            await self._absorb(await self.store.changes_since(view.mailbox_id, view.synced))
         self.core.send(Continuation("idling"))
         self._drain()
 
@@ -433,16 +636,14 @@ class ImapSession:
 
     # -- selected ------------------------------------------------------------------------
     async def _cmd_select(self, cmd: c.Select, now: datetime) -> None:
-        self.view = None
+        # the core has closed any selected mailbox already (RFC 3501 §6.3.1)
         if cmd.qresync and "QRESYNC" not in self.enabled:
             self._bad(cmd.tag, "QRESYNC not enabled")  # RFC 7162 §3.2.5
             return
         result = await self.store.select(self._u, cmd.mailbox, cmd.readonly)
         if cmd.condstore:
-            self.enabled.add("CONDSTORE")
-        view = SelectedView(
-            result, condstore="CONDSTORE" in self.enabled, qresync="QRESYNC" in self.enabled
-        )
+            self.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8
+        view = SelectedView(result, extensions=self.enabled)
         for line in mb.select_responses(result, view):
             self.core.send(line)
         q = cmd.qresync
@@ -452,43 +653,38 @@ class ImapSession:
                 gone = q.known_uids.filter(gone, max(gone, default=1))
             if gone:
                 self._untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
-            for uid in view.uids:
-                if view.modseqs[uid] > q.modseq:
-                    self._untagged(
-                        f"{view.seq_of(uid)} FETCH (UID {uid} FLAGS {flag_list(view.flags_of(uid))} "
-                        f"MODSEQ ({view.modseqs[uid]}))"
-                    )
-        self.view = view
+            for m in sorted(result.messages, key=lambda m: m.uid):
+                if m.modseq > q.modseq:
+                    seq = view.seq_of(m.uid)
+                    self._untagged(f"{seq} FETCH ({view.fetch_items(m.uid, m.flags, m.modseq)})")
+        del result
         self.saved = []
-        self._ok(cmd.tag, "Selected", mb.select_tagged_code(result.readonly or cmd.readonly))
+        self.core.stage_selection(view)
+        self._ok(cmd.tag, "Selected", mb.select_tagged_code(view.readonly or cmd.readonly))
 
     async def _cmd_unselect(self, cmd: c.Command, now: datetime) -> None:
-        self.view = None
-        self._ok(cmd.tag)
+        self._ok(cmd.tag)  # the core leaves the SELECTED state
 
     async def _cmd_close(self, cmd: c.Close, now: datetime) -> None:
         view = self.view
         if view is not None and not view.readonly:
             await self.store.expunge(view.mailbox_id)  # RFC 3501 §6.4.2: silently
-        self.view = None
         self._ok(cmd.tag)
 
     def _target(self, cmd: c.Fetch | c.Store | c.Copy | c.Move) -> list[int] | None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if not cmd.uid and not cmd.seqset.saved and not view.valid_seqset(cmd.seqset):
             self._bad(cmd.tag, "Invalid sequence number")
             return None
         return view.resolve(cmd.seqset, cmd.uid, self.saved)
 
     async def _cmd_fetch(self, cmd: c.Fetch, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         uids = self._target(cmd)
         if uids is None:
             return
-        if cmd.changedsince is not None:
-            uids = [u for u in uids if view.modseqs.get(u, 0) > cmd.changedsince]
+        if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in cmd.attrs):
+            self._enable_condstore()  # RFC 7162 §3.1
         if cmd.vanished and cmd.changedsince is not None:
             gone = await self.store.expunged_since(view.mailbox_id, cmd.changedsince)
             gone = cmd.seqset.filter(gone, max(gone, default=1))
@@ -500,6 +696,12 @@ class ImapSession:
         env_only = fetchmod.envelope_only(attrs)
         set_seen = fetchmod.sets_seen(attrs) and not view.readonly
         has_flags = any(a.name == "FLAGS" for a in attrs)
+        early = await self._read_ahead(cmd, view, uids, raw, structure, env_only)
+        if early is not None:
+            if await self._fetch_chunk(cmd, view, early, attrs, set_seen, has_flags, False):
+                self._drain(allow_expunge=cmd.uid)
+                self._ok(cmd.tag, "Fetch completed")
+            return
         # one query per chunk, written out (with back-pressure) before the next is read:
         # a FETCH 1:* of a big mailbox holds one chunk in memory, not the whole mailbox
         chunks = await self._chunks(view.mailbox_id, uids, raw)
@@ -523,6 +725,80 @@ class ImapSession:
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Fetch completed")
 
+    async def _read_ahead(
+        self,
+        cmd: c.Fetch,
+        view: SelectedView,
+        uids: list[int],
+        raw: bool,
+        structure: bool,
+        env_only: bool,
+    ) -> list[MessageRow] | None:
+        """Rows for a small FETCH loaded together with those of the same FETCHes the
+        client has already pipelined behind it (mbsync and others fetch one message per
+        command): one query for up to READ_AHEAD commands instead of one each. Only for
+        items that never change for a UID (no FLAGS/MODSEQ, no implicit \\Seen); the
+        rows kept are bounded by CHUNK_BYTES and dropped at the next other command."""
+        key = (view.mailbox_id, view.uidvalidity, cmd.uid, cmd.attrs)
+        # a client walking the mailbox one message per command: read ahead of it even
+        # before its next commands arrive (they trickle in as it gets our replies)
+        walking = (
+            self._ahead_key == key and bool(uids) and self._ahead_last < min(uids)
+        )
+        if self._ahead_key == key and uids and all(u in self._ahead for u in uids):
+            self._ahead_last = max(uids)
+            return [self._ahead.pop(u) for u in uids]
+        self._ahead, self._ahead_key = {}, None
+        if (
+            not uids
+            or len(uids) > 4
+            or cmd.changedsince is not None
+            or fetchmod.sets_seen(cmd.attrs)
+            or any(a.name in ("FLAGS", "MODSEQ") for a in cmd.attrs)
+        ):
+            return None
+        self._ahead_key, self._ahead_last = key, max(uids)
+        wanted = list(uids)
+        for line in self.core.buffered_lines(READ_AHEAD):
+            try:
+                nxt = parse_command([line])
+            except ParseError:
+                break
+            if not (
+                isinstance(nxt, c.Fetch)
+                and nxt.uid == cmd.uid
+                and nxt.attrs == cmd.attrs
+                and nxt.changedsince is None
+                and not nxt.seqset.saved
+                and (cmd.uid or view.valid_seqset(nxt.seqset))
+            ):
+                break
+            more = view.resolve(nxt.seqset, nxt.uid)
+            if len(more) > 4:
+                break
+            wanted += more
+        if walking:
+            seq = view.seq_of(max(wanted)) or view.exists
+            wanted += [view.uid_of(q) for q in range(seq + 1, min(seq + READ_AHEAD, view.exists) + 1)]
+        if len(wanted) == len(uids):
+            return None  # nothing pipelined: the ordinary path
+        wanted = sorted(set(wanted))
+        if wanted[: len(uids)] != sorted(uids):
+            return None  # the burst does not start with this command's messages
+        rows = await self.store.fetch_upto(
+            view.mailbox_id,
+            wanted,
+            CHUNK_BYTES if raw else 1 << 62,
+            raw=raw,
+            structure=structure,
+            envelope_only=env_only,
+        )
+        now = set(uids)
+        if rows and rows[-1].uid < wanted[len(uids) - 1]:
+            return None  # this command's own messages exceed the bound: ordinary path
+        self._ahead = {r.uid: r for r in rows if r.uid not in now}
+        return [r for r in rows if r.uid in now]
+
     async def _fetch_chunk(
         self,
         cmd: c.Fetch,
@@ -531,6 +807,7 @@ class ImapSession:
         attrs: list[c.FetchAttr],
         set_seen: bool,
         has_flags: bool,
+        flush: bool = True,
     ) -> bool:
         """Write the FETCH responses of one chunk; False when the command must stop."""
         seen_rows: dict[int, MessageMeta] = {}
@@ -539,17 +816,29 @@ class ImapSession:
             unseen = [r.uid for r in rows if "\\Seen" not in r.flags]
             if unseen:
                 res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
-                view.note_own_flags(res.updated)
                 seen_rows = {m.uid: m for m in res.updated}
                 if not has_flags:  # RFC 3501 §6.4.5: report the change
                     chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+                if view.condstore:  # RFC 7162 §3.1: the implicit \Seen with UID and MODSEQ
+                    names = {a.name for a in chunk_attrs}
+                    extra = [c.FetchAttr(n) for n in ("UID", "MODSEQ") if n not in names]
+                    chunk_attrs = [*chunk_attrs, *extra]
+        if seen_rows:
+            for line in view.note_own_flags(seen_rows.values()):
+                self.core.send(line)
         for row in rows:
             seq = view.seq_of(row.uid)
             if seq is None:
                 continue
+            if cmd.changedsince is not None and row.modseq <= cmd.changedsince:
+                continue  # RFC 7162 §3.1.4.1
             if row.uid in seen_rows:
                 m = seen_rows[row.uid]
                 row = replace(row, flags=m.flags, modseq=m.modseq)
+            if _streams(row, chunk_attrs):
+                if not await self._stream_fetch(seq, row, chunk_attrs, view.is_recent(row.uid)):
+                    return False
+                continue
             try:
                 self._untagged(
                     fetchmod.fetch_response(seq, row, chunk_attrs, view.is_recent(row.uid))
@@ -557,8 +846,28 @@ class ImapSession:
             except fetchmod.BinaryUnknownEncoding:
                 self._no(cmd.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
                 return False
+            if self.core.pending_output > OUTPUT_HIGH and not await self._output():
+                return False
         del rows
+        if not flush and self.core.pending_output <= OUTPUT_HIGH:
+            return True  # the driver writes it when the command ends, with later replies
         return await self._output()
+
+    async def _stream_fetch(
+        self, seq: int, row: MessageRow, attrs: Sequence[c.FetchAttr], recent: bool
+    ) -> bool:
+        """One FETCH response written item by item, each handed to the connection (and
+        awaited while the client does not read) before the next is rendered: memory
+        stays about one item, however many times the client asks for the body."""
+        self.core.send_partial(b"* %d FETCH (" % seq)
+        for i, a in enumerate(attrs):
+            item = fetchmod.fetch_items(row, [a], recent)[0]
+            self.core.send_partial(item if i == 0 else b" " + item)
+            del item
+            if self.core.pending_output > OUTPUT_HIGH and not await self._output():
+                return False
+        self.core.send_partial(b")\r\n")
+        return True
 
     async def _output(self) -> bool:
         """Hand what the core holds to the connection, waiting while the client is slow;
@@ -582,26 +891,32 @@ class ImapSession:
         return [*out, cur]
 
     async def _cmd_store(self, cmd: c.Store, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if view.readonly:
             self._no(cmd.tag, "Mailbox is read-only", "READ-ONLY")
             return
         uids = self._target(cmd)
         if uids is None:
             return
+        if cmd.unchangedsince is not None:
+            self._enable_condstore()  # RFC 7162 §3.1
         res = await self.store.store_flags(
             view.mailbox_id, uids, cmd.mode, cmd.flags, cmd.unchangedsince
         )
-        view.note_own_flags(res.updated)
-        if not cmd.silent or cmd.unchangedsince is not None:
+        for line in view.note_own_flags(res.updated):
+            self.core.send(line)
+        # RFC 7162 §3.1: with CONDSTORE a .SILENT STORE still reports the new MODSEQ
+        if not cmd.silent or view.condstore:
             for m in res.updated:
                 seq = view.seq_of(m.uid)
-                items = f"FLAGS {flag_list(view.flags_of(m.uid) if seq else m.flags)}"
-                if cmd.uid or view.qresync:
-                    items = f"UID {m.uid} " + items
-                if view.condstore:
-                    items += f" MODSEQ ({m.modseq})"
+                if seq is None:
+                    continue
+                if cmd.silent:
+                    items = f"UID {m.uid} MODSEQ ({m.modseq})"
+                else:
+                    items = view.fetch_items(m.uid, m.flags, m.modseq)
+                    if cmd.uid and not view.condstore:
+                        items = f"UID {m.uid} " + items
                 self._untagged(f"{seq} FETCH ({items})")
         self._drain(allow_expunge=cmd.uid)
         if res.modified:
@@ -613,24 +928,39 @@ class ImapSession:
             self._ok(cmd.tag, "Store completed")
 
     async def _cmd_search(self, cmd: c.Search, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
             # RFC 3501 §6.4.4: unknown charset → NO [BADCHARSET]
             self._no(cmd.tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
             return
+        if uses_modseq(cmd.key):
+            self._enable_condstore()  # RFC 7162 §3.1
         full = needs_content(cmd.key)
         max_uid = view.uids[-1] if view.uids else 0
         hits: list[MessageRow] = []
-        for chunk in await self._chunks(view.mailbox_id, list(view.uids), full):
-            rows = await self.store.fetch(view.mailbox_id, chunk, raw=full, structure=full)
+        for chunk in await self._chunks(view.mailbox_id, _search_scope(view, cmd.key), full):
+            rows = await self._search_rows(view, chunk, full, cmd.key)
             rows = [
                 (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
                 for r in rows
                 if view.seq_of(r.uid) is not None
             ]
             seqs = [view.seq_of(r.uid) or 0 for r in rows]
-            found = search(cmd.key, rows, seqs, view.exists, max_uid, self.saved)
+            found: list[MessageRow] = []
+            if _scope_is_answer(cmd.key):
+                found = rows  # the program is its sets: they chose these rows
+            else:
+                for i in range(0, len(rows), SEARCH_SLICE):
+                    if i:
+                        await asyncio.sleep(0)  # a long evaluation lets others run
+                    found += search(
+                        cmd.key,
+                        rows[i : i + SEARCH_SLICE],
+                        seqs[i : i + SEARCH_SLICE],
+                        view.exists,
+                        max_uid,
+                        self.saved,
+                    )
             # keep only what the reply needs, not the bodies of the hits
             hits += [replace(r, raw=None, structure=None) if full else r for r in found]
         numbers = [r.uid if cmd.uid else view.seq_of(r.uid) or 0 for r in hits]
@@ -641,19 +971,99 @@ class ImapSession:
             returns = tuple(x for x in returns if x != "SAVE")
             if not returns and "SAVE" in (cmd.returns or ()):
                 returns = None
-        modseq = max((r.modseq for r in hits), default=None) if uses_modseq(cmd.key) else None
+        modseqs = [r.modseq for r in hits] if uses_modseq(cmd.key) else None
         if returns is not None or cmd.returns is None:
             self._untagged(
-                search_response(
-                    cmd.tag, numbers, uid=cmd.uid, returns=returns, highest_modseq=modseq
-                )
+                search_response(cmd.tag, numbers, uid=cmd.uid, returns=returns, modseqs=modseqs)
             )
         self._drain(allow_expunge=cmd.uid)
         self._ok(cmd.tag, "Search completed")
 
-    async def _copy_move(self, cmd: c.Copy | c.Move, move: bool) -> None:
+    # -- SORT and THREAD (RFC 5256) ----------------------------------------------------
+    async def _matching(self, view: SelectedView, key: c.SearchKey) -> list[int]:
+        """UIDs of the messages matching a search program, ascending."""
+        full = needs_content(key)
+        max_uid = view.uids[-1] if view.uids else 0
+        hits: list[int] = []
+        for chunk in await self._chunks(view.mailbox_id, _search_scope(view, key), full):
+            rows = await self._search_rows(view, chunk, full, key)
+            rows = [
+                (replace(r, flags=r.flags | _RECENT) if view.is_recent(r.uid) else r)
+                for r in rows
+                if view.seq_of(r.uid) is not None
+            ]
+            if _scope_is_answer(key):
+                hits += [r.uid for r in rows]
+                continue
+            for i in range(0, len(rows), SEARCH_SLICE):
+                await asyncio.sleep(0)  # a long evaluation lets other clients run
+                part = rows[i : i + SEARCH_SLICE]
+                seqs = [view.seq_of(r.uid) or 0 for r in part]
+                hits += [
+                    r.uid for r in search(key, part, seqs, view.exists, max_uid, self.saved)
+                ]
+        return hits
+
+    async def _search_rows(
+        self, view: SelectedView, uids: list[int], full: bool, key: c.SearchKey
+    ) -> list[MessageRow]:
+        """The rows a program is evaluated on; none from the store when it only tests
+        UIDs and sequence numbers (``UID SEARCH UID <64 KB set>`` is answered from the
+        view alone)."""
+        if _ONLY_NUMBERS.issuperset(_ops(key)):
+            return [MessageRow(u, frozenset(), 0, _EPOCH, 0, None, None) for u in uids]
+        return await self.store.fetch(view.mailbox_id, uids, raw=full, structure=full)
+
+    async def _sort_infos(self, view: SelectedView, uids: list[int]) -> list[SortInfo]:
+        out: list[SortInfo] = []
+        for i in range(0, len(uids), CHUNK_ROWS):
+            for uid, date, size, header in await self.store.headers(
+                view.mailbox_id, uids[i : i + CHUNK_ROWS]
+            ):
+                seq = view.seq_of(uid)
+                if seq is not None:
+                    out.append(sort_info(uid, seq, date, size, header))
+            await asyncio.sleep(0)
+        return out
+
+    def _charset_ok(self, tag: str, charset: str) -> bool:
+        if charset in ("UTF-8", "US-ASCII"):
+            return True
+        self._no(tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")  # RFC 5256 §3
+        return False
+
+    async def _cmd_sort(self, cmd: c.Sort, now: datetime) -> None:
         view = self.view
         assert view is not None
+        if not self._charset_ok(cmd.tag, cmd.charset):
+            return
+        infos = await self._sort_infos(view, await self._matching(view, cmd.key))
+        ordered = sort_messages(infos, cmd.criteria)
+        nums = [i.uid if cmd.uid else i.seq for i in ordered]
+        if cmd.returns is not None:  # RFC 5267 ESORT
+            self._untagged(esort_response(cmd.tag, nums, uid=cmd.uid, returns=cmd.returns))
+        else:
+            self._untagged("SORT" + "".join(f" {n}" for n in nums))
+        self._drain(allow_expunge=cmd.uid)
+        self._ok(cmd.tag, "Sort completed")
+
+    async def _cmd_thread(self, cmd: c.Thread, now: datetime) -> None:
+        view = self.view
+        assert view is not None
+        if not self._charset_ok(cmd.tag, cmd.charset):
+            return
+        infos = await self._sort_infos(view, await self._matching(view, cmd.key))
+        if cmd.algorithm == "REFERENCES":
+            roots = thread_references(infos)
+        else:
+            roots = thread_orderedsubject(infos)
+        text = format_threads(roots, (lambda i: i.uid) if cmd.uid else (lambda i: i.seq))
+        self._untagged("THREAD " + text if text else "THREAD")
+        self._drain(allow_expunge=cmd.uid)
+        self._ok(cmd.tag, "Thread completed")
+
+    async def _copy_move(self, cmd: c.Copy | c.Move, move: bool) -> None:
+        view = self._selected()
         uids = self._target(cmd)
         if uids is None:
             return
@@ -682,8 +1092,7 @@ class ImapSession:
         await self._copy_move(cmd, True)
 
     async def _cmd_expunge(self, cmd: c.Expunge, now: datetime) -> None:
-        view = self.view
-        assert view is not None
+        view = self._selected()
         if view.readonly:
             self._no(cmd.tag, "Mailbox is read-only", "READ-ONLY")
             return

@@ -120,6 +120,22 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message of a MULTIAPPEND (RFC 3502), ready to store."""
+
+    raw: bytes
+    flags: tuple[str, ...]
+    internaldate: datetime
+    structure: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MultiAppendResult:
+    uidvalidity: int
+    uids: Sequence[int]  # APPENDUID with a uid-set (RFC 4315 §3)
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaResource:
     name: str  # STORAGE (in KiB, RFC 9208 §5.1) or MESSAGE
     usage: int
@@ -166,6 +182,10 @@ class MailStore(Protocol):
     async def rename_mailbox(self, user: str, old: str, new: str) -> None: ...
 
     async def set_subscribed(self, user: str, name: str, subscribed: bool) -> None: ...
+
+    async def subscriptions(self, user: str) -> list[str]:
+        """Subscribed names (existing or not), INBOX first (RFC 3501 §6.3.6)."""
+        ...
 
     async def select(self, user: str, name: str, readonly: bool) -> SelectResult: ...
 
@@ -214,6 +234,32 @@ class MailStore(Protocol):
         internaldate: datetime,
         structure: dict[str, Any],
     ) -> AppendResult: ...
+
+    async def fetch_upto(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        max_bytes: int,
+        *,
+        raw: bool,
+        structure: bool,
+        envelope_only: bool = False,
+    ) -> list[MessageRow]:
+        """The first rows of ``uids`` (ascending) whose sizes add up to at most
+        ``max_bytes``, and always at least one."""
+        ...
+
+    async def headers(
+        self, mailbox_id: int, uids: Sequence[int]
+    ) -> list[tuple[int, datetime, int, bytes]]:
+        """(uid, internaldate, size, header block) per message (SORT, THREAD)."""
+        ...
+
+    async def append_many(
+        self, user: str, name: str, messages: Sequence[NewMessage]
+    ) -> MultiAppendResult:
+        """All of ``messages`` in one transaction, or none (RFC 3502 §6.3.11)."""
+        ...
 
     async def copy(
         self, mailbox_id: int, uids: Sequence[int], user: str, dest: str

@@ -4,56 +4,88 @@ Pure data structure: store change events go in (:meth:`SelectedView.queue`),
 untagged responses come out (:meth:`SelectedView.drain`) when the current
 command allows them. RFC 3501 §7.4.1: EXPUNGE must not be sent while a
 FETCH, STORE or SEARCH by sequence number runs (UID variants are fine), so
-expunges wait in the queue until a command permits them.
+expunges wait until a command permits them.
+
+Convergence: every batch handed to :meth:`queue` is a *complete* list of the
+mailbox's changes after some MODSEQ no higher than :attr:`synced` (what
+``MailStore.changes_since`` returns). A change is taken only if its MODSEQ is
+above :attr:`synced` (and above what our own STORE already reported for that
+UID), so an older batch arriving late can neither undo an expunge nor put
+older flags over newer ones, and EXISTS grows only by UIDs above every UID
+this view has held (RFC 3501 §2.3.1.1: UIDs only grow). MODSEQs a client sees
+for a message never go backwards (RFC 7162 §3.1.1).
+
+Memory: per message the view holds only its UID in an ``array('I')`` (4 bytes);
+sequence numbers are computed (bisect) and flags are never kept: the store's
+events and rows carry them. Pending updates are bounded by the real changes.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from array import array
+from collections.abc import Collection, Iterable, Sequence
 
-from .proto.response import Untagged
+from .proto.response import Untagged, UntaggedStatus
 from .proto.seqset import SequenceSet
-from .store_api import (
-    Change,
-    FlagsChanged,
-    MessageAdded,
-    MessageExpunged,
-    MessageMeta,
-    SelectResult,
-)
+from .store_api import Change, MessageExpunged, MessageMeta, SelectResult
 
-__all__ = ["SelectedView", "flag_list"]
+__all__ = ["SelectedView", "flag_list", "keywords_of"]
 
 _RECENT = frozenset({"\\Recent"})
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 def flag_list(flags: Iterable[str]) -> str:
     return "(" + " ".join(sorted(flags)) + ")"
 
 
+def keywords_of(flags: Iterable[str]) -> set[str]:
+    """The keywords (RFC 3501 §2.3.2: flags not starting with a backslash)."""
+    return {f for f in flags if not f.startswith("\\")}
+
+
 class SelectedView:
-    """UIDs in ascending order; sequence number ``n`` is ``uids[n-1]`` (RFC 3501 §2.3.1.2)."""
+    """UIDs in ascending order; sequence number ``n`` is ``uids[n-1]`` (RFC 3501 §2.3.1.2).
+
+    ``extensions`` is the session's set of enabled extensions (shared, not copied:
+    CONDSTORE can be enabled while the mailbox is selected, RFC 7162 §3.1).
+    """
 
     def __init__(
         self,
         result: SelectResult,
         *,
+        extensions: Collection[str] | None = None,
         condstore: bool = False,
         qresync: bool = False,
     ) -> None:
+        if extensions is None:
+            extensions = {x for x, on in (("CONDSTORE", condstore), ("QRESYNC", qresync)) if on}
+        self._ext = extensions
         self.mailbox_id = result.mailbox_id
         self.uidvalidity = result.uidvalidity
         self.uidnext = result.uidnext
-        self.highestmodseq = result.highestmodseq
         self.readonly = result.readonly
-        self.condstore = condstore or qresync  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
-        self.qresync = qresync
-        ordered = sorted(result.messages, key=lambda m: m.uid)
-        self.uids: list[int] = [m.uid for m in ordered]
-        self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in ordered}
-        self.modseqs: dict[int, int] = {m.uid: m.modseq for m in ordered}
-        self._pending: list[Change] = []
+        self.uids: array[int] = array("I", sorted(m.uid for m in result.messages))
+        #: every change up to this MODSEQ has been taken in (announced or pending)
+        self.synced = result.highestmodseq
+        #: the highest MODSEQ this session has reported (HIGHESTMODSEQ)
+        self.highestmodseq = result.highestmodseq
+        # EXISTS grows only by UIDs above this (the highest UID this view ever held)
+        self._uid_top = max(result.uidnext - 1, self.uids[-1] if self.uids else 0)
+        self.keywords: set[str] = set()
+        for m in result.messages:
+            if m.flags - set(SYSTEM_FLAGS):
+                self.keywords |= keywords_of(m.flags)
+        # accepted, not yet announced: arrivals, flag states (uid → (flags, modseq)),
+        # expunges (uid → modseq)
+        self._new: set[int] = set()
+        self._flags: dict[int, tuple[frozenset[str], int]] = {}
+        self._gone: dict[int, int] = {}
+        # what our own STORE/EXPUNGE already did, until a batch from the store covers it
+        self._own_flags: dict[int, int] = {}
+        self._own_gone: set[int] = set()
         # \Recent (RFC 3501 §2.3.2): UID intervals [lo, hi) this session owns, and the
         # UID below which new arrivals have already been claimed (or offered)
         self._recent: list[tuple[int, int]] = []
@@ -61,6 +93,15 @@ class SelectedView:
         if result.recent_from is not None and result.recent_from < result.uidnext:
             self._recent.append((result.recent_from, result.uidnext))
         self._recent_sent = self.recent_count()
+
+    @property
+    def condstore(self) -> bool:
+        # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+        return "CONDSTORE" in self._ext or "QRESYNC" in self._ext
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self._ext
 
     # -- mapping ---------------------------------------------------------------------
     @property
@@ -77,8 +118,7 @@ class SelectedView:
     def resolve(self, seqset: SequenceSet, uid: bool, saved: Iterable[int] = ()) -> list[int]:
         """UIDs addressed by a set, ascending. ``saved`` backs ``$`` (RFC 5182)."""
         if seqset.saved:
-            present = set(self.uids)
-            return sorted(u for u in saved if u in present)
+            return sorted(u for u in set(saved) if self.seq_of(u) is not None)
         if not self.uids:
             return []
         if uid:
@@ -106,15 +146,11 @@ class SelectedView:
             self._recent.sort()
 
     def is_recent(self, uid: int) -> bool:
-        for lo, hi in self._recent:
-            if lo <= uid < hi:
-                return True
-        return False
+        return any(lo <= uid < hi for lo, hi in self._recent)
 
-    def flags_of(self, uid: int) -> frozenset[str]:
-        """The message's flags as this session reports them (with \\Recent)."""
-        f = self.flags[uid]
-        return f | _RECENT if self._recent and self.is_recent(uid) else f
+    def with_recent(self, uid: int, flags: frozenset[str]) -> frozenset[str]:
+        """``flags`` as this session reports them (with \\Recent when it owns it)."""
+        return flags | _RECENT if self._recent and self.is_recent(uid) else flags
 
     def recent_count(self) -> int:
         n = 0
@@ -125,7 +161,13 @@ class SelectedView:
     def unclaimed(self, changes: Iterable[Change]) -> int | None:
         """The UID up to which new arrivals in ``changes`` still need claiming, or None."""
         top = max(
-            (ch.uid for ch in changes if isinstance(ch, MessageAdded) and ch.uid >= self.claimed_to),
+            (
+                ch.uid
+                for ch in changes
+                if not isinstance(ch, MessageExpunged)
+                and ch.uid >= self.claimed_to
+                and ch.modseq > self.synced
+            ),
             default=None,
         )
         return None if top is None else top + 1
@@ -137,74 +179,127 @@ class SelectedView:
         self._recent_sent = n
         return [Untagged(f"{n} RECENT")]
 
-    # -- updates ---------------------------------------------------------------------
-    def queue(self, changes: Iterable[Change]) -> None:
-        """Accept store change events (from NOTIFY, another session, or our own writes)."""
-        self._pending.extend(changes)
+    # -- taking changes in --------------------------------------------------------------
+    def queue(self, changes: Sequence[Change]) -> None:
+        """Take in a complete batch of changes after some MODSEQ <= :attr:`synced`."""
+        top = self.synced
+        for ch in sorted(changes, key=lambda ch: ch.modseq):
+            if ch.modseq <= self.synced:
+                continue  # already taken in from an earlier (or newer) batch
+            top = max(top, ch.modseq)
+            uid = ch.uid
+            if isinstance(ch, MessageExpunged):
+                self._own_gone.discard(uid)
+                self._new.discard(uid)
+                self._flags.pop(uid, None)
+                if self.seq_of(uid) is not None:
+                    self._gone[uid] = ch.modseq
+                continue
+            if uid in self._gone or uid in self._own_gone:
+                continue  # RFC 3501 §7.4.1: an expunge is final
+            if self._own_flags.get(uid, 0) >= ch.modseq:
+                continue  # our own STORE already reported this (or a newer) state
+            held = self._flags.get(uid)
+            if held is not None and held[1] >= ch.modseq:
+                continue
+            if self.seq_of(uid) is not None or uid in self._new:
+                self._flags[uid] = (ch.flags, ch.modseq)
+            elif uid > self._uid_top:
+                self._new.add(uid)  # a message this view never held: an arrival
+                self._flags[uid] = (ch.flags, ch.modseq)
+            # else: a UID that went before we saw it (RFC 3501 §2.3.1.1: never reused)
+        self.synced = top
+        if self._own_flags:
+            self._own_flags = {u: m for u, m in self._own_flags.items() if m > top}
 
-    def note_own_flags(self, metas: Iterable[MessageMeta]) -> None:
-        """Record flags our own STORE set (its FETCH replies are built by the caller)."""
+    def note_own_flags(self, metas: Iterable[MessageMeta]) -> list[Untagged | UntaggedStatus]:
+        """Record what our own STORE (or implicit \\Seen) did; the caller reports the
+        FETCHes. Returns FLAGS/PERMANENTFLAGS lines for keywords seen for the first time."""
+        fresh: set[str] = set()
         for m in metas:
-            if m.uid in self.flags:
-                self.flags[m.uid] = m.flags
-                self.modseqs[m.uid] = m.modseq
-                self.highestmodseq = max(self.highestmodseq, m.modseq)
+            if self.seq_of(m.uid) is None:
+                continue
+            self._own_flags[m.uid] = max(self._own_flags.get(m.uid, 0), m.modseq)
+            held = self._flags.get(m.uid)
+            if held is not None and held[1] <= m.modseq:
+                del self._flags[m.uid]  # older than what the STORE reply shows
+            self.highestmodseq = max(self.highestmodseq, min(m.modseq, self._announceable()))
+            fresh |= keywords_of(m.flags) - self.keywords
+        return self._announce_keywords(fresh)
 
-    def drain(self, allow_expunge: bool = True) -> list[Untagged]:
-        """Apply queued changes and return the untagged responses to send.
+    # -- announcing ----------------------------------------------------------------------
+    def _announceable(self) -> int:
+        """The highest MODSEQ below every change still waiting to be announced."""
+        waiting = [m for m in self._gone.values()]
+        waiting += [m for _, m in self._flags.values()]
+        return min(waiting, default=self.synced + 1) - 1
+
+    def flag_lines(self) -> list[Untagged | UntaggedStatus]:
+        """FLAGS and PERMANENTFLAGS with the mailbox's keywords (RFC 3501 §7.2.6, §7.1)."""
+        names = " ".join([*SYSTEM_FLAGS, *sorted(self.keywords)])
+        perm = "()" if self.readonly else f"({names} \\*)"
+        return [
+            Untagged(f"FLAGS ({names})"),
+            UntaggedStatus("OK", "Flags permitted", f"PERMANENTFLAGS {perm}"),
+        ]
+
+    def _announce_keywords(self, fresh: set[str]) -> list[Untagged | UntaggedStatus]:
+        if not fresh:
+            return []
+        self.keywords |= fresh
+        return self.flag_lines()
+
+    def fetch_items(self, uid: int, flags: frozenset[str], modseq: int) -> str:
+        """The items of an unsolicited (or flag-change) FETCH for ``uid``."""
+        items = f"FLAGS {flag_list(self.with_recent(uid, flags))}"
+        if self.condstore:
+            # RFC 7162 §3.1: with CONDSTORE enabled, UID and MODSEQ in every such FETCH
+            items = f"UID {uid} {items} MODSEQ ({modseq})"
+        return items
+
+    def drain(self, allow_expunge: bool = True) -> list[Untagged | UntaggedStatus]:
+        """Announce what was taken in: the untagged responses to send now.
 
         Order: EXPUNGE/VANISHED first (only if allowed), then EXISTS for new
-        messages, then FETCH for flag changes of messages still present.
+        messages, then FLAGS for new keywords, then FETCH for flag changes.
         """
-        keep: list[Change] = []
-        expunged: list[int] = []
-        added: list[MessageAdded] = []
-        flag_changes: dict[int, FlagsChanged] = {}
-        for ch in self._pending:
-            if isinstance(ch, MessageExpunged):
-                if allow_expunge:
-                    expunged.append(ch.uid)
-                else:
-                    keep.append(ch)
-            elif isinstance(ch, MessageAdded):
-                added.append(ch)
-            else:
-                flag_changes[ch.uid] = ch
-            self.highestmodseq = max(self.highestmodseq, ch.modseq)
-        self._pending = keep
-        out: list[Untagged] = []
-        out += self._apply_expunges(expunged)
-        out += self._apply_added(added)
+        out: list[Untagged | UntaggedStatus] = []
+        if allow_expunge and self._gone:
+            gone, self._gone = list(self._gone), {}
+            out += self._apply_expunges(gone)
+        fresh: set[str] = set()
+        if self._new:
+            new, self._new = sorted(self._new), set()
+            self.uids.extend(new)
+            self._uid_top = max(self._uid_top, new[-1])
+            self.uidnext = max(self.uidnext, new[-1] + 1)
+            for uid in new:
+                fresh |= keywords_of(self._flags.pop(uid, (frozenset(), 0))[0])
+            out.append(Untagged(f"{len(self.uids)} EXISTS"))
         out += self._recent_update()
-        for uid, ch in sorted(flag_changes.items()):
+        pending, self._flags = self._flags, {}
+        for _, (flags, _m) in pending.items():
+            fresh |= keywords_of(flags)
+        out += self._announce_keywords(fresh - self.keywords)
+        for uid, (flags, modseq) in sorted(pending.items()):
             seq = self.seq_of(uid)
-            if (
-                seq is None
-                or self.flags.get(uid) == ch.flags
-                and self.modseqs.get(uid) == ch.modseq
-            ):
-                continue
-            self.flags[uid] = ch.flags
-            self.modseqs[uid] = ch.modseq
-            items = f"FLAGS {flag_list(self.flags_of(uid))}"
-            if self.qresync:
-                items = f"UID {uid} " + items  # RFC 7162 §3.2.4: UID in unsolicited FETCH
-            if self.condstore:
-                items += f" MODSEQ ({ch.modseq})"  # RFC 7162 §3.1.4
-            out.append(Untagged(f"{seq} FETCH ({items})"))
+            if seq is not None:
+                out.append(Untagged(f"{seq} FETCH ({self.fetch_items(uid, flags, modseq)})"))
+        self.highestmodseq = max(self.highestmodseq, self._announceable())
         return out
 
-    def _apply_expunges(self, uids: list[int]) -> list[Untagged]:
-        present = sorted({u for u in uids if u in self.flags}, reverse=True)
+    def _apply_expunges(self, uids: Iterable[int]) -> list[Untagged | UntaggedStatus]:
+        present = sorted((u for u in set(uids) if self.seq_of(u) is not None), reverse=True)
         if not present:
             return []
-        out: list[Untagged] = []
+        out: list[Untagged | UntaggedStatus] = []
         for uid in present:
             seq = self.seq_of(uid)
-            assert seq is not None
+            if seq is None:
+                continue
             del self.uids[seq - 1]
-            del self.flags[uid]
-            self.modseqs.pop(uid, None)
+            self._flags.pop(uid, None)
+            self._own_flags.pop(uid, None)
             if not self.qresync:
                 # descending order: no renumbering between the lines (RFC 3501 §7.4.1)
                 out.append(Untagged(f"{seq} EXPUNGE"))
@@ -212,21 +307,15 @@ class SelectedView:
             out.append(Untagged(f"VANISHED {SequenceSet.from_numbers(present)}"))
         return out
 
-    def _apply_added(self, added: list[MessageAdded]) -> list[Untagged]:
-        # the same arrival can be queued twice (hub push, then NOOP's own query)
-        fresh = {a.uid: a for a in added if a.uid not in self.flags}
-        if not fresh:
-            return []
-        for _, a in sorted(fresh.items()):
-            if self.uids and a.uid < self.uids[-1]:
-                bisect.insort(self.uids, a.uid)  # should not happen: UIDs only grow
-            else:
-                self.uids.append(a.uid)
-            self.flags[a.uid] = a.flags
-            self.modseqs[a.uid] = a.modseq
-            self.uidnext = max(self.uidnext, a.uid + 1)
-        return [Untagged(f"{len(self.uids)} EXISTS")]
-
-    def expunge_now(self, uids: Iterable[int]) -> list[Untagged]:
+    def expunge_now(self, uids: Iterable[int]) -> list[Untagged | UntaggedStatus]:
         """Our own EXPUNGE / MOVE: apply at once (those commands allow it)."""
-        return self._apply_expunges(list(uids)) + self._recent_update()
+        uids = list(uids)
+        for u in uids:
+            self._gone.pop(u, None)
+            if self.seq_of(u) is not None or u in self._new:
+                # remembered until a batch reports the expunge: an older batch must not
+                # bring it back (UIDs held are covered by _uid_top; arrivals not yet)
+                self._own_gone.add(u)
+            self._new.discard(u)  # EXPUNGE removes every \Deleted, announced or not
+            self._flags.pop(u, None)
+        return self._apply_expunges(uids) + self._recent_update()

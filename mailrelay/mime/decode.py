@@ -66,8 +66,32 @@ def decode_transfer(data: bytes, encoding: str | None) -> bytes | None:
         except (binascii.Error, ValueError):
             return b""
     if enc == "quoted-printable":
-        return quopri.decodestring(data)
+        return decode_qp(data)
     return None
+
+
+_QP_OCTET = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_qp(data: bytes) -> bytes:
+    """Quoted-printable body decoding exactly as RFC 2045 §6.7 says.
+
+    Trailing white space on a line is transport padding and goes (rule 3); "=" at the
+    end of a line (after that) is a soft line break (rule 5); "=" followed by anything
+    but two hex digits is kept as it is (the robust reading of §6.7 note (2)); hard
+    line breaks become CRLF (rule 4).
+    """
+    lines = data.split(b"\n")
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        line = line.rstrip(b" \t\r")
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]
+        out.append(_QP_OCTET.sub(lambda m: bytes((int(m.group(1), 16),)), line))
+        if not soft and i < len(lines) - 1:
+            out.append(b"\r\n")
+    return b"".join(out)
 
 
 def charset_of(part: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "parse_content_type",
     "parse_token_value",
     "parse_addresses",
+    "strip_comments",
     "parse_language",
 ]
 
@@ -246,8 +247,33 @@ def _phrase_word(s: str, i: int) -> tuple[str, int]:
     return s[i:j], j
 
 
+def strip_comments(s: str) -> str:
+    """``s`` without RFC 5322 §3.2.2 comments (nested, escaped; not inside quoted
+    strings) and without the folding white space around them."""
+    out: list[str] = []
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == '"':
+            j = i + 1
+            while j < n and s[j] != '"':
+                j += 2 if s[j] == "\\" else 1
+            out.append(s[i : j + 1])
+            i = j + 1
+        elif c == "(":
+            i = _skip_cfws(s, i)
+        elif c in " \t\r\n":
+            i = _skip_cfws(s, i)
+            out.append(" ")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out).strip()
+
+
 def _addr_spec(spec: str) -> tuple[str | None, str | None]:
-    spec = spec.strip()
+    # RFC 5322 §3.4.1: CFWS may surround the parts of an addr-spec; it is not part of it
+    spec = re.sub(r"\s*([@.])\s*", r"\1", strip_comments(spec))
     at = spec.rfind("@")
     if at < 0:
         return (_unquote_local(spec) or None), None
@@ -315,9 +341,7 @@ def _parse_addresses(s: str) -> list[Address]:
             name = " ".join(words) or (comments[-1] if comments else None)
             out.append([name or None, adl, mbox, host])
         elif words:
-            spec = s[raw_start:i]
-            spec = re.sub(r"\([^)]*\)", "", spec)
-            mbox, host = _addr_spec(spec)
+            mbox, host = _addr_spec(s[raw_start:i])
             name = comments[-1] if comments else None
             if mbox or host:
                 out.append([name, None, mbox, host])

@@ -101,21 +101,26 @@ class SieveDelivery:
         return got
 
     async def split(self, rows: Sequence[QueueRow]) -> tuple[list[QueueRow], list[QueueRow]]:
-        """(rows without a script, rows to filter): one indexed query for the batch."""
+        """(rows delivered as usual, rows to filter): one indexed query for the batch.
+        Rows with a folder set by policy (DMARC quarantine to Junk) are not filtered."""
+        cands = [r for r in rows if not r.folder]
+        if not cands:
+            return list(rows), []
         async with self.pool.acquire() as conn:
-            held = await repo.with_active_script(conn, list({r.recipient for r in rows}))
-        return ([r for r in rows if r.recipient not in held],
-                [r for r in rows if r.recipient in held])
+            held = await repo.with_active_script(conn, list({r.recipient for r in cands}))
+        return ([r for r in rows if r.folder or r.recipient not in held],
+                [r for r in cands if r.recipient in held])
 
-    async def deliver(self, rows: Sequence[QueueRow]) -> dict[int, Outcome]:
-        """Filter and deliver `rows`; returns outcomes only for rows NOT finished here
-        (temporary or permanent failures for the scheduler to apply)."""
+    async def deliver(self, rows: Sequence[QueueRow], owner: str
+                      ) -> tuple[list[QueueRow], dict[int, Outcome]]:
+        """Filter and deliver `rows` (leased to `owner`): (rows finished here, outcomes of
+        the rows NOT finished, for the scheduler to retry or bounce)."""
         async with self.pool.acquire() as conn:
             scripts = await repo.active_scripts(conn, list({r.recipient for r in rows}))
         plans = []
         for r in rows:
             plans.append(await self._plan(r, scripts.get(r.recipient)))
-        return await self._store(plans)
+        return await self._store(plans, owner)
 
     # ---- one message -----------------------------------------------------------------
     async def _plan(self, row: QueueRow, source: str | None) -> _Plan:
@@ -219,43 +224,49 @@ class SieveDelivery:
         plan.notes.append("vacation")
 
     # ---- mailboxes -------------------------------------------------------------------
-    async def _store(self, plans: list[_Plan]) -> dict[int, Outcome]:
+    async def _store(self, plans: list[_Plan], owner: str
+                     ) -> tuple[list[QueueRow], dict[int, Outcome]]:
         failed = {p.row.id: p.failed for p in plans if p.failed is not None}
-        items: list[tuple[Any, ...]] = []
-        owner: dict[int, _Plan] = {}
-        for p in plans:
-            if p.failed is not None:
-                continue
-            seen: set[str | None] = set()
-            for box, flags in p.boxes:
-                if box in seen:  # RFC 5228 §2.10.3: one copy per mailbox
-                    continue
-                seen.add(box)
-                key = len(items) + 1
-                owner[key] = p
-                items.append((key, p.row.message_id, p.row.recipient, p.row.size, box, flags))
+        live = [p for p in plans if p.failed is None]
         async with self.pool.acquire() as conn, conn.transaction():
-            done = await qrepo.deliver_local(conn, items)
-            missing = [i for i in items if i[0] not in done and i[4] is not None]
-            if missing:
-                # No such mailbox: no autocreate (Dovecot's lda_mailbox_autocreate = no), INBOX.
-                for i in missing:
-                    log.warning("sieve fileinto %r of %s: no such mailbox, delivered to INBOX",
-                                i[4], i[2])
-                retry = [(i[0], i[1], i[2], i[3], None, i[5]) for i in missing]
-                done.update(await qrepo.deliver_local(conn, retry))
+            mine = await qrepo.lock_owned(conn, owner, [p.row.id for p in live])
+            live = [p for p in live if p.row.id in mine]  # a lost lease changes nothing
+            wanted = {(p.row.recipient, box) for p in live for box, _ in p.boxes if box}
+            exist = await repo.existing_mailboxes(conn, sorted(wanted))
+            by_box: dict[str, list[tuple[Any, ...]]] = {}
+            owner_of: dict[int, _Plan] = {}
+            for p in live:
+                seen: set[str] = set()
+                for box, flags in p.boxes:
+                    name = box or "INBOX"
+                    if box and (p.row.recipient, box) not in exist:
+                        # No autocreate (as Dovecot's lda_mailbox_autocreate = no): INBOX.
+                        log.warning("sieve fileinto %r of %s: no such mailbox, delivered to"
+                                    " INBOX", box, p.row.recipient)
+                        name = "INBOX"
+                    if name in seen:  # RFC 5228 §2.10.3: one copy per mailbox
+                        continue
+                    seen.add(name)
+                    key = len(owner_of) + 1
+                    owner_of[key] = p
+                    by_box.setdefault(name, []).append(
+                        (key, p.row.message_id, p.row.recipient, p.row.size, flags))
+            done: dict[int, int] = {}
+            full: set[int] = set()
+            for name in sorted(by_box):
+                done.update(await qrepo.deliver_local(conn, by_box[name], full, folder=name))
             ok: list[QueueRow] = []
             details: list[str] = []
-            for p in plans:
-                if p.failed is not None:
-                    continue
-                keys = [k for k, o in owner.items() if o is p]
+            for p in live:
+                keys = [k for k, o in owner_of.items() if o is p]
                 if keys and not any(k in done for k in keys):
-                    failed[p.row.id] = Outcome("perm", 550, "5.1.1", "mailbox unavailable")
+                    failed[p.row.id] = (Outcome("perm", 552, "5.2.2", "mailbox full")
+                                        if any(k in full for k in keys)
+                                        else Outcome("perm", 550, "5.1.1", "mailbox unavailable"))
                     continue
                 ok.append(p.row)
                 details.append(("sieve: " + ", ".join(p.notes or ["discard"]))[:200])
-            await qrepo.finish(conn, ok, "delivered", details)
-        for r, d in zip(ok, details, strict=True):
-            log.info("delivered id=%s to=<%s> transport=local %s", r.queue_id, r.recipient, d)
-        return failed
+            ok = await qrepo.finish(conn, ok, "delivered", details, owner=owner)
+        for r in ok:
+            log.info("delivered id=%s to=<%s> transport=local sieve", r.queue_id, r.recipient)
+        return ok, failed

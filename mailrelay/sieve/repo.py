@@ -124,3 +124,16 @@ async def srs_secret(conn: asyncpg.Connection) -> bytes:
     await conn.execute("insert into mail_secrets(name, value) values ('srs', $1)"
                        " on conflict (name) do nothing", secrets.token_bytes(32))
     return bytes(await conn.fetchval("select value from mail_secrets where name = 'srs'"))
+
+
+async def existing_mailboxes(conn: asyncpg.Connection, pairs: list[tuple[str, str]]
+                             ) -> set[tuple[str, str]]:
+    """Which (address, mailbox name) pairs exist (fileinto never creates a mailbox)."""
+    if not pairs:
+        return set()
+    rows = await conn.fetch(
+        "select a.address, m.name from mailboxes m join accounts a on a.id = m.account_id"
+        " join unnest($1::text[], $2::text[]) as p(address, name)"
+        " on p.address = a.address and p.name = m.name",
+        [p[0] for p in pairs], [p[1] for p in pairs])
+    return {(r["address"], r["name"]) for r in rows}

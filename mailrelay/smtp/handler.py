@@ -3,7 +3,9 @@
 One handler instance per listener role:
   * "smtp" (port 25 role): mail for our domains from anyone; relay only for trusted
     networks; no AUTH; bare CR/LF/NUL in DATA refused (550 5.6.0). An untrusted client may
-    not use our domain in MAIL FROM or From: and may not post to lists (550 5.7.1).
+    not use our domain in MAIL FROM or From: and may not post to lists (550 5.7.1); mail
+    from outside (not a trusted network) checked by `inbound_auth` (SPF, DKIM, ARC, DMARC)
+    and stamped with Authentication-Results; DMARC reject -> 550 5.7.1, quarantine -> Junk.
   * "submission"/"submissions" (587/465 roles): AUTH required (PLAIN, LOGIN, only over
     TLS), sender must be the user's own address or alias, bare line endings normalised.
 Every refusal carries its enhanced status code (RFC 2034, RFC 3463). Refusals are counted
@@ -29,6 +31,8 @@ from cxkernel.errors import CxError
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from mailrelay.addressbook import AddressBook
+from mailrelay.inbound_auth.checker import InboundAuth
+from mailrelay.smtp.command import DsnError, parse_notify, parse_orcpt, xtext_decode
 from mailrelay.smtp.policy import (
     ErrorBudget,
     PolicyError,
@@ -68,7 +72,7 @@ class MailHandler:
 
     def __init__(self, policy: ListenerPolicy, book: Callable[[], AddressBook],
                  submitter: Submitter, auth: Authenticator | None,
-                 metrics: Metrics | None = None,
+                 metrics: Metrics | None = None, inbound: InboundAuth | None = None,
                  srs_reverse: Callable[[str], Awaitable[str | None]] | None = None) -> None:
         self.policy = policy
         self.srs_reverse = srs_reverse  # Sieve redirects' SRS0 addresses (issue 16)
@@ -78,6 +82,7 @@ class MailHandler:
         self.metrics = metrics or Metrics()
         # per connection (the protocol object outlives a STARTTLS session reset)
         self._budgets: weakref.WeakKeyDictionary[SMTP, ErrorBudget] = weakref.WeakKeyDictionary()
+        self.inbound = inbound  # port-25 role only
 
     # ---- helpers ---------------------------------------------------------------------
     def _peer_ip(self, session: Session | None) -> str:
@@ -139,7 +144,9 @@ class MailHandler:
                and r.rstrip() not in ("250-AUTH", "250 AUTH")]
         # RFC 2920 PIPELINING works in aiosmtpd (it reads commands as they come);
         # RFC 2034 ENHANCEDSTATUSCODES: CxSMTP.push adds a code to every reply.
-        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        # RFC 3461 DSN, RFC 3030 CHUNKING (BDAT, CxSMTP.smtp_BDAT) and BINARYMIME.
+        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", "250-CHUNKING",
+                 "250-BINARYMIME"]
         out = out[:1] + extra + out[1:]
         out[-1] = "250 " + out[-1][4:]
         for i in range(len(out) - 1):
@@ -150,10 +157,37 @@ class MailHandler:
                           address: str, mail_options: list[str]) -> str:
         if self._closed(server):
             return "421 4.7.0 Too many errors, closing connection"
+        params: dict[str, str | None] = {}
         for opt in mail_options:
-            key = opt.split("=", 1)[0].upper()
-            if key not in ("BODY", "SMTPUTF8", "SIZE"):
-                return f"555 5.5.4 MAIL parameter {key} not supported"
+            key, eq, value = opt.partition("=")
+            params[key] = value if eq else None
+        body = (params.pop("BODY", None) or "7BIT").upper()
+        if body not in ("7BIT", "8BITMIME", "BINARYMIME"):  # RFC 6152 §2, RFC 3030 §3
+            return "501 5.5.4 BODY must be 7BIT, 8BITMIME or BINARYMIME"
+        smtputf8 = "SMTPUTF8" in params
+        if params.pop("SMTPUTF8", None) is not None:
+            return "501 5.5.4 SMTPUTF8 takes no value"  # RFC 6531 §3.4
+        size = params.pop("SIZE", None)
+        if size is not None:
+            if not size.isdigit():
+                return "501 5.5.4 SIZE needs a number"
+            if server.data_size_limit and int(size) > server.data_size_limit:
+                return "552 5.3.4 Message size exceeds the limit"  # RFC 1870 §6.1
+        ret = params.pop("RET", None)
+        envid = params.pop("ENVID", None)
+        try:
+            if "RET" in mail_options or (ret is not None and ret.upper() not in ("FULL", "HDRS")):
+                raise DsnError("RET must be FULL or HDRS")  # RFC 3461 §4.3
+            if envid is not None:
+                envid = xtext_decode(envid)  # RFC 3461 §4.4: at most 100 characters
+                if not envid or len(envid) > 100 or not envid.isprintable() or not envid.isascii():
+                    raise DsnError("ENVID must be 1 to 100 printable characters")
+        except DsnError as exc:
+            return f"501 5.5.4 {exc}"
+        if params:
+            return f"555 5.5.4 MAIL parameter {next(iter(params))} not supported"
+        if not smtputf8 and not address.isascii():
+            return "553 5.6.7 Non-ASCII address needs SMTPUTF8"  # RFC 6531 §3.4
         try:
             if address and address.startswith("@"):
                 raise PolicyError(553, "5.1.7", "Source routes are not accepted")
@@ -166,15 +200,37 @@ class MailHandler:
             return await self._refuse(server, exc.smtp_reply())
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.smtp_utf8 = smtputf8
         envelope.routes = {}  # type: ignore[attr-defined]
+        envelope.body_type = body  # type: ignore[attr-defined]
+        envelope.dsn_ret = ret.upper() if ret else None  # type: ignore[attr-defined]
+        envelope.dsn_envid = envid  # type: ignore[attr-defined]
+        envelope.rcpt_dsn = {}  # type: ignore[attr-defined]
         return "250 2.1.0 Sender ok"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if self._closed(server):
             return "421 4.7.0 Too many errors, closing connection"
-        if rcpt_options:
-            return f"555 5.5.4 RCPT parameter {rcpt_options[0].split('=')[0]} not supported"
+        params: dict[str, str | None] = {}
+        for opt in rcpt_options:
+            key, eq, value = opt.partition("=")
+            params[key] = value if eq else None
+        notify, orcpt = params.pop("NOTIFY", None), params.pop("ORCPT", None)
+        try:
+            if "NOTIFY" in rcpt_options or "ORCPT" in rcpt_options:
+                raise DsnError("NOTIFY and ORCPT need a value")
+            notify = parse_notify(notify) if notify is not None else None  # RFC 3461 §4.1
+            orig = parse_orcpt(orcpt)[1] if orcpt is not None else None  # RFC 3461 §4.2
+        except DsnError as exc:
+            return f"501 5.5.4 {exc}"
+        if params:
+            return f"555 5.5.4 RCPT parameter {next(iter(params))} not supported"
+        if not envelope.smtp_utf8 and not address.isascii():
+            return "553 5.6.7 Non-ASCII address needs SMTPUTF8"
+        if address.lower() == "postmaster":
+            # RFC 5321 §4.1.1.3: <Postmaster> without a domain is ours.
+            address = f"postmaster@{self.book().domain}"
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
         local = self._local_sender(session)
@@ -194,9 +250,18 @@ class MailHandler:
             log.info("refused RCPT to=<%s> from=<%s> client=%s: %s", address,
                      envelope.mail_from, self._peer_ip(session), exc.reason)
             return await self._refuse(server, exc.smtp_reply())
+        if route.transport == "remote" and getattr(envelope, "body_type", "") == "BINARYMIME":
+            # RFC 3030 §3: we do not convert binary content for a next hop.
+            return "554 5.6.3 Binary content is not relayed; send it as 8BITMIME"
+        if not _room_for_declared_size(route, envelope, self.book()):
+            # RFC 1870 §6.1: no room for a message of the declared SIZE for this recipient
+            # (a hint: the delivery checks the real size in its transaction, issue 13).
+            return "452 4.2.2 Mailbox full for a message of this size"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.routes[address] = route  # type: ignore[attr-defined]
+        if notify or orig:
+            envelope.rcpt_dsn[address] = (notify, orig)  # type: ignore[attr-defined]
         return "250 2.1.5 Recipient ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -204,8 +269,15 @@ class MailHandler:
             return "421 4.7.0 Too many errors, closing connection"
         data = envelope.original_content or b""
         user = self._auth_user(session)
+        binary = getattr(envelope, "body_type", "") == "BINARYMIME"
         try:
-            data = check_data(data, strict=not self.policy.submission)
+            if binary:
+                # RFC 3030 §3: binary content is taken as sent (BDAT has no end-of-data
+                # sequence to smuggle); only its header section must be CRLF text.
+                end = data.find(b"\r\n\r\n")
+                check_data(data if end < 0 else data[:end + 4], strict=True)
+            else:
+                data = check_data(data, strict=not self.policy.submission)
             if self.policy.submission:
                 check_from_header(data, user, self.book())
                 check_display_names(data, user, self.book())
@@ -216,6 +288,20 @@ class MailHandler:
             log.info("refused DATA from=<%s> client=%s: %s", envelope.mail_from,
                      self._peer_ip(session), exc.reason)
             return await self._refuse(server, exc.smtp_reply())
+        folder = None
+        if (self.inbound is not None and user is None and not self._trusted(session)
+                and self.inbound.applies(self._peer_ip(session))):
+            verdict = await self.inbound.check(data, ip=self._peer_ip(session),
+                                               helo=session.host_name or "",
+                                               mail_from=envelope.mail_from or "")
+            self.metrics.inc("smtp_inbound_auth_total", action=verdict.action)
+            if verdict.action in ("reject", "defer"):
+                log.info("refused DATA from=<%s> client=%s: inbound authentication: %s",
+                         envelope.mail_from, self._peer_ip(session), verdict.reply)
+                return verdict.reply
+            data = verdict.raw
+            if verdict.action == "quarantine":
+                folder = "Junk"  # RFC 7489 §6.3 p=quarantine: "treat as suspicious"
         ssl_obj = server.transport.get_extra_info("ssl_object") if server.transport else None
         tls = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else None
         proto = "ESMTP" + ("S" if tls else "") + ("A" if user else "")
@@ -226,7 +312,10 @@ class MailHandler:
         # (and signed); everything from port 25, trusted or not, is "smtp" (never signed).
         sub = Submission(envelope.mail_from or "", list(envelope.rcpt_tos), data, client,
                          "submission" if self.policy.submission and user else "smtp",
-                         getattr(envelope, "routes", None))
+                         getattr(envelope, "routes", None),
+                         envid=getattr(envelope, "dsn_envid", None),
+                         ret=getattr(envelope, "dsn_ret", None),
+                         rcpt_dsn=dict(getattr(envelope, "rcpt_dsn", {})), folder=folder)
         try:
             result = await self.submitter.submit(sub)
         except CxError as exc:
@@ -294,3 +383,13 @@ class SubmissionHandler(MailHandler):
 def handler_for(policy: ListenerPolicy, **kw: Any) -> MailHandler:
     return SubmissionHandler(policy, **kw) if policy.submission else MailHandler(policy, **kw)
 
+
+def _room_for_declared_size(route: Route, envelope: Envelope, book: AddressBook) -> bool:
+    """False when the MAIL SIZE= parameter already says a local mailbox cannot take it."""
+    exp = route.expansion
+    if route.transport != "local" or exp is None or exp.kind != "account":
+        return True
+    size = next((int(o[5:]) for o in envelope.mail_options
+                 if o.upper().startswith("SIZE=") and o[5:].isdigit()), 0)
+    acct = book.accounts.get(route.recipient)
+    return size == 0 or acct is None or acct.quota <= 0 or acct.used + size <= acct.quota

@@ -91,9 +91,11 @@ def route_recipient(address: str, book: AddressBook, *, relay_allowed: bool) -> 
 
 def check_sender(mail_from: str, auth_user: str | None, book: AddressBook) -> None:
     """A submitting user may use only their own address or aliases they own (553 5.7.1)."""
-    if auth_user is None:
+    if auth_user is None or mail_from == "":
+        # RFC 5321 §4.5.5 / RFC 8098 §2.1: notices (MDNs) go out with the null
+        # reverse-path; the From: header check still binds them to the user.
         return
-    if mail_from == "" or not book.may_send_as(auth_user, mail_from):
+    if not book.may_send_as(auth_user, mail_from):
         raise PolicyError(553, "5.7.1", "Sender address not owned by you",
                           reason=f"{auth_user} tried MAIL FROM {mail_from!r}")
 

@@ -2,7 +2,10 @@
 
 `CxSMTP` adds what aiosmtpd lacks: an enhanced status code on every reply once
 ENHANCEDSTATUSCODES is advertised (RFC 2034 §3: all replies but the greeting, EHLO's and
-intermediate 334/354 ones), and replies for its built-in errors that name the limit.
+intermediate 334/354 ones), replies for its built-in errors that name the limit, our own
+MAIL/RCPT parsing (`smtp.command`: the null reverse-path, DSN parameters with their case
+kept), BDAT (RFC 3030 CHUNKING/BINARYMIME) into the same DATA hook, and per-connection
+command line limits (`smtp.max_unauth_line` before AUTH).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
+from mailrelay.smtp.command import CommandSyntaxError, parse_mail, parse_rcpt
 from mailrelay.smtp.handler import MailHandler
 
 log = logging.getLogger("cxgw.smtp")
@@ -57,7 +61,38 @@ def with_enhanced_code(status: str) -> str:
 
 
 LINGER_SECONDS = 2.0  # how long a session closed with 421 keeps draining input
-_SIMPLE_PATH = re.compile(r"<([^<>\"()\s,:;\\@\[\]]+@[^<>\"()\s,:;\\@\[\]]+)?>")
+_BDAT_ARG = re.compile(r"^(\d{1,18})(?: +(LAST))?$", re.IGNORECASE)
+_BDAT_PIECE = 64 * 1024  # a chunk is read in pieces of at most this many bytes
+
+# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets; extensions add to it:
+# SIZE +26 (RFC 1870 §3), SMTPUTF8 +10 (RFC 6531 §3.4), DSN +100 on MAIL and +500 on
+# RCPT (RFC 3461 §5), AUTH up to 12288 (RFC 4954 §4).
+_EXTENDED_LIMITS = {"MAIL": 512 + 26 + 10 + 100, "RCPT": 512 + 500, "AUTH": 12288}
+
+
+class _LineLimits:
+    """aiosmtpd's `command_size_limits`, per connection (aiosmtpd's is one dict on the
+    class, which every EHLO of every connection grows): the RFC limit of each command,
+    and before AUTH never more than `max_unauth_line`."""
+
+    def __init__(self, proto: CxSMTP) -> None:
+        self.proto = proto
+
+    def __getitem__(self, command: str) -> int:
+        limit = _EXTENDED_LIMITS.get(command, 512)
+        session = self.proto.session
+        if session is None or not session.authenticated:
+            limit = min(limit, self.proto.max_unauth_line)
+        return limit
+
+    def __setitem__(self, command: str, value: int) -> None:
+        pass  # aiosmtpd adds SIZE/SMTPUTF8 lengths at EHLO: already in _EXTENDED_LIMITS
+
+    def clear(self) -> None:
+        pass
+
+    def values(self) -> list[int]:
+        return [self[c] for c in (*_EXTENDED_LIMITS, "HELO")]
 
 
 class ConnectionLimiter:
@@ -85,6 +120,34 @@ class ConnectionLimiter:
             self.by_ip.pop(ip, None)
 
 
+class LiveSessions:
+    """The open sessions of the SMTP listeners, so a stop can say goodbye (issue 13).
+
+    RFC 5321 §3.8: a server shutting down answers 421 and closes. A session outside DATA
+    gets "421 4.3.2" at once; one inside DATA finishes its message (it is ours after the
+    COMMIT and the 250) and gets the 421 right after that reply."""
+
+    def __init__(self) -> None:
+        self.sessions: set[CxSMTP] = set()
+        self.stopping = False
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for session in list(self.sessions):
+            if not session._in_data:
+                session.goodbye()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait (up to `timeout` seconds) for the sessions still inside DATA."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s._in_data for s in self.sessions):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+
 class CxSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on every reply, the EHLO response in one
     write, and a fast path for plain `<user@domain>` paths."""
@@ -96,7 +159,27 @@ class CxSMTP(SMTP):
     _limiter: ConnectionLimiter | None = None
     _admitted_ip: str | None = None
     _refused = False
+    _live: LiveSessions | None = None
+    _in_data = False
     _closing = False  # a 421 was sent: the connection is closing
+    max_unauth_line = 4096
+    # BDAT state of the current transaction: the chunks so far (None: no BDAT yet),
+    # their size, and whether a chunk failed (then later chunks are read and dropped).
+    _bdat: bytearray | None = None
+    _bdat_failed = False
+
+    @classmethod
+    def reader_limit(cls) -> int:
+        """The read buffer bound: a text line (1001) or the longest command line allowed."""
+        return max(cls.line_length_limit, *_EXTENDED_LIMITS.values()) + 2
+
+    @property  # type: ignore[override]
+    def command_size_limits(self) -> _LineLimits:
+        return _LineLimits(self)
+
+    @command_size_limits.setter
+    def command_size_limits(self, value: Any) -> None:
+        pass
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
@@ -112,8 +195,33 @@ class CxSMTP(SMTP):
             self._admitted_ip = ip
         self._pending: list[bytes] = []
         super().connection_made(transport)
+        if self._live is not None:
+            self._live.sessions.add(self)
+
+    def goodbye(self) -> None:
+        """421 and close: the server is stopping (RFC 5321 §3.8; RFC 3463 X.3.2)."""
+        if self._live is not None:
+            self._live.sessions.discard(self)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+        transport.close()
+
+    async def _during_data(self, body: Any) -> None:
+        """Run DATA or a BDAT chunk as 'in DATA': a stop waits for it, then says 421."""
+        self._in_data = True
+        try:
+            await body
+        finally:
+            self._in_data = False
+            if self._live is not None and self._live.stopping:
+                self.goodbye()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._live is not None:
+            self._live.sessions.discard(self)
         if self._refused:
             return
         if self._admitted_ip is not None and self._limiter is not None:
@@ -134,7 +242,8 @@ class CxSMTP(SMTP):
         asyncio.get_running_loop().call_later(LINGER_SECONDS, t.close)
 
     @classmethod
-    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None, **kw: Any) -> Any:
+    def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None,
+                live: LiveSessions | None = None, **kw: Any) -> Any:
         """A protocol factory that builds aiosmtpd's per-listener tables once.
 
         `SMTP.__init__` inspects the handler and itself (getmembers, dir, signature) for
@@ -145,11 +254,13 @@ class CxSMTP(SMTP):
         loop = kw["loop"]
         proto = cls(handler, **kw)
         proto._limiter = limiter
+        proto._live = live
         state = dict(proto.__dict__)
         if not {"_smtp_methods", "_handle_hooks", "_auth_methods", "session"} <= state.keys():
             def plain() -> Any:
                 obj = cls(handler, **kw)
                 obj._limiter = limiter
+                obj._live = live
                 return obj
             return plain
         smtp_names = tuple(state["_smtp_methods"])
@@ -158,7 +269,7 @@ class CxSMTP(SMTP):
             obj = cls.__new__(cls)
             obj.__dict__.update(state)
             asyncio.StreamReaderProtocol.__init__(
-                obj, asyncio.StreamReader(loop=loop, limit=cls.line_length_limit),
+                obj, asyncio.StreamReader(loop=loop, limit=cls.reader_limit()),
                 client_connected_cb=obj._cb_client_connected, loop=loop)
             obj._smtp_methods = {n: getattr(obj, "smtp_" + n) for n in smtp_names}
             return obj
@@ -209,13 +320,129 @@ class CxSMTP(SMTP):
                 self._writer.write(b"".join(lines))
                 await self._writer.drain()
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every path with email's header parser (and defines a class per
-        # call); plain paths, which are nearly all of them, need none of that.
-        m = _SIMPLE_PATH.match(arg)
-        if m is not None:
-            return m.group(1) or "", arg[m.end():]
-        return super()._getaddr(arg)
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self._bdat = None
+        self._bdat_failed = False
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL FROM:<reverse-path> [parameters]; the handler judges the parameters."""
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.session is not None and self.envelope is not None
+        if self.envelope.mail_from is not None:  # "" (null sender) counts as given
+            await self.push("503 5.5.1 Nested MAIL command")
+            return
+        try:
+            path = parse_mail(arg)
+        except CommandSyntaxError as exc:
+            await self.push(exc.reply())
+            return
+        if path.params and not self.session.extended_smtp:
+            await self.push("501 5.5.4 Parameters need EHLO")  # RFC 5321 §4.1.1.2
+            return
+        address = (path.route + ":" + path.address) if path.route else path.address
+        options = [k if v is None else f"{k}={v}" for k, v in path.params.items()]
+        status = await self._call_handler_hook("MAIL", address, options)
+        await self.push(status)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RCPT TO:<forward-path> [parameters]; also after the null reverse-path."""
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        assert self.session is not None and self.envelope is not None
+        if self.envelope.mail_from is None:
+            await self.push("503 5.5.1 Need MAIL command")
+            return
+        if self._bdat is not None:
+            await self.push("503 5.5.1 RCPT after BDAT")  # RFC 3030 §2
+            return
+        try:
+            path = parse_rcpt(arg)
+        except CommandSyntaxError as exc:
+            await self.push(exc.reply())
+            return
+        if path.params and not self.session.extended_smtp:
+            await self.push("501 5.5.4 Parameters need EHLO")
+            return
+        address = (path.route + ":" + path.address) if path.route else path.address
+        options = [k if v is None else f"{k}={v}" for k, v in path.params.items()]
+        status = await self._call_handler_hook("RCPT", address, options)
+        await self.push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._bdat is not None or self._bdat_failed:
+            # RFC 3030 §2: DATA and BDAT are not mixed within one transaction.
+            await self.push("503 5.5.1 DATA after BDAT")
+            return
+        if getattr(self.envelope, "body_type", "") == "BINARYMIME":
+            # RFC 3030 §3: BINARYMIME content is sent with BDAT only.
+            await self.push("503 5.5.1 BODY=BINARYMIME requires BDAT")
+            return
+        await self._during_data(super().smtp_DATA(arg))
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        await self._during_data(self._bdat_chunk(arg))
+
+    async def _bdat_chunk(self, arg: str | None) -> None:
+        """RFC 3030 §2: `BDAT size [LAST]`, then exactly `size` octets.
+
+        The octets are always read (even when the command is refused: they must not be
+        taken for commands). Chunks accumulate up to the size limit; above it the rest is
+        read and dropped and the chunk answered 552. The LAST chunk goes through the same
+        DATA hook as DATA does.
+        """
+        m = _BDAT_ARG.match(arg or "")
+        if m is None:
+            # Without a size we cannot tell where the chunk ends: the session is lost.
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        size, last = int(m.group(1)), m.group(2) is not None
+        assert self.session is not None and self.envelope is not None
+        limit = self.data_size_limit or 0
+        refuse = ""
+        if not self.session.host_name:
+            refuse = "503 5.5.1 Send EHLO first"
+        elif self._auth_required and not self.session.authenticated:
+            refuse = "530 5.7.0 Authentication required"
+        elif self._bdat_failed:
+            refuse = "503 5.5.1 Transaction failed; send RSET"
+        elif self.envelope.mail_from is None or not self.envelope.rcpt_tos:
+            refuse = "503 5.5.1 Need MAIL and RCPT before BDAT"
+        buf = self._bdat if self._bdat is not None else bytearray()
+        keep = not refuse
+        if keep and limit and len(buf) + size > limit:
+            refuse, keep = "552 5.3.4 Message size exceeds the limit", False
+        remaining = size
+        try:
+            while remaining:  # bounded: at most one piece beyond what we keep
+                piece = await self._reader.readexactly(min(remaining, _BDAT_PIECE))
+                remaining -= len(piece)
+                self._reset_timeout()  # smtp.timeout is an idle timeout
+                if keep:
+                    buf += piece
+        except asyncio.IncompleteReadError:
+            log.info("connection closed during BDAT (%d of %d octets missing)", remaining, size)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if refuse:
+            if self.envelope.mail_from is not None:
+                self._bdat, self._bdat_failed = None, True
+            await self.push(refuse)
+            return
+        self._bdat = buf
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        data, self._bdat = bytes(buf), None
+        self.envelope.content = self.envelope.original_content = data
+        self.envelope.bdat = True  # type: ignore[attr-defined]
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._raw_replies = True
@@ -228,7 +455,8 @@ class CxSMTP(SMTP):
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
                          max_connections: int = 1000, max_per_ip: int = 50,
-                         ) -> asyncio.base_events.Server:
+                         max_unauth_line: int = 4096,
+                         live: LiveSessions | None = None) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
     implicit = role == "submissions"
@@ -250,7 +478,10 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
             kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
-            return CxSMTP.factory(handler, ConnectionLimiter(max_connections, max_per_ip), **kw)
+            cls: type[CxSMTP] = type("CxSMTP_" + role, (CxSMTP,),
+                                     {"max_unauth_line": max_unauth_line})
+            return cls.factory(handler, ConnectionLimiter(max_connections, max_per_ip),
+                               live, **kw)
 
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
                                     reuse_address=True, backlog=512)

@@ -81,3 +81,14 @@ def cli_runner(db_url: str, tmp_path: Any, monkeypatch: Any, capsys: Any) -> Any
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+def without_trace(msg: bytes) -> bytes:
+    """The delivered copy without the leading Received: trace field(s) that the
+    submission stage writes (verified copies go through it like all local mail)."""
+    while msg.startswith(b"Received:"):
+        end = msg.index(b"\r\n")
+        while msg[end + 2:end + 3] in (b" ", b"\t"):
+            end = msg.index(b"\r\n", end + 2)
+        msg = msg[end + 2:]
+    return msg

@@ -400,15 +400,15 @@ async def test_idle_survives_the_listen_connection_dropping(city: Any) -> None:
     await a.cmd(b"s SELECT INBOX\r\n", b"s")
     assert (await a.cmd(b"i IDLE\r\n", b"i"))[-1].startswith(b"+ ")
     for n in (1, 2):
-        pid = hub._conn.get_server_pid()
+        pid = hub._listener.backend_pid()
         assert await pool.fetchval("select pg_terminate_backend($1)", pid)
         if n == 2:
             await smtp_deliver(city)  # most likely before the hub is back
         for _ in range(100):
-            if hub.listening and hub._conn.get_server_pid() != pid:
+            if hub.listening and hub._listener.backend_pid() not in (pid, None):
                 break
             await asyncio.sleep(0.05)
-        assert hub.listening and hub._conn.get_server_pid() != pid
+        assert hub.listening and hub._listener.backend_pid() not in (pid, None)
         if n == 1:
             await smtp_deliver(city)
         pushed = b""

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.tls import ensure_self_signed
 from tests.integration.mailutil import PASSWORD, seed_city
-from tests.integration.test_imap import MSG, USER, smtp_deliver
+from tests.integration.test_imap import MSG, USER, logged_in, smtp_deliver, th
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +83,8 @@ async def test_mbsync_syncs_both_ways(city: Any, tmp_path: Path) -> None:
 
     # local changes: mark one message seen and flagged, write a draft
     first = inbox[0]
+    kept_subject = b"Subject: hello imap" if b"Subject: second" in first.read_bytes() else (
+        b"Subject: second")
     first.rename(mail / "INBOX" / "cur" / (first.name.split(":2,")[0] + ":2,FS"))
     draft = mail / "Drafts" / "new" / "1700000000.1.local"
     draft.write_bytes(b"From: zhang.san@cx.example\nSubject: draft from mbsync\n\nbody\n")
@@ -93,13 +95,23 @@ async def test_mbsync_syncs_both_ways(city: Any, tmp_path: Path) -> None:
     drafts = await mailbox_rows(city, "Drafts")
     assert len(drafts) == 1 and b"draft from mbsync" in bytes(drafts[0]["raw"])
 
-    # a server-side expunge reaches the maildir
-    async with city.services.db.pool.acquire() as conn:
-        await conn.execute("update mailbox_messages set flags = flags || '{\\\\Deleted}'"
-                           " where message_id = (select message_id from mailbox_messages"
-                           " where flags @> '{\\\\Flagged}')")
+    # a server-side expunge (another IMAP client) reaches the maildir: both sides end
+    # with exactly the one message left, and it is the other one
+    def expunge_flagged() -> None:
+        m = logged_in(city)
+        m.select("INBOX")
+        typ, data = m.uid("SEARCH", "FLAGGED")
+        assert typ == "OK" and len(data[0].split()) == 1
+        m.uid("STORE", data[0].decode(), "+FLAGS", "(\\Deleted)")
+        assert m.expunge()[0] == "OK"
+        m.logout()
+
+    await th(expunge_flagged)
+    assert len(await mailbox_rows(city, "INBOX")) == 1
     await run("mbsync", "-c", str(rc), "-a", cwd=tmp_path)
-    assert len(maildir_files(mail / "INBOX")) == 1 or len(await mailbox_rows(city, "INBOX")) == 1
+    left = maildir_files(mail / "INBOX")
+    assert len(left) == 1 and kept_subject in left[0].read_bytes()
+    assert len(await mailbox_rows(city, "INBOX")) == 1
 
 
 @pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail missing")

@@ -57,3 +57,13 @@ def test_load_file_env_override_and_errors(tmp_path):
         load(str(f), env={})
     with pytest.raises(ConfigError, match="does not exist"):
         load(str(tmp_path / "missing.toml"), env={})
+
+
+def test_inbound_auth_and_role_keys():
+    cfg = from_dict({"mail": {"postmaster": "it.admin"},
+                     "inbound_auth": {"dns_servers": ["10.0.0.53:53", "[2001:db8::1]:53"]}})
+    assert cfg.mail.postmaster == "it.admin" and cfg.inbound_auth.enabled
+    for bad in ({"inbound_auth": {"dns_servers": ["10.0.0.53"]}},
+                {"mail": {"abuse": "a b"}}, {"smtp": {"max_unauth_line": 100}}):
+        with pytest.raises(ConfigError):
+            from_dict(bad)

@@ -61,6 +61,9 @@ UNIQUE_VIOLATION = "23505"  # SQLSTATE
 #: Back-pressure: past HIGH rows waiting for the database, the c2s driver stops reading
 #: from clients until the backlog is under LOW (bounded memory; nothing is dropped).
 HIGH, LOW = 20000, 5000
+#: Through a database outage the writer retries (50 ms doubling to 1 s); rows are given up
+#: (oldest first, logged as errors) only past HARD_MAX (issue 13: durable or honest).
+RETRY_FIRST, RETRY_MAX, HARD_MAX = 0.05, 1.0, 4 * HIGH
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +319,7 @@ class Mam:
         self.pending: list[tuple[str, str, str, str]] = []
         self.roster_checks: list[tuple[str, str, str, str]] = []
         self.writer: asyncio.Task[None] | None = None
+        self.dropped = 0  # rows given up past HARD_MAX
 
     async def start(self) -> None:
         self.prefs = await self.store.all_prefs()
@@ -325,7 +329,12 @@ class Mam:
             router.components[domain] = self._room_route(handler)
 
     async def stop(self) -> None:
-        await self.flushed()
+        try:
+            await asyncio.wait_for(self.flushed(), 10)
+        except TimeoutError:  # the database is still away: say what is left unwritten
+            if self.writer is not None:
+                self.writer.cancel()
+            log.error("stopping with %d archive rows unwritten", len(self.pending))
 
     # -- archiving ---------------------------------------------------------------------------
 
@@ -380,6 +389,7 @@ class Mam:
             self.writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
+        delay = RETRY_FIRST
         try:
             while self.pending or self.roster_checks:
                 if self.roster_checks:
@@ -393,8 +403,27 @@ class Mam:
                 if batch:
                     try:
                         await self.store.write(batch)
-                    except Exception:
-                        log.exception("archiving %d messages failed", len(batch))
+                        if delay > RETRY_FIRST:
+                            log.warning("archive writes resumed")
+                        delay = RETRY_FIRST
+                    except Exception as exc:
+                        # The database is away: keep the rows (a repeated row is a no-op,
+                        # unique (owner, stanza_id)) and try again; back-pressure bounds
+                        # memory, and only past HARD_MAX are the oldest rows given up.
+                        self.pending[:0] = batch
+                        if delay == RETRY_FIRST:
+                            log.warning("archiving %d messages failed, retrying: %r",
+                                        len(batch), exc)
+                        self.host.set_pressure("mam", True)
+                        if len(self.pending) > HARD_MAX:
+                            lost = len(self.pending) - HARD_MAX
+                            del self.pending[:lost]
+                            self.dropped += lost
+                            log.error("archive backlog over %d rows: %d oldest rows dropped",
+                                      HARD_MAX, lost)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, RETRY_MAX)
+                        continue
                 if len(self.pending) < LOW:
                     self.host.set_pressure("mam", False)
         finally:

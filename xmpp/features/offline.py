@@ -1,7 +1,11 @@
 """Offline messages (XEP-0160): kept for an account with no available resource, delivered
 with a delay stamp (XEP-0203) when the account next sends initial presence with a
 non-negative priority (XEP-0160 §5). At most ``xmpp.offline_max`` per account; above it
-the sender gets ``service-unavailable`` (XEP-0160 §3)."""
+the sender gets ``service-unavailable`` (XEP-0160 §3).
+
+Through a database outage the write is retried within the process's outage budget
+(`xmpp.outage`); when that is spent the sender gets ``resource-constraint`` (wait):
+stored or refused, never lost in silence (issue 13)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import logging
 from xml.etree.ElementTree import Element, SubElement, fromstring
 
 from ..host import Host
+from ..outage import OutageBudget
 from ..proto import ns
 from ..proto.serializer import to_string
 from ..router import SessionEvent, StanzaEvent
@@ -24,6 +29,9 @@ HINTS = "urn:xmpp:hints"
 class Offline:
     def __init__(self, host: Host) -> None:
         self.host = host
+        cfg = host.cfg
+        self.budget = OutageBudget(getattr(cfg, "outage_buffer_bytes", 16 * 1024 * 1024),
+                                   getattr(cfg, "outage_retry_seconds", 30.0))
 
     async def store(self, ev: StanzaEvent) -> bool | None:
         stanza = ev.stanza
@@ -34,7 +42,12 @@ class Offline:
         if stanza.find(BODY) is None and stanza.find(SUBJECT) is None:
             return True  # chat states and receipts alone are not worth keeping
         text = to_string(stanza)
-        if await self.host.store.store_offline(ev.target, text, self.host.cfg.offline_max):
+
+        async def write() -> bool:
+            return await self.host.store.store_offline(ev.target, text, self.host.cfg.offline_max)
+
+        # raises StanzaError(resource-constraint) when the outage budget is spent
+        if await self.budget.run(len(text), write, f"offline message for {ev.target}"):
             return True
         return None  # full: the router bounces service-unavailable
 

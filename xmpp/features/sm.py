@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections import deque
 from typing import Any
@@ -109,6 +110,24 @@ class Ledger:
         self.acked = self.sent
         self.queue.clear()
         return out
+
+
+_HEAD = re.compile(rb"^\s*<(message|presence|iq)\b([^>]*)>")
+_ATTR = re.compile(rb"""\s([a-z]+)=(?:'([^']*)'|"([^"]*)")""")
+
+
+def _head_only(data: bytes) -> Element | None:
+    """The stanza's name and from/to/id/type from its start tag (for an error reply)."""
+    m = _HEAD.match(data)
+    if m is None:
+        return None
+    el = Element(ns.q(ns.CLIENT, m.group(1).decode()))
+    for a in _ATTR.finditer(m.group(2)):
+        name = a.group(1).decode()
+        if name in ("from", "to", "id", "type"):
+            el.set(name, (a.group(2) if a.group(2) is not None else a.group(3) or b"")
+                   .decode("utf-8", "replace"))
+    return el
 
 
 def _nonza(name: str, **attrs: str) -> bytes:
@@ -247,6 +266,13 @@ class StreamManagement:
         try:
             el = fromstring(b'<w xmlns="jabber:client">' + data + b"</w>")[0]
         except Exception:
+            # Never dropped without an error (issue 13): answer the sender from what the
+            # start tag still says.
+            head = _head_only(data)
+            log.warning("unacked stanza of %s could not be re-parsed; its sender gets an"
+                        " error", session.bare)
+            if head is not None:
+                self._bounce(head, StanzaError("internal-server-error", type="wait"))
             return
         kind = el.tag
         if kind == ns.IQ and el.get("type") in ("get", "set"):
@@ -260,8 +286,12 @@ class StreamManagement:
             if child.tag.startswith("{" + CARBONS + "}") or child.tag.startswith("{urn:xmpp:mam:"):
                 return  # a copy: the original is delivered or archived elsewhere
         el.set("to", session.bare)
-        stored = await self.host.bus.fire("message/offline/handle",
-                                          StanzaEvent(el, session, session.bare))
+        try:
+            stored = await self.host.bus.fire("message/offline/handle",
+                                              StanzaEvent(el, session, session.bare))
+        except StanzaError as exc:  # storage away past the outage budget: say so
+            self._bounce(el, exc)
+            return
         if not stored:
             self._bounce(el, StanzaError("recipient-unavailable"))
 

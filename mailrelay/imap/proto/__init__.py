@@ -28,6 +28,7 @@ from .connection import (
     Event,
     IdleDone,
     ImapServerCore,
+    InputPending,
 )
 from .errors import ParseError
 from .mutf7 import decode_mutf7, encode_mutf7
@@ -45,6 +46,7 @@ from .response import (
     mailbox_name,
 )
 from .seqset import SequenceSet
+from .spool import Spool
 from .state import SessionState
 
 __all__ = [
@@ -61,11 +63,13 @@ __all__ = [
     "Event",
     "IdleDone",
     "ImapServerCore",
+    "InputPending",
     "Limits",
     "ParseError",
     "Response",
     "SequenceSet",
     "SessionState",
+    "Spool",
     "Tagged",
     "Untagged",
     "UntaggedStatus",

@@ -12,14 +12,15 @@ from datetime import datetime
 from mailrelay.mime.sections import Section
 
 from .seqset import SequenceSet
+from .spool import Spool
 
 # fmt: off
 __all__ = [
     "Command", "Capability", "Noop", "Logout", "StartTLS", "Login", "Authenticate",
     "Select", "Create", "Delete", "Rename", "Subscribe", "Unsubscribe", "List", "Lsub",
-    "Status", "Append", "Check", "Close", "Unselect", "Expunge", "Search", "SearchKey",
+    "Status", "Append", "AppendMessage", "Check", "Close", "Unselect", "Expunge", "Search", "SearchKey",
     "Fetch", "FetchAttr", "Store", "Copy", "Move", "Idle", "Enable", "Id", "Namespace",
-    "GetQuota", "GetQuotaRoot", "Compress", "QResyncParams",
+    "GetQuota", "GetQuotaRoot", "Compress", "QResyncParams", "Sort", "Thread",
 ]
 # fmt: on
 
@@ -143,12 +144,31 @@ class Status(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message of a MULTIAPPEND (RFC 3502); ``message`` may be spooled to disk."""
+
+    flags: tuple[str, ...]
+    date: datetime | None
+    message: bytes | Spool = field(repr=False)
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Append(Command):
+    """APPEND; the first message inline, further MULTIAPPEND messages in ``extra``.
+
+    ``message`` is a :class:`Spool` when the literal was larger than the spool limit.
+    """
+
     mailbox: str
     flags: tuple[str, ...]
     date: datetime | None
-    message: bytes = field(repr=False)
+    message: bytes | Spool = field(repr=False)
     binary: bool = False  # literal8 ~{n} (RFC 3516)
+    extra: tuple[AppendMessage, ...] = ()
+
+    def messages(self) -> list[AppendMessage]:
+        return [AppendMessage(self.flags, self.date, self.message, self.binary), *self.extra]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +217,35 @@ class Search(Command):
     @property
     def name(self) -> str:
         return "UID SEARCH" if self.uid else "SEARCH"
+
+
+@dataclass(frozen=True, slots=True)
+class Sort(Command):
+    """RFC 5256 SORT: ``criteria`` are ``(key, reverse)`` pairs, most significant first."""
+
+    criteria: tuple[tuple[str, bool], ...]
+    charset: str
+    key: SearchKey
+    uid: bool = False
+    returns: tuple[str, ...] | None = None  # RFC 5267 ESORT: SORT RETURN (MIN MAX ...)
+
+    @property
+    def name(self) -> str:
+        return "UID SORT" if self.uid else "SORT"
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """RFC 5256 THREAD; ``algorithm`` is ORDEREDSUBJECT or REFERENCES."""
+
+    algorithm: str
+    charset: str
+    key: SearchKey
+    uid: bool = False
+
+    @property
+    def name(self) -> str:
+        return "UID THREAD" if self.uid else "THREAD"
 
 
 @dataclass(frozen=True, slots=True)

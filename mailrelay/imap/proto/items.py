@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mailrelay.mime.sections import Section
 
 from .commands import FetchAttr, SearchKey
@@ -29,13 +31,17 @@ _MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
-_SEQ_CHARS = frozenset("0123456789:*,$")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
 _SECTION_CHARS = _NAME_CHARS
 
 
+_SEQ_RE = re.compile(r"[0-9:*,$]*")
+
+
 def seqset(cur: Cursor) -> SequenceSet:
-    text = cur.take(_SEQ_CHARS)
+    m = _SEQ_RE.match(cur.line, cur.pos)  # one regex scan: sets can be 64 KB and more
+    text = m.group() if m else ""
+    cur.pos += len(text)
     try:
         return SequenceSet.parse(text)
     except Exception as exc:
@@ -131,6 +137,9 @@ _FLAG_KEYS = {
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 _ADDR_KEYS = {"BCC", "CC", "FROM", "TO", "SUBJECT"}
 _MAX_DEPTH = 50
+#: Most keys one SEARCH/SORT/THREAD program may hold: evaluation costs messages × keys,
+#: so a huge program is refused with BAD before any work (a 64 KB UID set is one key).
+MAX_SEARCH_KEYS = 1000
 
 
 def _flag(name: str) -> SearchKey:
@@ -210,8 +219,22 @@ def parse_search_key(cur: Cursor, depth: int = 0) -> SearchKey:
 
 
 def parse_search_program(cur: Cursor) -> SearchKey:
+    """The search-key list up to the end of the command (SEARCH, SORT, THREAD)."""
     keys = [parse_search_key(cur)]
     while not cur.at_end():
         cur.sp()
         keys.append(parse_search_key(cur))
-    return keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
+    key = keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
+    if count_keys(key) > MAX_SEARCH_KEYS:
+        raise cur.error(f"Search program too large (more than {MAX_SEARCH_KEYS} keys)")
+    return key
+
+
+def count_keys(key: SearchKey) -> int:
+    """Nodes in a search program (iterative: depth is bounded anyway)."""
+    n, todo = 0, [key]
+    while todo:
+        k = todo.pop()
+        n += 1
+        todo.extend(a for a in k.args if isinstance(a, SearchKey))
+    return n

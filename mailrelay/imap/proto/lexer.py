@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from .errors import ParseError
 from .mutf7 import decode_mutf7
+from .spool import Spool
 
 __all__ = ["Cursor", "LITERAL_RE", "ATOM_CHARS", "ASTRING_CHARS", "LIST_CHARS"]
 
@@ -23,18 +24,20 @@ _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 class Cursor:
     """Reads tokens from ``chunks`` = [line, literal, line, literal, ..., line].
 
-    Lines are ``str`` (latin-1 decoded, lossless); literals stay ``bytes``.
+    Lines are ``str`` (latin-1 decoded, lossless); literals stay ``bytes`` (or a
+    :class:`Spool` for a large APPEND literal, read only by :meth:`message_literal`).
     """
 
-    __slots__ = ("lines", "literals", "idx", "pos", "tag", "binary_literal")
+    __slots__ = ("lines", "literals", "idx", "pos", "tag", "binary_literal", "utf8")
 
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.lines = [c.decode("latin-1") for c in chunks[0::2]]
+    def __init__(self, chunks: list[bytes | Spool]) -> None:
+        self.lines = [c.decode("latin-1") for c in chunks[0::2] if isinstance(c, bytes)]
         self.literals = chunks[1::2]
         self.idx = 0
         self.pos = 0
         self.tag: str | None = None
         self.binary_literal = False
+        self.utf8 = False  # RFC 6855 UTF8=ACCEPT enabled: mailbox names are UTF-8
 
     # -- primitives ---------------------------------------------------------------
     @property
@@ -99,6 +102,18 @@ class Cursor:
 
     # -- strings ------------------------------------------------------------------
     def _literal(self) -> bytes:
+        data = self._literal_any()
+        if isinstance(data, Spool):
+            raise self.error("Literal too large")
+        return data
+
+    def message_literal(self) -> bytes | Spool:
+        """The message literal of APPEND (quoted strings are not allowed there)."""
+        if self.peek() == '"' or not self._at_string():
+            raise self.error("APPEND needs a literal")
+        return self._literal_any()
+
+    def _literal_any(self) -> bytes | Spool:
         m = LITERAL_RE.search(self.line.encode("latin-1"), self.pos)
         if m is None or m.end() != len(self.line) or self.idx >= len(self.literals):
             raise self.error("Bad literal")
@@ -180,6 +195,16 @@ class Cursor:
         return self._decode_mailbox(raw, pattern=True)
 
     def _decode_mailbox(self, raw: bytes, pattern: bool = False) -> str:
+        if self.utf8:  # RFC 6855 §3: UTF-8 names, no modified UTF-7 any more
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise self.error("Mailbox name is not valid UTF-8") from exc
+            if not pattern and name.upper() == "INBOX":
+                return "INBOX"
+            if not pattern and name[:6].upper() == "INBOX/":
+                return "INBOX" + name[5:]
+            return name
         try:
             name = decode_mutf7(raw.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as exc:

@@ -13,6 +13,7 @@ from . import commands as c
 from .errors import ParseError
 from .items import parse_fetch_attrs, parse_search_program, seqset
 from .lexer import ASTRING_CHARS, Cursor
+from .spool import Spool
 
 __all__ = ["parse_command", "parse_tag"]
 
@@ -202,10 +203,8 @@ def _status(cur: Cursor, tag: str) -> c.Command:
     return c.Status(tag, mailbox, items)
 
 
-def _append(cur: Cursor, tag: str) -> c.Command:
-    cur.sp()
-    mailbox = cur.mailbox()
-    cur.sp()
+def _append_message(cur: Cursor) -> c.AppendMessage:
+    """RFC 3502 append-message: [flag-list SP] [date-time SP] literal."""
     flags: tuple[str, ...] = ()
     date = None
     if cur.peek() == "(":
@@ -214,10 +213,28 @@ def _append(cur: Cursor, tag: str) -> c.Command:
     if cur.peek() == '"':
         date = cur.date_time()
         cur.sp()
-    if not cur._at_string() or cur.peek() == '"':
-        raise cur.error("APPEND needs a literal")
-    data = cur.string()
-    return c.Append(tag, mailbox, flags, date, data, cur.binary_literal)
+    if cur.line[cur.pos : cur.pos + 6].upper() == "UTF8 (":  # RFC 6855 §4 append-data
+        cur.pos += 6
+        if cur.peek() != "~":
+            raise cur.error("UTF8 APPEND data must be a literal8")
+        data = cur.message_literal()
+        cur.expect(")")
+        return c.AppendMessage(flags, date, data, True)
+    data = cur.message_literal()
+    return c.AppendMessage(flags, date, data, cur.binary_literal)
+
+
+def _append(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mailbox = cur.mailbox()
+    cur.sp()
+    first = _append_message(cur)
+    extra: list[c.AppendMessage] = []
+    while cur.maybe_sp():  # RFC 3502 MULTIAPPEND: more messages, one transaction
+        extra.append(_append_message(cur))
+    return c.Append(
+        tag, mailbox, first.flags, first.date, first.message, first.binary, tuple(extra)
+    )
 
 
 def _expunge(cur: Cursor, tag: str) -> c.Command:
@@ -237,6 +254,53 @@ def _search(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
         charset = cur.astring().upper()
         cur.sp()
     return c.Search(tag, parse_search_program(cur), charset, uid, returns)
+
+
+#: RFC 5256 sort keys and threading algorithms we implement
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    """RFC 5256 §4: SORT SP sort-criteria SP search-criteria (charset required);
+    RFC 5267 §3.2 ESORT: ``SORT RETURN (MIN MAX COUNT ALL) ...``."""
+    cur.sp()
+    returns: tuple[str, ...] | None = None
+    if cur.line[cur.pos : cur.pos + 7].upper() == "RETURN ":
+        cur.pos += 7
+        returns = cur.atom_list()
+        if any(r not in ("MIN", "MAX", "COUNT", "ALL") for r in returns):
+            raise cur.error("Unknown SORT return option")
+        cur.sp()
+    words = cur.atom_list()
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for w in words:
+        if w == "REVERSE" and not reverse:
+            reverse = True
+            continue
+        if w not in SORT_KEYS:
+            raise cur.error(f"Unknown sort key {w[:30]!r}")
+        criteria.append((w, reverse))
+        reverse = False
+    if reverse or not criteria:
+        raise cur.error("Invalid sort criteria")
+    cur.sp()
+    charset = cur.astring().upper()
+    cur.sp()
+    return c.Sort(tag, tuple(criteria), charset, parse_search_program(cur), uid, returns)
+
+
+def _thread(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    """RFC 5256 §4: THREAD SP thread-alg SP search-criteria (charset required)."""
+    cur.sp()
+    alg = cur.atom().upper()
+    if alg not in THREAD_ALGORITHMS:
+        raise cur.error(f"Unknown threading algorithm {alg[:30]!r}")
+    cur.sp()
+    charset = cur.astring().upper()
+    cur.sp()
+    return c.Thread(tag, alg, charset, parse_search_program(cur), uid)
 
 
 def _fetch(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
@@ -369,6 +433,8 @@ _UID_COMMANDS: dict[str, Callable[..., c.Command]] = {
     "STORE": _store,
     "COPY": _copy_move(c.Copy),
     "MOVE": _copy_move(c.Move),
+    "SORT": _sort,
+    "THREAD": _thread,
 }
 
 _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
@@ -406,16 +472,21 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _mailbox_cmd(c.GetQuotaRoot),
     "COMPRESS": _compress,
+    "SORT": _sort,
+    "THREAD": _thread,
 }
 
 #: Names of every command the parser knows (for the state table).
 COMMAND_NAMES = frozenset(_COMMANDS)
 
 
-def parse_command(chunks: list[bytes]) -> c.Command:
-    """Parse ``[line, literal, line, ...]`` (lines without CRLF) into a command."""
+def parse_command(chunks: list[bytes | Spool], *, utf8: bool = False) -> c.Command:
+    """Parse ``[line, literal, line, ...]`` (lines without CRLF) into a command;
+    ``utf8``: the client enabled UTF8=ACCEPT (RFC 6855), mailbox names are UTF-8."""
     cur = Cursor(chunks)
-    tag = parse_tag(chunks[0])
+    cur.utf8 = utf8
+    head = chunks[0]
+    tag = parse_tag(head) if isinstance(head, bytes) else None
     if tag is None:
         raise ParseError("Missing or invalid tag")
     cur.tag = tag

@@ -7,6 +7,7 @@ that need a literal are produced by :func:`mailrelay.mime.imap_string`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from mailrelay.mime.render import imap_nstring, imap_string
@@ -52,8 +53,20 @@ def fmt(value: object) -> bytes:
     raise TypeError(f"cannot format {type(value).__name__}")
 
 
+#: True while a session that ENABLEd UTF8=ACCEPT renders its replies (set per command by
+#: the session, so every formatter of mailbox names follows it without new parameters)
+UTF8_NAMES: ContextVar[bool] = ContextVar("imap_utf8_names", default=False)
+
+
 def mailbox_name(name: str) -> bytes:
-    """A mailbox name for LIST/STATUS responses: mUTF-7, quoted (RFC 3501 §5.1.3)."""
+    """A mailbox name for LIST/STATUS responses: mUTF-7 (RFC 3501 §5.1.3), or UTF-8
+    once the client enabled UTF8=ACCEPT (RFC 6855 §3)."""
+    if UTF8_NAMES.get():
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+            return imap_string(name.encode("utf-8"))
+        # RFC 6855 §3: quoted strings may carry UTF-8 once enabled
+        esc = name.replace("\\", "\\\\").replace('"', '\\"')
+        return b'"' + esc.encode("utf-8") + b'"'
     return imap_string(encode_mutf7(name).encode("ascii"))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ParseError
 
@@ -11,6 +13,9 @@ __all__ = ["SequenceSet"]
 
 #: Largest number in a set: nz-number is a 32-bit unsigned (RFC 3501 §9).
 MAX_NUMBER = 0xFFFFFFFF
+#: items of at most 9 digits without leading zeros (so always <= MAX_NUMBER) or "*"
+_NUM = r"(?:[1-9][0-9]{0,8}|\*)"
+_PLAIN = re.compile(rf"{_NUM}(?::{_NUM})?(?:,{_NUM}(?::{_NUM})?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,10 +23,17 @@ class SequenceSet:
     """Ranges ``(lo, hi)`` as written by the client; ``None`` stands for ``*``.
 
     ``saved`` is True for ``$`` (the SEARCHRES saved result).
+
+    Membership tests (:meth:`contains`) use the ranges merged and sorted once per
+    ``largest`` (cached on the instance), so a SEARCH over N messages with a set of
+    K ranges costs O(K log K + N log K), not O(N K).
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
     saved: bool = False
+    _merged: tuple[int, list[int], list[int]] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def parse(cls, text: str) -> SequenceSet:
@@ -29,6 +41,14 @@ class SequenceSet:
             return cls((), saved=True)
         if not text:
             raise ParseError("Empty sequence set")
+        if _PLAIN.fullmatch(text):  # the common shape, parsed without per-item checks
+            out: list[tuple[int | None, int | None]] = []
+            for item in text.split(","):
+                lo_s, sep, hi_s = item.partition(":")
+                lo = None if lo_s == "*" else int(lo_s)
+                hi = (None if hi_s == "*" else int(hi_s)) if sep else lo
+                out.append((lo, hi))
+            return cls(tuple(out))
         ranges: list[tuple[int | None, int | None]] = []
         for item in text.split(","):
             lo_s, sep, hi_s = item.partition(":")
@@ -72,22 +92,37 @@ class SequenceSet:
             out.append((a, b) if a <= b else (b, a))
         return out
 
+    def merged(self, largest: int) -> tuple[list[int], list[int]]:
+        """Disjoint ascending ranges as parallel ``(starts, ends)`` lists (inclusive)."""
+        cached = self._merged
+        if cached is not None and cached[0] == largest:
+            return cached[1], cached[2]
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(self.bounds(largest)):
+            if ends and a <= ends[-1] + 1:
+                if b > ends[-1]:
+                    ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+        object.__setattr__(self, "_merged", (largest, starts, ends))
+        return starts, ends
+
     def contains(self, n: int, largest: int) -> bool:
-        return any(a <= n <= b for a, b in self.bounds(largest))
+        starts, ends = self.merged(largest)
+        i = bisect.bisect_right(starts, n) - 1
+        return i >= 0 and n <= ends[i]
 
     def iter(self, largest: int) -> Iterator[int]:
         """Distinct numbers in ascending order, capped at ``largest`` (for seqs)."""
-        seen: set[int] = set()
-        for a, b in sorted(self.bounds(largest)):
-            for n in range(max(a, 1), min(b, largest) + 1):
-                if n not in seen:
-                    seen.add(n)
-                    yield n
+        starts, ends = self.merged(largest)
+        for a, b in zip(starts, ends, strict=True):
+            yield from range(max(a, 1), min(b, largest) + 1)
 
     def filter(self, values: Iterable[int], largest: int) -> list[int]:
         """Members of ``values`` (e.g. existing UIDs) that are in this set."""
-        bounds = self.bounds(largest)
-        return [v for v in values if any(a <= v <= b for a, b in bounds)]
+        return [v for v in values if self.contains(v, largest)]
 
 
 def _num(s: str) -> int | None:

@@ -20,8 +20,9 @@ S = SessionState
 
 # RFC 3501 §6.1: any state
 _ANY: set[type[c.Command]] = {c.Capability, c.Noop, c.Logout, c.Id}
-# RFC 3501 §6.2 (+ RFC 4978 COMPRESS is allowed before auth too)
-_NOT_AUTH = _ANY | {c.StartTLS, c.Authenticate, c.Login, c.Compress}
+# RFC 3501 §6.2. COMPRESS (RFC 4978) only after authentication: compressing
+# before login would let an unauthenticated peer spend our CPU on inflating
+_NOT_AUTH = _ANY | {c.StartTLS, c.Authenticate, c.Login}
 # RFC 3501 §6.3 and extensions usable without a selected mailbox
 _AUTH = _ANY | {
     c.Select,
@@ -52,6 +53,8 @@ _SELECTED = _AUTH | {
     c.Store,
     c.Copy,
     c.Move,
+    c.Sort,  # RFC 5256
+    c.Thread,
 }
 
 ALLOWED: dict[SessionState, frozenset[type[c.Command]]] = {
@@ -67,8 +70,6 @@ _TRANSITIONS: dict[tuple[SessionState, type[c.Command], str], SessionState] = {
     (S.NOT_AUTHENTICATED, c.Authenticate, "OK"): S.AUTHENTICATED,
     (S.AUTHENTICATED, c.Select, "OK"): S.SELECTED,
     (S.SELECTED, c.Select, "OK"): S.SELECTED,
-    # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
-    (S.SELECTED, c.Select, "NO"): S.AUTHENTICATED,
     (S.SELECTED, c.Close, "OK"): S.AUTHENTICATED,
     (S.SELECTED, c.Unselect, "OK"): S.AUTHENTICATED,
 }
@@ -82,4 +83,7 @@ def next_state(state: SessionState, command: c.Command, status: str) -> SessionS
     """State after the server answers ``command`` with tagged ``status``."""
     if isinstance(command, c.Logout):
         return S.LOGOUT
+    if isinstance(command, c.Select) and status != "OK":
+        # RFC 3501 §6.3.1: a SELECT/EXAMINE that fails (NO or BAD) leaves no mailbox selected
+        return S.AUTHENTICATED if state in (S.AUTHENTICATED, S.SELECTED) else state
     return _TRANSITIONS.get((state, type(command), status), state)

@@ -11,8 +11,8 @@ from cxkernel.config import CAConfig
 from cxkernel.errors import Invalid
 from directory.ca import RevocationReason
 from directory.certs import parse_reason, parse_serial, passphrase_from
+from mailrelay.documents.arrival import examine, is_receipt, stamp, unit_of, verdict_value
 from mailrelay.documents.docmime import Urgency, parse_document
-from mailrelay.documents.inbound import drop_field, examine, is_receipt, stamp, unit_of
 from mailrelay.documents.mailform import (
     is_authenticated_submission,
     is_local_docs,
@@ -81,15 +81,23 @@ def test_parse_clerk_submission_from_headers_and_errors():
         parse_submission(_clerk_mail("收文单位: stats\n文号: 1\n紧急程度: 很急\n"))
 
 
-def test_stamp_keeps_the_seal_and_replaces_forged_verdicts(city, sealed):
-    raw = b"X-CX-Seal-Verdict: trusted; forged\r\n\tcontinued\r\n" + sealed()
-    v = verify_message(raw, city.anchors, now=NOW)
-    assert v.trusted
-    out = stamp(raw, 42, v)
-    assert out.count(b"X-CX-Seal-Verdict") == 1 and b"forged" not in out
+def test_delivered_copy_is_rebuilt_from_verified_bytes_and_still_verifies(city, sealed):
+    """Forged verdict fields, Reply-To, Sender and a preamble never reach the clerk; the
+    header shown comes from the signed entity; the copy still verifies."""
+    from mailrelay.documents.chain import VerifyCache
+    raw = sealed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    forged = (b"X-CX-Seal-Verdict: trusted; forged\r\n\tcontinued\r\n"
+              b"Reply-To: <evil@attacker.example>\r\nSender: <evil@attacker.example>\r\n"
+              + head + b"\r\n\r\nForged preamble: pay to account 1234\r\n" + body
+              + b"\r\nForged epilogue\r\n")
+    ex = examine(forged, city.anchors, NOW, None, VerifyCache())
+    assert ex.verdict.trusted and ex.delivered is not None and ex.mismatches == ()
+    out = stamp(ex.delivered, verdict_value("trusted", 42, ex.verdict))
+    assert out.count(b"X-CX-Seal-Verdict") == 1 and b"forged" not in out.lower()
+    assert b"evil@" not in out and b"Forged" not in out
     assert out.startswith(b"X-CX-Seal-Verdict: trusted; doc=42; signer=finance.docs@cx.example;")
     assert verify_message(out, city.anchors, now=NOW).trusted
-    assert drop_field(b"A: 1\r\nB: 2\r\n\r\nA: body\r\n", b"A") == b"B: 2\r\n\r\nA: body\r\n"
 
 
 def test_examine_reads_the_document_and_outer_mismatch(city, sealed):
@@ -132,3 +140,32 @@ def test_passphrase_serial_reason(tmp_path):
         parse_reason("remove-from-crl")
     with pytest.raises(Invalid):
         parse_reason("bored")
+
+
+def test_outer_from_must_be_one_mailbox_the_signers():
+    from mailrelay.documents.arrival import from_problems
+    me = ["finance.docs@cx.example"]
+    assert from_problems(b"From: finance.docs@cx.example\r\n", me) == ()
+    assert from_problems(b'From: "Finance" <finance.docs@cx.example>\r\n', me) == ()
+    assert from_problems(b"From: a@x\r\nFrom: finance.docs@cx.example\r\n", me)
+    assert from_problems(b"From: finance.docs@cx.example, stats.docs@cx.example\r\n", me)
+    assert from_problems(b'From: "stats.docs@cx.example" <finance.docs@cx.example>\r\n', me)
+    assert from_problems(b"From: stats.docs@cx.example\r\n", me)
+    assert from_problems(b"Subject: no from\r\n", me)
+
+
+def test_read_receipt_parsing():
+    from mailrelay.documents.clerkmdn import is_mdn, read_receipt_request
+    raw = (b"From: a@cx.example\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/report; report-type="disposition-notification";'
+           b' boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nread\r\n'
+           b"--b\r\nContent-Type: message/disposition-notification\r\n\r\n"
+           b"Final-Recipient: rfc822;a@cx.example\r\nOriginal-Message-ID: <m1@cx>\r\n"
+           b"Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--b--\r\n")
+    assert is_mdn(raw) and not is_mdn(b"Content-Type: text/plain\r\n\r\nx")
+    got = read_receipt_request(raw)
+    assert got.original_message_id == "<m1@cx>" and got.displayed
+    deleted = read_receipt_request(raw.replace(b"; displayed", b"; deleted"))
+    assert not deleted.displayed
+    with pytest.raises(ValueError):
+        read_receipt_request(raw.replace(b"Original-Message-ID: <m1@cx>\r\n", b""))

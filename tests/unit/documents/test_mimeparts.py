@@ -32,9 +32,16 @@ def test_text_header_round_trip(text: str) -> None:
 
 @given(st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=120).filter(lambda t: t.strip() == t))
 def test_rfc2231_round_trip(name: str) -> None:
+    """Read back as the verifier reads it (compat32 + RFC 2231 collapse). CPython's
+    policy.default reader returns '' for a decoded value such as "<>" (its address
+    parser takes over), so it cannot be the oracle here."""
+    from mailrelay.documents.fastmeta import _filename
+    from mailrelay.documents.mimeparts import read_headers
     field = header("Content-Disposition", f"attachment; {rfc2231_param('filename', name)}")
-    msg = message_from_bytes(field + b"\r\n", policy=email.policy.default)
-    assert msg.get_filename() == name
+    assert _filename(read_headers(field)) == name
+    if "<" not in name and ">" not in name:
+        msg = message_from_bytes(field + b"\r\n", policy=email.policy.default)
+        assert msg.get_filename() == name
 
 
 def test_header_folds_at_spaces() -> None:

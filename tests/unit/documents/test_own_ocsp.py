@@ -37,12 +37,16 @@ def test_revoked_through_own_ocsp(city: City, sealed: Callable[..., bytes]) -> N
     assert "key_compromise" in v.text and "source ocsp" in v.text
 
 
-def test_unknown_serial_falls_back_to_crl(city: City, sealed: Callable[..., bytes]) -> None:
-    """A serial the responder does not know gets "unknown"; the CRL answers next."""
+def test_unknown_serial_is_not_issued_by_us(city: City, sealed: Callable[..., bytes]) -> None:
+    """Issue #11: our responder's "unknown" means our CA never issued it: a failure, and
+    never a reason to ask the CRL (which lists only revocations, so it says "good")."""
     crl = build_crl(city.ca, [], now=NOW - timedelta(hours=1), crl_number=1)
+    assert verify_message(sealed(), city.anchors, now=NOW,
+                          revocation=crl_check([crl])).trusted  # the CRL alone: "good"
     check = first_known(own_ocsp_check(city.ca, {}), crl_check([crl]))
     v = verify_message(sealed(), city.anchors, now=NOW, revocation=check)
-    assert v.trusted and v.revocation_source == "crl"
+    assert not v.trusted and v.reason == "not-issued-by-us"
+    assert v.revocation_source == "ocsp"
 
 
 def test_foreign_issuer_is_not_answered(city: City, foreign_ca: CertificateAuthority) -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from directory.ca import (
     CertificateAuthority,
@@ -97,14 +97,77 @@ def test_lf_line_endings_still_verify(city: City, sealed: Callable[..., bytes]) 
     assert check(sealed().replace(b"\r\n", b"\n"), city).trusted
 
 
-def test_nested_in_multipart_mixed(city: City, sealed: Callable[..., bytes]) -> None:
+def test_nested_in_multipart_mixed_is_not_trusted(city: City,
+                                                  sealed: Callable[..., bytes]) -> None:
+    """Issue #11: a genuine seal wrapped next to an unsigned part is not looked for; the
+    unsigned part must never travel under a trusted stamp."""
     inner = sealed()
-    head, _ = split_entity(inner)
     wrapped = (b"From: finance.docs@cx.example\r\nMIME-Version: 1.0\r\n"
                b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
                b"--outer\r\n" + inner + b"\r\n--outer\r\n"
                b"Content-Type: text/plain\r\n\r\nlist footer\r\n--outer--\r\n")
-    assert check(wrapped, city).trusted
+    v = check(wrapped, city)
+    assert not v.trusted and v.reason == "not-signed"
+
+
+def test_encapsulated_content_in_multipart_signed_is_refused(city: City) -> None:
+    """Issue #11: a multipart/signed whose signature part carries its own content (an
+    opaque SignedData of anything validly signed) must not vouch for the visible part."""
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+    entity = prepare().entity
+    opaque = (pkcs7.PKCS7SignatureBuilder().set_data(entity)
+              .add_signer(city.finance.certificate, city.finance.key, hashes.SHA256())
+              .sign(Encoding.DER, [pkcs7.PKCS7Options.Binary]))
+    visible = (b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+               b"Pay 1,000,000 to account 6222 0000 1111.\r\n")
+    raw = assemble_signed([b"From: finance.docs@cx.example\r\n"], visible, opaque)
+    v = check(raw, city)
+    assert not v.trusted and v.reason == "malformed"
+
+
+def test_weak_rsa_key_is_refused(city: City, sealed: Callable[..., bytes]) -> None:
+    """Issue #11: RSA-1024 issued with the CA key: refused as weak-key."""
+    from cryptography.hazmat.primitives.asymmetric import rsa as rsa_mod
+    weak_key = rsa_mod.generate_private_key(public_exponent=65537, key_size=1024)
+    cert = _issue_with_key(city, weak_key)
+    raw = sealed(Signer(weak_key, cert, (city.ca.certificate,)))
+    v = check(raw, city)
+    assert not v.trusted and v.reason == "weak-key", v.text
+
+
+def test_certificate_not_in_our_table_is_refused(city: City,
+                                                 sealed: Callable[..., bytes]) -> None:
+    """Issue #11: chaining to our CA is not enough: the very certificate must be ours."""
+    table = {city.finance.certificate.serial_number:
+             city.finance.certificate.public_bytes(serialization.Encoding.DER)}
+
+    def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+        return table.get(cert.serial_number) == cert.public_bytes(serialization.Encoding.DER)
+
+    assert check(sealed(), city, issued=issued).trusted
+    rogue = issue_unit_seal(city.ca, unit_code="finance", unit_name="财政局", domain=DOMAIN,
+                            now=NOW - timedelta(days=1))
+    v = check(sealed(Signer(rogue.key, rogue.certificate, (city.ca.certificate,))), city,
+              issued=issued)
+    assert not v.trusted and v.reason == "not-issued-by-us"
+
+
+def _issue_with_key(city: City, key: object) -> x509.Certificate:
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    pub = key.public_key()  # type: ignore[attr-defined]
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")]))
+            .issuer_name(city.ca.certificate.subject).public_key(pub)
+            .serial_number(random_serial())
+            .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(
+                "finance.docs@cx.example")]), critical=False)
+            .add_extension(_key_usage(digital_signature=True, content_commitment=True),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+                           critical=False)
+            .add_extension(_aki(city.ca), critical=False)
+            .sign(city.ca.key, hashes.SHA256()))
 
 
 def test_opaque_signed_data(city: City) -> None:

@@ -15,6 +15,7 @@ from mailrelay.imap.store_api import (
     MessageExpunged,
     MessageMeta,
     MessageRow,
+    MultiAppendResult,
     QuotaResource,
     SelectResult,
     StoreError,
@@ -41,11 +42,13 @@ class FakeStore:
         self.modseq = 1
         self.boxes: dict[str, Box] = {}
         self._next_id = 1
+        self.subs: set[str] = set()  # subscribed names, independent of mailboxes
         for name, special in (("INBOX", ()), ("Sent", ("\\Sent",)), ("Trash", ("\\Trash",))):
             self._make(name, special)
+            self.subs.add(name)
 
     def _make(self, name: str, special=()) -> Box:
-        box = Box(self._next_id, name, frozenset(special), subscribed=True)
+        box = Box(self._next_id, name, frozenset(special))
         self._next_id += 1
         self.boxes[name] = box
         return box
@@ -62,10 +65,11 @@ class FakeStore:
         self.modseq += 1
         return self.modseq
 
-    def deliver(self, name: str, raw: bytes, flags=(), date: datetime | None = None) -> int:
+    def deliver(self, name: str, raw: bytes, flags=(), date: datetime | None = None,
+                normalize: bool = True) -> int:
         from mailrelay.mime import normalize_crlf, parse_message
 
-        raw = normalize_crlf(raw)
+        raw = normalize_crlf(raw) if normalize else raw
         box = self._box(name)
         uid = box.uidnext
         box.uidnext += 1
@@ -83,7 +87,11 @@ class FakeStore:
         return uid
 
     async def list_mailboxes(self, user):
-        return [MailboxInfo(b.name, b.special, b.subscribed, b.id) for b in self.boxes.values()]
+        return [MailboxInfo(b.name, b.special, b.name in self.subs, b.id)
+                for b in self.boxes.values()]
+
+    async def subscriptions(self, user):
+        return sorted(self.subs, key=lambda n: (n != "INBOX", n))
 
     async def create_mailbox(self, user, name, special_use=()):
         if name in self.boxes:
@@ -101,7 +109,11 @@ class FakeStore:
         self.boxes[new] = box
 
     async def set_subscribed(self, user, name, subscribed):
-        self._box(name).subscribed = subscribed
+        if not subscribed:
+            self.subs.discard(name)
+            return
+        self._box(name)
+        self.subs.add(name)
 
     async def select(self, user, name, readonly):
         b = self._box(name)
@@ -163,8 +175,35 @@ class FakeStore:
         return StoreResult(updated, modified, self.modseq)
 
     async def append(self, user, name, message, flags, internaldate, structure):
-        uid = self.deliver(name, message, flags, internaldate)
+        uid = self.deliver(name, message, flags, internaldate, normalize=False)
         return AppendResult(self._box(name).uidvalidity, uid)
+
+    async def fetch_upto(self, mailbox_id, uids, max_bytes, *, raw, structure,
+                         envelope_only=False):
+        rows = await self.fetch(mailbox_id, uids, raw=raw, structure=structure)
+        out, total = [], 0
+        for r in rows:
+            if out and total + r.size > max_bytes:
+                break
+            out.append(r)
+            total += r.size
+        return out
+
+    async def headers(self, mailbox_id, uids):
+        rows = self._by_id(mailbox_id).rows
+        out = []
+        for u in sorted(uids):
+            r = rows.get(u)
+            if r is not None:
+                raw = r.raw or b""
+                end = raw.find(b"\r\n\r\n")
+                out.append((u, r.internaldate, r.size, raw[: end + 4] if end >= 0 else raw))
+        return out
+
+    async def append_many(self, user, name, messages):
+        self._box(name)  # NONEXISTENT before anything is stored (all or nothing)
+        uids = [self.deliver(name, m.raw, m.flags, m.internaldate) for m in messages]
+        return MultiAppendResult(self._box(name).uidvalidity, uids)
 
     async def copy(self, mailbox_id, uids, user, dest):
         src, dst = self._by_id(mailbox_id), self._box(dest)

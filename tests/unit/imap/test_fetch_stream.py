@@ -83,3 +83,64 @@ async def test_search_in_chunks(store: CountingStore, monkeypatch) -> None:
     out = await c.cmd('x SEARCH OR SUBJECT m3 SUBJECT m24')
     assert "* SEARCH 4 25\r\n" in out
     assert [n for n, _ in store.fetches] == [10, 10, 5]
+
+
+async def test_pipelined_single_message_fetches_share_one_query(store: CountingStore) -> None:
+    """mbsync's pattern: one UID FETCH per message, pipelined; rows load together."""
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    store.fetches.clear()
+    burst = b"".join(b"f%d UID FETCH %d (BODY.PEEK[])\r\n" % (u, u) for u in range(1, 21))
+    out = (await c.send(burst + b"g UID FETCH 21 (FLAGS BODY.PEEK[])\r\n")).decode()
+    assert len(store.fetches) == 2  # 20 read-ahead commands in one, the FLAGS one alone
+    for u in range(1, 21):
+        assert f"* {u} FETCH (BODY[] {{" in out and f" UID {u})\r\nf{u} OK" in out
+    assert "m19" in out and "FLAGS" in out.split("f20 OK")[1]
+    # the read-ahead rows do not outlive the burst: a later FETCH queries again
+    store.fetches.clear()
+    await c.cmd("n NOOP")
+    out = await c.cmd("h UID FETCH 3 (BODY.PEEK[])")
+    assert len(store.fetches) == 1 and "m2" in out
+    # a FETCH that sets \Seen, or asks for FLAGS, never reads ahead
+    store.fetches.clear()
+    await c.send(b"i UID FETCH 4 (BODY[])\r\nj UID FETCH 5 (BODY[])\r\n")
+    assert len(store.fetches) == 2
+
+
+async def test_a_client_walking_the_mailbox_is_read_ahead_of(store: CountingStore) -> None:
+    """One UID FETCH per message, each sent only after the previous reply: from the
+    second one on, the next messages load with it (bounded by CHUNK_BYTES)."""
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    store.fetches.clear()
+    bodies = []
+    for u in range(1, 26):
+        out = await c.cmd(f"f{u} UID FETCH {u} (BODY.PEEK[])")
+        assert f"f{u} OK" in out
+        bodies.append(out.split("\r\n")[1])
+    assert bodies == [f"Subject: m{u - 1}" for u in range(1, 26)]
+    assert len(store.fetches) <= 3, store.fetches  # 1, then 2-25 (66 KB apart from #8)
+    # going backwards is not a walk: no read-ahead, one query each
+    store.fetches.clear()
+    await c.cmd("g UID FETCH 5 (BODY.PEEK[])")
+    await c.cmd("h UID FETCH 4 (BODY.PEEK[])")
+    assert [n for n, _ in store.fetches] == [1, 1]
+
+
+async def test_search_loads_only_the_rows_its_sets_name(store: CountingStore) -> None:
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    await c.cmd("f STORE 3 +FLAGS (\\Seen)")
+    store.fetches.clear()
+    out = await c.cmd("a UID SEARCH UID 2:4,20:*")
+    assert "* SEARCH 2 3 4 20 21 22 23 24 25\r\n" in out
+    assert store.fetches == []  # numbers only: answered from the view
+    out = await c.cmd("b SEARCH 2:4 SEEN")
+    assert "* SEARCH 3\r\n" in out
+    assert [n for n, _ in store.fetches] == [3]  # the three rows of 2:4, not 25
+    store.fetches.clear()
+    out = await c.cmd("c SEARCH OR 1 UID 25 NOT 2:24")
+    assert "* SEARCH 1 25\r\n" in out and store.fetches == []

@@ -151,3 +151,19 @@ def test_search_responses() -> None:
     assert search_response("t", [], uid=False, returns=("MIN", "COUNT")) == (
         b'ESEARCH (TAG "t") COUNT 0'
     )
+
+
+def test_esearch_min_max_modseq_is_that_of_the_returned_message() -> None:
+    # RFC 4731 §3.2 / RFC 7162 §3.1.5: hits 2 (modseq 40), 5 (modseq 7), 9 (modseq 12)
+    nums, mods = [2, 5, 9], [40, 7, 12]
+    r = search_response("t", nums, uid=False, returns=("MIN",), modseqs=mods)
+    assert r == b'ESEARCH (TAG "t") MIN 2 MODSEQ 40'
+    r = search_response("t", nums, uid=False, returns=("MAX",), modseqs=mods)
+    assert r == b'ESEARCH (TAG "t") MAX 9 MODSEQ 12'
+    r = search_response("t", [5, 9], uid=False, returns=("MIN", "MAX"), modseqs=[7, 12])
+    assert r == b'ESEARCH (TAG "t") MIN 5 MAX 9 MODSEQ 12'
+    r = search_response("t", nums, uid=True, returns=("MAX", "COUNT"), modseqs=mods)
+    assert r == b'ESEARCH (TAG "t") UID MAX 9 COUNT 3 MODSEQ 40'
+    assert search_response("t", nums, uid=False, returns=None, modseqs=mods) == (
+        b"SEARCH 2 5 9 (MODSEQ 40)"
+    )

@@ -9,8 +9,9 @@ announced size; slot, secret and size are checked from the request head, *before
 of the body is read (the body is streamed to ``<state_dir>/upload/<token>.part``, never
 held in memory, then renamed). GET (and HEAD) serve it to anyone holding the
 URL, with the announced content type (only media and plain text inline; ``nosniff`` and a
-sandboxing CSP always). A periodic sweep drops slots never used within ``SLOT_TTL`` and
-files older than the expiry.
+sandboxing CSP always). A periodic sweep (`gateway.maintenance`, running whatever
+listeners are on) drops slots never used within ``SLOT_TTL``, files older than the expiry
+and ``.part`` leftovers of interrupted writes.
 
 The HTTP side has no dependency on the gateway: the wiring registers the route and hands
 each request to the bus point ``upload/http`` (``HttpRequest`` with a ``read`` callable for
@@ -66,7 +67,6 @@ class UploadSettings:
     max_file_size: int = 20 << 20      # bytes per file (the route's max_body)
     quota: int = 500 << 20             # bytes per user (files kept + open slots)
     expiry: float = 30 * 86400.0       # seconds a file is kept
-    sweep_interval: float = 3600.0     # seconds between expiry sweeps
     domain: str = ""                   # service JID; "" → upload.<domain>
 
 
@@ -261,23 +261,39 @@ class Upload:
     # -- expiry --------------------------------------------------------------------------------
 
     async def sweep(self, now: datetime | None = None) -> int:
-        now = now or datetime.now(UTC)
-        tokens = await self.store.expire(now - timedelta(seconds=SLOT_TTL),
-                                         now - timedelta(seconds=self.s.expiry))
-        for token in tokens:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(os.unlink, self._file(token))
-        if tokens:
-            log.info("upload sweep removed %d slots/files", len(tokens))
-        return len(tokens)
+        return await expire_files(self.store, self.s.directory, self.s.expiry, now)
 
-    async def sweeper(self) -> None:
-        while True:
-            await asyncio.sleep(self.s.sweep_interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("upload sweep failed")
+
+async def expire_files(store: UploadStore, directory: Path, expiry: float,
+                       now: datetime | None = None) -> int:
+    """Drop slots never used within SLOT_TTL and files older than `expiry` seconds, rows
+    and files alike (run periodically by `gateway.maintenance`, on any node)."""
+    now = now or datetime.now(UTC)
+    tokens = await store.expire(now - timedelta(seconds=SLOT_TTL), now - timedelta(seconds=expiry))
+    for token in tokens:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, directory / token)
+    if tokens:
+        log.info("upload sweep removed %d slots/files", len(tokens))
+    return len(tokens)
+
+
+def remove_partials(directory: Path, older_than: float) -> int:
+    """Delete `.part` files (an upload cut short: disk full, a crash mid-write) older than
+    `older_than` seconds; a write in progress is younger. Blocking: run in a thread."""
+    import time
+    cutoff = time.time() - older_than
+    n = 0
+    if not directory.is_dir():
+        return 0
+    for part in directory.glob("*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                n += 1
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def _discard(fh: Any, part: Path) -> None:
@@ -321,7 +337,7 @@ def register(host: Host) -> None:
         host.router.components[u.jid] = u.on_stanza
         host.hooks.on("disco/host/items", lambda: [(u.jid, "HTTP File Upload")])
         host.bus.on("upload/http", u.on_http)
-        host.bus.on("upload/sweep", u.sweep)  # payload: the time to sweep as of (or None)
-        host.spawn(u.sweeper())
+        # payload: the time to sweep as of (or None); the periodic sweep is gateway.maintenance
+        host.bus.on("upload/sweep", u.sweep)
 
     host.on_start(start)
