@@ -46,8 +46,8 @@ class SRS:
         local, _, domain = sender.rpartition("@")
         if domain.lower() == self.domain:
             return sender
-        if local.upper().startswith("SRS0="):  # already rewritten elsewhere: rewrite again
-            local = "SRS1" + local[3:]  # (SRS1 chains are out of scope; keep it reversible)
+        # An SRS address of another forwarder is wrapped whole (reverse splits at most three
+        # '=' so the original local part, '=' and all, comes back unchanged).
         stamp = self._stamp(now)
         return f"SRS0={self._hash(stamp, domain, local)}={stamp}={domain}={local}@{self.domain}"
 
@@ -74,6 +74,4 @@ class SRS:
         age = (int(now // 86400) - then) % _PERIOD
         if age > MAX_AGE_DAYS:
             return None
-        if olocal.upper().startswith("SRS1"):
-            olocal = "SRS0" + olocal[4:]
         return f"{olocal}@{odomain}"
