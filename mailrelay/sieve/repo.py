@@ -137,3 +137,7 @@ async def existing_mailboxes(conn: asyncpg.Connection, pairs: list[tuple[str, st
         " on p.address = a.address and p.name = m.name",
         [p[0] for p in pairs], [p[1] for p in pairs])
     return {(r["address"], r["name"]) for r in rows}
+
+
+async def account_exists(pool: asyncpg.Pool, address: str) -> bool:
+    return bool(await pool.fetchval("select 1 from accounts where address = $1", address))

@@ -212,3 +212,57 @@ async def test_reject_notice_to_sender_never_to_null_sender(city: Any, sink: Sin
     assert b"report-type=disposition-notification" in data
     assert b"Disposition: automatic-action/MDN-sent-automatically; deleted" in data
     assert b"I do not take mail here." in data
+
+
+def _run_cli(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from gateway.cli.main import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+async def test_cli_user_vacation_on_off_and_force(city: Any, cfg: Any, sink: Sink,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = cfg.state_path.parent / "cx.toml"
+    conf.write_text(f'[server]\nstate_dir = "{cfg.state_path}"\n')
+    monkeypatch.setenv("CXGW_CONFIG", str(conf))
+    monkeypatch.setenv("CXGW_DATABASE_URL", cfg.database.url)
+
+    async def cli(*argv: str) -> tuple[int, str]:
+        return await asyncio.to_thread(_run_cli, list(argv))
+
+    code, out = await cli("user", "vacation", "zhang.san", "--on", "--text",
+                          "在外出差，\n下周回来。", "--subject", "Out of office", "--days", "3",
+                          "--json")
+    assert code == 0, out
+    assert '"vacation": "on"' in out
+    await send25(city, "friend@remote.example", "zhang.san@cx.example", "hello")
+    assert await queue_empty(city)
+    ((mail_from, rcpts, data),) = sink.received
+    assert (mail_from, rcpts) == ("<>", ["friend@remote.example"])
+    reply = headers_of(data)
+    assert reply["Subject"] == "Out of office"
+    assert reply.get_content().replace("\r\n", "\n") == "在外出差，\n下周回来。\n"
+    # The user's own script is not replaced without --force; --off brings it back.
+    pool = city.services.db.pool
+    await activate(city, "li.si@cx.example", "keep;\r\n", "mine")
+    code, out = await cli("user", "vacation", "li.si@cx.example", "--on")
+    assert code == 4 and "mine" in out and "--force" in out
+    assert [(s.name, s.active) for s in await sieve_repo.list_scripts(pool, "li.si@cx.example")
+            ] == [("mine", True)]
+    code, out = await cli("user", "vacation", "li.si@cx.example", "--on", "--force")
+    assert code == 0, out
+    assert [(s.name, s.active) for s in await sieve_repo.list_scripts(pool, "li.si@cx.example")
+            ] == [("cx-vacation", True), ("mine", False)]
+    code, out = await cli("user", "vacation", "li.si@cx.example", "--off")
+    assert code == 0 and "'mine' active again" in out
+    assert [(s.name, s.active) for s in await sieve_repo.list_scripts(pool, "li.si@cx.example")
+            ] == [("cx-vacation", False), ("mine", True)]
+    code, out = await cli("user", "vacation", "zhang.san@cx.example", "--on", "--days", "0")
+    assert code == 5 and "--days" in out
+    code, out = await cli("user", "vacation", "nobody@cx.example", "--off")
+    assert code == 3
