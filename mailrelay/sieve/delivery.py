@@ -115,18 +115,19 @@ class SieveDelivery:
                       ) -> tuple[list[QueueRow], dict[int, Outcome]]:
         """Filter and deliver `rows` (leased to `owner`): (rows finished here, outcomes of
         the rows NOT finished, for the scheduler to retry or bounce)."""
+        raws: dict[int, bytes] = {}  # a circular: one message, many recipients
         async with self.pool.acquire() as conn:
             scripts = await repo.active_scripts(conn, list({r.recipient for r in rows}))
+            for mid in {r.message_id for r in rows}:
+                raws[mid] = await qrepo.message_raw(conn, mid)
         plans = []
         for r in rows:
-            plans.append(await self._plan(r, scripts.get(r.recipient)))
+            plans.append(await self._plan(r, raws[r.message_id], scripts.get(r.recipient)))
         return await self._store(plans, owner)
 
     # ---- one message -----------------------------------------------------------------
-    async def _plan(self, row: QueueRow, source: str | None) -> _Plan:
+    async def _plan(self, row: QueueRow, raw: bytes, source: str | None) -> _Plan:
         plan = _Plan(row, [], [])
-        async with self.pool.acquire() as conn:
-            raw = await qrepo.message_raw(conn, row.message_id)
         if source is None:  # deactivated since it was queued
             plan.boxes.append((None, ()))
             return plan

@@ -266,3 +266,19 @@ async def test_cli_user_vacation_on_off_and_force(city: Any, cfg: Any, sink: Sin
     assert code == 5 and "--days" in out
     code, out = await cli("user", "vacation", "nobody@cx.example", "--off")
     assert code == 3
+
+
+async def test_redirect_to_unknown_local_address_keeps(city: Any) -> None:
+    await activate(city, "zhang.san@cx.example", 'redirect "nobody@cx.example";\r\n')
+    await send25(city, "alice@outside.example", "zhang.san@cx.example", "where to")
+    assert await queue_empty(city)
+    async with city.services.db.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "select b.name, mm.flags from mailbox_messages mm join mailboxes b on b.id ="
+            " mm.mailbox_id join accounts a on a.id = b.account_id where a.address = $1",
+            "zhang.san@cx.example")
+        detail = await conn.fetchval("select detail from deliveries where recipient = $1",
+                                     "zhang.san@cx.example")
+    # the redirect is refused (no such user): the message is kept, never lost
+    assert [(r["name"], r["flags"]) for r in rows] == [("INBOX", [])]
+    assert detail == "sieve: redirect refused, kept"
