@@ -74,11 +74,14 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    lockout_failures: int = _f(5, "failed logins in a row that lock an account", min=1)
-    lockout_seconds: int = _f(900, "how long a locked account stays locked", min=0)
+    lockout_failures: int = _f(5, "password checks allowed per login name per window; further attempts fail unchecked until the window ends or a login succeeds", min=1)
+    lockout_seconds: int = _f(900, "the lockout window, from a name's first attempt (0: no lockout)", min=0)
     scram_iterations: int = _f(4096, "PBKDF2 iteration count for new SCRAM keys (RFC 7677 minimum 4096)", min=4096)
     min_password_length: int = _f(8, "shortest password accepted when set by an admin or import", min=1)
     cache_seconds: int = _f(300, "remember a successful password check this long (0: never); a changed password or a disabled account takes effect at once", min=0)
+    penalty_max_seconds: float = _f(15.0, "longest delay before an attempt from a network (IPv4 address, IPv6 /64) with recent failures (0: no penalty)", min=0.0)
+    penalty_free_failures: int = _f(3, "failures from a network before its attempts are delayed (then 1, 2, 4... seconds)", min=1)
+    penalty_window: int = _f(900, "seconds after its last failure that a network's penalty is forgotten", min=1)
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,6 @@ class SMTPConfig:
     error_sleep_time: float = _f(1.0, "seconds each refusal beyond soft_error_limit is delayed (tarpit; Postfix smtpd_error_sleep_time)", min=0.0)
     max_unauth_line: int = _f(4096, "longest command line accepted before AUTH, bytes (500 5.5.2 above; also bounds the AUTH initial response, RFC 4954 §4 allows 12288)", min=512)
     timeout: int = _f(300, "idle timeout per SMTP command, seconds", min=1)
-    max_connections: int = _f(1000, "concurrent connections per SMTP listener (421 4.7.0 above)", min=1)
-    max_connections_per_ip: int = _f(50, "concurrent connections from one address per listener", min=1)
     group_commit_ms: float = _f(2.0, "how long a batch of the submission stage waits for more messages before its COMMIT, milliseconds (0: commit as soon as a commit slot is free)", min=0.0)
 
 
@@ -113,6 +114,53 @@ class InboundAuthConfig:
     dns_servers: list[str] = _f([], "\"host:port\" DNS servers for these lookups (\"[v6]:port\" for IPv6); empty: the system resolver")
     dns_timeout: float = _f(5.0, "seconds per DNS query (a timeout is a temporary error)", min=0.1)
     dns_cache_max: int = _f(10000, "most DNS answers kept in the cache (each for its TTL, at most an hour)", min=0)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per listener: concurrent connections (all and per client address: an IPv4 address
+    or an IPv6 /64) and the pre-login deadline, counted from connect and not extended by
+    traffic. Above a cap the client gets its protocol's refusal (SMTP 421 4.7.0, IMAP
+    * BYE, XMPP <policy-violation/>, HTTP 503; on implicit TLS after the handshake).
+    HTTP has no login: its request timeouts belong to the HTTP layer."""
+
+    smtp_max_connections: int = _f(1000, "concurrent connections on the port 25 role", min=1)
+    smtp_max_per_ip: int = _f(50, "concurrent connections from one address on the port 25 role", min=1)
+    smtp_preauth_seconds: float = _f(120.0, "seconds from connect until the first MAIL FROM on the port 25 role", min=0.0)
+    submission_max_connections: int = _f(1000, "concurrent connections on submission (587 role)", min=1)
+    submission_max_per_ip: int = _f(50, "concurrent connections from one address on submission (587 role)", min=1)
+    submission_preauth_seconds: float = _f(60.0, "seconds from connect until AUTH succeeds on submission (587 role)", min=0.0)
+    submissions_max_connections: int = _f(1000, "concurrent connections on submission over TLS (465 role)", min=1)
+    submissions_max_per_ip: int = _f(50, "concurrent connections from one address on submission over TLS (465 role)", min=1)
+    submissions_preauth_seconds: float = _f(60.0, "seconds from connect until AUTH succeeds on submission over TLS (465 role)", min=0.0)
+    imap_max_connections: int = _f(5000, "concurrent connections on IMAP with STARTTLS", min=1)
+    imap_max_per_ip: int = _f(100, "concurrent connections from one address on IMAP with STARTTLS", min=1)
+    imap_preauth_seconds: float = _f(60.0, "seconds from connect until LOGIN/AUTHENTICATE succeeds on IMAP with STARTTLS", min=0.0)
+    imaps_max_connections: int = _f(5000, "concurrent connections on IMAP over TLS", min=1)
+    imaps_max_per_ip: int = _f(100, "concurrent connections from one address on IMAP over TLS", min=1)
+    imaps_preauth_seconds: float = _f(60.0, "seconds from connect until LOGIN/AUTHENTICATE succeeds on IMAP over TLS", min=0.0)
+    xmpp_max_connections: int = _f(10000, "concurrent connections on XMPP c2s with STARTTLS", min=1)
+    xmpp_max_per_ip: int = _f(100, "concurrent connections from one address on XMPP c2s with STARTTLS", min=1)
+    xmpp_preauth_seconds: float = _f(60.0, "seconds from connect until a resource is bound on XMPP c2s with STARTTLS", min=0.0)
+    xmpps_max_connections: int = _f(10000, "concurrent connections on XMPP c2s over direct TLS", min=1)
+    xmpps_max_per_ip: int = _f(100, "concurrent connections from one address on XMPP c2s over direct TLS", min=1)
+    xmpps_preauth_seconds: float = _f(60.0, "seconds from connect until a resource is bound on XMPP c2s over direct TLS", min=0.0)
+    xmpp_component_max_connections: int = _f(50, "concurrent connections on XEP-0114 components", min=1)
+    xmpp_component_max_per_ip: int = _f(20, "concurrent connections from one address on XEP-0114 components", min=1)
+    xmpp_component_preauth_seconds: float = _f(10.0, "seconds from connect until the handshake succeeds on XEP-0114 components", min=0.0)
+    http_max_connections: int = _f(1000, "concurrent connections on HTTP", min=1)
+    http_max_per_ip: int = _f(50, "concurrent connections from one address on HTTP", min=1)
+    pop3_max_connections: int = _f(2000, "concurrent connections on POP3 with STLS (the login deadline is pop3.unauth_timeout)", min=1)
+    pop3_max_per_ip: int = _f(100, "concurrent connections from one address on POP3 with STLS", min=1)
+    pop3s_max_connections: int = _f(2000, "concurrent connections on POP3 over TLS", min=1)
+    pop3s_max_per_ip: int = _f(100, "concurrent connections from one address on POP3 over TLS", min=1)
+    managesieve_max_connections: int = _f(500, "concurrent connections on ManageSieve", min=1)
+    managesieve_max_per_ip: int = _f(20, "concurrent connections from one address on ManageSieve", min=1)
+
+    def for_listener(self, name: str) -> tuple[int, int, float]:
+        """(max_connections, max_per_ip, preauth_seconds) of listener `name`."""
+        return (getattr(self, f"{name}_max_connections"), getattr(self, f"{name}_max_per_ip"),
+                getattr(self, f"{name}_preauth_seconds", 0.0))
 
 
 @dataclass(frozen=True)
@@ -235,6 +283,7 @@ class Config:
     xmpp: XMPPConfig = field(default_factory=XMPPConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     ca: CAConfig = field(default_factory=CAConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = ""  # path of the file this came from, "" for defaults
 
     @property
@@ -271,6 +320,7 @@ SECTION_DOCS = {
     "xmpp": "XMPP server limits",
     "http": "HTTP/HTTPS listener limits (health, metrics, CRL/OCSP, file upload)",
     "ca": "the city CA/RA for unit seals and personal certificates",
+    "limits": "connection caps and pre-login deadlines per listener (names as in [listen])",
 }
 
 
@@ -378,8 +428,28 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"mail.{role}: {value!r} is not an address or local part")
 
 
+def _compat(data: dict[str, Any]) -> dict[str, Any]:
+    """Older keys: smtp.max_connections(_per_ip) set the three SMTP listeners' caps."""
+    smtp = data.get("smtp")
+    if not isinstance(smtp, dict) or not ({"max_connections", "max_connections_per_ip"}
+                                          & smtp.keys()):
+        return data
+    data = dict(data)
+    smtp = dict(smtp)
+    limits = dict(data.get("limits") or {})
+    for old, new in (("max_connections", "max_connections"),
+                     ("max_connections_per_ip", "max_per_ip")):
+        if old in smtp:
+            value = smtp.pop(old)
+            for role in ("smtp", "submission", "submissions"):
+                limits.setdefault(f"{role}_{new}", value)
+    data["smtp"], data["limits"] = smtp, limits
+    return data
+
+
 def from_dict(data: dict[str, Any], source: str = "") -> Config:
     """Build a Config from parsed TOML, raising ConfigError on any unknown key or bad value."""
+    data = _compat(data)
     sections: dict[str, Any] = {}
     section_types = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
     for name, raw in data.items():

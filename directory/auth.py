@@ -1,56 +1,102 @@
-"""The one `authenticate()` that SMTP, IMAP and XMPP share, with lockout.
+"""The one authentication service of SMTP, IMAP and XMPP: password checks, SCRAM keys,
+lockout and the per-network penalty.
 
-PLAIN/LOGIN passwords are checked against the stored SCRAM-SHA-256 keys (PBKDF2 runs in an
-executor, never on the event loop). SCRAM mechanisms fetch the keys with `scram_keys()` and
-report the outcome with `record()`. Failed logins in a row lock the account for a while,
-whichever protocol they came from. Unknown users cost the same work as known ones.
+* Unknown names get fake SCRAM keys: HMAC of the name with a server secret kept in the
+  database (stable across restarts and nodes), at the configured iteration count. A
+  prober sees a stable salt per name and the same steps, work and database writes as for
+  a real user; disabled and locked users end the same way.
+* Lockout: ``repo.count_attempt`` counts an attempt for the NAME and says whether the
+  password may be checked, in one statement, before the check: parallel attempts cannot
+  get more than ``auth.lockout_failures`` checks per ``auth.lockout_seconds`` window.
+  The window starts with the first attempt and ends on its own (a victim is locked out
+  for at most one window); a success clears it.
+* Penalty (Dovecot's auth penalty): failures from one network (IPv4 address, IPv6 /64)
+  delay that network's next attempts, 2^(n-free) seconds up to ``auth.penalty_max_seconds``;
+  a success from there clears it. Spraying many names is slowed; nobody else waits.
+* PBKDF2 runs in an executor, never on the event loop. A success is cached for
+  ``auth.cache_seconds`` (Dovecot's auth cache).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 
+from cxkernel.metrics import Metrics
 from directory import repo
 from directory.model import Account
-from directory.scram import ScramKeys, check_password, derive_keys
+from directory.sasl import ChannelBinding, CheckPassword, CheckProof, NeedKeys, SaslServer, Step
+from directory.scram import HASHES, ScramKeys, check_password
 from directory.service import DirectorySettings
 
 log = logging.getLogger("cxgw.auth")
 
-_DUMMY = derive_keys("SCRAM-SHA-256", "dummy password for timing", b"0" * 16, 4096)
+FAKE_KEY_SECRET = "fake-scram-keys"
 
 
 @dataclass(frozen=True)
 class AuthResult:
     ok: bool
     account: Account | None = None
-    reason: str = "ok"  # ok | bad-credentials | locked | disabled | no-credentials
+    reason: str = "ok"  # ok | bad-credentials | locked | disabled | no-credentials | unavailable
+
+
+def network_of(remote: str) -> str:
+    """The penalty key of a client address: the IPv4 address or the IPv6 /64 ("" if none)."""
+    host = remote
+    if host.startswith("[") and "]" in host:
+        host = host[1:host.index("]")]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # "a.b.c.d:port"
+            ip = ipaddress.ip_address(host.rpartition(":")[0])
+        except ValueError:
+            return ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def penalty_delay(failures: int, age: float, *, free: int, max_seconds: float,
+                  window: float) -> float:
+    """Seconds to wait before an attempt from a network with `failures` recent failures,
+    the last `age` seconds ago (Dovecot: doubling, capped)."""
+    if max_seconds <= 0 or failures < free or age > window:
+        return 0.0
+    return float(min(max_seconds, 2 ** min(failures - free, 16)))
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, settings: DirectorySettings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: DirectorySettings,
+                 metrics: Metrics | None = None) -> None:
         self.pool = pool
         self.settings = settings
-        self._dummies: dict[str, ScramKeys] = {}
-        self._dummy_salt = os.urandom(16)
+        self.metrics = metrics or Metrics()
+        self._secret: bytes | None = None
+        self._secret_lock = asyncio.Lock()
         self._cache: dict[bytes, float] = {}
         self._cache_secret = os.urandom(32)
+        self._next_expiry = 0.0
+        #: tls-server-end-point of our certificate: enables SCRAM-*-PLUS over TLS
+        self.channel_binding: ChannelBinding | None = None
 
     # -- a cache of recent successful verifications ------------------------------------------
     # Mail clients log in again and again (each IMAP sync, each submission); PBKDF2 costs
     # milliseconds of CPU per login. A success is remembered for `auth.cache_seconds`, keyed
     # by an HMAC (per-process secret) of the stored key and the password: a changed
     # password changes the stored key, so the entry no longer matches. Failures are never
-    # cached (they must count toward the lockout), and the account's status is still
-    # checked on every login.
+    # cached, and the account's status and lockout are still checked on every login.
     def _cache_tag(self, keys: ScramKeys, password: str) -> bytes | None:
         if self.settings.auth_cache_seconds <= 0:
             return None
@@ -72,75 +118,163 @@ class Authenticator:
                 del self._cache[old]
         self._cache[tag] = time.monotonic() + self.settings.auth_cache_seconds
 
-    def _dummy_keys(self, mechanism: str) -> ScramKeys:
-        """Keys no password matches, derived once per mechanism (PBKDF2 is slow: never
-        on the event loop per attempt). The salt is fixed per process, so a prober learns
-        nothing beyond 'this name answers like every unknown name'."""
-        keys = self._dummies.get(mechanism)
-        if keys is None:
-            keys = derive_keys(mechanism, os.urandom(16).hex(), self._dummy_salt,
-                               self.settings.scram_iterations)
-            self._dummies[mechanism] = keys
-        return keys
+    # -- fake keys for unknown names ----------------------------------------------------------
+
+    async def _server_secret(self) -> bytes:
+        if self._secret is None:
+            async with self._secret_lock:
+                if self._secret is None:
+                    async with self.pool.acquire() as conn:
+                        self._secret = await repo.server_secret(conn, FAKE_KEY_SECRET,
+                                                                os.urandom(32))
+        return self._secret
+
+    async def fake_keys(self, address: str, mechanism: str) -> ScramKeys:
+        """Keys no password matches, the same for a name on every node and after restarts
+        (RFC 5802 §5.1: a salt per unknown user, so they look like known ones)."""
+        secret = await self._server_secret()
+        name = HASHES[mechanism]
+
+        def part(label: bytes, size: int) -> bytes:
+            return hmac.new(secret, label + b"\0" + mechanism.encode() + b"\0" +
+                            address.encode("utf-8", "surrogatepass"), "sha256").digest()[:size]
+        size = hashlib.new(name).digest_size
+        return ScramKeys(mechanism, part(b"salt", 16), self.settings.scram_iterations,
+                         part(b"stored", size), part(b"server", size))
 
     def username_to_address(self, username: str) -> str:
         name = username.strip().lower()
         return name if "@" in name else f"{name}@{self.settings.domain}"
 
+    # -- lockout and penalty --------------------------------------------------------------
+
+    async def _count(self, address: str, network: str) -> bool:
+        """Count the attempt, wait out the network's penalty; whether to check at all."""
+        s = self.settings
+        async with self.pool.acquire() as conn:
+            now = time.monotonic()
+            if now >= self._next_expiry:
+                self._next_expiry = now + 60
+                await repo.expire_auth_counters(conn, s.lockout_seconds, s.penalty_window)
+            attempts, failures, age = await repo.count_attempt(
+                conn, address, s.lockout_seconds, network, s.lockout_failures)
+        delay = penalty_delay(failures, age, free=s.penalty_free_failures,
+                              max_seconds=s.penalty_max_seconds, window=s.penalty_window)
+        if delay > 0:
+            self.metrics.inc("auth_throttled_total")
+            self.metrics.inc("auth_throttle_seconds_total", delay)
+            await asyncio.sleep(delay)
+        return attempts <= s.lockout_failures
+
+    async def _outcome(self, address: str, network: str, ok: bool,
+                       account: Account | None) -> None:
+        async with self.pool.acquire() as conn:
+            await repo.record_outcome(conn, address, network, ok, self.settings.penalty_window)
+            if ok and account is not None:
+                await repo.mark_login(conn, account.id)
+
+    def _log(self, ok: bool, reason: str, protocol: str, remote: str, address: str,
+             mechanism: str) -> None:
+        self.metrics.inc("auth_attempts_total", result="ok" if ok else reason)
+        log.info("auth %s protocol=%s mechanism=%s remote=%s user=%s%s",
+                 "ok" if ok else "fail", protocol, mechanism, remote, address,
+                 "" if ok else f" reason={reason}")
+
+    @staticmethod
+    def _usable(found: tuple[Account, ScramKeys | None] | None) -> str:
+        if found is None:
+            return "bad-credentials"  # unknown: said like a wrong password
+        if not found[0].active:
+            return "disabled"
+        if found[1] is None:
+            return "no-credentials"
+        return "ok"
+
+    # -- PLAIN, LOGIN, IMAP LOGIN -----------------------------------------------------------
+
     async def authenticate(self, username: str, password: str, *, protocol: str = "",
-                           remote: str = "") -> AuthResult:
-        """Verify a username/password pair (PLAIN, LOGIN, IMAP LOGIN)."""
+                           remote: str = "", mechanism: str = "PLAIN") -> AuthResult:
+        """Verify a username/password pair, counting toward the lockout and penalty."""
         address = self.username_to_address(username)
+        network = network_of(remote)
         async with self.pool.acquire() as conn:
             found = await repo.get_login(conn, address, "SCRAM-SHA-256")
-        keys = found[1] if found else None
-        tag = self._cache_tag(keys, password) if keys is not None else None
+        usable = self._usable(found)
+        keys = found[1] if found is not None and found[1] is not None else \
+            await self.fake_keys(address, "SCRAM-SHA-256")
+        tag = self._cache_tag(keys, password) if usable == "ok" else None
         if tag is not None and self._cached(tag):
-            ok = True  # verified recently against these very keys (Dovecot's auth cache)
-        else:
+            # Verified recently against these very keys: no PBKDF2, but the lockout holds.
+            assert found is not None
+            async with self.pool.acquire() as conn:
+                attempts = await repo.current_attempts(conn, address,
+                                                       self.settings.lockout_seconds)
+                if attempts < self.settings.lockout_failures:
+                    if attempts:
+                        await repo.clear_attempts(conn, address)
+                    self._log(True, "ok", protocol, remote, address, mechanism)
+                    return AuthResult(True, found[0], "ok")
+        allowed = await self._count(address, network)
+        ok = False
+        if allowed:
+            self.metrics.inc("auth_password_checks_total")
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(None, check_password, keys or _DUMMY, password)
-            if ok and tag is not None:
-                self._remember(tag)
-        if found is None:
-            log.info("auth fail protocol=%s remote=%s user=%s reason=unknown-user",
-                     protocol, remote, address)
-            return AuthResult(False, None, "bad-credentials")
-        account = found[0]
-        verdict = self._gate(account)
-        if verdict is not None:
-            log.info("auth fail protocol=%s remote=%s user=%s reason=%s", protocol, remote,
-                     address, verdict)
-            return AuthResult(False, account, verdict)
-        ok = ok and keys is not None
-        await self.record(account, ok)
-        log.info("auth %s protocol=%s remote=%s user=%s", "ok" if ok else "fail", protocol,
-                 remote, address)
-        return AuthResult(ok, account, "ok" if ok else "bad-credentials")
+            ok = await loop.run_in_executor(None, check_password, keys, password)
+        success = ok and usable == "ok"
+        account = found[0] if found is not None else None
+        await self._outcome(address, network, success, account)
+        if success and tag is not None:
+            self._remember(tag)
+        reason = "ok" if success else ("locked" if not allowed else
+                                       ("bad-credentials" if not ok else usable))
+        self._log(success, reason, protocol, remote, address, mechanism)
+        return AuthResult(success, account, reason)
 
-    def _gate(self, account: Account) -> str | None:
-        if not account.active:
-            return "disabled"
-        if account.locked_until and account.locked_until > datetime.now(UTC):
-            return "locked"
-        return None
+    # -- the SASL exchange ----------------------------------------------------------------
 
-    async def scram_keys(self, username: str, mechanism: str) -> tuple[Account | None, ScramKeys]:
-        """Keys for a SCRAM exchange. For unknown, disabled or locked users, returns dummy
-        keys (the exchange then fails at the proof, revealing nothing) and account None."""
-        address = self.username_to_address(username)
-        async with self.pool.acquire() as conn:
-            found = await repo.get_login(conn, address, mechanism)
-        if found is None or found[1] is None or self._gate(found[0]) is not None:
-            fake = self._dummy_keys(mechanism)
-            if found is not None:
-                log.info("scram refused user=%s reason=%s", address,
-                         self._gate(found[0]) or "no-credentials")
-            return None, fake
-        return found[0], found[1]
+    async def advance(self, server: SaslServer, step: Step, *, protocol: str = "",
+                      remote: str = "") -> Step:
+        """Do the directory's part of an exchange until it needs the client again (a
+        Challenge) or is over. A database failure ends it with ``temporary``."""
+        while isinstance(step, CheckPassword | NeedKeys | CheckProof):
+            try:
+                step = await self._answer(server, step, protocol, remote)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    TimeoutError) as exc:
+                log.warning("auth unavailable protocol=%s remote=%s: %r", protocol, remote, exc)
+                self.metrics.inc("auth_attempts_total", result="unavailable")
+                return server.fail("temporary")
+        return step
 
-    async def record(self, account: Account, ok: bool) -> None:
-        """Count a login attempt toward (or reset) the lockout."""
-        async with self.pool.acquire() as conn:
-            await repo.record_login(conn, account.id, ok, self.settings.lockout_failures,
-                                    self.settings.lockout_seconds)
+    async def _answer(self, server: SaslServer, step: CheckPassword | NeedKeys | CheckProof,
+                      protocol: str, remote: str) -> Step:
+        if isinstance(step, CheckPassword):
+            res = await self.authenticate(step.username, step.password, protocol=protocol,
+                                          remote=remote, mechanism=server.mechanism)
+            server.account = res.account if res.ok else None
+            return server.verdict(res.ok)
+        if isinstance(step, NeedKeys):
+            address = self.username_to_address(step.username)
+            async with self.pool.acquire() as conn:
+                found = await repo.get_login(conn, address, step.mechanism)
+            server.lookup = (address, found)
+            keys = found[1] if found is not None and found[1] is not None else \
+                await self.fake_keys(address, step.mechanism)
+            return server.keys(keys)
+        # CheckProof: count, then verify (pure) only if the lockout allows.
+        address, found = server.lookup  # type: ignore[misc]
+        network = network_of(remote)
+        allowed = await self._count(address, network)
+        proof_ok = False
+        if allowed:
+            self.metrics.inc("auth_password_checks_total")
+            proof_ok = server.check_proof()
+        usable = self._usable(found)
+        success = proof_ok and usable == "ok"
+        account = found[0] if found is not None else None
+        await self._outcome(address, network, success, account)
+        server.account = account if success else None
+        reason = "ok" if success else ("locked" if not allowed else
+                                       ("bad-credentials" if not proof_ok else usable))
+        self._log(success, reason, protocol, remote, address, server.mechanism)
+        return server.proof_result(success)

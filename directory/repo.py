@@ -20,7 +20,10 @@ from units u left join units p on p.id = u.parent_id"""
 
 ACCOUNT_SELECT = """
 select a.id, a.address, a.display_name, u.code as unit, a.title, a.roles, a.status,
-       a.quota_bytes, a.locked_until, a.last_login
+       a.quota_bytes,
+       (select t.locked_until from auth_attempts t
+        where t.name = a.address and t.locked_until > now()) as locked_until,
+       a.last_login
 from accounts a join units u on u.id = a.unit_id"""
 
 
@@ -127,18 +130,83 @@ async def get_login(conn: Conn, address: str, mechanism: str) -> tuple[Account, 
     return _account(r), keys
 
 
-async def record_login(conn: Conn, account_id: int, ok: bool, threshold: int,
-                       lock_seconds: int) -> None:
+async def mark_login(conn: Conn, account_id: int) -> None:
+    """A successful login: remember when."""
+    await conn.execute("update accounts set last_login=now() where id=$1", account_id)
+
+
+# -- lockout and penalty (issue #12: decided in ONE statement, equal for every name) ------
+
+async def server_secret(conn: Conn, name: str, candidate: bytes) -> bytes:
+    """The secret called `name`, created with `candidate` by whichever node asks first."""
+    await conn.execute("insert into auth_secrets(name, secret) values ($1, $2)"
+                       " on conflict (name) do nothing", name, candidate)
+    return bytes(await conn.fetchval("select secret from auth_secrets where name=$1", name))
+
+
+async def count_attempt(conn: Conn, name: str, window_seconds: float,
+                        network: str, allowance: int) -> tuple[int, int, float]:
+    """Count a login attempt for `name` and read the penalty of `network`, atomically.
+
+    Returns (attempts in the current window including this one, recent failures from the
+    network, seconds since its last failure). The row lock of the upsert serialises
+    parallel attempts: of 40 at once exactly one sees each count, so the caller checks at
+    most `lockout_failures` passwords per window.
+    """
+    r = await conn.fetchrow(
+        "with p as (select failures, extract(epoch from now() - last_failure)::float8 as age"
+        "           from auth_penalty where ip = $3)"
+        " insert into auth_attempts as a (name, window_start, attempts) values ($1, now(), 1)"
+        " on conflict (name) do update set"
+        "  window_start = case when a.window_start <= now() - make_interval(secs => $2)"
+        "                 then now() else a.window_start end,"
+        "  attempts = case when a.window_start <= now() - make_interval(secs => $2)"
+        "             then 1 else a.attempts + 1 end,"
+        "  locked_until = case when a.window_start > now() - make_interval(secs => $2)"
+        "                 and a.attempts + 1 > $4"
+        "                 then a.window_start + make_interval(secs => $2) end"
+        " returning a.attempts, coalesce((select failures from p), 0) as failures,"
+        "  coalesce((select age from p), 0) as age",
+        name, float(window_seconds), network, allowance)
+    return int(r["attempts"]), int(r["failures"]), float(r["age"])
+
+
+async def record_outcome(conn: Conn, name: str, network: str, ok: bool,
+                         penalty_window: float) -> None:
+    """After a check: a success clears the name's counter and the network's penalty; a
+    failure adds to the network's penalty (the name was counted before the check)."""
     if ok:
-        await conn.execute("update accounts set failed_logins=0, locked_until=null,"
-                           " last_login=now() where id=$1", account_id)
-    else:
+        await conn.execute("delete from auth_attempts where name=$1", name)
+        if network:
+            await conn.execute("delete from auth_penalty where ip=$1", network)
+        return
+    if network:
         await conn.execute(
-            "update accounts set failed_logins = case when failed_logins + 1 >= $2 then 0"
-            " else failed_logins + 1 end,"
-            " locked_until = case when failed_logins + 1 >= $2"
-            " then now() + make_interval(secs => $3) else locked_until end where id=$1",
-            account_id, threshold, float(lock_seconds))
+            "insert into auth_penalty as p (ip, failures, last_failure) values ($1, 1, now())"
+            " on conflict (ip) do update set failures = case when p.last_failure <="
+            " now() - make_interval(secs => $2) then 1 else p.failures + 1 end,"
+            " last_failure = now()", network, float(penalty_window))
+
+
+async def current_attempts(conn: Conn, name: str, window_seconds: float) -> int:
+    """Attempts counted for `name` in its current window (0 when none or over)."""
+    n = await conn.fetchval("select attempts from auth_attempts where name=$1 and"
+                            " window_start > now() - make_interval(secs => $2)",
+                            name, float(window_seconds))
+    return int(n or 0)
+
+
+async def clear_attempts(conn: Conn, name: str) -> None:
+    """An admin unlocked the account (enable, new password)."""
+    await conn.execute("delete from auth_attempts where name=$1", name)
+
+
+async def expire_auth_counters(conn: Conn, window_seconds: float, penalty_window: float) -> None:
+    """Forget windows and penalties that are over (keeps the tables small under spraying)."""
+    await conn.execute("delete from auth_attempts where window_start <"
+                       " now() - make_interval(secs => $1)", float(window_seconds))
+    await conn.execute("delete from auth_penalty where last_failure <"
+                       " now() - make_interval(secs => $1)", float(penalty_window))
 
 
 async def alias_targets(conn: Conn, address: str) -> list[str]:

@@ -14,6 +14,28 @@ import unicodedata
 from dataclasses import dataclass
 
 HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
+#: Channel binding types we can produce on the server (RFC 5929 §4). Python's ssl exposes
+#: only tls-unique (undefined for TLS 1.3) and no keying-material exporter, so tls-exporter
+#: (RFC 9266) is out of reach; tls-server-end-point needs only our own certificate.
+CB_TYPES = ("tls-server-end-point",)
+
+
+def base_mechanism(mechanism: str) -> str:
+    """``SCRAM-SHA-256-PLUS`` → ``SCRAM-SHA-256`` (the keys are the same, RFC 5802 §4)."""
+    return mechanism[:-5] if mechanism.endswith("-PLUS") else mechanism
+
+
+def tls_server_end_point(cert_der: bytes) -> bytes:
+    """RFC 5929 §4.1: the hash of the server certificate, with the certificate's signature
+    hash, or SHA-256 when that is MD5 or SHA-1 (or unknown, e.g. Ed25519)."""
+    from cryptography import x509  # only where a certificate is at hand
+
+    cert = x509.load_der_x509_certificate(cert_der)
+    algo = cert.signature_hash_algorithm
+    name = algo.name if algo is not None else "sha256"
+    if name in ("md5", "sha1"):
+        name = "sha256"
+    return hashlib.new(name, cert_der).digest()
 
 
 @dataclass(frozen=True)
@@ -116,25 +138,37 @@ def _decode_saslname(name: str) -> str:
 
 
 class ScramServer:
-    """The server side of one SCRAM exchange (no channel binding: "n" or "y" gs2 flags).
+    """The server side of one SCRAM exchange (RFC 5802 §5), with or without channel
+    binding (the ``-PLUS`` mechanisms, RFC 5802 §6).
 
     Usage: ``user = s.client_first(msg)``; look up keys for `user`; ``s.server_first(keys)``;
-    ``s.client_final(msg)`` returns server-final or raises ScramError.
+    ``s.client_final(msg)`` parses the final message (raises ScramError); ``s.verify()``
+    checks the proof and returns server-final or None.
+    `binding` is (type, data) of this connection's channel, None if there is no TLS;
+    `plus_offered` says whether -PLUS was advertised (then a "y" flag is a downgrade).
     """
 
-    def __init__(self, mechanism: str, nonce: str | None = None) -> None:
-        if mechanism not in HASHES:
+    def __init__(self, mechanism: str, nonce: str | None = None, *,
+                 binding: tuple[str, bytes] | None = None, plus_offered: bool = False) -> None:
+        self.plus = mechanism.endswith("-PLUS")
+        base = base_mechanism(mechanism)
+        if base not in HASHES or (self.plus and binding is None):
             raise ValueError(mechanism)
-        self.mechanism = mechanism
-        self._hash = HASHES[mechanism]
+        self.mechanism = base
+        self._hash = HASHES[base]
+        self._binding = binding
+        self._plus_offered = plus_offered
         self._server_nonce = nonce or base64.b64encode(os.urandom(18)).decode()
         self.username = ""
         self.authzid = ""
         self._gs2_header = ""
+        self._cb_data = b""
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
         self._keys: ScramKeys | None = None
+        self._auth_message = b""
+        self._proof = b""
 
     def client_first(self, message: bytes) -> str:
         """Parse client-first-message (RFC 5802 §7); return the username."""
@@ -147,8 +181,20 @@ class ScramServer:
             raise ScramError("invalid-encoding")
         cbind, authz, bare = parts
         if cbind.startswith("p="):
-            raise ScramError("channel-binding-not-supported")
-        if cbind not in ("n", "y"):
+            # RFC 5802 §6: a binding only with a -PLUS mechanism, of a type we support.
+            if not self.plus:
+                raise ScramError("channel-binding-not-supported")
+            assert self._binding is not None
+            if cbind[2:] != self._binding[0]:
+                raise ScramError("unsupported-channel-binding-type")
+            self._cb_data = self._binding[1]
+        elif self.plus:
+            raise ScramError("channel-binding-not-supported")  # -PLUS requires p=
+        elif cbind == "y":
+            # RFC 5802 §6: the client thinks we lack binding; we advertised it: downgrade.
+            if self._plus_offered:
+                raise ScramError("server-does-support-channel-binding")
+        elif cbind != "n":
             raise ScramError("invalid-encoding")
         if authz and not authz.startswith("a="):
             raise ScramError("invalid-encoding")
@@ -157,7 +203,9 @@ class ScramServer:
         attrs = _parse_attrs(bare)
         if "m" in attrs:
             raise ScramError("extensions-not-supported")
-        if "n" not in attrs or "r" not in attrs or not attrs["r"]:
+        if "n" not in attrs or "r" not in attrs or not attrs["r"] or not attrs["n"]:
+            raise ScramError("invalid-encoding")
+        if any(ch in attrs["r"] for ch in ", ") or not attrs["r"].isprintable():
             raise ScramError("invalid-encoding")
         self.username = _decode_saslname(attrs["n"])
         self._client_first_bare = bare
@@ -171,8 +219,8 @@ class ScramServer:
         self._server_first = f"r={self._nonce},s={salt},i={keys.iterations}"
         return self._server_first.encode()
 
-    def client_final(self, message: bytes) -> bytes:
-        """Verify client-final-message; return server-final-message (v=...)."""
+    def parse_final(self, message: bytes) -> None:
+        """Parse client-final-message and check binding and nonce (RFC 5802 §5.1)."""
         if self._keys is None:
             raise ScramError("other-error")
         try:
@@ -183,24 +231,39 @@ class ScramServer:
         if not sep:
             raise ScramError("invalid-encoding")
         attrs = _parse_attrs(without_proof)
-        expected_cb = base64.b64encode(self._gs2_header.encode()).decode()
+        expected_cb = base64.b64encode(self._gs2_header.encode() + self._cb_data).decode()
         if attrs.get("c") != expected_cb:
             raise ScramError("channel-bindings-dont-match")
         if attrs.get("r") != self._nonce:
             raise ScramError("other-error")
         try:
-            proof = base64.b64decode(proof_part, validate=True)
+            self._proof = base64.b64decode(proof_part, validate=True)
         except ValueError:
             raise ScramError("invalid-proof") from None
-        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
-        signature = _hmac(self._hash, self._keys.stored_key, auth_message)
-        if len(proof) != len(signature):
-            raise ScramError("invalid-proof")
-        client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
-        if not hmac.compare_digest(_h(self._hash, client_key), self._keys.stored_key):
-            raise ScramError("invalid-proof")
-        server_sig = _hmac(self._hash, self._keys.server_key, auth_message)
+        self._auth_message = (f"{self._client_first_bare},{self._server_first},"
+                              f"{without_proof}").encode()
+
+    def verify(self) -> bytes | None:
+        """Check the parsed proof against the keys: server-final (``v=...``) or None."""
+        keys = self._keys
+        if keys is None or not self._auth_message:
+            return None
+        signature = _hmac(self._hash, keys.stored_key, self._auth_message)
+        if len(self._proof) != len(signature):
+            return None
+        client_key = bytes(a ^ b for a, b in zip(self._proof, signature, strict=True))
+        if not hmac.compare_digest(_h(self._hash, client_key), keys.stored_key):
+            return None
+        server_sig = _hmac(self._hash, keys.server_key, self._auth_message)
         return b"v=" + base64.b64encode(server_sig)
+
+    def client_final(self, message: bytes) -> bytes:
+        """Parse and verify client-final-message; return server-final-message (v=...)."""
+        self.parse_final(message)
+        final = self.verify()
+        if final is None:
+            raise ScramError("invalid-proof")
+        return final
 
 
 def client_proof(mechanism: str, password: str, client_first_bare: str, server_first: str,

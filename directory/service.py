@@ -46,6 +46,9 @@ class DirectorySettings:
     lockout_seconds: int = 900
     default_quota: int = 1024 * 1024 * 1024
     auth_cache_seconds: int = 300
+    penalty_max_seconds: float = 15.0
+    penalty_free_failures: int = 3
+    penalty_window: int = 900
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ class DirectoryService:
                 raise NotFound(f"no such account {address}")
             await repo.set_credentials(conn, acct.id, keys)
             await repo.update_account(conn, address, failed_logins=0, locked_until=None)
+            await repo.clear_attempts(conn, address)
 
     async def _update(self, address: str, **fields: Any) -> Account:
         address = self.address(address)
@@ -215,8 +219,11 @@ class DirectoryService:
             await certs_repo.revoke_personal_of(conn, address, datetime.now(UTC), reason)
 
     async def enable_user(self, address: str) -> Account:
-        return await self._update(address, status=Status.ACTIVE.value, failed_logins=0,
+        acct = await self._update(address, status=Status.ACTIVE.value, failed_logins=0,
                                   locked_until=None)
+        async with self.pool.acquire() as conn:
+            await repo.clear_attempts(conn, acct.address)
+        return acct
 
     async def update_user(self, address: str, *, name: str | None = None,
                           title: str | None = None, roles: str | list[str] | None = None,

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TextIO
 
 from cxkernel.config import Config
 from cxkernel.events import EventBus
+from cxkernel.limiter import limiter_for, peer_ip
 from cxkernel.listen import Listener
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
@@ -27,7 +28,7 @@ from directory.nodes import Node
 from directory.service import DirectoryService, DirectorySettings
 from gateway.db import Database
 from gateway.http import HTTPServer, Limits, Request, Response
-from gateway.tls import ensure_self_signed, server_context
+from gateway.tls import channel_binding, ensure_self_signed, server_context
 
 log = logging.getLogger("cxgw")
 
@@ -77,7 +78,10 @@ def directory_settings(cfg: Config) -> DirectorySettings:
         domain=cfg.server.domain, scram_iterations=cfg.auth.scram_iterations,
         min_password_length=cfg.auth.min_password_length,
         lockout_failures=cfg.auth.lockout_failures, lockout_seconds=cfg.auth.lockout_seconds,
-        auth_cache_seconds=cfg.auth.cache_seconds)
+        auth_cache_seconds=cfg.auth.cache_seconds,
+        penalty_max_seconds=cfg.auth.penalty_max_seconds,
+        penalty_free_failures=cfg.auth.penalty_free_failures,
+        penalty_window=cfg.auth.penalty_window)
 
 
 async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services:
@@ -93,9 +97,27 @@ async def open_services(cfg: Config, *, pool_max: int | None = None) -> Services
         cert, key = str(c), str(k)
     from pathlib import Path
     tls = server_context(Path(cert), Path(key))
-    return Services(cfg, db, DirectoryService(db.pool, settings),
-                    Authenticator(db.pool, settings), tls, Node(db.pool, cfg.node),
-                    Listener(db.pool))
+    metrics = Metrics()
+    auth = Authenticator(db.pool, settings, metrics)
+    auth.channel_binding = channel_binding(Path(cert))
+    return Services(cfg, db, DirectoryService(db.pool, settings), auth, tls,
+                    Node(db.pool, cfg.node), Listener(db.pool), metrics=metrics)
+
+
+def _capped(limiter: Any, handle: Any) -> Any:
+    """An accept callback that applies the connection caps before `handle` (HTTP 503)."""
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ticket = limiter.admit(peer_ip(writer.transport))  # caps (cxkernel.limiter)
+        if ticket is None:
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                         b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.close()
+            return
+        try:
+            await handle(reader, writer)
+        finally:
+            ticket.release()
+    return accept
 
 
 class HTTPComponent:
@@ -124,14 +146,16 @@ class HTTPComponent:
 
     async def start(self) -> list[Endpoint]:
         out = []
+        # one connection limiter for both HTTP listeners (cxkernel.limiter, [limits] http_*)
+        limiter = limiter_for(self.s.cfg.limits, "http", self.s.metrics)
         for name, tls in (("http", None), ("https", self.s.tls)):
             addr = self.s.cfg.listen_addr(name)
             if addr is None:
                 continue
-            # The accept path of both listeners: HTTPServer.handle_connection.
+            # The accept path of both listeners: the cap, then HTTPServer.handle_connection.
             server = await asyncio.start_server(
-                self.s.http.connection_handler(name), addr[0], addr[1], ssl=tls,
-                ssl_handshake_timeout=self.s.cfg.http.header_timeout if tls else None)
+                _capped(limiter, self.s.http.connection_handler(name)), addr[0], addr[1],
+                ssl=tls, ssl_handshake_timeout=self.s.cfg.http.header_timeout if tls else None)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append(Endpoint(name, "http", addr[0], port, "implicit" if tls else "none"))

@@ -13,6 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from directory.sasl import ChannelBinding
+from directory.scram import tls_server_end_point
+
 
 def ensure_self_signed(state_dir: Path, hostname: str, domain: str) -> tuple[Path, Path]:
     """Return (cert, key) paths under state_dir/tls, creating a self-signed pair if absent."""
@@ -52,3 +55,11 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def channel_binding(cert: Path) -> ChannelBinding:
+    """tls-server-end-point (RFC 5929 §4) of the server certificate (first of the chain):
+    what SCRAM-*-PLUS binds to on every TLS listener that serves this certificate."""
+    leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    return ChannelBinding("tls-server-end-point", tls_server_end_point(der))

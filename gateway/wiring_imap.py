@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxkernel.limiter import limiter_for
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from mailrelay.imap.hub import ChangeHub
 from mailrelay.imap.pgstore import PgMailStore
@@ -23,7 +24,9 @@ class ImapWiring:
                                  max_command_bytes=c.max_command_bytes,
                                  append_spool_bytes=c.append_spool_bytes,
                                  spool_dir=c.spool_dir or None)
-        self.server = ImapServer(store, ChangeHub(s.db.pool, store, s.listen), s.auth, s.tls, cfg)
+        limiters = {r: limiter_for(s.cfg.limits, r, s.metrics) for r in ("imap", "imaps")}
+        self.server = ImapServer(store, ChangeHub(s.db.pool, store, s.listen), s.auth, s.tls,
+                                 cfg, limiters)
         s.components["imap"] = self.server
 
     async def start(self) -> list[Endpoint]:

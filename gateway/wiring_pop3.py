@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxkernel.limiter import limiter_for
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from mailrelay.imap.pgstore import PgMailStore
 from mailrelay.pop3.server import Pop3Config, Pop3Server
@@ -17,7 +18,9 @@ class Pop3Wiring:
         c = s.cfg.pop3
         self.server = Pop3Server(s.db.pool, PgMailStore(s.db.pool), s.auth, s.tls,
                                  Pop3Config(idle_timeout=c.idle_timeout,
-                                            unauth_timeout=c.unauth_timeout))
+                                            unauth_timeout=c.unauth_timeout),
+                                 {r: limiter_for(s.cfg.limits, r, s.metrics)
+                                  for r in ("pop3", "pop3s")})
         s.components["pop3"] = self.server
 
     async def start(self) -> list[Endpoint]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxkernel.limiter import limiter_for
 from gateway.app import COMPONENT_FACTORIES, Endpoint, Services
 from mailrelay.sieve.managesieve import ManageSieveConfig, ManageSieveServer
 
@@ -14,7 +15,8 @@ class SieveWiring:
     def __init__(self, s: Services) -> None:
         self.s = s
         self.server = ManageSieveServer(s.db.pool, s.auth, s.tls,
-                                        ManageSieveConfig(max_scripts=s.cfg.sieve.max_scripts))
+                                        ManageSieveConfig(max_scripts=s.cfg.sieve.max_scripts),
+                                        limiter_for(s.cfg.limits, "managesieve", s.metrics))
         s.components["managesieve"] = self.server
 
     async def start(self) -> list[Endpoint]:

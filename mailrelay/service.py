@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from cxkernel.config import Config
+from cxkernel.limiter import limiter_for
 from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
@@ -187,10 +188,10 @@ class MailComponent:
                                           hostname=self.cfg.server.host_name, tls=self.tls,
                                           max_size=self.cfg.smtp.max_message_size,
                                           timeout=self.cfg.smtp.timeout,
-                                          max_connections=self.cfg.smtp.max_connections,
-                                          max_per_ip=self.cfg.smtp.max_connections_per_ip,
                                           max_unauth_line=self.cfg.smtp.max_unauth_line,
-                                          live=self.sessions)
+                                          live=self.sessions,
+                                          limiter=limiter_for(self.cfg.limits, role,
+                                                              self.metrics))
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))

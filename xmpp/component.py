@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
+from cxkernel.limiter import ConnectionLimiter, ListenerLimits, Ticket, peer_ip
+
 from .host import Host
 from .jid import JIDError, parse_jid
 from .proto import ns
@@ -206,9 +208,12 @@ class ComponentStream:
 class ComponentServer:
     """The XEP-0114 listener and its live connections."""
 
-    def __init__(self, host: Host, secrets_: dict[str, str], *, rate: int = 1 << 20,
+    def __init__(self, host: Host, secrets_: dict[str, str],
+                 limiter: ConnectionLimiter | None = None, *, rate: int = 1 << 20,
                  auth_delay: float = 1.0, max_unauth_stanza: int = MAX_UNAUTH_STANZA) -> None:
         self.host = host
+        #: caps and the handshake deadline of the listener (cxkernel.limiter)
+        self.limiter = limiter or ConnectionLimiter("xmpp_component", ListenerLimits(50, 20, 10))
         self.secrets = {d.lower(): s for d, s in secrets_.items()}
         self.rate = rate
         self.auth_delay = auth_delay
@@ -283,6 +288,7 @@ class ComponentConnection(asyncio.Protocol, Resource):
         self.lane: deque[Callable[[], Awaitable[object]]] = deque()
         self.lane_task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.ticket: Ticket | None = None
 
     def _taken(self, domain: str) -> bool:
         return domain in self.router.components or domain == self.router.domain
@@ -291,6 +297,16 @@ class ComponentConnection(asyncio.Protocol, Resource):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.addr = str(peer[0]) if peer else ""
+        self.ticket = self.server.limiter.admit(peer_ip(transport), self._timeout)
+        if self.ticket is None:  # over the cap: RFC 6120 §4.9.3.18 policy-violation
+            transport.write(  # type: ignore[attr-defined]
+                b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+                b"xmlns:stream='http://etherx.jabber.org/streams' id='refused'>"
+                b"<stream:error><policy-violation "
+                b"xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+                b"</stream:stream>")
+            transport.close()
+            return
         self.server.connections.add(self)
         loop = asyncio.get_running_loop()
         self.t_last = loop.time()
@@ -299,6 +315,8 @@ class ComponentConnection(asyncio.Protocol, Resource):
         self._hold(self.server.check_slot(self.addr))
 
     def data_received(self, data: bytes) -> None:
+        if self.ticket is None:
+            return  # refused
         if self.held is not None:
             self.held.append(data)
             return
@@ -334,6 +352,9 @@ class ComponentConnection(asyncio.Protocol, Resource):
             self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is None:
+            return  # refused
+        self.ticket.release()
         self.stream.receive_data(b"")
         self._pump()
         self._finish()
@@ -341,7 +362,7 @@ class ComponentConnection(asyncio.Protocol, Resource):
 
     def _timeout(self) -> None:
         self.timer = None
-        if not self.stream.bound:
+        if not self.stream.bound and not self.stream.closed:
             self.close_stream(StreamError("connection-timeout"))
 
     def _pump(self) -> None:
@@ -350,6 +371,8 @@ class ComponentConnection(asyncio.Protocol, Resource):
                 self.server.failed(self.addr, ev.domain)
             elif isinstance(ev, Bound):
                 self.server.succeeded(self.addr)
+                if self.ticket is not None:
+                    self.ticket.authenticated()
                 if self.timer is not None:
                     self.timer.cancel()
                     self.timer = None

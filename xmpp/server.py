@@ -10,7 +10,8 @@ iteration for all connections (one TLS record and one ``write`` for a burst).
 Limits: a token bucket per connection (``xmpp.rate_bytes_per_s``) pauses reading when a
 client sends faster; it is never disconnected for that, and nobody else waits for it.
 Stanza size limits are enforced by the core; unauthenticated streams may only do TLS and
-SASL (core) and must authenticate within ``AUTH_TIMEOUT`` seconds.
+SASL (core) and must bind a resource by the listener's login deadline
+(``limits.xmpp_preauth_seconds``, cxkernel.limiter), which also caps connections.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from xml.etree.ElementTree import Element, fromstring
 
+from cxkernel.limiter import ConnectionLimiter, ListenerLimits, Ticket
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.model import Account
@@ -57,7 +59,15 @@ from .tls import TLSClosed, TLSLayer
 MAX_UNACKED = 5000
 log = logging.getLogger("cxgw.xmpp.c2s")
 
-AUTH_TIMEOUT = 60.0       # seconds to get from TCP accept to a bound resource
+#: The refusal of a connection over the cap on the STARTTLS port (RFC 6120 §4.9.3.18).
+REFUSAL_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' "
+                  "id='refused' version='1.0'>")
+MAX_TLS_REFUSALS = 100   # refused 5223 clients told so after their handshake, at once
+REFUSAL_SECONDS = 5.0    # ... each for at most this long
+REFUSAL = (b"<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+           b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Too many connections</text>"
+           b"</stream:error></stream:stream>")
 MAX_RESOURCES = 20        # bound resources per account (RFC 6120 §7.6.2.1 resource-constraint)
 IDLE_PARSER = 30.0        # seconds without input after which a stream's parser is released
 MAX_WRITE_BUFFER = 8 << 20  # bytes queued for a client that does not read: then closed
@@ -67,12 +77,15 @@ class C2SServer:
     """The listeners and the set of live connections."""
 
     def __init__(self, host: Host, auth: Authenticator, tls: ssl.SSLContext,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 limiters: dict[str, ConnectionLimiter] | None = None) -> None:
         self.host = host
         self.auth = auth
         self.tls = tls
         self.metrics = metrics or Metrics()
         self.connections: set[C2SConnection] = set()
+        self.limiters = limiters or {}
+        self.refusing = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._dirty: list[C2SConnection] = []
         self._flush_scheduled = False
@@ -86,7 +99,8 @@ class C2SServer:
         common: dict[str, Any] = dict(
             domains=(host.domain,), features=features,
             max_stanza_bytes=cfg.max_stanza_size,
-            max_stanza_bytes_unauthenticated=cfg.max_unauth_stanza_size)
+            max_stanza_bytes_unauthenticated=cfg.max_unauth_stanza_size,
+            binding=auth.channel_binding)
         self.config_starttls = SessionConfig(direct_tls=False, **common)
         self.config_direct = SessionConfig(direct_tls=True, **common)
         self.metrics.gauge("xmpp_sessions", lambda: float(host.router.count()),
@@ -109,6 +123,12 @@ class C2SServer:
                 t.pause_reading()
             elif conn.held is None:  # a rate-limited connection resumes on its own timer
                 t.resume_reading()
+
+    def limiter(self, direct_tls: bool) -> ConnectionLimiter:
+        name = "xmpps" if direct_tls else "xmpp"
+        if name not in self.limiters:
+            self.limiters[name] = ConnectionLimiter(name, ListenerLimits(), self.metrics)
+        return self.limiters[name]
 
     async def listen(self, host: str, port: int, direct_tls: bool) -> int:
         """Start a listener; returns the bound port."""
@@ -175,7 +195,7 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     __slots__ = ("server", "router", "session", "transport", "tls", "wbuf", "lane",
                  "lane_task", "account", "peer", "tokens", "t_last", "held", "ended",
-                 "bound", "timer", "sm", "csi", "dropped")
+                 "bound", "sm", "csi", "dropped", "ip", "ticket", "direct_tls")
 
     def __init__(self, server: C2SServer, direct_tls: bool) -> None:
         Resource.__init__(self)
@@ -190,15 +210,17 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.lane_task: asyncio.Task[None] | None = None
         self.account: Account | None = None
         self.peer = ""
+        self.ip = ""
         self.tokens = float(server.host.cfg.rate_bytes_per_s)
         self.t_last = 0.0
         self.held: list[bytes] | None = None  # input waiting for the rate limit
         self.ended = False
         self.bound = False
-        self.timer: asyncio.TimerHandle | None = None
         self.sm: Any = None       # XEP-0198 ledger (xmpp.features.sm): counts, unacked queue
         self.csi: Any = None      # XEP-0352 hold of an inactive client (xmpp.features.csi)
         self.dropped = False      # the transport went away without </stream:stream>
+        self.ticket: Ticket | None = None  # cxkernel.limiter: caps and the login deadline
+        self.direct_tls = direct_tls
 
     # -- transport callbacks -------------------------------------------------------------------
 
@@ -212,14 +234,35 @@ class C2SConnection(asyncio.Protocol, Resource):
                 pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.ip = str(peer[0]) if peer else ""
+        self.ticket = self.server.limiter(self.direct_tls).admit(self.ip, self._auth_timeout)
+        if self.ticket is None:
+            self.ended = True
+            refusal = REFUSAL_HEADER.format(domain=self.server.host.domain).encode() + REFUSAL
+            if not self.direct_tls:
+                # RFC 6120 §4.9.1.3: a stream header, then the error, then close.
+                transport.write(refusal)  # type: ignore[attr-defined]
+                transport.close()
+            elif self.server.refusing < MAX_TLS_REFUSALS:
+                # On 5223 the error can only be said after the handshake (bounded in number
+                # and time): _refuse_tls finishes it.
+                self.server.refusing += 1
+                self.held = [refusal]
+                asyncio.get_running_loop().call_later(REFUSAL_SECONDS, transport.close)
+            else:
+                transport.close()
+            return
         self.server.connections.add(self)
         if self.server.paused:
             transport.pause_reading()  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         self.t_last = loop.time()
-        self.timer = loop.call_later(AUTH_TIMEOUT, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.ticket is None:
+            if self.held is not None:
+                self._refuse_tls(data)
+            return  # refused
         delay = self._charge(len(data))
         if self.held is not None:  # over the rate: wait with the rest (flow control)
             self.held.append(data)
@@ -232,6 +275,23 @@ class C2SConnection(asyncio.Protocol, Resource):
             loop.call_later(delay, self._release)
             return
         self._process(data)
+
+    def _refuse_tls(self, data: bytes) -> None:
+        """A refused 5223 client: finish the handshake, then say policy-violation."""
+        transport, tls = self.transport, self.tls
+        assert transport is not None and tls is not None and self.held is not None
+        try:
+            tls.receive(data)
+        except (ssl.SSLError, TLSClosed):
+            transport.close()
+            return
+        out = tls.outgoing()
+        if tls.handshaken:
+            out += tls.encrypt(self.held[0]) + tls.close_notify()
+        if out:
+            transport.write(out)
+        if tls.handshaken:
+            transport.close()
 
     def _process(self, data: bytes) -> None:
         tls = self.tls
@@ -260,6 +320,12 @@ class C2SConnection(asyncio.Protocol, Resource):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is None:  # refused
+            if self.held is not None:
+                self.held = None
+                self.server.refusing -= 1
+            return
+        self.ticket.release()
         self.server.connections.discard(self)
         if not self.ended:
             self.dropped = True
@@ -320,29 +386,21 @@ class C2SConnection(asyncio.Protocol, Resource):
                     self.run(_later(router.route, el, self))  # keep order behind async work
                 else:
                     router.route(el, self)
-            elif kind is AuthRequested:
-                self.run(_later_async(self._scram_keys, ev))
-            elif kind is PlainCredentials:
-                self.run(_later_async(self._check_plain, ev))
+            elif kind is AuthRequested or kind is PlainCredentials:
+                self.run(_later_async(self._sasl_work, ev))
             elif kind is BindRequested:
                 self._bind(ev)  # type: ignore[arg-type]
             elif kind is SessionBound:
                 self.bound = True
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
+                if self.ticket is not None:
+                    self.ticket.authenticated()
                 self.server.metrics.inc("xmpp_sessions_bound_total")
                 self.run(_later_async(self.server.host.bus.fire, "session/bound",
                                       SessionEvent(self)))
             elif kind is Authenticated:
                 self.server.metrics.inc("xmpp_logins_total", result="ok")
-                if self.account is not None:
-                    self.run(_later_async(self.server.auth.record, self.account, True))
             elif kind is AuthFailed:
                 self.server.metrics.inc("xmpp_logins_total", result="fail")
-                if self.account is not None:
-                    self.run(_later_async(self.server.auth.record, self.account, False))
-                    self.account = None
             elif kind is StartTLSRequested:
                 self._start_tls()
             elif kind is NonzaReceived:
@@ -369,27 +427,15 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.tls = TLSLayer(self.server.tls)
         self.session.tls_started()
 
-    async def _scram_keys(self, ev: AuthRequested) -> None:
-        try:
-            account, keys = await self.server.auth.scram_keys(ev.username, ev.mechanism)
-        except Exception:
-            log.exception("scram keys lookup failed")
-            self.session.auth_result(False, "temporary-auth-failure")
-        else:
-            self.account = account
-            self.session.provide_scram_keys(keys if account is not None else None)
-        self._pump()
-
-    async def _check_plain(self, ev: PlainCredentials) -> None:
-        try:
-            result = await self.server.auth.authenticate(
-                ev.username, ev.password, protocol="xmpp", remote=self.peer)
-        except Exception:
-            log.exception("authentication failed")
-            self.session.auth_result(False, "temporary-auth-failure")
-        else:
-            condition = "account-disabled" if result.reason == "disabled" else "not-authorized"
-            self.session.auth_result(result.ok, condition)
+    async def _sasl_work(self, ev: AuthRequested | PlainCredentials) -> None:
+        """The directory's part of the exchange (keys, lockout, password or proof check)."""
+        exchange = self.session.sasl
+        if exchange is None or self.ended:
+            return
+        step = await self.server.auth.advance(exchange, ev.work,  # type: ignore[arg-type]
+                                              protocol="xmpp", remote=self.ip)
+        self.account = exchange.account  # type: ignore[assignment]
+        self.session.sasl_continue(step)
         self._pump()
 
     def _bind(self, ev: BindRequested) -> None:
@@ -427,9 +473,8 @@ class C2SConnection(asyncio.Protocol, Resource):
 
     def _finish(self) -> None:
         self.ended = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.ticket is not None:
+            self.ticket.authenticated()  # no deadline for a connection that is over
         if self.bound:
             if self.dropped and self.sm is not None and \
                     self.server.host.hooks.fire("c2s/hibernate", self):
@@ -462,9 +507,8 @@ class C2SConnection(asyncio.Protocol, Resource):
         self.router.bind(self, old.jid)
         self.session.resumed(old.jid)
         self.bound = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.ticket is not None:
+            self.ticket.authenticated()
 
     def _abort(self) -> None:
         self.ended = True
@@ -473,7 +517,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         self._finish()
 
     def _auth_timeout(self) -> None:
-        self.timer = None
+        """The login deadline (from connect; a trickle cannot extend it) passed unbound."""
         if not self.bound and not self.ended:
             self.close_stream(StreamError("connection-timeout"))
 

@@ -10,6 +10,7 @@ import asyncpg
 
 from cxkernel.config import Config, parse_hostport
 from cxkernel.events import EventBus
+from cxkernel.limiter import limiter_for
 from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
@@ -72,7 +73,8 @@ class XmppComponent:
             "directory_changed", lambda _payload: host.directory.changed(),
             host.directory.changed)
         host.directory.start()
-        self.c2s = C2SServer(host, self.auth, self.tls, self.metrics)
+        self.c2s = C2SServer(host, self.auth, self.tls, self.metrics, {
+            r: limiter_for(self.cfg.limits, r, self.metrics) for r in ("xmpp", "xmpps")})
         out: list[tuple[str, str, int, str]] = []
         for role, direct in (("xmpp", False), ("xmpps", True)):
             addr = self.cfg.listen_addr(role)
@@ -88,8 +90,9 @@ class XmppComponent:
         if secrets and listen:  # XEP-0114 listener, only when components are configured
             x = self.cfg.xmpp
             self.component_server = component.ComponentServer(
-                host, secrets, rate=x.component_rate_bytes_per_s,
-                auth_delay=x.component_auth_delay, max_unauth_stanza=x.max_unauth_stanza_size)
+                host, secrets, limiter_for(self.cfg.limits, "xmpp_component", self.metrics),
+                rate=x.component_rate_bytes_per_s, auth_delay=x.component_auth_delay,
+                max_unauth_stanza=x.max_unauth_stanza_size)
             chost, cport = parse_hostport(listen)
             cport = await self.component_server.listen(chost, cport)
             out.append(("xmpp_component", chost, cport, "none"))

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from directory.scram import ScramKeys
+from cxkernel.limiter import ConnectionLimiter, ListenerLimits, Ticket, peer_ip
+from directory.sasl import ChannelBinding, SaslServer, Step
 
 from .hub import ChangeHub
 from .proto import commands as c
@@ -52,6 +53,11 @@ WRITE_BUFFER_HIGH = 1 << 20
 COALESCE_BYTES = 64 << 10
 #: commands run back to back from one connection's input before others get a turn
 YIELD_EVERY = 32
+#: The refusal of a connection over the cap (RFC 5530 UNAVAILABLE); on imaps it is said after
+#: the handshake, for at most MAX_TLS_REFUSALS clients at once and REFUSAL_SECONDS each.
+REFUSAL = b"* BYE [UNAVAILABLE] Too many connections, try later\r\n"
+MAX_TLS_REFUSALS = 100
+REFUSAL_SECONDS = 5.0
 
 
 class ImapListenerConfig:
@@ -89,25 +95,24 @@ class ImapListenerConfig:
 
 
 class _Login:
-    """Adapts the directory's ``authenticate()`` (with lockout) to the session."""
+    """Adapts the directory's authenticator (one SASL module, one lockout) to the session."""
 
-    __slots__ = ("auth", "remote")
+    __slots__ = ("auth", "remote", "binding")
 
     def __init__(self, auth: Any, remote: str) -> None:
         self.auth, self.remote = auth, remote
+        self.binding: ChannelBinding | None = getattr(auth, "channel_binding", None)
+
+    def prepare(self, name: str) -> str:
+        return str(self.auth.username_to_address(name))
 
     async def login(self, user: str, password: str) -> str | None:
         res = await self.auth.authenticate(user, password, protocol="imap", remote=self.remote)
         return res.account.address if res.ok and res.account is not None else None
 
-    async def scram_keys(self, user: str, mechanism: str) -> tuple[Any, ScramKeys]:
-        return cast(tuple[Any, ScramKeys], await self.auth.scram_keys(user, mechanism))
-
-    async def scram_result(self, account: Any, ok: bool) -> str | None:
-        await self.auth.record(account, ok)  # the same lockout as PLAIN and LOGIN
-        log.info("auth %s protocol=imap mechanism=scram remote=%s user=%s",
-                 "ok" if ok else "fail", self.remote, account.address)
-        return str(account.address) if ok else None
+    async def advance(self, server: SaslServer, step: Step) -> Step:
+        return cast(Step, await self.auth.advance(server, step, protocol="imap",
+                                                  remote=self.remote))
 
 
 class ImapConnection(asyncio.Protocol):
@@ -126,6 +131,8 @@ class ImapConnection(asyncio.Protocol):
         "_write_ready",
         "_sub",
         "_closed",
+        "ticket",
+        "_refusing",
     )
 
     def __init__(self, srv: ImapServer, implicit_tls: bool) -> None:
@@ -139,12 +146,32 @@ class ImapConnection(asyncio.Protocol):
         self._write_ready: asyncio.Future[None] | None = None
         self._sub: int | None = None
         self._closed = False
+        self.ticket: Ticket | None = None
+        self._refusing = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.ticket = self.srv.limiter(self.implicit_tls).admit(peer_ip(transport),
+                                                               self._deadline)
+        if self.ticket is None:
+            self._closed = True
+            if not self.implicit_tls:  # RFC 3501 §7.1.5: BYE as the greeting
+                transport.write(REFUSAL)
+                transport.close()
+            elif self.srv.refusing < MAX_TLS_REFUSALS:
+                # On imaps the BYE can only be said after the handshake: queue it, give the
+                # client a few seconds for the handshake, then close (bounded in number).
+                self._refusing = True
+                self.srv.refusing += 1
+                self.tls = TlsLayer(self.srv.tls, transport.write)
+                self.tls.send(REFUSAL)
+                asyncio.get_running_loop().call_later(REFUSAL_SECONDS, transport.close)
+            else:
+                transport.close()
+            return
         # a chunked FETCH waits only when this much is unread by the client: enough to
         # keep the socket busy while the next chunk renders (memory is only used when full)
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
@@ -165,13 +192,39 @@ class ImapConnection(asyncio.Protocol):
         self.session.greeting()
         self._flush()
 
+    def _refuse_tls(self, data: bytes) -> None:
+        """A refused imaps client: finish the handshake, which sends the queued BYE."""
+        assert self.tls is not None and self.transport is not None
+        try:
+            self.tls.receive(data)
+        except TlsFailed:
+            self.transport.close()
+            return
+        if self.tls.handshaken:
+            self.tls.close()
+            self.transport.close()
+
+    def _deadline(self) -> None:
+        """Not logged in by the deadline (counted from connect: a trickle cannot extend it)."""
+        try:
+            self.close("Autologout; login deadline passed")
+        except Exception as exc:  # e.g. the TLS handshake is still unfinished
+            log.info("closing %s at the login deadline: %r", self.transport, exc)
+            self._abort()
+
     def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            self._refuse_tls(data)
+            return
+        if self._closed:
+            return
         self.last = time.monotonic()
         if self.tls is not None:
             try:
                 data = self.tls.receive(data)
-            except TlsFailed as exc:
-                log.debug("tls failed: %s", exc)
+            except TlsFailed as exc:  # one INFO line, no traceback (anyone can cause it)
+                peer = self.transport.get_extra_info("peername") if self.transport else None
+                log.info("tls failure from %s: %s", peer[0] if peer else "?", exc)
                 self._abort()
                 return
             if data:
@@ -190,14 +243,23 @@ class ImapConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
+        if self.ticket is None:
+            return None
         self.core.receive_data(b"")
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._run())
         return True  # we close once pending commands are answered
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refusing:
+            self._refusing = False
+            self.srv.refusing -= 1
         self._closed = True
-        self.core.discard_input()  # a half-received APPEND spool goes now, not at GC
+        core = getattr(self, "core", None)  # a refused connection never got one
+        if core is not None:
+            core.discard_input()  # a half-received APPEND spool goes now, not at GC
+        if self.ticket is not None:
+            self.ticket.release()
         self.srv.conns.discard(self)
         self._subscribe(None)
         if self._write_ready is not None and not self._write_ready.done():
@@ -310,6 +372,8 @@ class ImapConnection(asyncio.Protocol):
             self._flush()  # the tagged OK goes out in clear text
             self.tls = TlsLayer(self.srv.tls, self.transport.write)
             self.session.tls_started()
+        if self.session.user is not None and self.ticket is not None and self.ticket.pending:
+            self.ticket.authenticated()
         view = self.session.view
         self._subscribe(view.mailbox_id if view is not None else None)
 
@@ -344,11 +408,21 @@ class ImapServer:
         auth: Any,
         tls: ssl.SSLContext,
         cfg: ImapListenerConfig,
+        limiters: dict[str, ConnectionLimiter] | None = None,
     ) -> None:
         self.store, self.hub, self.auth, self.tls, self.cfg = store, hub, auth, tls, cfg
+        #: per listener ("imap", "imaps"): caps and the login deadline (cxkernel.limiter)
+        self.limiters = limiters or {}
+        self.refusing = 0  # refused imaps clients being told so after their handshake
         self.conns: set[ImapConnection] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
+
+    def limiter(self, implicit_tls: bool) -> ConnectionLimiter:
+        name = "imaps" if implicit_tls else "imap"
+        if name not in self.limiters:
+            self.limiters[name] = ConnectionLimiter(name, ListenerLimits())
+        return self.limiters[name]
 
     #: how often idle connections are looked for (a pass over 10,000 costs ~2 ms)
     SWEEP_SECONDS = 1.0

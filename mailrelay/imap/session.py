@@ -24,7 +24,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from directory.scram import ScramError, ScramKeys, ScramServer
+from directory.sasl import (
+    Challenge,
+    ChannelBinding,
+    CheckPassword,
+    Failure,
+    SaslServer,
+    Step,
+    Success,
+    offered,
+)
 from mailrelay.mime import normalize_crlf, parse_message
 
 from . import fetch as fetchmod
@@ -58,31 +67,24 @@ class Authenticator(Protocol):
         ...
 
 
-class ScramAuthenticator(Authenticator, Protocol):
-    """An authenticator that can also run SCRAM (the directory's keys and lockout)."""
+class SaslAuthenticator(Authenticator, Protocol):
+    """An authenticator that runs the directory's SASL exchanges (directory.sasl): SCRAM,
+    channel binding, one lockout for every mechanism."""
 
-    async def scram_keys(self, user: str, mechanism: str) -> tuple[object | None, ScramKeys]:
-        """(account or None, keys); for unknown or locked users None and dummy keys."""
+    binding: ChannelBinding | None
+
+    def prepare(self, name: str) -> str:
+        """The canonical user name for a SASL username."""
         ...
 
-    async def scram_result(self, account: object, ok: bool) -> str | None:
-        """Count the attempt toward the lockout; the canonical user name when ``ok``."""
+    async def advance(self, server: SaslServer, step: Step) -> Step:
+        """The directory's part of the exchange (see ``Authenticator.advance``)."""
         ...
 
 
-#: SASL mechanisms beyond PLAIN, strongest first (RFC 7677, RFC 5802)
-SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
-
-
-class _Scram:
-    """One SCRAM exchange in progress: ``stage`` is "first", "final" or "verdict"."""
-
-    __slots__ = ("server", "stage", "account")
-
-    def __init__(self, mechanism: str) -> None:
-        self.server = ScramServer(mechanism)
-        self.stage = "first"
-        self.account: object | None = None
+#: SASL mechanisms offered over IMAP, strongest first (RFC 7677, RFC 5802, RFC 4616)
+IMAP_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1",
+                   "PLAIN")
 
 
 _RECENT = frozenset({"\\Recent"})
@@ -219,7 +221,7 @@ class ImapSession:
         self._ahead: dict[int, MessageRow] = {}
         self._ahead_key: tuple[object, ...] | None = None
         self._ahead_last = 0  # the highest UID a read-ahead FETCH has answered
-        self._scram: _Scram | None = None
+        self._sasl: SaslServer | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
 
@@ -260,8 +262,10 @@ class ImapSession:
     # -- helpers -------------------------------------------------------------------
     @property
     def sasl_mechanisms(self) -> tuple[str, ...]:
-        scram = SCRAM_MECHANISMS if hasattr(self.auth, "scram_keys") else ()
-        return ("PLAIN", *scram)
+        if not hasattr(self.auth, "advance"):
+            return ("PLAIN",)
+        binding = cast(SaslAuthenticator, self.auth).binding if self.tls else None
+        return offered(IMAP_MECHANISMS, secured=True, binding=binding)
 
     def caps(self) -> list[str]:
         return mb.capabilities(
@@ -396,82 +400,54 @@ class ImapSession:
         await self._login(cmd.tag, cmd.user, cmd.password)
 
     async def _cmd_authenticate(self, cmd: c.Authenticate, now: datetime) -> None:
-        self._scram = None
+        self._sasl = None
         if cmd.mechanism not in self.sasl_mechanisms:
             self._no(cmd.tag, "Unsupported mechanism", None)
             return
         if not (self.tls or self.allow_plaintext):
             self._no(cmd.tag, "Use STARTTLS first", "PRIVACYREQUIRED")
             return
-        if cmd.mechanism != "PLAIN":
-            self._scram = _Scram(cmd.mechanism)
-        if cmd.initial_response is None:
-            self.core.send(Continuation(""))  # RFC 4959: empty challenge
-            return
-        await self._sasl_step(cmd.tag, cmd.initial_response)
+        if hasattr(self.auth, "advance"):
+            auth = cast(SaslAuthenticator, self.auth)
+            binding = auth.binding if self.tls else None
+            # RFC 3501 §6.2.2 has no success data: SCRAM's server-final is a last "+".
+            self._sasl = SaslServer(cmd.mechanism, prepare=auth.prepare, binding=binding,
+                                    plus_offered=binding is not None,
+                                    final_in_challenge=True)
+        else:
+            self._sasl = SaslServer(cmd.mechanism, prepare=str.lower, final_in_challenge=True)
+        await self._sasl_reply(cmd.tag, self._sasl.start(cmd.initial_response))
 
     async def _auth_response(self, ev: AuthResponse) -> None:
-        if ev.cancelled:
-            self._scram = None
+        sasl = self._sasl
+        if ev.cancelled or sasl is None:
+            self._sasl = None
             self._bad(ev.tag, "Authentication cancelled")  # RFC 3501 §6.2.2
             return
-        await self._sasl_step(ev.tag, ev.data)
+        await self._sasl_reply(ev.tag, sasl.receive(ev.data))
 
-    async def _sasl_step(self, tag: str, data: bytes) -> None:
-        if self._scram is None:
-            await self._plain(tag, data)
-        else:
-            await self._scram_step(tag, self._scram, data)
-
-    def _auth_failed(self, tag: str) -> None:
-        self._scram = None
-        self._no(tag, "Authentication failed", "AUTHENTICATIONFAILED")
-
-    async def _scram_step(self, tag: str, sc: _Scram, data: bytes) -> None:
-        """RFC 5802 §5 over RFC 3501 §6.2.2 continuations; server-final goes in a last
-        continuation (IMAP4rev1 has no success data in OK) answered by an empty line."""
-        auth = cast(ScramAuthenticator, self.auth)
-        try:
-            if sc.stage == "first":
-                user = sc.server.client_first(data)
-                if sc.server.authzid and sc.server.authzid != user:
-                    self._auth_failed(tag)  # no acting as someone else
-                    return
-                sc.account, keys = await auth.scram_keys(user, sc.server.mechanism)
-                sc.stage = "final"
-                self.core.send(Continuation(_b64(sc.server.server_first(keys))))
-            elif sc.stage == "final":
-                try:
-                    final = sc.server.client_final(data)
-                except ScramError:
-                    if sc.account is not None:
-                        await auth.scram_result(sc.account, False)
-                    raise
-                if sc.account is None:
-                    raise ScramError("unknown-user")
-                sc.stage = "verdict"
-                self.core.send(Continuation(_b64(final)))
+    async def _sasl_reply(self, tag: str, step: Step) -> None:
+        """Let the directory do its part, then answer the client (RFC 3501 §6.2.2)."""
+        sasl = self._sasl
+        assert sasl is not None
+        if hasattr(self.auth, "advance"):
+            step = await cast(SaslAuthenticator, self.auth).advance(sasl, step)
+        while isinstance(step, CheckPassword):  # a login()-only authenticator (tests)
+            step = sasl.verdict(await self.auth.login(step.username, step.password) is not None)
+        if isinstance(step, Success):
+            self._sasl = None
+            self.user = step.username
+            self._ok(tag, "Logged in", "CAPABILITY " + " ".join(self.caps()))
+        elif isinstance(step, Failure):
+            self._sasl = None
+            if step.condition == "temporary":
+                self._no(tag, "Authentication is unavailable, try again later", "UNAVAILABLE")
             else:
-                if data:
-                    raise ScramError("other-error")
-                canonical = await auth.scram_result(sc.account, True)
-                self._scram = None
-                if canonical is None:
-                    self._auth_failed(tag)
-                    return
-                self.user = canonical
-                self._ok(tag, "Logged in", "CAPABILITY " + " ".join(self.caps()))
-        except ScramError:
-            self._auth_failed(tag)
-
-    async def _plain(self, tag: str, data: bytes) -> None:
-        parts = data.split(b"\0")  # RFC 4616: [authzid] NUL authcid NUL passwd
-        if len(parts) != 3 or (parts[0] and parts[0] != parts[1]):
-            self._no(tag, "Authentication failed", "AUTHENTICATIONFAILED")
-            return
-        await self._login(
-            tag, parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
-        )
+                self._no(tag, "Authentication failed", "AUTHENTICATIONFAILED")
+        elif isinstance(step, Challenge):
+            self.core.send(Continuation(_b64(step.data)))
+        else:
+            raise RuntimeError(f"the authenticator left {step!r} unanswered")
 
     async def _cmd_compress(self, cmd: c.Compress, now: datetime) -> None:
         if cmd.mechanism != "DEFLATE":

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from cxkernel.limiter import ConnectionLimiter, peer_ip
+
 from . import repo
 from .proto import (
     NEED_DATA,
@@ -65,13 +67,22 @@ class Pop3Config:
 
 class Pop3Server:
     def __init__(self, pool: asyncpg.Pool, store: ExpungeStore, auth: Any,
-                 tls: ssl.SSLContext, cfg: Pop3Config) -> None:
+                 tls: ssl.SSLContext, cfg: Pop3Config,
+                 limiters: dict[str, ConnectionLimiter] | None = None) -> None:
         self.pool, self.store, self.auth, self.tls, self.cfg = pool, store, auth, tls, cfg
+        self.limiters = limiters or {}  # "pop3"/"pop3s" -> caps (cxkernel.limiter)
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
 
     async def listen(self, host: str, port: int, implicit_tls: bool) -> int:
+        limiter = self.limiters.get("pop3s" if implicit_tls else "pop3")
+
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            ticket = limiter.admit(peer_ip(w.transport)) if limiter is not None else None
+            if limiter is not None and ticket is None:  # over a cap: one line, then close
+                w.write(b"-ERR [SYS/TEMP] Too many connections, try later\r\n")
+                w.close()
+                return
             task = asyncio.current_task()
             assert task is not None
             self._sessions.add(task)
@@ -79,6 +90,8 @@ class Pop3Server:
                 await Pop3Session(self, r, w, implicit_tls).run()
             finally:
                 self._sessions.discard(task)
+                if ticket is not None:
+                    ticket.release()
 
         srv = await asyncio.start_server(handle, host, port,
                                          ssl=self.tls if implicit_tls else None,

@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from cxkernel.limiter import ConnectionLimiter, peer_ip
+
 from . import repo
 from .interp import MAX_REDIRECTS
 from .msproto import MAX_LINE, CommandReader, MsCommand, ProtocolError, bye, no, ok, string
@@ -38,13 +40,20 @@ class ManageSieveConfig:
 
 class ManageSieveServer:
     def __init__(self, pool: asyncpg.Pool, auth: Any, tls: ssl.SSLContext,
-                 cfg: ManageSieveConfig) -> None:
+                 cfg: ManageSieveConfig, limiter: ConnectionLimiter | None = None) -> None:
         self.pool, self.auth, self.tls, self.cfg = pool, auth, tls, cfg
+        self.limiter = limiter  # caps (cxkernel.limiter)
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def listen(self, host: str, port: int) -> int:
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            limiter = self.limiter
+            ticket = limiter.admit(peer_ip(w.transport)) if limiter is not None else None
+            if limiter is not None and ticket is None:  # RFC 5804 §1.3: BYE (TRYLATER)
+                w.write(bye("Too many connections", "TRYLATER"))
+                w.close()
+                return
             task = asyncio.current_task()
             assert task is not None
             self._tasks.add(task)
@@ -52,6 +61,8 @@ class ManageSieveServer:
                 await _Session(self, r, w).run()
             finally:
                 self._tasks.discard(task)
+                if ticket is not None:
+                    ticket.release()
 
         srv = await asyncio.start_server(handle, host, port)
         self._servers.append(srv)

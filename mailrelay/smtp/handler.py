@@ -6,8 +6,8 @@ One handler instance per listener role:
     not use our domain in MAIL FROM or From: and may not post to lists (550 5.7.1); mail
     from outside (not a trusted network) checked by `inbound_auth` (SPF, DKIM, ARC, DMARC)
     and stamped with Authentication-Results; DMARC reject -> 550 5.7.1, quarantine -> Junk.
-  * "submission"/"submissions" (587/465 roles): AUTH required (PLAIN, LOGIN, only over
-    TLS), sender must be the user's own address or alias, bare line endings normalised.
+  * "submission"/"submissions" (587/465 roles): AUTH required (PLAIN, LOGIN, SCRAM, only
+    over TLS), sender must be the user's own address or alias, bare line endings normalised.
 Every refusal carries its enhanced status code (RFC 2034, RFC 3463). Refusals are counted
 per connection: past `soft_error_limit` each one waits `error_sleep_time`, at
 `hard_error_limit` the session ends with 421 4.7.0 (no harvesting of the directory).
@@ -20,16 +20,18 @@ import base64
 import binascii
 import ipaddress
 import logging
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from cxkernel.errors import CxError
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
+from directory.sasl import Challenge, Failure, SaslServer, Success
 from mailrelay.addressbook import AddressBook
 from mailrelay.inbound_auth.checker import InboundAuth
 from mailrelay.smtp.command import DsnError, parse_notify, parse_orcpt, xtext_decode
@@ -131,7 +133,13 @@ class MailHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug in a hook: log it, answer a temporary failure (the client keeps the message
-        and retries), never leak internals in the reply."""
+        and retries), never leak internals in the reply. A failed STARTTLS handshake or a
+        peer gone mid-command is the client's doing: one INFO line, no internal error."""
+        if isinstance(error, TLSSetupException | ssl.SSLError | ConnectionError):
+            cause = error.__cause__ or error.__context__ or error
+            what = "connection lost" if isinstance(error, ConnectionError) else "tls failure"
+            log.info("smtp %s: %s", what, getattr(cause, "reason", None) or cause)
+            return "421 4.7.0 TLS or connection failure"
         log.error("SMTP session error: %r", error, exc_info=error)
         self.metrics.inc("smtp_internal_errors_total")
         return "451 4.3.0 Internal error; try again later"
@@ -326,58 +334,72 @@ class MailHandler:
         return f"250 2.0.0 Ok: queued as {result.queue_id}"
 
 class SubmissionHandler(MailHandler):
-    """Submission roles: the same hooks plus AUTH PLAIN and LOGIN (aiosmtpd offers the
-    handler's `auth_*` methods; it only offers them over TLS unless told otherwise)."""
+    """Submission roles: the same hooks plus AUTH (RFC 4954) through the directory's one
+    SASL module: PLAIN, LOGIN, SCRAM-SHA-1/256 and -PLUS (aiosmtpd offers the handler's
+    `auth_*` methods, only over TLS)."""
 
-    # ---- AUTH (RFC 4954), only offered where the handler has an authenticator ----------
-    async def _check(self, server: SMTP, username: str, password: str) -> AuthResult:
+    async def _sasl(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
         assert self.auth is not None
-        res = await self.auth.authenticate(username, password, protocol="smtp",
-                                           remote=self._peer_ip(server.session))
-        if res.ok and res.account is not None:
-            return AuthResult(success=True, auth_data=res.account.address)
-        self.metrics.inc("auth_failures_total", protocol="smtp")
-        return AuthResult(success=False, handled=False,
-                          message="535 5.7.8 Authentication credentials invalid")
-
-    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
-        assert isinstance(blob, bytes)
-        parts = blob.split(b"\x00")
-        if len(parts) != 3:
-            return AuthResult(success=False, handled=False, message="501 5.5.2 Malformed AUTH PLAIN")
-        authz, user, pw = (p.decode("utf-8", "replace") for p in parts)
-        if authz and authz.lower() != user.lower():
+        auth = self.auth
+        tls = server.transport is not None and \
+            server.transport.get_extra_info("ssl_object") is not None
+        binding = auth.channel_binding if tls else None
+        sasl = SaslServer(mechanism, prepare=auth.username_to_address, binding=binding,
+                          plus_offered=binding is not None, final_in_challenge=True)
+        initial: bytes | None = None
+        if len(args) > 1:  # RFC 4954 §4: initial response, "=" for an empty one
+            if args[1] == "=":
+                initial = b""
+            else:
+                try:
+                    initial = base64.b64decode(args[1], validate=True)
+                except binascii.Error:
+                    return AuthResult(success=False, handled=False,
+                                      message="501 5.5.2 Can't decode base64")
+        step = sasl.start(initial)
+        remote = self._peer_ip(server.session)
+        while True:
+            step = await auth.advance(sasl, step, protocol="smtp", remote=remote)
+            if isinstance(step, Challenge):
+                got = await server.challenge_auth(step.data)
+                if got is MISSING:  # "*" or bad base64: aiosmtpd has answered 501
+                    return AuthResult(success=False, handled=True)
+                assert isinstance(got, bytes)
+                step = sasl.receive(got)
+                continue
+            if isinstance(step, Success):
+                account = sasl.account
+                address = getattr(account, "address", step.username)
+                return AuthResult(success=True, auth_data=address)
+            assert isinstance(step, Failure)
+            self.metrics.inc("auth_failures_total", protocol="smtp")
+            if step.condition == "temporary":
+                return AuthResult(success=False, handled=False,
+                                  message="454 4.7.0 Temporary authentication failure")
+            if step.condition == "malformed":
+                return AuthResult(success=False, handled=False,
+                                  message="501 5.5.2 Malformed authentication data")
             return AuthResult(success=False, handled=False,
                               message="535 5.7.8 Authentication credentials invalid")
-        return await self._check(server, user, pw)
+
+    # aiosmtpd names a mechanism after the method: "__" becomes "-".
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._sasl(server, args, "PLAIN")
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 2:
-            try:
-                user_b = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
-        else:
-            got = await server.challenge_auth("Username:")
-            if got is MISSING:
-                return AuthResult(success=False, handled=True)
-            assert isinstance(got, bytes)
-            user_b = got
-        pw_b = await server.challenge_auth("Password:")
-        if pw_b is MISSING:
-            return AuthResult(success=False, handled=True)
-        assert isinstance(pw_b, bytes)
-        return await self._check(server, user_b.decode("utf-8", "replace"),
-                                 pw_b.decode("utf-8", "replace"))
+        return await self._sasl(server, args, "LOGIN")
+
+    async def auth_SCRAM__SHA__1(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._sasl(server, args, "SCRAM-SHA-1")
+
+    async def auth_SCRAM__SHA__256(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._sasl(server, args, "SCRAM-SHA-256")
+
+    async def auth_SCRAM__SHA__1__PLUS(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._sasl(server, args, "SCRAM-SHA-1-PLUS")
+
+    async def auth_SCRAM__SHA__256__PLUS(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._sasl(server, args, "SCRAM-SHA-256-PLUS")
 
 
 def handler_for(policy: ListenerPolicy, **kw: Any) -> MailHandler:

@@ -15,10 +15,11 @@ import logging
 import re
 import ssl
 import warnings
-from typing import Any, AnyStr
+from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import SMTP
 
+from cxkernel.limiter import ConnectionLimiter, Ticket, peer_ip
 from mailrelay.smtp.command import CommandSyntaxError, parse_mail, parse_rcpt
 from mailrelay.smtp.handler import MailHandler
 
@@ -95,31 +96,6 @@ class _LineLimits:
         return [self[c] for c in (*_EXTENDED_LIMITS, "HELO")]
 
 
-class ConnectionLimiter:
-    """Concurrent connections per listener and per client address."""
-
-    def __init__(self, total: int, per_ip: int) -> None:
-        self.total, self.per_ip = total, per_ip
-        self.active = 0
-        self.by_ip: dict[str, int] = {}
-
-    def admit(self, ip: str) -> bool:
-        n = self.by_ip.get(ip, 0)
-        if self.active >= self.total or n >= self.per_ip:
-            return False
-        self.active += 1
-        self.by_ip[ip] = n + 1
-        return True
-
-    def release(self, ip: str) -> None:
-        self.active -= 1
-        n = self.by_ip.get(ip, 1) - 1
-        if n:
-            self.by_ip[ip] = n
-        else:
-            self.by_ip.pop(ip, None)
-
-
 class LiveSessions:
     """The open sessions of the SMTP listeners, so a stop can say goodbye (issue 13).
 
@@ -157,7 +133,7 @@ class CxSMTP(SMTP):
     _collect: list[bytes] | None = None
 
     _limiter: ConnectionLimiter | None = None
-    _admitted_ip: str | None = None
+    _ticket: Ticket | None = None
     _refused = False
     _live: LiveSessions | None = None
     _in_data = False
@@ -183,16 +159,15 @@ class CxSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and self._limiter is not None:  # not the STARTTLS re-entry
-            peer = transport.get_extra_info("peername")
-            ip = peer[0] if isinstance(peer, tuple) else ""
-            if not self._limiter.admit(ip):
+            self._ticket = self._limiter.admit(peer_ip(transport), self._deadline)
+            if self._ticket is None:
                 # Each session may buffer a whole DATA: bound how many a peer can hold.
+                # uvloop's transports are not asyncio.WriteTransport subclasses: no assert.
                 self._refused = True
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
-                transport.close()
+                wt = cast(asyncio.WriteTransport, transport)
+                wt.write(b"421 4.7.0 Too many connections, try again later\r\n")
+                wt.close()
                 return
-            self._admitted_ip = ip
         self._pending: list[bytes] = []
         super().connection_made(transport)
         if self._live is not None:
@@ -202,10 +177,10 @@ class CxSMTP(SMTP):
         """421 and close: the server is stopping (RFC 5321 §3.8; RFC 3463 X.3.2)."""
         if self._live is not None:
             self._live.sessions.discard(self)
-        transport = self.transport
+        # uvloop's transports are not asyncio.WriteTransport subclasses: cast, no assert
+        transport = cast(asyncio.WriteTransport | None, self.transport)
         if transport is None or transport.is_closing():
             return
-        assert isinstance(transport, asyncio.WriteTransport)
         transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
         transport.close()
 
@@ -219,14 +194,21 @@ class CxSMTP(SMTP):
             if self._live is not None and self._live.stopping:
                 self.goodbye()
 
+    def _deadline(self) -> None:
+        """The pre-login deadline passed (a trickle does not extend it)."""
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        if transport is None or transport.is_closing():
+            return
+        transport.write(b"421 4.4.2 Login deadline passed, closing connection\r\n")
+        transport.close()
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._live is not None:
             self._live.sessions.discard(self)
         if self._refused:
             return
-        if self._admitted_ip is not None and self._limiter is not None:
-            self._limiter.release(self._admitted_ip)
-            self._admitted_ip = None
+        if self._ticket is not None:
+            self._ticket.release()
         super().connection_lost(error)
 
     def _linger_close(self) -> None:
@@ -240,6 +222,11 @@ class CxSMTP(SMTP):
         if isinstance(t, asyncio.WriteTransport) and t.can_write_eof():
             t.write_eof()
         asyncio.get_running_loop().call_later(LINGER_SECONDS, t.close)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self._ticket is not None and self.session is not None and self.session.authenticated:
+            self._ticket.authenticated()
 
     @classmethod
     def factory(cls, handler: Any, limiter: ConnectionLimiter | None = None,
@@ -345,6 +332,9 @@ class CxSMTP(SMTP):
         options = [k if v is None else f"{k}={v}" for k, v in path.params.items()]
         status = await self._call_handler_hook("MAIL", address, options)
         await self.push(status)
+        # The port 25 role has no login: a transaction begun ends the pre-login deadline.
+        if self._ticket is not None and self.envelope.mail_from is not None:
+            self._ticket.authenticated()
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         """RCPT TO:<forward-path> [parameters]; also after the null reverse-path."""
@@ -452,14 +442,23 @@ class CxSMTP(SMTP):
             self._raw_replies = False
 
 
+# HELP and the syntax checks read these attributes of aiosmtpd's own methods.
+for _name in ("smtp_AUTH", "smtp_MAIL"):
+    getattr(CxSMTP, _name).__dict__.update(getattr(SMTP, _name).__dict__)
+
+
 async def start_listener(role: str, host: str, port: int, handler: MailHandler, *,
                          hostname: str, tls: ssl.SSLContext, max_size: int, timeout: int,
-                         max_connections: int = 1000, max_per_ip: int = 50,
                          max_unauth_line: int = 4096,
-                         live: LiveSessions | None = None) -> asyncio.base_events.Server:
+                         live: LiveSessions | None = None,
+                         limiter: ConnectionLimiter | None = None,
+                         ) -> asyncio.base_events.Server:
     """Start one SMTP listener. `role` is smtp | submission | submissions."""
     loop = asyncio.get_running_loop()
     implicit = role == "submissions"
+    # SCRAM-*-PLUS only where we can compute the channel binding (advertise what works).
+    no_plus = [] if getattr(handler.auth, "channel_binding", None) is not None else [
+        "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"]
 
     def make_factory() -> Any:
         kw: dict[str, Any] = dict(
@@ -471,17 +470,21 @@ async def start_listener(role: str, host: str, port: int, handler: MailHandler, 
                       auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"])
         elif role == "submission":
             # RFC 8314 / RFC 4954 §4: no AUTH (and here no MAIL) before STARTTLS.
-            kw.update(require_starttls=True, auth_required=True, auth_require_tls=True)
+            kw.update(require_starttls=True, auth_required=True, auth_require_tls=True,
+                      auth_exclude_mechanism=no_plus)
         else:
             # Implicit TLS: aiosmtpd does not know the transport is TLS, so it must be told
             # not to require STARTTLS before offering AUTH (the connection is TLS already).
-            kw.update(require_starttls=False, auth_required=True, auth_require_tls=False)
+            kw.update(require_starttls=False, auth_required=True, auth_require_tls=False,
+                      auth_exclude_mechanism=no_plus)
         with warnings.catch_warnings():  # aiosmtpd warns about auth_require_tls=False
             warnings.simplefilter("ignore", UserWarning)
             cls: type[CxSMTP] = type("CxSMTP_" + role, (CxSMTP,),
                                      {"max_unauth_line": max_unauth_line})
-            return cls.factory(handler, ConnectionLimiter(max_connections, max_per_ip),
-                               live, **kw)
+            return cls.factory(handler, limiter, live, **kw)
 
+    # Implicit TLS: a client gets this long for its handshake (asyncio's default is 60 s;
+    # the connection is not ours, nor counted by the limiter, before it).
     return await loop.create_server(make_factory(), host, port, ssl=tls if implicit else None,
+                                    ssl_handshake_timeout=15.0 if implicit else None,
                                     reuse_address=True, backlog=512)

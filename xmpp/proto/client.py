@@ -44,6 +44,9 @@ class ClientState(Enum):
     CLOSED = "closed"
 
 
+#: What this client implements, strongest first (no channel binding: no -PLUS).
+CLIENT_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+
 def _saslname(name: str) -> str:
     return name.replace("=", "=3D").replace(",", "=2C")  # RFC 5802 §5.1
 
@@ -52,7 +55,7 @@ class ClientSession:
     """Logs in as `jid` (its resource, if any, is requested at bind time)."""
 
     def __init__(self, jid: JID, password: str, *,
-                 mechanisms: tuple[str, ...] = sasl.SUPPORTED, direct_tls: bool = False,
+                 mechanisms: tuple[str, ...] = CLIENT_MECHANISMS, direct_tls: bool = False,
                  require_tls: bool = True, max_stanza_bytes: int = 1 << 20,
                  new_nonce: Callable[[], str]) -> None:
         self._new_nonce = new_nonce  # SCRAM client nonce source (randomness injected)

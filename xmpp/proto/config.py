@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, SubElement
 
+from directory.sasl import ChannelBinding
+
 from ..jid import nameprep
 from . import ns
 from .sasl import SUPPORTED, offered
@@ -65,6 +67,8 @@ class SessionConfig:
     #: RFC 6120 §6.4.5: a reasonable number of SASL retries, then the stream is closed.
     max_auth_failures: int = 3
     lang: str = "en"
+    #: tls-server-end-point of the certificate: SCRAM-*-PLUS is offered on secured streams.
+    binding: ChannelBinding | None = None
 
     def __post_init__(self) -> None:
         if not self.domains:
@@ -102,7 +106,14 @@ def pre_auth_features(config: SessionConfig, secured: bool) -> Element:
         if config.tls_required:
             # RFC 6120 §5.3.1: when TLS is mandatory, nothing else is offered before it.
             return root
-    _mechanisms(root, offered(config.mechanisms, secured))
+    names = offered(config.mechanisms, secured, config.binding)
+    _mechanisms(root, names)
+    if config.binding is not None and any(n.endswith("-PLUS") for n in names):
+        # XEP-0440: say which channel binding -PLUS means here, so clients that would
+        # use tls-unique or tls-exporter (which Python's ssl cannot give us) fall back.
+        cb = SubElement(root, ns.q("urn:xmpp:sasl-cb:0", "sasl-channel-binding"))
+        SubElement(cb, ns.q("urn:xmpp:sasl-cb:0", "channel-binding"),
+                   {"type": config.binding.kind})
     _caps(root, config.features)
     return root
 

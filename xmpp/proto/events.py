@@ -58,20 +58,26 @@ class StartTLSRequested:
 
 @dataclass(frozen=True, slots=True)
 class AuthRequested:
-    """SCRAM needs the stored keys of `username`: answer ``provide_scram_keys(keys|None)``."""
+    """The SASL exchange (directory.sasl) needs the directory: `work` is its step
+    (NeedKeys or CheckProof). A driver answers ``sasl_continue(await
+    auth.advance(session.sasl, work))``; a test may answer ``provide_scram_keys(keys)`` /
+    ``proof_checked(allowed)``."""
 
     mechanism: str
     username: str
     authzid: str = ""
+    work: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class PlainCredentials:
-    """SASL PLAIN credentials to verify (e.g. ``check_password``): answer ``auth_result``."""
+    """SASL PLAIN credentials to verify: `work` is the CheckPassword step; answer as for
+    AuthRequested, or ``auth_result(ok)``."""
 
     username: str
     password: str = field(repr=False)
     authzid: str = ""
+    work: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

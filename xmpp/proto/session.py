@@ -9,9 +9,9 @@ Driver loop (one session per connection)::
                 if the state is CLOSED: close the transport after the write
 
 Events ask the driver for work it does with I/O and answer through methods:
-StartTLSRequested → ``tls_started()``; AuthRequested → ``provide_scram_keys(keys|None)``
-(or ``auth_result(False, "temporary-auth-failure")``); PlainCredentials →
-``auth_result(ok)``; BindRequested → ``bound(jid)`` / ``bind_conflict()`` /
+StartTLSRequested → ``tls_started()``; AuthRequested / PlainCredentials (the directory's
+part of a SASL exchange of directory.sasl, the one SASL module) →
+``sasl_continue(await auth.advance(session.sasl, ev.work))``; BindRequested → ``bound(jid)`` / ``bind_conflict()`` /
 ``bind_refused(error)``. While an answer is pending, input is held (after STARTTLS it is
 discarded, RFC 6120 §5.4.3.3), so answers may arrive asynchronously.
 """
@@ -22,7 +22,17 @@ from collections import deque
 from collections.abc import Callable
 from xml.etree.ElementTree import Element, SubElement
 
-from directory.scram import ScramError, ScramKeys, ScramServer
+from directory.sasl import (
+    Challenge,
+    CheckPassword,
+    CheckProof,
+    Failure,
+    NeedKeys,
+    SaslServer,
+    Step,
+    Success,
+)
+from directory.scram import ScramKeys
 
 from ..jid import JID, JIDError, nameprep, parse_jid
 from . import inbound, ns, sasl
@@ -86,7 +96,7 @@ class ServerSession:
         self._held: list[bytes] = []
         self._waiting: str | None = None  # "tls" | "auth" | "bind"
         self._restart = False
-        self._sasl: sasl.Exchange | None = None
+        self._sasl: SaslServer | None = None
         self._auth_failures = 0
         self._bind_iq: Element | None = None
 
@@ -161,38 +171,59 @@ class ServerSession:
         self._parser.reset()
         self._header_sent = False
 
-    def provide_scram_keys(self, keys: ScramKeys | None) -> None:
-        """Stored keys for the user of AuthRequested, or None if there is no such user
-        (the exchange then fails at the proof, like a wrong password)."""
+    @property
+    def sasl(self) -> SaslServer | None:
+        """The SASL exchange in progress (for the driver's ``auth.advance``)."""
+        return self._sasl
+
+    def sasl_continue(self, step: Step) -> None:
+        """The directory did its part of the exchange: `step` is what follows (a
+        Challenge, Success or Failure)."""
         if self.state is S.CLOSED:
             return
-        ex = self._expect_sasl("keys")
-        assert ex.scram is not None
-        if keys is None:
-            keys = sasl.fake_keys(ex.mechanism, ex.username)
-            ex.unknown_user = True
-        elif keys.mechanism != ex.mechanism:
-            raise ValueError(f"keys are for {keys.mechanism}, exchange is {ex.mechanism}")
-        challenge = ex.scram.server_first(keys)
-        self._send(Element(ns.SASL_CHALLENGE), sasl.encode(challenge))
-        ex.stage = "final"
+        if self._sasl is None or self._waiting != "auth":
+            raise RuntimeError("no authentication answer is pending")
+        self._waiting = None
+        mechanism = self._sasl.mechanism
+        try:
+            self._sasl_next(step)
+        except SaslFailure as exc:
+            self._sasl_fail(exc, mechanism)
         self._resume()
+
+    def provide_scram_keys(self, keys: ScramKeys | None) -> None:
+        """Test helper: keys for AuthRequested(NeedKeys); None: the directory failed."""
+        if self.state is S.CLOSED:
+            return
+        ex = self._pending_sasl()
+        self.sasl_continue(ex.keys(keys) if keys is not None else ex.fail("temporary"))
+
+    def proof_checked(self, allowed: bool = True) -> None:
+        """Test helper: answer AuthRequested(CheckProof) as the directory would when the
+        lockout `allowed` the check."""
+        if self.state is S.CLOSED:
+            return
+        ex = self._pending_sasl()
+        self.sasl_continue(ex.proof_result(allowed and ex.check_proof()))
 
     def auth_result(self, ok: bool, condition: str = "not-authorized",
                     text: str | None = None) -> None:
-        """Verdict on PlainCredentials; or ``ok=False`` instead of keys (e.g.
-        ``temporary-auth-failure`` when the directory is down)."""
+        """Test helper: the verdict on PlainCredentials, or a failure instead of any
+        answer (``temporary-auth-failure`` when the directory is down)."""
         if self.state is S.CLOSED:
             return
-        ex = self._sasl
-        if ex is None or self._waiting != "auth" or (ok and ex.stage != "verdict"):
-            raise RuntimeError("no authentication verdict is pending")
-        self._waiting = None
+        ex = self._pending_sasl()
         if ok:
-            self._sasl_success(b"")
-        else:
-            self._sasl_fail(SaslFailure(condition, text), ex.mechanism)
+            self.sasl_continue(ex.verdict(True))
+            return
+        self._waiting = None
+        self._sasl_fail(SaslFailure(condition, text), ex.mechanism)
         self._resume()
+
+    def _pending_sasl(self) -> SaslServer:
+        if self._sasl is None or self._waiting != "auth":
+            raise RuntimeError("no authentication answer is pending")
+        return self._sasl
 
     def bound(self, jid: JID) -> None:
         """Bind succeeded with this full JID (its resource may differ from the request)."""
@@ -250,13 +281,6 @@ class ServerSession:
         iq, self._bind_iq = self._bind_iq, None
         assert iq is not None
         return iq
-
-    def _expect_sasl(self, stage: str) -> sasl.Exchange:
-        ex = self._sasl
-        if ex is None or self._waiting != "auth" or ex.stage != stage:
-            raise RuntimeError(f"no SASL {stage} answer is pending")
-        self._waiting = None
-        return ex
 
     def _feed(self, data: bytes) -> None:
         self._chunk = self._parser.feed(data)
@@ -433,10 +457,10 @@ class ServerSession:
                 if self.state is S.SASL:
                     raise SaslFailure("malformed-request", "An exchange is in progress")
                 self._sasl_start(el)
-            elif self._sasl is None or self._sasl.stage not in ("first", "final"):
+            elif self._sasl is None:
                 raise SaslFailure("malformed-request", "No exchange in progress")
             else:
-                self._sasl_step(sasl.decode(el.text) or b"")
+                self._sasl_next(self._sasl.receive(sasl.decode(el.text) or b""))
         except SaslFailure as failure:
             self._sasl_fail(failure, mechanism)
 
@@ -444,50 +468,39 @@ class ServerSession:
         mechanism = el.get("mechanism", "")
         if mechanism not in sasl.SUPPORTED or mechanism not in self.config.mechanisms:
             raise SaslFailure("invalid-mechanism")  # RFC 6120 §6.5.7
+        binding = self.config.binding if self.secured else None
+        if mechanism.endswith("-PLUS") and binding is None:
+            raise SaslFailure("invalid-mechanism")  # not offered on this stream
         if not self.secured and (self.config.tls_required or mechanism in sasl.NEEDS_TLS):
             raise SaslFailure("encryption-required")  # RFC 6120 §6.5.4
         data = sasl.decode(el.text)
+        assert self.domain is not None
         self._machine.fire(Trigger.SASL_START)
-        self._sasl = sasl.Exchange(mechanism)
-        if data is None:
-            self._send(Element(ns.SASL_CHALLENGE))  # RFC 6120 §6.4.2: no initial response
-        else:
-            self._sasl_step(data)
+        self._sasl = SaslServer(mechanism, prepare=sasl.preparer(self.domain), binding=binding,
+                                plus_offered=binding is not None)
+        # RFC 6120 §6.4.2: no initial response → an empty challenge.
+        self._sasl_next(self._sasl.start(data))
 
-    def _sasl_step(self, data: bytes) -> None:
+    def _sasl_next(self, step: Step) -> None:
+        """Act on the exchange's next step (directory.sasl)."""
         ex = self._sasl
-        assert ex is not None and self.domain is not None
-        if ex.stage == "final":
-            assert ex.scram is not None
-            try:
-                server_final = ex.scram.client_final(data)
-            except ScramError as exc:
-                raise sasl.scram_failure(exc) from None
-            if ex.unknown_user:
-                raise SaslFailure("not-authorized")
-            self._sasl_success(server_final)
-        elif ex.mechanism == "PLAIN":
-            authzid, authcid, password = sasl.parse_plain(data)
-            ex.username = sasl.normalize_username(authcid, self.domain)
-            sasl.check_authzid(authzid, ex.username, self.domain)
-            ex.authzid, ex.stage = authzid, "verdict"
+        assert ex is not None
+        if isinstance(step, Challenge):
+            self._send(Element(ns.SASL_CHALLENGE), sasl.encode(step.data) if step.data else None)
+        elif isinstance(step, Success):
+            self._sasl_success(step.data)
+        elif isinstance(step, Failure):
+            raise sasl.failure(step)
+        elif isinstance(step, CheckPassword):
             self._waiting = "auth"
-            self._events.append(PlainCredentials(ex.username, password, authzid))
-        else:
-            ex.scram = ScramServer(ex.mechanism)
-            try:
-                name = ex.scram.client_first(data)
-            except ScramError as exc:
-                raise sasl.scram_failure(exc) from None
-            ex.username = sasl.normalize_username(name, self.domain)
-            sasl.check_authzid(ex.scram.authzid, ex.username, self.domain)
-            ex.authzid, ex.stage = ex.scram.authzid, "keys"
+            self._events.append(PlainCredentials(step.username, step.password, ex.authzid, step))
+        elif isinstance(step, NeedKeys | CheckProof):
             self._waiting = "auth"
-            self._events.append(AuthRequested(ex.mechanism, ex.username, ex.authzid))
+            self._events.append(AuthRequested(ex.mechanism, step.username, ex.authzid, step))
 
     def _sasl_success(self, additional: bytes) -> None:
         ex = self._sasl
-        assert ex is not None
+        assert ex is not None and ex.done
         # RFC 6120 §6.4.6: additional data with success (SCRAM server-final).
         self._send(Element(ns.SASL_SUCCESS), sasl.encode(additional) if additional else None)
         self._machine.fire(Trigger.SASL_SUCCESS)

@@ -250,7 +250,10 @@ class FakeAuth:
 
 
 class FakeScramAuth(FakeAuth):
-    """FakeAuth plus SCRAM: one user "alice" (password "secret"); records the outcomes."""
+    """FakeAuth plus the SASL module: one user "alice" (password "secret"); records the
+    outcomes of proof checks (the directory's part, done here without a database)."""
+
+    binding = None
 
     def __init__(self) -> None:
         from directory.scram import derive_keys
@@ -259,13 +262,23 @@ class FakeScramAuth(FakeAuth):
                      ("SCRAM-SHA-256", "SCRAM-SHA-1")}
         self.records: list[tuple[str, bool]] = []
 
-    async def scram_keys(self, user, mechanism):
+    def prepare(self, name: str) -> str:
+        return name.lower()
+
+    async def advance(self, server, step):
+        from directory.sasl import CheckPassword, CheckProof, NeedKeys
         from directory.scram import derive_keys
 
-        if user.lower() == "alice":
-            return "alice", self.keys[mechanism]
-        return None, derive_keys(mechanism, "x", b"0" * 16, 4096)
-
-    async def scram_result(self, account, ok):
-        self.records.append((account, ok))
-        return account if ok else None
+        while isinstance(step, CheckPassword | NeedKeys | CheckProof):
+            if isinstance(step, CheckPassword):
+                step = server.verdict(await self.login(step.username, step.password) is not None)
+            elif isinstance(step, NeedKeys):
+                known = step.username == "alice"
+                step = server.keys(self.keys[step.mechanism] if known else
+                                   derive_keys(step.mechanism, "x", b"0" * 16, 4096))
+            else:
+                ok = server.check_proof() and step.username == "alice"
+                if step.username == "alice":
+                    self.records.append(("alice", ok))
+                step = server.proof_result(ok)
+        return step

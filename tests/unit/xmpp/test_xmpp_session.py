@@ -8,6 +8,7 @@ from xml.etree.ElementTree import Element, SubElement
 
 import pytest
 
+from directory.scram import derive_keys
 from xmpp.jid import JID
 from xmpp.proto import ns
 from xmpp.proto.config import FeaturesConfig, SessionConfig
@@ -121,9 +122,10 @@ def test_login_bind_and_message(mechanism: str, chunk: int) -> None:
     assert link.server.state is S.BOUND and link.server.secured
     assert link.client.bound_jid == JID("juliet", DOMAIN, "balcony")
     kinds = [type(e) for e in link.server_events]
-    first = PlainCredentials if mechanism == "PLAIN" else AuthRequested
-    assert kinds == [StartTLSRequested, first, Authenticated, BindRequested, SessionBound]
-    assert link.server_events[2] == Authenticated("juliet", mechanism)
+    # PLAIN: one password check; SCRAM: the keys, then the proof check (lockout first)
+    asks = [PlainCredentials] if mechanism == "PLAIN" else [AuthRequested, AuthRequested]
+    assert kinds == [StartTLSRequested, *asks, Authenticated, BindRequested, SessionBound]
+    assert link.server_events[1 + len(asks)] == Authenticated("juliet", mechanism)
 
     msg = Element(ns.MESSAGE, {"to": "Romeo@Example.NET", "type": "chat", "id": "m1"})
     SubElement(msg, ns.q(ns.CLIENT, "body")).text = "Wherefore art thou?"
@@ -323,7 +325,7 @@ def test_abort_during_scram() -> None:
     first = b64(b"n,,n=juliet,r=abcdef")
     probe.send(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-1'>{first}</auth>".encode())
     assert probe.server.state is S.SASL
-    probe.server.provide_scram_keys(None)
+    probe.server.provide_scram_keys(derive_keys("SCRAM-SHA-1", "pw", b"s" * 16, 64))
     assert probe.collect()[0].element.tag == ns.SASL_CHALLENGE
     failure = probe.elements(f"<abort xmlns='{SASL_NS}'/>".encode())[0]
     assert condition(failure) == "aborted"
@@ -680,3 +682,41 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError):
         SessionConfig(domains=(DOMAIN,), tls_available=False)
     assert SessionConfig(domains=("Example.COM.",)).domains == ("example.com",)
+
+
+# --- SCRAM-PLUS (the directory's SASL module with tls-server-end-point) ------------------------
+
+
+def test_scram_plus_offered_with_binding_and_bound_to_it() -> None:
+    from directory.sasl import ChannelBinding
+    from directory.scram import client_proof
+
+    cb = ChannelBinding("tls-server-end-point", b"\x07" * 32)
+    probe = Probe(binding=cb)
+    feats = b"".join(to_bytes(e.element) for e in probe.send(HEADER)
+                     if isinstance(e, StanzaReceived))
+    assert b"SCRAM-SHA-256-PLUS" in feats and b"tls-server-end-point" in feats  # XEP-0440
+    keys = derive_keys("SCRAM-SHA-256", "r0m30!", b"s" * 16, 64)
+    gs2 = "p=tls-server-end-point,,"
+    bare = "n=juliet,r=cn"
+    probe.send(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256-PLUS'>"
+               f"{b64((gs2 + bare).encode())}</auth>".encode())
+    probe.server.provide_scram_keys(keys)
+    challenge = probe.collect()[0].element
+    server_first = base64.b64decode(challenge.text or "").decode()
+    without = f"c={b64(gs2.encode() + cb.data)},r={server_first.split(',')[0][2:]}"
+    proof, sig = client_proof("SCRAM-SHA-256", "r0m30!", bare, server_first, without)
+    probe.send(f"<response xmlns='{SASL_NS}'>{b64(f'{without},p={proof}'.encode())}"
+               f"</response>".encode())
+    probe.server.proof_checked(True)
+    success = probe.collect()[0].element
+    assert success.tag == ns.SASL_SUCCESS
+    assert base64.b64decode(success.text or "") == f"v={sig}".encode()
+    # without a binding (no certificate hash known) nothing -PLUS is offered or accepted
+    plain = Probe()
+    feats = b"".join(to_bytes(e.element) for e in plain.send(HEADER)
+                     if isinstance(e, StanzaReceived))
+    assert b"-PLUS" not in feats
+    out = plain.elements(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256-PLUS'>"
+                         f"{b64((gs2 + bare).encode())}</auth>".encode())
+    assert condition(out[0]) == "invalid-mechanism"
