@@ -97,7 +97,7 @@ async def test_managesieve_script_files_into_folder_seen_over_imap(city: Any) ->
 
     def upload() -> tuple[str, str]:
         m = managesieve.MANAGESIEVE("127.0.0.1", ms_port, use_tls=True, tls_verify=False,
-                                    timeout=10)
+                                    timeout=60)
         assert m.login("", "zhang.san", PASSWORD) == "OK"
         put, act = m.putscript("office", script), m.setactive("office")
         m.logout()
@@ -114,7 +114,7 @@ async def test_managesieve_script_files_into_folder_seen_over_imap(city: Any) ->
     await asyncio.to_thread(imap_create)
     for subject in ("Monthly report", "Lunch", "lost and found", "cheap spam"):
         await send25(city, "friend@remote.example", "zhang.san@cx.example", subject)
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
 
     def imap_read() -> dict[str, Any]:
         im = imaplib.IMAP4("127.0.0.1", imap_port)
@@ -147,7 +147,7 @@ async def test_vacation_once_per_sender_never_to_list_bounce_or_auto(city: Any,
                  "Auto-Submitted: auto-generated\r\n")
     await send25(city, "mailer-daemon@remote.example", me, "bounce", env_from="")
     await send25(city, "other@remote.example", me, "third")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     replies = [(f, t) for f, t, _ in sink.received]
     assert replies == [("<>", ["friend@remote.example"]), ("<>", ["other@remote.example"])]
     reply = headers_of(sink.received[0][2])
@@ -163,7 +163,7 @@ async def test_redirect_local_and_remote_with_srs_and_bounce_back(city: Any,
                    'require "copy";\r\nredirect "li.si@cx.example";\r\n'
                    'redirect :copy "friend@remote.example";\r\n')
     await send25(city, "alice@outside.example", "zhang.san@cx.example", "forward me")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     assert await inbox(city, "zhang.san@cx.example") == []  # redirect without :copy
     (local,) = await inbox(city, "li.si@cx.example")
     assert headers_of(local)["Delivered-To"] == "zhang.san@cx.example"
@@ -176,7 +176,7 @@ async def test_redirect_local_and_remote_with_srs_and_bounce_back(city: Any,
     # A bounce to the SRS address goes back to the original sender.
     await send_raw(city, "", mail_from, b"From: MAILER-DAEMON@remote.example\r\nTo: x\r\n"
                    b"Subject: bounce\r\n\r\nundeliverable\r\n")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     assert sink.received[-1][:2] == ("<>", ["alice@outside.example"])
     # A forged SRS address is nobody here (no open relay).
     c = await RawSMTP.connect(city.ports["smtp"])
@@ -191,7 +191,7 @@ async def test_redirect_loop_is_refused_and_kept(city: Any) -> None:
     await activate(city, "zhang.san@cx.example", 'redirect "li.si@cx.example";\r\n')
     await activate(city, "li.si@cx.example", 'redirect "zhang.san@cx.example";\r\n')
     await send25(city, "alice@outside.example", "zhang.san@cx.example", "ping-pong")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     # zhang.san -> li.si -> zhang.san: the second visit sees its own Delivered-To and keeps.
     (kept,) = await inbox(city, "zhang.san@cx.example")
     assert headers_of(kept).get_all("Delivered-To") == ["li.si@cx.example",
@@ -205,7 +205,7 @@ async def test_reject_notice_to_sender_never_to_null_sender(city: Any, sink: Sin
     await send25(city, "friend@remote.example", "zhang.san@cx.example", "hello")
     await send25(city, "mailer-daemon@remote.example", "zhang.san@cx.example", "a bounce",
                  env_from="")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     assert await inbox(city, "zhang.san@cx.example") == []
     ((mail_from, rcpts, data),) = sink.received  # one notice, none for the null sender
     assert (mail_from, rcpts) == ("<>", ["friend@remote.example"])
@@ -241,7 +241,7 @@ async def test_cli_user_vacation_on_off_and_force(city: Any, cfg: Any, sink: Sin
     assert code == 0, out
     assert '"vacation": "on"' in out
     await send25(city, "friend@remote.example", "zhang.san@cx.example", "hello")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     ((mail_from, rcpts, data),) = sink.received
     assert (mail_from, rcpts) == ("<>", ["friend@remote.example"])
     reply = headers_of(data)
@@ -271,7 +271,7 @@ async def test_cli_user_vacation_on_off_and_force(city: Any, cfg: Any, sink: Sin
 async def test_redirect_to_unknown_local_address_keeps(city: Any) -> None:
     await activate(city, "zhang.san@cx.example", 'redirect "nobody@cx.example";\r\n')
     await send25(city, "alice@outside.example", "zhang.san@cx.example", "where to")
-    assert await queue_empty(city)
+    assert await queue_empty(city, 60)
     async with city.services.db.pool.acquire() as conn:
         rows = await conn.fetch(
             "select b.name, mm.flags from mailbox_messages mm join mailboxes b on b.id ="
