@@ -24,6 +24,7 @@ from mailrelay.bounce import Bouncer
 from mailrelay.inbound_auth.checker import InboundAuth
 from mailrelay.inbound_auth.dns import AiodnsResolver, CachingResolver
 from mailrelay.queue.scheduler import Scheduler
+from mailrelay.sieve.delivery import SieveDelivery
 from mailrelay.smtp.handler import ListenerPolicy, handler_for
 from mailrelay.smtp.server import LiveSessions, start_listener
 from mailrelay.submit import Submitter
@@ -149,6 +150,7 @@ def build(pool: asyncpg.Pool, cfg: Config, metrics: Metrics, *, node: Node | Non
     scheduler = Scheduler(pool, cfg.queue, book, remote, bouncer, metrics, node=node,
                           listener=listener)
     submitter.on_committed = scheduler.nudge
+    scheduler.sieve = SieveDelivery(pool, submitter, host, cfg.server.domain)
     submitter.on_delivered = bouncer.delivered_inline
     return MailParts(book, submitter, scheduler)
 
@@ -184,7 +186,8 @@ class MailComponent:
             handler = handler_for(policy, book=self.parts.book, submitter=self.parts.submitter,
                                   auth=self.auth if policy.submission else None,
                                   metrics=self.metrics,
-                                  inbound=self.inbound if role == "smtp" else None)
+                                  inbound=self.inbound if role == "smtp" else None,
+                                  srs_reverse=self.srs_reverse)
             server = await start_listener(role, addr[0], addr[1], handler,
                                           hostname=self.cfg.server.host_name, tls=self.tls,
                                           max_size=self.cfg.smtp.max_message_size,
@@ -197,6 +200,11 @@ class MailComponent:
             port = server.sockets[0].getsockname()[1]
             out.append((role, addr[0], port, "implicit" if role == "submissions" else "starttls"))
         return out
+
+    async def srs_reverse(self, address: str) -> str | None:
+        """The original sender behind one of our SRS0 addresses (bounces of redirects)."""
+        sieve = self.parts.scheduler.sieve
+        return await sieve.reverse(address) if isinstance(sieve, SieveDelivery) else None
 
     async def stop(self) -> None:
         for s in self.servers:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cxkernel.errors import Invalid
+from gateway.cli import sieve_cmds
 from gateway.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
@@ -100,6 +101,7 @@ def register(sub: Any) -> None:
     p = user.add_parser("export", help="export accounts to CSV (no passwords)")
     p.add_argument("file", help="output file, - for stdout")
     p.set_defaults(func=user_export)
+    sieve_cmds.register_user(user)  # user vacation (issue 16)
 
     alias = sub.add_parser("alias", help="aliases").add_subparsers(dest="sub", metavar="VERB")
     p = alias.add_parser("add", help="add an alias")

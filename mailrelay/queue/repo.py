@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from directory import nodes_repo
+from mailrelay.sieve import repo as sieve_repo
 
 # A connection or a pool's proxy of one (duck-typed alike).
 Conn: TypeAlias = Any
@@ -100,6 +101,10 @@ async def enqueue(conn: Conn, queue_ids: Sequence[str], messages: Sequence[NewMe
         # QUEUE_COLUMNS: queue_id, message_id, sender, recipient, orig_rcpt, domain, transport...
         sizes = {mid: len(m.raw) for mid, m in zip(ids, messages, strict=True)}
         local = [(i, r) for i, r in enumerate(records) if r[6] == "local"]
+        if local:  # Sieve (issue 16): recipients with an active script wait in the queue for
+            # the scheduler, which runs their script; one indexed query per batch.
+            held = await sieve_repo.with_active_script(conn, list({r[3] for _, r in local}))
+            local = [(i, r) for i, r in local if r[3] not in held]
         full: set[int] = set()
         skip: set[int] = set()  # rows of refused messages: neither delivered nor queued
         done: dict[int, int] = {}
@@ -317,9 +322,12 @@ async def mark_delay_notified(conn: Conn, ids: Sequence[int]) -> None:
     await conn.execute("update queue set delay_notified = true where id = any($1::bigint[])", list(ids))
 
 
+# Sieve (issue 16): $6 carries IMAP flags per item (space-separated; null = none, the
+# plain path); they ride along through cand/numbered into mailbox_messages.flags.
 LOCAL_DELIVER = """
 with r as (
-    select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[]) as t(k, mid, rcpt, size)
+    select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $6::text[])
+        as t(k, mid, rcpt, size, flags)
 ), mb as (
     select m.id, a.address, a.id as account_id, a.quota_bytes from mailboxes m
     join accounts a on a.id = m.account_id
@@ -329,12 +337,12 @@ with r as (
     select u.account_id, u.bytes from mail_usage u
     where u.account_id in (select account_id from mb) for update
 ), cand as (
-    select r.k, r.mid, r.size, mb.id as mailbox_id, mb.account_id,
+    select r.k, r.mid, r.size, r.flags, mb.id as mailbox_id, mb.account_id,
            mb.quota_bytes <= 0 or coalesce(us.bytes, 0)
              + sum(r.size) over (partition by mb.account_id order by r.k) <= mb.quota_bytes as fits
     from r join mb on mb.address = r.rcpt left join used us on us.account_id = mb.account_id
 ), numbered as (
-    select c.k, c.mid, c.size, c.mailbox_id, c.account_id,
+    select c.k, c.mid, c.size, c.flags, c.mailbox_id, c.account_id,
            row_number() over (partition by c.mailbox_id order by c.k) as n,
            count(*) over (partition by c.mailbox_id) as cnt
     from cand c where c.fits
@@ -343,8 +351,9 @@ with r as (
     from (select distinct mailbox_id, cnt from numbered) x where m.id = x.mailbox_id
     returning m.id, m.uidnext - x.cnt as first_uid, m.highestmodseq - x.cnt as first_modseq
 ), ins as (
-    insert into mailbox_messages(mailbox_id, uid, message_id, modseq, size, internaldate)
-    select n.mailbox_id, b.first_uid + n.n - 1, n.mid, b.first_modseq + n.n, n.size, now()
+    insert into mailbox_messages(mailbox_id, uid, message_id, modseq, size, internaldate, flags)
+    select n.mailbox_id, b.first_uid + n.n - 1, n.mid, b.first_modseq + n.n, n.size, now(),
+           coalesce(string_to_array(n.flags, ' '), '{}')
     from numbered n join bump b on b.id = n.mailbox_id
     returning mailbox_id
 ), usage as (
@@ -359,10 +368,11 @@ select c.k, case when c.fits then c.mailbox_id end as mailbox_id from cand c
 SPECIAL_USE = {"Junk": "\\Junk"}  # RFC 6154 special-use of mailboxes made at delivery
 
 
-async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]],
+async def deliver_local(conn: Conn, items: Sequence[tuple[Any, ...]],
                         over_quota: set[int] | None = None,
                         folder: str = "INBOX") -> dict[int, int]:
-    """Put messages into INBOXes (or `folder`): items are (key, message_id, address, size).
+    """Put messages into INBOXes (or `folder`): items are (key, message_id, address, size),
+    optionally with a fifth element, the IMAP flags to set (Sieve imap4flags, RFC 5232).
 
     A `folder` other than INBOX is created when missing (Junk with \\Junk, RFC 6154).
     Returns key -> mailbox id for the items delivered; missing keys had no active account
@@ -380,7 +390,8 @@ async def deliver_local(conn: Conn, items: Sequence[tuple[int, int, str, int]],
             " on conflict (account_id, name) do nothing",
             sorted({i[2] for i in items}), folder, SPECIAL_USE.get(folder))
     rows = await conn.fetch(LOCAL_DELIVER, [i[0] for i in items], [i[1] for i in items],
-                            [i[2] for i in items], [i[3] for i in items], folder)
+                            [i[2] for i in items], [i[3] for i in items], folder,
+                            [" ".join(i[4]) or None if len(i) > 4 else None for i in items])
     delivered = {r["k"]: r["mailbox_id"] for r in rows if r["mailbox_id"] is not None}
     if over_quota is not None:
         over_quota.update(r["k"] for r in rows if r["mailbox_id"] is None)

@@ -65,6 +65,16 @@ class RemoteTarget(Protocol):
 # Called with claimed rows and the lease owner (this node's id): the handler changes state
 # only for rows still leased to that owner (`repo.lock_owned` in its own transaction).
 DocsHandler = Callable[[Sequence[QueueRow], str], Awaitable[dict[int, Outcome]]]
+
+
+class LocalFilter(Protocol):
+    """Sieve at local delivery (mailrelay.sieve.delivery): picks the rows it filters and
+    delivers them itself (leased to `owner`); returns (rows finished, outcomes of the rows
+    it did not finish) for the scheduler to notify and apply."""
+
+    async def split(self, rows: Sequence[QueueRow]) -> tuple[list[QueueRow], list[QueueRow]]: ...
+    async def deliver(self, rows: Sequence[QueueRow], owner: str
+                      ) -> tuple[list[QueueRow], dict[int, Outcome]]: ...
 # Called with the recipients of ONE queue id and the notice kind: "failed" | "delayed" |
 # "delivered" | "relayed" (RFC 3464 §2.3.3 actions; success ones only when asked, RFC 3461).
 BounceSink = Callable[[Sequence[tuple[QueueRow, Outcome]], str], Awaitable[None]]
@@ -86,6 +96,7 @@ class Scheduler:
         self.remote = remote
         self.bounce = bounce
         self.docs_handler: DocsHandler | None = None
+        self.sieve: LocalFilter | None = None  # set by the mail component (issue 16)
         self.metrics = metrics or Metrics()
         self.batch = batch
         # Without a node of the process (a test, a tool) the scheduler registers its own.
@@ -282,6 +293,16 @@ class Scheduler:
 
     # ---- transports ------------------------------------------------------------------
     async def _deliver_local(self, rows: Sequence[QueueRow]) -> None:
+        if self.sieve is not None:  # recipients with an active Sieve script (issue 16)
+            rows, filtered = await self.sieve.split(rows)
+            if filtered:
+                ok, failed = await self.sieve.deliver(filtered, self.owner)
+                self.metrics.inc("mail_delivered_total", len(ok), transport="local")
+                await self._notices([(r, Outcome("ok")) for r in ok], success=True)
+                if failed:
+                    await self.apply([r for r in filtered if r.id in failed], failed)
+            if not rows:
+                return
         async with self.pool.acquire() as conn, conn.transaction():
             # Lock our rows first: a reaper cannot hand them out while we deliver.
             mine = await repo.lock_owned(conn, self.owner, [r.id for r in rows])

@@ -106,3 +106,38 @@ async def vacation_due(conn: asyncpg.Connection, address: str, sender: str, hand
         " where sieve_vacation_sent.sent_at < now() - make_interval(days => $4)"
         " returning 1", address, sender, handle, max(1, days))
     return got is not None
+
+
+async def with_active_script(conn: asyncpg.Connection, addresses: list[str]) -> set[str]:
+    """Which of these addresses have an active script (their mail is filtered)."""
+    if not addresses:
+        return set()
+    rows = await conn.fetch(
+        "select a.address from accounts a join sieve_scripts s on s.account_id = a.id"
+        " and s.active where a.address = any($1::text[])", addresses)
+    return {r["address"] for r in rows}
+
+
+async def srs_secret(conn: asyncpg.Connection) -> bytes:
+    """The SRS key shared by every node: made once, kept in the database."""
+    import secrets
+    await conn.execute("insert into mail_secrets(name, value) values ('srs', $1)"
+                       " on conflict (name) do nothing", secrets.token_bytes(32))
+    return bytes(await conn.fetchval("select value from mail_secrets where name = 'srs'"))
+
+
+async def existing_mailboxes(conn: asyncpg.Connection, pairs: list[tuple[str, str]]
+                             ) -> set[tuple[str, str]]:
+    """Which (address, mailbox name) pairs exist (fileinto never creates a mailbox)."""
+    if not pairs:
+        return set()
+    rows = await conn.fetch(
+        "select a.address, m.name from mailboxes m join accounts a on a.id = m.account_id"
+        " join unnest($1::text[], $2::text[]) as p(address, name)"
+        " on p.address = a.address and p.name = m.name",
+        [p[0] for p in pairs], [p[1] for p in pairs])
+    return {(r["address"], r["name"]) for r in rows}
+
+
+async def account_exists(pool: asyncpg.Pool, address: str) -> bool:
+    return bool(await pool.fetchval("select 1 from accounts where address = $1", address))

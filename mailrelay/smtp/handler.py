@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +74,10 @@ class MailHandler:
 
     def __init__(self, policy: ListenerPolicy, book: Callable[[], AddressBook],
                  submitter: Submitter, auth: Authenticator | None,
-                 metrics: Metrics | None = None, inbound: InboundAuth | None = None) -> None:
+                 metrics: Metrics | None = None, inbound: InboundAuth | None = None,
+                 srs_reverse: Callable[[str], Awaitable[str | None]] | None = None) -> None:
         self.policy = policy
+        self.srs_reverse = srs_reverse  # Sieve redirects' SRS0 addresses (issue 16)
         self.book = book
         self.submitter = submitter
         self.auth = auth
@@ -240,8 +242,15 @@ class MailHandler:
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
         local = self._local_sender(session)
+        route_to, relay = address, local
+        if self.srs_reverse is not None and address[:5].upper() == "SRS0=":
+            # A bounce to a message a Sieve redirect forwarded: back to its original sender
+            # (only a valid, unexpired SRS0 address of ours; anything else is unknown here).
+            back = await self.srs_reverse(address)
+            if back is not None:
+                route_to, relay = back, True
         try:
-            route: Route = route_recipient(address, self.book(), relay_allowed=local)
+            route: Route = route_recipient(route_to, self.book(), relay_allowed=relay)
             check_list_sender(route, local_sender=local, open_lists=self.policy.open_lists,
                               large_alias_members=self.policy.large_alias_members)
         except PolicyError as exc:
