@@ -221,15 +221,21 @@ class Submitter:
         self._queued(sub, queue_id, message)
         return SubmitResult(queue_id, message_id, len(message.rows))
 
-    async def submit_in(self, conn: Any, sub: Submission) -> SubmitResult:
+    async def prepare(self, sub: Submission) -> tuple[str, repo.NewMessage]:
+        """The stage's work before the database (headers, routing, DKIM, structure): a
+        refusal (unknown recipient...) is raised here, before any transaction is open."""
+        return await self._prepare(sub)
+
+    async def submit_in(self, conn: Any, sub: Submission,
+                        prepared: tuple[str, repo.NewMessage] | None = None) -> SubmitResult:
         """The same stage inside the caller's transaction on `conn` (no group commit):
         the message, its queue rows and the inline local deliveries commit or roll back
         together with whatever else the caller writes there (official documents record
         a verified copy's delivery with its verdict this way: nothing twice after a
         crash). Recipients over quota are queued (never refused); no success notices
         (callers use the null sender). The queue rows' NOTIFY fires at the caller's
-        COMMIT."""
-        queue_id, message = await self._prepare(sub)
+        COMMIT. `prepared`: the result of :meth:`prepare` for `sub`, if already made."""
+        queue_id, message = prepared or await self._prepare(sub)
         ids, inline = await repo.enqueue(conn, [queue_id], [message])
         if inline:
             self.metrics.inc("mail_delivered_total", len(inline), transport="local")

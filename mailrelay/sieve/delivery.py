@@ -5,9 +5,11 @@ The scheduler hands over the local queue rows whose recipient has an active scri
 submission stage queues those instead of delivering them inline). Mailbox actions go
 through the one store-and-deliver function (`queue.repo.deliver_local`) in the same
 transaction that finishes the queue rows; generated mail (redirects, vacation replies,
-rejection notices) goes through the one submission stage, before that transaction, so a
-crash in between repeats it rather than loses it. Never loses mail: a script that fails
-keeps the message in INBOX.
+rejection notices) is prepared by the one submission stage first (a refusal such as an
+unknown redirect target is known before anything is written) and queued inside that same
+transaction (`Submitter.submit_in`), with the vacation history: a crash or a lost lease
+neither loses it nor sends it twice. Never loses mail: a script that fails keeps the
+message in INBOX.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class _Plan:
     boxes: list[tuple[str | None, tuple[str, ...]]]  # (mailbox or None for INBOX, flags)
     notes: list[str]
     failed: Outcome | None = None
+    # Generated mail, prepared (refusals raised) but submitted only inside the transaction
+    # that finishes the row: a crash or a lost lease can neither lose it nor send it twice.
+    outgoing: list[tuple[Submission, Any, str]] = dataclasses.field(default_factory=list)
+    # Vacation replies: (handle, days, submission, prepared), sent if still due then.
+    replies: list[tuple[str, int, Submission, Any]] = dataclasses.field(default_factory=list)
 
 
 class SieveDelivery:
@@ -174,11 +181,11 @@ class SieveDelivery:
             if target.rpartition("@")[2].lower() != self.domain:
                 # Outside destination: SRS so that SPF at the destination passes.
                 sender = (await self.srs()).forward(sender, time.time())
-            res = await self.submitter.submit(Submission(
-                sender, [target], notices.redirected_copy(raw, row.recipient),
-                ClientInfo("LOCAL", "localhost"), "redirect"))
-            log.info("sieve redirect id=%s of %s to <%s> as id=%s", row.queue_id,
-                     row.recipient, target, res.queue_id)
+            sub = Submission(sender, [target], notices.redirected_copy(raw, row.recipient),
+                             ClientInfo("LOCAL", "localhost"), "redirect")
+            prepared = await self.submitter.prepare(sub)  # an unknown target raises here
+            plan.outgoing.append((sub, prepared, f"sieve redirect id={row.queue_id} of"
+                                  f" {row.recipient} to <{target}>"))
             plan.notes.append(f"redirect {target}")
         elif isinstance(a, interp.Reject):
             plan.notes.append("reject")
@@ -192,10 +199,10 @@ class SieveDelivery:
                 reporting_ua=self.hostname, postmaster=f"MAILER-DAEMON@{self.domain}", now=now,
                 message_id=email.utils.make_msgid(domain=self.hostname),
                 boundary=f"{secrets.token_hex(8)}/{self.hostname}")
-            res = await self.submitter.submit(Submission(
-                "", [row.sender], notice, ClientInfo("LOCAL"), "dsn"))
-            log.info("sieve reject id=%s for %s: notice id=%s to <%s>", row.queue_id,
-                     row.recipient, res.queue_id, row.sender)
+            sub = Submission("", [row.sender], notice, ClientInfo("LOCAL"), "dsn")
+            plan.outgoing.append((sub, await self.submitter.prepare(sub),
+                                  f"sieve reject id={row.queue_id} for {row.recipient}:"
+                                  f" notice to <{row.sender}>"))
         elif isinstance(a, interp.Vacation):
             await self._vacation(a, plan, msg)
 
@@ -209,20 +216,12 @@ class SieveDelivery:
         if v.from_ and email.utils.parseaddr(v.from_)[1].lower() not in (
                 {m.lower() for m in mine} | {x.lower() for x in v.addresses}):
             v = dataclasses.replace(v, from_=None)  # RFC 5230 §4.4: only the user's own address
-        async with self.pool.acquire() as conn:
-            due = await repo.vacation_due(conn, row.recipient, row.sender,
-                                          vacation.handle_of(v), v.days)
-        if not due:
-            log.info("vacation of %s not sent to <%s>: answered within %d days",
-                     row.recipient, row.sender, v.days)
-            return
         reply = vacation.build_reply(msg, v, row.recipient, datetime.now(UTC),
                                      email.utils.make_msgid(domain=self.hostname))
         # RFC 5230 §5.1 / RFC 3834 §3.1.2: from the null sender, to the envelope sender.
-        res = await self.submitter.submit(Submission("", [row.sender], reply,
-                                                     ClientInfo("LOCAL"), "dsn"))
-        log.info("vacation of %s sent to <%s> id=%s", row.recipient, row.sender, res.queue_id)
-        plan.notes.append("vacation")
+        sub = Submission("", [row.sender], reply, ClientInfo("LOCAL"), "dsn")
+        plan.replies.append((vacation.handle_of(v), v.days, sub,
+                             await self.submitter.prepare(sub)))
 
     # ---- mailboxes -------------------------------------------------------------------
     async def _store(self, plans: list[_Plan], owner: str
@@ -232,6 +231,21 @@ class SieveDelivery:
         async with self.pool.acquire() as conn, conn.transaction():
             mine = await qrepo.lock_owned(conn, owner, [p.row.id for p in live])
             live = [p for p in live if p.row.id in mine]  # a lost lease changes nothing
+            for p in live:  # generated mail commits with the row's delivery, or not at all
+                for sub, prepared, what in p.outgoing:
+                    res = await self.submitter.submit_in(conn, sub, prepared)
+                    log.info("%s as id=%s", what, res.queue_id)
+                for handle, days, sub, prepared in p.replies:
+                    row = p.row
+                    if not await repo.vacation_due(conn, row.recipient, row.sender, handle,
+                                                   days):
+                        log.info("vacation of %s not sent to <%s>: answered within %d days",
+                                 row.recipient, row.sender, days)
+                        continue
+                    res = await self.submitter.submit_in(conn, sub, prepared)
+                    log.info("vacation of %s sent to <%s> id=%s", row.recipient, row.sender,
+                             res.queue_id)
+                    p.notes.append("vacation")
             wanted = {(p.row.recipient, box) for p in live for box, _ in p.boxes if box}
             exist = await repo.existing_mailboxes(conn, sorted(wanted))
             by_box: dict[str, list[tuple[Any, ...]]] = {}
