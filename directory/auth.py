@@ -42,6 +42,11 @@ log = logging.getLogger("cxgw.auth")
 FAKE_KEY_SECRET = "fake-scram-keys"
 
 
+#: how long an attempt over the count waits for the name's in-flight checks (60 x 50 ms)
+INFLIGHT_POLLS = 60
+INFLIGHT_POLL_SECONDS = 0.05
+
+
 @dataclass(frozen=True)
 class AuthResult:
     ok: bool
@@ -90,6 +95,8 @@ class Authenticator:
         self._next_expiry = 0.0
         #: tls-server-end-point of our certificate: enables SCRAM-*-PLUS over TLS
         self.channel_binding: ChannelBinding | None = None
+        #: password checks running now in this process, per login name
+        self._inflight: dict[str, int] = {}
 
     # -- a cache of recent successful verifications ------------------------------------------
     # Mail clients log in again and again (each IMAP sync, each submission); PBKDF2 costs
@@ -149,22 +156,67 @@ class Authenticator:
     # -- lockout and penalty --------------------------------------------------------------
 
     async def _count(self, address: str, network: str) -> bool:
-        """Count the attempt, wait out the network's penalty; whether to check at all."""
+        """Count the attempt, wait out the network's penalty; whether to check at all.
+
+        An attempt is "in flight" (`_inflight`) from its count until its check's outcome
+        is recorded (`_checked`). One over the count waits while others are in flight here
+        (a mail client opening five connections at once): if one of them succeeds, the
+        counter is gone and this attempt counts afresh; otherwise it is refused. Checks per
+        window stay bounded by `lockout_failures`: only a success empties the counter."""
+        s = self.settings
+        polls = INFLIGHT_POLLS
+        first = True
+        while True:
+            self._checking(address)
+            try:
+                attempts, failures, age = await self._count_once(address, network)
+            except BaseException:
+                self._checked(address)
+                raise
+            if first:
+                first = False
+                delay = penalty_delay(failures, age, free=s.penalty_free_failures,
+                                      max_seconds=s.penalty_max_seconds,
+                                      window=s.penalty_window)
+                if delay > 0:
+                    self.metrics.inc("auth_throttled_total")
+                    self.metrics.inc("auth_throttle_seconds_total", delay)
+                    await asyncio.sleep(delay)
+            if attempts <= s.lockout_failures:
+                return True  # in flight until _checked after the outcome
+            self._checked(address)  # a waiter is not in flight
+            while True:
+                if not self._inflight.get(address):
+                    async with self.pool.acquire() as conn:
+                        over = await repo.current_attempts(conn, address, s.lockout_seconds)
+                    if not over:
+                        break  # a success emptied the counter: count afresh
+                    if not self._inflight.get(address):
+                        return False  # they failed: still over the count
+                if polls <= 0:
+                    return False  # waited long enough
+                await asyncio.sleep(INFLIGHT_POLL_SECONDS)
+                polls -= 1
+
+    async def _count_once(self, address: str, network: str) -> tuple[int, int, float]:
         s = self.settings
         async with self.pool.acquire() as conn:
             now = time.monotonic()
             if now >= self._next_expiry:
                 self._next_expiry = now + 60
                 await repo.expire_auth_counters(conn, s.lockout_seconds, s.penalty_window)
-            attempts, failures, age = await repo.count_attempt(
-                conn, address, s.lockout_seconds, network, s.lockout_failures)
-        delay = penalty_delay(failures, age, free=s.penalty_free_failures,
-                              max_seconds=s.penalty_max_seconds, window=s.penalty_window)
-        if delay > 0:
-            self.metrics.inc("auth_throttled_total")
-            self.metrics.inc("auth_throttle_seconds_total", delay)
-            await asyncio.sleep(delay)
-        return attempts <= s.lockout_failures
+            return await repo.count_attempt(conn, address, s.lockout_seconds, network,
+                                            s.lockout_failures)
+
+    def _checking(self, address: str) -> None:
+        self._inflight[address] = self._inflight.get(address, 0) + 1
+
+    def _checked(self, address: str) -> None:
+        n = self._inflight.get(address, 0) - 1
+        if n > 0:
+            self._inflight[address] = n
+        else:
+            self._inflight.pop(address, None)
 
     async def _outcome(self, address: str, network: str, ok: bool,
                        account: Account | None) -> None:
@@ -222,7 +274,11 @@ class Authenticator:
             ok = await loop.run_in_executor(None, check_password, keys, password)
         success = ok and usable == "ok"
         account = found[0] if found is not None else None
-        await self._outcome(address, network, success, account)
+        try:
+            await self._outcome(address, network, success, account)
+        finally:
+            if allowed:  # after the outcome: waiters then see the counter it left
+                self._checked(address)
         if success and tag is not None:
             self._remember(tag)
         reason = "ok" if success else ("locked" if not allowed else
@@ -272,7 +328,11 @@ class Authenticator:
         usable = self._usable(found)
         success = proof_ok and usable == "ok"
         account = found[0] if found is not None else None
-        await self._outcome(address, network, success, account)
+        try:
+            await self._outcome(address, network, success, account)
+        finally:
+            if allowed:  # after the outcome: waiters then see the counter it left
+                self._checked(address)
         server.account = account if success else None
         reason = "ok" if success else ("locked" if not allowed else
                                        ("bad-credentials" if not proof_ok else usable))
