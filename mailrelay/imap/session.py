@@ -38,6 +38,7 @@ from mailrelay.mime import normalize_crlf, parse_message
 
 from . import fetch as fetchmod
 from . import mailbox as mb
+from .binary_store import nul_body_to_base64
 from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
 from .proto.errors import ParseError
@@ -141,6 +142,8 @@ def _parse_append(data: bytes | Spool, binary: bool = False) -> tuple[bytes, dic
     raw = data.read() if isinstance(data, Spool) else data
     if not (binary or b"\0" in raw):
         raw = normalize_crlf(raw)
+    else:
+        raw = nul_body_to_base64(raw)  # BODY[] may not carry NUL (RFC 3516 §4.2)
     return raw, parse_message(raw)
 
 
