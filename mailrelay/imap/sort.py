@@ -64,7 +64,9 @@ def _first_mailbox(value: str | None) -> str:
         return ""
     addrs: list[Any] = parse_addresses(value) or []
     for a in addrs:
-        if a[2] is not None and a[3] is not None:  # skip group markers
+        # the ENVELOPE view: a group's start is an address whose addr-mailbox is the
+        # group name (RFC 3501 §7.4.2), and it is the first address (as Dovecot sorts)
+        if a[2] is not None:
             return str(a[2]).casefold()
     return ""
 
