@@ -237,7 +237,11 @@ def list_entries(
             out.append(line(name, attrs))
         return out
     # RFC 5258 §3.1 (SUBSCRIBED): subscribed names, existing or not
-    with_kids = {p for n in subs for p in _ancestors(n)} if recursive_match else set()
+    # RFC 5258 §3.1/§4: CHILDINFO tells of matching descendants the reply does not list
+    # itself (a descendant the patterns match is returned on its own instead)
+    with_kids = (
+        {p for n in subs if not matches(n) for p in _ancestors(n)} if recursive_match else set()
+    )
     for name in _order(subs | with_kids):
         if not matches(name):
             continue

@@ -38,6 +38,7 @@ from mailrelay.mime import normalize_crlf, parse_message
 
 from . import fetch as fetchmod
 from . import mailbox as mb
+from .binary_store import nul_body_to_base64
 from .proto import commands as c
 from .proto.connection import AuthResponse, CommandReceived, Event, IdleDone, ImapServerCore
 from .proto.errors import ParseError
@@ -111,6 +112,9 @@ def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
 ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
 #: pipelined FETCH commands whose rows one query loads at most
 READ_AHEAD = 64
+# LIST options we implement (RFC 5258 §3, RFC 6154, RFC 5819); others are BAD
+_LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 #: rows a SEARCH evaluates between two turns of the event loop
 SEARCH_SLICE = 250
 #: APPENDs with more message bytes than this are parsed in a worker thread, and only
@@ -138,6 +142,8 @@ def _parse_append(data: bytes | Spool, binary: bool = False) -> tuple[bytes, dic
     raw = data.read() if isinstance(data, Spool) else data
     if not (binary or b"\0" in raw):
         raw = normalize_crlf(raw)
+    else:
+        raw = nul_body_to_base64(raw)  # BODY[] may not carry NUL (RFC 3516 §4.2)
     return raw, parse_message(raw)
 
 
@@ -217,6 +223,8 @@ class ImapSession:
         self.appendlimit = appendlimit
         self.user: str | None = None
         self.saved: list[int] = []  # SEARCHRES ``$``
+        # (mailbox id, UIDVALIDITY, keywords announced) of the last mailbox selected
+        self._last_keywords: tuple[int, int, set[str]] | None = None
         # FETCH read-ahead (see _read_ahead): rows by UID, and the command shape they serve
         self._ahead: dict[int, MessageRow] = {}
         self._ahead_key: tuple[object, ...] | None = None
@@ -505,6 +513,11 @@ class ImapSession:
 
     async def _cmd_list(self, cmd: c.List, now: datetime) -> None:
         sel = set(cmd.selection)
+        # RFC 5258 §3: an unknown selection or RETURN option is an error (BAD)
+        unknown = (sel - _LIST_SELECTION) | (set(cmd.returns) - _LIST_RETURN)
+        if unknown:
+            self._bad(cmd.tag, "Unknown LIST option " + sorted(unknown)[0])
+            return
         if "RECURSIVEMATCH" in sel and not sel - {"RECURSIVEMATCH", "REMOTE"}:
             # RFC 5258 §3.1: RECURSIVEMATCH alone (or with REMOTE only) is BAD
             self._bad(cmd.tag, "RECURSIVEMATCH needs another selection option")
@@ -620,6 +633,12 @@ class ImapSession:
         if cmd.condstore:
             self.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8
         view = SelectedView(result, extensions=self.enabled)
+        last = self._last_keywords
+        if last is not None and last[:2] == (result.mailbox_id, result.uidvalidity):
+            # RFC 3501 §7.2.6: FLAGS never drops a keyword this session was told of,
+            # though its messages may have lost it since (the client may still hold them)
+            view.keywords |= last[2]
+        self._last_keywords = (result.mailbox_id, result.uidvalidity, view.keywords)
         for line in mb.select_responses(result, view):
             self.core.send(line)
         q = cmd.qresync
@@ -801,6 +820,10 @@ class ImapSession:
                     chunk_attrs = [*chunk_attrs, *extra]
         if seen_rows:
             for line in view.note_own_flags(seen_rows.values()):
+                self.core.send(line)
+        if any(a.name == "FLAGS" for a in chunk_attrs):
+            # a keyword another session just set is announced before it is shown
+            for line in view.keywords_for(r.flags for r in rows):
                 self.core.send(line)
         for row in rows:
             seq = view.seq_of(row.uid)
@@ -1052,14 +1075,20 @@ class ImapSession:
             f"COPYUID {res.uidvalidity} {SequenceSet.from_numbers(res.source_uids)} "
             f"{SequenceSet.from_numbers(res.dest_uids)}"
         )
-        if not move:
+        if move:
+            # RFC 6851 §4.3: COPYUID goes in an untagged OK before the expunges
+            self.core.send(UntaggedStatus("OK", "Moved", code))
+            for line in view.expunge_now(res.source_uids):
+                self.core.send(line)
+        # into the selected mailbox itself: the copies are new messages of this view
+        # (RFC 3501 §7.3.1: EXISTS), announced with the reply as APPEND does
+        await self._absorb(await self.store.changes_since(view.mailbox_id, view.synced))
+        # a COPY by sequence number keeps the numbers stable (no EXPUNGE mid-command)
+        self._drain(allow_expunge=move or cmd.uid)
+        if move:
+            self._ok(cmd.tag, "Move completed")
+        else:
             self._ok(cmd.tag, "Copied", code)
-            return
-        # RFC 6851 §4.3: COPYUID goes in an untagged OK before the expunges
-        self.core.send(UntaggedStatus("OK", "Moved", code))
-        for line in view.expunge_now(res.source_uids):
-            self.core.send(line)
-        self._ok(cmd.tag, "Move completed")
 
     async def _cmd_copy(self, cmd: c.Copy, now: datetime) -> None:
         await self._copy_move(cmd, False)

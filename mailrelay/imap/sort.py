@@ -64,7 +64,9 @@ def _first_mailbox(value: str | None) -> str:
         return ""
     addrs: list[Any] = parse_addresses(value) or []
     for a in addrs:
-        if a[2] is not None and a[3] is not None:  # skip group markers
+        # the ENVELOPE view: a group's start is an address whose addr-mailbox is the
+        # group name (RFC 3501 §7.4.2), and it is the first address (as Dovecot sorts)
+        if a[2] is not None:
             return str(a[2]).casefold()
     return ""
 
@@ -154,14 +156,16 @@ def base_subject(subject: str) -> str:
     return _base_subject(decode_words(subject))[0]
 
 
+# RFC 5256 §2.1 / RFC 4790 §9.2 i;ascii-casemap compares letters as upper case, so
+# "_" and "[" sort after every letter (as Dovecot does), not between "Z" and "a"
 _KEY: dict[str, Callable[[SortInfo], Any]] = {
     "ARRIVAL": lambda i: i.arrival,
-    "CC": lambda i: i.cc,
+    "CC": lambda i: i.cc.upper(),
     "DATE": lambda i: i.sent,
-    "FROM": lambda i: i.from_,
+    "FROM": lambda i: i.from_.upper(),
     "SIZE": lambda i: i.size,
-    "SUBJECT": lambda i: i.subject,
-    "TO": lambda i: i.to,
+    "SUBJECT": lambda i: i.subject.upper(),
+    "TO": lambda i: i.to.upper(),
 }
 
 

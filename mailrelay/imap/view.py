@@ -243,6 +243,15 @@ class SelectedView:
             UntaggedStatus("OK", "Flags permitted", f"PERMANENTFLAGS {perm}"),
         ]
 
+    def keywords_for(self, flag_sets: Iterable[Iterable[str]]) -> list[Untagged | UntaggedStatus]:
+        """FLAGS/PERMANENTFLAGS to send before a response that shows these flags, when
+        one holds a keyword this session has not announced yet (RFC 3501 §7.2.6: the
+        client learns the mailbox's flags from FLAGS before it meets them in FETCH)."""
+        fresh: set[str] = set()
+        for flags in flag_sets:
+            fresh |= keywords_of(flags)
+        return self._announce_keywords(fresh - self.keywords)
+
     def _announce_keywords(self, fresh: set[str]) -> list[Untagged | UntaggedStatus]:
         if not fresh:
             return []

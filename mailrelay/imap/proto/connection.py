@@ -295,6 +295,16 @@ class ImapServerCore:
             for ch in raw.chunks:
                 if isinstance(ch, Spool):
                     ch.close()
+            if exc.status == "NO" and self._state is SessionState.SELECTED:
+                first = raw.chunks[0] if raw.chunks else b""
+                words = first.split(None, 2) if isinstance(first, bytes) else []
+                if len(words) > 1 and words[1].upper() in (b"SELECT", b"EXAMINE"):
+                    # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+                    self.set_state(SessionState.AUTHENTICATED)
+                    if "QRESYNC" in self.enabled:  # RFC 7162 §3.2.11
+                        self._out.append(
+                            UntaggedStatus("OK", "Previous mailbox closed", "CLOSED").to_bytes()
+                        )
             self._reject(exc.tag, exc.text, exc.code, exc.status)
             return CommandRejected(exc.tag, exc.text)
         if not allowed(self._state, cmd):

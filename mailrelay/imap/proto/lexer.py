@@ -206,9 +206,21 @@ class Cursor:
                 return "INBOX" + name[5:]
             return name
         try:
-            name = decode_mutf7(raw.decode("ascii"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError as exc:  # 8-bit octets: RFC 3501 §9 allows none here
             raise self.error("Mailbox name is not valid modified UTF-7") from exc
+        try:
+            name = decode_mutf7(text)
+        except ValueError as exc:
+            if pattern:
+                # a pattern no stored name encodes to: it simply matches nothing
+                # (RFC 3501 §6.3.8), taken as the characters sent
+                return text
+            # the syntax is right (an astring), only no mailbox can have this name:
+            # an operational failure, NO, not a protocol error (RFC 3501 §7.1)
+            raise ParseError(
+                "Mailbox name is not valid modified UTF-7", self.tag, "CANNOT", "NO"
+            ) from exc
         if not pattern and name.upper() == "INBOX":
             return "INBOX"
         if not pattern and name[:6].upper() == "INBOX/":

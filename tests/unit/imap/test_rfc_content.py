@@ -3,6 +3,8 @@ address comments in ENVELOPE and SEARCH FROM/TO (RFC 5322 §3.2.2)."""
 
 from __future__ import annotations
 
+import base64
+
 from mailrelay.imap.fetch import fetch_response
 from mailrelay.imap.proto import FetchAttr, SearchKey
 from mailrelay.imap.search import search
@@ -78,4 +80,12 @@ async def test_append_literal8_keeps_binary_bytes() -> None:
     out = await c.send(b"b APPEND INBOX ~{%d+}\r\n" % len(msg) + msg + b"\r\n")
     assert b"b OK" in out
     row = next(iter(store.boxes["INBOX"].rows.values()))
-    assert row.raw == msg  # RFC 3516 §4.4: no line-ending rewrite inside the binary part
+    # RFC 3516 §4.2: BODY[] may not carry NUL, so the part is stored base64 (as Dovecot
+    # does); its bytes are kept exactly (no line-ending rewrite, RFC 3516 §4.4)
+    head, _, body = row.raw.partition(b"\r\n\r\n")
+    assert b"Content-Transfer-Encoding: base64" in head and b"binary" not in head
+    assert base64.b64decode(body) == b"\x00\n\x01\r\x02\n"
+    await c.cmd("s SELECT INBOX")
+    out = await c.send(b"f FETCH 1 (BODY.PEEK[1] BINARY.PEEK[1])\r\n")
+    assert b"BINARY[1] ~{6}\r\n\x00\n\x01\r\x02\n" in out  # the bytes sent
+    assert b"BODY[1] {" in out and out.count(b"\x00") == 1  # NUL only in BINARY[]

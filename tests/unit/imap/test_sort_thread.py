@@ -150,3 +150,23 @@ def test_esort_parse_and_reply() -> None:
         'ESEARCH (TAG "t") COUNT 0'
     )
     assert esort_response("t", [2, 1], uid=False, returns=()) == 'ESEARCH (TAG "t") ALL 2,1'
+
+
+def test_sort_uses_ascii_casemap_upper_case() -> None:
+    """imaptest sort-subject: i;ascii-casemap (RFC 4790 §9.2) compares letters as upper
+    case, so "_" and "[xyz]" sort after "b" and "C", as Dovecot orders them."""
+    infos = [info(1, "_"), info(2, "b"), info(3, "[xyz]"), info(4, "C")]
+    assert [i.uid for i in sort_messages(infos, [("SUBJECT", False)])] == [2, 4, 3, 1]
+    cc = [info(5, extra="Cc: x_y@example.org\r\n"), info(6, extra="Cc: xz@example.org\r\n")]
+    assert [i.uid for i in sort_messages(cc, [("CC", False)])] == [6, 5]
+
+
+def test_sort_cc_group_sorts_by_group_name() -> None:
+    """imaptest sort-addresses: a CC that starts with a group sorts by the group name
+    (the addr-mailbox of the group start in ENVELOPE), not by its first member."""
+    infos = [
+        info(1, extra="Cc: user2@domain2.org (foo bar)\r\n"),
+        info(2, extra="Cc: user2: blah@domain1.org;\r\n"),
+        info(3, extra="Cc: user1@domain1.org\r\n"),
+    ]
+    assert [i.uid for i in sort_messages(infos, [("CC", False)])] == [3, 1, 2]
