@@ -1,0 +1,186 @@
+"""XMPP across two nodes on one PostgreSQL (issue 14).
+
+Two `RunningServer`s in this process share one database, each with its own node identity,
+database pool and LISTEN connection; slixmpp clients log in to either. Shown: chat and
+presence both ways, a resource conflict across nodes (the new session wins, the old one
+gets `<conflict/>`), and a node that dies mid-conversation (no goodbye: its rows stay
+until the survivor's reaper sees its heartbeat stop): messages sent to its users in the
+meantime are delivered once when they log in again, none lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.integration.test_xmpp import DOMAIN, Client, seed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cfg_overrides() -> dict[str, dict[str, object]]:
+    return {"auth": {"scram_iterations": 4096},
+            "node": {"heartbeat_seconds": 0.2, "dead_seconds": 1.5}}
+
+
+class Nodes:
+    def __init__(self) -> None:
+        self.servers: list[Any] = []
+        self.clients: list[Client] = []
+
+    async def connect(self, i: int, user: str) -> Client:
+        local, _, resource = user.partition("/")
+        c = Client(f"{local}@{DOMAIN}/{resource}")
+        self.clients.append(c)
+        return await c.login(self.servers[i].ports["xmpp"])
+
+    def router(self, i: int) -> Any:
+        return self.servers[i].services.components["xmpp"].host.router
+
+
+async def until(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Wait for a condition another node makes true (a bound on the wait, not a timing)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def nodes(services: Any, cfg: Any) -> AsyncIterator[Nodes]:
+    from gateway.app import RunningServer, open_services
+    await seed(services)
+    other = await open_services(cfg)
+    n = Nodes()
+    n.servers = [RunningServer(services), RunningServer(other)]
+    assert services.node.id != other.node.id
+    try:
+        for srv in n.servers:
+            await srv.start()
+        yield n
+    finally:
+        for c in n.clients:
+            await c.close()
+        for srv in n.servers:
+            with contextlib.suppress(Exception):
+                await srv.stop()
+        await other.db.close()
+
+
+def remote(router: Any, full: str) -> Any:
+    s = router.session(full)
+    return s if s is not None and not s.local else None
+
+
+async def test_chat_and_presence_both_ways(nodes: Nodes) -> None:
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: (r := remote(nodes.router(1), f"zhang.san@{DOMAIN}/desk"))
+                is not None and r.available, "node B sees zhang.san available")
+    li = await nodes.connect(1, "li.si/phone")
+    # presence both ways: zhang (A) hears li's initial presence from B, li (B) gets
+    # zhang's current presence from the registry's copy
+    assert (await zhang.presence_from(f"li.si@{DOMAIN}"))["from"].full == \
+        f"li.si@{DOMAIN}/phone"
+    assert (await li.presence_from(f"zhang.san@{DOMAIN}"))["from"].full == \
+        f"zhang.san@{DOMAIN}/desk"
+    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
+                "node A sees li.si")
+    for i in range(3):
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"A→B {i}", mtype="chat")
+    for i in range(3):  # in order, each once
+        assert (await li.next_message())["body"] == f"A→B {i}"
+    li.send_message(mto=f"zhang.san@{DOMAIN}/desk", mbody="B→A", mtype="chat")
+    msg = await zhang.next_message()
+    assert msg["body"] == "B→A" and msg["from"].full == f"li.si@{DOMAIN}/phone"
+    # a message larger than a NOTIFY payload travels as a hand-off row
+    big = "长" * 5000
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=big, mtype="chat")
+    assert (await li.next_message())["body"] == big
+    # li leaves B: zhang on A learns it
+    await li.close()
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+
+
+async def test_resource_conflict_across_nodes(nodes: Nodes) -> None:
+    old = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: remote(nodes.router(1), f"zhang.san@{DOMAIN}/desk") is not None,
+                "node B sees zhang.san/desk")
+    new = await nodes.connect(1, "zhang.san/desk")
+    await until(lambda: "conflict" in old.stream_errors, "the old session got <conflict/>")
+    await until(lambda: (r := nodes.router(0).session(f"zhang.san@{DOMAIN}/desk"))
+                is not None and not r.local, "node A routes zhang.san/desk to node B")
+    li = await nodes.connect(0, "li.si/pc")
+    li.send_message(mto=f"zhang.san@{DOMAIN}/desk", mbody="to the new one", mtype="chat")
+    assert (await new.next_message())["body"] == "to the new one"
+    assert new.stream_errors == []
+
+
+async def crash(srv: Any) -> None:
+    """The node stops like a killed process: no heartbeat, no LISTEN, no goodbye rows;
+    its clients lose their TCP connections."""
+    s = srv.services
+    x = s.components["xmpp"]
+    x.cluster.router.remote = None  # nothing more reaches the database from this node
+    for task in x.cluster._tasks:
+        task.cancel()
+    if s.node._task is not None:
+        s.node._task.cancel()
+    s.node.reapers.clear()
+    await s.listen.stop()
+    for server in x.c2s._servers:
+        server.close()
+    for conn in list(x.c2s.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+    x.cluster = None  # its stop() would delete the rows a crash leaves behind
+    s.node.stop = _noop  # type: ignore[method-assign]
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_node_dies_mid_conversation(nodes: Nodes, services: Any) -> None:
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    li = await nodes.connect(1, "li.si/phone")
+    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
+                "node A sees li.si")
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="before", mtype="chat")
+    assert (await li.next_message())["body"] == "before"
+
+    async def pending() -> int:
+        async with services.db.pool.acquire() as conn:
+            return int(await conn.fetchval("select count(*) from xmpp_handoff"))
+    # B confirms a delivered message by deleting its row (a node killed between delivery
+    # and that commit hands the message out again later: at least once, never lost)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while await pending():
+        assert loop.time() < end, "node B never confirmed its delivery"
+        await asyncio.sleep(0.02)
+    await crash(nodes.servers[1])
+    # node A still believes li.si is on B: these go to B's channel and hand-off rows
+    for i in range(3):
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"while dead {i}", mtype="chat")
+    # the survivor sees B's heartbeat stop, removes its sessions (li.si goes unavailable
+    # for zhang) and places the handed-over messages in offline storage
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+    end = loop.time() + 10
+    while await pending():
+        assert loop.time() < end, "hand-offs to the dead node were never taken over"
+        await asyncio.sleep(0.05)
+    li2 = await nodes.connect(0, "li.si/laptop")
+    got = [(await li2.next_message())["body"] for _ in range(3)]
+    assert got == [f"while dead {i}" for i in range(3)]
+    # exactly once: nothing left in offline storage, and a later message comes next
+    async with services.db.pool.acquire() as conn:
+        assert await conn.fetchval("select count(*) from xmpp_offline") == 0
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="after", mtype="chat")
+    assert (await li2.next_message())["body"] == "after"
