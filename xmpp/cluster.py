@@ -22,6 +22,14 @@ Resource conflicts (RFC 6120 §7.7.2.2) across nodes: the new session wins. The 
 node closes the old one through its proxy (a `close` item to the owner), and a node that
 hears of a newer bind of a full JID it holds closes its own session with `<conflict/>`.
 
+Rooms (XEP-0045): the MUC component has one home node at a time (a lease row in
+`xmpp_homes`, claimed at start and at each heartbeat when its owner is not live). Other
+nodes forward every stanza for the MUC domain to the home as an `x` item naming the
+sender; the home runs the rooms with a proxy of the sender, so replies and broadcasts
+come back through the proxies: one room, one history, one archive. A node that becomes
+home fires ``cluster/home`` (the MUC reloads its rooms from PostgreSQL); occupants of a
+session that ended on another node leave through ``session/remote/closed``.
+
 Rows of a dead node (by the `nodes` heartbeat) are removed by the survivors (a reaper
 on `directory.nodes.Node`); the one that removed them broadcasts unavailable presence on
 the vanished sessions' behalf (RFC 6121 §4.5.2).
@@ -44,7 +52,7 @@ from cxkernel.metrics import Metrics
 from . import cluster_repo as repo
 from .jid import parse_jid
 from .proto import ns
-from .proto.errors import StanzaError, StreamError
+from .proto.errors import StanzaError, StreamError, error_reply
 from .proto.serializer import to_bytes
 from .router import Resource, Router, StanzaEvent
 
@@ -131,6 +139,9 @@ class Cluster:
         self.handed = 0      # stanzas handed to other nodes
         self.received = 0    # stanzas taken from other nodes
         self.failed = 0      # stanzas whose hand-off failed (answered like offline)
+        self.handed_batches = 0  # hand-off transactions committed
+        self.homes: dict[str, str] = {}  # component domain -> home node id
+        self._local_components: dict[str, Callable[[Element, Resource], None]] = {}
         self.metrics.gauge("xmpp_remote_sessions", lambda: float(self.remote_count()),
                            "sessions of other nodes known to this one")
 
@@ -145,6 +156,35 @@ class Cluster:
             self._reload))
         await self._reload()
         self.router.remote = self
+        for domain, handler in list(self.router.components.items()):
+            if domain.startswith("conference."):
+                self._local_components[domain] = handler
+                self.router.components[domain] = functools.partial(self._component, domain)
+        await self.claim_homes()
+
+    async def claim_homes(self) -> None:
+        """Claim (or learn) the home of each room-holding component."""
+        for domain in self._local_components:
+            async with self.pool.acquire() as conn:
+                home = await repo.claim_home(conn, domain, self.node_id, self.dead_seconds)
+            before = self.homes.get(domain)
+            self.homes[domain] = home
+            if home == self.node_id and before not in (None, self.node_id):
+                # RFC-free takeover: the rooms come back from PostgreSQL state.
+                log.warning("%s: this node is its home now (was %s)", domain, before)
+                await self.router.bus.fire("cluster/home", domain)
+            if home != before:
+                self._wake.set()
+
+    def _component(self, domain: str, stanza: Element, origin: Resource) -> None:
+        home = self.homes.get(domain)
+        local = self._local_components[domain]
+        if home is None or home == self.node_id or not origin.local:
+            local(stanza, origin)
+            return
+        self._out.setdefault(home, []).append(_Out(
+            "x", f"{self.node_id}\x1d{origin.full}", to_bytes(stanza), origin, False))
+        self._wake.set()
 
     async def stop(self) -> None:
         """Flush what is queued, leave the registry, stop listening."""
@@ -166,7 +206,9 @@ class Cluster:
         with contextlib.suppress(Exception):
             async with self.pool.acquire() as conn, conn.transaction():
                 await repo.delete_node_sessions(conn, self.node_id)
+                await repo.release_home(conn, self.node_id)
                 await repo.notify(conn, repo.REGISTRY_CHANNEL, f"d{US}{self.node_id}")
+                await repo.notify(conn, repo.REGISTRY_CHANNEL, f"h{US}")
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         if self._spawn is not None:
@@ -230,6 +272,7 @@ class Cluster:
                 if self._reg or self._delete:
                     self._wake.set()
                 continue
+            self.handed_batches += 1
             self._done.difference_update(dels)
             for session, ts in stamps:
                 session.data["cluster_bound_at"] = ts
@@ -281,6 +324,15 @@ class Cluster:
         """The hand-off did not commit: messages go the offline way (storage or error)."""
         for items in out.values():
             for it in items:
+                if it.kind == "x" and it.origin is not None and it.origin.local:
+                    try:  # the room's home did not get it: the sender hears so
+                        el = parse_stanza(it.data)
+                    except Exception:  # noqa: BLE001 - our own serialisation
+                        continue
+                    if el.get("type") != "error":
+                        it.origin.deliver(error_reply(el, StanzaError(
+                            "recipient-unavailable", "The room's node is unreachable")))
+                    continue
                 if not it.message:
                     continue
                 self.failed += 1
@@ -342,6 +394,18 @@ class Cluster:
         """Deliver an item from another node; False when a message could not be placed
         (its row stays for a later catch-up)."""
         self.received += 1
+        if kind == "x":
+            node, _, full = full.partition("\x1d")
+            origin = self.router.session(full)
+            if origin is None or origin.local:
+                origin = RemoteResource(self, node, full)  # not announced yet: transient
+            el = parse_stanza(data)
+            domain = (el.get("to") or "").partition("@")[2].partition("/")[0] or \
+                (el.get("to") or "").partition("/")[0]
+            handler = self._local_components.get(domain)
+            if handler is not None:
+                handler(el, origin)
+            return True
         target = self.router.session(full)
         if kind == "c":
             if target is not None and target.local:
@@ -375,11 +439,15 @@ class Cluster:
             if node == self.node_id:
                 continue
             if op == "d":
-                self._drop_node(node)
+                for proxy in self._drop_node(node):
+                    await self._remote_closed(proxy)
             elif op == "u":
                 cur = self.router.session(fields[2])
                 if isinstance(cur, RemoteResource) and cur.node == node:
                     self.router.drop_proxy(cur)
+                    await self._remote_closed(cur)
+            elif op == "h":
+                self.spawn(self.claim_homes())
             elif op == "b":
                 full, prio, avail, ts, pres = fields[2:7]
                 presence: str | None = pres or None
@@ -413,6 +481,12 @@ class Cluster:
                 cur.presence = parse_stanza(presence)
             except Exception:  # noqa: BLE001 - written by a node of ours
                 log.warning("unreadable presence of %s in the registry", full)
+
+    async def _remote_closed(self, proxy: RemoteResource) -> None:
+        """Another node's session ended: what this node holds for it goes (room occupancy
+        at the rooms' home)."""
+        from .router import SessionEvent
+        await self.router.bus.fire("session/remote/closed", SessionEvent(proxy))
 
     def _drop_node(self, node: str) -> list[RemoteResource]:
         gone = [r for rs in self.router.sessions.values() for r in rs.values()
@@ -461,6 +535,7 @@ class Cluster:
         n = len(gone)
         for node in sorted({n for n, _ in gone}):
             for proxy in self._drop_node(node) or self._dropped.pop(node, []):
+                await self._remote_closed(proxy)
                 if proxy.available:
                     # RFC 6121 §4.5.2: unavailable on behalf of a session that vanished.
                     el = Element(ns.PRESENCE, {"type": "unavailable", "from": proxy.full})
@@ -485,6 +560,7 @@ class Cluster:
                 n += len(placed)
                 if len(placed) < len(rows):
                     break  # storage refuses now: the rest waits for the next heartbeat
+        await self.claim_homes()
         return n
 
 

@@ -118,3 +118,29 @@ async def counts(conn: Conn) -> dict[str, dict[str, int]]:
     for r in await conn.fetch("select node_id, count(*) n from xmpp_handoff group by 1"):
         out.setdefault(r["node_id"], {})["handoffs"] = int(r["n"])
     return out
+
+
+async def claim_home(conn: Conn, service: str, node_id: str, dead_seconds: float) -> str:
+    """Become the home of `service` unless a live node is; returns the home's node id."""
+    got = await conn.fetchval(
+        "insert into xmpp_homes(service, node_id) values ($1, $2)"
+        " on conflict (service) do update set node_id = excluded.node_id, since = case"
+        " when xmpp_homes.node_id = excluded.node_id then xmpp_homes.since else now() end"
+        " where xmpp_homes.node_id = excluded.node_id or not "
+        + live_owner("xmpp_homes.node_id", "$3") + " returning node_id",
+        service, node_id, float(dead_seconds))
+    if got is not None:
+        return str(got)
+    return str(await conn.fetchval("select node_id from xmpp_homes where service = $1",
+                                   service))
+
+
+async def release_home(conn: Conn, node_id: str) -> None:
+    await conn.execute("delete from xmpp_homes where node_id = $1", node_id)
+
+
+async def homes(conn: Conn) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in await conn.fetch("select service, node_id from xmpp_homes order by 1"):
+        out.setdefault(r["node_id"], []).append(r["service"])
+    return out

@@ -184,3 +184,74 @@ async def test_node_dies_mid_conversation(nodes: Nodes, services: Any) -> None:
         assert await conn.fetchval("select count(*) from xmpp_offline") == 0
     zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="after", mtype="chat")
     assert (await li2.next_message())["body"] == "after"
+
+
+async def test_unit_room_with_members_on_both_nodes(nodes: Nodes, services: Any) -> None:
+    from tests.integration.test_xmpp_muc import FIN, MucClient
+    homes = {s.services.components["xmpp"].cluster.homes.get(f"conference.{DOMAIN}")
+             for s in nodes.servers}
+    assert len(homes) == 1  # one home for the rooms, known to both nodes
+    clients = []
+    for i, (user, nick) in enumerate((("zhang.san/desk", "张三"), ("li.si/phone", "李四"))):
+        c = MucClient(f"{user.partition('/')[0]}@{DOMAIN}/{user.partition('/')[2]}")
+        nodes.clients.append(c)
+        await c.login(nodes.servers[i].ports["xmpp"])
+        await c.muc.join_muc_wait(FIN, nick, maxstanzas=0, timeout=10)
+        clients.append(c)
+    zhang, li = clients
+    home = homes.pop()
+    far = next(s for s in nodes.servers if s.services.node.id != home)
+    before = far.services.components["xmpp"].cluster.handed
+    zhang.send_message(mto=FIN, mbody="from A", mtype="groupchat")
+    li.send_message(mto=FIN, mbody="from B", mtype="groupchat")
+    for c in clients:  # everyone sees every message once, in the room's order
+        got = sorted([(await c.said())["body"], (await c.said())["body"]])
+        assert got == ["from A", "from B"]
+    # a probe behind them: nothing else (no duplicate) arrived before it
+    zhang.send_message(mto=FIN, mbody="last", mtype="groupchat")
+    for c in clients:
+        assert (await c.said())["body"] == "last"
+    # one history: the room's archive holds each message once
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while True:
+        async with services.db.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select stanza from xmpp_mam where owner = $1", str(FIN))
+        bodies = sorted(b for b in ("from A", "from B", "last")
+                        for r in rows if f">{b}<" in r["stanza"])
+        if len(bodies) >= 3 or loop.time() > end:
+            break
+        await asyncio.sleep(0.05)
+    assert bodies == ["from A", "from B", "last"]
+    # the node without the rooms forwarded its occupant's stanzas to their home
+    assert far.services.components["xmpp"].cluster.handed > before
+
+
+async def test_room_home_taken_over(nodes: Nodes) -> None:
+    from tests.integration.test_xmpp_muc import FIN, MucClient, muc_service
+    domain = f"conference.{DOMAIN}"
+    a, b = (s.services.components["xmpp"].cluster for s in nodes.servers)
+    assert a.homes[domain] == nodes.servers[0].services.node.id  # the first node started
+    zhang = MucClient(f"zhang.san@{DOMAIN}/desk")
+    nodes.clients.append(zhang)
+    await zhang.login(nodes.servers[0].ports["xmpp"])
+    await zhang.muc.join_muc_wait(FIN, "张三", maxstanzas=0, timeout=10)
+    zhang.send_message(mto=FIN, mbody="said before the crash", mtype="groupchat")
+    assert (await zhang.said())["body"] == "said before the crash"
+    writer = muc_service(nodes.servers[0]).writer
+    await until(lambda: writer.task is None and not writer.jobs, "history written")
+    await crash(nodes.servers[0])
+    b_id = nodes.servers[1].services.node.id
+    await until(lambda: b.homes.get(domain) == b_id, "node B took the rooms over")
+    li = MucClient(f"li.si@{DOMAIN}/phone")
+    nodes.clients.append(li)
+    await li.login(nodes.servers[1].ports["xmpp"])
+    _p, _s, _o, history = await li.muc.join_muc_wait(FIN, "李四", maxstanzas=5, timeout=10)
+    assert [m["body"] for m in history] == ["said before the crash"]  # from PostgreSQL
+    li.send_message(mto=FIN, mbody="the room lives on", mtype="groupchat")
+    seen = [(await li.said())["body"]]
+    while seen[-1] != "the room lives on":
+        seen.append((await li.said())["body"])
+    assert seen in (["the room lives on"], ["said before the crash", "the room lives on"])
+

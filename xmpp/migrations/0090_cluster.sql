@@ -24,3 +24,11 @@ create table xmpp_handoff (
     created   timestamptz not null default now()
 );
 create index xmpp_handoff_node on xmpp_handoff (node_id, id);
+
+-- One home node per service holding rooms (the MUC component): a lease owned by a node,
+-- taken over by a survivor when the owner's heartbeat stops.
+create table xmpp_homes (
+    service  text primary key,
+    node_id  text not null,
+    since    timestamptz not null default now()
+);
