@@ -255,3 +255,21 @@ async def test_room_home_taken_over(nodes: Nodes) -> None:
         seen.append((await li.said())["body"])
     assert seen in (["the room lives on"], ["said before the crash", "the room lives on"])
 
+
+
+async def test_cxgw_nodes_shows_sessions_and_room_homes(nodes: Nodes, cfg: Any, capsys: Any,
+                                                       monkeypatch: Any) -> None:
+    import json
+
+    from tests.integration.test_mail_cli import cli
+    await nodes.connect(1, "li.si/phone")
+    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
+                "node A sees li.si")
+    code, out, err = await cli(capsys, monkeypatch, cfg, "nodes", "--json")
+    assert code == 0, err
+    rows = {r["id"]: r for r in json.loads(out)}
+    a, b = (s.services.node.id for s in nodes.servers)
+    assert rows[a]["alive"] and rows[b]["alive"]
+    assert (rows[a]["sessions"], rows[b]["sessions"]) == (0, 1)
+    assert rows[a]["rooms"] == f"conference.{DOMAIN}" and rows[b]["rooms"] == ""
+    assert rows[a]["queue_leases"] == 0 and rows[b]["handoffs"] == 0
