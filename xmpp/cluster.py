@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -287,24 +288,34 @@ class Cluster:
                 await repo.delete_session(conn, s.full, self.node_id)
                 items.append(f"u{US}{self.node_id}{US}{s.full}")
                 continue
+            shared = self._shared(s)
             if op == "b":
                 at = await repo.upsert_session(conn, s.full, s.bare, self.node_id,
-                                               s.priority, s.available, presence, "active")
+                                               s.priority, s.available, presence, "active",
+                                               shared)
                 ts = at.timestamp()
                 stamps.append((s, ts))
             else:
                 if not await repo.update_session(conn, s.full, self.node_id, s.priority,
-                                                 s.available, presence, "active"):
+                                                 s.available, presence, "active", shared):
                     continue
                 ts = float(s.data.get("cluster_bound_at", 0.0))
             pres = presence if presence is not None else ""
             if len(pres.encode()) > PAYLOAD_LIMIT // 2:
                 pres = "*"  # too large for the payload: readers take it from the row
             items.append(f"b{US}{self.node_id}{US}{s.full}{US}{s.priority}{US}"
-                         f"{int(s.available)}{US}{ts!r}{US}{pres}")
+                         f"{int(s.available)}{US}{ts!r}{US}{shared}{US}{pres}")
         for payload in _chunks(items):
             await repo.notify(conn, repo.REGISTRY_CHANNEL, payload)
         return stamps
+
+    def _shared(self, s: Resource) -> str:
+        out = {}
+        for key in self.router.shared_keys:
+            v = s.data.get(key)
+            if v is not None:
+                out[key] = sorted(v) if isinstance(v, set | frozenset) else v
+        return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
     async def _hand_over(self, conn: Any, node: str, items: list[_Out]) -> None:
         entries: list[str] = []
@@ -449,16 +460,17 @@ class Cluster:
             elif op == "h":
                 self.spawn(self.claim_homes())
             elif op == "b":
-                full, prio, avail, ts, pres = fields[2:7]
+                full, prio, avail, ts, shared, pres = fields[2:8]
                 presence: str | None = pres or None
                 if pres == "*":
                     async with self.pool.acquire() as conn:
                         row = await repo.session_row(conn, full)
                     presence = row["presence"] if row is not None else None
-                self._apply(node, full, int(prio), avail == "1", float(ts), presence)
+                self._apply(node, full, int(prio), avail == "1", float(ts), presence,
+                            shared)
 
     def _apply(self, node: str, full: str, priority: int, available: bool, ts: float,
-               presence: str | None) -> None:
+               presence: str | None, shared: str = "{}") -> None:
         cur = self.router.session(full)
         if cur is not None and cur.local:
             mine = cur.data.get("cluster_bound_at")
@@ -475,6 +487,11 @@ class Cluster:
             cur = RemoteResource(self, node, full)
             self.router.put_proxy(cur)
         cur.priority, cur.available, cur.bound_at = priority, available, ts
+        try:
+            cur.data = {k: frozenset(v) if isinstance(v, list) else v
+                        for k, v in json.loads(shared or "{}").items()}
+        except ValueError:
+            log.warning("unreadable shared state of %s in the registry", full)
         cur.presence = None
         if presence:
             try:
@@ -506,7 +523,7 @@ class Cluster:
         for row in rows:
             seen.add(row["full_jid"])
             self._apply(row["node_id"], row["full_jid"], row["priority"], row["available"],
-                        row["bound_at"].timestamp(), row["presence"])
+                        row["bound_at"].timestamp(), row["presence"], row["shared"])
         for rs in list(self.router.sessions.values()):
             for r in list(rs.values()):
                 if isinstance(r, RemoteResource) and r.full not in seen:

@@ -17,28 +17,31 @@ REGISTRY_CHANNEL = "cxgw_xmpp_sessions"
 
 
 async def upsert_session(conn: Conn, full: str, bare: str, node_id: str, priority: int,
-                         available: bool, presence: str | None, csi: str) -> datetime:
+                         available: bool, presence: str | None, csi: str,
+                         shared: str) -> datetime:
     """Write our row for `full` (a bind takes the row over from any other node: the new
     session wins); returns its bind time by the database clock."""
     row = await conn.fetchrow(
-        "insert into xmpp_sessions(full_jid, bare, node_id, priority, available, presence, csi)"
-        " values ($1,$2,$3,$4,$5,$6,$7)"
+        "insert into xmpp_sessions(full_jid, bare, node_id, priority, available, presence,"
+        " csi, shared) values ($1,$2,$3,$4,$5,$6,$7,$8)"
         " on conflict (full_jid) do update set node_id = excluded.node_id,"
         " priority = excluded.priority, available = excluded.available,"
-        " presence = excluded.presence, csi = excluded.csi,"
+        " presence = excluded.presence, csi = excluded.csi, shared = excluded.shared,"
         " bound_at = case when xmpp_sessions.node_id = excluded.node_id"
         "  then xmpp_sessions.bound_at else clock_timestamp() end"
-        " returning bound_at", full, bare, node_id, priority, available, presence, csi)
+        " returning bound_at", full, bare, node_id, priority, available, presence, csi,
+        shared)
     return row["bound_at"]  # type: ignore[no-any-return]
 
 
 async def update_session(conn: Conn, full: str, node_id: str, priority: int,
-                         available: bool, presence: str | None, csi: str) -> bool:
+                         available: bool, presence: str | None, csi: str,
+                         shared: str) -> bool:
     """Presence or CSI of our session changed; False when the row is no longer ours."""
     res = await conn.execute(
-        "update xmpp_sessions set priority = $3, available = $4, presence = $5, csi = $6"
-        " where full_jid = $1 and node_id = $2", full, node_id, priority, available,
-        presence, csi)
+        "update xmpp_sessions set priority = $3, available = $4, presence = $5, csi = $6,"
+        " shared = $7 where full_jid = $1 and node_id = $2", full, node_id, priority,
+        available, presence, csi, shared)
     return res.split()[-1] != "0"
 
 
@@ -56,14 +59,14 @@ async def delete_node_sessions(conn: Conn, node_id: str) -> int:
 async def live_sessions(conn: Conn, exclude_node: str, dead_seconds: float) -> list[Any]:
     """Rows of other live nodes (the mirror of a starting or reconnected node)."""
     return list(await conn.fetch(
-        "select full_jid, node_id, priority, available, presence, csi, bound_at"
+        "select full_jid, node_id, priority, available, presence, csi, shared, bound_at"
         " from xmpp_sessions s where node_id <> $1 and " + live_owner("s.node_id", "$2"),
         exclude_node, float(dead_seconds)))
 
 
 async def session_row(conn: Conn, full: str) -> Any:
     return await conn.fetchrow(
-        "select full_jid, node_id, priority, available, presence, csi, bound_at"
+        "select full_jid, node_id, priority, available, presence, csi, shared, bound_at"
         " from xmpp_sessions where full_jid = $1", full)
 
 

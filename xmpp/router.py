@@ -148,6 +148,9 @@ class Router:
         # answers it: offline storage or an error, never silence).
         self.current_origin: Resource | None = None
         self.components: dict[str, Callable[[Element, Resource], None]] = {}
+        # Resource.data keys other nodes need in their proxies (carbons on, PEP +notify);
+        # a feature changing one calls ``changed(session)``.
+        self.shared_keys: set[str] = set()
         self.routed = 0
 
     # -- the sessions table -----------------------------------------------------------------

@@ -273,3 +273,18 @@ async def test_cxgw_nodes_shows_sessions_and_room_homes(nodes: Nodes, cfg: Any, 
     assert (rows[a]["sessions"], rows[b]["sessions"]) == (0, 1)
     assert rows[a]["rooms"] == f"conference.{DOMAIN}" and rows[b]["rooms"] == ""
     assert rows[a]["queue_leases"] == 0 and rows[b]["handoffs"] == 0
+
+
+async def test_carbons_across_nodes(nodes: Nodes) -> None:
+    desk = await nodes.connect(0, "zhang.san/desk")
+    phone = await nodes.connect(1, "zhang.san/phone")
+    await phone.plugin["xep_0280"].enable()
+    await until(lambda: (r := remote(nodes.router(0), f"zhang.san@{DOMAIN}/phone"))
+                is not None and r.data.get("carbons"), "node A knows the phone wants carbons")
+    li = await nodes.connect(0, "li.si/pc")
+    carbons: asyncio.Queue[Any] = asyncio.Queue()
+    phone.add_event_handler("carbon_sent", carbons.put_nowait)
+    desk.send_message(mto=f"li.si@{DOMAIN}/pc", mbody="copy me across", mtype="chat")
+    assert (await li.next_message())["body"] == "copy me across"
+    sent = await asyncio.wait_for(carbons.get(), 10)
+    assert sent["carbon_sent"]["body"] == "copy me across"

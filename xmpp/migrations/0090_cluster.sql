@@ -11,6 +11,7 @@ create table xmpp_sessions (
     available boolean not null default false,
     presence  text,
     csi       text not null default 'active',
+    shared    text not null default '{}',   -- JSON: per-session feature state others need
     bound_at  timestamptz not null default clock_timestamp()
 );
 create index xmpp_sessions_node on xmpp_sessions (node_id);
