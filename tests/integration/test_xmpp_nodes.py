@@ -288,3 +288,65 @@ async def test_carbons_across_nodes(nodes: Nodes) -> None:
     assert (await li.next_message())["body"] == "copy me across"
     sent = await asyncio.wait_for(carbons.get(), 10)
     assert sent["carbon_sent"]["body"] == "copy me across"
+
+
+async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
+    """Node B is a real `cxgw serve` process, killed with SIGKILL mid-conversation."""
+    from gateway.app import RunningServer
+    from tests.integration.faultutil import LISTENERS, Serve
+    await seed(services)
+    listen = "\n".join(f'{k} = "{"127.0.0.1:0" if k == "xmpp" else ""}"' for k in LISTENERS)
+    conf = tmp_path / "b.toml"
+    conf.write_text(
+        f'[server]\ndomain = "{DOMAIN}"\nstate_dir = "{tmp_path / "b-var"}"\n'
+        f'[database]\nurl = "{cfg.database.url}"\npool_min = 1\npool_max = 5\n'
+        f'[listen]\n{listen}\n[auth]\nscram_iterations = 4096\n'
+        f'[inbound_auth]\nenabled = false\n'
+        f'[node]\nheartbeat_seconds = 0.2\ndead_seconds = 1.5\n')
+    a = RunningServer(services)
+    b = Serve(conf)
+    clients: list[Client] = []
+
+    async def connect(port: int, user: str) -> Client:
+        local, _, resource = user.partition("/")
+        c = Client(f"{local}@{DOMAIN}/{resource}")
+        clients.append(c)
+        return await c.login(port)
+
+    async def pending() -> int:
+        async with services.db.pool.acquire() as conn:
+            return int(await conn.fetchval("select count(*) from xmpp_handoff"))
+
+    await a.start()
+    try:
+        await asyncio.to_thread(b.start)
+        router = services.components["xmpp"].host.router
+        li = await connect(b.ports["xmpp"], "li.si/phone")
+        zhang = await connect(a.ports["xmpp"], "zhang.san/desk")
+        await until(lambda: remote(router, f"li.si@{DOMAIN}/phone") is not None,
+                    "node A sees li.si on the process")
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="before", mtype="chat")
+        assert (await li.next_message())["body"] == "before"
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while await pending():
+            assert loop.time() < end, "node B never confirmed its delivery"
+            await asyncio.sleep(0.02)
+        b.kill()  # SIGKILL: no goodbye, rows left behind
+        for i in range(3):
+            zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"after kill {i}", mtype="chat")
+        await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+        end = loop.time() + 10
+        while await pending():
+            assert loop.time() < end, "hand-offs to the killed node were never taken over"
+            await asyncio.sleep(0.05)
+        li2 = await connect(a.ports["xmpp"], "li.si/laptop")
+        assert [(await li2.next_message())["body"] for _ in range(3)] == \
+            [f"after kill {i}" for i in range(3)]
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="next", mtype="chat")
+        assert (await li2.next_message())["body"] == "next"  # nothing twice before it
+    finally:
+        for c in clients:
+            await c.close()
+        b.kill()
+        await a.stop()
