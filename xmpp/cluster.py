@@ -43,6 +43,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from xml.etree.ElementTree import Element, fromstring
@@ -63,7 +64,9 @@ __all__ = ["Cluster", "RemoteResource", "channel_of"]
 
 #: NOTIFY payloads must stay under 8,000 bytes (PostgreSQL's default limit).
 PAYLOAD_LIMIT = 7800
-US, RS = "\x1f", "\x1e"  # field and item separators (never valid in XML 1.0 text)
+US, RS = "\x1f", "\x1e"
+SM_MOD = 1 << 32  # XEP-0198 §4: counters wrap at 2^32
+ACK_POLL = 0.2    # seconds between looks at acknowledged hand-offs  # field and item separators (never valid in XML 1.0 text)
 
 
 def channel_of(node_id: str) -> str:
@@ -133,6 +136,9 @@ class Cluster:
         self._delete: list[int] = []
         self._done: set[int] = set()  # hand-off rows delivered, not yet deleted
         self._dropped: dict[str, list[RemoteResource]] = {}
+        # XEP-0198 ledgers -> (stanza count at which it is acknowledged, hand-off row)
+        self._unacked: dict[Any, deque[tuple[int, int]]] = {}
+        self._ack_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -190,6 +196,11 @@ class Cluster:
     async def stop(self) -> None:
         """Flush what is queued, leave the registry, stop listening."""
         self.router.remote = None
+        # A clean stop: stream management itself hands unacknowledged stanzas on
+        # (offline storage) as the sessions end, so their rows are confirmed now.
+        for items in self._unacked.values():
+            self._delete.extend(hid for _, hid in items)
+        self._unacked.clear()
         for _ in range(3):
             if not (self._out or self._reg or self._delete):
                 break
@@ -199,11 +210,13 @@ class Cluster:
             with contextlib.suppress(Exception):
                 await sub.close()
         self._subs.clear()
-        for task in self._tasks:
+        tasks = self._tasks + ([self._ack_task] if self._ack_task is not None else [])
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._unacked.clear()
         with contextlib.suppress(Exception):
             async with self.pool.acquire() as conn, conn.transaction():
                 await repo.delete_node_sessions(conn, self.node_id)
@@ -395,15 +408,17 @@ class Cluster:
                 if got is None:
                     continue  # delivered already (a catch-up read it first)
                 data = got
-            delivered = await self._deliver(kind, full, data)
-            if n and delivered:
+            placed = await self._deliver(kind, full, data, n)
+            if n and placed is not False:
                 self._done.add(n)
-                self._delete.append(n)
-                self._wake.set()
+                if placed:  # None: confirmed when the client acknowledges it
+                    self._delete.append(n)
+                    self._wake.set()
 
-    async def _deliver(self, kind: str, full: str, data: bytes) -> bool:
+    async def _deliver(self, kind: str, full: str, data: bytes, hid: int = 0) -> bool | None:
         """Deliver an item from another node; False when a message could not be placed
-        (its row stays for a later catch-up)."""
+        (its row stays for a later catch-up); None when its row is to be deleted once
+        the client acknowledged it (XEP-0198)."""
         self.received += 1
         if kind == "x":
             node, _, full = full.partition("\x1d")
@@ -425,12 +440,44 @@ class Cluster:
                                                 "Replaced by new connection"))
             return True
         if target is not None and target.local:
-            target.deliver_bytes(data)
-            return True
+            return self._place(target, data, hid)
         el = parse_stanza(data)
         if not _is_message(el):
             return True  # RFC 6121 §8.5.3.2: presence/iq to a gone full JID: dropped
         return await self.to_bare(full.partition("/")[0], el)
+
+    def _place(self, target: Resource, data: bytes, hid: int) -> bool | None:
+        """Put a handed-over stanza on a local session. A message to a stream-managed
+        session keeps its hand-off row until the client acknowledges it (XEP-0198 §4):
+        if this node dies first, the survivors place the message again (offline), so an
+        unacknowledged message is not lost with the node's memory."""
+        ledger = getattr(target, "sm", None)
+        before = len(ledger.queue) if ledger is not None else 0
+        target.deliver_bytes(data)
+        if hid and ledger is not None and len(ledger.queue) == before + 1:
+            self._unacked.setdefault(ledger, deque()).append((ledger.sent, hid))
+            if self._ack_task is None:
+                self._ack_task = asyncio.get_running_loop().create_task(self._watch_acks())
+            return None
+        return True
+
+    async def _watch_acks(self) -> None:
+        """Confirm hand-off rows whose stanza the client acknowledged (or whose session
+        ended and handed its unacknowledged queue on to offline storage)."""
+        try:
+            while self._unacked:
+                await asyncio.sleep(ACK_POLL)
+                self._confirm_acked()
+        finally:
+            self._ack_task = None
+
+    def _confirm_acked(self) -> None:
+        for ledger, items in list(self._unacked.items()):
+            while items and (ledger.acked - items[0][0]) % SM_MOD < SM_MOD // 2:
+                self._delete.append(items.popleft()[1])
+                self._wake.set()
+            if not items:
+                del self._unacked[ledger]
 
     async def to_bare(self, bare: str, el: Element) -> bool:
         """A message whose session is gone: the account's other sessions (any node),
@@ -536,9 +583,11 @@ class Cluster:
         for row in rows:
             if row["id"] in self._done:
                 continue
-            if await self._deliver("s", row["full_jid"], bytes(row["stanza"])):
+            placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]), row["id"])
+            if placed is not False:
                 self._done.add(row["id"])
-                self._delete.append(row["id"])
+                if placed:
+                    self._delete.append(row["id"])
         self._wake.set()
 
     # -- dead nodes ---------------------------------------------------------------------------

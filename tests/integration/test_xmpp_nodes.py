@@ -90,8 +90,8 @@ async def test_chat_and_presence_both_ways(nodes: Nodes) -> None:
         f"li.si@{DOMAIN}/phone"
     assert (await li.presence_from(f"zhang.san@{DOMAIN}"))["from"].full == \
         f"zhang.san@{DOMAIN}/desk"
-    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
-                "node A sees li.si")
+    await until(lambda: (r := remote(nodes.router(0), f"li.si@{DOMAIN}/phone")) is not None
+                and r.available, "node A sees li.si available")
     for i in range(3):
         zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"A→B {i}", mtype="chat")
     for i in range(3):  # in order, each once
@@ -150,8 +150,8 @@ async def _noop() -> None:
 async def test_node_dies_mid_conversation(nodes: Nodes, services: Any) -> None:
     zhang = await nodes.connect(0, "zhang.san/desk")
     li = await nodes.connect(1, "li.si/phone")
-    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
-                "node A sees li.si")
+    await until(lambda: (r := remote(nodes.router(0), f"li.si@{DOMAIN}/phone")) is not None
+                and r.available, "node A sees li.si available")
     zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="before", mtype="chat")
     assert (await li.next_message())["body"] == "before"
 
@@ -323,8 +323,8 @@ async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) 
         router = services.components["xmpp"].host.router
         li = await connect(b.ports["xmpp"], "li.si/phone")
         zhang = await connect(a.ports["xmpp"], "zhang.san/desk")
-        await until(lambda: remote(router, f"li.si@{DOMAIN}/phone") is not None,
-                    "node A sees li.si on the process")
+        await until(lambda: (r := remote(router, f"li.si@{DOMAIN}/phone")) is not None
+                    and r.available, "node A sees li.si on the process, available")
         zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="before", mtype="chat")
         assert (await li.next_message())["body"] == "before"
         loop = asyncio.get_running_loop()
@@ -350,3 +350,38 @@ async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) 
             await c.close()
         b.kill()
         await a.stop()
+
+
+async def test_unacknowledged_messages_survive_their_node(nodes: Nodes, services: Any) -> None:
+    """A stream-managed client on node B that has not acknowledged what B handed it:
+    B dies, and the survivor places those messages again (offline), none lost."""
+    sm_on = asyncio.Event()
+    li = Client(f"li.si@{DOMAIN}/phone")
+    li.register_plugin("xep_0198")
+    li.add_event_handler("sm_enabled", lambda _e: sm_on.set())
+    nodes.clients.append(li)
+    await li.login(nodes.servers[1].ports["xmpp"])
+    await asyncio.wait_for(sm_on.wait(), 10)
+    li.plugin["xep_0198"].send_ack = lambda: None  # it reads, but never says so
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
+                "node A sees li.si")
+    for i in range(3):
+        zhang.send_message(mto=f"li.si@{DOMAIN}/phone", mbody=f"unacked {i}", mtype="chat")
+    assert [(await li.next_message())["body"] for _ in range(3)] == \
+        [f"unacked {i}" for i in range(3)]
+
+    async def rows() -> int:
+        async with services.db.pool.acquire() as conn:
+            return int(await conn.fetchval("select count(*) from xmpp_handoff"))
+    assert await rows() == 3  # kept until acknowledged
+    await crash(nodes.servers[1])
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while await rows():
+        assert loop.time() < end, "the dead node's hand-offs were never placed"
+        await asyncio.sleep(0.05)
+    laptop = await nodes.connect(0, "li.si/laptop")
+    assert [(await laptop.next_message())["body"] for _ in range(3)] == \
+        [f"unacked {i}" for i in range(3)]
