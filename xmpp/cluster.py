@@ -139,6 +139,7 @@ class Cluster:
         # XEP-0198 ledgers -> (stanza count at which it is acknowledged, hand-off row)
         self._unacked: dict[Any, deque[tuple[int, int]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
+        self._registering: dict[Resource, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -236,14 +237,26 @@ class Cluster:
 
     # -- RemoteSessions (the router tells us about local sessions) ---------------------
     def bound(self, session: Resource) -> None:
+        if session not in self._registering:
+            self._registering[session] = asyncio.get_running_loop().create_future()
         self._reg.append(("b", session))
         self._wake.set()
+
+    def registered(self, session: Resource) -> Awaitable[None] | None:
+        """Resolved when the bind of `session` is committed and announced."""
+        fut = self._registering.get(session)
+        if fut is None:
+            return None
+        return asyncio.shield(fut)
 
     def changed(self, session: Resource) -> None:
         self._reg.append(("p", session))
         self._wake.set()
 
     def unbound(self, session: Resource) -> None:
+        fut = self._registering.pop(session, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
         self._reg.append(("u", session))
         self._wake.set()
 
@@ -290,6 +303,9 @@ class Cluster:
             self._done.difference_update(dels)
             for session, ts in stamps:
                 session.data["cluster_bound_at"] = ts
+                fut = self._registering.pop(session, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
 
     async def _write_registry(self, conn: Any, reg: list[tuple[str, Resource]]
                               ) -> list[tuple[Resource, float]]:

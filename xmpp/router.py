@@ -132,6 +132,8 @@ class RemoteSessions(Protocol):
 
     def changed(self, session: Resource) -> None: ...
 
+    def registered(self, session: Resource) -> Awaitable[None] | None: ...
+
 
 class Router:
     """The sessions table (bare JID → resource → session) and RFC 6121 §8 routing."""
@@ -180,6 +182,12 @@ class Router:
         if self.remote is not None and session.local:
             self.remote.unbound(session)
         return True
+
+    def registered(self, session: Resource) -> Awaitable[None] | None:
+        """Done when every node can route to the just-bound `session` (None: now)."""
+        if self.remote is not None and session.local:
+            return self.remote.registered(session)
+        return None
 
     def changed(self, session: Resource) -> None:
         """Presence (priority, availability) of a local session changed."""

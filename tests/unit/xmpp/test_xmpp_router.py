@@ -182,6 +182,9 @@ async def test_session_of_another_node_takes_the_message_instead_of_offline() ->
         def changed(self, session: Resource) -> None:
             heard.append(("changed", session.full))
 
+        def registered(self, session: Resource) -> None:
+            return None
+
     class Proxy(Resource):
         local = False
 
