@@ -140,6 +140,7 @@ class Cluster:
         self._unacked: dict[Any, deque[tuple[int, int]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
         self._registering: dict[Resource, asyncio.Future[None]] = {}
+        self._offline_notes: list[str] = []
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,6 +250,12 @@ class Cluster:
             return None
         return asyncio.shield(fut)
 
+    def stored_offline(self, bare: str) -> None:
+        """A message went to offline storage: a node where `bare` became available in
+        the meantime (unknown here yet) takes it out at once."""
+        self._offline_notes.append(bare)
+        self._wake.set()
+
     def changed(self, session: Resource) -> None:
         self._reg.append(("p", session))
         self._wake.set()
@@ -280,6 +287,7 @@ class Cluster:
             out, self._out = self._out, {}
             reg, self._reg = self._reg, []
             dels, self._delete = self._delete, []
+            notes, self._offline_notes = self._offline_notes, []
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     stamps = await self._write_registry(conn, reg)
@@ -287,6 +295,8 @@ class Cluster:
                         await self._hand_over(conn, node, items)
                     if dels:
                         await repo.delete_handoffs(conn, dels)
+                    if notes:
+                        await self._write_notes(conn, notes)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - database away: fall back, retry later
@@ -295,6 +305,7 @@ class Cluster:
                 self._fallback(out)
                 self._reg = reg + self._reg
                 self._delete = dels + self._delete
+                self._offline_notes = notes + self._offline_notes
                 await asyncio.sleep(0.5)
                 if self._reg or self._delete:
                     self._wake.set()
@@ -337,6 +348,11 @@ class Cluster:
         for payload in _chunks(items):
             await repo.notify(conn, repo.REGISTRY_CHANNEL, payload)
         return stamps
+
+    async def _write_notes(self, conn: Any, notes: list[str]) -> None:
+        items = [f"o{US}{self.node_id}{US}{bare}" for bare in dict.fromkeys(notes)]
+        for payload in _chunks(items):
+            await repo.notify(conn, repo.REGISTRY_CHANNEL, payload)
 
     def _shared(self, s: Resource) -> str:
         out = {}
@@ -395,7 +411,18 @@ class Cluster:
             log.warning("message for %s neither delivered nor stored: %s", bare,
                         exc.condition)
             return False
+        if stored:
+            self.stored_offline(bare)
         return bool(stored)
+
+    async def _offline_recheck(self, bare: str) -> None:
+        """Another node stored a message offline for `bare`: if it is available here,
+        deliver offline storage now (taken atomically: once, by one node)."""
+        for r in self.router.available_resources(bare):
+            if r.local and r.priority >= 0:
+                from .router import SessionEvent
+                await self.router.bus.fire("offline/recheck", SessionEvent(r))
+                return
 
     # -- receiving ------------------------------------------------------------------------
     async def _reader(self) -> None:
@@ -522,6 +549,8 @@ class Cluster:
                     await self._remote_closed(cur)
             elif op == "h":
                 self.spawn(self.claim_homes())
+            elif op == "o":
+                await self._offline_recheck(fields[2])
             elif op == "b":
                 full, prio, avail, ts, shared, pres = fields[2:8]
                 presence: str | None = pres or None

@@ -134,6 +134,8 @@ class RemoteSessions(Protocol):
 
     def registered(self, session: Resource) -> Awaitable[None] | None: ...
 
+    def stored_offline(self, bare: str) -> None: ...
+
 
 class Router:
     """The sessions table (bare JID → resource → session) and RFC 6121 §8 routing."""
@@ -356,6 +358,8 @@ class Router:
             return
         if not stored:
             _bounce(stanza, origin, StanzaError("service-unavailable"))  # RFC 6121 §8.5.2.2.1
+        elif self.remote is not None:
+            self.remote.stored_offline(bare)  # the account may have come online elsewhere
 
     def _presence(self, stanza: Element, origin: Resource, bare: str, resource: str) -> None:
         ptype = stanza.get("type")

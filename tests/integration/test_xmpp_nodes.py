@@ -385,3 +385,22 @@ async def test_unacknowledged_messages_survive_their_node(nodes: Nodes, services
     laptop = await nodes.connect(0, "li.si/laptop")
     assert [(await laptop.next_message())["body"] for _ in range(3)] == \
         [f"unacked {i}" for i in range(3)]
+
+
+async def test_offline_store_reaches_a_user_online_elsewhere(nodes: Nodes) -> None:
+    """A node that did not know yet that li.si came online on B stored a message offline
+    (the few ms before B's announcement): B hears of it and delivers it at once."""
+    from xml.etree.ElementTree import Element, SubElement
+
+    from xmpp.proto import ns
+    li = await nodes.connect(1, "li.si/phone")
+    await until(lambda: (r := remote(nodes.router(0), f"li.si@{DOMAIN}/phone")) is not None
+                and r.available, "node A sees li.si available")
+    el = Element(ns.MESSAGE, {"from": f"zhang.san@{DOMAIN}/desk", "to": f"li.si@{DOMAIN}",
+                              "type": "chat", "id": "race-1"})
+    SubElement(el, ns.q(ns.CLIENT, "body")).text = "stored in the race"
+    cluster_a = nodes.servers[0].services.components["xmpp"].cluster
+    assert await cluster_a._store_offline(el, f"li.si@{DOMAIN}")  # as in that window
+    assert (await li.next_message())["body"] == "stored in the race"
+    store = nodes.servers[0].services.components["xmpp"].store
+    assert await store.count_offline(f"li.si@{DOMAIN}") == 0  # taken once

@@ -185,6 +185,9 @@ async def test_session_of_another_node_takes_the_message_instead_of_offline() ->
         def registered(self, session: Resource) -> None:
             return None
 
+        def stored_offline(self, bare: str) -> None:
+            heard.append(("offline", bare))
+
     class Proxy(Resource):
         local = False
 
