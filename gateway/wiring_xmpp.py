@@ -17,7 +17,8 @@ class XmppWiring:
 
     def __init__(self, s: Services) -> None:
         self.component = XmppComponent(s.db.pool, s.cfg, s.directory, s.auth, s.tls,
-                                       s.bus, s.metrics, listener=s.listen)
+                                       s.bus, s.metrics, listener=s.listen,
+                                       node=s.node)
         s.components["xmpp"] = self.component
         self.bus = s.bus
         listen = s.cfg.listen

@@ -23,8 +23,12 @@ session's ordered async lane (``Resource.run``) and the process EventBus:
 - ``session/bound``, ``session/closed``: ``SessionEvent`` after bind and after the stream
   ended (presence feature sends unavailable on the session's behalf, §4.5.2).
 
-Cross-process routing (later): ``Router.remote`` is consulted for an account with no
-local session before offline storage; it returns True when another node took the stanza.
+The sessions table has a local and a PostgreSQL-backed side (issue 14): local sessions
+are the driver's connections (``Resource.local`` is True); sessions bound on other nodes
+sharing the database appear as proxies (``xmpp.cluster.RemoteResource``) kept from the
+``xmpp_sessions`` registry, whose ``deliver_bytes`` hands the stanza to the owning node.
+Routing, presence, carbons and PEP therefore see one table. ``Router.remote`` (the
+``RemoteSessions`` side) hears every local bind, unbind and presence change.
 Components (later: MUC at ``conference.<domain>``, XEP-0114): ``Router.components`` maps
 a domain to a handler that receives every stanza addressed to it.
 """
@@ -59,6 +63,8 @@ class Resource:
 
     __slots__ = ("jid", "full", "bare", "resource", "priority", "available", "presence",
                  "directed", "data")
+
+    local = True  # a session of this process (False: a proxy of another node's session)
 
     def __init__(self) -> None:
         self.jid: JID | None = None
@@ -116,10 +122,19 @@ class SessionEvent:
     session: Resource
 
 
-class RemoteRoute(Protocol):
-    """Hook for cross-process routing (not built yet)."""
+class RemoteSessions(Protocol):
+    """The PostgreSQL-backed side of the sessions table (``xmpp.cluster.Cluster``): told of
+    every local bind, unbind and presence change so other nodes see them."""
 
-    def route(self, stanza: Element, to_bare: str) -> bool: ...
+    def bound(self, session: Resource) -> None: ...
+
+    def unbound(self, session: Resource) -> None: ...
+
+    def changed(self, session: Resource) -> None: ...
+
+    def registered(self, session: Resource) -> Awaitable[None] | None: ...
+
+    def stored_offline(self, bare: str) -> None: ...
 
 
 class Router:
@@ -132,8 +147,14 @@ class Router:
         self.hooks = hooks
         self.account_exists = account_exists
         self.sessions: dict[str, dict[str, Resource]] = {}
-        self.remote: RemoteRoute | None = None
+        self.remote: RemoteSessions | None = None
+        # The session whose stanza is being routed now (a failed hand-off to another node
+        # answers it: offline storage or an error, never silence).
+        self.current_origin: Resource | None = None
         self.components: dict[str, Callable[[Element, Resource], None]] = {}
+        # Resource.data keys other nodes need in their proxies (carbons on, PEP +notify);
+        # a feature changing one calls ``changed(session)``.
+        self.shared_keys: set[str] = set()
         self.routed = 0
 
     # -- the sessions table -----------------------------------------------------------------
@@ -147,7 +168,10 @@ class Router:
         resources[jid.resource] = session
         if old is not None and old is not session:
             old.data["replaced"] = True
+            # a proxy passes the conflict on to the node that holds the old session
             old.close_stream(StreamError("conflict", "Replaced by new connection"))
+        if self.remote is not None and session.local:
+            self.remote.bound(session)
 
     def unbind(self, session: Resource) -> bool:
         """Remove `session`; False when it was not (or no longer) in the table."""
@@ -157,7 +181,31 @@ class Router:
         del resources[session.resource]
         if not resources:
             del self.sessions[session.bare]
+        if self.remote is not None and session.local:
+            self.remote.unbound(session)
         return True
+
+    def registered(self, session: Resource) -> Awaitable[None] | None:
+        """Done when every node can route to the just-bound `session` (None: now)."""
+        if self.remote is not None and session.local:
+            return self.remote.registered(session)
+        return None
+
+    def changed(self, session: Resource) -> None:
+        """Presence (priority, availability) of a local session changed."""
+        if self.remote is not None and session.local:
+            self.remote.changed(session)
+
+    def put_proxy(self, session: Resource) -> None:
+        """Enter another node's session (no conflict handling: the registry decides)."""
+        self.sessions.setdefault(session.bare, {})[session.resource] = session
+
+    def drop_proxy(self, session: Resource) -> None:
+        resources = self.sessions.get(session.bare)
+        if resources and resources.get(session.resource) is session:
+            del resources[session.resource]
+            if not resources:
+                del self.sessions[session.bare]
 
     def resources(self, bare: str) -> list[Resource]:
         return list(self.sessions.get(bare, {}).values())
@@ -170,7 +218,8 @@ class Router:
         return self.sessions.get(bare, {}).get(resource)
 
     def count(self) -> int:
-        return sum(len(r) for r in self.sessions.values())
+        """Sessions bound on this node."""
+        return sum(1 for rs in self.sessions.values() for r in rs.values() if r.local)
 
     # -- delivery helpers for features ---------------------------------------------------------
 
@@ -194,6 +243,13 @@ class Router:
 
     def route(self, stanza: Element, origin: Resource) -> None:
         """Route a stanza from a bound client ('from' stamped, 'to' normalised)."""
+        self.current_origin = origin
+        try:
+            self._route(stanza, origin)
+        finally:
+            self.current_origin = None
+
+    def _route(self, stanza: Element, origin: Resource) -> None:
         to = stanza.get("to")
         tag = stanza.tag
         if to is None or to == origin.bare:
@@ -281,12 +337,10 @@ class Router:
             self.routed += 1
             self._routed(stanza, origin, bare, targets)
             return
-        if self.remote is not None and self.remote.route(stanza, bare):
-            return
         if mtype == "headline":
             return  # RFC 6121 §8.5.2.2.1: headline to nobody is silently ignored
         self._routed(stanza, origin, bare, targets)
-        origin.run(lambda: self._offline(stanza, origin, bare))
+        origin.run(lambda: self.offline(stanza, origin, bare))
 
     def _routed(self, stanza: Element, origin: Resource, bare: str,
                 delivered: list[Resource]) -> None:
@@ -294,7 +348,8 @@ class Router:
             if handler(stanza, origin, bare, delivered) is not None:
                 return
 
-    async def _offline(self, stanza: Element, origin: Resource, bare: str) -> None:
+    async def offline(self, stanza: Element, origin: Resource, bare: str) -> None:
+        """Offline storage for a message nobody took (bounced when storage refuses)."""
         try:
             stored = await self.bus.fire("message/offline/handle",
                                          StanzaEvent(stanza, origin, bare))
@@ -303,6 +358,8 @@ class Router:
             return
         if not stored:
             _bounce(stanza, origin, StanzaError("service-unavailable"))  # RFC 6121 §8.5.2.2.1
+        elif self.remote is not None:
+            self.remote.stored_offline(bare)  # the account may have come online elsewhere
 
     def _presence(self, stanza: Element, origin: Resource, bare: str, resource: str) -> None:
         ptype = stanza.get("type")

@@ -71,6 +71,7 @@ REFUSAL = (b"<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-
 MAX_RESOURCES = 20        # bound resources per account (RFC 6120 §7.6.2.1 resource-constraint)
 IDLE_PARSER = 30.0        # seconds without input after which a stream's parser is released
 MAX_WRITE_BUFFER = 8 << 20  # bytes queued for a client that does not read: then closed
+REGISTER_WAIT = 2.0       # seconds a bind waits for the cluster registry (issue 14)
 
 
 class C2SServer:
@@ -452,7 +453,20 @@ class C2SConnection(asyncio.Protocol, Resource):
             self.session.bind_refused(StanzaError("resource-constraint"))
             return
         self.router.bind(self, jid)
-        self.session.bound(jid)
+        wait = self.router.registered(self)
+        if wait is None:
+            self.session.bound(jid)
+        else:  # other nodes must be able to route to it when the client learns its JID
+            self.run(_later_async(self._bound_when, jid, wait))
+
+    async def _bound_when(self, jid: JID, wait: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(wait, REGISTER_WAIT)
+        except TimeoutError:  # database slow or away: serve locally meanwhile
+            log.warning("%s bound before the other nodes know it", jid)
+        if not self.ended:
+            self.session.bound(jid)
+            self._pump()
 
     def _ended(self) -> None:
         if self.ended:

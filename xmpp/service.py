@@ -15,9 +15,11 @@ from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 from directory.auth import Authenticator
 from directory.model import Account
+from directory.nodes import Node
 from directory.service import DirectoryService
 
 from . import component, features
+from .cluster import Cluster
 from .dircache import DirectoryCache, Snapshot
 from .hooks import Hooks
 from .host import Host
@@ -36,7 +38,7 @@ class XmppComponent:
                  auth: Authenticator, tls: ssl.SSLContext, bus: EventBus | None = None,
                  metrics: Metrics | None = None,
                  feature_names: tuple[str, ...] = features.DEFAULT, *,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, node: Node | None = None) -> None:
         self.cfg = cfg
         self.directory_service = directory
         self.auth = auth
@@ -57,6 +59,13 @@ class XmppComponent:
         self._listener = listener or Listener(pool)
         self._own_listener = listener is None
         self._sub: Subscription | None = None
+        # Issue 14: with a node identity, sessions and stanzas cross to the other nodes
+        # sharing the database (xmpp.cluster); without one (unit tests) this is one node.
+        self.node = node
+        self.cluster: Cluster | None = None
+        if node is not None:
+            self.cluster = Cluster(router, pool, node.id, self._listener,
+                                   node.cfg.dead_seconds, self.metrics, self.host.spawn)
 
     async def _load_directory(self) -> tuple[list[Account], dict[str, str]]:
         units = {u.code: u.name for u in await self.directory_service.list_units()}
@@ -73,6 +82,9 @@ class XmppComponent:
             "directory_changed", lambda _payload: host.directory.changed(),
             host.directory.changed)
         host.directory.start()
+        if self.cluster is not None and self.node is not None:
+            await self.cluster.start()
+            self.node.add_reaper("xmpp sessions", self.cluster.reap)
         self.c2s = C2SServer(host, self.auth, self.tls, self.metrics, {
             r: limiter_for(self.cfg.limits, r, self.metrics) for r in ("xmpp", "xmpps")})
         out: list[tuple[str, str, int, str]] = []
@@ -125,6 +137,9 @@ class XmppComponent:
             await self.component_server.stop()
         if self.c2s is not None:
             await self.c2s.stop()
+        if self.cluster is not None and self.node is not None:
+            self.node.remove_reaper("xmpp sessions")
+            await self.cluster.stop()
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.close()

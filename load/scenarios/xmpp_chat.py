@@ -26,7 +26,13 @@ from load.context import RunContext
 from load.options import OptionError, add_common_arguments
 from load.runner import Ticket, drive
 from load.scenarios.base import Scenario
-from load.scenarios.xmpp_common import Ledger, add_xmpp_arguments, login, note_tls
+from load.scenarios.xmpp_common import (
+    Ledger,
+    add_xmpp_arguments,
+    login,
+    note_tls,
+    second_target,
+)
 from load.smtpclient import classify
 from load.xmppclient import XmppClient, stanza_error
 
@@ -120,12 +126,16 @@ async def login_all(ctx: RunContext, args: argparse.Namespace, n: int,
                     on_stanza: object) -> list[XmppClient | None]:
     """Log in the first `n` accounts, at most 100 at a time; failures are None."""
     sem = asyncio.Semaphore(100)
+    second = second_target(ctx, args)
+    if second is not None:
+        ctx.params["second_target"] = str(second)
 
     async def one(i: int) -> XmppClient | None:
         async with sem:
             try:
                 c = await login(ctx, args, ctx.credentials[i % len(ctx.credentials)],
-                                resource=f"{args.resource}{i}")
+                                resource=f"{args.resource}{i}",
+                                target=second if second is not None and i % 2 else None)
             except Exception as e:
                 ctx.extra.setdefault("login_errors", {})
                 errs = ctx.extra["login_errors"]

@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 
 from load.context import RunContext
-from load.options import Credential, OptionError, client_ssl_context
+from load.options import (
+    Credential,
+    OptionError,
+    Target,
+    check_target_allowed,
+    client_ssl_context,
+    parse_target,
+)
 from load.stats import Recorder
 from load.xmppclient import MECHANISMS, XmppClient
 
@@ -31,6 +38,19 @@ def add_xmpp_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resource", default="load", help="resource to bind (default load)")
     g.add_argument("--presence", action=argparse.BooleanOptionalAction, default=True,
                    help="send initial presence after login (default on)")
+    g.add_argument("--second-target", default=None, metavar="HOST[:PORT]",
+                   help="a second node of the same service: every other client logs in "
+                        "there (half the clients each; chat pairs then cross nodes)")
+
+
+def second_target(ctx: RunContext, args: argparse.Namespace) -> Target | None:
+    """The `--second-target` node, under the same loopback rule as `--target`."""
+    text = getattr(args, "second_target", None)
+    if not text:
+        return None
+    target = parse_target(text, ctx.target.port)
+    check_target_allowed(target, args.allow_remote)
+    return target
 
 
 def note_tls(ctx: RunContext, args: argparse.Namespace) -> None:
@@ -48,12 +68,12 @@ def xmpp_domain(ctx: RunContext, args: argparse.Namespace) -> str:
 
 
 async def login(ctx: RunContext, args: argparse.Namespace, cred: Credential,
-                resource: str | None = None) -> XmppClient:
+                resource: str | None = None, target: Target | None = None) -> XmppClient:
     """Connect and log in one account; records `connect` (to bound) and `login` times."""
     ssl_ctx = ctx.ssl_ctx or client_ssl_context(args.insecure, args.cafile)
     t = time.monotonic()
     c = await XmppClient.connect(
-        ctx.target, xmpp_domain(ctx, args), cred.address, cred.password,
+        target or ctx.target, xmpp_domain(ctx, args), cred.address, cred.password,
         io_timeout=ctx.timeout, ssl_ctx=ssl_ctx, direct_tls=ctx.implicit_tls,
         starttls=not args.no_starttls, mechanism=args.mechanism,
         resource=resource or args.resource, server_hostname=args.server_name)

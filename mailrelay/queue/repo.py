@@ -447,3 +447,10 @@ async def stats(conn: Conn) -> list[dict[str, Any]]:
         " count(*) as count, min(created_at) as oldest from queue"
         " group by 1, 2, 3 order by 4 desc, 1, 3")
     return [{**dict(r), "oldest": r["oldest"].isoformat()} for r in rows]
+
+
+async def leases_by_owner(conn: Any) -> dict[str, int]:
+    """Queue rows leased per owner node (`cxgw nodes`)."""
+    rows = await conn.fetch("select lease_owner, count(*) n from queue"
+                            " where state = 'active' and lease_owner is not null group by 1")
+    return {r["lease_owner"]: int(r["n"]) for r in rows}

@@ -138,3 +138,25 @@ async def test_workday_all_protocols(city: Any, tmp_path: Path) -> None:
     assert all(v["sent"] > 0 for v in parts.values()), parts
     assert r["sent"] == sum(v["sent"] for v in parts.values())
     assert parts["circular"]["sent"] == 6 * r["params"]["circulars"]
+
+
+async def test_xmpp_chat_two_nodes(city: Any, cfg: Any, tmp_path: Path) -> None:
+    """Issue 14: half the clients on a second node sharing the database; every pair
+    chats across the two nodes."""
+    from gateway.app import RunningServer, open_services
+    need(city, "xmpp")
+    other = await open_services(cfg)
+    second = RunningServer(other)
+    try:
+        await second.start()
+        rc, r = await load(tmp_path, "xmpp-chat", "--target", f"127.0.0.1:{city.ports['xmpp']}",
+                           "--second-target", f"127.0.0.1:{second.ports['xmpp']}",
+                           "--insecure", "--count", "60", "--connections", "3", "--window", "4",
+                           "--credentials", str(city.creds))
+        assert rc == 0, r
+        assert (r["sent"], r["delivered"]) == (60, 60)
+        assert r["params"]["second_target"] == f"127.0.0.1:{second.ports['xmpp']}"
+        assert other.components["xmpp"].cluster.handed > 0  # it did cross nodes
+    finally:
+        await second.stop()
+        await other.db.close()

@@ -48,11 +48,13 @@ class Carbons:
         if not ev.origin.data.get(KEY):
             ev.origin.data[KEY] = True
             self.enabled += 1
+            self.host.router.changed(ev.origin)  # other nodes' copies (issue 14)
         return iq_result(ev.stanza)
 
     async def disable(self, ev: IqEvent) -> Element:
         if ev.origin.data.pop(KEY, None):
             self.enabled -= 1
+            self.host.router.changed(ev.origin)
         return iq_result(ev.stanza)
 
     async def on_closed(self, ev: object) -> None:
@@ -62,7 +64,7 @@ class Carbons:
 
     def on_routed(self, stanza: Element, origin: Resource, to_bare: str,
                   delivered: list[Resource]) -> None:
-        if not self.enabled or not _eligible(stanza):
+        if not (self.enabled or self.host.router.remote) or not _eligible(stanza):
             return None
         sessions = self.host.router.sessions
         for r in sessions.get(origin.bare, {}).values():
@@ -77,6 +79,7 @@ class Carbons:
 
 def register(host: Host) -> None:
     c = Carbons(host)
+    host.router.shared_keys.add(KEY)
     host.bus.on(f"iq/self/set/{ENABLE}", c.enable)
     host.bus.on(f"iq/self/set/{DISABLE}", c.disable)
     host.bus.on("session/closed", c.on_closed, priority=20)

@@ -76,6 +76,7 @@ def register(host: Host) -> None:
     off = Offline(host)
     host.bus.on("message/offline/handle", off.store)
     host.bus.on("presence/initial", off.deliver, priority=-10)
+    host.bus.on("offline/recheck", off.deliver)  # stored by another node (xmpp.cluster)
     host.add_feature("msgoffline")
 
 

@@ -60,6 +60,7 @@ class Presence:
         origin.priority = _priority(stanza)
         origin.available = True
         origin.presence = stanza
+        self.router.changed(origin)  # other nodes see it (issue 14)
         await self._broadcast(origin, stanza)
         if initial:
             # RFC 6121 §4.2.2: probe the contacts the user is subscribed to; local
@@ -86,6 +87,8 @@ class Presence:
         was = origin.available
         origin.available = False
         origin.presence = None
+        if was:
+            self.router.changed(origin)
         directed, origin.directed = origin.directed or set(), None
         if was:
             # RFC 6121 §4.5.2: to subscribers and the user's other available resources.

@@ -165,19 +165,52 @@ async def test_headline_to_nobody_is_dropped_silently() -> None:
     assert z.take() == [] and W not in w.store.offline
 
 
-async def test_remote_hook_is_consulted_before_offline() -> None:
+async def test_session_of_another_node_takes_the_message_instead_of_offline() -> None:
+    """Issue 14: a proxy of another node's session is in the table like a local one; the
+    remote side hears local binds, presence changes and unbinds (not the proxy's)."""
+    from xmpp.router import Resource
     w = await World().start()
-    taken: list[str] = []
+    heard: list[tuple[str, str]] = []
 
     class Remote:
-        def route(self, stanza: Element, to_bare: str) -> bool:
-            taken.append(to_bare)
-            return True
+        def bound(self, session: Resource) -> None:
+            heard.append(("bound", session.full))
+
+        def unbound(self, session: Resource) -> None:
+            heard.append(("unbound", session.full))
+
+        def changed(self, session: Resource) -> None:
+            heard.append(("changed", session.full))
+
+        def registered(self, session: Resource) -> None:
+            return None
+
+        def stored_offline(self, bare: str) -> None:
+            heard.append(("offline", bare))
+
+    class Proxy(Resource):
+        local = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list[bytes] = []
+
+        def deliver_bytes(self, data: bytes) -> None:
+            self.got.append(data)
 
     w.router.remote = Remote()
+    proxy = Proxy()
+    proxy.set_jid(JID("wang.wu", DOMAIN, "far"))
+    proxy.available = True
+    w.router.put_proxy(proxy)
     z = await w.login("zhang.san", "desk")
     await w.send(z, f"<message to='{W}' type='chat'><body>elsewhere</body></message>")
-    assert taken == [W] and W not in w.store.offline
+    assert len(proxy.got) == 1 and b"elsewhere" in proxy.got[0] and W not in w.store.offline
+    assert ("bound", f"zhang.san@{DOMAIN}/desk") in heard
+    assert not any(full.startswith("wang.wu") for _, full in heard)
+    assert w.router.count() == 1  # the proxy is not a session of this node
+    w.router.drop_proxy(proxy)
+    assert w.router.session(f"{W}/far") is None
 
 
 def test_sessions_table_counts() -> None:

@@ -8,7 +8,8 @@ Extension points: fires ``muc/message`` (``service.MucMessage``) on the bus for 
 groupchat message a room broadcasts; lists itself through the ``disco/host/items`` hook;
 fires ``muc/room/purged`` (the room JID) when an ad-hoc room holding a unit's address is
 closed for the unit's room (the archive forgets it).
-Listens to ``session/closed`` and unavailable ``presence/broadcast`` (occupants leave)
+Listens to ``session/closed``, ``session/remote/closed`` (xmpp.cluster), ``cluster/home``
+(this node took the rooms over: reload from PostgreSQL) and unavailable ``presence/broadcast`` (occupants leave)
 and to directory changes (unit rooms).
 """
 
@@ -25,6 +26,8 @@ def register(host: Host) -> MucService:
     svc = MucService(host, store)
     host.router.components[svc.domain] = svc.handle
     host.bus.on("session/closed", svc.on_closed, priority=10)
+    host.bus.on("session/remote/closed", svc.on_closed)  # a session on another node (issue 14)
+    host.bus.on("cluster/home", svc.on_home)  # this node became the rooms' home
     host.bus.on("presence/broadcast", svc.on_broadcast, priority=10)
     host.directory.listeners.append(svc.on_directory)
     host.on_start(svc.start)

@@ -185,6 +185,18 @@ class MucService:
     async def stop(self) -> None:
         await self.writer.flush()
 
+    async def on_home(self, domain: str) -> None:
+        """This node became the rooms' home (the previous one died, issue 14): rooms come
+        back from PostgreSQL; occupants rejoin (their sessions were on the old home's
+        books)."""
+        if domain != self.domain:
+            return
+        await self.writer.flush()
+        self.rooms.clear()
+        self.persisted.clear()
+        self.joined.clear()
+        await self.start()
+
     # -- directory: one members-only room per unit -----------------------------------------------
 
     async def on_directory(self, _old: Snapshot, new: Snapshot) -> None:

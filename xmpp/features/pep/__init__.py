@@ -472,6 +472,8 @@ class Pep:
         from its own account and every contact it has a presence subscription to."""
         before = session.data.get(NOTIFY_KEY, frozenset())
         session.data[NOTIFY_KEY] = wanted
+        if wanted != before:
+            self.router.changed(session)  # other nodes notify it too (issue 14)
         new = sorted(wanted - before) if before else sorted(wanted)
         if not new or self.router.session(session.full) is not session:
             return
@@ -493,6 +495,7 @@ def register(host: Host) -> None:
     pool = getattr(host.store, "pool", None)
     repo: PepRepo = PepStore(pool) if pool is not None else MemoryPepStore()
     p = Pep(host, repo)
+    host.router.shared_keys.add(NOTIFY_KEY)
     host.bus.on(f"iq/self/set/{_t(PUBSUB, 'pubsub')}", p.on_set)
     host.bus.on(f"iq/bare/set/{_t(PUBSUB, 'pubsub')}", p.on_set)
     for scope in ("self", "bare"):

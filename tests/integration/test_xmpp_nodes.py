@@ -1,0 +1,406 @@
+"""XMPP across two nodes on one PostgreSQL (issue 14).
+
+Two `RunningServer`s in this process share one database, each with its own node identity,
+database pool and LISTEN connection; slixmpp clients log in to either. Shown: chat and
+presence both ways, a resource conflict across nodes (the new session wins, the old one
+gets `<conflict/>`), and a node that dies mid-conversation (no goodbye: its rows stay
+until the survivor's reaper sees its heartbeat stop): messages sent to its users in the
+meantime are delivered once when they log in again, none lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.integration.test_xmpp import DOMAIN, Client, seed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cfg_overrides() -> dict[str, dict[str, object]]:
+    return {"auth": {"scram_iterations": 4096},
+            "node": {"heartbeat_seconds": 0.2, "dead_seconds": 1.5}}
+
+
+class Nodes:
+    def __init__(self) -> None:
+        self.servers: list[Any] = []
+        self.clients: list[Client] = []
+
+    async def connect(self, i: int, user: str) -> Client:
+        local, _, resource = user.partition("/")
+        c = Client(f"{local}@{DOMAIN}/{resource}")
+        self.clients.append(c)
+        return await c.login(self.servers[i].ports["xmpp"])
+
+    def router(self, i: int) -> Any:
+        return self.servers[i].services.components["xmpp"].host.router
+
+
+async def until(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Wait for a condition another node makes true (a bound on the wait, not a timing)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def nodes(services: Any, cfg: Any) -> AsyncIterator[Nodes]:
+    from gateway.app import RunningServer, open_services
+    await seed(services)
+    other = await open_services(cfg)
+    n = Nodes()
+    n.servers = [RunningServer(services), RunningServer(other)]
+    assert services.node.id != other.node.id
+    try:
+        for srv in n.servers:
+            await srv.start()
+        yield n
+    finally:
+        for c in n.clients:
+            await c.close()
+        for srv in n.servers:
+            with contextlib.suppress(Exception):
+                await srv.stop()
+        await other.db.close()
+
+
+def remote(router: Any, full: str) -> Any:
+    s = router.session(full)
+    return s if s is not None and not s.local else None
+
+
+async def test_chat_and_presence_both_ways(nodes: Nodes) -> None:
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: (r := remote(nodes.router(1), f"zhang.san@{DOMAIN}/desk"))
+                is not None and r.available, "node B sees zhang.san available")
+    li = await nodes.connect(1, "li.si/phone")
+    # presence both ways: zhang (A) hears li's initial presence from B, li (B) gets
+    # zhang's current presence from the registry's copy
+    assert (await zhang.presence_from(f"li.si@{DOMAIN}"))["from"].full == \
+        f"li.si@{DOMAIN}/phone"
+    assert (await li.presence_from(f"zhang.san@{DOMAIN}"))["from"].full == \
+        f"zhang.san@{DOMAIN}/desk"
+    await until(lambda: (r := remote(nodes.router(0), f"li.si@{DOMAIN}/phone")) is not None
+                and r.available, "node A sees li.si available")
+    for i in range(3):
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"A→B {i}", mtype="chat")
+    for i in range(3):  # in order, each once
+        assert (await li.next_message())["body"] == f"A→B {i}"
+    li.send_message(mto=f"zhang.san@{DOMAIN}/desk", mbody="B→A", mtype="chat")
+    msg = await zhang.next_message()
+    assert msg["body"] == "B→A" and msg["from"].full == f"li.si@{DOMAIN}/phone"
+    # a message larger than a NOTIFY payload travels as a hand-off row
+    big = "长" * 5000
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=big, mtype="chat")
+    assert (await li.next_message())["body"] == big
+    # li leaves B: zhang on A learns it
+    await li.close()
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+
+
+async def test_resource_conflict_across_nodes(nodes: Nodes) -> None:
+    old = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: remote(nodes.router(1), f"zhang.san@{DOMAIN}/desk") is not None,
+                "node B sees zhang.san/desk")
+    new = await nodes.connect(1, "zhang.san/desk")
+    await until(lambda: "conflict" in old.stream_errors, "the old session got <conflict/>")
+    await until(lambda: (r := nodes.router(0).session(f"zhang.san@{DOMAIN}/desk"))
+                is not None and not r.local, "node A routes zhang.san/desk to node B")
+    li = await nodes.connect(0, "li.si/pc")
+    li.send_message(mto=f"zhang.san@{DOMAIN}/desk", mbody="to the new one", mtype="chat")
+    assert (await new.next_message())["body"] == "to the new one"
+    assert new.stream_errors == []
+
+
+async def crash(srv: Any) -> None:
+    """The node stops like a killed process: no heartbeat, no LISTEN, no goodbye rows;
+    its clients lose their TCP connections."""
+    s = srv.services
+    x = s.components["xmpp"]
+    x.cluster.router.remote = None  # nothing more reaches the database from this node
+    for task in x.cluster._tasks:
+        task.cancel()
+    if s.node._task is not None:
+        s.node._task.cancel()
+    s.node.reapers.clear()
+    await s.listen.stop()
+    for server in x.c2s._servers:
+        server.close()
+    for conn in list(x.c2s.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+    x.cluster = None  # its stop() would delete the rows a crash leaves behind
+    s.node.stop = _noop  # type: ignore[method-assign]
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_node_dies_mid_conversation(nodes: Nodes, services: Any) -> None:
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    li = await nodes.connect(1, "li.si/phone")
+    await until(lambda: (r := remote(nodes.router(0), f"li.si@{DOMAIN}/phone")) is not None
+                and r.available, "node A sees li.si available")
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="before", mtype="chat")
+    assert (await li.next_message())["body"] == "before"
+
+    async def pending() -> int:
+        async with services.db.pool.acquire() as conn:
+            return int(await conn.fetchval("select count(*) from xmpp_handoff"))
+    # B confirms a delivered message by deleting its row (a node killed between delivery
+    # and that commit hands the message out again later: at least once, never lost)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while await pending():
+        assert loop.time() < end, "node B never confirmed its delivery"
+        await asyncio.sleep(0.02)
+    await crash(nodes.servers[1])
+    # node A still believes li.si is on B: these go to B's channel and hand-off rows
+    for i in range(3):
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"while dead {i}", mtype="chat")
+    # the survivor sees B's heartbeat stop, removes its sessions (li.si goes unavailable
+    # for zhang) and places the handed-over messages in offline storage
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+    end = loop.time() + 10
+    while await pending():
+        assert loop.time() < end, "hand-offs to the dead node were never taken over"
+        await asyncio.sleep(0.05)
+    li2 = await nodes.connect(0, "li.si/laptop")
+    got = [(await li2.next_message())["body"] for _ in range(3)]
+    assert got == [f"while dead {i}" for i in range(3)]
+    # exactly once: nothing left in offline storage, and a later message comes next
+    async with services.db.pool.acquire() as conn:
+        assert await conn.fetchval("select count(*) from xmpp_offline") == 0
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="after", mtype="chat")
+    assert (await li2.next_message())["body"] == "after"
+
+
+async def test_unit_room_with_members_on_both_nodes(nodes: Nodes, services: Any) -> None:
+    from tests.integration.test_xmpp_muc import FIN, MucClient
+    homes = {s.services.components["xmpp"].cluster.homes.get(f"conference.{DOMAIN}")
+             for s in nodes.servers}
+    assert len(homes) == 1  # one home for the rooms, known to both nodes
+    clients = []
+    for i, (user, nick) in enumerate((("zhang.san/desk", "张三"), ("li.si/phone", "李四"))):
+        c = MucClient(f"{user.partition('/')[0]}@{DOMAIN}/{user.partition('/')[2]}")
+        nodes.clients.append(c)
+        await c.login(nodes.servers[i].ports["xmpp"])
+        await c.muc.join_muc_wait(FIN, nick, maxstanzas=0, timeout=10)
+        clients.append(c)
+    zhang, li = clients
+    home = homes.pop()
+    far = next(s for s in nodes.servers if s.services.node.id != home)
+    before = far.services.components["xmpp"].cluster.handed
+    zhang.send_message(mto=FIN, mbody="from A", mtype="groupchat")
+    li.send_message(mto=FIN, mbody="from B", mtype="groupchat")
+    for c in clients:  # everyone sees every message once, in the room's order
+        got = sorted([(await c.said())["body"], (await c.said())["body"]])
+        assert got == ["from A", "from B"]
+    # a probe behind them: nothing else (no duplicate) arrived before it
+    zhang.send_message(mto=FIN, mbody="last", mtype="groupchat")
+    for c in clients:
+        assert (await c.said())["body"] == "last"
+    # one history: the room's archive holds each message once
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while True:
+        async with services.db.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select stanza from xmpp_mam where owner = $1", str(FIN))
+        bodies = sorted(b for b in ("from A", "from B", "last")
+                        for r in rows if f">{b}<" in r["stanza"])
+        if len(bodies) >= 3 or loop.time() > end:
+            break
+        await asyncio.sleep(0.05)
+    assert bodies == ["from A", "from B", "last"]
+    # the node without the rooms forwarded its occupant's stanzas to their home
+    assert far.services.components["xmpp"].cluster.handed > before
+
+
+async def test_room_home_taken_over(nodes: Nodes) -> None:
+    from tests.integration.test_xmpp_muc import FIN, MucClient, muc_service
+    domain = f"conference.{DOMAIN}"
+    a, b = (s.services.components["xmpp"].cluster for s in nodes.servers)
+    assert a.homes[domain] == nodes.servers[0].services.node.id  # the first node started
+    zhang = MucClient(f"zhang.san@{DOMAIN}/desk")
+    nodes.clients.append(zhang)
+    await zhang.login(nodes.servers[0].ports["xmpp"])
+    await zhang.muc.join_muc_wait(FIN, "张三", maxstanzas=0, timeout=10)
+    zhang.send_message(mto=FIN, mbody="said before the crash", mtype="groupchat")
+    assert (await zhang.said())["body"] == "said before the crash"
+    writer = muc_service(nodes.servers[0]).writer
+    await until(lambda: writer.task is None and not writer.jobs, "history written")
+    await crash(nodes.servers[0])
+    b_id = nodes.servers[1].services.node.id
+    await until(lambda: b.homes.get(domain) == b_id, "node B took the rooms over")
+    li = MucClient(f"li.si@{DOMAIN}/phone")
+    nodes.clients.append(li)
+    await li.login(nodes.servers[1].ports["xmpp"])
+    _p, _s, _o, history = await li.muc.join_muc_wait(FIN, "李四", maxstanzas=5, timeout=10)
+    assert [m["body"] for m in history] == ["said before the crash"]  # from PostgreSQL
+    li.send_message(mto=FIN, mbody="the room lives on", mtype="groupchat")
+    seen = [(await li.said())["body"]]
+    while seen[-1] != "the room lives on":
+        seen.append((await li.said())["body"])
+    assert seen in (["the room lives on"], ["said before the crash", "the room lives on"])
+
+
+
+async def test_cxgw_nodes_shows_sessions_and_room_homes(nodes: Nodes, cfg: Any, capsys: Any,
+                                                       monkeypatch: Any) -> None:
+    import json
+
+    from tests.integration.test_mail_cli import cli
+    await nodes.connect(1, "li.si/phone")
+    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
+                "node A sees li.si")
+    code, out, err = await cli(capsys, monkeypatch, cfg, "nodes", "--json")
+    assert code == 0, err
+    rows = {r["id"]: r for r in json.loads(out)}
+    a, b = (s.services.node.id for s in nodes.servers)
+    assert rows[a]["alive"] and rows[b]["alive"]
+    assert (rows[a]["sessions"], rows[b]["sessions"]) == (0, 1)
+    assert rows[a]["rooms"] == f"conference.{DOMAIN}" and rows[b]["rooms"] == ""
+    assert rows[a]["queue_leases"] == 0 and rows[b]["handoffs"] == 0
+
+
+async def test_carbons_across_nodes(nodes: Nodes) -> None:
+    desk = await nodes.connect(0, "zhang.san/desk")
+    phone = await nodes.connect(1, "zhang.san/phone")
+    await phone.plugin["xep_0280"].enable()
+    await until(lambda: (r := remote(nodes.router(0), f"zhang.san@{DOMAIN}/phone"))
+                is not None and r.data.get("carbons"), "node A knows the phone wants carbons")
+    li = await nodes.connect(0, "li.si/pc")
+    carbons: asyncio.Queue[Any] = asyncio.Queue()
+    phone.add_event_handler("carbon_sent", carbons.put_nowait)
+    desk.send_message(mto=f"li.si@{DOMAIN}/pc", mbody="copy me across", mtype="chat")
+    assert (await li.next_message())["body"] == "copy me across"
+    sent = await asyncio.wait_for(carbons.get(), 10)
+    assert sent["carbon_sent"]["body"] == "copy me across"
+
+
+async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
+    """Node B is a real `cxgw serve` process, killed with SIGKILL mid-conversation."""
+    from gateway.app import RunningServer
+    from tests.integration.faultutil import LISTENERS, Serve
+    await seed(services)
+    listen = "\n".join(f'{k} = "{"127.0.0.1:0" if k == "xmpp" else ""}"' for k in LISTENERS)
+    conf = tmp_path / "b.toml"
+    conf.write_text(
+        f'[server]\ndomain = "{DOMAIN}"\nstate_dir = "{tmp_path / "b-var"}"\n'
+        f'[database]\nurl = "{cfg.database.url}"\npool_min = 1\npool_max = 5\n'
+        f'[listen]\n{listen}\n[auth]\nscram_iterations = 4096\n'
+        f'[inbound_auth]\nenabled = false\n'
+        f'[node]\nheartbeat_seconds = 0.2\ndead_seconds = 1.5\n')
+    a = RunningServer(services)
+    b = Serve(conf)
+    clients: list[Client] = []
+
+    async def connect(port: int, user: str) -> Client:
+        local, _, resource = user.partition("/")
+        c = Client(f"{local}@{DOMAIN}/{resource}")
+        clients.append(c)
+        return await c.login(port)
+
+    async def pending() -> int:
+        async with services.db.pool.acquire() as conn:
+            return int(await conn.fetchval("select count(*) from xmpp_handoff"))
+
+    await a.start()
+    try:
+        await asyncio.to_thread(b.start)
+        router = services.components["xmpp"].host.router
+        li = await connect(b.ports["xmpp"], "li.si/phone")
+        zhang = await connect(a.ports["xmpp"], "zhang.san/desk")
+        await until(lambda: (r := remote(router, f"li.si@{DOMAIN}/phone")) is not None
+                    and r.available, "node A sees li.si on the process, available")
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="before", mtype="chat")
+        assert (await li.next_message())["body"] == "before"
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while await pending():
+            assert loop.time() < end, "node B never confirmed its delivery"
+            await asyncio.sleep(0.02)
+        b.kill()  # SIGKILL: no goodbye, rows left behind
+        for i in range(3):
+            zhang.send_message(mto=f"li.si@{DOMAIN}", mbody=f"after kill {i}", mtype="chat")
+        await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+        end = loop.time() + 10
+        while await pending():
+            assert loop.time() < end, "hand-offs to the killed node were never taken over"
+            await asyncio.sleep(0.05)
+        li2 = await connect(a.ports["xmpp"], "li.si/laptop")
+        assert [(await li2.next_message())["body"] for _ in range(3)] == \
+            [f"after kill {i}" for i in range(3)]
+        zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="next", mtype="chat")
+        assert (await li2.next_message())["body"] == "next"  # nothing twice before it
+    finally:
+        for c in clients:
+            await c.close()
+        b.kill()
+        await a.stop()
+
+
+async def test_unacknowledged_messages_survive_their_node(nodes: Nodes, services: Any) -> None:
+    """A stream-managed client on node B that has not acknowledged what B handed it:
+    B dies, and the survivor places those messages again (offline), none lost."""
+    sm_on = asyncio.Event()
+    li = Client(f"li.si@{DOMAIN}/phone")
+    li.register_plugin("xep_0198")
+    li.add_event_handler("sm_enabled", lambda _e: sm_on.set())
+    nodes.clients.append(li)
+    await li.login(nodes.servers[1].ports["xmpp"])
+    await asyncio.wait_for(sm_on.wait(), 10)
+    li.plugin["xep_0198"].send_ack = lambda: None  # it reads, but never says so
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
+                "node A sees li.si")
+    for i in range(3):
+        zhang.send_message(mto=f"li.si@{DOMAIN}/phone", mbody=f"unacked {i}", mtype="chat")
+    assert [(await li.next_message())["body"] for _ in range(3)] == \
+        [f"unacked {i}" for i in range(3)]
+
+    async def rows() -> int:
+        async with services.db.pool.acquire() as conn:
+            return int(await conn.fetchval("select count(*) from xmpp_handoff"))
+    assert await rows() == 3  # kept until acknowledged
+    await crash(nodes.servers[1])
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while await rows():
+        assert loop.time() < end, "the dead node's hand-offs were never placed"
+        await asyncio.sleep(0.05)
+    laptop = await nodes.connect(0, "li.si/laptop")
+    assert [(await laptop.next_message())["body"] for _ in range(3)] == \
+        [f"unacked {i}" for i in range(3)]
+
+
+async def test_offline_store_reaches_a_user_online_elsewhere(nodes: Nodes) -> None:
+    """A node that did not know yet that li.si came online on B stored a message offline
+    (the few ms before B's announcement): B hears of it and delivers it at once."""
+    from xml.etree.ElementTree import Element, SubElement
+
+    from xmpp.proto import ns
+    li = await nodes.connect(1, "li.si/phone")
+    await until(lambda: (r := remote(nodes.router(0), f"li.si@{DOMAIN}/phone")) is not None
+                and r.available, "node A sees li.si available")
+    el = Element(ns.MESSAGE, {"from": f"zhang.san@{DOMAIN}/desk", "to": f"li.si@{DOMAIN}",
+                              "type": "chat", "id": "race-1"})
+    SubElement(el, ns.q(ns.CLIENT, "body")).text = "stored in the race"
+    cluster_a = nodes.servers[0].services.components["xmpp"].cluster
+    assert await cluster_a._store_offline(el, f"li.si@{DOMAIN}")  # as in that window
+    assert (await li.next_message())["body"] == "stored in the race"
+    store = nodes.servers[0].services.components["xmpp"].store
+    assert await store.count_offline(f"li.si@{DOMAIN}") == 0  # taken once

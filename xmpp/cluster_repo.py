@@ -1,0 +1,149 @@
+"""The only SQL of XMPP across nodes (`xmpp.cluster`): the session registry
+(`xmpp_sessions`), the hand-off table (`xmpp_handoff`) and NOTIFY.
+
+Liveness of an owner is the `nodes` table's rule (`directory.nodes_repo.live_owner`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from directory.nodes_repo import live_owner
+
+Conn: TypeAlias = Any
+
+REGISTRY_CHANNEL = "cxgw_xmpp_sessions"
+
+
+async def upsert_session(conn: Conn, full: str, bare: str, node_id: str, priority: int,
+                         available: bool, presence: str | None, csi: str,
+                         shared: str) -> datetime:
+    """Write our row for `full` (a bind takes the row over from any other node: the new
+    session wins); returns its bind time by the database clock."""
+    row = await conn.fetchrow(
+        "insert into xmpp_sessions(full_jid, bare, node_id, priority, available, presence,"
+        " csi, shared) values ($1,$2,$3,$4,$5,$6,$7,$8)"
+        " on conflict (full_jid) do update set node_id = excluded.node_id,"
+        " priority = excluded.priority, available = excluded.available,"
+        " presence = excluded.presence, csi = excluded.csi, shared = excluded.shared,"
+        " bound_at = case when xmpp_sessions.node_id = excluded.node_id"
+        "  then xmpp_sessions.bound_at else clock_timestamp() end"
+        " returning bound_at", full, bare, node_id, priority, available, presence, csi,
+        shared)
+    return row["bound_at"]  # type: ignore[no-any-return]
+
+
+async def update_session(conn: Conn, full: str, node_id: str, priority: int,
+                         available: bool, presence: str | None, csi: str,
+                         shared: str) -> bool:
+    """Presence or CSI of our session changed; False when the row is no longer ours."""
+    res = await conn.execute(
+        "update xmpp_sessions set priority = $3, available = $4, presence = $5, csi = $6,"
+        " shared = $7 where full_jid = $1 and node_id = $2", full, node_id, priority,
+        available, presence, csi, shared)
+    return res.split()[-1] != "0"
+
+
+async def delete_session(conn: Conn, full: str, node_id: str) -> None:
+    """Remove our row for `full` (a row another node took over stays)."""
+    await conn.execute("delete from xmpp_sessions where full_jid = $1 and node_id = $2",
+                       full, node_id)
+
+
+async def delete_node_sessions(conn: Conn, node_id: str) -> int:
+    res = await conn.execute("delete from xmpp_sessions where node_id = $1", node_id)
+    return int(res.split()[-1])
+
+
+async def live_sessions(conn: Conn, exclude_node: str, dead_seconds: float) -> list[Any]:
+    """Rows of other live nodes (the mirror of a starting or reconnected node)."""
+    return list(await conn.fetch(
+        "select full_jid, node_id, priority, available, presence, csi, shared, bound_at"
+        " from xmpp_sessions s where node_id <> $1 and " + live_owner("s.node_id", "$2"),
+        exclude_node, float(dead_seconds)))
+
+
+async def session_row(conn: Conn, full: str) -> Any:
+    return await conn.fetchrow(
+        "select full_jid, node_id, priority, available, presence, csi, shared, bound_at"
+        " from xmpp_sessions where full_jid = $1", full)
+
+
+async def reap_sessions(conn: Conn, dead_seconds: float) -> list[tuple[str, str]]:
+    """Delete the rows of owners that are not live nodes: (node id, full JID) of each."""
+    rows = await conn.fetch(
+        "delete from xmpp_sessions s where not " + live_owner("s.node_id", "$1")
+        + " returning node_id, full_jid", float(dead_seconds))
+    return [(r["node_id"], r["full_jid"]) for r in rows]
+
+
+async def insert_handoff(conn: Conn, node_id: str, full: str, data: bytes) -> int:
+    return int(await conn.fetchval(
+        "insert into xmpp_handoff(node_id, full_jid, stanza) values ($1,$2,$3) returning id",
+        node_id, full, data))
+
+
+async def fetch_handoff(conn: Conn, hid: int) -> bytes | None:
+    data = await conn.fetchval("select stanza from xmpp_handoff where id = $1", hid)
+    return bytes(data) if data is not None else None
+
+
+async def delete_handoffs(conn: Conn, ids: list[int]) -> None:
+    await conn.execute("delete from xmpp_handoff where id = any($1::bigint[])", ids)
+
+
+async def dead_handoffs(conn: Conn, dead_seconds: float, limit: int = 500) -> list[Any]:
+    """Hand-offs addressed to owners that are not live nodes, locked for this
+    transaction (two survivors never take the same row)."""
+    return list(await conn.fetch(
+        "select id, full_jid, stanza from xmpp_handoff h where not "
+        + live_owner("h.node_id", "$1")
+        + " order by id limit $2 for update skip locked", float(dead_seconds), limit))
+
+
+async def pending_handoffs(conn: Conn, node_id: str) -> list[Any]:
+    """Our own undelivered hand-offs (read after a LISTEN reconnect)."""
+    return list(await conn.fetch(
+        "select id, full_jid, stanza from xmpp_handoff where node_id = $1 order by id",
+        node_id))
+
+
+async def notify(conn: Conn, channel: str, payload: str) -> None:
+    await conn.execute("select pg_notify($1, $2)", channel, payload)
+
+
+async def counts(conn: Conn) -> dict[str, dict[str, int]]:
+    """Sessions and pending hand-offs per node (`cxgw nodes`)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in await conn.fetch("select node_id, count(*) n from xmpp_sessions group by 1"):
+        out.setdefault(r["node_id"], {})["sessions"] = int(r["n"])
+    for r in await conn.fetch("select node_id, count(*) n from xmpp_handoff group by 1"):
+        out.setdefault(r["node_id"], {})["handoffs"] = int(r["n"])
+    return out
+
+
+async def claim_home(conn: Conn, service: str, node_id: str, dead_seconds: float) -> str:
+    """Become the home of `service` unless a live node is; returns the home's node id."""
+    got = await conn.fetchval(
+        "insert into xmpp_homes(service, node_id) values ($1, $2)"
+        " on conflict (service) do update set node_id = excluded.node_id, since = case"
+        " when xmpp_homes.node_id = excluded.node_id then xmpp_homes.since else now() end"
+        " where xmpp_homes.node_id = excluded.node_id or not "
+        + live_owner("xmpp_homes.node_id", "$3") + " returning node_id",
+        service, node_id, float(dead_seconds))
+    if got is not None:
+        return str(got)
+    return str(await conn.fetchval("select node_id from xmpp_homes where service = $1",
+                                   service))
+
+
+async def release_home(conn: Conn, node_id: str) -> None:
+    await conn.execute("delete from xmpp_homes where node_id = $1", node_id)
+
+
+async def homes(conn: Conn) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in await conn.fetch("select service, node_id from xmpp_homes order by 1"):
+        out.setdefault(r["node_id"], []).append(r["service"])
+    return out
