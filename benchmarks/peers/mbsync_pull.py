@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from dovecot_conf import dovecot_config  # noqa: E402
 from imap_bench import PASSWORD, USER, message, seed  # noqa: E402
 from run_peers import apt_install, self_signed, sh  # noqa: E402
 from serverproc import cli, start  # noqa: E402
@@ -48,36 +49,8 @@ def dovecot(d: Path, n: int) -> Path:
         (md / "cur" / f"{1700000000 + j}.M{j}P1.seed:2,{flags}").write_bytes(message(j))
     sh("chown", "-R", "mail:mail", str(d / "mail"))
     conf = d / "dovecot.conf"
-    conf.write_text(f"""
-protocols = imap
-listen = 127.0.0.1
-base_dir = {d}/run
-state_dir = {d}/run
-log_path = {d}/dovecot.log
-ssl = required
-ssl_cert = <{crt}
-ssl_key = <{key}
-disable_plaintext_auth = yes
-first_valid_uid = 8
-mail_location = maildir:~/Maildir
-passdb {{
-  driver = passwd-file
-  args = {d}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = {d}/users
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = 0
-  }}
-  inet_listener imaps {{
-    port = {DOVECOT_PORT}
-    ssl = yes
-  }}
-}}
-""")
+    conf.write_text(dovecot_config(d, DOVECOT_PORT, crt, key))
+
     subprocess.run(["dovecot", "-c", str(conf)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return conf

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from dovecot_conf import dovecot_config  # noqa: E402
 from prosody_conf import prosody_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,44 +213,8 @@ def dovecot(tmp: Path, args: argparse.Namespace, ours: Ours) -> None:
     sh("chown", "-R", "mail:mail", str(d / "mail"))
     port = 2994
     conf = d / "dovecot.conf"
-    conf.write_text(f"""
-protocols = imap
-listen = 127.0.0.1
-base_dir = {d}/run
-state_dir = {d}/run
-log_path = {d}/dovecot.log
-ssl = required
-ssl_cert = <{crt}
-ssl_key = <{key}
-disable_plaintext_auth = yes
-auth_mechanisms = plain
-first_valid_uid = 8
-mail_location = maildir:~/Maildir
-passdb {{
-  driver = passwd-file
-  args = {d}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = {d}/users
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = 0
-  }}
-  inet_listener imaps {{
-    port = {port}
-    ssl = yes
-  }}
-  process_min_avail = 4
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-mail_max_userip_connections = 1000
-""")
+    conf.write_text(dovecot_config(d, port, crt, key, auth_plain=True, min_avail=4))
+
     # it daemonizes: do not let the daemon hold our output pipes
     subprocess.run(["dovecot", "-c", str(conf)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
