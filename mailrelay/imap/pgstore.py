@@ -67,6 +67,21 @@ def _uid_filter(uids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
     return "mm.uid = any($2::bigint[])", (list(uids),)
 
 
+def _row_columns(raw: bool, structure: bool, envelope_only: bool) -> str:
+    """The select list of a MessageRow (``raw``/``structure`` only when asked; with
+    ``envelope_only`` just the stored ENVELOPE of the structure)."""
+    cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
+    if structure and envelope_only and not raw:
+        cols += (
+            ", case when m.structure is null then null"
+            " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
+            " else jsonb_build_object('env', m.structure->'env') end"
+        )
+    else:
+        cols += ", m.structure" if structure else ", null"
+    return cols + (", m.raw" if raw else ", null")
+
+
 class PgMailStore:
     """``MailStore`` on an asyncpg pool (see :mod:`mailrelay.imap.store_api`)."""
 
@@ -380,16 +395,7 @@ class PgMailStore:
         """All rows for ``uids`` in one query (``raw``/``structure`` only when asked)."""
         if not uids:
             return []
-        cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
-        if structure and envelope_only and not raw:
-            cols += (
-                ", case when m.structure is null then null"
-                " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
-                " else jsonb_build_object('env', m.structure->'env') end"
-            )
-        else:
-            cols += ", m.structure" if structure else ", null"
-        cols += ", m.raw" if raw else ", null"
+        cols = _row_columns(raw, structure, envelope_only)
         join = " join messages m on m.id = mm.message_id" if (raw or structure) else ""
         where, arg = _uid_filter(uids)
         sql = (
@@ -414,16 +420,7 @@ class PgMailStore:
         most ``max_bytes`` (always at least one): one query, bounded memory."""
         if not uids:
             return []
-        cols = "mm.uid, mm.flags, mm.modseq, mm.internaldate, mm.size"
-        if structure and envelope_only and not raw:
-            cols += (
-                ", case when m.structure is null then null"
-                " when m.structure ? 'envr' then jsonb_build_object('envr', m.structure->'envr')"
-                " else jsonb_build_object('env', m.structure->'env') end"
-            )
-        else:
-            cols += ", m.structure" if structure else ", null"
-        cols += ", m.raw" if raw else ", null"
+        cols = _row_columns(raw, structure, envelope_only)
         where, arg = _uid_filter(uids)
         n = len(arg) + 2
         sql = (
