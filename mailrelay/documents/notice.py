@@ -57,23 +57,9 @@ def held_notice(*, document: int, title: str, number: str, held: Sequence[HeldAt
         lines.append(f"    {h.text}")
     lines += ["", "请核实电子印章后重新发送，或联系系统管理员。",
               "Check the seal and send the document again, or ask the administrator.", ""]
-    body = "\r\n".join(lines).encode("utf-8")
-    head = [
-        header("From", mailbox(f"mailer-daemon@{domain}", "公文交换 Document exchange")),
-        header("To", ", ".join(mailbox(a) for a in to)),
-        text_header("Subject", subject),
-        header("Date", email.utils.format_datetime(now)),
-        header("Message-ID", f"<{uuid.uuid4()}@{domain}>"),
-        header("Auto-Submitted", "auto-generated"),  # RFC 3834 §5
-        header("X-CX-Doc-Held", f"doc={document}; units={units}"),
-        header("MIME-Version", "1.0"),
-        header("Content-Type", "text/plain; charset=utf-8"),
-        header("Content-Transfer-Encoding", "base64"),
-    ]
-    if in_reply_to and in_reply_to.isascii() and "\r" not in in_reply_to \
-            and "\n" not in in_reply_to:
-        head.insert(5, header("In-Reply-To", in_reply_to))
-    return b"".join(head) + CRLF + base64_body(body)
+    return _notice(lines, to=to, subject=subject, domain=domain, now=now,
+                   in_reply_to=in_reply_to,
+                   marker=("X-CX-Doc-Held", f"doc={document}; units={units}"))
 
 
 def revoked_notice(*, document: int, title: str, number: str, from_unit: str, unit: str,
@@ -94,15 +80,24 @@ def revoked_notice(*, document: int, title: str, number: str, from_unit: str, un
         "Do not act on this document; confirm it with the sending unit.",
         "",
     ]
+    return _notice(lines, to=to, subject=f"公文印章已吊销 Seal revoked after delivery: {title}",
+                   domain=domain, now=now, in_reply_to=in_reply_to,
+                   marker=("X-CX-Doc-Revoked", f"doc={document}; unit={unit}"))
+
+
+def _notice(lines: list[str], *, to: Sequence[str], subject: str, domain: str,
+            now: datetime, in_reply_to: str | None, marker: tuple[str, str]) -> bytes:
+    """A plain-text notice from the document exchange's mailer-daemon (RFC 3834 §5
+    auto-generated), threaded on `in_reply_to` when it is a clean one-line field."""
     body = "\r\n".join(lines).encode("utf-8")
     head = [
         header("From", mailbox(f"mailer-daemon@{domain}", "公文交换 Document exchange")),
         header("To", ", ".join(mailbox(a) for a in to)),
-        text_header("Subject", f"公文印章已吊销 Seal revoked after delivery: {title}"),
+        text_header("Subject", subject),
         header("Date", email.utils.format_datetime(now)),
         header("Message-ID", f"<{uuid.uuid4()}@{domain}>"),
         header("Auto-Submitted", "auto-generated"),  # RFC 3834 §5
-        header("X-CX-Doc-Revoked", f"doc={document}; unit={unit}"),
+        header(*marker),
         header("MIME-Version", "1.0"),
         header("Content-Type", "text/plain; charset=utf-8"),
         header("Content-Transfer-Encoding", "base64"),
