@@ -383,7 +383,8 @@ class Cluster:
                 if it.kind == "x" and it.origin is not None and it.origin.local:
                     try:  # the room's home did not get it: the sender hears so
                         el = parse_stanza(it.data)
-                    except Exception:  # noqa: BLE001 - our own serialisation
+                    except Exception:  # noqa: BLE001 - our own serialisation: our bug
+                        log.exception("room stanza for %s could not be re-parsed", it.full)
                         continue
                     if el.get("type") != "error":
                         it.origin.deliver(error_reply(el, StanzaError(
@@ -395,7 +396,8 @@ class Cluster:
                 origin = it.origin
                 try:
                     el = parse_stanza(it.data)
-                except Exception:  # noqa: BLE001 - our own serialisation
+                except Exception:  # noqa: BLE001 - our own serialisation: our bug, said loudly
+                    log.exception("message for %s could not be re-parsed: lost", it.full)
                     continue
                 bare = it.full.partition("/")[0]
                 if origin is not None and origin.local:
