@@ -4,4 +4,5 @@ import sys
 
 from load.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned generator process (--processes) imports this
+    sys.exit(main())

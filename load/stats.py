@@ -183,8 +183,7 @@ class Recorder:
 
     def merge(self, other: Recorder) -> None:
         """Add another run's outcomes (a part of a composite run such as `workday`)."""
-        for name in ("sent", "accepted", "delivered", "failed", "lost", "messages_sent",
-                     "messages_accepted", "connections_opened", "bytes_sent", "not_started"):
+        for name in self._COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.update(other.errors)
         for cls, texts in other.samples.items():
@@ -206,6 +205,36 @@ class Recorder:
     def finish(self) -> None:
         self.t_end = time.monotonic()
         self.ended_wall = time.time()
+
+    # -- across processes ----------------------------------------------------------------
+    _COUNTS = ("sent", "accepted", "delivered", "failed", "lost", "messages_sent",
+               "messages_accepted", "connections_opened", "bytes_sent", "not_started")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything `merge` uses, JSON-ready: counts, errors, samples, each histogram in
+        HdrHistogram's own compressed encoding (lossless: every bucket count is kept), and
+        the per-second buckets. `t0`/`t_end` are CLOCK_MONOTONIC, shared by every process
+        of the machine, so a parent can put its children's recorders on one clock."""
+        return {"t0": self.t0, "started_wall": self.started_wall, "t_end": self.t_end,
+                "ended_wall": self.ended_wall,
+                **{k: getattr(self, k) for k in self._COUNTS},
+                "errors": dict(self.errors), "samples": self.samples,
+                "hists": {k: h.encode().decode("ascii") for k, h in self.hists.items()},
+                "buckets": [[b.started, b.delivered, b.failed, b.lost, b.lat_sum_us, b.lat_n,
+                             b.lat_max_us] for b in self.buckets]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recorder:
+        """The inverse of `to_dict` (a recorder filled in another process)."""
+        rec = cls(t0=float(d["t0"]), started_wall=float(d["started_wall"]))
+        rec.t_end, rec.ended_wall = d.get("t_end"), d.get("ended_wall")
+        for k in cls._COUNTS:
+            setattr(rec, k, int(d[k]))
+        rec.errors = Counter({str(k): int(v) for k, v in d["errors"].items()})
+        rec.samples = {str(k): list(v) for k, v in d["samples"].items()}
+        rec.hists = {k: HdrHistogram.decode(v.encode("ascii")) for k, v in d["hists"].items()}
+        rec.buckets = [Bucket(*map(int, b)) for b in d["buckets"]]
+        return rec
 
     # -- views ---------------------------------------------------------------------------
     @property

@@ -140,6 +140,32 @@ async def test_workday_all_protocols(city: Any, tmp_path: Path) -> None:
     assert parts["circular"]["sent"] == 6 * r["params"]["circulars"]
 
 
+async def test_workday_two_generator_processes(city: Any, tmp_path: Path) -> None:
+    """Issue 17: `--processes 2` splits the staff and every rate between two generator
+    processes and merges their results into one report: the books balance, every part
+    ran, the per-part counts add up to the total, and each process's CPU is reported."""
+    need(city, "imaps", "xmpp", "submission")
+    p = city.ports
+    rc, r = await load(tmp_path, "workday", "--target", "127.0.0.1", "--insecure",
+                       "--credentials", str(city.creds), "--acceleration", "20000",
+                       "--duration", "1.5", "--chat-pairs", "2", "--connections", "4",
+                       "--processes", "2",
+                       "--smtp-port", str(p["smtp"]), "--submission-port", str(p["submission"]),
+                       "--imaps-port", str(p["imaps"]), "--xmpp-port", str(p["xmpp"]),
+                       "--seed", "1")
+    assert rc == 0, (r["errors"], r["error_samples"], r.get("skipped"), r["protocols"])
+    parts = r["protocols"]
+    assert set(parts) == {"mail", "imap", "chat", "docs", "circular"}, r.get("skipped")
+    assert all(v["sent"] > 0 for v in parts.values()), parts
+    for k in ("sent", "delivered", "failed", "lost"):
+        assert r[k] == sum(v[k] for v in parts.values()), k
+    assert r["latency_ms"]["count"] == sum(v["latency_ms"]["count"] for v in parts.values())
+    assert parts["circular"]["sent"] == 6 * r["params"]["circulars"]  # shard 0 alone sends them
+    gen = r["generator"]
+    assert gen["processes"] == 2 and len(gen["cpu_s"]) == 2 and all(c > 0 for c in gen["cpu_s"])
+    assert r["params"]["processes"] == 2
+
+
 async def test_xmpp_chat_two_nodes(city: Any, cfg: Any, tmp_path: Path) -> None:
     """Issue 14: half the clients on a second node sharing the database; every pair
     chats across the two nodes."""
