@@ -65,7 +65,7 @@ def self_signed(d: Path, name: str) -> tuple[Path, Path]:
 
 # -- our server (the approach of benchmarks/smtp_bench.py, copied) ------------------------------
 class Ours:
-    def __init__(self, tmp: Path, accounts: int) -> None:
+    def __init__(self, tmp: Path, accounts: int, extra_config: str = "") -> None:
         self.state = tmp / "cxgw"
         self.state.mkdir()
         self.cfg = self.state / "cx.toml"
@@ -74,7 +74,7 @@ class Ours:
         off = "\n".join(f'{k} = ""' for k in ("submissions", "imap", "xmpps"))
         self.cfg.write_text(f'[server]\nstate_dir = "{self.state / "var"}"\nlog_level = '
                             f'"warning"\n[listen]\n{listen}\n{off}\n[relay]\nsmarthost = '
-                            '"127.0.0.1:9"\n')
+                            '"127.0.0.1:9"\n' + extra_config)
         env = {**os.environ, "CXGW_DATABASE_URL": "", "CXGW_CONFIG": ""}
         self.proc = subprocess.Popen([PY, "-m", "gateway", "--config", str(self.cfg), "serve"],
                                      cwd=ROOT, stdout=subprocess.PIPE,

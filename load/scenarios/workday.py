@@ -15,6 +15,17 @@ adds them up and keeps a per-protocol summary in `protocols` (sent, delivered, f
 lost, throughput, latency percentiles, and for the report's per-protocol panels its
 `timeseries` on the run's clock and its latency `curves`). A part whose port is 0 is left
 out. The live display shows one row per part.
+
+The mail and IMAP parts open `--connections` each; by default as many as the part's rate
+needs by Little's law (rate x 250 ms, at least 20) within the shipped per-address caps of
+`[limits]` (45 SMTP, 90 IMAPS from the generator's one address), so that the generator's
+concurrency does not cap the asked rate. `--processes N` runs the generator in N
+processes: process i drives every i-th account and 1/N of every rate and connection
+count (process 0 also sends the circulars to everyone); each hands its recorders back as
+JSON (HDR histograms in their lossless encoding) and the parent merges them exactly into
+the one result. `generator` in the result gives each process's CPU seconds and the cores
+the generator used, to set beside the server's (benchmarks/peers/run_workday.py prints both).
+With several processes the live display shows the merged figures only at the end.
 """
 
 from __future__ import annotations
@@ -64,7 +75,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--processes", type=int, default=1, metavar="N",
                    help="run the generator in N processes, each driving 1/N of the staff "
                         "and of every rate; results merged exactly (default 1)")
-    p.set_defaults(duration=60.0, connections=20)
+    # --connections: per part (mail, imap), split between --processes; default: sized
+    # from the part's rate (see _connections)
+    p.set_defaults(duration=60.0, connections=None)
+
+
+# The shipped per-address caps of [limits] (smtp_max_per_ip 50, imaps_max_per_ip 100): the
+# generator connects from one address, so a part stays under them (the circulars' three
+# SMTP connections included) or the server rightly refuses the surplus.
+SMTP_PER_IP_BUDGET = 45
+IMAP_PER_IP_BUDGET = 90
+IN_FLIGHT_S = 0.25
+"""Little's law: a part asked R/s whose operations take L s has R * L in flight. Sized for
+L = 250 ms (above the 200 ms p99 target), so the generator's concurrency is not what caps
+the rate while the server answers within the target."""
+
+
+def _connections(args: argparse.Namespace, rate: float, budget: int) -> int:
+    """A part's connections (all processes together): --connections, or from its rate."""
+    if args.connections is not None:
+        return int(args.connections)
+    return max(20, min(budget, math.ceil(rate * IN_FLIGHT_S)))
 
 
 def _share(total: int, i: int, n: int) -> int:
@@ -84,7 +115,6 @@ def _plan(args: argparse.Namespace, ctx: RunContext, n_people: int, units: int,
     accel = float(args.acceleration)
     host = ctx.target.host if ":" not in ctx.target.host else f"[{ctx.target.host}]"
     domain = args.domain
-    conns = max(1, _share(ctx.limits.connections, shard, shards))
 
     def rate(per_hour: float, n: int) -> float:
         return per_hour * n * accel / 3600.0
@@ -95,12 +125,16 @@ def _plan(args: argparse.Namespace, ctx: RunContext, n_people: int, units: int,
         asked["mail"] = rate(args.mail_per_hour, n_people)
         parts.append(("mail", "smtp-burst", [
             "--target", f"{host}:{args.smtp_port}", "--rate", f"{asked['mail'] / shards:.6g}",
-            "--connections", str(conns), "--size-dist", "2k:70,20k:25,200k:5", "--reuse"]))
+            "--connections",
+            str(max(1, _share(_connections(args, asked["mail"], SMTP_PER_IP_BUDGET),
+                              shard, shards))), "--size-dist", "2k:70,20k:25,200k:5", "--reuse"]))
     if args.imaps_port and args.syncs_per_hour > 0:
         asked["imap"] = rate(args.syncs_per_hour, n_people)
         parts.append(("imap", "imap-sync", [
             "--target", f"{host}:{args.imaps_port}", "--tls",
-            "--rate", f"{asked['imap'] / shards:.6g}", "--connections", str(conns)]))
+            "--rate", f"{asked['imap'] / shards:.6g}", "--connections",
+            str(max(1, _share(_connections(args, asked["imap"], IMAP_PER_IP_BUDGET),
+                              shard, shards)))]))
     pairs = min(args.chat_pairs, n_people // 2)
     my_pairs = _share(pairs, shard, shards)
     if args.xmpp_port and args.chat_per_hour > 0 and pairs > 0:
