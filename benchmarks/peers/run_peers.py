@@ -71,7 +71,10 @@ class Ours:
         self.cfg = self.state / "cx.toml"
         listen = "\n".join(f'{k} = "127.0.0.1:0"' for k in
                            ("smtp", "submission", "imaps", "xmpp", "http"))
-        off = "\n".join(f'{k} = ""' for k in ("submissions", "imap", "xmpps"))
+        # listeners not measured are off: their fixed default ports would collide with
+        # another server on the machine and stop this one from starting
+        off = "\n".join(f'{k} = ""' for k in ("submissions", "imap", "xmpps", "pop3", "pop3s",
+                                               "managesieve", "https"))
         self.cfg.write_text(f'[server]\nstate_dir = "{self.state / "var"}"\nlog_level = '
                             f'"warning"\n[listen]\n{listen}\n{off}\n[relay]\nsmarthost = '
                             '"127.0.0.1:9"\n' + extra_config)
