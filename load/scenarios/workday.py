@@ -272,6 +272,7 @@ def _shard_main(spec_path: str) -> None:
     async def go() -> tuple[dict[str, list[Recorder]], bool]:
         return await _run_parts(ctx, args, shard, shards, tmp)
 
+    cpu0 = _cpu_self()  # the load's CPU, not the interpreter's start
     try:
         recs, completed = _run_coro(go())
         out: dict[str, Any] = {"parts": {k: [r.to_dict() for r in v] for k, v in recs.items()},
@@ -279,7 +280,7 @@ def _shard_main(spec_path: str) -> None:
     except (OptionError, OSError) as e:
         out = {"parts": {}, "completed": False, "error": str(e)}
     out.update({"skipped": ctx.extra.get("skipped", {}), "params": ctx.params,
-                "cpu_s": _cpu_self(), "pid": os.getpid()})
+                "cpu_s": _cpu_self() - cpu0, "pid": os.getpid()})
     Path(spec["dump"]).write_text(json.dumps(out), encoding="utf-8")
 
 
