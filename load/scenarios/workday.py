@@ -196,7 +196,7 @@ async def _run_parts(ctx: RunContext, args: argparse.Namespace, shard: int, shar
     duration = ctx.limits.duration or 60.0
     accel = float(args.acceleration)
     host = ctx.target.host if ":" not in ctx.target.host else f"[{ctx.target.host}]"
-    everyone = tmp / "everyone.csv"  # circulars go to all the staff, from any shard
+    everyone = tmp / f"everyone{shard}.csv"  # circulars and documents: all the staff
     _write_creds(everyone, people)
     own = tmp / f"shard{shard}.csv"
     _write_creds(own, mine)
