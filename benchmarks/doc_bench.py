@@ -10,10 +10,15 @@ handler), RSA-2048 unit seals (the default `ca.key_type`), a 100 KB attachment:
      per CPU). Also shown: one thread, and N threads in one process (cryptography's
      RSA signing does not release the GIL: it calls OpenSSL without allow_threads);
   2. **the full gateway path**: `DocumentService.send` from --concurrency senders (seal in
-     the N-process pool: one MIME build, sign, wrap; store the document row; submit with
-     group commit), then the running server's docs handler verifies each document
-     (S/MIME, chain, revocation), stamps it and stores it in every clerk's INBOX; timed
-     until the last `document_recipients` row is `delivered`. Ratio = 2 / 1;
+     the N-process pool: one MIME build, sign, wrap), verified (S/MIME, chain,
+     revocation, metadata: the docs handler's `examine` and per-unit checks), stamped
+     and stored once into every clerk's INBOX with the document rows (group commit of
+     concurrent sends; `mailrelay.documents.ownsend`); timed until the last
+     `document_recipients` row is `delivered`. Ratio = 2 / 1. Also per document: the
+     statements sent to PostgreSQL, WAL bytes, bytes added to `messages`, and the seal
+     workers' share of the CPU. ``--compare`` first runs the same with every document
+     queued to the running server's docs handler (the path before issue 17: stored as
+     sealed, then the stamped copy), in the same run;
   3. **verification per core** (`arrival.examine`: S/MIME + chain + revocation + the
      document's metadata + the rebuilt, stamped copy), CPU seconds of one thread:
      *warm*: the server's TrustStore as in production (path cached per signer,
@@ -25,17 +30,20 @@ handler), RSA-2048 unit seals (the default `ca.key_type`), a 100 KB attachment:
      so the server figure includes the load generator (an overstatement).
 
     .venv/bin/python benchmarks/doc_bench.py [--count 400] [--workers N]
-        [--concurrency 16] [--seconds 3] [--json out.json]
+        [--concurrency 16] [--seconds 3] [--compare] [--queries] [--json out.json]
 
-Last run (2026-12-04, 2 shared CPUs, load average 4.4 from other work, defaults):
-bare signing at N=2 processes 3,290/s (one thread 2,390/s); full path 82/s with 16
-senders (117/s with --concurrency 64), 2.5-3.6% of bare signing: target (50%) MISSED.
-Whole-server CPU per document 9.0-10.0 ms: 5.7-6.3 ms ours (seal worker ~1 ms,
-verification ~1 ms, two submissions and ~20 queries) + 3.1-3.7 ms PostgreSQL (two
-~147 KB messages stored, rows, commits). Even with both CPUs ours alone, 2 / 9 ms is
-~220 documents/s, ~7% of bare signing: the target cannot be met while a document is
-stored twice (queued, then the stamped copy) in PostgreSQL; it would need the total per
-document near two signatures (~1.2 ms). Verification per core, warm: `examine` 970/s,
+Last run (2026-12-04 13:36, 2 shared CPUs, load average 7.8 from other work,
+`--count 300 --workers 2 --concurrency 16 --seconds 2 --compare`): bare signing at N=2
+1,698/s (the load halves it; 3,290/s at load 4.4 earlier). Queued to the docs handler:
+40.5/s (2.4% of bare signing), 15.7 ms CPU per document (8.1 ours + 7.6 PostgreSQL),
+32.4 statements, 315 KB WAL, 303 KB stored. Verified and delivered while sent: 99/s
+(5.8%: target (50%) MISSED), 7.7 ms CPU per document (5.6 ours of which 1.6 in the seal
+workers, 2.0 PostgreSQL), 7.0 statements, 157 KB WAL, 151 KB stored (one copy). The
+bound: 50% of bare signing at N=2 is ~1.2 ms of CPU per document on 2 cores, while
+signing with the MIME build (~0.9 ms), verification (`examine`, ~1 ms) and PostgreSQL
+writing the ~147 KB copy once (0.6-0.8 ms measured for a 110 KB row alone) already
+exceed 2.4 ms: ~25% of bare signing is the ceiling even with nothing else to do.
+Verification per core, warm: `examine` 970/s,
 the seal check alone (`verify_message`: S/MIME, cached chain, cached revocation) 1,400/s
 (target 2,000/s: MISSED by 30%, asn1crypto parsing and header parsing dominate); cold
 (path built, certificates parsed, our OCSP answer signed and read back) 560/s.
@@ -75,7 +83,7 @@ from mailrelay.documents.arrival import examine  # noqa: E402
 from mailrelay.documents.chain import VerifyCache  # noqa: E402
 from mailrelay.documents.docmime import Attachment, DocumentMeta  # noqa: E402
 from mailrelay.documents.revocation import CachedRevocation  # noqa: E402
-from mailrelay.documents.seal import prepare_document  # noqa: E402
+from mailrelay.documents.seal import prepare_document, seal_prepared  # noqa: E402
 from mailrelay.documents.sealpool import sign_loop  # noqa: E402
 
 PASSPHRASE = "Bench-passphrase-2026"
@@ -109,6 +117,7 @@ class WholeServer:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
+        self.workers = 0.0
 
     def sample(self) -> Sample:
         pm = postmaster_pid(self.pgdata)
@@ -116,12 +125,14 @@ class WholeServer:
         t = me.cpu_times()
         server = t.user + t.system
         db = 0.0
+        self.workers = 0.0  # of which the seal workers (and other children)
         for child in me.children(recursive=True):
             try:
                 ct = child.cpu_times()
                 if child.pid == pm or pm in [p.pid for p in child.parents()]:
                     continue  # counted below, with the cluster
                 server += ct.user + ct.system
+                self.workers += ct.user + ct.system
             except psutil.Error:
                 continue
         try:
@@ -137,6 +148,51 @@ class WholeServer:
         except psutil.Error:
             pass
         return Sample(server, db)
+
+
+class QueryCount:
+    """Statements sent to PostgreSQL by every asyncpg connection of this process (the
+    public methods of Connection, as the pool's proxies call them; BEGIN and COMMIT
+    are statements too), by their first words (``--queries`` prints the breakdown)."""
+
+    METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval",
+               "copy_records_to_table", "copy_to_table", "copy_from_query")
+
+    def __init__(self) -> None:
+        from collections import Counter
+        self.by_kind: Counter[str] = Counter()
+        self.on = False
+        cls = asyncpg.connection.Connection
+        for name in self.METHODS:
+            orig = getattr(cls, name)
+            setattr(cls, name, self._wrap(name, orig))
+
+    def _wrap(self, name: str, orig: Any) -> Any:
+        counter = self
+
+        async def counted(conn: Any, *args: Any, **kw: Any) -> Any:
+            if counter.on:
+                if name.startswith("copy"):
+                    kind = f"COPY {args[0] if args else kw.get('table_name', '')}"
+                else:
+                    q = str(args[0]) if args else ""
+                    kind = " ".join(q.split()[:4])[:60]
+                counter.by_kind[kind] += 1
+            return await orig(conn, *args, **kw)
+        return counted
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+
+async def wal_and_messages(pool: Any) -> tuple[int, int]:
+    """(WAL bytes written so far, bytes of the messages table with its TOAST)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "select pg_current_wal_lsn() - '0/0'::pg_lsn as wal,"
+            " pg_total_relation_size('messages') as msgs")
+        return int(row["wal"]), int(row["msgs"])
 
 
 async def delivered_rows(pool: Any, state: str = "delivered") -> int:
@@ -170,6 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                          "ca": {"passphrase": PASSPHRASE}})
         services = await open_services(cfg)
         args.cpu = WholeServer(tmp / "pg")
+        args.queries = QueryCount()
         try:
             return await _bench(services, cfg, args, RunningServer, DocumentService, build)
         finally:
@@ -233,60 +290,25 @@ async def _measure(services: Any, args: argparse.Namespace, server: Any) -> dict
     # calls OpenSSL without py.allow_threads, so signing holds the GIL.
     out["signing_releases_gil"] = "no (cryptography rsa.rs sign: no allow_threads)"
 
-    step(f"full path: {args.count} documents from {args.concurrency} senders")
     # 2. the full path: send -> seal (N processes) -> store -> deliver -> verify -> stamp
-    t_warm = time.perf_counter()
-    await docs.send(from_unit="finance", to=["stats"], title="warm-up", number="0",
-                    attachments=[att])
-    base = 1
-    while await delivered_rows(services.db.pool) < base:
-        if time.perf_counter() - t_warm > 60:
-            raise SystemExit("the warm-up document was not delivered in a minute")
-        await asyncio.sleep(0.02)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(args.count):
-        queue.put_nowait(i)
-
-    async def sender() -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            await docs.send(from_unit="finance", to=["stats"], title=f"基准测试 {i}",
-                            number=f"楚财发〔2026〕{i}号", attachments=[att])
-    prof = None
-    if args.profile:
-        import cProfile
-        prof = cProfile.Profile()
-        prof.enable()
-    c0 = args.cpu.sample()
-    docs.sealed_in_pool = 0
-    t0 = time.perf_counter()
-    await asyncio.gather(*(sender() for _ in range(args.concurrency)))
-    t_sent = time.perf_counter() - t0
-    total = base + args.count
-    while await delivered_rows(services.db.pool) < total:
-        if time.perf_counter() - t0 > 900:
-            raise SystemExit("documents not delivered in 15 minutes")
-        await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - t0
-    d = args.cpu.sample() - c0
-    if prof is not None:
-        import pstats
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
-    out["sealed_in_pool"] = docs.sealed_in_pool  # the others: alone, in a thread
-    out["sent_until_commit_per_s"] = args.count / t_sent
-    out["full_path_per_s"] = args.count / elapsed
-    out["full_path_vs_bare_at_N"] = out["full_path_per_s"] / out["bare_sign_per_s_at_N"]
-    out["cpu_ms_per_doc_server"] = d.server / args.count * 1000
-    out["cpu_ms_per_doc_postgres"] = d.database / args.count * 1000
-    out["cpu_ms_per_doc_total"] = d.total / args.count * 1000
-    out["cpu_cores_busy"] = d.total / elapsed
+    delivered = 0
+    if args.compare:  # the same, every document through the queue to the docs handler
+        step(f"full path through the queue: {args.count} documents from "
+             f"{args.concurrency} senders")
+        docs.deliver_inline = False
+        delivered = await full_path(services, docs, args, att, out, delivered, "_queued")
+        docs.deliver_inline = True
+    step(f"full path: {args.count} documents from {args.concurrency} senders")
+    delivered = await full_path(services, docs, args, att, out, delivered, "")
+    total = delivered
 
     step("verification per core, warm and cold")
     # 3. verification per core, one thread, CPU seconds
-    async with services.db.pool.acquire() as conn:
-        raw = bytes(await conn.fetchval("select m.raw from documents d join messages m"
-                                        " on m.id = d.message_id order by d.id desc limit 1"))
+    # A document as it arrives (sealed as `doc send` seals it; the stored copy of a
+    # document verified while sent is the clerks' stamped copy, not the arrival).
+    raw = seal_prepared(meta, "", [att], signer, from_addr="finance.docs@cx.example",
+                        to_addrs=["stats.docs@cx.example"], now=datetime.now(UTC),
+                        domain="cx.example").raw
     await docs.trust.refresh()
     (out["verify_warm_per_core_s"], out["verify_cold_per_core_s"],
      out["seal_check_only_warm_per_core_s"]) = await asyncio.to_thread(
@@ -304,6 +326,78 @@ async def _measure(services: Any, args: argparse.Namespace, server: Any) -> dict
     out["circular_units"] = len(sent.units)
     out["circular_all_inboxes_s"] = time.perf_counter() - t0
     return out
+
+
+async def full_path(services: Any, docs: Any, args: argparse.Namespace, att: Attachment,
+                    out: dict[str, Any], base: int, suffix: str) -> int:
+    """Step 2, figures into ``out`` with ``suffix``; returns the delivered rows now."""
+    t_warm = time.perf_counter()
+    await docs.send(from_unit="finance", to=["stats"], title="warm-up", number="0",
+                    attachments=[att])
+    base += 1
+    while await delivered_rows(services.db.pool) < base:
+        if time.perf_counter() - t_warm > 60:
+            raise SystemExit("the warm-up document was not delivered in a minute")
+        await asyncio.sleep(0.02)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(args.count):
+        queue.put_nowait(i)
+
+    async def sender() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            await docs.send(from_unit="finance", to=["stats"], title=f"基准测试 {i}",
+                            number=f"楚财发〔2026〕{i}{suffix}号", attachments=[att])
+    prof = None
+    if args.profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
+    wal0, msgs0 = await wal_and_messages(services.db.pool)
+    args.queries.by_kind.clear()
+    args.queries.on = True
+    c0 = args.cpu.sample()
+    w0 = args.cpu.workers
+    docs.sealed_in_pool = 0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(args.concurrency)))
+    t_sent = time.perf_counter() - t0
+    total = base + args.count
+    while await delivered_rows(services.db.pool) < total:
+        if time.perf_counter() - t0 > 900:
+            raise SystemExit("documents not delivered in 15 minutes")
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - t0
+    d = args.cpu.sample() - c0
+    w1 = args.cpu.workers
+    args.queries.on = False
+    wal1, msgs1 = await wal_and_messages(services.db.pool)
+    if prof is not None:
+        import pstats
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    out["sealed_in_pool" + suffix] = docs.sealed_in_pool  # the others: alone, in a thread
+    out["sent_until_commit_per_s" + suffix] = args.count / t_sent
+    out["full_path_per_s" + suffix] = args.count / elapsed
+    out["full_path_vs_bare_at_N" + suffix] = (out["full_path_per_s" + suffix]
+                                              / out["bare_sign_per_s_at_N"])
+    out["cpu_ms_per_doc_server" + suffix] = d.server / args.count * 1000
+    out["cpu_ms_per_doc_seal_workers" + suffix] = (w1 - w0) / args.count * 1000
+    out["cpu_ms_per_doc_postgres" + suffix] = d.database / args.count * 1000
+    out["cpu_ms_per_doc_total" + suffix] = d.total / args.count * 1000
+    out["cpu_cores_busy" + suffix] = d.total / elapsed
+    # The benchmark's own polling (one count per 5 ms) is left out of the statements.
+    polls = sum(n for k, n in args.queries.by_kind.items()
+                if k.startswith("select count(*) from document_recipients"))
+    out["queries_per_doc" + suffix] = (args.queries.total - polls) / args.count
+    out["wal_kb_per_doc" + suffix] = (wal1 - wal0) / args.count / 1024
+    out["messages_kb_per_doc" + suffix] = (msgs1 - msgs0) / args.count / 1024
+    if args.queries_detail:
+        print(f"statements per document{suffix or ' (default path)'}:", file=sys.stderr)
+        for kind, n in args.queries.by_kind.most_common():
+            if n >= args.count // 20:
+                print(f"{n / args.count:8.2f}  {kind}", file=sys.stderr)
+    return total
 
 
 def step(text: str) -> None:
@@ -355,6 +449,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each loop")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--profile", action="store_true", help="profile the full path")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the full path with every document queued to the docs"
+                        " handler (the path before issue 17), in the same run")
+    p.add_argument("--queries", dest="queries_detail", action="store_true",
+                   help="print the statements per document of the full path by kind")
     args = p.parse_args()
     try:
         import uvloop

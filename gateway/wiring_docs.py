@@ -86,6 +86,7 @@ class DocsWiring:
             await sub.close()
         for task in list(self._tasks):
             task.cancel()
+        await self.service.own.close()  # documents being written get their COMMIT first
         self.service.close()  # the seal worker processes end with the component
 
     # ---- CRL and OCSP (RFC 5280 §5, RFC 6960 appendix A) -------------------------------

@@ -242,6 +242,24 @@ class Submitter:
         self._queued(sub, queue_id, message)
         return SubmitResult(queue_id, ids[0], len(message.rows))
 
+    async def submit_many_in(self, conn: Any, prepared: Sequence[tuple[Submission, tuple[
+            str, repo.NewMessage]]]) -> list[SubmitResult]:
+        """:meth:`submit_in` for several submissions already through :meth:`prepare`,
+        written together (one COPY of their messages, one local-delivery statement for
+        all their recipients): a group commit that the caller owns, with whatever else
+        it writes in the same transaction (official documents verified while sent)."""
+        if not prepared:
+            return []
+        ids, inline = await repo.enqueue(conn, [p[0] for _s, p in prepared],
+                                         [p[1] for _s, p in prepared])
+        if inline:
+            self.metrics.inc("mail_delivered_total", len(inline), transport="local")
+        out = []
+        for (sub, (queue_id, message)), mid in zip(prepared, ids, strict=True):
+            self._queued(sub, queue_id, message)
+            out.append(SubmitResult(queue_id, mid, len(message.rows)))
+        return out
+
     def _ensure_writer(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._writer())

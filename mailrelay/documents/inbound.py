@@ -79,6 +79,14 @@ EXTRA_REASONS = {
 REASONS.update({k: v for k, v in EXTRA_REASONS.items() if k not in REASONS})
 
 
+def number_warning(number: str, dup: int | None) -> str | None:
+    """The clerk's ``X-CX-Doc-Warning`` when the 文号 was used by document ``dup``."""
+    if dup is None:
+        return None
+    return (f"文号 {number} 已用于公文 #{dup} / the number "
+            f"{number} was already used by document #{dup}")
+
+
 class Inbound(Replies):
     """Verify, record, deliver or hold; one instance per process."""
 
@@ -399,10 +407,7 @@ class Inbound(Replies):
         async with self.s.pool.acquire() as conn:
             dup = await docs_repo.number_used(conn, ex.meta.from_unit, ex.meta.number,
                                               ex.meta.doc_id)
-        if dup is None:
-            return None
-        return (f"文号 {ex.meta.number} 已用于公文 #{dup} / the number "
-                f"{ex.meta.number} was already used by document #{dup}")
+        return number_warning(ex.meta.number, dup)
 
     async def _deliver(self, conn: Any, doc: docs_repo.DocRow, ex: Examined,
                        deliver: dict[int, tuple[str, list[str]]], serial: str | None,
@@ -417,16 +422,18 @@ class Inbound(Replies):
             to += [c for c in clerks if c not in to]
         result = await self.s.store_and_deliver_in(conn, copy, to)
         await self.s.at("copy-stored")
-        results: dict[int, Outcome] = {}
-        for rid, (unit, clerks) in deliver.items():
-            await docs_repo.record_verdict(conn, doc.id, unit, state="delivered",
-                                           trusted=True, reason="ok", text=v.text,
-                                           signer=v.signer_subject, signer_serial=serial,
-                                           delivered_message_id=result.message_id,
-                                           clerks=len(clerks), warning=warning)
-            if warning:
-                await docs_repo.add_event(conn, "duplicate-number", warning, doc=doc.id,
-                                          unit=unit)
-            results[rid] = Outcome("ok", 250, "2.0.0",
-                                   f"seal verified; delivered to {len(clerks)} clerks")
-        return results
+        # One statement for every unit of the batch (a circular: up to every unit).
+        per_unit = {u: len(c) for u, c in deliver.values()}  # one row per unit
+        units = list(per_unit)
+        await docs_repo.record_verdicts(conn, doc.id, units, list(per_unit.values()),
+                                        state="delivered", trusted=True, reason="ok",
+                                        text=v.text, signer=v.signer_subject,
+                                        signer_serial=serial,
+                                        delivered_message_id=result.message_id,
+                                        warning=warning)
+        if warning:
+            await docs_repo.add_events(conn, "duplicate-number", warning, doc=doc.id,
+                                       units=units)
+        return {rid: Outcome("ok", 250, "2.0.0",
+                             f"seal verified; delivered to {len(clerks)} clerks")
+                for rid, (_unit, clerks) in deliver.items()}

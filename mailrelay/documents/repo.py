@@ -115,6 +115,91 @@ async def insert_document(conn: Conn, *, doc_id: str, title: str, number: str, f
                                    list(units), source_message_id))
 
 
+async def reserve_document(conn: Conn, from_unit: str, number: str,
+                           doc_id: str) -> tuple[int, int | None]:
+    """The id of a document about to be sent (its clerks' copy names it before the row
+    is written) and, in the same statement, another document of ``from_unit`` with the
+    same 文号 delivered somewhere (:func:`number_used`). A reserved id that is never
+    written is a gap, nothing more."""
+    r = await conn.fetchrow(
+        "select nextval(pg_get_serial_sequence('documents', 'id')) as id,"
+        " (select x.id from documents x where x.from_unit = $1 and x.number = $2"
+        "  and $2 <> '' and x.doc_id <> $3 and exists (select 1 from document_recipients r"
+        "  where r.document_id = x.id and r.state <> 'held') order by x.id limit 1) as dup",
+        from_unit, number, doc_id)
+    return int(r["id"]), (int(r["dup"]) if r["dup"] is not None else None)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A document sent from here, verified at once and delivered: its row, and per
+    receiving unit the clerks' count, under one verdict and one stored copy."""
+
+    id: int  # from reserve_document
+    doc_id: str
+    title: str
+    number: str
+    from_unit: str
+    from_name: str | None
+    sender: str
+    urgency: str
+    classification: str
+    origin: str
+    sent_by: str | None
+    header_message_id: str | None
+    digest: bytes
+    source_message_id: int | None
+    message_id: int  # the stored copy in the clerks' INBOXes
+    queue_id: str
+    units: tuple[str, ...]
+    clerks: tuple[int, ...]  # per unit
+    text: str
+    signer: str | None
+    signer_serial: str | None
+    warning: str | None
+
+
+async def insert_delivered(conn: Conn, docs: Sequence[Delivered]) -> None:
+    """Documents verified while sent: their rows, every unit's delivered verdict and the
+    duplicate-number events, for a whole group commit (a circular to every unit
+    included) in ONE statement. The recipient rows reference documents inserted by the
+    same statement: foreign keys are checked at its end."""
+    rows = [(d, u, c) for d in docs for u, c in zip(d.units, d.clerks, strict=True)]
+    await conn.execute(
+        "with d as (insert into documents(id, doc_id, title, number, from_unit, from_name,"
+        "  sender, urgency, classification, origin, sent_by, header_message_id, digest,"
+        "  digest_algorithm, source_message_id, message_id, queue_id)"
+        "  select x.id, x.doc_id, x.title, x.number, x.from_unit, x.from_name, x.sender,"
+        "  x.urgency, x.classification, x.origin, x.sent_by, x.header_message_id, x.digest,"
+        "  'sha256', y.s, y.m, y.q from unnest($1::bigint[], $2::text[], $3::text[],"
+        "  $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+        "  $11::text[], $12::text[], $13::bytea[]) with ordinality as x(id, doc_id, title,"
+        "  number, from_unit, from_name, sender, urgency, classification, origin, sent_by,"
+        "  header_message_id, digest, k)"
+        "  join unnest($14::bigint[], $15::bigint[], $16::text[]) with ordinality"
+        "  as y(s, m, q, k) on y.k = x.k),"
+        " r as (insert into document_recipients(document_id, unit, state, trusted, reason,"
+        "  reason_text, signer, signer_serial, verified_at, delivered_at,"
+        "  delivered_message_id, clerks, warning)"
+        "  select doc, u, 'delivered', true, 'ok', t, sg, sr, now(), now(), m, c, w"
+        "  from unnest($17::bigint[], $18::text[], $19::int[], $20::text[], $21::text[],"
+        "  $22::text[], $23::bigint[], $24::text[]) as z(doc, u, c, t, sg, sr, m, w))"
+        " insert into document_events(document_id, unit, kind, detail)"
+        " select doc, u, 'duplicate-number', w from unnest($17::bigint[], $18::text[],"
+        " $24::text[]) as e(doc, u, w) where w is not null",
+        [d.id for d in docs], [d.doc_id for d in docs], [d.title for d in docs],
+        [d.number for d in docs], [d.from_unit for d in docs], [d.from_name for d in docs],
+        [d.sender for d in docs], [d.urgency for d in docs],
+        [d.classification for d in docs], [d.origin for d in docs],
+        [d.sent_by for d in docs], [d.header_message_id for d in docs],
+        [d.digest for d in docs], [d.source_message_id for d in docs],
+        [d.message_id for d in docs], [d.queue_id for d in docs],
+        [d.id for d, _u, _c in rows], [u for _d, u, _c in rows], [c for _d, _u, c in rows],
+        [d.text for d, _u, _c in rows], [d.signer for d, _u, _c in rows],
+        [d.signer_serial for d, _u, _c in rows], [d.message_id for d, _u, _c in rows],
+        [d.warning for d, _u, _c in rows])
+
+
 async def set_queued(conn: Conn, doc: int, message_id: int, queue_id: str, *,
                      lazy: bool = False) -> None:
     """Link a document to its queued message. ``lazy``: without waiting for the WAL flush;
@@ -282,6 +367,37 @@ async def record_verdict(conn: Conn, doc: int, unit: str, *, state: str, trusted
         "  warning = excluded.warning, updated_at = now()",
         doc, unit, state, trusted, reason, text, signer, signer_serial, delivered_message_id,
         clerks, warning)
+
+
+async def record_verdicts(conn: Conn, doc: int, units: Sequence[str], clerks: Sequence[int],
+                          *, state: str, trusted: bool, reason: str, text: str,
+                          signer: str | None, signer_serial: str | None,
+                          delivered_message_id: int | None = None,
+                          warning: str | None = None) -> None:
+    """:func:`record_verdict` for several units in one statement (``clerks`` per unit)."""
+    await conn.execute(
+        "insert into document_recipients(document_id, unit, state, trusted, reason, reason_text,"
+        " signer, signer_serial, verified_at, delivered_at, delivered_message_id, clerks,"
+        " warning) select $1, u, $3, $4, $5, $6, $7, $8, now(),"
+        "  case when $3 = 'delivered' then now() end, $9, c, $11"
+        " from unnest($2::text[], $10::int[]) as x(u, c)"
+        " on conflict (document_id, unit) do update set state = excluded.state,"
+        "  trusted = excluded.trusted, reason = excluded.reason,"
+        "  reason_text = excluded.reason_text, signer = excluded.signer,"
+        "  signer_serial = excluded.signer_serial, verified_at = excluded.verified_at,"
+        "  delivered_at = excluded.delivered_at,"
+        "  delivered_message_id = excluded.delivered_message_id, clerks = excluded.clerks,"
+        "  warning = excluded.warning, updated_at = now()",
+        doc, list(units), state, trusted, reason, text, signer, signer_serial,
+        delivered_message_id, list(clerks), warning)
+
+
+async def add_events(conn: Conn, kind: str, detail: str, *, doc: int,
+                     units: Sequence[str]) -> None:
+    """:func:`add_event` for several units in one statement."""
+    await conn.execute("insert into document_events(document_id, unit, kind, detail)"
+                       " select $1, u, $2, $3 from unnest($4::text[]) u",
+                       doc, kind, detail, list(units))
 
 
 async def mark_receipt_sent(conn: Conn, doc: int, unit: str, by: str, *,

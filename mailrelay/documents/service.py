@@ -34,6 +34,7 @@ from mailrelay.documents.inbound import Inbound
 from mailrelay.documents.lease import LeaseLost
 from mailrelay.documents.mailform import parse_classification, parse_urgency
 from mailrelay.documents.notice import revoked_notice
+from mailrelay.documents.ownsend import OwnDelivery, Verified
 from mailrelay.documents.receipt import ReceiptRequest, seal_receipt
 from mailrelay.documents.seal import Signer, seal_prepared
 from mailrelay.documents.sealpool import Sealed, SealPool
@@ -100,7 +101,7 @@ class DocumentService:
     def __init__(self, pool: asyncpg.Pool, certs: CertificateService, submitter: Submitter,
                  book: Callable[[], AddressBook], domain: str, *, bus: EventBus | None = None,
                  metrics: Metrics | None = None, executor: Executor | None = None,
-                 seal_workers: int | None = None) -> None:
+                 seal_workers: int | None = None, deliver_inline: bool = True) -> None:
         self.pool = pool
         self.certs = certs
         self.submitter = submitter
@@ -114,8 +115,13 @@ class DocumentService:
         self.sealer: SealPool | None = None if seal_workers == 0 else SealPool(seal_workers)
         self._sealing = 0  # documents being sealed now
         self.sealed_in_pool = 0
+        # Issue #17 item 4: a document to our own units is verified and delivered in
+        # its sending transaction (one stored copy, no queue hop); False: always queued
+        # to the docs handler (tests of the handler, benchmarks comparing both paths).
+        self.deliver_inline = deliver_inline
         self.trust = TrustStore(certs)
         self.inbound = Inbound(self)
+        self.own = OwnDelivery(self)
         self._names: dict[str, tuple[float, str | None]] = {}
         self._signers: dict[str, tuple[int, Signer]] = {}
         self.fault: Callable[[str], Awaitable[None]] | None = None  # tests: see at()
@@ -227,11 +233,13 @@ class DocumentService:
             raise Invalid("no receiving unit")
         return out
 
-    async def signer(self, unit: str) -> Signer:
+    async def signer(self, unit: str, rev: int | None = None) -> Signer:
         """The unit's current seal. Kept per unit while the CA revision (bumped by every
         issue and revocation) stays the same: one tiny query per document, so a seal
-        issued or revoked a moment ago is still honoured at once."""
-        rev = await self.certs.revision()
+        issued or revoked a moment ago is still honoured at once (``rev``: that
+        revision, when the caller has just read it)."""
+        if rev is None or rev < 0:
+            rev = await self.certs.revision()
         cached = self._signers.get(unit)
         if cached is not None and cached[0] == rev:
             return cached[1]
@@ -266,7 +274,13 @@ class DocumentService:
         title = " ".join(title.split())
         if not title or not number.strip():
             raise Invalid("a document needs a title and a number (文号)")
-        signer = await self.signer(from_unit)
+        rev = None
+        if self.deliver_inline:
+            # The verifier's view of the CA, read once for both: its revision is the
+            # one the seal is cached under.
+            await self._refresh_trust()
+            rev = self.trust.revision
+        signer = await self.signer(from_unit, rev)
         meta = DocumentMeta(doc_id=DocumentMeta.new_id(), number=number.strip(), title=title,
                             from_unit=from_unit, to_units=tuple(units),
                             urgency=parse_urgency(urgency),
@@ -277,9 +291,20 @@ class DocumentService:
         # One job: build the MIME document, sign it, wrap it (no re-parsing).
         sealed = await self._seal(meta, note, attachments, signer, sender, rcpts)
         raw = sealed.raw
+        verified = await self.own.verify(raw, units) if self.deliver_inline else None
         if source is not None:
             return await self._send_once(source, meta, units, sender, rcpts, raw,
-                                         sealed.message_id, sealed.digest, origin, sent_by)
+                                         sealed.message_id, sealed.digest, origin, sent_by,
+                                         verified)
+        if verified is not None:
+            ready = await self.own.prepare(meta, verified, sender=sender,
+                                           header_message_id=sealed.message_id,
+                                           digest=sealed.digest, origin=origin,
+                                           sent_by=sent_by)
+            result = await self.own.commit(ready)  # group commit with concurrent sends
+            await self.own.announce(ready, result)
+            return SentDocument(ready.row.id, meta.doc_id, result.queue_id,
+                                tuple(verified.clerks), len(raw))
         async with self.pool.acquire() as conn:
             # The submission's durable commit right after flushes this row's WAL too.
             doc = await repo.insert_document(
@@ -329,8 +354,14 @@ class DocumentService:
     async def _send_once(self, source: tuple[int, str, int], meta: DocumentMeta,
                          units: list[str], sender: str, rcpts: list[str], raw: bytes,
                          header_message_id: str | None, digest: bytes, origin: str,
-                         sent_by: str | None) -> SentDocument:
+                         sent_by: str | None, verified: Verified | None = None) -> SentDocument:
         src, owner, row = source
+        ready = None
+        if verified is not None:
+            ready = await self.own.prepare(meta, verified, sender=sender,
+                                           header_message_id=header_message_id,
+                                           digest=digest, origin=origin, sent_by=sent_by,
+                                           source_message_id=src)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await queue_repo.lock_owned(conn, owner, [row]):
                 log.warning("lease lost on queue row %d: the clerk's submission is left to"
@@ -341,19 +372,37 @@ class DocumentService:
                 log.info("document %d was already sent from message %d", prior.id, src)
                 return SentDocument(prior.id, prior.doc_id, prior.queue_id or "",
                                     tuple(units), len(raw))
-            doc = await repo.insert_document(
-                conn, doc_id=meta.doc_id, title=meta.title, number=meta.number,
-                from_unit=meta.from_unit, from_name=meta.from_unit_name, sender=sender,
-                urgency=meta.urgency.value, classification=meta.classification.value,
-                origin=origin, sent_by=sent_by, header_message_id=header_message_id,
-                units=units, digest=digest, digest_algorithm="sha256", source_message_id=src)
-            result = await self.submitter.submit_in(
-                conn, Submission(sender, rcpts, raw, LOCAL, "docs"))
-            await repo.set_queued(conn, doc, result.message_id, result.queue_id)
+            if ready is not None:  # under the row's lease, in this transaction
+                result = (await self.own.write(conn, [ready]))[0]
+            else:
+                doc = await repo.insert_document(
+                    conn, doc_id=meta.doc_id, title=meta.title, number=meta.number,
+                    from_unit=meta.from_unit, from_name=meta.from_unit_name, sender=sender,
+                    urgency=meta.urgency.value, classification=meta.classification.value,
+                    origin=origin, sent_by=sent_by, header_message_id=header_message_id,
+                    units=units, digest=digest, digest_algorithm="sha256",
+                    source_message_id=src)
+                result = await self.submitter.submit_in(
+                    conn, Submission(sender, rcpts, raw, LOCAL, "docs"))
+                await repo.set_queued(conn, doc, result.message_id, result.queue_id)
+        if ready is not None:
+            await self.own.announce(ready, result)
+            return SentDocument(ready.row.id, meta.doc_id, result.queue_id,
+                                tuple(ready.verified.clerks), len(raw))
         self.metrics.inc("docs_sent_total", origin=origin)
         log.info("document %d (%s) sealed by %s and queued to %d units as %s", doc,
                  meta.doc_id, meta.from_unit, len(units), result.queue_id)
         return SentDocument(doc, meta.doc_id, result.queue_id, tuple(units), len(raw))
+
+    # ---- verified and delivered in the sending transaction (issue #17 item 4) ----------
+    async def _refresh_trust(self) -> None:
+        """The docs handler's refresh: a changed CA (perhaps a key-compromise revocation
+        whose NOTIFY this process missed) re-examines delivered documents too."""
+        if await self.trust.refresh():
+            try:
+                await self.reexamine_compromised()
+            except Exception:
+                log.exception("re-examining documents after a revocation failed")
 
     # ---- lookup ----------------------------------------------------------------------
     async def _get(self, ident: str) -> repo.DocRow:

@@ -1,7 +1,8 @@
 """Official documents, nothing twice and fail closed under faults (issue #13 follow-up).
 
 * a crash between storing the verified copy and recording its verdict: the retry
-  delivers exactly one copy (copy and verdict commit together);
+  delivers exactly one copy (copy and verdict commit together); for a document to our
+  own units, verified and delivered while it is sent, the send fails and leaves nothing;
 * a crash after both committed but before the queue row was finished: the retry finds
   the unit delivered and delivers nothing again;
 * a queue lease taken over by another node while the document is being examined: this
@@ -88,6 +89,7 @@ async def settled(server: Any, docs: Any, ident: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("point", ["copy-stored", "recorded"])
 async def test_crash_around_the_verdict_delivers_one_copy(server, docs, point):
+    docs.deliver_inline = False  # through the queue to the docs handler, as an arrival
     seen: list[str] = []
     docs.fault = crash_once_at(point, seen)
     sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
@@ -103,6 +105,33 @@ async def test_crash_around_the_verdict_delivers_one_copy(server, docs, point):
     # one delivery recorded for the queue row, and the copy is the one the verdict names
     raw = await docs.raw(str(sent.id), "stats")
     assert raw == (await inbox(server, CLERKS[0]))[0]
+
+
+async def test_crash_while_sending_inline_leaves_nothing(server, docs):
+    """A document to our own units is verified and delivered in its sending
+    transaction: a crash between storing the clerks' copy and recording the verdicts
+    leaves no document, no copy and no queue row, and the caller gets the error (never
+    an id); sent again, it reaches each clerk once."""
+    seen: list[str] = []
+    docs.fault = crash_once_at("copy-stored", seen)
+    with pytest.raises(Crash):
+        await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
+                        attachments=FILES)
+    assert seen == ["copy-stored"]
+    assert await docs.list() == []
+    for clerk in CLERKS:
+        assert await inbox(server, clerk) == []
+    assert await docs_queue_empty(server)
+    sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
+                           attachments=FILES)
+    states = await _states(docs, sent.id)  # delivered when send returns: no wait
+    assert states["stats"]["state"] == "delivered" and states["stats"]["clerks"] == 2
+    for clerk in CLERKS:
+        msgs = await inbox(server, clerk)
+        assert len(msgs) == 1
+        assert without_trace(msgs[0]).startswith(b"X-CX-Seal-Verdict: trusted; doc=%d;"
+                                                 % sent.id)
+    assert await docs.raw(str(sent.id), "stats") == (await inbox(server, CLERKS[0]))[0]
 
 
 async def test_lease_lost_while_examining_changes_nothing(server, docs, caplog):
@@ -126,6 +155,7 @@ async def test_lease_lost_while_examining_changes_nothing(server, docs, caplog):
                                   (await _states(docs, sent_id[0])).items()}
 
     sent_id: list[int] = []
+    docs.deliver_inline = False  # through the queue to the docs handler, as an arrival
     docs.fault = fault
     with caplog.at_level(logging.WARNING, logger="cxgw.docs"):
         sent = await docs.send(from_unit="finance", to=["stats"], title=TITLE, number=NUMBER,
