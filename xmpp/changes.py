@@ -50,6 +50,7 @@ class Changes:
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self.heard = 0  # notices of other processes handled (tests, metrics)
+        self.resets = 0  # catch-ups after a LISTEN reconnect
 
     def on(self, kind: str, handler: Handler, reset: Reset | None = None) -> None:
         """`handler(owner, items)` runs for another node's notice of `kind`; `reset`
@@ -103,6 +104,7 @@ class Changes:
                 await reset()
             except Exception:
                 log.exception("xmpp: a feature cache could not reload")
+        self.resets += 1
 
     async def _run(self) -> None:
         while True:
