@@ -133,7 +133,7 @@ class XmppComponent:
 
     async def _kick_removed(self, old: Snapshot, new: Snapshot) -> None:
         """Accounts disabled, removed or renamed lose their sessions at once."""
-        for bare in [b for b in self.host.router.sessions if b not in new.accounts]:
+        for bare in [b for b in self.host.router.accounts() if b not in new.accounts]:
             for session in self.host.router.resources(bare):
                 session.close_stream(StreamError("not-authorized", "Account disabled"))
 

@@ -304,7 +304,7 @@ class Roster:
 
     async def on_directory(self, old: Snapshot, new: Snapshot) -> None:
         """Push shared-item changes to online users (and exchange presence with newcomers)."""
-        for owner in list(self.router.sessions):
+        for owner in self.router.accounts():
             before = shared_items(old, owner, self.mode)
             after = shared_items(new, owner, self.mode)
             if before == after:
