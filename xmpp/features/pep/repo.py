@@ -1,7 +1,7 @@
 """PEP persistence: nodes (with their normalised configuration) and items.
 
-``PepStore`` speaks SQL (tables of ``0004_pep_upload.sql``); ``MemoryPepStore`` has the
-same interface over dicts, for a host without a database (the unit-test world).
+``PepStore`` speaks SQL (tables of ``0004_pep_upload.sql``); ``PepRepo`` is its interface
+(the unit tests' double over dicts is in ``tests/xmpp_doubles.py``).
 """
 
 from __future__ import annotations
