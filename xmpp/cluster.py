@@ -233,8 +233,7 @@ class Cluster:
             asyncio.ensure_future(coro)
 
     def remote_count(self) -> int:
-        return sum(1 for rs in self.router.sessions.values() for r in rs.values()
-                   if not r.local)
+        return len(self.router.proxies())
 
     # -- RemoteSessions (the router tells us about local sessions) ---------------------
     def bound(self, session: Resource) -> None:
@@ -600,8 +599,7 @@ class Cluster:
         await self.router.bus.fire("session/remote/closed", SessionEvent(proxy))
 
     def _drop_node(self, node: str) -> list[RemoteResource]:
-        gone = [r for rs in self.router.sessions.values() for r in rs.values()
-                if isinstance(r, RemoteResource) and r.node == node]
+        gone = [r for r in self.router.proxies(node) if isinstance(r, RemoteResource)]
         for r in gone:
             self.router.drop_proxy(r)
         if gone:
@@ -618,10 +616,9 @@ class Cluster:
             seen.add(row["full_jid"])
             self._apply(row["node_id"], row["full_jid"], row["priority"], row["available"],
                         row["bound_at"].timestamp(), row["presence"], row["shared"])
-        for rs in list(self.router.sessions.values()):
-            for r in list(rs.values()):
-                if isinstance(r, RemoteResource) and r.full not in seen:
-                    self.router.drop_proxy(r)
+        for r in self.router.proxies():
+            if isinstance(r, RemoteResource) and r.full not in seen:
+                self.router.drop_proxy(r)
 
     async def _catch_up_own(self) -> None:
         """After a LISTEN reconnect: hand-off rows addressed to us that we missed."""

@@ -1,6 +1,7 @@
 """What feature modules get: the served domain, the bus and hooks, the router, the
-directory snapshot, the store, and the disco registry (features advertise only what they
-implement, XEP-0030 §3)."""
+directory snapshot, their stores (``xmpp.stores``: required, never defaulted), the
+feature-cache notices of other nodes (``xmpp.changes``), and the disco registry (features
+advertise only what they implement, XEP-0030 §3)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxkernel.config import XMPPConfig
 from cxkernel.events import EventBus
 
+from .changes import Changes
 from .dircache import DirectoryCache
 from .hooks import Hooks
 from .repo import XmppStore
 from .router import Router
+
+if TYPE_CHECKING:  # stores imports the feature packages, which import this module
+    from .stores import Stores
 
 log = logging.getLogger("cxgw.xmpp")
 
@@ -30,7 +35,9 @@ class Host:
     hooks: Hooks
     router: Router
     directory: DirectoryCache
-    store: XmppStore
+    stores: Stores
+    #: Feature caches subscribe here to other nodes' row changes (``xmpp.changes``).
+    changes: Changes = field(default_factory=Changes)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Disco features of the server (XEP-0030) and of accounts (bare JIDs).
     features: list[str] = field(default_factory=list)
@@ -46,6 +53,11 @@ class Host:
     _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _pressure: set[str] = field(default_factory=set)
+
+    @property
+    def store(self) -> XmppStore:
+        """The core store (roster, offline, private, blocklist, last, avatar)."""
+        return self.stores.xmpp
 
     def add_feature(self, namespace: str, *, account: bool = False) -> None:
         """Advertise `namespace` on the server (and on accounts' bare JIDs if asked)."""

@@ -8,11 +8,13 @@ JIDs are normalised bare JID strings.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from .changes import CHANNEL as CHANGES_CHANNEL
 
 log = logging.getLogger("cxgw.xmpp.repo")
 
@@ -30,6 +32,13 @@ class RosterRow:
 
 def _row(r: asyncpg.Record) -> RosterRow:
     return RosterRow(r["contact"], r["name"], r["subscription"], r["ask"], tuple(r["groups"]))
+
+
+async def notify_changes(conn: asyncpg.Connection, notices: Iterable[str]) -> None:
+    """Queue feature-cache notices (``xmpp.changes``) on the transaction of `conn`:
+    PostgreSQL sends them at COMMIT, so other nodes hear only what is committed."""
+    for n in notices:
+        await conn.execute("select pg_notify($1, $2)", CHANGES_CHANNEL, n)
 
 
 class XmppStore:
@@ -54,9 +63,10 @@ class XmppStore:
                 "select * from xmpp_roster where owner = $1 and contact = $2", owner, contact)
         return _row(r) if r else None
 
-    async def put_item(self, owner: str, item: RosterRow) -> int:
+    async def put_item(self, owner: str, item: RosterRow, notices: Sequence[str] = ()) -> int:
         """Insert or replace an item; returns the new roster version."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await notify_changes(conn, notices)
             await conn.execute(
                 """insert into xmpp_roster(owner, contact, name, subscription, ask, groups)
                    values ($1, $2, $3, $4, $5, $6)
@@ -65,13 +75,15 @@ class XmppStore:
                 owner, item.contact, item.name, item.subscription, item.ask, list(item.groups))
             return await self._bump(conn, owner)
 
-    async def delete_item(self, owner: str, contact: str) -> int | None:
+    async def delete_item(self, owner: str, contact: str,
+                          notices: Sequence[str] = ()) -> int | None:
         """Remove an item; the new version, or None if there was no such item."""
         async with self.pool.acquire() as conn, conn.transaction():
             done = await conn.execute(
                 "delete from xmpp_roster where owner = $1 and contact = $2", owner, contact)
             if done.endswith(" 0"):
                 return None
+            await notify_changes(conn, notices)
             return await self._bump(conn, owner)
 
     async def _bump(self, conn: asyncpg.Connection, owner: str) -> int:
@@ -163,14 +175,17 @@ class XmppStore:
             out.setdefault(r["owner"], set()).add(r["jid"])
         return out
 
-    async def block(self, owner: str, jids: Iterable[str]) -> None:
-        async with self.pool.acquire() as conn:
+    async def block(self, owner: str, jids: Iterable[str], notices: Sequence[str] = ()) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await notify_changes(conn, notices)
             await conn.executemany(
                 "insert into xmpp_blocklist(owner, jid) values ($1, $2) on conflict do nothing",
                 [(owner, j) for j in jids])
 
-    async def unblock(self, owner: str, jids: Iterable[str] | None) -> None:
-        async with self.pool.acquire() as conn:
+    async def unblock(self, owner: str, jids: Iterable[str] | None,
+                      notices: Sequence[str] = ()) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await notify_changes(conn, notices)
             if jids is None:
                 await conn.execute("delete from xmpp_blocklist where owner = $1", owner)
             else:

@@ -23,12 +23,24 @@ session's ordered async lane (``Resource.run``) and the process EventBus:
 - ``session/bound``, ``session/closed``: ``SessionEvent`` after bind and after the stream
   ended (presence feature sends unavailable on the session's behalf, §4.5.2).
 
-The sessions table has a local and a PostgreSQL-backed side (issue 14): local sessions
-are the driver's connections (``Resource.local`` is True); sessions bound on other nodes
-sharing the database appear as proxies (``xmpp.cluster.RemoteResource``) kept from the
-``xmpp_sessions`` registry, whose ``deliver_bytes`` hands the stanza to the owning node.
-Routing, presence, carbons and PEP therefore see one table. ``Router.remote`` (the
-``RemoteSessions`` side) hears every local bind, unbind and presence change.
+The sessions table (issue 14 item 6) is one map with two sides, each behind an interface:
+
+- ``SessionMap`` is what features and drivers read: ``resources``, ``available_resources``,
+  ``session``, ``accounts``, ``count``. It answers for every session of every node, so a
+  feature needs no change to reach a session elsewhere.
+- The local side: the driver's connections (``Resource.local`` is True), entered with
+  ``bind``/``unbind``/``changed`` (and ``registered`` to wait for other nodes to see it).
+- The PostgreSQL-backed side: ``Router.remote`` (``RemoteSessions``, implemented by
+  ``xmpp.cluster.Cluster``) hears every local bind, unbind and presence change and writes
+  it to the ``xmpp_sessions`` registry; in return it enters other nodes' sessions as
+  proxies (``xmpp.cluster.RemoteResource``, ``local`` False) with ``put_proxy`` /
+  ``drop_proxy`` and lists them with ``proxies``. A proxy's ``deliver_bytes`` hands the
+  stanza to the owning node; its ``data`` is a copy of the owner's ``shared_keys``.
+
+Without a node identity (unit tests, one process) ``remote`` is None and the map is local
+only. ``Router.sessions`` is the map's storage, read directly only where a per-stanza
+dict lookup matters (routing, carbons); nothing outside this module and the cluster
+writes it.
 Components (later: MUC at ``conference.<domain>``, XEP-0114): ``Router.components`` maps
 a domain to a handler that receives every stanza addressed to it.
 """
@@ -137,8 +149,23 @@ class RemoteSessions(Protocol):
     def stored_offline(self, bare: str) -> None: ...
 
 
+class SessionMap(Protocol):
+    """The sessions table as features read it: local sessions and other nodes' proxies."""
+
+    def resources(self, bare: str) -> list[Resource]: ...
+
+    def available_resources(self, bare: str) -> list[Resource]: ...
+
+    def session(self, full: str) -> Resource | None: ...
+
+    def accounts(self) -> list[str]: ...
+
+    def count(self) -> int: ...
+
+
 class Router:
-    """The sessions table (bare JID → resource → session) and RFC 6121 §8 routing."""
+    """The sessions table (bare JID → resource → session; a ``SessionMap``) and RFC 6121
+    §8 routing."""
 
     def __init__(self, domain: str, bus: EventBus, hooks: Hooks,
                  account_exists: Callable[[str], bool]) -> None:
@@ -216,6 +243,15 @@ class Router:
     def session(self, full: str) -> Resource | None:
         bare, _, resource = full.partition("/")
         return self.sessions.get(bare, {}).get(resource)
+
+    def accounts(self) -> list[str]:
+        """Bare JIDs with a session on any node."""
+        return list(self.sessions)
+
+    def proxies(self, node: str | None = None) -> list[Resource]:
+        """Other nodes' sessions (of `node` only, when given) — the PostgreSQL-backed side."""
+        return [r for rs in self.sessions.values() for r in rs.values()
+                if not r.local and (node is None or getattr(r, "node", None) == node)]
 
     def count(self) -> int:
         """Sessions bound on this node."""
@@ -468,3 +504,7 @@ def _bounce(stanza: Element, origin: Resource, error: StanzaError) -> None:
     """Answer `stanza` with an error unless it is an error itself (RFC 6120 §8.3.1)."""
     if stanza.get("type") != "error":
         origin.deliver(error_reply(stanza, error))
+
+
+def _router_is_a_session_map(r: Router) -> SessionMap:  # checked by mypy
+    return r

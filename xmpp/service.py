@@ -24,9 +24,9 @@ from .dircache import DirectoryCache, Snapshot
 from .hooks import Hooks
 from .host import Host
 from .proto.errors import StreamError
-from .repo import XmppStore
 from .router import Router
 from .server import C2SServer
+from .stores import Stores
 
 log = logging.getLogger("cxgw.xmpp")
 
@@ -44,13 +44,16 @@ class XmppComponent:
         self.auth = auth
         self.tls = tls
         self.metrics = metrics or Metrics()
-        self.store = XmppStore(pool)
+        # The one place stores are built: features get them from the host, never
+        # make their own (issue 14 item 6).
+        self.stores = Stores.postgres(pool)
+        self.store = self.stores.xmpp
         domain = cfg.server.domain
         cache = DirectoryCache(self._load_directory)
         hooks = Hooks()
         bus = bus or EventBus()
         router = Router(domain, bus, hooks, cache.exists)
-        self.host = Host(domain, cfg.xmpp, bus, hooks, router, cache, self.store)
+        self.host = Host(domain, cfg.xmpp, bus, hooks, router, cache, self.stores)
         self.feature_names = feature_names
         self.c2s: C2SServer | None = None
         self.component_server: component.ComponentServer | None = None
@@ -81,6 +84,8 @@ class XmppComponent:
         self._sub = await self._listener.subscribe(
             "directory_changed", lambda _payload: host.directory.changed(),
             host.directory.changed)
+        # Other nodes' changes to rows that features keep or push (xmpp.changes).
+        await host.changes.start(self._listener)
         host.directory.start()
         if self.cluster is not None and self.node is not None:
             await self.cluster.start()
@@ -128,7 +133,7 @@ class XmppComponent:
 
     async def _kick_removed(self, old: Snapshot, new: Snapshot) -> None:
         """Accounts disabled, removed or renamed lose their sessions at once."""
-        for bare in [b for b in self.host.router.sessions if b not in new.accounts]:
+        for bare in [b for b in self.host.router.accounts() if b not in new.accounts]:
             for session in self.host.router.resources(bare):
                 session.close_stream(StreamError("not-authorized", "Account disabled"))
 
@@ -143,6 +148,7 @@ class XmppComponent:
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.close()
+        await self.host.changes.stop()
         if self._own_listener:
             await self._listener.stop()
         await self.host.directory.stop()

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from tests.xmpp_doubles import MemoryMamStore
 from xmpp.features import rsm
-from xmpp.features.mam import COUNT_EXACT, Filters, MamStore, MemoryMamStore
+from xmpp.features.mam import COUNT_EXACT, Filters, MamStore
 
 A, B, C = "a@cx.example", "b@cx.example", "c@cx.example"
 

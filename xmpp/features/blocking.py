@@ -1,6 +1,12 @@
 """Blocking Command (XEP-0191). Blocklists live in memory (loaded at start, written
 through to the database), so the check on the routing hot path costs a dict lookup.
 
+Several nodes (issue 14): every block/unblock commits a notice (``xmpp.changes``, kinds
+``block`` and ``unblock`` naming the JIDs); each other node applies it to its lists and
+pushes it to its own interested sessions, in that order, so a session that saw the push
+is on a node that already refuses the blocked contact. After a LISTEN reconnect the
+lists reload from PostgreSQL. Each node pushes only to its local sessions.
+
 Inbound from a blocked entity (XEP-0191 §3.4/§3.5): presence is dropped, message and
 iq get/set get ``service-unavailable``, everything else is dropped. Outbound to a blocked
 entity: ``not-acceptable`` with ``<blocked xmlns='urn:xmpp:blocking:errors'/>``.
@@ -45,6 +51,19 @@ class Blocking:
     async def load(self) -> None:
         self.lists = await self.host.store.all_blocklists()
 
+    async def heard_block(self, owner: str, jids: list[str]) -> None:
+        """Another node blocked `jids` for `owner` (committed)."""
+        self.lists.setdefault(owner, set()).update(jids)
+        self._push(owner, BLOCK, jids)
+
+    async def heard_unblock(self, owner: str, jids: list[str]) -> None:
+        """Another node unblocked `jids` (none: all) for `owner` (committed)."""
+        if jids:
+            self.lists.get(owner, set()).difference_update(jids)
+        else:
+            self.lists.pop(owner, None)
+        self._push(owner, UNBLOCK, jids)
+
     def check(self, stanza: Element, origin: Resource, to_bare: str) -> bool | None:
         """The ``stanza/inbound`` hook: True when the stanza must not be delivered."""
         lists = self.lists
@@ -86,7 +105,8 @@ class Blocking:
     async def block(self, ev: IqEvent) -> Element:
         owner = ev.origin.bare
         jids = self._jids(ev.stanza[0], allow_empty=False)
-        await self.host.store.block(owner, jids)
+        await self.host.store.block(owner, jids,
+                                    self.host.changes.payloads("block", owner, jids))
         self.lists.setdefault(owner, set()).update(jids)
         self._push(owner, BLOCK, jids)
         self._vanish(owner, jids)
@@ -109,7 +129,8 @@ class Blocking:
     async def unblock(self, ev: IqEvent) -> Element:
         owner = ev.origin.bare
         jids = self._jids(ev.stanza[0], allow_empty=True)
-        await self.host.store.unblock(owner, jids or None)
+        await self.host.store.unblock(owner, jids or None,
+                                      self.host.changes.payloads("unblock", owner, jids))
         if jids:
             self.lists.get(owner, set()).difference_update(jids)
         else:
@@ -118,9 +139,10 @@ class Blocking:
         return iq_result(ev.stanza)
 
     def _push(self, owner: str, tag: str, jids: list[str]) -> None:
-        # XEP-0191 §3.3: push to every resource that asked for the blocklist.
+        # XEP-0191 §3.3: push to every resource that asked for the blocklist; those on
+        # other nodes get it from their node, which heard the change notice.
         for r in self.host.router.resources(owner):
-            if r.data.get(INTERESTED):
+            if r.local and r.data.get(INTERESTED):
                 iq = Element(ns.IQ, {"type": "set", "id": "block" + secrets.token_hex(4),
                                      "to": r.full})
                 el = SubElement(iq, tag)
@@ -136,4 +158,6 @@ def register(host: Host) -> None:
     host.bus.on(f"iq/self/set/{UNBLOCK}", b.unblock)
     host.hooks.on("stanza/inbound", b.check, priority=100)
     host.on_start(b.load)
+    host.changes.on("block", b.heard_block, b.load)
+    host.changes.on("unblock", b.heard_unblock)
     host.add_feature(NS)

@@ -48,6 +48,7 @@ from ..host import Host
 from ..proto import ns
 from ..proto.errors import StanzaError, error_reply
 from ..proto.serializer import to_string
+from ..repo import notify_changes
 from ..router import IqEvent, Resource, StanzaEvent
 from ..stanzas import iq_result
 from . import rsm, sid
@@ -212,8 +213,9 @@ class MamStore:
         return {r["owner"]: Prefs(r["default_mode"], frozenset(r["always"]),
                                   frozenset(r["never"])) for r in rows}
 
-    async def set_prefs(self, owner: str, p: Prefs) -> None:
-        async with self.pool.acquire() as conn:
+    async def set_prefs(self, owner: str, p: Prefs, notices: Sequence[str] = ()) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await notify_changes(conn, notices)
             await conn.execute(
                 """insert into xmpp_mam_prefs(owner, default_mode, always, never)
                    values ($1, $2, $3, $4) on conflict (owner) do update
@@ -315,68 +317,6 @@ class MamStore:
         return total
 
 
-class MemoryMamStore:
-    """The MamStore interface over lists (unit tests, feature tests without a database).
-
-    A row is [id, owner, stanza_id, with_jid, ts, stanza, peer, owner_shown, peer_shown]."""
-
-    def __init__(self) -> None:
-        self.rows: list[list[Any]] = []
-        self.prefs: dict[str, Prefs] = {}
-
-    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        seen = {(r[2], r[1]) for r in self.rows}
-        for owner, id_, with_, text, peer in _rows(rows):
-            if (id_, owner) not in seen:
-                seen.add((id_, owner))
-                self.rows.append([len(self.rows) + 1, owner, id_, with_,
-                                  datetime.now(UTC), text, peer, True, peer is not None])
-
-    async def purge(self, owner: str, before: datetime | None = None) -> int:
-        n = 0
-        for r in self.rows:
-            if before is not None and r[4] >= before:
-                continue
-            if r[1] == owner and r[7]:
-                r[7], n = False, n + 1
-            if r[6] == owner and r[8]:
-                r[8], n = False, n + 1
-        self.rows = [r for r in self.rows if r[7] or r[8]]
-        return n
-
-    async def all_prefs(self) -> dict[str, Prefs]:
-        return dict(self.prefs)
-
-    async def set_prefs(self, owner: str, p: Prefs) -> None:
-        self.prefs[owner] = p
-
-    async def query(self, owner: str, f: Filters, req: rsm.Request,
-                    count: bool = True) -> tuple[list[Row], bool, int | None]:
-        # (id, stanza_id, with, ts, stanza) as `owner` sees them
-        mine = [(r[0], r[2], r[3] if r[1] == owner else r[1], r[4], r[5]) for r in self.rows
-                if (r[1] == owner and r[7]) or (r[6] == owner and r[8])]
-        ids = {r[1]: r[0] for r in mine}
-
-        def key(id_: str) -> int:
-            if id_ not in ids:
-                raise StanzaError("item-not-found", "No such archive id")
-            return ids[id_]
-
-        lo = key(f.after_id) if f.after_id else 0
-        hi = key(f.before_id) if f.before_id else 1 << 62
-        sel = [r for r in mine if lo < r[0] < hi and (not f.with_ or r[2] == f.with_)
-               and (not f.start or r[3] >= f.start) and (not f.end or r[3] <= f.end)]
-        total = len(sel)
-        if req.after:
-            sel = [r for r in sel if r[0] > key(req.after)]
-        if req.before:
-            sel = [r for r in sel if r[0] < key(req.before)]
-        if req.backwards:
-            sel.reverse()
-        items, complete = rsm.page([Row(r[1], r[3], r[4]) for r in sel[:req.limit]], req)
-        return items, complete, total if count else None
-
-
 def _one_row(e: tuple[str, str, str, str, bool | None, bool | None]) -> ArchiveRow | None:
     """The archive row of (sender, recipient, id, stanza, sender keeps, recipient keeps)."""
     sender, to, id_, text, from_side, to_side = e
@@ -450,10 +390,9 @@ def _wrap(text: str) -> Element:
 
 
 class Mam:
-    def __init__(self, host: Host, store: MamStore | MemoryMamStore | None = None) -> None:
+    def __init__(self, host: Host, store: MamStore) -> None:
         self.host = host
-        pool = getattr(host.store, "pool", None)
-        self.store = store or (MamStore(pool) if pool is not None else MemoryMamStore())
+        self.store = store
         self.prefs: dict[str, Prefs] = {}
         # XEP-0313 §7: the server's default for users who set no preference.
         self.default = Prefs(getattr(host.cfg, "archive_default", DEFAULT_MODE))
@@ -658,6 +597,13 @@ class Mam:
 
     # -- preferences (XEP-0313 §7) -----------------------------------------------------------
 
+    async def heard_prefs(self, owner: str, _items: list[str]) -> None:
+        """Another node changed `owner`'s preferences: reload them here."""
+        await self.reload_prefs()
+
+    async def reload_prefs(self) -> None:
+        self.prefs = await self.store.all_prefs()
+
     async def get_prefs(self, ev: IqEvent) -> Element:
         return iq_result(ev.stanza, _prefs_el(self.prefs.get(ev.origin.bare, self.default)))
 
@@ -674,11 +620,10 @@ class Mam:
                              if (j.text or "").strip())
 
         p = Prefs(mode, jids("always"), jids("never"))
-        await self.store.set_prefs(ev.origin.bare, p)
+        await self.store.set_prefs(ev.origin.bare, p,
+                                   self.host.changes.payloads("mam-prefs", ev.origin.bare))
         self.prefs[ev.origin.bare] = p
         return iq_result(ev.stanza, _prefs_el(p))
-
-
 
 
 def _attr(ev: Any, *names: str) -> Any:
@@ -699,7 +644,9 @@ def _prefs_el(p: Prefs) -> Element:
 
 
 def register(host: Host) -> Mam:
-    m = Mam(host)
+    m = Mam(host, host.stores.mam)
+    # another node's prefs change reaches this node's cache (xmpp.changes)
+    host.changes.on("mam-prefs", m.heard_prefs, m.reload_prefs)
     host.hooks.on("stanza/inbound", m.on_inbound, priority=-100)  # after blocking
     host.hooks.on("message/routed", m.on_routed, priority=-100)
     host.bus.on("muc/message", m.on_room_message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import Element
 
+from tests.xmpp_doubles import MemoryMamStore
 from xmpp import features
 from xmpp.features import mam
 
@@ -58,7 +59,7 @@ async def test_one_row_both_views_share_the_recipients_id() -> None:
     sid = got.find(SID)
     assert sid is not None and sid.get("by") == Z
     await m.flushed()
-    assert isinstance(m.store, mam.MemoryMamStore) and len(m.store.rows) == 1
+    assert isinstance(m.store, MemoryMamStore) and len(m.store.rows) == 1
     assert await _view(w, z) == [(sid.get("id"), "hi")]
     assert await _view(w, li) == [(sid.get("id"), "hi")]
     assert await _view(w, z, L) == await _view(w, li, Z) == [(sid.get("id"), "hi")]

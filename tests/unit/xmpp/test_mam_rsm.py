@@ -6,8 +6,9 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 
+from tests.xmpp_doubles import MemoryMamStore
 from xmpp.features import rsm
-from xmpp.features.mam import Filters, MemoryMamStore, Prefs, parse_form
+from xmpp.features.mam import Filters, Prefs, parse_form
 from xmpp.proto.errors import StanzaError
 
 

@@ -16,14 +16,11 @@ and to directory changes (unit rooms).
 from __future__ import annotations
 
 from ...host import Host
-from .repo import MemoryMucStore, MucStore, MucStoreLike
 from .service import MucService
 
 
 def register(host: Host) -> MucService:
-    pool = getattr(host.store, "pool", None)
-    store: MucStoreLike = MucStore(pool) if pool is not None else MemoryMucStore()
-    svc = MucService(host, store)
+    svc = MucService(host, host.stores.muc)
     host.router.components[svc.domain] = svc.handle
     host.bus.on("session/closed", svc.on_closed, priority=10)
     host.bus.on("session/remote/closed", svc.on_closed)  # a session on another node (issue 14)

@@ -101,29 +101,3 @@ class MucStore:
                     order by id desc offset $2 limit 1), 0)""",
                 list(keep.items()))
 
-
-class MemoryMucStore:
-    """The same interface over dicts (unit tests, and a server without a database)."""
-
-    def __init__(self) -> None:
-        self.rooms: dict[str, RoomRow] = {}
-
-    async def load(self, history: int) -> list[RoomRow]:
-        return [RoomRow(r.jid, r.unit, dict(r.config), r.subject, r.subject_nick,
-                        dict(r.affiliations), r.history[-history:] if history else [])
-                for r in self.rooms.values()]
-
-    async def save_room(self, row: RoomRow) -> None:
-        old = self.rooms.get(row.jid)
-        row.history = old.history if old else []
-        self.rooms[row.jid] = row
-
-    async def delete_room(self, jid: str) -> None:
-        self.rooms.pop(jid, None)
-
-    async def add_history(self, rows: list[HistoryRow]) -> None:
-        for r in rows:
-            room = self.rooms.get(r.room)
-            if room is not None:
-                room.history.append((r.stanza_id, r.nick, r.sender, r.stanza, r.stamp))
-                del room.history[:-r.keep or None]

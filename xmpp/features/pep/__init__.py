@@ -46,7 +46,7 @@ from .node import (
     read_form,
     unmet,
 )
-from .repo import MemoryPepStore, PepRepo, PepStore
+from .repo import PepRepo
 
 log = logging.getLogger("cxgw.xmpp.pep")
 
@@ -492,9 +492,7 @@ class Pep:
 
 
 def register(host: Host) -> None:
-    pool = getattr(host.store, "pool", None)
-    repo: PepRepo = PepStore(pool) if pool is not None else MemoryPepStore()
-    p = Pep(host, repo)
+    p = Pep(host, host.stores.pep)
     host.router.shared_keys.add(NOTIFY_KEY)
     host.bus.on(f"iq/self/set/{_t(PUBSUB, 'pubsub')}", p.on_set)
     host.bus.on(f"iq/bare/set/{_t(PUBSUB, 'pubsub')}", p.on_set)

@@ -1,12 +1,11 @@
 """PEP persistence: nodes (with their normalised configuration) and items.
 
-``PepStore`` speaks SQL (tables of ``0004_pep_upload.sql``); ``MemoryPepStore`` has the
-same interface over dicts, for a host without a database (the unit-test world).
+``PepStore`` speaks SQL (tables of ``0004_pep_upload.sql``); ``PepRepo`` is its interface
+(the unit tests' double over dicts is in ``tests/xmpp_doubles.py``).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any, Protocol
 
@@ -118,68 +117,3 @@ class PepStore:
         return [(r["owner"], r["node"], dict(json.loads(r["config"])), r["item_id"],
                  r["payload"]) for r in rows]
 
-
-class MemoryPepStore:
-    """The same interface over dicts (no persistence)."""
-
-    def __init__(self) -> None:
-        self.configs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.data: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
-        self._seq = itertools.count(1)
-
-    async def node(self, owner: str, node: str) -> dict[str, Any] | None:
-        c = self.configs.get((owner, node))
-        return None if c is None else dict(c)
-
-    async def nodes(self, owner: str) -> list[str]:
-        return sorted(n for o, n in self.configs if o == owner)
-
-    async def create(self, owner: str, node: str, config: dict[str, Any]) -> bool:
-        if (owner, node) in self.configs:
-            return False
-        self.configs[(owner, node)] = dict(config)
-        self.data[(owner, node)] = {}
-        return True
-
-    async def configure(self, owner: str, node: str, config: dict[str, Any]) -> None:
-        self.configs[(owner, node)] = dict(config)
-        if "max_items" in config:
-            self._trim(owner, node, int(config["max_items"]))
-
-    async def delete(self, owner: str, node: str) -> bool:
-        self.data.pop((owner, node), None)
-        return self.configs.pop((owner, node), None) is not None
-
-    async def publish(self, owner: str, node: str, item_id: str, payload: str,
-                      max_items: int) -> None:
-        self.data.setdefault((owner, node), {})[item_id] = (next(self._seq), payload)
-        self._trim(owner, node, max_items)
-
-    def _trim(self, owner: str, node: str, keep: int) -> None:
-        items = self.data.get((owner, node), {})
-        for item_id, _ in sorted(items.items(), key=lambda kv: kv[1][0], reverse=True)[keep:]:
-            del items[item_id]
-
-    async def retract(self, owner: str, node: str, item_id: str) -> bool:
-        return self.data.get((owner, node), {}).pop(item_id, None) is not None
-
-    def _ordered(self, owner: str, node: str) -> list[tuple[str, str]]:
-        items = self.data.get((owner, node), {})
-        return [(k, v[1]) for k, v in sorted(items.items(), key=lambda kv: kv[1][0],
-                                             reverse=True)]
-
-    async def items(self, owner: str, node: str, limit: int | None = None,
-                    ids: list[str] | None = None) -> list[tuple[str, str]]:
-        out = self._ordered(owner, node)
-        if ids is not None:
-            return [i for i in out if i[0] in ids]
-        return out[:limit] if limit is not None else out
-
-    async def last_items(self, owners: list[str], nodes: list[str]) -> list[LastItem]:
-        out: list[LastItem] = []
-        for (owner, node), config in self.configs.items():
-            if owner in owners and node in nodes:
-                items = self._ordered(owner, node)
-                if items:
-                    out.append((owner, node, dict(config), items[0][0], items[0][1]))
-        return out

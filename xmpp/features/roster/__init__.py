@@ -5,6 +5,11 @@ Directory-derived items are read-only 'both' subscriptions: a roster set or remo
 them is ``not-allowed``, subscription requests between colleagues are answered at once.
 A personal item for a colleague only adds its groups. The roster version is
 ``<personal counter>-<digest of the shared items>``, stable across restarts.
+
+Several nodes (issue 14): a change of a personal item commits a notice
+(``xmpp.changes``, kind ``roster``, naming the contact); the other nodes push the item as
+it is now to their own interested sessions. Each node pushes only to local sessions (a
+directory change is seen by every node itself).
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ class Roster:
         row = RosterRow(contact, el.get("name", "")[:1024],
                         old.subscription if old else "none", old.ask if old else False,
                         tuple(groups))
-        personal = await self.store.put_item(owner, row)
+        personal = await self.store.put_item(owner, row, self._notice(owner, contact))
         await self._push(owner, Item(contact, row.name, row.subscription, row.ask, row.groups),
                          personal)
         return iq_result(ev.stanza)
@@ -146,14 +151,36 @@ class Roster:
         if state.has_from or state.pending_in:
             await self._subscription(owner, contact, "unsubscribed", None)
         await self.store.drop_sub_request(owner, contact)
-        personal = await self.store.delete_item(owner, contact)
+        personal = await self.store.delete_item(owner, contact, self._notice(owner, contact))
         if personal is not None:
             await self._push(owner, Item(contact, "", "none", False, ()), personal, remove=True)
 
+    def _notice(self, owner: str, contact: str) -> list[str]:
+        return self.host.changes.payloads("roster", owner, [contact])
+
+    async def heard(self, owner: str, contacts: list[str]) -> None:
+        """Another node changed `owner`'s items for `contacts` (committed): push them
+        as they are now to this node's interested sessions."""
+        if not self._interested(owner):
+            return
+        _ver, items = await self.items(owner)
+        for contact in contacts:
+            item = items.get(contact)
+            if item is None:
+                await self._push(owner, Item(contact, "", "none", False, ()), None,
+                                 remove=True)
+            else:
+                await self._push(owner, item, None)
+
+    def _interested(self, owner: str) -> list[Resource]:
+        return [r for r in self.router.resources(owner)
+                if r.local and r.data.get(INTERESTED)]
+
     async def _push(self, owner: str, item: Item, personal: int | None,
                     remove: bool = False) -> None:
-        """RFC 6121 §2.1.6: push to every resource of `owner` that asked for the roster."""
-        interested = [r for r in self.router.resources(owner) if r.data.get(INTERESTED)]
+        """RFC 6121 §2.1.6: push to every resource of `owner` that asked for the roster
+        (here: on this node; other nodes push on the change notice, ``heard``)."""
+        interested = self._interested(owner)
         if not interested:
             return
         if personal is None:
@@ -188,7 +215,8 @@ class Roster:
         row = await self.store.roster_item(owner, contact)
         name, groups = (row.name, row.groups) if row else ("", ())
         personal = await self.store.put_item(
-            owner, RosterRow(contact, name, new.subscription, new.ask, groups))
+            owner, RosterRow(contact, name, new.subscription, new.ask, groups),
+            self._notice(owner, contact))
         await self._push(owner, Item(contact, name, new.subscription, new.ask, groups), personal)
 
     def _local(self, bare: str) -> bool:
@@ -276,7 +304,7 @@ class Roster:
 
     async def on_directory(self, old: Snapshot, new: Snapshot) -> None:
         """Push shared-item changes to online users (and exchange presence with newcomers)."""
-        for owner in list(self.router.sessions):
+        for owner in self.router.accounts():
             before = shared_items(old, owner, self.mode)
             after = shared_items(new, owner, self.mode)
             if before == after:
@@ -309,4 +337,5 @@ def register(host: Host) -> None:
     host.bus.on("roster/subscriptions", roster.subscriptions)
     host.bus.on("roster/subscription", roster.subscription)
     host.directory.listeners.append(roster.on_directory)
+    host.changes.on("roster", roster.heard)
     host.stream_features.add("roster-ver")  # RFC 6121 §2.6.1

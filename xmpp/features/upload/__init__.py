@@ -327,13 +327,13 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
 
 
 def register(host: Host) -> None:
-    pool = getattr(host.store, "pool", None)
+    store = host.stores.upload
 
     async def start() -> None:
         settings = await host.bus.fire("upload/settings", None)
-        if settings is None or pool is None:
+        if settings is None or store is None:
             return  # not wired (no http listener or no database): no service
-        u = Upload(host, settings, UploadStore(pool))
+        u = Upload(host, settings, store)
         host.router.components[u.jid] = u.on_stanza
         host.hooks.on("disco/host/items", lambda: [(u.jid, "HTTP File Upload")])
         host.bus.on("upload/http", u.on_http)
