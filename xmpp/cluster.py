@@ -43,6 +43,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,14 +65,16 @@ __all__ = ["Cluster", "RemoteResource", "channel_of"]
 
 #: NOTIFY payloads must stay under 8,000 bytes (PostgreSQL's default limit).
 PAYLOAD_LIMIT = 7800
-US, RS = "\x1f", "\x1e"
+US, RS = "\x1f", "\x1e"  # field and item separators (never valid in XML 1.0 text)
 SM_MOD = 1 << 32  # XEP-0198 §4: counters wrap at 2^32
-ACK_POLL = 0.2    # seconds between looks at acknowledged hand-offs  # field and item separators (never valid in XML 1.0 text)
+ACK_POLL = 0.2    # seconds between looks at acknowledged hand-offs
+CHANNEL_PREFIX = "cxgw_xmpp_"
+_TAG = re.compile(r"[0-9a-f]{24}")
 
 
 def channel_of(node_id: str) -> str:
     """The LISTEN channel of a node (an identifier: at most 63 bytes)."""
-    return "cxgw_xmpp_" + hashlib.sha256(node_id.encode()).hexdigest()[:24]
+    return CHANNEL_PREFIX + hashlib.sha256(node_id.encode()).hexdigest()[:24]
 
 
 def parse_stanza(data: bytes | str) -> Element:
@@ -122,13 +125,17 @@ class Cluster:
 
     def __init__(self, router: Router, pool: Any, node_id: str, listener: Listener,
                  dead_seconds: float, metrics: Metrics | None = None,
-                 spawn: Callable[[Awaitable[Any]], None] | None = None) -> None:
+                 spawn: Callable[[Awaitable[Any]], None] | None = None,
+                 resume_window: float = 0.0) -> None:
         self.router = router
         self.pool = pool
         self.node_id = node_id
         self.channel = channel_of(node_id)
         self.listener = listener
         self.dead_seconds = dead_seconds
+        #: XEP-0198: how long a dead node's rows placed on a resumable session wait for
+        #: the client's resumption attempt (xmpp.sm_resume_timeout)
+        self.resume_window = resume_window
         self.metrics = metrics or Metrics()
         self._spawn = spawn
         self._out: dict[str, list[_Out]] = {}
@@ -139,6 +146,9 @@ class Cluster:
         # XEP-0198 ledgers -> (stanza count at which it is acknowledged, hand-off row)
         self._unacked: dict[Any, deque[tuple[int, int]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
+        # rows placed on resumable sessions, not yet marked: (row, resumption id, seq)
+        self._marks: list[tuple[int, str, int]] = []
+        self._pinned: list[Any] = []  # their ledgers, written once the marks commit
         self._registering: dict[Resource, asyncio.Future[None]] = {}
         self._offline_notes: list[str] = []
         self._wake = asyncio.Event()
@@ -441,6 +451,29 @@ class Cluster:
                 log.exception("xmpp cluster: could not handle a notification")
 
     async def _take(self, payload: str) -> None:
+        try:
+            await self._take_entries(payload)
+        finally:
+            await self._flush_marks()
+
+    async def _flush_marks(self) -> None:
+        """Commit the stream positions of rows just placed, then let their ledgers write
+        (one statement per NOTIFY payload; only for resumable sessions)."""
+        marks, self._marks = self._marks, []
+        pinned, self._pinned = self._pinned, []
+        try:
+            if marks:
+                async with self.pool.acquire() as conn:
+                    await repo.mark_handoffs(conn, [m[0] for m in marks],
+                                             [m[1] for m in marks], [m[2] for m in marks])
+        except Exception as exc:  # noqa: BLE001 - database away: deliver anyway
+            log.warning("stream positions of %d hand-offs not recorded (%s): a resumption"
+                        " elsewhere may see them again", len(marks), exc)
+        finally:
+            for ledger in pinned:
+                ledger.unpin()
+
+    async def _take_entries(self, payload: str) -> None:
         for entry in payload.split(RS):
             kind, full, hid, text = entry.split(US, 3)
             n = int(hid) if hid else 0
@@ -477,6 +510,10 @@ class Cluster:
             if handler is not None:
                 handler(el, origin)
             return True
+        if kind == "k":  # XEP-0198: the client resumed on another node (resume_elsewhere)
+            previd, _, h = data.decode().partition(" ")
+            await self.router.bus.fire("sm/resumed/elsewhere", (full, previd, int(h)))
+            return True
         target = self.router.session(full)
         if kind == "c":
             if target is not None and target.local:
@@ -494,12 +531,23 @@ class Cluster:
     def _place(self, target: Resource, data: bytes, hid: int) -> bool | None:
         """Put a handed-over stanza on a local session. A message to a stream-managed
         session keeps its hand-off row until the client acknowledges it (XEP-0198 §4):
-        if this node dies first, the survivors place the message again (offline), so an
-        unacknowledged message is not lost with the node's memory."""
+        if this node dies first, the survivors place the message again, so an
+        unacknowledged message is not lost with the node's memory. For a resumable
+        session the row is marked with the resumption id and the stanza's stream
+        position, so the client's count `h` on a later `<resume/>` elsewhere tells which
+        of them it received (`resume_elsewhere`): exactly once."""
         ledger = getattr(target, "sm", None)
         before = len(ledger.queue) if ledger is not None else 0
+        if hid and ledger is not None and ledger.id and ledger.held is None:
+            # The client may resume on another node after this one died: its position
+            # in the stream is committed (`_flush_marks`) before the client can see it.
+            ledger.pin()
+            self._pinned.append(ledger)
         target.deliver_bytes(data)
-        if hid and ledger is not None and len(ledger.queue) == before + 1:
+        if hid and ledger is not None and len(ledger.queue) > before and \
+                ledger.queue[-1][0] is data:
+            if ledger.id:
+                self._marks.append((hid, ledger.id, ledger.sent))
             self._unacked.setdefault(ledger, deque()).append((ledger.sent, hid))
             if self._ack_task is None:
                 self._ack_task = asyncio.get_running_loop().create_task(self._watch_acks())
@@ -627,14 +675,18 @@ class Cluster:
         """After a LISTEN reconnect: hand-off rows addressed to us that we missed."""
         async with self.pool.acquire() as conn:
             rows = await repo.pending_handoffs(conn, self.node_id)
-        for row in rows:
-            if row["id"] in self._done:
-                continue
-            placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]), row["id"])
-            if placed is not False:
-                self._done.add(row["id"])
-                if placed:
-                    self._delete.append(row["id"])
+        try:
+            for row in rows:
+                if row["id"] in self._done:
+                    continue
+                placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]),
+                                             row["id"])
+                if placed is not False:
+                    self._done.add(row["id"])
+                    if placed:
+                        self._delete.append(row["id"])
+        finally:
+            await self._flush_marks()
         self._wake.set()
 
     # -- dead nodes ---------------------------------------------------------------------------
@@ -654,9 +706,17 @@ class Cluster:
                     el = Element(ns.PRESENCE, {"type": "unavailable", "from": proxy.full})
                     await self.router.bus.fire("presence/broadcast",
                                                StanzaEvent(el, proxy, proxy.bare))
+        n += await self._place_dead(dead_seconds)
+        await self.claim_homes()
+        return n
+
+    async def _place_dead(self, dead_seconds: float) -> int:
+        """Place the messages handed to dead nodes: the account's other sessions, else
+        offline storage (rows of a resumable session wait for its resumption attempt)."""
+        n = 0
         while True:
             async with self.pool.acquire() as conn, conn.transaction():
-                rows = await repo.dead_handoffs(conn, dead_seconds)
+                rows = await repo.dead_handoffs(conn, dead_seconds, self.resume_window)
                 if not rows:
                     break
                 placed = []
@@ -673,8 +733,29 @@ class Cluster:
                 n += len(placed)
                 if len(placed) < len(rows):
                     break  # storage refuses now: the rest waits for the next heartbeat
-        await self.claim_homes()
         return n
+
+    # -- XEP-0198 resumption of another node's session ----------------------------------
+    def resume_tag(self) -> str:
+        return self.channel[len(CHANNEL_PREFIX):]
+
+    async def resume_elsewhere(self, previd: str, owner: str, h: int) -> None:
+        """A client of `owner` asks to resume `previd`, not held here, having received
+        `h` stanzas (XEP-0198 §5). In one transaction: the hand-off rows it received are
+        deleted, the others released to the ordinary rules, and the owning node (named in
+        the id) is told to end the session if it still holds it (it hands the rest on to
+        offline storage). If the owner is dead, the released rows are placed at once
+        (offline, or the account's sessions): each message exactly once."""
+        tag = previd.rpartition(".")[2]
+        async with self.pool.acquire() as conn, conn.transaction():
+            dropped, released = await repo.settle_resume(conn, previd, owner, h)
+            if _TAG.fullmatch(tag) and tag != self.resume_tag():
+                await repo.notify(conn, CHANNEL_PREFIX + tag,
+                                  f"k{US}{owner}{US}{US}{previd} {h}")
+        log.info("resumption %s of %s settled elsewhere: %d received, %d to place",
+                 previd, owner, dropped, released)
+        if released:
+            await self._place_dead(self.dead_seconds)
 
 
 def _chunks(entries: list[str]) -> list[str]:

@@ -555,6 +555,9 @@ class C2SConnection(asyncio.Protocol, Resource):
         sm = self.sm
         if sm is not None:
             data = sm.sent_stanza(data)
+            if sm.held is not None:
+                sm.held.append(data)  # pinned by the cluster: written on unpin
+                return
             conn = sm.conn
             if conn is not None:
                 conn.put(data)

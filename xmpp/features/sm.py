@@ -28,6 +28,7 @@ Lifecycle:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -58,7 +59,7 @@ class Ledger:
     """Counters and unacknowledged stanzas of one stream-managed session."""
 
     __slots__ = ("id", "owner", "handled", "acked", "queue", "requested", "conn",
-                 "holder", "timer")
+                 "holder", "timer", "held", "held_conn")
 
     def __init__(self, owner: str, id_: str = "") -> None:
         self.id = id_            # resumption id ("" : not resumable)
@@ -71,6 +72,25 @@ class Ledger:
         self.conn: Any = None    # the live connection carrying the session, None: hibernating
         self.holder: Any = None  # the session object in the sessions table
         self.timer: asyncio.TimerHandle | None = None
+        #: while pinned: bytes counted and queued but not written yet (see `pin`)
+        self.held: list[bytes] | None = None
+        self.held_conn: Any = None
+
+    def pin(self) -> None:
+        """Count and queue stanzas as usual but write none until `unpin` (the cluster
+        makes a stanza's stream position durable before the client can see it)."""
+        if self.held is None:
+            self.held = []
+            self.held_conn = self.conn
+
+    def unpin(self) -> None:
+        """Write what was held, to the connection it was meant for. If the session moved
+        (resumed on another connection: the whole queue was sent again there) or
+        hibernates, the held bytes are already in the queue: nothing to write."""
+        held, conn = self.held, self.held_conn
+        self.held = self.held_conn = None
+        if held and conn is not None and conn is self.conn:
+            conn.put(b"".join(held))
 
     @property
     def sent(self) -> int:
@@ -190,7 +210,14 @@ class StreamManagement:
             conn.write_raw(_failed("unexpected-request"))  # XEP-0198 §3
             return
         resume = el.get("resume") in ("true", "1")
-        ledger = Ledger(conn.bare, secrets.token_urlsafe(18) if resume else "")
+        rid = ""
+        if resume:
+            # The id names the owning node (its channel tag), so another node that gets
+            # the <resume/> after this one died or lost the client can settle it.
+            remote = self.host.router.remote
+            tag = remote.resume_tag() if remote is not None else ""
+            rid = secrets.token_urlsafe(18) + (f".{tag}" if tag else "")
+        ledger = Ledger(conn.bare, rid)
         ledger.conn = ledger.holder = conn
         conn.sm = ledger
         attrs = {"id": ledger.id, "resume": "true",
@@ -206,6 +233,12 @@ class StreamManagement:
         if conn.bound or conn.sm is not None or h is None:
             conn.write_raw(_failed("unexpected-request"))
             return
+        if ledger is None:
+            remote = self.host.router.remote
+            if remote is not None and el.get("previd") and conn.session.username:
+                conn.run(functools.partial(self._resume_elsewhere, remote,
+                                           el.get("previd", ""), owner, h, conn))
+                return
         if ledger is None or ledger.owner != owner:
             conn.write_raw(_failed("item-not-found"))  # XEP-0198 §5: unknown or expired
             return
@@ -228,6 +261,37 @@ class StreamManagement:
             conn.write_raw(b"".join(data for data, _ in ledger.queue) + R)
             ledger.requested = True
         log.debug("%s resumed with %d stanzas resent", conn.full, len(ledger.queue))
+
+    async def _resume_elsewhere(self, remote: Any, previd: str, owner: str, h: int,
+                                conn: Any) -> None:
+        """The session is not on this node (its node died, or holds it still): settle
+        what the client received (`h`) with the persisted hand-offs and the owner node,
+        then fail the resumption (XEP-0198 §5); the client binds afresh and gets the
+        rest once (live, or from offline storage)."""
+        try:
+            await remote.resume_elsewhere(previd, owner, h)
+        except Exception as exc:  # noqa: BLE001 - database away: the resume window decides
+            log.warning("resumption of %s by %s not settled: %s", previd, owner, exc)
+        conn.write_raw(_failed("item-not-found"))
+
+    async def on_resumed_elsewhere(self, ev: tuple[str, str, int]) -> None:
+        """The client of `previd` resumed on another node, having received `h` stanzas:
+        end the session here; its unacknowledged stanzas are handed on (offline)."""
+        owner, previd, h = ev
+        ledger = self.resumable.get(previd)
+        if ledger is None or ledger.owner != owner:
+            return None
+        try:
+            ledger.ack(h)
+        except HandledTooHigh:
+            log.info("%s resumed elsewhere with h=%d beyond %d sent", owner, h, ledger.sent)
+        if ledger.conn is not None:
+            ledger.conn.abandon()  # a half-open TCP: the client is gone from it
+        if ledger.timer is not None:
+            ledger.timer.cancel()
+            ledger.timer = None
+        self.expire(ledger)
+        return None
 
     # -- hibernation and the end of a session -----------------------------------------------
 
@@ -343,6 +407,7 @@ def register(host: Host) -> StreamManagement:
     host.hooks.on("c2s/hibernate", sm.on_hibernate)
     host.hooks.on("message/routed", sm.on_routed, priority=-50)  # after carbons
     host.bus.on("session/closed", sm.on_closed, priority=50)
+    host.bus.on("sm/resumed/elsewhere", sm.on_resumed_elsewhere)
     host.on_stop(sm.stop)
     host.stream_features.add("sm")
     return sm
