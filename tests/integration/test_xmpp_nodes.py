@@ -290,11 +290,9 @@ async def test_carbons_across_nodes(nodes: Nodes) -> None:
     assert sent["carbon_sent"]["body"] == "copy me across"
 
 
-async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
-    """Node B is a real `cxgw serve` process, killed with SIGKILL mid-conversation."""
-    from gateway.app import RunningServer
-    from tests.integration.faultutil import LISTENERS, Serve
-    await seed(services)
+def serve_conf(cfg: Any, tmp_path: Any) -> Any:
+    """The configuration of a second node as a real `cxgw serve` process (XMPP only)."""
+    from tests.integration.faultutil import LISTENERS
     listen = "\n".join(f'{k} = "{"127.0.0.1:0" if k == "xmpp" else ""}"' for k in LISTENERS)
     conf = tmp_path / "b.toml"
     conf.write_text(
@@ -303,8 +301,16 @@ async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) 
         f'[listen]\n{listen}\n[auth]\nscram_iterations = 4096\n'
         f'[inbound_auth]\nenabled = false\n'
         f'[node]\nheartbeat_seconds = 0.2\ndead_seconds = 1.5\n')
+    return conf
+
+
+async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
+    """Node B is a real `cxgw serve` process, killed with SIGKILL mid-conversation."""
+    from gateway.app import RunningServer
+    from tests.integration.faultutil import Serve
+    await seed(services)
     a = RunningServer(services)
-    b = Serve(conf)
+    b = Serve(serve_conf(cfg, tmp_path))
     clients: list[Client] = []
 
     async def connect(port: int, user: str) -> Client:
@@ -496,7 +502,7 @@ async def test_resume_on_survivor_exactly_once(nodes: Nodes, services: Any) -> N
     assert got == ["in flight 0", "in flight 1", "while B is dead"]
     zhang.send_message(mto=full, mbody="probe", mtype="chat")
     assert (await li.next_message())["body"] == "probe"  # nothing twice before it
-    assert await handoff_rows(services) == (0, 0)
+    await wait_rows(services, (0, 0), "every row placed")
     async with services.db.pool.acquire() as conn:
         assert await conn.fetchval("select count(*) from xmpp_offline") == 0
 
@@ -525,3 +531,51 @@ async def test_resume_elsewhere_while_owner_lives(nodes: Nodes, services: Any) -
     await until(lambda: nodes.router(1).session(full) is None or
                 not nodes.router(1).session(full).local, "B ended its session")
     await wait_rows(services, (0, 0), "no hand-off left")
+
+
+async def test_sm_resume_after_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
+    """Node B is a real `cxgw serve` process with a stream-managed client, killed with
+    SIGKILL; the client at once asks node A to resume (B is not yet known dead): what it
+    had handled never comes again, what was in flight comes once."""
+    from gateway.app import RunningServer
+    from tests.integration.faultutil import Serve
+    await seed(services)
+    a = RunningServer(services)
+    b = Serve(serve_conf(cfg, tmp_path))
+    clients: list[Client] = []
+    full = f"li.si@{DOMAIN}/phone"
+    await a.start()
+    try:
+        await asyncio.to_thread(b.start)
+        router = services.components["xmpp"].host.router
+        li = await sm_client(b.ports["xmpp"], "li.si/phone", clients)
+        zhang = Client(f"zhang.san@{DOMAIN}/desk")
+        clients.append(zhang)
+        await zhang.login(a.ports["xmpp"])
+        await until(lambda: (r := remote(router, full)) is not None and r.available,
+                    "node A sees li.si on the process, available")
+        zhang.send_message(mto=full, mbody="acked", mtype="chat")
+        assert (await li.next_message())["body"] == "acked"
+        await wait_rows(services, (0, 0), "B confirmed the acknowledged message")
+        li.plugin["xep_0198"].send_ack = lambda: None
+        zhang.send_message(mto=full, mbody="handled, not acked", mtype="chat")
+        assert (await li.next_message())["body"] == "handled, not acked"
+        freeze_reading(li)
+        for i in range(2):
+            zhang.send_message(mto=full, mbody=f"in flight {i}", mtype="chat")
+        await wait_rows(services, (3, 3), "B marked the messages it placed")
+        b.kill()  # SIGKILL: no goodbye, rows left behind
+        seen = await resume_on(li, a.ports["xmpp"])
+        assert seen == ["failed"]
+        assert [(await li.next_message())["body"] for _ in range(2)] == \
+            ["in flight 0", "in flight 1"]
+        zhang.send_message(mto=full, mbody="probe", mtype="chat")
+        assert (await li.next_message())["body"] == "probe"  # nothing twice before it
+        await wait_rows(services, (0, 0), "every row placed")
+        async with services.db.pool.acquire() as conn:
+            assert await conn.fetchval("select count(*) from xmpp_offline") == 0
+    finally:
+        for c in clients:
+            await c.close()
+        b.kill()
+        await a.stop()
