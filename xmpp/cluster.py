@@ -15,6 +15,11 @@ or to offline storage, so a message is never lost silently. One writer and one r
 per process keep each sender → recipient pair in order (PostgreSQL delivers the NOTIFYs of
 a transaction in order, and transactions in commit order).
 
+Stream management (XEP-0198): a row placed on a resumable session is marked with the
+resumption id and the stanza's stream position before the client can see it, so a client
+whose node died and that asks a survivor to resume is settled exactly once by its own
+count `h` (`resume_elsewhere`; the survivor answers `<failed/>`, the client binds afresh).
+
 When a hand-off transaction fails (database away), every message in it is answered like
 a message to an offline user: offline storage, or an error to the sender.
 

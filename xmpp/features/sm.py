@@ -13,6 +13,10 @@ Lifecycle:
   stays bound and available and keeps queueing for ``xmpp.sm_resume_timeout`` seconds.
 - ``<resume previd h/>`` on a new authenticated stream of the same account: the new
   connection takes the session over, stanzas after ``h`` are sent again, ``<resumed/>``.
+- The same on another node (issue 14; the id ends in the owning node's channel tag): the
+  cluster settles what the client received from the persisted hand-offs and tells the
+  owner, which ends the session here (``sm/resumed/elsewhere``); the client gets
+  ``<failed/>``, binds afresh and gets the rest once (``Cluster.resume_elsewhere``).
 - Otherwise the session ends (timeout, clean close, conflict, shutdown): on
   ``session/closed`` its unacknowledged stanzas are handed on, once, so nothing is lost
   and nothing is doubled:

@@ -39,3 +39,33 @@ def test_mark_elsewhere_and_take() -> None:
     led.mark_elsewhere()
     assert led.take() == [(b"a", False), (b"b", True)]
     assert led.sent == 2 and not led.queue
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def put(self, data: bytes) -> None:
+        self.out.append(data)
+
+
+def test_pin_holds_writes_until_unpinned_to_the_same_connection() -> None:
+    led = Ledger("z@cx.example", "id")
+    conn = led.conn = _Conn()
+    led.pin()
+    led.held.append(led.sent_stanza(b"<m1/>"))  # type: ignore[union-attr]
+    led.held.append(led.sent_stanza(b"<m2/>"))  # type: ignore[union-attr]
+    assert conn.out == [] and led.sent == 2  # counted and queued, not written
+    led.unpin()
+    assert conn.out == [b"<m1/>" + R + b"<m2/>"] and led.held is None
+
+
+def test_unpin_after_the_session_moved_writes_nothing() -> None:
+    # resumed on another connection meanwhile: the whole queue was sent there already
+    led = Ledger("z@cx.example", "id")
+    old = led.conn = _Conn()
+    led.pin()
+    led.held.append(led.sent_stanza(b"<m/>"))  # type: ignore[union-attr]
+    new = led.conn = _Conn()
+    led.unpin()
+    assert old.out == [] and new.out == [] and len(led.queue) == 1
