@@ -151,9 +151,9 @@ class Cluster:
         # XEP-0198 ledgers -> (stanza count at which it is acknowledged, hand-off row)
         self._unacked: dict[Any, deque[tuple[int, int]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
-        # rows placed on resumable sessions, not yet marked: (row, resumption id, seq)
-        self._marks: list[tuple[int, str, int]] = []
-        self._pinned: list[Any] = []  # their ledgers, written once the marks commit
+        # rows placed on resumable sessions, to be marked in the next hand-off
+        # transaction: (row, resumption id, stream position, ledger)
+        self._marks: list[tuple[int, str, int, Any]] = []
         self._registering: dict[Resource, asyncio.Future[None]] = {}
         self._offline_notes: list[str] = []
         self._wake = asyncio.Event()
@@ -303,11 +303,16 @@ class Cluster:
             reg, self._reg = self._reg, []
             dels, self._delete = self._delete, []
             notes, self._offline_notes = self._offline_notes, []
+            marks, self._marks = self._marks, []
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     stamps = await self._write_registry(conn, reg)
                     for node, items in out.items():
                         await self._hand_over(conn, node, items)
+                    if marks:
+                        await repo.mark_handoffs(conn, [m[0] for m in marks],
+                                                 [m[1] for m in marks],
+                                                 [m[2] for m in marks])
                     if dels:
                         await repo.delete_handoffs(conn, dels)
                     if notes:
@@ -317,6 +322,9 @@ class Cluster:
             except Exception as exc:  # noqa: BLE001 - database away: fall back, retry later
                 log.warning("xmpp hand-off failed (%s): %d stanzas answered as offline",
                             exc, sum(len(v) for v in out.values()))
+                if marks:  # delivered all the same: a resumption elsewhere may repeat them
+                    log.warning("stream positions of %d hand-offs not recorded", len(marks))
+                    self._release(marks)
                 self._fallback(out)
                 self._reg = reg + self._reg
                 self._delete = dels + self._delete
@@ -326,12 +334,22 @@ class Cluster:
                     self._wake.set()
                 continue
             self.handed_batches += 1
+            self._release(marks)
             self._done.difference_update(dels)
             for session, ts in stamps:
                 session.data["cluster_bound_at"] = ts
                 fut = self._registering.pop(session, None)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+
+    @staticmethod
+    def _release(marks: list[tuple[int, str, int, Any]]) -> None:
+        """Marks committed (or given up): their ledgers write what they held back."""
+        per: dict[Any, int] = {}
+        for m in marks:
+            per[m[3]] = per.get(m[3], 0) + 1
+        for ledger, n in per.items():
+            ledger.release(n)
 
     async def _write_registry(self, conn: Any, reg: list[tuple[str, Resource]]
                               ) -> list[tuple[Resource, float]]:
@@ -456,27 +474,7 @@ class Cluster:
                 log.exception("xmpp cluster: could not handle a notification")
 
     async def _take(self, payload: str) -> None:
-        try:
-            await self._take_entries(payload)
-        finally:
-            await self._flush_marks()
-
-    async def _flush_marks(self) -> None:
-        """Commit the stream positions of rows just placed, then let their ledgers write
-        (one statement per NOTIFY payload; only for resumable sessions)."""
-        marks, self._marks = self._marks, []
-        pinned, self._pinned = self._pinned, []
-        try:
-            if marks:
-                async with self.pool.acquire() as conn:
-                    await repo.mark_handoffs(conn, [m[0] for m in marks],
-                                             [m[1] for m in marks], [m[2] for m in marks])
-        except Exception as exc:  # noqa: BLE001 - database away: deliver anyway
-            log.warning("stream positions of %d hand-offs not recorded (%s): a resumption"
-                        " elsewhere may see them again", len(marks), exc)
-        finally:
-            for ledger in pinned:
-                ledger.unpin()
+        await self._take_entries(payload)
 
     async def _take_entries(self, payload: str) -> None:
         for entry in payload.split(RS):
@@ -541,18 +539,26 @@ class Cluster:
         session the row is marked with the resumption id and the stanza's stream
         position, so the client's count `h` on a later `<resume/>` elsewhere tells which
         of them it received (`resume_elsewhere`): exactly once."""
-        ledger = getattr(target, "sm", None)
+        ledger: Any = getattr(target, "sm", None)
         before = len(ledger.queue) if ledger is not None else 0
-        if hid and ledger is not None and ledger.id and ledger.held is None:
-            # The client may resume on another node after this one died: its position
-            # in the stream is committed (`_flush_marks`) before the client can see it.
-            ledger.pin()
-            self._pinned.append(ledger)
+        resumable = bool(hid) and ledger is not None and bool(ledger.id)
+        if resumable:
+            # The client may resume on another node after this one died: the stanza's
+            # position is committed (the writer's next transaction) before the client
+            # can see it; until then the ledger holds its writes back (Ledger.pin).
+            ledger.pin((ledger.sent + 1) % SM_MOD)
         target.deliver_bytes(data)
-        if hid and ledger is not None and len(ledger.queue) > before and \
-                ledger.queue[-1][0] is data:
-            if ledger.id:
-                self._marks.append((hid, ledger.id, ledger.sent))
+        queued = bool(hid) and ledger is not None and len(ledger.queue) > before and \
+            ledger.queue[-1][0] is data
+        if resumable:
+            if queued:
+                ledger.marks[-1] = ledger.sent  # (a CSI release may have gone first)
+                self._marks.append((hid, ledger.id, ledger.sent, ledger))
+                self._wake.set()
+            else:  # held by CSI (no body): nothing to mark
+                ledger.marks.pop()
+                ledger.release(0)
+        if queued:
             self._unacked.setdefault(ledger, deque()).append((ledger.sent, hid))
             if self._ack_task is None:
                 self._ack_task = asyncio.get_running_loop().create_task(self._watch_acks())
@@ -680,18 +686,14 @@ class Cluster:
         """After a LISTEN reconnect: hand-off rows addressed to us that we missed."""
         async with self.pool.acquire() as conn:
             rows = await repo.pending_handoffs(conn, self.node_id)
-        try:
-            for row in rows:
-                if row["id"] in self._done:
-                    continue
-                placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]),
-                                             row["id"])
-                if placed is not False:
-                    self._done.add(row["id"])
-                    if placed:
-                        self._delete.append(row["id"])
-        finally:
-            await self._flush_marks()
+        for row in rows:
+            if row["id"] in self._done:
+                continue
+            placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]), row["id"])
+            if placed is not False:
+                self._done.add(row["id"])
+                if placed:
+                    self._delete.append(row["id"])
         self._wake.set()
 
     # -- dead nodes ---------------------------------------------------------------------------

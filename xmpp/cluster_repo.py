@@ -115,7 +115,9 @@ async def mark_handoffs(conn: Conn, ids: list[int], sm_ids: list[str],
     """Rows placed on stream-managed sessions: the resumption id and stream position."""
     await conn.execute(
         "update xmpp_handoff h set sm_id = m.s, seq = m.q from unnest($1::bigint[],"
-        " $2::text[], $3::bigint[]) m(i, s, q) where h.id = m.i", ids, sm_ids, seqs)
+        " $2::text[], $3::bigint[]) m(i, s, q) where h.id = m.i"
+        " and h.id = any($1::bigint[])",  # the primary key finds the rows, no scan
+        ids, sm_ids, seqs)
 
 
 async def settle_resume(conn: Conn, sm_id: str, owner: str, h: int) -> tuple[int, int]:

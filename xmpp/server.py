@@ -556,7 +556,7 @@ class C2SConnection(asyncio.Protocol, Resource):
         if sm is not None:
             data = sm.sent_stanza(data)
             if sm.held is not None:
-                sm.held.append(data)  # pinned by the cluster: written on unpin
+                sm.held.append((sm.sent, data))  # pinned by the cluster: see Ledger.pin
                 return
             conn = sm.conn
             if conn is not None:

@@ -63,7 +63,7 @@ class Ledger:
     """Counters and unacknowledged stanzas of one stream-managed session."""
 
     __slots__ = ("id", "owner", "handled", "acked", "queue", "requested", "conn",
-                 "holder", "timer", "held", "held_conn")
+                 "holder", "timer", "held", "held_conn", "marks")
 
     def __init__(self, owner: str, id_: str = "") -> None:
         self.id = id_            # resumption id ("" : not resumable)
@@ -76,25 +76,38 @@ class Ledger:
         self.conn: Any = None    # the live connection carrying the session, None: hibernating
         self.holder: Any = None  # the session object in the sessions table
         self.timer: asyncio.TimerHandle | None = None
-        #: while pinned: bytes counted and queued but not written yet (see `pin`)
-        self.held: list[bytes] | None = None
+        #: while pinned: (stream position, bytes) counted and queued, not written yet
+        self.held: deque[tuple[int, bytes]] | None = None
         self.held_conn: Any = None
+        self.marks: deque[int] = deque()  # positions whose durable mark is not committed
 
-    def pin(self) -> None:
-        """Count and queue stanzas as usual but write none until `unpin` (the cluster
-        makes a stanza's stream position durable before the client can see it)."""
+    def pin(self, seq: int) -> None:
+        """The stanza at position `seq` may be written only once the cluster committed
+        its mark (its position, for a resumption on another node): until then stanzas
+        are counted and queued as usual but held back, in order (see `release`)."""
         if self.held is None:
-            self.held = []
+            self.held = deque()
             self.held_conn = self.conn
+        self.marks.append(seq)
 
-    def unpin(self) -> None:
-        """Write what was held, to the connection it was meant for. If the session moved
-        (resumed on another connection: the whole queue was sent again there) or
-        hibernates, the held bytes are already in the queue: nothing to write."""
-        held, conn = self.held, self.held_conn
-        self.held = self.held_conn = None
-        if held and conn is not None and conn is self.conn:
-            conn.put(b"".join(held))
+    def release(self, n: int) -> None:
+        """The oldest `n` marks are committed: write what is held up to the next mark
+        still pending. If the session moved meanwhile (resumed on another connection:
+        the whole queue was sent again there) or hibernates, held bytes are already in
+        the queue: dropped here."""
+        marks, held = self.marks, self.held
+        for _ in range(min(n, len(marks))):
+            marks.popleft()
+        if held is None:
+            return
+        out = []
+        while held and (not marks or 0 < (marks[0] - held[0][0]) % MOD < MOD // 2):
+            out.append(held.popleft()[1])
+        conn = self.held_conn
+        if out and conn is not None and conn is self.conn:
+            conn.put(b"".join(out))
+        if not held and not marks:
+            self.held = self.held_conn = None
 
     @property
     def sent(self) -> int:
