@@ -113,11 +113,11 @@ async def dead_handoffs(conn: Conn, dead_seconds: float, resume_window: float = 
 async def mark_handoffs(conn: Conn, ids: list[int], sm_ids: list[str],
                         seqs: list[int]) -> None:
     """Rows placed on stream-managed sessions: the resumption id and stream position."""
-    await conn.execute(
-        "update xmpp_handoff h set sm_id = m.s, seq = m.q from unnest($1::bigint[],"
-        " $2::text[], $3::bigint[]) m(i, s, q) where h.id = m.i"
-        " and h.id = any($1::bigint[])",  # the primary key finds the rows, no scan
-        ids, sm_ids, seqs)
+    # One primary-key update per row, pipelined (a join with unnest() may be planned as
+    # a scan of the whole, heavily churned table).
+    await conn.executemany(
+        "update xmpp_handoff set sm_id = $2, seq = $3 where id = $1",
+        list(zip(ids, sm_ids, seqs, strict=True)))
 
 
 async def settle_resume(conn: Conn, sm_id: str, owner: str, h: int) -> tuple[int, int]:
