@@ -277,6 +277,9 @@ class StreamManagement:
         if ledger.queue:
             conn.write_raw(b"".join(data for data, _ in ledger.queue) + R)
             ledger.requested = True
+        if ledger.held is not None:  # held back by the cluster: just resent with the queue
+            ledger.held.clear()
+            ledger.held_conn = conn
         log.debug("%s resumed with %d stanzas resent", conn.full, len(ledger.queue))
 
     async def _resume_elsewhere(self, remote: Any, previd: str, owner: str, h: int,

@@ -5,6 +5,6 @@
 -- that tries to resume elsewhere names that id and its count h: rows up to h were
 -- received (dropped), the others go on (the account's other sessions, else offline
 -- storage), once. A marked row waits for that attempt up to xmpp.sm_resume_timeout.
--- No index on the new columns: the mark is then a HOT update (no index entries per
+-- No index on the new columns, so the mark can be a HOT update (no index entries per
 -- message); the rare lookup by sm_id (a resumption elsewhere) scans the pending rows.
 alter table xmpp_handoff add column sm_id text, add column seq bigint;
