@@ -474,9 +474,6 @@ class Cluster:
                 log.exception("xmpp cluster: could not handle a notification")
 
     async def _take(self, payload: str) -> None:
-        await self._take_entries(payload)
-
-    async def _take_entries(self, payload: str) -> None:
         for entry in payload.split(RS):
             kind, full, hid, text = entry.split(US, 3)
             n = int(hid) if hid else 0
@@ -514,7 +511,7 @@ class Cluster:
                 handler(el, origin)
             return True
         if kind == "k":  # XEP-0198: the client resumed on another node (resume_elsewhere)
-            previd, _, h = data.decode().partition(" ")
+            previd, _, h = data.decode().rpartition(" ")
             await self.router.bus.fire("sm/resumed/elsewhere", (full, previd, int(h)))
             return True
         target = self.router.session(full)

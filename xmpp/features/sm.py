@@ -53,6 +53,7 @@ MOD = 1 << 32                  # XEP-0198 §4: counters wrap at 2^32
 R = to_bytes(Element(f"{{{NS}}}r"))
 CARBONS = "urn:xmpp:carbons:2"
 BODY = ns.q(ns.CLIENT, "body")
+MAX_ID = 100  # longest resumption id settled with another node (ours are 49 characters)
 
 
 class HandledTooHigh(ValueError):
@@ -252,9 +253,10 @@ class StreamManagement:
             return
         if ledger is None:
             remote = self.host.router.remote
-            if remote is not None and el.get("previd") and conn.session.username:
-                conn.run(functools.partial(self._resume_elsewhere, remote,
-                                           el.get("previd", ""), owner, h, conn))
+            previd = el.get("previd", "")
+            if remote is not None and 0 < len(previd) <= MAX_ID and conn.session.username:
+                conn.run(functools.partial(self._resume_elsewhere, remote, previd, owner,
+                                           h, conn))
                 return
         if ledger is None or ledger.owner != owner:
             conn.write_raw(_failed("item-not-found"))  # XEP-0198 §5: unknown or expired
