@@ -141,8 +141,11 @@ BODY = re.compile(rb"<body>([0-9.]+)</body>")
 
 
 async def pair_loop(me: Conn, peer: str, window: int, stop: asyncio.Event,
-                    lat: list[float], count: list[int]) -> None:
-    """Send `window` messages, then answer every message received with a new one."""
+                    lat: list[float], count: list[int], sm: bool = False) -> None:
+    """Send `window` messages, then answer every message received with a new one.
+    With `sm` (the connection enabled XEP-0198), each batch of replies carries an
+    acknowledgement of the messages handled so far."""
+    handled = 0
     head = f"<message to='{peer}' type='chat'><body>".encode()
     tail = b"</body></message>"
 
@@ -166,7 +169,11 @@ async def pair_loop(me: Conn, peer: str, window: int, stop: asyncio.Event,
         if len(lat) < 2_000_000:
             lat.extend(now - float(s) for s in stamps)
         if not stop.is_set():
-            me.writer.write(b"".join(msg() for _ in stamps))
+            out = b"".join(msg() for _ in stamps)
+            if sm:  # h counts messages only: never too high (presence goes unacked)
+                handled += chunk.count(b"</message>")
+                out += f"<a xmlns='urn:xmpp:sm:3' h='{handled}'/>".encode()
+            me.writer.write(out)
 
 
 def pct(values: list[float], p: float) -> float:

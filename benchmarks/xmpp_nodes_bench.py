@@ -1,7 +1,7 @@
 """Cross-node XMPP benchmark (not a test): routing on one node vs between two nodes.
 
     .venv/bin/python benchmarks/xmpp_nodes_bench.py [--pairs 20] [--window 20] [--seconds 8]
-        [--archive never|always]
+        [--archive never|always] [--sm]
 
 Starts one PostgreSQL (pgserver, as the fault tests do) and two `cxgw serve` processes on
 it, seeds `2 * pairs` accounts, then runs the closed-loop chat of
@@ -63,12 +63,15 @@ async def run(args: argparse.Namespace, ports: list[int], url: str, cpu: ServerC
     n = 2 * args.pairs
     conns = [await xb.login(ports[1 if cross and i % 2 else 0], f"p{i:04d}", presence=True)
              for i in range(n)]
+    if args.sm:  # XEP-0198, resumable: cross-node messages are marked with their position
+        for c in conns:
+            c.writer.write(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
     await asyncio.sleep(1.0)  # presence and the registry settle on both nodes
     stop = asyncio.Event()
     lat: list[float] = []
     count = [0]
     tasks = [asyncio.create_task(xb.pair_loop(conns[i], conns[i ^ 1].jid.split("/")[0],
-                                              args.window, stop, lat, count))
+                                              args.window, stop, lat, count, args.sm))
              for i in range(n)]
     await asyncio.sleep(2)  # warm-up
     lat.clear()
@@ -80,7 +83,7 @@ async def run(args: argparse.Namespace, ports: list[int], url: str, cpu: ServerC
     stop.set()
     msgs = max(c1 - c0, 1)
     print(f"{'cross-node' if cross else 'one node  '}: {args.pairs} pairs x {args.window} "
-          f"in flight, archive {args.archive}: {msgs / (t1 - t0):,.0f} msg/s, "
+          f"in flight, archive {args.archive}{', SM' if args.sm else ''}: {msgs / (t1 - t0):,.0f} msg/s, "
           f"{describe(used, msgs, t1 - t0)}, latency p50 {xb.pct(lat, .5) * 1000:.2f} ms"
           f" p99 {xb.pct(lat, .99) * 1000:.2f} ms; PostgreSQL: "
           f"{(x1 - x0) / (t1 - t0):,.0f} commits/s ({(x1 - x0) / msgs:.3f} per msg), "
@@ -140,6 +143,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--archive", choices=("never", "always"), default="never")
+    ap.add_argument("--sm", action="store_true",
+                    help="clients enable resumable stream management (XEP-0198) and ack")
     asyncio.run(main_async(ap.parse_args()))
 
 

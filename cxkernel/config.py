@@ -250,7 +250,7 @@ class XMPPConfig:
     outage_buffer_bytes: int = _f(16 * 1024 * 1024, "during a database outage, offline messages waiting to be stored are held in memory up to this many bytes in all; beyond it the sender gets a resource-constraint (wait) error", min=0)
     outage_retry_seconds: float = _f(30.0, "how long one offline message is retried through a database outage before its sender gets a resource-constraint (wait) error", min=0.0)
     contact_addresses: list[str] = _f([], "XEP-0157 contact addresses on the server's disco#info, as \"kind=uri\" (kind: abuse, admin, feedback, sales, security, support; e.g. \"abuse=mailto:abuse@cx.example\"); empty: abuse and admin as mailto:postmaster@<domain>")
-    sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline", min=0)
+    sm_resume_timeout: int = _f(300, "seconds a dropped session can be resumed (XEP-0198) before its unacked messages go offline; also how long a dead node's messages placed on a resumable session wait for the client's <resume/> on another node", min=0)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ or to offline storage, so a message is never lost silently. One writer and one r
 per process keep each sender → recipient pair in order (PostgreSQL delivers the NOTIFYs of
 a transaction in order, and transactions in commit order).
 
+Stream management (XEP-0198): a row placed on a resumable session is marked with the
+resumption id and the stanza's stream position before the client can see it, so a client
+whose node died and that asks a survivor to resume is settled exactly once by its own
+count `h` (`resume_elsewhere`; the survivor answers `<failed/>`, the client binds afresh).
+
 When a hand-off transaction fails (database away), every message in it is answered like
 a message to an offline user: offline storage, or an error to the sender.
 
@@ -43,6 +48,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,14 +70,16 @@ __all__ = ["Cluster", "RemoteResource", "channel_of"]
 
 #: NOTIFY payloads must stay under 8,000 bytes (PostgreSQL's default limit).
 PAYLOAD_LIMIT = 7800
-US, RS = "\x1f", "\x1e"
+US, RS = "\x1f", "\x1e"  # field and item separators (never valid in XML 1.0 text)
 SM_MOD = 1 << 32  # XEP-0198 §4: counters wrap at 2^32
-ACK_POLL = 0.2    # seconds between looks at acknowledged hand-offs  # field and item separators (never valid in XML 1.0 text)
+ACK_POLL = 0.2    # seconds between looks at acknowledged hand-offs
+CHANNEL_PREFIX = "cxgw_xmpp_"
+_TAG = re.compile(r"[0-9a-f]{24}")
 
 
 def channel_of(node_id: str) -> str:
     """The LISTEN channel of a node (an identifier: at most 63 bytes)."""
-    return "cxgw_xmpp_" + hashlib.sha256(node_id.encode()).hexdigest()[:24]
+    return CHANNEL_PREFIX + hashlib.sha256(node_id.encode()).hexdigest()[:24]
 
 
 def parse_stanza(data: bytes | str) -> Element:
@@ -122,13 +130,17 @@ class Cluster:
 
     def __init__(self, router: Router, pool: Any, node_id: str, listener: Listener,
                  dead_seconds: float, metrics: Metrics | None = None,
-                 spawn: Callable[[Awaitable[Any]], None] | None = None) -> None:
+                 spawn: Callable[[Awaitable[Any]], None] | None = None,
+                 resume_window: float = 0.0) -> None:
         self.router = router
         self.pool = pool
         self.node_id = node_id
         self.channel = channel_of(node_id)
         self.listener = listener
         self.dead_seconds = dead_seconds
+        #: XEP-0198: how long a dead node's rows placed on a resumable session wait for
+        #: the client's resumption attempt (xmpp.sm_resume_timeout)
+        self.resume_window = resume_window
         self.metrics = metrics or Metrics()
         self._spawn = spawn
         self._out: dict[str, list[_Out]] = {}
@@ -139,6 +151,9 @@ class Cluster:
         # XEP-0198 ledgers -> (stanza count at which it is acknowledged, hand-off row)
         self._unacked: dict[Any, deque[tuple[int, int]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
+        # rows placed on resumable sessions, to be marked in the next hand-off
+        # transaction: (row, resumption id, stream position, ledger)
+        self._marks: list[tuple[int, str, int, Any]] = []
         self._registering: dict[Resource, asyncio.Future[None]] = {}
         self._offline_notes: list[str] = []
         self._wake = asyncio.Event()
@@ -287,11 +302,16 @@ class Cluster:
             reg, self._reg = self._reg, []
             dels, self._delete = self._delete, []
             notes, self._offline_notes = self._offline_notes, []
+            marks, self._marks = self._marks, []
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     stamps = await self._write_registry(conn, reg)
                     for node, items in out.items():
                         await self._hand_over(conn, node, items)
+                    if marks:
+                        await repo.mark_handoffs(conn, [m[0] for m in marks],
+                                                 [m[1] for m in marks],
+                                                 [m[2] for m in marks])
                     if dels:
                         await repo.delete_handoffs(conn, dels)
                     if notes:
@@ -301,6 +321,9 @@ class Cluster:
             except Exception as exc:  # noqa: BLE001 - database away: fall back, retry later
                 log.warning("xmpp hand-off failed (%s): %d stanzas answered as offline",
                             exc, sum(len(v) for v in out.values()))
+                if marks:  # delivered all the same: a resumption elsewhere may repeat them
+                    log.warning("stream positions of %d hand-offs not recorded", len(marks))
+                    self._release(marks)
                 self._fallback(out)
                 self._reg = reg + self._reg
                 self._delete = dels + self._delete
@@ -310,12 +333,22 @@ class Cluster:
                     self._wake.set()
                 continue
             self.handed_batches += 1
+            self._release(marks)
             self._done.difference_update(dels)
             for session, ts in stamps:
                 session.data["cluster_bound_at"] = ts
                 fut = self._registering.pop(session, None)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+
+    @staticmethod
+    def _release(marks: list[tuple[int, str, int, Any]]) -> None:
+        """Marks committed (or given up): their ledgers write what they held back."""
+        per: dict[Any, int] = {}
+        for m in marks:
+            per[m[3]] = per.get(m[3], 0) + 1
+        for ledger, n in per.items():
+            ledger.release(n)
 
     async def _write_registry(self, conn: Any, reg: list[tuple[str, Resource]]
                               ) -> list[tuple[Resource, float]]:
@@ -476,6 +509,10 @@ class Cluster:
             if handler is not None:
                 handler(el, origin)
             return True
+        if kind == "k":  # XEP-0198: the client resumed on another node (resume_elsewhere)
+            previd, _, h = data.decode().rpartition(" ")
+            await self.router.bus.fire("sm/resumed/elsewhere", (full, previd, int(h)))
+            return True
         target = self.router.session(full)
         if kind == "c":
             if target is not None and target.local:
@@ -493,12 +530,31 @@ class Cluster:
     def _place(self, target: Resource, data: bytes, hid: int) -> bool | None:
         """Put a handed-over stanza on a local session. A message to a stream-managed
         session keeps its hand-off row until the client acknowledges it (XEP-0198 §4):
-        if this node dies first, the survivors place the message again (offline), so an
-        unacknowledged message is not lost with the node's memory."""
-        ledger = getattr(target, "sm", None)
+        if this node dies first, the survivors place the message again, so an
+        unacknowledged message is not lost with the node's memory. For a resumable
+        session the row is marked with the resumption id and the stanza's stream
+        position, so the client's count `h` on a later `<resume/>` elsewhere tells which
+        of them it received (`resume_elsewhere`): exactly once."""
+        ledger: Any = getattr(target, "sm", None)
         before = len(ledger.queue) if ledger is not None else 0
+        resumable = bool(hid) and ledger is not None and bool(ledger.id)
+        if resumable:
+            # The client may resume on another node after this one died: the stanza's
+            # position is committed (the writer's next transaction) before the client
+            # can see it; until then the ledger holds its writes back (Ledger.pin).
+            ledger.pin((ledger.sent + 1) % SM_MOD)
         target.deliver_bytes(data)
-        if hid and ledger is not None and len(ledger.queue) == before + 1:
+        queued = bool(hid) and ledger is not None and len(ledger.queue) > before and \
+            ledger.queue[-1][0] is data
+        if resumable:
+            if queued:
+                ledger.marks[-1] = ledger.sent  # (a CSI release may have gone first)
+                self._marks.append((hid, ledger.id, ledger.sent, ledger))
+                self._wake.set()
+            else:  # held by CSI (no body): nothing to mark
+                ledger.marks.pop()
+                ledger.release(0)
+        if queued:
             self._unacked.setdefault(ledger, deque()).append((ledger.sent, hid))
             if self._ack_task is None:
                 self._ack_task = asyncio.get_running_loop().create_task(self._watch_acks())
@@ -651,9 +707,17 @@ class Cluster:
                     el = Element(ns.PRESENCE, {"type": "unavailable", "from": proxy.full})
                     await self.router.bus.fire("presence/broadcast",
                                                StanzaEvent(el, proxy, proxy.bare))
+        n += await self._place_dead(dead_seconds)
+        await self.claim_homes()
+        return n
+
+    async def _place_dead(self, dead_seconds: float) -> int:
+        """Place the messages handed to dead nodes: the account's other sessions, else
+        offline storage (rows of a resumable session wait for its resumption attempt)."""
+        n = 0
         while True:
             async with self.pool.acquire() as conn, conn.transaction():
-                rows = await repo.dead_handoffs(conn, dead_seconds)
+                rows = await repo.dead_handoffs(conn, dead_seconds, self.resume_window)
                 if not rows:
                     break
                 placed = []
@@ -670,8 +734,29 @@ class Cluster:
                 n += len(placed)
                 if len(placed) < len(rows):
                     break  # storage refuses now: the rest waits for the next heartbeat
-        await self.claim_homes()
         return n
+
+    # -- XEP-0198 resumption of another node's session ----------------------------------
+    def resume_tag(self) -> str:
+        return self.channel[len(CHANNEL_PREFIX):]
+
+    async def resume_elsewhere(self, previd: str, owner: str, h: int) -> None:
+        """A client of `owner` asks to resume `previd`, not held here, having received
+        `h` stanzas (XEP-0198 §5). In one transaction: the hand-off rows it received are
+        deleted, the others released to the ordinary rules, and the owning node (named in
+        the id) is told to end the session if it still holds it (it hands the rest on to
+        offline storage). If the owner is dead, the released rows are placed at once
+        (offline, or the account's sessions): each message exactly once."""
+        tag = previd.rpartition(".")[2]
+        async with self.pool.acquire() as conn, conn.transaction():
+            dropped, released = await repo.settle_resume(conn, previd, owner, h)
+            if _TAG.fullmatch(tag) and tag != self.resume_tag():
+                await repo.notify(conn, CHANNEL_PREFIX + tag,
+                                  f"k{US}{owner}{US}{US}{previd} {h}")
+        log.info("resumption %s of %s settled elsewhere: %d received, %d to place",
+                 previd, owner, dropped, released)
+        if released:
+            await self._place_dead(self.dead_seconds)
 
 
 def _chunks(entries: list[str]) -> list[str]:

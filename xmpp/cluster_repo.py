@@ -93,13 +93,47 @@ async def delete_handoffs(conn: Conn, ids: list[int]) -> None:
     await conn.execute("delete from xmpp_handoff where id = any($1::bigint[])", ids)
 
 
-async def dead_handoffs(conn: Conn, dead_seconds: float, limit: int = 500) -> list[Any]:
+async def dead_handoffs(conn: Conn, dead_seconds: float, resume_window: float = 0.0,
+                        limit: int = 500) -> list[Any]:
     """Hand-offs addressed to owners that are not live nodes, locked for this
-    transaction (two survivors never take the same row)."""
+    transaction (two survivors never take the same row). A row placed on a resumable
+    stream-managed session (`sm_id`), and every later row for that session, waits for the
+    client's resumption attempt (`settle_resume`) until the owner has been dead for
+    `resume_window` seconds more: only the client knows which of them it received."""
     return list(await conn.fetch(
         "select id, full_jid, stanza from xmpp_handoff h where not "
         + live_owner("h.node_id", "$1")
-        + " order by id limit $2 for update skip locked", float(dead_seconds), limit))
+        + " and (not " + live_owner("h.node_id", "$3")
+        + " or not exists (select 1 from xmpp_handoff s where s.node_id = h.node_id"
+        " and s.full_jid = h.full_jid and s.sm_id is not null and s.id <= h.id))"
+        " order by id limit $2 for update skip locked", float(dead_seconds), limit,
+        float(dead_seconds + resume_window)))
+
+
+async def mark_handoffs(conn: Conn, ids: list[int], sm_ids: list[str],
+                        seqs: list[int]) -> None:
+    """Rows placed on stream-managed sessions: the resumption id and stream position."""
+    # One primary-key update per row, pipelined (a join with unnest() may be planned as
+    # a scan of the whole, heavily churned table).
+    await conn.executemany(
+        "update xmpp_handoff set sm_id = $2, seq = $3 where id = $1",
+        list(zip(ids, sm_ids, seqs, strict=True)))
+
+
+async def settle_resume(conn: Conn, sm_id: str, owner: str, h: int) -> tuple[int, int]:
+    """A client of `owner` asked to resume `sm_id` having received `h` stanzas
+    (XEP-0198 §5) on a node that does not hold it: the rows it received are deleted,
+    the others are released to the ordinary rules (the owner's ledger, or the reaper).
+    Returns (deleted, released)."""
+    # XEP-0198 §4: counts wrap at 2^32; seq is acknowledged when h - seq < 2^31 (mod 2^32)
+    gone = await conn.execute(
+        "delete from xmpp_handoff where sm_id = $1 and split_part(full_jid, '/', 1) = $2"
+        " and (($3::bigint - seq) % 4294967296 + 4294967296) % 4294967296 < 2147483648",
+        sm_id, owner, h)
+    kept = await conn.execute(
+        "update xmpp_handoff set sm_id = null, seq = null where sm_id = $1"
+        " and split_part(full_jid, '/', 1) = $2", sm_id, owner)
+    return int(gone.split()[-1]), int(kept.split()[-1])
 
 
 async def pending_handoffs(conn: Conn, node_id: str) -> list[Any]:

@@ -148,6 +148,14 @@ class RemoteSessions(Protocol):
 
     def stored_offline(self, bare: str) -> None: ...
 
+    def resume_tag(self) -> str:
+        """Names this node inside an XEP-0198 resumption id."""
+        ...
+
+    async def resume_elsewhere(self, previd: str, owner: str, h: int) -> None:
+        """A `<resume/>` for a session this node does not hold (XEP-0198 §5)."""
+        ...
+
 
 class SessionMap(Protocol):
     """The sessions table as features read it: local sessions and other nodes' proxies."""

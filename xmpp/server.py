@@ -555,6 +555,9 @@ class C2SConnection(asyncio.Protocol, Resource):
         sm = self.sm
         if sm is not None:
             data = sm.sent_stanza(data)
+            if sm.held is not None:
+                sm.held.append((sm.sent, data))  # pinned by the cluster: see Ledger.pin
+                return
             conn = sm.conn
             if conn is not None:
                 conn.put(data)

@@ -68,7 +68,8 @@ class XmppComponent:
         self.cluster: Cluster | None = None
         if node is not None:
             self.cluster = Cluster(router, pool, node.id, self._listener,
-                                   node.cfg.dead_seconds, self.metrics, self.host.spawn)
+                                   node.cfg.dead_seconds, self.metrics, self.host.spawn,
+                                   resume_window=float(cfg.xmpp.sm_resume_timeout))
 
     async def _load_directory(self) -> tuple[list[Account], dict[str, str]]:
         units = {u.code: u.name for u in await self.directory_service.list_units()}

@@ -290,11 +290,9 @@ async def test_carbons_across_nodes(nodes: Nodes) -> None:
     assert sent["carbon_sent"]["body"] == "copy me across"
 
 
-async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
-    """Node B is a real `cxgw serve` process, killed with SIGKILL mid-conversation."""
-    from gateway.app import RunningServer
-    from tests.integration.faultutil import LISTENERS, Serve
-    await seed(services)
+def serve_conf(cfg: Any, tmp_path: Any) -> Any:
+    """The configuration of a second node as a real `cxgw serve` process (XMPP only)."""
+    from tests.integration.faultutil import LISTENERS
     listen = "\n".join(f'{k} = "{"127.0.0.1:0" if k == "xmpp" else ""}"' for k in LISTENERS)
     conf = tmp_path / "b.toml"
     conf.write_text(
@@ -303,8 +301,16 @@ async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) 
         f'[listen]\n{listen}\n[auth]\nscram_iterations = 4096\n'
         f'[inbound_auth]\nenabled = false\n'
         f'[node]\nheartbeat_seconds = 0.2\ndead_seconds = 1.5\n')
+    return conf
+
+
+async def test_node_killed_with_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
+    """Node B is a real `cxgw serve` process, killed with SIGKILL mid-conversation."""
+    from gateway.app import RunningServer
+    from tests.integration.faultutil import Serve
+    await seed(services)
     a = RunningServer(services)
-    b = Serve(conf)
+    b = Serve(serve_conf(cfg, tmp_path))
     clients: list[Client] = []
 
     async def connect(port: int, user: str) -> Client:
@@ -375,6 +381,9 @@ async def test_unacknowledged_messages_survive_their_node(nodes: Nodes, services
         async with services.db.pool.acquire() as conn:
             return int(await conn.fetchval("select count(*) from xmpp_handoff"))
     assert await rows() == 3  # kept until acknowledged
+    # the client never comes back to resume: after the survivor's resumption window
+    # (xmpp.sm_resume_timeout; short here) the rows go to offline storage
+    nodes.servers[0].services.components["xmpp"].cluster.resume_window = 0.5
     await crash(nodes.servers[1])
     await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")
     loop = asyncio.get_running_loop()
@@ -404,3 +413,169 @@ async def test_offline_store_reaches_a_user_online_elsewhere(nodes: Nodes) -> No
     assert (await li.next_message())["body"] == "stored in the race"
     store = nodes.servers[0].services.components["xmpp"].store
     assert await store.count_offline(f"li.si@{DOMAIN}") == 0  # taken once
+
+
+async def sm_client(port: int, user: str, clients: list[Client]) -> Client:
+    """A slixmpp client with stream management (XEP-0198, resumable) enabled."""
+    local, _, resource = user.partition("/")
+    sm_on = asyncio.Event()
+    c = Client(f"{local}@{DOMAIN}/{resource}")
+    c.register_plugin("xep_0198")
+    c.add_event_handler("sm_enabled", lambda _e: sm_on.set())
+    clients.append(c)
+    await c.login(port)
+    await asyncio.wait_for(sm_on.wait(), 10)
+    return c
+
+
+async def handoff_rows(services: Any) -> tuple[int, int]:
+    """(hand-off rows, of which marked with a resumption id)."""
+    async with services.db.pool.acquire() as conn:
+        row = await conn.fetchrow("select count(*) n, count(sm_id) m from xmpp_handoff")
+    return int(row["n"]), int(row["m"])
+
+
+async def wait_rows(services: Any, want: tuple[int, int], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while (got := await handoff_rows(services)) != want:
+        assert loop.time() < end, f"{what}: hand-off rows {got}, expected {want}"
+        await asyncio.sleep(0.02)
+
+
+def freeze_reading(c: Client) -> None:
+    """The client reads nothing more: what the server writes now is in flight when the
+    node dies (never handled by the client)."""
+    c.transport.pause_reading()
+
+
+async def resume_on(c: Client, port: int) -> list[str]:
+    """The client's connection dies with its node; it reconnects to `port` and tries to
+    resume (slixmpp sends <resume previd h/> with its handled count); the XEP-0198
+    outcomes it saw."""
+    seen: list[str] = []
+    c.add_event_handler("session_resumed", lambda _e: seen.append("resumed"))
+    c.add_event_handler("sm_failed", lambda _e: seen.append("failed"))
+    if c.transport is not None:
+        c.transport.abort()
+    await asyncio.sleep(0)
+    c.started.clear()
+    c.connect("127.0.0.1", port)
+    await until(lambda: c.started.is_set() or "resumed" in seen, "the client is back")
+    return seen
+
+
+async def test_resume_on_survivor_exactly_once(nodes: Nodes, services: Any) -> None:
+    """XEP-0198 across a node's death (crash imitation): the client of the dead node B
+    asks node A to resume; what it had handled (acknowledged or not) never comes again,
+    what was in flight and what was sent while B was dead comes once, in order."""
+    full = f"li.si@{DOMAIN}/phone"
+    li = await sm_client(nodes.servers[1].ports["xmpp"], "li.si/phone", nodes.clients)
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: (r := remote(nodes.router(0), full)) is not None and r.available,
+                "node A sees li.si available")
+    ledger = nodes.router(1).session(full).sm
+    cluster_b = nodes.servers[1].services.components["xmpp"].cluster
+    zhang.send_message(mto=full, mbody="acked and confirmed", mtype="chat")
+    assert (await li.next_message())["body"] == "acked and confirmed"
+    await until(lambda: ledger.acked == ledger.sent, "li acknowledged")
+    await wait_rows(services, (0, 0), "B confirmed the acknowledged message")
+    # B dies between the client's acknowledgement and the delete of the row
+    cluster_b._confirm_acked = lambda: None
+    zhang.send_message(mto=full, mbody="acked, row left", mtype="chat")
+    assert (await li.next_message())["body"] == "acked, row left"
+    await until(lambda: ledger.acked == ledger.sent, "li acknowledged again")
+    li.plugin["xep_0198"].send_ack = lambda: None  # handled, never acknowledged
+    zhang.send_message(mto=full, mbody="handled, not acked", mtype="chat")
+    assert (await li.next_message())["body"] == "handled, not acked"
+    freeze_reading(li)
+    for i in range(2):
+        zhang.send_message(mto=full, mbody=f"in flight {i}", mtype="chat")
+    await wait_rows(services, (4, 4), "B placed every message on the resumable session")
+    await crash(nodes.servers[1])
+    zhang.send_message(mto=full, mbody="while B is dead", mtype="chat")  # to B's channel
+    await zhang.presence_from(f"li.si@{DOMAIN}", "unavailable")  # A: B is dead
+    await wait_rows(services, (5, 4), "the rows wait for the client's resumption")
+    seen = await resume_on(li, nodes.servers[0].ports["xmpp"])
+    assert seen == ["failed"]  # a clean fallback: new session, the rest delivered
+    got = [(await li.next_message())["body"] for _ in range(3)]
+    assert got == ["in flight 0", "in flight 1", "while B is dead"]
+    zhang.send_message(mto=full, mbody="probe", mtype="chat")
+    assert (await li.next_message())["body"] == "probe"  # nothing twice before it
+    await wait_rows(services, (0, 0), "every row placed")
+    async with services.db.pool.acquire() as conn:
+        assert await conn.fetchval("select count(*) from xmpp_offline") == 0
+
+
+async def test_resume_elsewhere_while_owner_lives(nodes: Nodes, services: Any) -> None:
+    """The client loses its connection to a live node B (half-open TCP) and reaches A:
+    B hears the client's count, ends the session and hands on only what the client had
+    not received: it arrives once on the new session."""
+    full = f"li.si@{DOMAIN}/phone"
+    li = await sm_client(nodes.servers[1].ports["xmpp"], "li.si/phone", nodes.clients)
+    zhang = await nodes.connect(0, "zhang.san/desk")
+    await until(lambda: (r := remote(nodes.router(0), full)) is not None and r.available,
+                "node A sees li.si available")
+    li.plugin["xep_0198"].send_ack = lambda: None
+    zhang.send_message(mto=full, mbody="handled", mtype="chat")
+    assert (await li.next_message())["body"] == "handled"
+    freeze_reading(li)
+    zhang.send_message(mto=full, mbody="in flight", mtype="chat")
+    await wait_rows(services, (2, 2), "B placed both messages")
+    # B keeps the session for resumption (hibernating) when the client asks A instead
+    seen = await resume_on(li, nodes.servers[0].ports["xmpp"])
+    assert seen == ["failed"]
+    assert (await li.next_message())["body"] == "in flight"
+    zhang.send_message(mto=f"li.si@{DOMAIN}", mbody="probe", mtype="chat")
+    assert (await li.next_message())["body"] == "probe"
+    await until(lambda: nodes.router(1).session(full) is None or
+                not nodes.router(1).session(full).local, "B ended its session")
+    await wait_rows(services, (0, 0), "no hand-off left")
+
+
+async def test_sm_resume_after_sigkill(services: Any, cfg: Any, tmp_path: Any) -> None:
+    """Node B is a real `cxgw serve` process with a stream-managed client, killed with
+    SIGKILL; the client at once asks node A to resume (B is not yet known dead): what it
+    had handled never comes again, what was in flight comes once."""
+    from gateway.app import RunningServer
+    from tests.integration.faultutil import Serve
+    await seed(services)
+    a = RunningServer(services)
+    b = Serve(serve_conf(cfg, tmp_path))
+    clients: list[Client] = []
+    full = f"li.si@{DOMAIN}/phone"
+    await a.start()
+    try:
+        await asyncio.to_thread(b.start)
+        router = services.components["xmpp"].host.router
+        li = await sm_client(b.ports["xmpp"], "li.si/phone", clients)
+        zhang = Client(f"zhang.san@{DOMAIN}/desk")
+        clients.append(zhang)
+        await zhang.login(a.ports["xmpp"])
+        await until(lambda: (r := remote(router, full)) is not None and r.available,
+                    "node A sees li.si on the process, available")
+        zhang.send_message(mto=full, mbody="acked", mtype="chat")
+        assert (await li.next_message())["body"] == "acked"
+        await wait_rows(services, (0, 0), "B confirmed the acknowledged message")
+        li.plugin["xep_0198"].send_ack = lambda: None
+        zhang.send_message(mto=full, mbody="handled, not acked", mtype="chat")
+        assert (await li.next_message())["body"] == "handled, not acked"
+        freeze_reading(li)
+        for i in range(2):
+            zhang.send_message(mto=full, mbody=f"in flight {i}", mtype="chat")
+        await wait_rows(services, (3, 3), "B marked the messages it placed")
+        b.kill()  # SIGKILL: no goodbye, rows left behind
+        seen = await resume_on(li, a.ports["xmpp"])
+        assert seen == ["failed"]
+        assert [(await li.next_message())["body"] for _ in range(2)] == \
+            ["in flight 0", "in flight 1"]
+        zhang.send_message(mto=full, mbody="probe", mtype="chat")
+        assert (await li.next_message())["body"] == "probe"  # nothing twice before it
+        await wait_rows(services, (0, 0), "every row placed")
+        async with services.db.pool.acquire() as conn:
+            assert await conn.fetchval("select count(*) from xmpp_offline") == 0
+    finally:
+        for c in clients:
+            await c.close()
+        b.kill()
+        await a.stop()

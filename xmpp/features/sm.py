@@ -13,6 +13,10 @@ Lifecycle:
   stays bound and available and keeps queueing for ``xmpp.sm_resume_timeout`` seconds.
 - ``<resume previd h/>`` on a new authenticated stream of the same account: the new
   connection takes the session over, stanzas after ``h`` are sent again, ``<resumed/>``.
+- The same on another node (issue 14; the id ends in the owning node's channel tag): the
+  cluster settles what the client received from the persisted hand-offs and tells the
+  owner, which ends the session here (``sm/resumed/elsewhere``); the client gets
+  ``<failed/>``, binds afresh and gets the rest once (``Cluster.resume_elsewhere``).
 - Otherwise the session ends (timeout, clean close, conflict, shutdown): on
   ``session/closed`` its unacknowledged stanzas are handed on, once, so nothing is lost
   and nothing is doubled:
@@ -28,6 +32,7 @@ Lifecycle:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -48,6 +53,7 @@ MOD = 1 << 32                  # XEP-0198 §4: counters wrap at 2^32
 R = to_bytes(Element(f"{{{NS}}}r"))
 CARBONS = "urn:xmpp:carbons:2"
 BODY = ns.q(ns.CLIENT, "body")
+MAX_ID = 100  # longest resumption id settled with another node (ours are 49 characters)
 
 
 class HandledTooHigh(ValueError):
@@ -58,7 +64,7 @@ class Ledger:
     """Counters and unacknowledged stanzas of one stream-managed session."""
 
     __slots__ = ("id", "owner", "handled", "acked", "queue", "requested", "conn",
-                 "holder", "timer")
+                 "holder", "timer", "held", "held_conn", "marks")
 
     def __init__(self, owner: str, id_: str = "") -> None:
         self.id = id_            # resumption id ("" : not resumable)
@@ -71,6 +77,38 @@ class Ledger:
         self.conn: Any = None    # the live connection carrying the session, None: hibernating
         self.holder: Any = None  # the session object in the sessions table
         self.timer: asyncio.TimerHandle | None = None
+        #: while pinned: (stream position, bytes) counted and queued, not written yet
+        self.held: deque[tuple[int, bytes]] | None = None
+        self.held_conn: Any = None
+        self.marks: deque[int] = deque()  # positions whose durable mark is not committed
+
+    def pin(self, seq: int) -> None:
+        """The stanza at position `seq` may be written only once the cluster committed
+        its mark (its position, for a resumption on another node): until then stanzas
+        are counted and queued as usual but held back, in order (see `release`)."""
+        if self.held is None:
+            self.held = deque()
+            self.held_conn = self.conn
+        self.marks.append(seq)
+
+    def release(self, n: int) -> None:
+        """The oldest `n` marks are committed: write what is held up to the next mark
+        still pending. If the session moved meanwhile (resumed on another connection:
+        the whole queue was sent again there) or hibernates, held bytes are already in
+        the queue: dropped here."""
+        marks, held = self.marks, self.held
+        for _ in range(min(n, len(marks))):
+            marks.popleft()
+        if held is None:
+            return
+        out = []
+        while held and (not marks or 0 < (marks[0] - held[0][0]) % MOD < MOD // 2):
+            out.append(held.popleft()[1])
+        conn = self.held_conn
+        if out and conn is not None and conn is self.conn:
+            conn.put(b"".join(out))
+        if not held and not marks:
+            self.held = self.held_conn = None
 
     @property
     def sent(self) -> int:
@@ -190,7 +228,14 @@ class StreamManagement:
             conn.write_raw(_failed("unexpected-request"))  # XEP-0198 §3
             return
         resume = el.get("resume") in ("true", "1")
-        ledger = Ledger(conn.bare, secrets.token_urlsafe(18) if resume else "")
+        rid = ""
+        if resume:
+            # The id names the owning node (its channel tag), so another node that gets
+            # the <resume/> after this one died or lost the client can settle it.
+            remote = self.host.router.remote
+            tag = remote.resume_tag() if remote is not None else ""
+            rid = secrets.token_urlsafe(18) + (f".{tag}" if tag else "")
+        ledger = Ledger(conn.bare, rid)
         ledger.conn = ledger.holder = conn
         conn.sm = ledger
         attrs = {"id": ledger.id, "resume": "true",
@@ -206,6 +251,13 @@ class StreamManagement:
         if conn.bound or conn.sm is not None or h is None:
             conn.write_raw(_failed("unexpected-request"))
             return
+        if ledger is None:
+            remote = self.host.router.remote
+            previd = el.get("previd", "")
+            if remote is not None and 0 < len(previd) <= MAX_ID and conn.session.username:
+                conn.run(functools.partial(self._resume_elsewhere, remote, previd, owner,
+                                           h, conn))
+                return
         if ledger is None or ledger.owner != owner:
             conn.write_raw(_failed("item-not-found"))  # XEP-0198 §5: unknown or expired
             return
@@ -227,7 +279,41 @@ class StreamManagement:
         if ledger.queue:
             conn.write_raw(b"".join(data for data, _ in ledger.queue) + R)
             ledger.requested = True
+        if ledger.held is not None:  # held back by the cluster: just resent with the queue
+            ledger.held.clear()
+            ledger.held_conn = conn
         log.debug("%s resumed with %d stanzas resent", conn.full, len(ledger.queue))
+
+    async def _resume_elsewhere(self, remote: Any, previd: str, owner: str, h: int,
+                                conn: Any) -> None:
+        """The session is not on this node (its node died, or holds it still): settle
+        what the client received (`h`) with the persisted hand-offs and the owner node,
+        then fail the resumption (XEP-0198 §5); the client binds afresh and gets the
+        rest once (live, or from offline storage)."""
+        try:
+            await remote.resume_elsewhere(previd, owner, h)
+        except Exception as exc:  # noqa: BLE001 - database away: the resume window decides
+            log.warning("resumption of %s by %s not settled: %s", previd, owner, exc)
+        conn.write_raw(_failed("item-not-found"))
+
+    async def on_resumed_elsewhere(self, ev: tuple[str, str, int]) -> None:
+        """The client of `previd` resumed on another node, having received `h` stanzas:
+        end the session here; its unacknowledged stanzas are handed on (offline)."""
+        owner, previd, h = ev
+        ledger = self.resumable.get(previd)
+        if ledger is None or ledger.owner != owner:
+            return None
+        try:
+            ledger.ack(h)
+        except HandledTooHigh:
+            log.info("%s resumed elsewhere with h=%d beyond %d sent", owner, h, ledger.sent)
+        if ledger.conn is not None:
+            ledger.conn.abandon()  # a half-open TCP: the client is gone from it
+        if ledger.timer is not None:
+            ledger.timer.cancel()
+            ledger.timer = None
+        self.expire(ledger)
+        return None
 
     # -- hibernation and the end of a session -----------------------------------------------
 
@@ -343,6 +429,7 @@ def register(host: Host) -> StreamManagement:
     host.hooks.on("c2s/hibernate", sm.on_hibernate)
     host.hooks.on("message/routed", sm.on_routed, priority=-50)  # after carbons
     host.bus.on("session/closed", sm.on_closed, priority=50)
+    host.bus.on("sm/resumed/elsewhere", sm.on_resumed_elsewhere)
     host.on_stop(sm.stop)
     host.stream_features.add("sm")
     return sm
