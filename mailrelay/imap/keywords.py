@@ -55,8 +55,3 @@ def admit(
         )
     return tuple(out), fresh
 
-
-def new_keywords(flag_sets: Iterable[Iterable[str]], known: Sequence[str]) -> set[str]:
-    """Keywords in ``flag_sets`` that ``known`` lacks (compared case-insensitively)."""
-    have = {k.lower() for k in known}
-    return {f.lower() for fs in flag_sets for f in fs if is_keyword(f)} - have

@@ -3,7 +3,7 @@ announces a list that grew (KeywordsDefined), RFC 3501 §7.2.6."""
 
 import pytest
 
-from mailrelay.imap.keywords import MAX_KEYWORD_LENGTH, admit, new_keywords
+from mailrelay.imap.keywords import MAX_KEYWORD_LENGTH, admit
 from mailrelay.imap.store_api import (
     FlagsChanged,
     KeywordsDefined,
@@ -18,7 +18,6 @@ def test_admit_keeps_the_mailbox_spelling_and_reports_new_keywords() -> None:
     flags, fresh = admit(["\\Seen", "$label1", "$New", "$new"], ["$Label1"], 10)
     assert flags == ("\\Seen", "$Label1", "$New")
     assert fresh == ["$New"]
-    assert new_keywords([["$LABEL1", "$x", "\\Seen"]], ["$Label1"]) == {"$x"}
 
 
 def test_admit_refuses_beyond_the_bound_with_limit() -> None:
