@@ -218,6 +218,7 @@ class IMAPConfig:
     max_command_bytes: int = _f(262144, "largest command other than APPEND after login: lines, SEARCH/SORT/THREAD programs (BAD above)", min=8192)
     append_spool_bytes: int = _f(1024 * 1024, "APPEND literals above this size go to a temporary file as they arrive, not to memory", min=4096)
     spool_dir: str = _f("", "directory for spooled APPEND literals (empty: the system temporary directory)")
+    max_keywords: int = _f(256, "most keywords a mailbox's keyword list holds (FLAGS names them all); a STORE/APPEND/COPY that would add more gets NO [LIMIT]", min=5)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ class ImapWiring:
 
     def __init__(self, s: Services) -> None:
         self.s = s
-        store = PgMailStore(s.db.pool)
         c = s.cfg.imap
+        store = PgMailStore(s.db.pool, max_keywords=c.max_keywords)
         cfg = ImapListenerConfig(idle_timeout=c.idle_timeout,
                                  max_unauth_bytes=c.max_unauth_bytes,
                                  append_limit=c.append_limit,

@@ -24,11 +24,13 @@ import asyncpg
 from mailrelay.bodies import all_refs
 from mailrelay.gc_repo import collect_bodies
 
+from .keywords import DEFAULT_MAX_KEYWORDS, admit
 from .store_api import (
     AppendResult,
     Change,
     CopyResult,
     FlagsChanged,
+    KeywordsDefined,
     MailboxInfo,
     MessageAdded,
     MessageExpunged,
@@ -85,8 +87,10 @@ def _row_columns(raw: bool, structure: bool, envelope_only: bool) -> str:
 class PgMailStore:
     """``MailStore`` on an asyncpg pool (see :mod:`mailrelay.imap.store_api`)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_keywords: int = DEFAULT_MAX_KEYWORDS) -> None:
         self.pool = pool
+        #: the bound of a mailbox's keyword list (``imap.max_keywords``)
+        self.max_keywords = max_keywords
         self._accounts: dict[str, int] = {}
 
     # -- helpers -----------------------------------------------------------------------
@@ -106,7 +110,8 @@ class PgMailStore:
     ) -> Any:
         aid = await self._account(conn, user)
         row = await conn.fetchrow(
-            "select id, account_id, uidvalidity, uidnext, highestmodseq, recent_uid from mailboxes"
+            "select id, account_id, uidvalidity, uidnext, highestmodseq, recent_uid, keywords"
+            " from mailboxes"
             " where account_id = $1 and name = $2" + (" for update" if lock else ""),
             aid,
             name,
@@ -125,12 +130,12 @@ class PgMailStore:
     async def _bump(conn: Any, mailbox_id: int, uids: int = 0, modseqs: int = 1) -> Any:
         """Lock the mailbox and allocate ``uids`` UIDs and ``modseqs`` MODSEQs.
 
-        Returns (first_uid, first_modseq, uidvalidity).
+        Returns (first_uid, first_modseq, uidvalidity, keywords).
         """
         row = await conn.fetchrow(
             "update mailboxes set uidnext = uidnext + $2, highestmodseq = highestmodseq + $3"
             " where id = $1 returning uidnext - $2 as first_uid,"
-            " highestmodseq - $3 + 1 as first_modseq, uidvalidity",
+            " highestmodseq - $3 + 1 as first_modseq, uidvalidity, keywords",
             mailbox_id,
             uids,
             modseqs,
@@ -350,6 +355,7 @@ class PgMailStore:
             metas,
             readonly=readonly,
             recent_from=recent_from,
+            keywords=tuple(box["keywords"]),
         )
 
     async def claim_recent(self, mailbox_id: int, upto: int) -> int | None:
@@ -473,16 +479,25 @@ class PgMailStore:
         flags: Iterable[str],
         unchangedsince: int | None = None,
     ) -> StoreResult:
-        given = frozenset(flags) - {"\\Recent"}
         if not uids:
             return StoreResult([], [], 0)
         async with self.pool.acquire() as conn, conn.transaction():
             # lock the mailbox first: MODSEQs are allocated in commit order
-            hms = await conn.fetchval(
-                "select highestmodseq from mailboxes where id = $1 for update", mailbox_id
+            box = await conn.fetchrow(
+                "select highestmodseq, keywords from mailboxes where id = $1 for update",
+                mailbox_id,
             )
-            if hms is None:
+            if box is None:
                 raise StoreError("Mailbox was deleted", "NONEXISTENT")
+            hms = box["highestmodseq"]
+            named = [f for f in flags if f != "\\Recent"]
+            if mode == "-":
+                # removing a keyword the mailbox does not know changes nothing
+                given = frozenset(admit(named, box["keywords"], None)[0])
+            else:
+                # RFC 3501 §6.4.6 / RFC 5530 §3: a new keyword beyond the bound is refused
+                # (NO [LIMIT], nothing changed); the list itself grows by trigger (0022)
+                given = frozenset(admit(named, box["keywords"], self.max_keywords)[0])
             rows = await conn.fetch(
                 "select uid, flags, modseq from mailbox_messages"
                 " where mailbox_id = $1 and uid = any($2::bigint[]) order by uid",
@@ -542,13 +557,14 @@ class PgMailStore:
                 structure,
             )
             b = await self._bump(conn, box["id"], uids=1)
+            kept, _ = admit(flags, b["keywords"], self.max_keywords)
             await conn.execute(
                 "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
                 " internaldate, size) values ($1, $2, $3, $4, $5, $6, $7)",
                 box["id"],
                 b["first_uid"],
                 mid,
-                sorted(set(flags)),
+                sorted(kept),
                 b["first_modseq"],
                 internaldate,
                 len(message),
@@ -567,6 +583,12 @@ class PgMailStore:
             total = sum(len(m.raw) for m in messages)
             await self._check_quota(conn, aid, total)
             b = await self._bump(conn, box["id"], uids=len(messages))
+            known = list(b["keywords"])
+            kept_flags: list[tuple[str, ...]] = []
+            for m in messages:  # the bound counts the keywords of all of them
+                kept, fresh = admit(m.flags, known, self.max_keywords)
+                known += fresh
+                kept_flags.append(kept)
             uids = []
             for i, m in enumerate(messages):
                 mid = await conn.fetchval(
@@ -583,7 +605,7 @@ class PgMailStore:
                     box["id"],
                     uid,
                     mid,
-                    sorted(set(m.flags)),
+                    sorted(kept_flags[i]),
                     b["first_modseq"],
                     m.internaldate,
                     len(m.raw),
@@ -614,6 +636,9 @@ class PgMailStore:
         await self._check_quota(conn, dst["account_id"], total)
         n = len(rows)
         b = await self._bump(conn, dst["id"], uids=n, modseqs=1)
+        # the copies keep their flags (RFC 3501 §6.4.7); keywords new to the destination
+        # count against its bound like a STORE's
+        admit({f for r in rows for f in r["flags"]}, b["keywords"], self.max_keywords)
         first = b["first_uid"]
         await conn.execute(
             "insert into mailbox_messages(mailbox_id, uid, message_id, flags, modseq,"
@@ -708,7 +733,8 @@ class PgMailStore:
 
         A row that entered the mailbox after ``modseq`` is a :class:`MessageAdded`, any
         other changed row a :class:`FlagsChanged` (never both); expunged rows are
-        :class:`MessageExpunged`. One statement, so one snapshot: MODSEQs commit in
+        :class:`MessageExpunged`; a keyword list that grew is a :class:`KeywordsDefined`
+        (sorted first among the changes of its MODSEQ). One statement, so one snapshot: MODSEQs commit in
         order per mailbox, so the list is complete up to its highest MODSEQ.
         """
         async with self.pool.acquire() as conn:
@@ -716,13 +742,17 @@ class PgMailStore:
                 "select uid, flags, modseq, added_modseq > $2, false from mailbox_messages"
                 " where mailbox_id = $1 and modseq > $2"
                 " union all select uid, null, modseq, false, true from mailbox_expunged"
-                " where mailbox_id = $1 and modseq > $2",
+                " where mailbox_id = $1 and modseq > $2"
+                " union all select 0, keywords, keywords_modseq, false, null from mailboxes"
+                " where id = $1 and keywords_modseq > $2",
                 mailbox_id,
                 modseq,
             )
         out: list[Change] = []
         for uid, flags, ms, added, gone in sorted(rows, key=lambda r: (r[2], r[0])):
-            if gone:
+            if gone is None:  # the keyword list grew (0022), whole list
+                out.append(KeywordsDefined(tuple(flags), ms))
+            elif gone:
                 out.append(MessageExpunged(uid, ms))
             elif added:
                 out.append(MessageAdded(uid, _flags(flags), ms))

@@ -33,7 +33,7 @@ from .proto.connection import (
     ImapServerCore,
     InputPending,
 )
-from .proto.reader import Limits
+from .proto.reader import ID_MAX_BYTES, Limits
 from .proto.response import Bye, Tagged
 from .proto.state import SessionState
 from .session import ImapSession
@@ -77,7 +77,11 @@ class ImapListenerConfig:
         self.unauth_timeout = unauth_timeout
         self.append_limit = append_limit
         # before login every buffer is bounded by max_unauth_bytes (RFC 9051 §11.1)
-        unauth = Limits(max_unauth_bytes, max_unauth_bytes, max_unauth_bytes * 2)
+        # except ID, whose largest legal form (RFC 2971 §3.3, ~32 KB) is read before
+        # login too; anything longer is BAD [TOOBIG]
+        unauth = Limits(
+            max_unauth_bytes, max_unauth_bytes, max_unauth_bytes * 2, max_id=ID_MAX_BYTES
+        )
         authed = Limits(
             max_command_bytes,
             append_limit,

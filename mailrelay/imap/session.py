@@ -223,8 +223,6 @@ class ImapSession:
         self.appendlimit = appendlimit
         self.user: str | None = None
         self.saved: list[int] = []  # SEARCHRES ``$``
-        # (mailbox id, UIDVALIDITY, keywords announced) of the last mailbox selected
-        self._last_keywords: tuple[int, int, set[str]] | None = None
         # FETCH read-ahead (see _read_ahead): rows by UID, and the command shape they serve
         self._ahead: dict[int, MessageRow] = {}
         self._ahead_key: tuple[object, ...] | None = None
@@ -632,13 +630,9 @@ class ImapSession:
         result = await self.store.select(self._u, cmd.mailbox, cmd.readonly)
         if cmd.condstore:
             self.enabled.add("CONDSTORE")  # RFC 7162 §3.1.8
+        # RFC 3501 §7.2.6: FLAGS names the mailbox's keyword list, which never drops a
+        # keyword (a client may still hold messages with it): the store keeps it
         view = SelectedView(result, extensions=self.enabled)
-        last = self._last_keywords
-        if last is not None and last[:2] == (result.mailbox_id, result.uidvalidity):
-            # RFC 3501 §7.2.6: FLAGS never drops a keyword this session was told of,
-            # though its messages may have lost it since (the client may still hold them)
-            view.keywords |= last[2]
-        self._last_keywords = (result.mailbox_id, result.uidvalidity, view.keywords)
         for line in mb.select_responses(result, view):
             self.core.send(line)
         q = cmd.qresync

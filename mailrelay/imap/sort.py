@@ -253,12 +253,14 @@ def thread_references(infos: Sequence[SortInfo]) -> list[Node]:
             if prev is not None and cur.parent is None and not _ancestor(cur, prev):
                 _link(prev, cur)
             prev = cur
-        # (1C) the last reference becomes the parent, replacing an earlier one
-        if prev is not None and not _ancestor(node, prev):
-            _link(prev, node)
-        elif prev is None and node.parent is not None:
+        # (1C) RFC 5256 §4 step 1.B: the last reference (or NIL) becomes the parent; a
+        # parent from an earlier message's references is broken *before* the new link,
+        # and the new link is not made if it would introduce a loop (then: no parent)
+        if node.parent is not None and node.parent is not prev:
             node.parent.children.remove(node)
             node.parent = None
+        if prev is not None and node.parent is None and not _ancestor(node, prev):
+            _link(prev, node)
     # (2) the root set: every container without a parent
     seen: set[int] = set()
     roots: list[Node] = []

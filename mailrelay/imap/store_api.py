@@ -25,6 +25,7 @@ __all__ = [
     "MessageAdded",
     "FlagsChanged",
     "MessageExpunged",
+    "KeywordsDefined",
     "Change",
     "MailStore",
     "StoreError",
@@ -93,6 +94,9 @@ class SelectResult:
     #: UIDs in [recent_from, uidnext) are \Recent in this session (RFC 3501 §2.3.2); for
     #: SELECT the store has claimed them, for EXAMINE nobody has claimed them yet
     recent_from: int | None = None
+    #: every keyword ever used in the mailbox, in the order they were first used (the
+    #: mailbox's keyword list: FLAGS and PERMANENTFLAGS name them, RFC 3501 §7.2.6)
+    keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +169,19 @@ class MessageExpunged:
     modseq: int
 
 
-Change = MessageAdded | FlagsChanged | MessageExpunged
+@dataclass(frozen=True, slots=True)
+class KeywordsDefined:
+    """The mailbox's keyword list grew at ``modseq``: ``keywords`` is the whole list.
+
+    The list only grows, and it grows in the transaction that first sets a keyword on a
+    message, so a batch that shows a message with a new keyword also carries the list
+    that names it (FLAGS comes before that FETCH, RFC 3501 §7.2.6)."""
+
+    keywords: tuple[str, ...]
+    modseq: int
+
+
+Change = MessageAdded | FlagsChanged | MessageExpunged | KeywordsDefined
 
 
 class MailStore(Protocol):

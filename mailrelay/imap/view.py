@@ -28,7 +28,15 @@ from collections.abc import Collection, Iterable, Sequence
 
 from .proto.response import Untagged, UntaggedStatus
 from .proto.seqset import SequenceSet
-from .store_api import Change, MessageExpunged, MessageMeta, SelectResult
+from .store_api import (
+    Change,
+    FlagsChanged,
+    KeywordsDefined,
+    MessageAdded,
+    MessageExpunged,
+    MessageMeta,
+    SelectResult,
+)
 
 __all__ = ["SelectedView", "flag_list", "keywords_of"]
 
@@ -74,7 +82,11 @@ class SelectedView:
         self.highestmodseq = result.highestmodseq
         # EXISTS grows only by UIDs above this (the highest UID this view ever held)
         self._uid_top = max(result.uidnext - 1, self.uids[-1] if self.uids else 0)
-        self.keywords: set[str] = set()
+        # RFC 3501 §7.2.6: the mailbox's keyword list (every keyword ever used in it),
+        # plus any a message holds (a store without a list)
+        self.keywords: set[str] = set(result.keywords)
+        #: keywords of the mailbox's list taken in, not yet announced with FLAGS
+        self._kw_pending: set[str] = set()
         for m in result.messages:
             if m.flags - set(SYSTEM_FLAGS):
                 self.keywords |= keywords_of(m.flags)
@@ -164,7 +176,7 @@ class SelectedView:
             (
                 ch.uid
                 for ch in changes
-                if not isinstance(ch, MessageExpunged)
+                if isinstance(ch, (MessageAdded, FlagsChanged))
                 and ch.uid >= self.claimed_to
                 and ch.modseq > self.synced
             ),
@@ -187,6 +199,10 @@ class SelectedView:
             if ch.modseq <= self.synced:
                 continue  # already taken in from an earlier (or newer) batch
             top = max(top, ch.modseq)
+            if isinstance(ch, KeywordsDefined):
+                # the list only grows; announced by the next drain, before any FETCH
+                self._kw_pending |= set(ch.keywords) - self.keywords
+                continue
             uid = ch.uid
             if isinstance(ch, MessageExpunged):
                 self._own_gone.discard(uid)
@@ -256,6 +272,7 @@ class SelectedView:
         if not fresh:
             return []
         self.keywords |= fresh
+        self._kw_pending -= fresh
         return self.flag_lines()
 
     def fetch_items(self, uid: int, flags: frozenset[str], modseq: int) -> str:
@@ -289,6 +306,8 @@ class SelectedView:
         pending, self._flags = self._flags, {}
         for _, (flags, _m) in pending.items():
             fresh |= keywords_of(flags)
+        fresh |= self._kw_pending
+        self._kw_pending = set()
         out += self._announce_keywords(fresh - self.keywords)
         for uid, (flags, modseq) in sorted(pending.items()):
             seq = self.seq_of(uid)

@@ -100,3 +100,21 @@ async def test_list_extended_unknown_options_and_childinfo(server: Any) -> None:
         m.logout()
 
     await th(run)
+
+
+async def test_largest_legal_id_before_login(server: Any) -> None:
+    """imaptest `id`: 30 pairs of 30/1024 octets (~32 KB, RFC 2971 §3.3) before login are
+    answered; a longer ID is BAD [TOOBIG] and the connection goes on."""
+    from tests.integration.mailutil import client_tls
+    from tests.integration.test_imap import Raw
+
+    c = await Raw.connect(server.ports["imaps"], client_tls())
+    pairs = b" ".join(b'"f%029d" "%s"' % (i, b"v" * 1024) for i in range(30))
+    out = await c.cmd(b"i ID (" + pairs + b")\r\n", b"i")
+    assert out[-1].startswith(b"i OK") and out[0].startswith(b"* ID ("), out
+    big = b" ".join(b'"f%d" "%s"' % (i, b"v" * 4000) for i in range(30))
+    out = await c.cmd(b"j ID (" + big + b")\r\n", b"j")
+    assert out[-1].startswith(b"j BAD [TOOBIG] ID too long"), out
+    out = await c.cmd(b"k NOOP\r\n", b"k")
+    assert out[-1].startswith(b"k OK"), out
+    c.w.close()

@@ -31,7 +31,7 @@ from . import commands as c
 from .errors import ParseError
 from .lexer import LITERAL_RE
 from .parser import decode_base64, parse_command
-from .reader import CommandReader, Limits, NeedLiteral, RawCommand, Refused
+from .reader import ID_MAX_BYTES, CommandReader, Limits, NeedLiteral, RawCommand, Refused
 from .response import Bye, Continuation, Response, Tagged, UntaggedStatus
 from .spool import Spool
 from .state import SessionState, allowed, next_state
@@ -115,7 +115,9 @@ class _Mode(Enum):
 
 #: Before authentication only a few KB (RFC 9051 §11.1 advises small limits).
 DEFAULT_LIMITS: dict[SessionState, Limits] = {
-    SessionState.NOT_AUTHENTICATED: Limits(max_line=8192, max_literal=4096, max_command=16384),
+    SessionState.NOT_AUTHENTICATED: Limits(
+        max_line=8192, max_literal=4096, max_command=16384, max_id=ID_MAX_BYTES
+    ),
     SessionState.AUTHENTICATED: Limits(65536, 64 << 20, (64 << 20) + 65536),
     SessionState.SELECTED: Limits(65536, 64 << 20, (64 << 20) + 65536),
     SessionState.LOGOUT: Limits(1024, 0, 1024),

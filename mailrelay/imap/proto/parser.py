@@ -407,11 +407,17 @@ def _id(cur: Cursor, tag: str) -> c.Command:
     while cur.peek() != ")":
         if params:
             cur.sp()
-        key = cur.string().decode("utf-8", "replace")
+        raw_key = cur.string()
         cur.sp()
         val = cur.nstring()
+        # RFC 2971 §3.3: fields at most 30 octets, values at most 1024, at most 30 pairs
+        if len(raw_key) > 30:
+            raise cur.error("ID field longer than 30 octets")
+        if val is not None and len(val) > 1024:
+            raise cur.error("ID value longer than 1024 octets")
+        key = raw_key.decode("utf-8", "replace")
         params.append((key, None if val is None else val.decode("utf-8", "replace")))
-        if len(params) > 30:  # RFC 2971 §3.3: at most 30 pairs
+        if len(params) > 30:
             raise cur.error("Too many ID parameters")
     cur.pos += 1
     return c.Id(tag, tuple(params))

@@ -31,6 +31,15 @@ class Limits:
     #: APPEND literals above this many bytes are spooled to disk (None: never)
     spool_over: int | None = None
     spool_dir: str | None = None
+    #: bound for an ID command when above the others (before login, see ID_MAX_BYTES)
+    max_id: int | None = None
+
+
+#: RFC 2971 §3.3: at most 30 pairs of a field of at most 30 octets and a value of at most
+#: 1024 octets (about 32 KB of text). The largest legal ID quotes every octet with a
+#: backslash (2 octets each) plus quotes and spaces, and a tag and "ID (...)" around it:
+#: an ID up to this size is read whatever the state; a longer one is BAD [TOOBIG].
+ID_MAX_BYTES = 30 * ((2 * 30 + 2) + 1 + (2 * 1024 + 2) + 1) + 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,7 @@ class CommandReader:
         self._ram = 0  # bytes of this command held in memory (spooled literals excluded)
         self._skipping = False
         self._skip_tag: str | None = None
+        self._skip_id = False
         self._scan = 0
 
     def feed(self, data: bytes) -> None:
@@ -99,15 +109,30 @@ class CommandReader:
         self._literal = None
         self._scan = 0
 
+    def _id_command(self, line: bytes) -> bool:
+        """Whether the command being read is an ID (its own bound, ``max_id``); ``line``
+        is its current line (the first one when no chunk is held yet)."""
+        if self.limits.max_id is None:
+            return False
+        first = self._chunks[0] if self._chunks else line
+        return isinstance(first, bytes) and _command_name(first) == b"ID"
+
+    def _max_line(self, line: bytes) -> int:
+        lim = self.limits.max_line
+        if self.limits.max_id is not None and self.limits.max_id > lim and self._id_command(line):
+            return self.limits.max_id
+        return lim
+
     def read_line(self) -> bytes | Refused | None:
         """Next CRLF line without its terminator; None if incomplete."""
         buf = self.buf
         nl = buf.find(b"\n", self._scan)
         if nl < 0:
             self._scan = len(buf)
-            if len(buf) > self.limits.max_line:
+            if len(buf) > self._max_line(bytes(buf[:64])):
                 if not self._skipping:
                     self._skip_tag = parse_tag(bytes(buf[:64]).split(b" ")[0] + b" ")
+                    self._skip_id = self._id_command(bytes(buf[:64]))
                 self._skipping = True
                 self.buf.clear()
                 self._scan = 0
@@ -117,10 +142,13 @@ class CommandReader:
         self._scan = 0
         if line.endswith(b"\r"):
             line = line[:-1]
-        if self._skipping or len(line) > self.limits.max_line:
+        if self._skipping or len(line) > self._max_line(line):
             tag = self._skip_tag if self._skipping else parse_tag(line[:64])
+            is_id = self._skip_id if self._skipping else self._id_command(line)
             self._skipping = False
             self._reset()
+            if is_id and self.limits.max_id is not None:
+                return Refused(tag, _ID_TOO_LONG, "TOOBIG")
             return Refused(tag, "Command line too long", "TOOBIG")
         return line
 
@@ -157,12 +185,15 @@ class CommandReader:
             limit = self.limits.max_command
             if not append and self.limits.max_plain is not None:
                 limit = min(limit, self.limits.max_plain)
+            is_id = self.limits.max_id is not None and _command_name(first) == b"ID"
+            if is_id:
+                limit = max(limit, self.limits.max_id or 0)
             m = LITERAL_RE.search(line)
             if m is None:
                 if self._size > limit:
                     tag = parse_tag(first)
                     self._reset()
-                    return Refused(tag, "Command too long", "TOOBIG")
+                    return Refused(tag, _ID_TOO_LONG if is_id else "Command too long", "TOOBIG")
                 chunks = [*self._chunks, line]
                 self._chunks = []  # handed over: the command owns its spools now
                 self._reset()
@@ -190,7 +221,15 @@ class CommandReader:
                 return NeedLiteral(tag, size)
 
 
+_ID_TOO_LONG = "ID too long (RFC 2971: at most 30 pairs, fields 30 and values 1024 octets)"
+
+
+def _command_name(first_line: bytes) -> bytes:
+    """The command name of a command's first line (``tag NAME ...``), upper case."""
+    parts = first_line[:64].split(b" ", 2)
+    return parts[1].upper().rstrip(b"\r\n") if len(parts) > 1 else b""
+
+
 def _is_append(first_line: bytes) -> bool:
     """Whether a command's first line is an APPEND (``tag APPEND ...``)."""
-    parts = first_line[:64].split(b" ", 2)
-    return len(parts) > 1 and parts[1].upper() == b"APPEND"
+    return _command_name(first_line) == b"APPEND"

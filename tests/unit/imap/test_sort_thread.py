@@ -9,6 +9,7 @@ import pytest
 
 from mailrelay.imap.proto import Sort, Thread
 from mailrelay.imap.sort import (
+    SortInfo,
     base_subject,
     format_threads,
     sort_info,
@@ -170,3 +171,21 @@ def test_sort_cc_group_sorts_by_group_name() -> None:
         info(3, extra="Cc: user1@domain1.org\r\n"),
     ]
     assert [i.uid for i in sort_messages(infos, [("CC", False)])] == [3, 1, 2]
+
+
+def test_references_loop_breaks_the_earlier_parent_rfc5256() -> None:
+    """imaptest `thread`: 2 references 1 then 3, 3 references 2. RFC 5256 §4 step 1.B for
+    message 3: its parent from message 2's references (1) is broken before the new link
+    is made, and the new link (2 as parent of 3) is not made, since 2 descends from 3:
+    3 ends at the root with 2 under it. No Date: headers, so the internal dates (17:06,
+    15:06, 16:06 as imaptest appends them) order the threads: Dovecot's answer."""
+
+    def msg(n: int, refs: str) -> SortInfo:
+        header = f"Message-ID: <{'abc'[n - 1]}@b>\r\n{refs}\r\n".encode()
+        return sort_info(n, n, T0 + timedelta(hours=(17, 15, 16)[n - 1]), 10, header)
+
+    msgs = [msg(1, ""), msg(2, "References: <a@b> <c@b>\r\n"), msg(3, "References: <b@b>\r\n")]
+    assert format_threads(thread_references(msgs), lambda i: i.seq) == "(3 2)(1)"
+    # imaptest then expunges 1: 2 and 3 become 1 and 2, the dummy <a@b> goes
+    rest = [msg(2, "References: <a@b> <c@b>\r\n"), msg(3, "References: <b@b>\r\n")]
+    assert format_threads(thread_references(rest), lambda i: i.seq - 1) == "(2 1)"
