@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from directory.ca import (
     UNKNOWN,
@@ -35,7 +34,7 @@ from directory.ca import (
     build_ocsp_response,
 )
 from directory.certs import CertificateService
-from mailrelay.documents.chain import TrustAnchors, VerifyCache, fingerprint
+from mailrelay.documents.chain import TrustAnchors, VerifyCache, der_of, fingerprint
 from mailrelay.documents.revocation import (
     NOT_ISSUED,
     UNKNOWN_CERT,
@@ -75,7 +74,7 @@ def issued_check(ca: x509.Certificate,
         if fingerprint(issuer) != ca_fp:
             return None
         row = table.get(cert.serial_number)
-        return row is not None and row.der == cert.public_bytes(serialization.Encoding.DER)
+        return row is not None and row.der == der_of(cert)
 
     return check
 
@@ -167,7 +166,7 @@ class TrustStore:
         if cert is None or self.issued is None or not self.anchors.certificates:
             return None
         row = self.table.get(cert.serial_number)
-        if row is None or row.der != cert.public_bytes(serialization.Encoding.DER):
+        if row is None or row.der != der_of(cert):
             return None
         return row
 

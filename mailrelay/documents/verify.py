@@ -207,7 +207,7 @@ def verify_detached(
         info |= {"signing_time": signing_time, "digest": digest,
                  "digest_algorithm": sd.digest_name}
         # RFC 5652 §5.6: the signature is checked with the signer certificate's key.
-        check_signature(sd.signer_info, content, signer, sd.signed_attrs_contents)
+        check_signature(sd, content, signer)
     except CmsError as err:
         return _fail(err.reason, err.text, **info)
     return _check_certificate(sd, signer, content, info, anchors, now=now,
@@ -216,8 +216,10 @@ def verify_detached(
                               require_eku=require_eku, issued=issued)
 
 
+@functools.lru_cache(maxsize=1024)
 def key_strength(cert: x509.Certificate) -> str | None:
-    """Why the certificate's key is too weak, or None (RSA >= 2048, EC >= P-256)."""
+    """Why the certificate's key is too weak, or None (RSA >= 2048, EC >= P-256); kept
+    per certificate (a fact of its bytes)."""
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
@@ -236,8 +238,8 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                        cache: VerifyCache | None, sender: str | None,
                        extra_certs: Sequence[x509.Certificate],
                        require_eku: bool, issued: IssuedCheck | None = None) -> Verdict:
-    intermediates = [load_certificate(c.dump()) for c in sd.certificates]
-    intermediates += list(extra_certs)
+    intermediates = [load_certificate(der) for der in sd.certificates]
+    intermediates += extra_certs
     path: PathResult = (cache.path(signer, intermediates, anchors) if cache is not None
                         else build_path(signer, intermediates, anchors))
     reason, text = path.at(now)
@@ -324,3 +326,16 @@ def verify_message(
                            revocation=revocation, require_revocation=require_revocation,
                            cache=cache, sender=sender, extra_certs=extra_certs,
                            require_eku=require_eku, opaque=found.opaque, issued=issued)
+
+
+def clear_caches() -> None:
+    """Forget everything kept per certificate or algorithm (a cold start, for benchmarks
+    and tests): parsed certificates and their facts. Never needed for correctness: what
+    is kept is a function of the exact bytes; trust (path, revocation) is not kept here."""
+    from . import cms
+    from .chain import clear_caches as clear_chain
+    clear_chain()
+    for fn in (cms.load_certificate, cms.issuer_of, cms._key_identifier,
+               cms._signature_algorithm, cms._digest_name, cms._content_type_name,
+               _signer_fields_of, key_strength):
+        fn.cache_clear()
