@@ -136,9 +136,11 @@ class Verifier:
 def _new_message() -> None:
     """Every arriving message is new: forget per-message memos (header blocks)."""
     from mailrelay.documents import mimeparts
-    memo = getattr(mimeparts, "_read_headers_memo", None)
-    if memo is not None:
-        memo.cache_clear()
+    clear = getattr(mimeparts, "clear_memos", None)
+    if clear is not None:
+        clear()
+    else:
+        mimeparts._read_headers_memo.cache_clear()
 
 
 def _clear_certificate_caches() -> None:

@@ -25,9 +25,9 @@ from mailrelay.documents.docmime import DocumentMeta
 from mailrelay.documents.fastmeta import decoded, mismatches, outer_fields, read_meta
 from mailrelay.documents.mimeparts import (
     CRLF,
+    fields,
     header,
     normalize_crlf,
-    read_headers,
     split_entity,
     split_multipart,
     text_header,
@@ -101,7 +101,7 @@ def pick(head: bytes, names: tuple[str, ...]) -> bytes:
 def from_problems(head: bytes, signer_emails: list[str]) -> tuple[str, ...]:
     """Issue #11 item 2: one From field, one mailbox, the signer's, no address in the
     display name (a name that spells another unit's address fools the reader)."""
-    msg = read_headers(head)
+    msg = fields(head)
     values = msg.get_all("From") or []
     if len(values) != 1:
         return ("From (not exactly one field)",)
@@ -128,7 +128,7 @@ def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False,
     boundary = found.boundary
     content, signature = found.content, found.signature_part
     if not boundary:  # a SignedParts made elsewhere: split again
-        b = read_headers(head).get_param("boundary")
+        b = fields(head).get_param("boundary")
         assert isinstance(b, str)
         boundary = b
         content, signature = split_multipart(body, boundary)
@@ -167,7 +167,7 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
         meta = None
     assert found is not None
     problems = from_problems(head, verdict.signer_emails)
-    inner = read_headers(split_entity(verdict.content)[0])
+    inner = fields(split_entity(verdict.content)[0])
     message_id = " ".join(str(inner.get("Message-ID") or outer["Message-ID"]).split())
     if meta is not None:
         problems += mismatches(outer, meta)

@@ -22,7 +22,7 @@ from mailrelay.documents.docmime import (
     DocumentMeta,
     Urgency,
 )
-from mailrelay.documents.mimeparts import read_headers, split_entity, split_multipart
+from mailrelay.documents.mimeparts import HeaderFields, fields, split_entity, split_multipart
 
 OUTER_FIELDS = ("From", "Subject", "Message-ID", "X-CX-Doc-Id", "X-CX-Doc-Number",
                 "X-CX-Doc-From-Unit", "X-CX-Doc-Urgency", "X-CX-Doc-Classification")
@@ -35,6 +35,8 @@ def decoded(value: str | None) -> str:
     """An unstructured field value with RFC 2047 words decoded, white space collapsed."""
     if value is None:
         return ""
+    if "=?" not in value:  # no encoded word (RFC 2047 §2): nothing to decode
+        return " ".join(value.split())
     try:
         text = str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
@@ -42,12 +44,12 @@ def decoded(value: str | None) -> str:
     return " ".join(text.split())
 
 
-def outer_fields(raw: bytes) -> tuple[dict[str, str], Message]:
-    msg = read_headers(split_entity(raw)[0])
+def outer_fields(raw: bytes) -> tuple[dict[str, str], HeaderFields | Message]:
+    msg = fields(split_entity(raw)[0])
     return {k: decoded(msg.get(k)) for k in OUTER_FIELDS}, msg
 
 
-def _filename(headers: Message) -> str | None:
+def _filename(headers: HeaderFields | Message) -> str | None:
     name = headers.get_param("filename", header="content-disposition")
     if name is None:
         return None
@@ -57,13 +59,13 @@ def _filename(headers: Message) -> str | None:
 def read_meta(entity: bytes) -> DocumentMeta:
     """The DocumentMeta of a signed document entity (ValueError if it is not ours)."""
     head, body = split_entity(entity)
-    msg = read_headers(head)
+    msg = fields(head)
     boundary = msg.get_param("boundary")
     if msg.get_content_type() != "multipart/mixed" or not isinstance(boundary, str):
         raise ValueError("not a cx document: expected multipart/mixed")
     for part in split_multipart(body, boundary):
         part_head, part_body = split_entity(part)
-        if _filename(read_headers(part_head)) != METADATA_FILENAME:
+        if _filename(fields(part_head)) != METADATA_FILENAME:
             continue
         try:
             doc = json.loads(base64.b64decode(b"".join(part_body.split()), validate=True))

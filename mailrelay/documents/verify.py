@@ -35,7 +35,7 @@ from .cms import (
     load_certificate,
     parse_signed_data,
 )
-from .mimeparts import normalize_crlf, read_headers, split_entity, split_multipart
+from .mimeparts import fields, normalize_crlf, split_entity, split_multipart
 from .revocation import NOT_ISSUED, RevocationCheck, RevocationState
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
@@ -118,7 +118,7 @@ def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
     """
     entity = raw if canonical else normalize_crlf(raw)
     head, body = split_entity(entity)
-    msg = read_headers(head)
+    msg = fields(head)
     ctype = msg.get_content_type()
     if ctype == "multipart/signed":
         boundary = msg.get_param("boundary")
@@ -129,7 +129,7 @@ def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
         if len(parts) != 2:
             raise ValueError(f"multipart/signed with {len(parts)} parts")
         sig_head, sig_body = split_entity(parts[1])
-        sig_type = read_headers(sig_head).get_content_type()
+        sig_type = fields(sig_head).get_content_type()
         if sig_type not in SIGNATURE_TYPES:
             raise ValueError(f"multipart/signed with a {sig_type} signature")
         return SignedParts(parts[0], _decode_b64(sig_body), head,
@@ -318,7 +318,7 @@ def verify_message(
         return _fail("not-signed")
     sender = expected_sender
     if sender is None and check_sender:
-        sender = read_headers(found.headers_block).get("From")
+        sender = fields(found.headers_block).get("From")
         if sender is None:
             return _fail("sender-mismatch", "the message has no From field")
         sender = str(sender)

@@ -63,3 +63,21 @@ def test_split_multipart_is_exact(parts: list[bytes]) -> None:
 def test_normalize_crlf() -> None:
     assert normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
     assert normalize_crlf(b"a\r\nb") == b"a\r\nb"
+
+
+def test_normalize_crlf_agrees_with_counting_crlf() -> None:
+    """Every string of up to six pieces of a, CR, LF, CRLF: the same answer as the
+    plain rule (canonical iff every LF follows a CR)."""
+    import itertools
+
+    from mailrelay.documents.mimeparts import normalize_crlf
+
+    def plain(data: bytes) -> bytes:
+        lf = data.count(b"\n")
+        if lf == 0 or lf == data.count(b"\r\n"):
+            return data
+        return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    for size in range(7):
+        for combo in itertools.product((b"a", b"\r", b"\n", b"\r\n"), repeat=size):
+            data = b"".join(combo)
+            assert normalize_crlf(data) == plain(data), data
