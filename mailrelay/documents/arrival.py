@@ -16,7 +16,6 @@ Pure and blocking (run it in the executor). A message is examined once:
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +26,9 @@ from mailrelay.documents.mimeparts import (
     CRLF,
     fields,
     header,
+    mailboxes,
     normalize_crlf,
+    parse_address,
     split_entity,
     split_multipart,
     text_header,
@@ -105,10 +106,10 @@ def from_problems(head: bytes, signer_emails: list[str]) -> tuple[str, ...]:
     values = msg.get_all("From") or []
     if len(values) != 1:
         return ("From (not exactly one field)",)
-    mailboxes = email.utils.getaddresses([str(values[0])])
-    if len(mailboxes) != 1:
+    found = mailboxes(str(values[0]))
+    if len(found) != 1:
         return ("From (not exactly one mailbox)",)
-    name, addr = mailboxes[0]
+    name, addr = found[0]
     problems: list[str] = []
     if addr.lower() not in signer_emails:
         problems.append("From (not the signer's address)")
@@ -173,7 +174,7 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
         problems += mismatches(outer, meta)
         inner_from = inner.get("From")
         if inner_from is not None:
-            _, inner_addr = email.utils.parseaddr(str(inner_from))
+            _, inner_addr = parse_address(str(inner_from))
             if inner_addr.lower() not in verdict.signer_emails:
                 problems += ("From (signed From is not the signer)",)
     return Examined(verdict, outer, meta, problems, signed_copy(raw, found, canonical=True),

@@ -180,7 +180,9 @@ def _parse_header_block(header_block: bytes) -> Message:
 _read_headers_memo = functools.lru_cache(maxsize=64)(_parse_header_block)
 
 
-_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")  # the feedparser's headerRE, no "From "
+# One field with its continuation lines (RFC 5322 §2.2.3), its name as the feedparser's
+# headerRE takes it (printable, no colon; never "From "), its value as compat32 keeps it.
+_FIELD = re.compile(r"([!-9;-~]+):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)\r\n")
 
 
 class HeaderFields:
@@ -260,25 +262,18 @@ def fields(header_block: bytes) -> HeaderFields | Message:
 def _read_fields(header_block: bytes) -> HeaderFields | Message:
     if not header_block.isascii():
         return read_headers(header_block)
-    lines = header_block.split(CRLF)
-    if lines[-1] != b"":
-        return read_headers(header_block)  # not ending in CRLF
+    text = header_block.decode("ascii")
     items: list[tuple[str, str]] = []
-    for line in lines[:-1]:
-        if b"\r" in line or b"\n" in line or not line:
-            return read_headers(header_block)  # bare CR/LF, or an empty line inside
-        if line[:1] in (b" ", b"\t"):
-            if not items:
-                return read_headers(header_block)  # a first line that continues nothing
-            name, value = items[-1]
-            items[-1] = (name, value + "\r\n" + line.decode("ascii"))
-            continue
-        match = _FIELD_NAME.match(line)
-        if match is None:
-            return read_headers(header_block)  # the feedparser would end the header here
-        name = line[:match.end() - 1].decode("ascii").lower()
-        value = line[match.end():].decode("ascii").lstrip(" \t")
-        items.append((name, value))
+    pos = 0
+    for match in _FIELD.finditer(text):
+        if match.start() != pos:
+            # A line that is neither a field nor a continuation (the feedparser ends the
+            # header there), a continuation first, a lone CR or LF: the email package.
+            return read_headers(header_block)
+        items.append((match.group(1).lower(), match.group(2)))
+        pos = match.end()
+    if pos != len(text):
+        return read_headers(header_block)
     for name, value in items:
         if name in _PARAM_FIELDS and "*" in value and any(
                 "*" in pname for pname, _ in _params(value)[1:]):
@@ -290,10 +285,22 @@ _PARAM_FIELDS = frozenset({"content-type", "content-disposition"})
 _fields_memo = functools.lru_cache(maxsize=64)(_read_fields)
 
 
+@functools.lru_cache(maxsize=1024)
+def parse_address(value: str) -> tuple[str, str]:
+    """``email.utils.parseaddr``, kept per value (a unit's From repeats on every document)."""
+    return email.utils.parseaddr(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def mailboxes(value: str) -> tuple[tuple[str, str], ...]:
+    """``email.utils.getaddresses`` of one field value, kept per value."""
+    return tuple(email.utils.getaddresses([value]))
+
+
 def clear_memos() -> None:
     """Forget the header blocks seen (benchmarks: every arriving message is new)."""
-    _read_headers_memo.cache_clear()
-    _fields_memo.cache_clear()
+    for memo in (_read_headers_memo, _fields_memo, parse_address, mailboxes):
+        memo.cache_clear()
 
 
 def split_multipart(body: bytes, boundary: str) -> list[bytes]:

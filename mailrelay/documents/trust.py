@@ -145,18 +145,26 @@ class TrustStore:
             return False
         changed = self.revision not in (-1, rev)
         if rev == 0:
-            self.anchors, self.revocation = TrustAnchors(()), None
-            self.table, self.issued = {}, None
+            anchors, revocation = TrustAnchors(()), None
+            table, issued = {}, None
         else:
             ca = await self.certs.ca_certificate()
-            if ca not in self.anchors.certificates:
-                self.anchors = TrustAnchors((ca,))
-                self.cache = VerifyCache()
-            self.table = {int(r.serial, 16): IssuedCert(int(r.serial, 16), r.kind, r.unit_code,
-                                                        r.address, r.status, r.cert_der)
-                          for r in await self.certs.issued_rows()}
-            self.issued = issued_check(ca, self.table)
-            self.revocation = CachedRevocation(await self._check(ca))
+            anchors = (self.anchors if ca in self.anchors.certificates
+                       else TrustAnchors((ca,)))
+            table = {int(r.serial, 16): IssuedCert(int(r.serial, 16), r.kind, r.unit_code,
+                                                   r.address, r.status, r.cert_der)
+                     for r in await self.certs.issued_rows()}
+            issued = issued_check(ca, table)
+            revocation = CachedRevocation(await self._check(ca))
+        # Swapped in together, after the last await: a verification running meanwhile
+        # uses the old state whole, never a half-built one (nor no revocation check).
+        # Any change of the CA (a certificate issued or revoked, on any node: the
+        # revision is in the database) drops every trust answer kept here: paths and
+        # revocation statuses. What is kept per certificate elsewhere (parsed objects,
+        # key usage, addresses) is a function of its bytes and stays.
+        self.anchors, self.revocation, self.table, self.issued = (
+            anchors, revocation, table, issued)
+        self.cache = VerifyCache()
         self.revision = rev
         self._built = time.monotonic()
         return changed
@@ -171,7 +179,8 @@ class TrustStore:
         return row
 
     def invalidate(self) -> None:
-        """Rebuild on the next refresh (e.g. after changing :attr:`sources`)."""
+        """Rebuild on the next refresh (after changing :attr:`sources`, or when the
+        ``certificates_changed`` NOTIFY says a certificate was issued or revoked)."""
         self.revision = -1
 
     async def _check(self, ca: x509.Certificate) -> RevocationCheck:

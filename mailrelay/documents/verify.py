@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from .cms import (
     load_certificate,
     parse_signed_data,
 )
-from .mimeparts import fields, normalize_crlf, split_entity, split_multipart
+from .mimeparts import fields, normalize_crlf, parse_address, split_entity, split_multipart
 from .revocation import NOT_ISSUED, RevocationCheck, RevocationState
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
@@ -277,7 +276,7 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                              f"revocation status unknown: {status.detail}",
                              revocation_source=status.source, **info)
     if sender is not None:
-        _, addr = email.utils.parseaddr(sender)
+        _, addr = parse_address(sender)
         if addr.lower() not in certificate_emails(signer):
             return _fail("sender-mismatch", f"sealed by {info['signer_email']}, "
                                             f"sent as {addr}", revocation_source=source,
