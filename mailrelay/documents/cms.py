@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
@@ -307,8 +308,22 @@ def _content_type_attr(tlv: bytes) -> str:
         raise CmsError("malformed", "signed attribute contentType is not an OID") from None
 
 
+_UTC_TIME = re.compile(rb"\x17\x0d([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})Z")
+
+
 def _signing_time(tlv: bytes) -> datetime | None:
-    # RFC 5652 §11.3: Time ::= CHOICE { utcTime UTCTime, generalTime GeneralizedTime }
+    # RFC 5652 §11.3: Time ::= CHOICE { utcTime UTCTime, generalTime GeneralizedTime };
+    # a signingTime from 1950 to 2049 MUST be UTCTime, in DER YYMMDDHHMMSSZ (X.690
+    # §11.8), read here; anything else by asn1crypto.
+    plain = _UTC_TIME.fullmatch(tlv)
+    if plain is not None:
+        yy, mo, dd, hh, mi, ss = (int(x) for x in plain.groups())
+        try:
+            # RFC 5280 §4.1.2.5.1: YY >= 50 is 19YY, else 20YY.
+            return datetime(yy + (1900 if yy >= 50 else 2000), mo, dd, hh, mi, ss,
+                            tzinfo=UTC)
+        except ValueError as exc:
+            raise CmsError("malformed", f"signed attribute signingTime: {exc}") from None
     try:
         if tlv[:1] == b"\x17":
             when = asn1_core.UTCTime.load(tlv, strict=True).native

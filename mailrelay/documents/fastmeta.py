@@ -13,6 +13,7 @@ import binascii
 import email.header
 import email.utils
 import json
+import re
 from email.message import Message
 
 from mailrelay.documents.docmime import (
@@ -31,12 +32,26 @@ COMPARED = {"X-CX-Doc-Id": "doc_id", "X-CX-Doc-Number": "number",
             "X-CX-Doc-Classification": "classification", "Subject": "title"}
 
 
+_UTF8_B_WORD = re.compile(r"=\?utf-8\?b\?([A-Za-z0-9+/]*={0,2})\?=", re.IGNORECASE)
+_UTF8_B_WORDS = re.compile(r"(?:=\?utf-8\?b\?[A-Za-z0-9+/]*={0,2}\?=[ \t\r\n]*)+",
+                           re.IGNORECASE)
+
+
 def decoded(value: str | None) -> str:
     """An unstructured field value with RFC 2047 words decoded, white space collapsed."""
     if value is None:
         return ""
     if "=?" not in value:  # no encoded word (RFC 2047 §2): nothing to decode
         return " ".join(value.split())
+    if _UTF8_B_WORDS.fullmatch(value):
+        # Only UTF-8 "B" words, as our documents carry them: RFC 2047 §6.2, white space
+        # between encoded words is dropped; one charset, so the bytes decode as one.
+        try:
+            data = b"".join(base64.b64decode(word, validate=True)
+                            for word in _UTF8_B_WORD.findall(value))
+            return " ".join(data.decode("utf-8").split())
+        except (binascii.Error, UnicodeError):
+            pass  # the email package's lenient reading below
     try:
         text = str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):

@@ -331,9 +331,10 @@ def clear_caches() -> None:
     """Forget everything kept per certificate or algorithm (a cold start, for benchmarks
     and tests): parsed certificates and their facts. Never needed for correctness: what
     is kept is a function of the exact bytes; trust (path, revocation) is not kept here."""
-    from . import cms
+    from . import cms, mimeparts
     from .chain import clear_caches as clear_chain
     clear_chain()
+    mimeparts.clear_address_caches()
     for fn in (cms.load_certificate, cms.issuer_of, cms._key_identifier,
                cms._signature_algorithm, cms._digest_name, cms._content_type_name,
                _signer_fields_of, key_strength):

@@ -135,3 +135,18 @@ def test_fast_reader_reads_opaque_signed_data_like_asn1crypto(city: City) -> Non
     fast = cms._read_der(der)
     assert fast == cms._read_asn1crypto(der)
     assert fast.encapsulated == b"content\r\n"
+
+
+@pytest.mark.parametrize("text", [b"260304093000Z", b"500101000000Z", b"491231235959Z",
+                                  b"000229120000Z", b"991231235959Z"])
+def test_signing_time_reads_utc_time_like_asn1crypto(text: bytes) -> None:
+    from asn1crypto import core as asn1_core
+    tlv = b"\x17" + bytes([len(text)]) + text
+    assert cms._signing_time(tlv) == asn1_core.UTCTime.load(tlv).native
+
+
+@pytest.mark.parametrize("tlv", [b"\x17\x0d260230093000Z", b"\x17\x0d261304093000Z",
+                                 b"\x02\x01\x00"])
+def test_bad_signing_time_is_malformed(tlv: bytes) -> None:
+    with pytest.raises(cms.CmsError):
+        cms._signing_time(tlv)

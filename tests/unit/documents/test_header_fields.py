@@ -61,3 +61,32 @@ def test_irregular_blocks_go_to_the_email_package() -> None:
                   b"Content-Type: t/s; name*=utf-8''%E6\r\n", "To: \u00e9\r\n".encode()):
         assert not isinstance(fields(block), HeaderFields), block
         _same(block)
+
+
+def _email_decoded(value: str) -> str:
+    import email.header
+    try:
+        text = str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        text = value
+    return " ".join(text.split())
+
+
+WORDS = st.one_of(
+    st.text(max_size=6).map(lambda t: "=?utf-8?b?"
+                            + __import__("base64").b64encode(t.encode()).decode() + "?="),
+    st.binary(max_size=6).map(lambda b: "=?UTF-8?B?"
+                              + __import__("base64").b64encode(b).decode() + "?="),
+    st.sampled_from(["=?utf-8?b?5Z+6?=", "=?utf-8?b?5Z?=", "=?utf-8?b?5Z+65Y?=",
+                     "=?utf-8?q?a_b?=", "plain", "=?gbk?b?u/k=?=", "=?utf-8?b??=",
+                     "=?utf-8?b?5Z+6=?="]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(WORDS, min_size=1, max_size=4),
+       st.lists(st.sampled_from([" ", "", "\r\n ", "\t"]), min_size=4, max_size=4))
+def test_decoded_reads_encoded_words_like_the_email_package(words: list[str],
+                                                            gaps: list[str]) -> None:
+    from mailrelay.documents.fastmeta import decoded
+    value = "".join(w + g for w, g in zip(words, gaps, strict=False))
+    assert decoded(value) == _email_decoded(value)
