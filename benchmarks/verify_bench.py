@@ -18,13 +18,16 @@ Modes, each on ONE core (the process is pinned to one CPU; CPU seconds of the th
   our OCSP answer signed by the CA key and read back).
 
     .venv/bin/python benchmarks/verify_bench.py [--seconds 3] [--json out.json]
+    .venv/bin/python benchmarks/verify_bench.py --tree DIR [--rounds 3]
     .venv/bin/python benchmarks/verify_bench.py --instructions [--tree DIR ...]
 
-``--instructions`` counts instructions per verification with callgrind (repeatable on a
+``--tree DIR`` (repeatable) measures another checkout's code too (e.g. ``git archive main
+| tar -x -C /tmp/main``), the trees taking turns on the same core for ``--rounds`` rounds
+(median): before and after in one run. ``--instructions`` counts instructions per verification with callgrind (repeatable on a
 busy machine): each mode runs in ``valgrind --tool=callgrind`` twice, with 20 and 120
 verifications, and the difference is divided by 100 (start-up and set-up cancel out).
-``--tree DIR`` (repeatable) runs the same measurement against another checkout's code
-(e.g. ``git archive main | tar -x -C /tmp/main``): before and after in one run.
+Under valgrind OpenSSL runs without SHA extensions, so SHA-256 of the 140 KB message is
+about half of those instructions while it is ~15% of the CPU time on the machine.
 """
 
 from __future__ import annotations
@@ -194,6 +197,33 @@ def loop_main(fixture: Path, mode: str, count: int) -> None:
         fn()
 
 
+def rate_main(fixture: Path, mode: str, seconds: float) -> None:
+    """The child of a side-by-side run: one mode's rate on this process's one core."""
+    pin_one_core()
+    v = Verifier(pickle.loads(fixture.read_bytes()))
+    print(per_core(v, mode, seconds))
+
+
+def side_by_side(fixture: Path, trees: list[Path], modes: list[str], seconds: float,
+                 rounds: int) -> dict[tuple[str, Path], float]:
+    """Median rate of each (mode, tree), the trees taking turns round by round on the
+    same core, so the machine's load falls on each alike."""
+    rates: dict[tuple[str, Path], list[float]] = {}
+    cpu = min(os.sched_getaffinity(0))
+    for _ in range(rounds):
+        for mode in modes:
+            for tree in trees:
+                env = dict(os.environ, PYTHONPATH=str(tree))
+                proc = subprocess.run(
+                    ["taskset", "-c", str(cpu), sys.executable, str(Path(__file__).resolve()),
+                     "--rate", mode, str(seconds), "--fixture", str(fixture)],
+                    env=env, cwd=tree, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise SystemExit(f"run failed ({tree}, {mode}):\n{proc.stderr[-2000:]}")
+                rates.setdefault((mode, tree), []).append(float(proc.stdout.split()[-1]))
+    return {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+
+
 def instructions(fixture: Path, tree: Path, mode: str, low: int = 20,
                  high: int = 120) -> float:
     counts = []
@@ -220,11 +250,17 @@ def main() -> None:
                    help="also measure this checkout's code (with --instructions)")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="with --tree: rounds of the trees taking turns (median kept)")
     p.add_argument("--loop", nargs=2, metavar=("MODE", "COUNT"), help=argparse.SUPPRESS)
+    p.add_argument("--rate", nargs=2, metavar=("MODE", "SECONDS"), help=argparse.SUPPRESS)
     p.add_argument("--fixture", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.loop:
         loop_main(args.fixture, args.loop[0], int(args.loop[1]))
+        return
+    if args.rate:
+        rate_main(args.fixture, args.rate[0], float(args.rate[1]))
         return
     sys.path.insert(0, str(HERE))
     modes = [m for m in args.modes.split(",") if m]
@@ -241,6 +277,16 @@ def main() -> None:
                     key = f"instructions_per_verification {mode} [{tree}]"
                     out[key] = instructions(fixture, tree.resolve(), mode)
                     print(f"{key}: {out[key]:,.0f}", file=sys.stderr, flush=True)
+    elif args.tree:
+        with tempfile.TemporaryDirectory(prefix="cxverify") as tmp:
+            fixture = Path(tmp) / "fixture.pickle"
+            fixture.write_bytes(pickle.dumps(fx))
+            trees = [HERE, *(t.resolve() for t in args.tree)]
+            got = side_by_side(fixture, trees, modes, args.seconds, args.rounds)
+        out["core"] = f"each run pinned to CPU {min(os.sched_getaffinity(0))}"
+        for (mode, tree), rate in got.items():
+            out[f"{mode} CPU us per verification [{tree}]"] = 1e6 / rate
+            out[f"{mode} per core-second [{tree}]"] = rate
     else:
         out["core"] = pin_one_core()
         v = Verifier(fx)

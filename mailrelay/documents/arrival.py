@@ -26,6 +26,7 @@ from mailrelay.documents.mimeparts import (
     CRLF,
     fields,
     header,
+    header_block,
     mailboxes,
     normalize_crlf,
     parse_address,
@@ -122,8 +123,9 @@ def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False,
                 canonical: bool = False) -> bytes:
     """The message rebuilt from the signature and what it covers, nothing else."""
     raw = raw if canonical else normalize_crlf(raw)
-    head, body = split_entity(raw)
+    head = header_block(raw)
     if found.opaque:
+        body = split_entity(raw)[1]
         kept = RECEIPT_KEPT if receipt else OUTER_KEPT
         return pick(head, kept) + pick(head, STRUCTURE) + CRLF + body
     boundary = found.boundary
@@ -132,8 +134,8 @@ def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False,
         b = fields(head).get_param("boundary")
         assert isinstance(b, str)
         boundary = b
-        content, signature = split_multipart(body, boundary)
-    inner = split_entity(content)[0]
+        content, signature = split_multipart(split_entity(raw)[1], boundary)
+    inner = header_block(content)
     protected = pick(inner, PROTECTED) if not receipt else b""
     if b"\nfrom:" not in b"\n" + protected.lower():
         protected = pick(head, RECEIPT_KEPT if receipt else OUTER_KEPT)
@@ -160,7 +162,7 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
     outer, _ = outer_fields(raw)
     if not verdict.trusted or verdict.content is None:
         return Examined(verdict, outer, None, (), None, outer["Message-ID"])
-    head = split_entity(raw)[0]
+    head = header_block(raw)
     meta = None
     try:
         meta = read_meta(verdict.content)
@@ -168,7 +170,7 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
         meta = None
     assert found is not None
     problems = from_problems(head, verdict.signer_emails)
-    inner = fields(split_entity(verdict.content)[0])
+    inner = fields(header_block(verdict.content))
     message_id = " ".join(str(inner.get("Message-ID") or outer["Message-ID"]).split())
     if meta is not None:
         problems += mismatches(outer, meta)

@@ -14,6 +14,7 @@ import email.header
 import email.utils
 import json
 import re
+from email.header import Header
 from email.message import Message
 
 from mailrelay.documents.docmime import (
@@ -23,7 +24,13 @@ from mailrelay.documents.docmime import (
     DocumentMeta,
     Urgency,
 )
-from mailrelay.documents.mimeparts import HeaderFields, fields, split_entity, split_multipart
+from mailrelay.documents.mimeparts import (
+    HeaderFields,
+    fields,
+    header_block,
+    split_entity,
+    split_multipart,
+)
 
 OUTER_FIELDS = ("From", "Subject", "Message-ID", "X-CX-Doc-Id", "X-CX-Doc-Number",
                 "X-CX-Doc-From-Unit", "X-CX-Doc-Urgency", "X-CX-Doc-Classification")
@@ -37,13 +44,15 @@ _UTF8_B_WORDS = re.compile(r"(?:=\?utf-8\?b\?[A-Za-z0-9+/]*={0,2}\?=[ \t\r\n]*)+
                            re.IGNORECASE)
 
 
-def decoded(value: str | None) -> str:
+def decoded(value: str | Header | None) -> str:
     """An unstructured field value with RFC 2047 words decoded, white space collapsed."""
     if value is None:
         return ""
-    if "=?" not in value:  # no encoded word (RFC 2047 §2): nothing to decode
+    if not isinstance(value, str):
+        pass  # a compat32 Header (raw 8-bit in the field): the email package decodes it
+    elif "=?" not in value:  # no encoded word (RFC 2047 §2): nothing to decode
         return " ".join(value.split())
-    if _UTF8_B_WORDS.fullmatch(value):
+    elif _UTF8_B_WORDS.fullmatch(value):
         # Only UTF-8 "B" words, as our documents carry them: RFC 2047 §6.2, white space
         # between encoded words is dropped; one charset, so the bytes decode as one.
         try:
@@ -55,12 +64,12 @@ def decoded(value: str | None) -> str:
     try:
         text = str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
-        text = value
+        text = str(value)
     return " ".join(text.split())
 
 
 def outer_fields(raw: bytes) -> tuple[dict[str, str], HeaderFields | Message]:
-    msg = fields(split_entity(raw)[0])
+    msg = fields(header_block(raw))
     return {k: decoded(msg.get(k)) for k in OUTER_FIELDS}, msg
 
 

@@ -140,6 +140,17 @@ def base64_body(data: bytes) -> bytes:
     return base64.encodebytes(data).replace(b"\n", CRLF)
 
 
+def split_head(entity: bytes) -> tuple[bytes, int]:
+    """(header block, where the body starts) of a CRLF entity: :func:`split_entity`
+    without copying the body (a 100 KB document)."""
+    if entity.startswith(CRLF):
+        return b"", 2
+    end = entity.find(b"\r\n\r\n")
+    if end < 0:
+        return entity, len(entity)
+    return entity[:end + 2], end + 4
+
+
 def split_entity(entity: bytes) -> tuple[bytes, bytes]:
     """(header block including its final CRLF, body) of a CRLF entity (RFC 5322 §2.1)."""
     if entity.startswith(CRLF):
@@ -148,6 +159,11 @@ def split_entity(entity: bytes) -> tuple[bytes, bytes]:
     if end < 0:
         return entity, b""
     return entity[:end + 2], entity[end + 4:]
+
+
+def header_block(entity: bytes) -> bytes:
+    """``split_entity(entity)[0]`` without copying the body."""
+    return split_head(entity)[0]
 
 
 def parse_headers(header_block: bytes) -> EmailMessage:
@@ -309,17 +325,18 @@ def clear_address_caches() -> None:
     mailboxes.cache_clear()
 
 
-def split_multipart(body: bytes, boundary: str) -> list[bytes]:
-    """The exact bytes of each body part (RFC 2046 §5.1.1).
+def split_multipart(body: bytes, boundary: str, begin: int = 0) -> list[bytes]:
+    """The exact bytes of each body part (RFC 2046 §5.1.1); ``begin``: where the body
+    starts in ``body`` (a whole entity need not be copied to split its body).
 
     The CRLF before a delimiter line belongs to the delimiter, not to the part, so the
     bytes returned are precisely what an S/MIME signer signed.
     """
     delim = b"--" + boundary.encode("ascii")
-    if body.startswith(delim):
-        pos = 0
+    if body.startswith(delim, begin):
+        pos = begin
     else:
-        found = _find_delimiter(body, delim, 0)
+        found = _find_delimiter(body, delim, begin)
         if found < 0:
             raise ValueError("multipart body without a boundary delimiter")
         pos = found + 2

@@ -34,7 +34,14 @@ from .cms import (
     load_certificate,
     parse_signed_data,
 )
-from .mimeparts import fields, normalize_crlf, parse_address, split_entity, split_multipart
+from .mimeparts import (
+    fields,
+    normalize_crlf,
+    parse_address,
+    split_entity,
+    split_head,
+    split_multipart,
+)
 from .revocation import NOT_ISSUED, RevocationCheck, RevocationState
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
@@ -116,14 +123,14 @@ def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
     ``canonical``: ``raw`` is already CRLF (the caller ran :func:`normalize_crlf`).
     """
     entity = raw if canonical else normalize_crlf(raw)
-    head, body = split_entity(entity)
+    head, begin = split_head(entity)
     msg = fields(head)
     ctype = msg.get_content_type()
     if ctype == "multipart/signed":
         boundary = msg.get_param("boundary")
         if not isinstance(boundary, str):
             raise ValueError("multipart/signed without boundary")
-        parts = split_multipart(body, boundary)
+        parts = split_multipart(entity, boundary, begin)
         # RFC 1847 §2.1: exactly two body parts, content then signature.
         if len(parts) != 2:
             raise ValueError(f"multipart/signed with {len(parts)} parts")
@@ -137,7 +144,7 @@ def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
         smime_type = str(msg.get_param("smime-type") or "signed-data").lower()
         if smime_type != "signed-data":
             return None
-        return SignedParts(b"", _decode_b64(body), head, opaque=True)
+        return SignedParts(b"", _decode_b64(entity[begin:]), head, opaque=True)
     return None
 
 

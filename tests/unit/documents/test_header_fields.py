@@ -90,3 +90,12 @@ def test_decoded_reads_encoded_words_like_the_email_package(words: list[str],
     from mailrelay.documents.fastmeta import decoded
     value = "".join(w + g for w, g in zip(words, gaps, strict=False))
     assert decoded(value) == _email_decoded(value)
+
+
+def test_decoded_takes_raw_8bit_fields_too() -> None:
+    """A field with raw UTF-8 (a mail client's Subject) reaches ``decoded`` as the email
+    package's Header object (the block is not plain): decoded like before."""
+    from mailrelay.documents.fastmeta import decoded
+    got = fields("Subject: 关于  印发\r\n".encode())
+    assert not isinstance(got, HeaderFields)
+    assert decoded(got.get("Subject")) == _email_decoded(got.get("Subject")) != ""

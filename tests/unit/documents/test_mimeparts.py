@@ -81,3 +81,22 @@ def test_normalize_crlf_agrees_with_counting_crlf() -> None:
         for combo in itertools.product((b"a", b"\r", b"\n", b"\r\n"), repeat=size):
             data = b"".join(combo)
             assert normalize_crlf(data) == plain(data), data
+
+
+def test_split_head_and_offset_split_agree_with_split_entity() -> None:
+    from mailrelay.documents.mimeparts import split_entity, split_head, split_multipart
+    for entity in (b"", b"\r\n", b"\r\nbody", b"A: b\r\n", b"A: b\r\n\r\n", b"A: b\r\n\r\nx",
+                   b"A: b\r\n\r\n--b\r\none\r\n--b\r\n\r\n--b--\r\n",
+                   b"A: b\r\n\r\npre\r\n--b\r\none\r\n--b--", b"\r\n--b\r\nx\r\n--b--"):
+        head, body = split_entity(entity)
+        got_head, begin = split_head(entity)
+        assert (got_head, entity[begin:]) == (head, body), entity
+        try:
+            want: object = split_multipart(body, "b")
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            got: object = split_multipart(entity, "b", begin)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want, entity
