@@ -28,8 +28,9 @@ from mailrelay.documents.mimeparts import (
     HeaderFields,
     fields,
     header_block,
-    split_entity,
-    split_multipart,
+    multipart_spans,
+    split_head,
+    split_head_in,
 )
 
 OUTER_FIELDS = ("From", "Subject", "Message-ID", "X-CX-Doc-Id", "X-CX-Doc-Number",
@@ -82,15 +83,16 @@ def _filename(headers: HeaderFields | Message) -> str | None:
 
 def read_meta(entity: bytes) -> DocumentMeta:
     """The DocumentMeta of a signed document entity (ValueError if it is not ours)."""
-    head, body = split_entity(entity)
+    head, begin = split_head(entity)
     msg = fields(head)
     boundary = msg.get_param("boundary")
     if msg.get_content_type() != "multipart/mixed" or not isinstance(boundary, str):
         raise ValueError("not a cx document: expected multipart/mixed")
-    for part in split_multipart(body, boundary):
-        part_head, part_body = split_entity(part)
+    for start, end in multipart_spans(entity, boundary, begin):  # no copy of the parts
+        part_head, body_at = split_head_in(entity, start, end)
         if _filename(fields(part_head)) != METADATA_FILENAME:
             continue
+        part_body = entity[body_at:end]
         try:
             doc = json.loads(base64.b64decode(b"".join(part_body.split()), validate=True))
         except (binascii.Error, ValueError) as exc:

@@ -332,6 +332,12 @@ def split_multipart(body: bytes, boundary: str, begin: int = 0) -> list[bytes]:
     The CRLF before a delimiter line belongs to the delimiter, not to the part, so the
     bytes returned are precisely what an S/MIME signer signed.
     """
+    return [body[start:end] for start, end in multipart_spans(body, boundary, begin)]
+
+
+def multipart_spans(body: bytes, boundary: str, begin: int = 0) -> list[tuple[int, int]]:
+    """Where each body part is in ``body`` (start, end): :func:`split_multipart` without
+    copying the parts (ValueError for a broken multipart, all the same)."""
     delim = b"--" + boundary.encode("ascii")
     if body.startswith(delim, begin):
         pos = begin
@@ -340,7 +346,7 @@ def split_multipart(body: bytes, boundary: str, begin: int = 0) -> list[bytes]:
         if found < 0:
             raise ValueError("multipart body without a boundary delimiter")
         pos = found + 2
-    parts: list[bytes] = []
+    parts: list[tuple[int, int]] = []
     while True:
         after = pos + len(delim)
         if body[after:after + 2] == b"--":
@@ -352,8 +358,19 @@ def split_multipart(body: bytes, boundary: str, begin: int = 0) -> list[bytes]:
         nxt = _find_delimiter(body, delim, start - 2)
         if nxt < 0:
             raise ValueError("multipart body without a close delimiter")
-        parts.append(body[start:nxt] if nxt >= start else b"")
+        parts.append((start, max(start, nxt)))
         pos = nxt + 2
+
+
+def split_head_in(data: bytes, start: int, end: int) -> tuple[bytes, int]:
+    """:func:`split_head` of the entity ``data[start:end]``; the body starts at the
+    returned index of ``data``."""
+    if data.startswith(CRLF, start, end):
+        return b"", start + 2
+    found = data.find(b"\r\n\r\n", start, end)
+    if found < 0:
+        return data[start:end], end
+    return data[start:found + 2], found + 4
 
 
 def _find_delimiter(body: bytes, delim: bytes, start: int) -> int:

@@ -100,3 +100,13 @@ def test_split_head_and_offset_split_agree_with_split_entity() -> None:
         except ValueError as exc:
             got = str(exc)
         assert got == want, entity
+
+
+def test_split_head_in_agrees_with_split_entity() -> None:
+    from mailrelay.documents.mimeparts import split_entity, split_head_in
+    for part in (b"", b"\r", b"\r\n", b"\r\nbody", b"A: b", b"A: b\r\n", b"A: b\r\n\r\n",
+                 b"A: b\r\n\r\nx\r\n\r\ny"):
+        data = b"pre\r\n\r\n" + part + b"\r\n\r\npost"
+        start, end = 7, 7 + len(part)
+        head, body_at = split_head_in(data, start, end)
+        assert (head, data[body_at:end]) == split_entity(part), part
