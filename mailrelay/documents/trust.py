@@ -137,11 +137,13 @@ class TrustStore:
         self.table: dict[int, IssuedCert] = {}
         self.issued: IssuedCheck | None = None
         self._built = 0.0
+        self.stale = False  # rebuild at the next refresh whatever the revision says
 
     async def refresh(self) -> bool:
         """Rebuild when the CA revision changed (or hourly); True when it changed."""
         rev = await self.certs.revision()
-        if rev == self.revision and time.monotonic() - self._built < REBUILD_SECONDS:
+        if (not self.stale and rev == self.revision
+                and time.monotonic() - self._built < REBUILD_SECONDS):
             return False
         changed = self.revision not in (-1, rev)
         if rev == 0:
@@ -167,6 +169,7 @@ class TrustStore:
         self.cache = VerifyCache()
         self.revision = rev
         self._built = time.monotonic()
+        self.stale = False
         return changed
 
     def owner(self, cert: x509.Certificate | None) -> IssuedCert | None:
@@ -180,8 +183,9 @@ class TrustStore:
 
     def invalidate(self) -> None:
         """Rebuild on the next refresh (after changing :attr:`sources`, or when the
-        ``certificates_changed`` NOTIFY says a certificate was issued or revoked)."""
-        self.revision = -1
+        ``certificates_changed`` NOTIFY says a certificate was issued or revoked); the
+        refresh still reports whether the revision changed."""
+        self.stale = True
 
     async def _check(self, ca: x509.Certificate) -> RevocationCheck:
         if not self.certs.has_passphrase:

@@ -73,9 +73,11 @@ async def test_certificates_changed_notify_invalidates_the_servers_store(server)
     await server.services.directory.add_unit("finance", "市财政局")
     await docs.certs.init_ca()
     await docs.trust.refresh()
-    assert docs.trust.revision > 0
+    assert docs.trust.revision > 0 and not docs.trust.stale
     await docs.certs.issue_seal("finance")  # notifies certificates_changed
-    assert await wait_for(lambda: _async_true(docs.trust.revision == -1))
+    assert await wait_for(lambda: _async_true(docs.trust.stale))
+    assert await docs.trust.refresh()  # rebuilt, and the change reported
+    assert not docs.trust.stale
 
 
 async def _async_true(value: bool) -> bool:
