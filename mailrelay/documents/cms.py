@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core as asn1_core
+from asn1crypto import tsp as asn1_tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,6 +48,7 @@ _OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
 _OID_CONTENT_TYPE = bytes.fromhex("06092a864886f70d010903")
 _OID_MESSAGE_DIGEST = bytes.fromhex("06092a864886f70d010904")
 _OID_SIGNING_TIME = bytes.fromhex("06092a864886f70d010905")
+_OID_SIGNING_CERTIFICATE_V2 = bytes.fromhex("060b2a864886f70d010910022f")
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ class SignedAttributes:
     message_digest: bytes | None
     signing_time: datetime | None
     content_type: str | None
+    signing_certificate_v2: bytes | None = None  # the attribute value, DER (RFC 5035)
 
 
 def signed_attributes(sd: SignedData) -> SignedAttributes | None:
@@ -289,7 +292,8 @@ def signed_attributes(sd: SignedData) -> SignedAttributes | None:
     return SignedAttributes(
         digest,
         _signing_time(when) if when is not None else None,
-        _content_type_attr(ctype) if ctype is not None else None)
+        _content_type_attr(ctype) if ctype is not None else None,
+        values.get(_OID_SIGNING_CERTIFICATE_V2))
 
 
 def _primitive(tlv: bytes, tag: int, what: str) -> bytes:
@@ -342,12 +346,13 @@ def content_digest(content: bytes, digest_name: str) -> bytes:
     return hashlib.new(digest_name, content).digest()
 
 
-def check_digest(sd: SignedData, content: bytes) -> tuple[bytes, datetime | None]:
-    """Check the messageDigest attribute; returns (digest, signingTime)."""
+def check_digest(sd: SignedData, content: bytes
+                 ) -> tuple[bytes, datetime | None, SignedAttributes | None]:
+    """Check the messageDigest attribute; returns (digest, signingTime, attributes)."""
     digest = content_digest(content, sd.digest_name)
     attrs = signed_attributes(sd)
     if attrs is None:
-        return digest, None  # no attributes: the signature covers the content directly
+        return digest, None, None  # no attributes: the signature covers the content
     # RFC 5652 §11.1: contentType attribute MUST equal eContentType.
     if attrs.content_type != sd.content_type:
         raise CmsError("malformed", "contentType attribute does not match eContentType")
@@ -356,7 +361,34 @@ def check_digest(sd: SignedData, content: bytes) -> tuple[bytes, datetime | None
         raise CmsError("malformed", "signed attributes without messageDigest")
     if not hmac.compare_digest(attrs.message_digest, digest):
         raise CmsError("bad-digest", "the content does not match the digest that was sealed")
-    return digest, attrs.signing_time
+    return digest, attrs.signing_time, attrs
+
+
+def check_signing_certificate(attrs: SignedAttributes | None, cert_der: bytes) -> None:
+    """RFC 5035 §3 (ESS signingCertificateV2, CAdES-BES): when the signed attributes name
+    the signer's certificate, the first one named MUST be the certificate whose key
+    verified the signature; else a certificate was substituted. Signers that do not
+    send the attribute (mail clients) are not refused for that."""
+    if attrs is None or attrs.signing_certificate_v2 is None:
+        return
+    hash_name, cert_hash = _ess_cert_id(attrs.signing_certificate_v2)
+    if hash_name not in _HASHES:
+        raise CmsError("weak-algorithm", f"signingCertificateV2 hash {hash_name} not accepted")
+    if not hmac.compare_digest(hashlib.new(hash_name, cert_der).digest(), cert_hash):
+        raise CmsError("bad-certificate", "the seal names another certificate than the one"
+                                          " it carries (ESS signingCertificateV2)")
+
+
+@functools.lru_cache(maxsize=256)
+def _ess_cert_id(value: bytes) -> tuple[str, bytes]:
+    """(hash name, certHash) of the first ESSCertIDv2 (the same bytes in every document
+    of one signer: read once)."""
+    try:
+        first = asn1_tsp.SigningCertificateV2.load(value, strict=True)["certs"][0]
+        name = str(first["hash_algorithm"]["algorithm"].native)  # DEFAULT sha256
+        return name, bytes(first["cert_hash"].native)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CmsError("malformed", f"unreadable signingCertificateV2: {exc}") from None
 
 
 def signed_bytes(sd: SignedData, content: bytes) -> bytes:

@@ -24,12 +24,14 @@ from .chain import (
     build_path,
     certificate_emails,
     check_seal_usage,
+    der_of,
 )
 from .cms import (
     CmsError,
     SignedData,
     check_digest,
     check_signature,
+    check_signing_certificate,
     find_signer_certificate,
     load_certificate,
     parse_signed_data,
@@ -209,11 +211,12 @@ def verify_detached(
         return _fail(err.reason, err.text)
     info = _signer_fields(signer)
     try:
-        digest, signing_time = check_digest(sd, content)
+        digest, signing_time, attrs = check_digest(sd, content)
         info |= {"signing_time": signing_time, "digest": digest,
                  "digest_algorithm": sd.digest_name}
         # RFC 5652 §5.6: the signature is checked with the signer certificate's key.
         check_signature(sd, content, signer)
+        check_signing_certificate(attrs, der_of(signer))
     except CmsError as err:
         return _fail(err.reason, err.text, **info)
     return _check_certificate(sd, signer, content, info, anchors, now=now,
@@ -344,5 +347,5 @@ def clear_caches() -> None:
     mimeparts.clear_address_caches()
     for fn in (cms.load_certificate, cms.issuer_of, cms._key_identifier,
                cms._signature_algorithm, cms._digest_name, cms._content_type_name,
-               _signer_fields_of, key_strength):
+               cms._ess_cert_id, _signer_fields_of, key_strength):
         fn.cache_clear()

@@ -150,3 +150,28 @@ def test_signing_time_reads_utc_time_like_asn1crypto(text: bytes) -> None:
 def test_bad_signing_time_is_malformed(tlv: bytes) -> None:
     with pytest.raises(cms.CmsError):
         cms._signing_time(tlv)
+
+
+def test_substituted_certificate_is_refused(city: City, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 5035: the signed attributes name the signer certificate by its hash; a seal
+    whose ESS signingCertificateV2 names another certificate than the one that verified
+    it (a certificate substituted after signing) is refused."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from mailrelay.documents import seal
+    real = seal._signer_parts
+    other = city.stats.certificate
+
+    def parts(cert_der: bytes, issuer_der: bytes, serial: int) -> tuple[bytes, bytes]:
+        ess, _ = real(other.public_bytes(Encoding.DER), other.issuer.public_bytes(),
+                      other.serial_number)
+        return ess, real(cert_der, issuer_der, serial)[1]
+    monkeypatch.setattr(seal, "_signer_parts", parts)
+    prepared = prepare()
+    der = sign_detached(prepared.entity, city.signer())
+    verdict = verify_detached(prepared.entity, der, city.anchors, now=NOW)
+    assert not verdict.trusted and verdict.reason == "bad-certificate", verdict
+    assert "signingCertificateV2" in verdict.text
+    monkeypatch.setattr(seal, "_signer_parts", real)
+    good = sign_detached(prepared.entity, city.signer())
+    assert verify_detached(prepared.entity, good, city.anchors, now=NOW).trusted
