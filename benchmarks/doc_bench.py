@@ -78,7 +78,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: E402
 from benchmarks.cpu import Sample, postmaster_pid  # noqa: E402
 from cxkernel.config import ListenConfig, from_dict  # noqa: E402
 from directory import demo  # noqa: E402
-from mailrelay.documents import cms, mimeparts, verify  # noqa: E402
+from mailrelay.documents import mimeparts, verify  # noqa: E402
 from mailrelay.documents.arrival import examine  # noqa: E402
 from mailrelay.documents.chain import VerifyCache  # noqa: E402
 from mailrelay.documents.docmime import Attachment, DocumentMeta  # noqa: E402
@@ -410,20 +410,19 @@ def verify_rates(raw: bytes, tr: Any, seconds: float) -> tuple[float, float, flo
     assert threading.current_thread() is not threading.main_thread()
 
     def warm() -> Any:
-        mimeparts._read_headers_memo.cache_clear()  # every arriving message is new
+        mimeparts.clear_memos()  # every arriving message is new
         return examine(raw, tr.anchors, datetime.now(UTC), tr.revocation, tr.cache,
                        tr.issued)
     uncached = tr.revocation._check  # the OCSP-then-CRL chain behind the 10-minute cache
 
     def cold() -> Any:
-        mimeparts._read_headers_memo.cache_clear()
-        cms.load_certificate.cache_clear()
-        verify._signer_fields_of.cache_clear()
+        mimeparts.clear_memos()
+        verify.clear_caches()  # parsed certificates and their facts
         return examine(raw, tr.anchors, datetime.now(UTC), CachedRevocation(uncached),
                        VerifyCache(), tr.issued)
 
     def seal_only() -> Any:
-        mimeparts._read_headers_memo.cache_clear()
+        mimeparts.clear_memos()
         return verify.verify_message(raw, tr.anchors, now=datetime.now(UTC),
                                      revocation=tr.revocation, cache=tr.cache, issued=tr.issued)
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from directory.ca import CertificateAuthority, KeyAlgorithm, create_root_ca, issue_unit_seal
-from mailrelay.documents import cms, mimeparts, verify
+from mailrelay.documents import mimeparts, verify
 from mailrelay.documents.chain import TrustAnchors, VerifyCache
 from mailrelay.documents.docmime import Attachment, DocumentMeta
 from mailrelay.documents.seal import Signer, seal_document
@@ -73,14 +73,13 @@ def bench(algo: KeyAlgorithm, ca: CertificateAuthority, anchors: TrustAnchors, d
     assert verify_message(raw, anchors, now=now, cache=cache).trusted
 
     def verify_cached() -> object:
-        mimeparts._read_headers_memo.cache_clear()  # each arriving message is new
+        mimeparts.clear_memos()  # each arriving message is new
         return verify_message(raw, anchors, now=now, cache=cache)
 
     def verify_cold() -> object:
         # Nothing kept from the last message: certificates parsed, path built again.
-        cms.load_certificate.cache_clear()
-        verify._signer_fields_of.cache_clear()
-        mimeparts._read_headers_memo.cache_clear()
+        verify.clear_caches()
+        mimeparts.clear_memos()
         return verify_message(raw, anchors, now=now)
 
     print(f"\n{algo.value}: sealed message {len(raw)} bytes")

@@ -67,7 +67,10 @@ class DocsWiring:
 
     def _on_certs(self, *_args: Any) -> None:
         """A certificate changed, or the LISTEN connection came back: re-examine (in a
-        task of its own, so the listener's other subscribers are not kept waiting)."""
+        task of its own, so the listener's other subscribers are not kept waiting). The
+        trust state of this node (revocation answers, paths) is rebuilt before the next
+        document is verified."""
+        self.service.trust.invalidate()
         task = asyncio.get_running_loop().create_task(self._reexamine())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

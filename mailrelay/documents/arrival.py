@@ -16,7 +16,6 @@ Pure and blocking (run it in the executor). A message is examined once:
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,9 +24,12 @@ from mailrelay.documents.docmime import DocumentMeta
 from mailrelay.documents.fastmeta import decoded, mismatches, outer_fields, read_meta
 from mailrelay.documents.mimeparts import (
     CRLF,
+    fields,
     header,
+    header_block,
+    mailboxes,
     normalize_crlf,
-    read_headers,
+    parse_address,
     split_entity,
     split_multipart,
     text_header,
@@ -101,14 +103,14 @@ def pick(head: bytes, names: tuple[str, ...]) -> bytes:
 def from_problems(head: bytes, signer_emails: list[str]) -> tuple[str, ...]:
     """Issue #11 item 2: one From field, one mailbox, the signer's, no address in the
     display name (a name that spells another unit's address fools the reader)."""
-    msg = read_headers(head)
+    msg = fields(head)
     values = msg.get_all("From") or []
     if len(values) != 1:
         return ("From (not exactly one field)",)
-    mailboxes = email.utils.getaddresses([str(values[0])])
-    if len(mailboxes) != 1:
+    found = mailboxes(str(values[0]))
+    if len(found) != 1:
         return ("From (not exactly one mailbox)",)
-    name, addr = mailboxes[0]
+    name, addr = found[0]
     problems: list[str] = []
     if addr.lower() not in signer_emails:
         problems.append("From (not the signer's address)")
@@ -121,18 +123,19 @@ def signed_copy(raw: bytes, found: SignedParts, *, receipt: bool = False,
                 canonical: bool = False) -> bytes:
     """The message rebuilt from the signature and what it covers, nothing else."""
     raw = raw if canonical else normalize_crlf(raw)
-    head, body = split_entity(raw)
+    head = header_block(raw)
     if found.opaque:
+        body = split_entity(raw)[1]
         kept = RECEIPT_KEPT if receipt else OUTER_KEPT
         return pick(head, kept) + pick(head, STRUCTURE) + CRLF + body
     boundary = found.boundary
     content, signature = found.content, found.signature_part
     if not boundary:  # a SignedParts made elsewhere: split again
-        b = read_headers(head).get_param("boundary")
+        b = fields(head).get_param("boundary")
         assert isinstance(b, str)
         boundary = b
-        content, signature = split_multipart(body, boundary)
-    inner = split_entity(content)[0]
+        content, signature = split_multipart(split_entity(raw)[1], boundary)
+    inner = header_block(content)
     protected = pick(inner, PROTECTED) if not receipt else b""
     if b"\nfrom:" not in b"\n" + protected.lower():
         protected = pick(head, RECEIPT_KEPT if receipt else OUTER_KEPT)
@@ -159,7 +162,7 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
     outer, _ = outer_fields(raw)
     if not verdict.trusted or verdict.content is None:
         return Examined(verdict, outer, None, (), None, outer["Message-ID"])
-    head = split_entity(raw)[0]
+    head = header_block(raw)
     meta = None
     try:
         meta = read_meta(verdict.content)
@@ -167,13 +170,13 @@ def examine(raw: bytes, anchors: TrustAnchors, now: datetime,
         meta = None
     assert found is not None
     problems = from_problems(head, verdict.signer_emails)
-    inner = read_headers(split_entity(verdict.content)[0])
+    inner = fields(header_block(verdict.content))
     message_id = " ".join(str(inner.get("Message-ID") or outer["Message-ID"]).split())
     if meta is not None:
         problems += mismatches(outer, meta)
         inner_from = inner.get("From")
         if inner_from is not None:
-            _, inner_addr = email.utils.parseaddr(str(inner_from))
+            _, inner_addr = parse_address(str(inner_from))
             if inner_addr.lower() not in verdict.signer_emails:
                 problems += ("From (signed From is not the signer)",)
     return Examined(verdict, outer, meta, problems, signed_copy(raw, found, canonical=True),

@@ -7,6 +7,7 @@ certificate and each verification only compares ``now`` against that window.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 MAX_DEPTH = 5
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(cert: x509.Certificate) -> bytes:
+    """SHA-256 of the certificate's DER, kept per certificate (every verification asks
+    for it several times: path cache, revocation cache, certificate table)."""
     return cert.fingerprint(hashes.SHA256())
+
+
+@functools.lru_cache(maxsize=4096)
+def der_of(cert: x509.Certificate) -> bytes:
+    """The certificate's DER, kept per certificate."""
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,10 @@ def _windowed(path: tuple[x509.Certificate, ...]) -> PathResult:
                       min(c.not_valid_after_utc for c in path))
 
 
+@functools.lru_cache(maxsize=4096)
 def check_seal_usage(leaf: x509.Certificate, *, require_eku: bool = True) -> tuple[str, str]:
-    """Key usage and extended key usage of a signing certificate (RFC 8550 §4.4)."""
+    """Key usage and extended key usage of a signing certificate (RFC 8550 §4.4); kept
+    per certificate (a fact of its bytes)."""
     try:
         ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -168,6 +180,11 @@ def check_seal_usage(leaf: x509.Certificate, *, require_eku: bool = True) -> tup
 
 def certificate_emails(cert: x509.Certificate) -> list[str]:
     """rfc822Name SANs, or the legacy emailAddress attribute (RFC 8550 §3)."""
+    return list(_emails(cert))
+
+
+@functools.lru_cache(maxsize=4096)
+def _emails(cert: x509.Certificate) -> tuple[str, ...]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         emails = [e.lower() for e in san.get_values_for_type(x509.RFC822Name)]
@@ -176,7 +193,13 @@ def certificate_emails(cert: x509.Certificate) -> list[str]:
     if not emails:
         attrs = cert.subject.get_attributes_for_oid(x509.oid.NameOID.EMAIL_ADDRESS)
         emails = [str(a.value).lower() for a in attrs]
-    return emails
+    return tuple(emails)
+
+
+def clear_caches() -> None:
+    """Forget what is kept per certificate (benchmarks: a cold start)."""
+    for fn in (fingerprint, der_of, check_seal_usage, _emails):
+        fn.cache_clear()
 
 
 class VerifyCache:

@@ -13,6 +13,8 @@ import binascii
 import email.header
 import email.utils
 import json
+import re
+from email.header import Header
 from email.message import Message
 
 from mailrelay.documents.docmime import (
@@ -22,7 +24,14 @@ from mailrelay.documents.docmime import (
     DocumentMeta,
     Urgency,
 )
-from mailrelay.documents.mimeparts import read_headers, split_entity, split_multipart
+from mailrelay.documents.mimeparts import (
+    HeaderFields,
+    fields,
+    header_block,
+    multipart_spans,
+    split_head,
+    split_head_in,
+)
 
 OUTER_FIELDS = ("From", "Subject", "Message-ID", "X-CX-Doc-Id", "X-CX-Doc-Number",
                 "X-CX-Doc-From-Unit", "X-CX-Doc-Urgency", "X-CX-Doc-Classification")
@@ -31,23 +40,41 @@ COMPARED = {"X-CX-Doc-Id": "doc_id", "X-CX-Doc-Number": "number",
             "X-CX-Doc-Classification": "classification", "Subject": "title"}
 
 
-def decoded(value: str | None) -> str:
+_UTF8_B_WORD = re.compile(r"=\?utf-8\?b\?([A-Za-z0-9+/]*={0,2})\?=", re.IGNORECASE)
+_UTF8_B_WORDS = re.compile(r"(?:=\?utf-8\?b\?[A-Za-z0-9+/]*={0,2}\?=[ \t\r\n]*)+",
+                           re.IGNORECASE)
+
+
+def decoded(value: str | Header | None) -> str:
     """An unstructured field value with RFC 2047 words decoded, white space collapsed."""
     if value is None:
         return ""
+    if not isinstance(value, str):
+        pass  # a compat32 Header (raw 8-bit in the field): the email package decodes it
+    elif "=?" not in value:  # no encoded word (RFC 2047 §2): nothing to decode
+        return " ".join(value.split())
+    elif _UTF8_B_WORDS.fullmatch(value):
+        # Only UTF-8 "B" words, as our documents carry them: RFC 2047 §6.2, white space
+        # between encoded words is dropped; one charset, so the bytes decode as one.
+        try:
+            data = b"".join(base64.b64decode(word, validate=True)
+                            for word in _UTF8_B_WORD.findall(value))
+            return " ".join(data.decode("utf-8").split())
+        except (binascii.Error, UnicodeError):
+            pass  # the email package's lenient reading below
     try:
         text = str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
-        text = value
+        text = str(value)
     return " ".join(text.split())
 
 
-def outer_fields(raw: bytes) -> tuple[dict[str, str], Message]:
-    msg = read_headers(split_entity(raw)[0])
+def outer_fields(raw: bytes) -> tuple[dict[str, str], HeaderFields | Message]:
+    msg = fields(header_block(raw))
     return {k: decoded(msg.get(k)) for k in OUTER_FIELDS}, msg
 
 
-def _filename(headers: Message) -> str | None:
+def _filename(headers: HeaderFields | Message) -> str | None:
     name = headers.get_param("filename", header="content-disposition")
     if name is None:
         return None
@@ -56,15 +83,16 @@ def _filename(headers: Message) -> str | None:
 
 def read_meta(entity: bytes) -> DocumentMeta:
     """The DocumentMeta of a signed document entity (ValueError if it is not ours)."""
-    head, body = split_entity(entity)
-    msg = read_headers(head)
+    head, begin = split_head(entity)
+    msg = fields(head)
     boundary = msg.get_param("boundary")
     if msg.get_content_type() != "multipart/mixed" or not isinstance(boundary, str):
         raise ValueError("not a cx document: expected multipart/mixed")
-    for part in split_multipart(body, boundary):
-        part_head, part_body = split_entity(part)
-        if _filename(read_headers(part_head)) != METADATA_FILENAME:
+    for start, end in multipart_spans(entity, boundary, begin):  # no copy of the parts
+        part_head, body_at = split_head_in(entity, start, end)
+        if _filename(fields(part_head)) != METADATA_FILENAME:
             continue
+        part_body = entity[body_at:end]
         try:
             doc = json.loads(base64.b64decode(b"".join(part_body.split()), validate=True))
         except (binascii.Error, ValueError) as exc:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from directory.ca import (
     UNKNOWN,
@@ -35,7 +34,7 @@ from directory.ca import (
     build_ocsp_response,
 )
 from directory.certs import CertificateService
-from mailrelay.documents.chain import TrustAnchors, VerifyCache, fingerprint
+from mailrelay.documents.chain import TrustAnchors, VerifyCache, der_of, fingerprint
 from mailrelay.documents.revocation import (
     NOT_ISSUED,
     UNKNOWN_CERT,
@@ -75,7 +74,7 @@ def issued_check(ca: x509.Certificate,
         if fingerprint(issuer) != ca_fp:
             return None
         row = table.get(cert.serial_number)
-        return row is not None and row.der == cert.public_bytes(serialization.Encoding.DER)
+        return row is not None and row.der == der_of(cert)
 
     return check
 
@@ -138,28 +137,39 @@ class TrustStore:
         self.table: dict[int, IssuedCert] = {}
         self.issued: IssuedCheck | None = None
         self._built = 0.0
+        self.stale = False  # rebuild at the next refresh whatever the revision says
 
     async def refresh(self) -> bool:
         """Rebuild when the CA revision changed (or hourly); True when it changed."""
         rev = await self.certs.revision()
-        if rev == self.revision and time.monotonic() - self._built < REBUILD_SECONDS:
+        if (not self.stale and rev == self.revision
+                and time.monotonic() - self._built < REBUILD_SECONDS):
             return False
         changed = self.revision not in (-1, rev)
         if rev == 0:
-            self.anchors, self.revocation = TrustAnchors(()), None
-            self.table, self.issued = {}, None
+            anchors, revocation = TrustAnchors(()), None
+            table, issued = {}, None
         else:
             ca = await self.certs.ca_certificate()
-            if ca not in self.anchors.certificates:
-                self.anchors = TrustAnchors((ca,))
-                self.cache = VerifyCache()
-            self.table = {int(r.serial, 16): IssuedCert(int(r.serial, 16), r.kind, r.unit_code,
-                                                        r.address, r.status, r.cert_der)
-                          for r in await self.certs.issued_rows()}
-            self.issued = issued_check(ca, self.table)
-            self.revocation = CachedRevocation(await self._check(ca))
+            anchors = (self.anchors if ca in self.anchors.certificates
+                       else TrustAnchors((ca,)))
+            table = {int(r.serial, 16): IssuedCert(int(r.serial, 16), r.kind, r.unit_code,
+                                                   r.address, r.status, r.cert_der)
+                     for r in await self.certs.issued_rows()}
+            issued = issued_check(ca, table)
+            revocation = CachedRevocation(await self._check(ca))
+        # Swapped in together, after the last await: a verification running meanwhile
+        # uses the old state whole, never a half-built one (nor no revocation check).
+        # Any change of the CA (a certificate issued or revoked, on any node: the
+        # revision is in the database) drops every trust answer kept here: paths and
+        # revocation statuses. What is kept per certificate elsewhere (parsed objects,
+        # key usage, addresses) is a function of its bytes and stays.
+        self.anchors, self.revocation, self.table, self.issued = (
+            anchors, revocation, table, issued)
+        self.cache = VerifyCache()
         self.revision = rev
         self._built = time.monotonic()
+        self.stale = False
         return changed
 
     def owner(self, cert: x509.Certificate | None) -> IssuedCert | None:
@@ -167,13 +177,15 @@ class TrustStore:
         if cert is None or self.issued is None or not self.anchors.certificates:
             return None
         row = self.table.get(cert.serial_number)
-        if row is None or row.der != cert.public_bytes(serialization.Encoding.DER):
+        if row is None or row.der != der_of(cert):
             return None
         return row
 
     def invalidate(self) -> None:
-        """Rebuild on the next refresh (e.g. after changing :attr:`sources`)."""
-        self.revision = -1
+        """Rebuild on the next refresh (after changing :attr:`sources`, or when the
+        ``certificates_changed`` NOTIFY says a certificate was issued or revoked); the
+        refresh still reports whether the revision changed."""
+        self.stale = True
 
     async def _check(self, ca: x509.Certificate) -> RevocationCheck:
         if not self.certs.has_passphrase:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +24,26 @@ from .chain import (
     build_path,
     certificate_emails,
     check_seal_usage,
+    der_of,
 )
 from .cms import (
     CmsError,
     SignedData,
     check_digest,
     check_signature,
+    check_signing_certificate,
     find_signer_certificate,
     load_certificate,
     parse_signed_data,
 )
-from .mimeparts import normalize_crlf, read_headers, split_entity, split_multipart
+from .mimeparts import (
+    fields,
+    normalize_crlf,
+    parse_address,
+    split_entity,
+    split_head,
+    split_multipart,
+)
 from .revocation import NOT_ISSUED, RevocationCheck, RevocationState
 
 SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
@@ -117,19 +125,19 @@ def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
     ``canonical``: ``raw`` is already CRLF (the caller ran :func:`normalize_crlf`).
     """
     entity = raw if canonical else normalize_crlf(raw)
-    head, body = split_entity(entity)
-    msg = read_headers(head)
+    head, begin = split_head(entity)
+    msg = fields(head)
     ctype = msg.get_content_type()
     if ctype == "multipart/signed":
         boundary = msg.get_param("boundary")
         if not isinstance(boundary, str):
             raise ValueError("multipart/signed without boundary")
-        parts = split_multipart(body, boundary)
+        parts = split_multipart(entity, boundary, begin)
         # RFC 1847 §2.1: exactly two body parts, content then signature.
         if len(parts) != 2:
             raise ValueError(f"multipart/signed with {len(parts)} parts")
         sig_head, sig_body = split_entity(parts[1])
-        sig_type = read_headers(sig_head).get_content_type()
+        sig_type = fields(sig_head).get_content_type()
         if sig_type not in SIGNATURE_TYPES:
             raise ValueError(f"multipart/signed with a {sig_type} signature")
         return SignedParts(parts[0], _decode_b64(sig_body), head,
@@ -138,7 +146,7 @@ def find_signed(raw: bytes, *, canonical: bool = False) -> SignedParts | None:
         smime_type = str(msg.get_param("smime-type") or "signed-data").lower()
         if smime_type != "signed-data":
             return None
-        return SignedParts(b"", _decode_b64(body), head, opaque=True)
+        return SignedParts(b"", _decode_b64(entity[begin:]), head, opaque=True)
     return None
 
 
@@ -203,11 +211,12 @@ def verify_detached(
         return _fail(err.reason, err.text)
     info = _signer_fields(signer)
     try:
-        digest, signing_time = check_digest(sd, content)
+        digest, signing_time, attrs = check_digest(sd, content)
         info |= {"signing_time": signing_time, "digest": digest,
                  "digest_algorithm": sd.digest_name}
         # RFC 5652 §5.6: the signature is checked with the signer certificate's key.
-        check_signature(sd.signer_info, content, signer, sd.signed_attrs_contents)
+        check_signature(sd, content, signer)
+        check_signing_certificate(attrs, der_of(signer))
     except CmsError as err:
         return _fail(err.reason, err.text, **info)
     return _check_certificate(sd, signer, content, info, anchors, now=now,
@@ -216,8 +225,10 @@ def verify_detached(
                               require_eku=require_eku, issued=issued)
 
 
+@functools.lru_cache(maxsize=1024)
 def key_strength(cert: x509.Certificate) -> str | None:
-    """Why the certificate's key is too weak, or None (RSA >= 2048, EC >= P-256)."""
+    """Why the certificate's key is too weak, or None (RSA >= 2048, EC >= P-256); kept
+    per certificate (a fact of its bytes)."""
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
@@ -236,8 +247,8 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                        cache: VerifyCache | None, sender: str | None,
                        extra_certs: Sequence[x509.Certificate],
                        require_eku: bool, issued: IssuedCheck | None = None) -> Verdict:
-    intermediates = [load_certificate(c.dump()) for c in sd.certificates]
-    intermediates += list(extra_certs)
+    intermediates = [load_certificate(der) for der in sd.certificates]
+    intermediates += extra_certs
     path: PathResult = (cache.path(signer, intermediates, anchors) if cache is not None
                         else build_path(signer, intermediates, anchors))
     reason, text = path.at(now)
@@ -275,7 +286,7 @@ def _check_certificate(sd: SignedData, signer: x509.Certificate, content: bytes,
                              f"revocation status unknown: {status.detail}",
                              revocation_source=status.source, **info)
     if sender is not None:
-        _, addr = email.utils.parseaddr(sender)
+        _, addr = parse_address(sender)
         if addr.lower() not in certificate_emails(signer):
             return _fail("sender-mismatch", f"sealed by {info['signer_email']}, "
                                             f"sent as {addr}", revocation_source=source,
@@ -316,7 +327,7 @@ def verify_message(
         return _fail("not-signed")
     sender = expected_sender
     if sender is None and check_sender:
-        sender = read_headers(found.headers_block).get("From")
+        sender = fields(found.headers_block).get("From")
         if sender is None:
             return _fail("sender-mismatch", "the message has no From field")
         sender = str(sender)
@@ -324,3 +335,17 @@ def verify_message(
                            revocation=revocation, require_revocation=require_revocation,
                            cache=cache, sender=sender, extra_certs=extra_certs,
                            require_eku=require_eku, opaque=found.opaque, issued=issued)
+
+
+def clear_caches() -> None:
+    """Forget everything kept per certificate or algorithm (a cold start, for benchmarks
+    and tests): parsed certificates and their facts. Never needed for correctness: what
+    is kept is a function of the exact bytes; trust (path, revocation) is not kept here."""
+    from . import cms, mimeparts
+    from .chain import clear_caches as clear_chain
+    clear_chain()
+    mimeparts.clear_address_caches()
+    for fn in (cms.load_certificate, cms.issuer_of, cms._key_identifier,
+               cms._signature_algorithm, cms._digest_name, cms._content_type_name,
+               cms._ess_cert_id, _signer_fields_of, key_strength):
+        fn.cache_clear()

@@ -63,3 +63,50 @@ def test_split_multipart_is_exact(parts: list[bytes]) -> None:
 def test_normalize_crlf() -> None:
     assert normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
     assert normalize_crlf(b"a\r\nb") == b"a\r\nb"
+
+
+def test_normalize_crlf_agrees_with_counting_crlf() -> None:
+    """Every string of up to six pieces of a, CR, LF, CRLF: the same answer as the
+    plain rule (canonical iff every LF follows a CR)."""
+    import itertools
+
+    from mailrelay.documents.mimeparts import normalize_crlf
+
+    def plain(data: bytes) -> bytes:
+        lf = data.count(b"\n")
+        if lf == 0 or lf == data.count(b"\r\n"):
+            return data
+        return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    for size in range(7):
+        for combo in itertools.product((b"a", b"\r", b"\n", b"\r\n"), repeat=size):
+            data = b"".join(combo)
+            assert normalize_crlf(data) == plain(data), data
+
+
+def test_split_head_and_offset_split_agree_with_split_entity() -> None:
+    from mailrelay.documents.mimeparts import split_entity, split_head, split_multipart
+    for entity in (b"", b"\r\n", b"\r\nbody", b"A: b\r\n", b"A: b\r\n\r\n", b"A: b\r\n\r\nx",
+                   b"A: b\r\n\r\n--b\r\none\r\n--b\r\n\r\n--b--\r\n",
+                   b"A: b\r\n\r\npre\r\n--b\r\none\r\n--b--", b"\r\n--b\r\nx\r\n--b--"):
+        head, body = split_entity(entity)
+        got_head, begin = split_head(entity)
+        assert (got_head, entity[begin:]) == (head, body), entity
+        try:
+            want: object = split_multipart(body, "b")
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            got: object = split_multipart(entity, "b", begin)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want, entity
+
+
+def test_split_head_in_agrees_with_split_entity() -> None:
+    from mailrelay.documents.mimeparts import split_entity, split_head_in
+    for part in (b"", b"\r", b"\r\n", b"\r\nbody", b"A: b", b"A: b\r\n", b"A: b\r\n\r\n",
+                 b"A: b\r\n\r\nx\r\n\r\ny"):
+        data = b"pre\r\n\r\n" + part + b"\r\n\r\npost"
+        start, end = 7, 7 + len(part)
+        head, body_at = split_head_in(data, start, end)
+        assert (head, data[body_at:end]) == split_entity(part), part
