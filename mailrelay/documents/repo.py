@@ -490,6 +490,12 @@ async def revoke_after_delivery(conn: Conn, serial: str, since: datetime | None,
     return [(r["document_id"], r["unit"]) for r in rows]
 
 
+async def notify_certificates_changed(conn: Conn) -> None:
+    """At COMMIT, every server's ``certificates_changed`` listener re-examines and tells
+    the clerks (the CLI marks documents after the certificate's own NOTIFY went out)."""
+    await conn.execute("select pg_notify('certificates_changed', '')")
+
+
 async def claim_revoked_notices(conn: Conn,
                                 limit: int = 200) -> list[tuple[int, str, str]]:
     """(document, unit) pairs revoked after delivery whose clerks were not told yet;

@@ -176,6 +176,8 @@ class DocumentService:
             changed = await repo.revoke_after_delivery(conn, serial, since, text)
             for doc, unit in changed:
                 await repo.add_event(conn, "revoked-after-delivery", text, doc=doc, unit=unit)
+            if changed:  # every node's server re-runs notify_revoked once this commits
+                await repo.notify_certificates_changed(conn)
         if changed:
             log.warning("%d delivered documents sealed by %s are no longer trusted",
                         len(changed), serial)
@@ -196,22 +198,28 @@ class DocumentService:
     async def notify_revoked(self) -> int:
         """A notice (mail, and an event for XMPP) to the clerks of each unit that holds a
         document revoked after delivery; each (document, unit) is claimed once."""
+        book = self.book()
+        told: list[events.DocumentRevokedAfterDelivery] = []
+        # The claim and the notices commit together: a crash in between neither loses
+        # a notice (the claim rolls back) nor sends one twice.
         async with self.pool.acquire() as conn, conn.transaction():
             pairs = await repo.claim_revoked_notices(conn)
             docs = {d: await repo.get(conn, d) for d in {p[0] for p in pairs}}
-        book = self.book()
-        for doc_pk, unit, serial in pairs:
-            doc = docs[doc_pk]
-            clerks = book.clerks(unit)
-            if doc is None or not clerks:
-                continue
-            raw = revoked_notice(document=doc.id, title=doc.title, number=doc.number,
-                                 from_unit=doc.from_unit, unit=unit, to=clerks,
-                                 domain=self.domain, now=datetime.now(UTC),
-                                 in_reply_to=doc.header_message_id)
-            await self.store_and_deliver(raw, clerks)
-            await self.fire(events.REVOKED, events.DocumentRevokedAfterDelivery(
-                doc.id, unit, tuple(clerks), doc.title, doc.number, doc.from_unit, serial))
+            for doc_pk, unit, serial in pairs:
+                doc = docs[doc_pk]
+                clerks = book.clerks(unit)
+                if doc is None or not clerks:
+                    continue
+                raw = revoked_notice(document=doc.id, title=doc.title, number=doc.number,
+                                     from_unit=doc.from_unit, unit=unit, to=clerks,
+                                     domain=self.domain, now=datetime.now(UTC),
+                                     in_reply_to=doc.header_message_id)
+                await self.store_and_deliver_in(conn, raw, clerks)
+                told.append(events.DocumentRevokedAfterDelivery(
+                    doc.id, unit, tuple(clerks), doc.title, doc.number, doc.from_unit,
+                    serial))
+        for event in told:  # XMPP notices of online clerks: after COMMIT
+            await self.fire(events.REVOKED, event)
         return len(pairs)
 
     def docs_address(self, unit: str) -> str:
