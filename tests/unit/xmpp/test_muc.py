@@ -167,7 +167,7 @@ async def test_groupchat_fanout_stanza_id_and_history() -> None:
     await join(w, li, FIN, "李四")
     take(z)
     fired: list[object] = []
-    w.bus.on("muc/message", fired.append)
+    w.hooks.on("muc/message", fired.append)
     for n in range(3):
         await w.send(z, f"<message to='{FIN}' type='groupchat' id='m{n}'><body>hi {n}</body>"
                         f"<stanza-id xmlns='urn:xmpp:sid:0' by='{FIN}' id='forged'/></message>")
