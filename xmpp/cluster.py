@@ -217,9 +217,13 @@ class Cluster:
             self.spawn(self.claim_room(domain, room))
 
     def _forward(self, home: str, stanza: Element, origin: Resource, hops: int) -> None:
+        # A message to a room gets a hand-off row, deleted by the home once it ran it: a
+        # home that died before (its death not yet seen here) leaves the row to the
+        # survivors, who take the room over and run the message (at least once).
         node = origin.node if isinstance(origin, RemoteResource) else self.node_id
         self._out.setdefault(home, []).append(_Out(
-            "x", f"{node}\x1d{origin.full}\x1d{hops}", to_bytes(stanza), origin, False))
+            "x", f"{node}\x1d{origin.full}\x1d{hops}", to_bytes(stanza), origin,
+            stanza.tag == ns.MESSAGE))
         self._wake.set()
 
     async def claim_room(self, domain: str, room: str) -> str | None:
@@ -251,6 +255,20 @@ class Cluster:
                 origin.deliver(error_reply(stanza, StanzaError(
                     "recipient-unavailable", "The room's node is unreachable")))
         return home
+
+    def _rerun_room_message(self, sender: str, el: Element) -> None:
+        """A message handed to a room's home that died before running it: to the room's
+        new home (claimed now if need be), on behalf of its sender if it still lives."""
+        node, _, rest = sender.partition("\x1d")
+        full = rest.partition("\x1d")[0]
+        origin = self.router.session(full)
+        if origin is None or (origin.local and node != self.node_id) or \
+                (isinstance(origin, RemoteResource) and origin.node != node):
+            return  # the sender's session ended: nobody to speak for
+        room = (el.get("to") or "").partition("/")[0]
+        domain = self._room_domain(room)
+        if domain is not None:
+            self._room_stanza(domain, room, el, origin, 0)
 
     def _room_domain(self, room: str) -> str | None:
         domain = room.partition("@")[2]
@@ -720,7 +738,9 @@ class Cluster:
         for row in rows:
             if row["id"] in self._done:
                 continue
-            placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]), row["id"])
+            kind = "x" if "\x1d" in row["full_jid"] else "s"
+            placed = await self._deliver(kind, row["full_jid"], bytes(row["stanza"]),
+                                         row["id"])
             if placed is not False:
                 self._done.add(row["id"])
                 if placed:
@@ -756,7 +776,10 @@ class Cluster:
                     except Exception:  # noqa: BLE001
                         placed.append(row["id"])
                         continue
-                    if not _is_message(el) or \
+                    if "\x1d" in row["full_jid"]:  # a room message its home never ran
+                        self._rerun_room_message(row["full_jid"], el)
+                        placed.append(row["id"])
+                    elif not _is_message(el) or \
                             await self.to_bare(row["full_jid"].partition("/")[0], el):
                         placed.append(row["id"])
                 await repo.delete_handoffs(conn, placed)
