@@ -11,7 +11,8 @@ client of ``xmpp_bench`` (STARTTLS + SCRAM-SHA-256) and joins them to the room.
 - fan-out latency: one member sends one groupchat message; the time from sending until
   the last of the `members` sessions has read it (median / p95 / max over `rounds`);
 - burst: `burst` messages sent back to back; time until every member has all of them
-  (deliveries per second) and server CPU per delivered stanza.
+  (deliveries per second) and CPU per message and per delivered stanza: the server
+  process plus its PostgreSQL (``cpu.ServerCPU``: history rows, archive rows, occupancy).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmpp_bench import DOMAIN, Conn, cpu_seconds, free_port, login, pct, rss_kb, seed, start_server  # noqa: E402
+from cpu import ServerCPU, describe  # noqa: E402
+from xmpp_bench import DOMAIN, Conn, free_port, login, pct, rss_kb, seed, start_server  # noqa: E402
 
 ROOM = f"unit000@conference.{DOMAIN}"
 MARK = re.compile(rb"<body>m(\d+)</body>")
@@ -91,14 +93,14 @@ async def main_async(args: argparse.Namespace) -> None:
     toml.write_text("\n".join(lines) + "\n")
     proc = start_server(toml, tmp / "server.log")
     try:
-        await run(args, proc.pid, port)
+        await run(args, proc.pid, port, ServerCPU([proc.pid], tmp / "state" / "pg"))
     finally:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def run(args: argparse.Namespace, pid: int, port: int) -> None:
+async def run(args: argparse.Namespace, pid: int, port: int, cpu: ServerCPU) -> None:
     sem = asyncio.Semaphore(20)
     rss0 = rss_kb(pid)
 
@@ -144,18 +146,21 @@ async def run(args: argparse.Namespace, pid: int, port: int) -> None:
 
     # -- a burst -------------------------------------------------------------------------------
     base = args.rounds
-    cpu0 = cpu_seconds(pid)
+    cpu0 = cpu.sample()
     t = time.perf_counter()
     sender.conn.writer.write(b"".join(send(base + k) for k in range(args.burst)))
     last_n = base + args.burst - 1
     await until_all(last_n)
     missing = sum(1 for m in members for k in range(args.burst) if base + k not in m.seen)
     dt = time.perf_counter() - t
-    cpu = cpu_seconds(pid) - cpu0
+    await asyncio.sleep(1.0)  # write-behind (history, archive) finishes: counted too
+    used = cpu.sample() - cpu0
     deliveries = args.burst * len(members)
     print(f"burst of {args.burst} messages: {deliveries:,} deliveries in {dt * 1000:.0f} ms "
-          f"= {deliveries / dt:,.0f} deliveries/s, server CPU {cpu / deliveries * 1e6:.1f} "
-          f"µs/delivery, {missing} missing", flush=True)
+          f"= {deliveries / dt:,.0f} deliveries/s, {missing} missing", flush=True)
+    print(describe(used, args.burst, dt + 1.0, "message"), flush=True)
+    print(f"CPU per delivery: server {used.server / deliveries * 1e6:.2f} µs + PostgreSQL "
+          f"{used.database / deliveries * 1e6:.2f} µs", flush=True)
     for r in readers:
         r.cancel()
     for m in members:
