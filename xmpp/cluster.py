@@ -249,7 +249,7 @@ class Cluster:
         for stanza, origin, hops in waiting:
             if home == self.node_id:
                 self._local_components[domain](stanza, origin)
-            elif home is not None and hops < MAX_HOPS:
+            elif home is not None and hops <= MAX_HOPS:  # the lease row's word: once more
                 self._forward(home, stanza, origin, hops + 1)
             elif stanza.get("type") != "error":
                 origin.deliver(error_reply(stanza, StanzaError(

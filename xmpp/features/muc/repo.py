@@ -72,24 +72,23 @@ class MucStore:
         return rows[0] if rows else None
 
     async def _load(self, history: int, jid: str | None) -> list[RoomRow]:
-        one = "" if jid is None else " where {} = $2"
-        args: list[Any] = [] if jid is None else [jid]
+        """Every room (`jid` None) or one room, with affiliations and recent history."""
+        room_where = "" if jid is None else " where jid = $1"
+        where = "" if jid is None else " where room = $1"
+        hist_where = "" if jid is None else " where room = $2"
+        one: list[Any] = [] if jid is None else [jid]
         async with self.pool.acquire() as conn:
             rooms = {r["jid"]: RoomRow(r["jid"], r["unit"], json.loads(r["config"]),
                                        r["subject"], r["subject_nick"])
-                     for r in await conn.fetch(
-                         "select * from xmpp_muc_room" + one.format("jid").replace("$2", "$1"),
-                         *args)}
-            for r in await conn.fetch(
-                    "select * from xmpp_muc_affiliation" + one.format("room").replace(
-                        "$2", "$1"), *args):
+                     for r in await conn.fetch("select * from xmpp_muc_room" + room_where,
+                                               *one)}
+            for r in await conn.fetch("select * from xmpp_muc_affiliation" + where, *one):
                 if r["room"] in rooms:
                     rooms[r["room"]].affiliations[r["jid"]] = (r["affiliation"], r["managed"])
             for r in await conn.fetch(
-                    """select * from (select h.*, row_number() over
-                         (partition by room order by id desc) as n from xmpp_muc_history h"""
-                    + one.format("room") + """) t where n <= $1 order by id""",
-                    history, *args):
+                    "select * from (select h.*, row_number() over (partition by room"
+                    " order by id desc) as n from xmpp_muc_history h" + hist_where
+                    + ") t where n <= $1 order by id", history, *one):
                 if r["room"] in rooms:
                     rooms[r["room"]].history.append(
                         (r["stanza_id"], r["nick"], r["sender"], r["stanza"],

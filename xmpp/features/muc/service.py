@@ -368,7 +368,10 @@ class MucService:
                 self.writer.push("delete", room.jid)  # its occupancy rows go too
             return
         if room.touched:
-            self._write_occupancy(room)
+            if self.node_id:
+                self._write_occupancy(room)
+            else:  # one process without a node identity: nobody else reads occupancy
+                room.touched.clear()
         if room.changed and not self._elsewhere(room.jid):
             # Temporary rooms are stored too while they exist: a new home (issue 14)
             # needs their configuration and owners; they go when the last occupant does.
