@@ -148,10 +148,13 @@ async def room_homes(conn: Conn, dead_seconds: float) -> dict[str, str]:
 
 async def orphan_rooms(conn: Conn, dead_seconds: float) -> list[str]:
     """Rooms whose home is not a live node and that still have occupants (taken over by
-    a survivor; a room nobody is in gets a home again when someone next uses it)."""
+    a survivor; a room nobody is in gets a home again when someone next uses it). Only
+    once the dead home's sessions are reaped: the new home then no longer sees them as
+    live and lets them leave the room."""
     return [r["room"] for r in await conn.fetch(
         "select room from xmpp_room_homes h where not " + live_owner("h.node_id", "$1")
         + " and exists (select 1 from xmpp_muc_occupant o where o.room = h.room)"
+        " and not exists (select 1 from xmpp_sessions s where s.node_id = h.node_id)"
         " order by room", float(dead_seconds))]
 
 
