@@ -2,6 +2,7 @@
 member has it.
 
     .venv/bin/python benchmarks/muc_bench.py [--members 300] [--rounds 30] [--burst 100]
+        [--nodes 2]
 
 Starts `cxgw serve` in its own process (embedded PostgreSQL in a temporary state dir),
 seeds one unit with `members` accounts (so its unit room at conference.<domain> has them
@@ -11,7 +12,14 @@ client of ``xmpp_bench`` (STARTTLS + SCRAM-SHA-256) and joins them to the room.
 - fan-out latency: one member sends one groupchat message; the time from sending until
   the last of the `members` sessions has read it (median / p95 / max over `rounds`);
 - burst: `burst` messages sent back to back; time until every member has all of them
-  (deliveries per second) and server CPU per delivered stanza.
+  (deliveries per second) and CPU per message and per delivered stanza: the server
+  process plus its PostgreSQL (``cpu.ServerCPU``: history rows, archive rows, occupancy).
+
+With ``--nodes 2``: one PostgreSQL (pgserver) and two `cxgw serve` processes on it;
+members alternate between the nodes, the first joins alone (its node becomes the room's
+home, issue 14) and the sender is a member on the other node, so every message is
+forwarded to the home (a hand-off row and a NOTIFY) and half the deliveries go back
+across as hand-offs; CPU is both servers plus PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.* (--nodes 2)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmpp_bench import DOMAIN, Conn, cpu_seconds, free_port, login, pct, rss_kb, seed, start_server  # noqa: E402
+from cpu import ServerCPU, describe  # noqa: E402
+from xmpp_bench import DOMAIN, Conn, free_port, login, pct, rss_kb, seed, start_server  # noqa: E402
 
 ROOM = f"unit000@conference.{DOMAIN}"
 MARK = re.compile(rb"<body>m(\d+)</body>")
@@ -70,7 +80,49 @@ class Member:
             tail = chunk[-64:]
 
 
+async def two_nodes(args: argparse.Namespace) -> None:
+    from xmpp_nodes_bench import toml_for
+
+    from tests.integration.faultutil import LISTENERS
+    from tests.pgfault import RestartablePostgres
+    pg = RestartablePostgres()
+    tmp = Path(tempfile.mkdtemp(prefix="cxmucnodes"))
+    procs = []
+    try:
+        url = await pg.create_database("bench")
+        ports = [free_port(), free_port()]
+        base: dict[str, dict[str, Any]] = {
+            "server": {"domain": DOMAIN, "state_dir": str(tmp / "a")},
+            "database": {"url": url, "pool_min": 2, "pool_max": 10},
+            "listen": {k: "" for k in LISTENERS} | {"xmpp": f"127.0.0.1:{ports[0]}"},
+            "xmpp": {"rate_bytes_per_s": 100_000_000},
+        }
+        users = [(f"m{i:04d}", "unit000") for i in range(args.members)]
+        print(f"seeding {len(users)} accounts in one unit ...", flush=True)
+        await seed(base, users, {"unit000"})
+        for i, name in enumerate("ab"):
+            cfg = {k: dict(v) for k, v in base.items()}
+            cfg["server"]["state_dir"] = str(tmp / name)
+            cfg["listen"]["xmpp"] = f"127.0.0.1:{ports[i]}"
+            path = tmp / f"{name}.toml"
+            path.write_text(toml_for(cfg))
+            procs.append(start_server(path, tmp / f"{name}.log"))
+        print(f"two nodes (pids {procs[0].pid}, {procs[1].pid}) on one PostgreSQL; the "
+              f"room's home is node A, the sender is on node B", flush=True)
+        await run(args, procs[0].pid, ports, ServerCPU([p.pid for p in procs], pg.pgdata))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    if args.nodes == 2:
+        await two_nodes(args)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="cxmucbench"))
     port = free_port()
     cfg_data: dict[str, dict[str, Any]] = {
@@ -91,30 +143,31 @@ async def main_async(args: argparse.Namespace) -> None:
     toml.write_text("\n".join(lines) + "\n")
     proc = start_server(toml, tmp / "server.log")
     try:
-        await run(args, proc.pid, port)
+        await run(args, proc.pid, [port], ServerCPU([proc.pid], tmp / "state" / "pg"))
     finally:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def run(args: argparse.Namespace, pid: int, port: int) -> None:
+async def run(args: argparse.Namespace, pid: int, ports: list[int], cpu: ServerCPU) -> None:
     sem = asyncio.Semaphore(20)
     rss0 = rss_kb(pid)
 
     async def one(i: int) -> Member:
         async with sem:
-            conn = await login(port, f"m{i:04d}")
+            conn = await login(ports[i % len(ports)], f"m{i:04d}")
             await join(conn, f"m{i:04d}")
             return Member(conn)
 
     t0 = time.perf_counter()
-    members = list(await asyncio.gather(*(one(i) for i in range(args.members))))
+    first = await one(0)  # alone: its node is the room's home
+    members = [first, *await asyncio.gather(*(one(i) for i in range(1, args.members)))]
     print(f"{len(members)} members logged in and joined in {time.perf_counter() - t0:.1f}s; "
           f"server RSS {rss0 / 1024:.0f} → {rss_kb(pid) / 1024:.0f} MiB", flush=True)
     readers = [asyncio.ensure_future(m.read()) for m in members]
     await asyncio.sleep(0.5)
-    sender = members[0]
+    sender = members[1 if len(ports) > 1 else 0]
 
     def send(n: int) -> bytes:
         return (f"<message to='{ROOM}' type='groupchat'><body>m{n}</body></message>").encode()
@@ -144,18 +197,21 @@ async def run(args: argparse.Namespace, pid: int, port: int) -> None:
 
     # -- a burst -------------------------------------------------------------------------------
     base = args.rounds
-    cpu0 = cpu_seconds(pid)
+    cpu0 = cpu.sample()
     t = time.perf_counter()
     sender.conn.writer.write(b"".join(send(base + k) for k in range(args.burst)))
     last_n = base + args.burst - 1
     await until_all(last_n)
     missing = sum(1 for m in members for k in range(args.burst) if base + k not in m.seen)
     dt = time.perf_counter() - t
-    cpu = cpu_seconds(pid) - cpu0
+    await asyncio.sleep(1.0)  # write-behind (history, archive) finishes: counted too
+    used = cpu.sample() - cpu0
     deliveries = args.burst * len(members)
     print(f"burst of {args.burst} messages: {deliveries:,} deliveries in {dt * 1000:.0f} ms "
-          f"= {deliveries / dt:,.0f} deliveries/s, server CPU {cpu / deliveries * 1e6:.1f} "
-          f"µs/delivery, {missing} missing", flush=True)
+          f"= {deliveries / dt:,.0f} deliveries/s, {missing} missing", flush=True)
+    print(describe(used, args.burst, dt + 1.0, "message"), flush=True)
+    print(f"CPU per delivery: server {used.server / deliveries * 1e6:.2f} µs + PostgreSQL "
+          f"{used.database / deliveries * 1e6:.2f} µs", flush=True)
     for r in readers:
         r.cancel()
     for m in members:
@@ -167,6 +223,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--burst", type=int, default=100)
+    ap.add_argument("--nodes", type=int, choices=(1, 2), default=1)
     try:
         import uvloop
         uvloop.run(main_async(ap.parse_args()))

@@ -14,7 +14,7 @@ from typing import Any
 
 from xmpp.features import rsm
 from xmpp.features.mam import Filters, Prefs, Row, _rows
-from xmpp.features.muc.repo import HistoryRow, RoomRow
+from xmpp.features.muc.repo import HistoryRow, OccupantRow, RoomRow
 from xmpp.features.pep.repo import LastItem
 from xmpp.proto.errors import StanzaError
 from xmpp.repo import RosterRow
@@ -175,10 +175,11 @@ class MemoryMamStore:
 
 
 class MemoryMucStore:
-    """The same interface over dicts (unit tests, and a server without a database)."""
+    """The same interface over dicts (unit tests only: the server needs PostgreSQL)."""
 
     def __init__(self) -> None:
         self.rooms: dict[str, RoomRow] = {}
+        self.occ: dict[tuple[str, str], OccupantRow] = {}
 
     async def load(self, history: int) -> list[RoomRow]:
         return [RoomRow(r.jid, r.unit, dict(r.config), r.subject, r.subject_nick,
@@ -190,8 +191,24 @@ class MemoryMucStore:
         row.history = old.history if old else []
         self.rooms[row.jid] = row
 
+    async def load_room(self, jid: str, history: int) -> RoomRow | None:
+        return next((r for r in await self.load(history) if r.jid == jid), None)
+
     async def delete_room(self, jid: str) -> None:
         self.rooms.pop(jid, None)
+        for key in [k for k in self.occ if k[0] == jid]:
+            del self.occ[key]
+
+    async def occupants(self, room: str) -> list[OccupantRow]:
+        return sorted((o for o in self.occ.values() if o.room == room),
+                      key=lambda o: (o.nick, o.full))
+
+    async def write_occupants(self, put: list[OccupantRow],
+                              gone: list[tuple[str, str]]) -> None:
+        for key in gone:
+            self.occ.pop(key, None)
+        for p in put:
+            self.occ[(p.room, p.full)] = p
 
     async def add_history(self, rows: list[HistoryRow]) -> None:
         for r in rows:

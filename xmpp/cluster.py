@@ -27,13 +27,19 @@ Resource conflicts (RFC 6120 §7.7.2.2) across nodes: the new session wins. The 
 node closes the old one through its proxy (a `close` item to the owner), and a node that
 hears of a newer bind of a full JID it holds closes its own session with `<conflict/>`.
 
-Rooms (XEP-0045): the MUC component has one home node at a time (a lease row in
-`xmpp_homes`, claimed at start and at each heartbeat when its owner is not live). Other
-nodes forward every stanza for the MUC domain to the home as an `x` item naming the
-sender; the home runs the rooms with a proxy of the sender, so replies and broadcasts
-come back through the proxies: one room, one history, one archive. A node that becomes
-home fires ``cluster/home`` (the MUC reloads its rooms from PostgreSQL); occupants of a
-session that ended on another node leave through ``session/remote/closed``.
+Rooms (XEP-0045): each room has one home node at a time, a lease row in
+`xmpp_room_homes`. The home is taken by the node that first gets a stanza for a room
+without a live home, which is where its first occupant's session is (locality: a room
+whose members are all on one node costs no hand-off; rooms spread over the nodes as
+their users do). Every node mirrors the leases (``R`` on the registry channel, re-read
+after a LISTEN reconnect); a stanza for a room homed elsewhere goes to the home as an
+`x` item naming the sender, and the home runs the room with a proxy of the sender, so
+replies and broadcasts come back through the proxies: one room, one history, one archive.
+A stanza for a room with no known home waits (in order) while this node claims the lease;
+a node that becomes a room's home fires ``cluster/room/home`` (the MUC loads the room and
+its occupants from PostgreSQL) before running it. When a home dies, its rooms that still
+have occupants are claimed by the survivors' reapers; the occupancy rows say which
+sessions were in the room, so occupants on live nodes stay without rejoining.
 
 Rows of a dead node (by the `nodes` heartbeat) are removed by the survivors (a reaper
 on `directory.nodes.Node`); the one that removed them broadcasts unavailable presence on
@@ -58,7 +64,7 @@ from cxkernel.listen import Listener, Subscription
 from cxkernel.metrics import Metrics
 
 from . import cluster_repo as repo
-from .jid import parse_jid
+from .jid import JIDError, parse_jid
 from .proto import ns
 from .proto.errors import StanzaError, StreamError, error_reply
 from .proto.serializer import to_bytes
@@ -75,6 +81,9 @@ SM_MOD = 1 << 32  # XEP-0198 §4: counters wrap at 2^32
 ACK_POLL = 0.2    # seconds between looks at acknowledged hand-offs
 CHANNEL_PREFIX = "cxgw_xmpp_"
 _TAG = re.compile(r"[0-9a-f]{24}")
+#: A room stanza follows at most this many stale home mirrors before the node holding
+#: it asks PostgreSQL (the lease row) who the home is.
+MAX_HOPS = 2
 
 
 def channel_of(node_id: str) -> str:
@@ -164,7 +173,9 @@ class Cluster:
         self.received = 0    # stanzas taken from other nodes
         self.failed = 0      # stanzas whose hand-off failed (answered like offline)
         self.handed_batches = 0  # hand-off transactions committed
-        self.homes: dict[str, str] = {}  # component domain -> home node id
+        self.room_homes: dict[str, str] = {}  # room bare JID -> home node id (mirror)
+        # stanzas for a room whose home is being claimed, in arrival order
+        self._claiming: dict[str, list[tuple[Element, Resource, int]]] = {}
         self._local_components: dict[str, Callable[[Element, Resource], None]] = {}
         self.metrics.gauge("xmpp_remote_sessions", lambda: float(self.remote_count()),
                            "sessions of other nodes known to this one")
@@ -180,35 +191,123 @@ class Cluster:
             self._reload))
         await self._reload()
         self.router.remote = self
+        async with self.pool.acquire() as conn:
+            self.room_homes = await repo.room_homes(conn, self.dead_seconds)
         for domain, handler in list(self.router.components.items()):
             if domain.startswith("conference."):
                 self._local_components[domain] = handler
                 self.router.components[domain] = functools.partial(self._component, domain)
-        await self.claim_homes()
 
-    async def claim_homes(self) -> None:
-        """Claim (or learn) the home of each room-holding component."""
-        for domain in self._local_components:
-            async with self.pool.acquire() as conn:
-                home = await repo.claim_home(conn, domain, self.node_id, self.dead_seconds)
-            before = self.homes.get(domain)
-            self.homes[domain] = home
-            if home == self.node_id and before not in (None, self.node_id):
-                # RFC-free takeover: the rooms come back from PostgreSQL state.
-                log.warning("%s: this node is its home now (was %s)", domain, before)
-                await self.router.bus.fire("cluster/home", domain)
-            if home != before:
-                self._wake.set()
-
+    # -- rooms: one home node per room ------------------------------------------------------
     def _component(self, domain: str, stanza: Element, origin: Resource) -> None:
-        home = self.homes.get(domain)
-        local = self._local_components[domain]
-        if home is None or home == self.node_id or not origin.local:
-            local(stanza, origin)
+        to = stanza.get("to") or ""
+        room = to.partition("/")[0]
+        if "@" not in room:  # the service itself (disco, ping): answered by any node
+            self._local_components[domain](stanza, origin)
             return
+        if room not in self.room_homes:
+            try:
+                jid = parse_jid(to)
+            except JIDError:  # the MUC answers jid-malformed
+                self._local_components[domain](stanza, origin)
+                return
+            room = f"{jid.local}@{jid.domain}"
+        self._room_stanza(domain, room, stanza, origin, 0)
+
+    def _room_stanza(self, domain: str, room: str, stanza: Element, origin: Resource,
+                     hops: int) -> None:
+        """Run a room stanza here when this node is the room's home, else hand it to the
+        home; with no known home (or after MAX_HOPS stale mirrors), claim the lease."""
+        pending = self._claiming.get(room)
+        if pending is not None:  # a claim is under way: keep the order
+            pending.append((stanza, origin, hops))
+            return
+        home = self.room_homes.get(room)
+        if home == self.node_id:
+            self._local_components[domain](stanza, origin)
+        elif home is not None and hops < MAX_HOPS:
+            self._forward(home, stanza, origin, hops + 1)
+        else:
+            self._claiming[room] = [(stanza, origin, hops)]
+            self.spawn(self.claim_room(domain, room))
+
+    def _forward(self, home: str, stanza: Element, origin: Resource, hops: int) -> None:
+        # A message to a room gets a hand-off row, deleted by the home once it ran it: a
+        # home that died before (its death not yet seen here) leaves the row to the
+        # survivors, who take the room over and run the message (at least once).
+        node = origin.node if isinstance(origin, RemoteResource) else self.node_id
         self._out.setdefault(home, []).append(_Out(
-            "x", f"{self.node_id}\x1d{origin.full}", to_bytes(stanza), origin, False))
+            "x", f"{node}\x1d{origin.full}\x1d{hops}", to_bytes(stanza), origin,
+            stanza.tag == ns.MESSAGE))
         self._wake.set()
+
+    async def claim_room(self, domain: str, room: str) -> str | None:
+        """Learn (or become) the home of `room`, then run or forward what waited for it."""
+        self._claiming.setdefault(room, [])
+        home: str | None = None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                home = await repo.claim_room(conn, room, self.node_id, self.dead_seconds)
+                if home == self.node_id and self.room_homes.get(room) != self.node_id:
+                    await repo.notify(conn, repo.REGISTRY_CHANNEL,
+                                      f"R{US}{self.node_id}{US}{room}")
+        except Exception as exc:  # noqa: BLE001 - database away: the senders hear so
+            log.warning("could not claim the home of %s: %s", room, exc)
+        if home == self.node_id and self.room_homes.get(room) != self.node_id:
+            try:  # the room and its occupants come from PostgreSQL before it runs here
+                await self.router.bus.fire("cluster/room/home", room)
+            except Exception:
+                log.exception("loading room %s failed", room)
+        if home is not None:
+            self.room_homes[room] = home
+        waiting = self._claiming.pop(room, [])
+        for stanza, origin, hops in waiting:
+            if home == self.node_id:
+                self._local_components[domain](stanza, origin)
+            elif home is not None and hops <= MAX_HOPS:  # the lease row's word: once more
+                self._forward(home, stanza, origin, hops + 1)
+            elif stanza.get("type") != "error":
+                origin.deliver(error_reply(stanza, StanzaError(
+                    "recipient-unavailable", "The room's node is unreachable")))
+        return home
+
+    def _rerun_room_message(self, sender: str, el: Element) -> None:
+        """A message handed to a room's home that died before running it: to the room's
+        new home (claimed now if need be), on behalf of its sender if it still lives."""
+        node, _, rest = sender.partition("\x1d")
+        full = rest.partition("\x1d")[0]
+        origin = self.router.session(full)
+        if origin is None or (origin.local and node != self.node_id) or \
+                (isinstance(origin, RemoteResource) and origin.node != node):
+            return  # the sender's session ended: nobody to speak for
+        room = (el.get("to") or "").partition("/")[0]
+        domain = self._room_domain(room)
+        if domain is not None:
+            self._room_stanza(domain, room, el, origin, 0)
+
+    def _room_domain(self, room: str) -> str | None:
+        domain = room.partition("@")[2]
+        return domain if domain in self._local_components else None
+
+    async def _take_over_rooms(self, dead_seconds: float) -> None:
+        """Rooms whose home died and that still have occupants: claim them (each room
+        goes to one survivor: the lease decides)."""
+        async with self.pool.acquire() as conn:
+            rooms = await repo.orphan_rooms(conn, dead_seconds)
+        for room in rooms:
+            domain = self._room_domain(room)
+            if domain is not None and room not in self._claiming:
+                home = await self.claim_room(domain, room)
+                if home == self.node_id:
+                    log.warning("room %s: this node is its home now", room)
+
+    def _room_home(self, node: str, room: str) -> None:
+        """Another node became the home of `room`."""
+        was = self.room_homes.get(room)
+        self.room_homes[room] = node
+        if was == self.node_id:  # we were thought dead: the room's state is the new home's
+            log.warning("room %s: taken over by %s", room, node)
+            self.spawn(self.router.bus.fire("cluster/room/lost", room))
 
     async def stop(self) -> None:
         """Flush what is queued, leave the registry, stop listening."""
@@ -237,9 +336,8 @@ class Cluster:
         with contextlib.suppress(Exception):
             async with self.pool.acquire() as conn, conn.transaction():
                 await repo.delete_node_sessions(conn, self.node_id)
-                await repo.release_home(conn, self.node_id)
+                await repo.release_rooms(conn, self.node_id)
                 await repo.notify(conn, repo.REGISTRY_CHANNEL, f"d{US}{self.node_id}")
-                await repo.notify(conn, repo.REGISTRY_CHANNEL, f"h{US}")
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         if self._spawn is not None:
@@ -412,7 +510,7 @@ class Cluster:
         """The hand-off did not commit: messages go the offline way (storage or error)."""
         for items in out.values():
             for it in items:
-                if it.kind == "x" and it.origin is not None and it.origin.local:
+                if it.kind == "x" and it.origin is not None:
                     try:  # the room's home did not get it: the sender hears so
                         el = parse_stanza(it.data)
                     except Exception:  # noqa: BLE001 - our own serialisation: our bug
@@ -498,16 +596,23 @@ class Cluster:
         the client acknowledged it (XEP-0198)."""
         self.received += 1
         if kind == "x":
-            node, _, full = full.partition("\x1d")
+            node, _, rest = full.partition("\x1d")
+            full, _, hops = rest.partition("\x1d")
             origin = self.router.session(full)
-            if origin is None or origin.local:
+            if node == self.node_id:  # back home through a stale mirror
+                if origin is None or not origin.local:
+                    return True  # the sender's session ended meanwhile
+            elif not isinstance(origin, RemoteResource) or origin.node != node:
                 origin = RemoteResource(self, node, full)  # not announced yet: transient
             el = parse_stanza(data)
-            domain = (el.get("to") or "").partition("@")[2].partition("/")[0] or \
-                (el.get("to") or "").partition("/")[0]
-            handler = self._local_components.get(domain)
-            if handler is not None:
-                handler(el, origin)
+            to = el.get("to") or ""
+            room = to.partition("/")[0]
+            domain = room.partition("@")[2]
+            if domain in self._local_components:
+                if "@" in room:
+                    self._room_stanza(domain, room, el, origin, int(hops or 1))
+                else:
+                    self._local_components[domain](el, origin)
             return True
         if kind == "k":  # XEP-0198: the client resumed on another node (resume_elsewhere)
             previd, _, h = data.decode().rpartition(" ")
@@ -604,8 +709,8 @@ class Cluster:
                 if isinstance(cur, RemoteResource) and cur.node == node:
                     self.router.drop_proxy(cur)
                     await self._remote_closed(cur)
-            elif op == "h":
-                self.spawn(self.claim_homes())
+            elif op == "R":
+                self._room_home(node, fields[2])
             elif op == "o":
                 await self._offline_recheck(fields[2])
             elif op == "b":
@@ -655,6 +760,9 @@ class Cluster:
         await self.router.bus.fire("session/remote/closed", SessionEvent(proxy))
 
     def _drop_node(self, node: str) -> list[RemoteResource]:
+        for room, home in list(self.room_homes.items()):
+            if home == node:  # its rooms get a home again (claimed) when next used
+                del self.room_homes[room]
         gone = [r for r in self.router.proxies(node) if isinstance(r, RemoteResource)]
         for r in gone:
             self.router.drop_proxy(r)
@@ -683,7 +791,9 @@ class Cluster:
         for row in rows:
             if row["id"] in self._done:
                 continue
-            placed = await self._deliver("s", row["full_jid"], bytes(row["stanza"]), row["id"])
+            kind = "x" if "\x1d" in row["full_jid"] else "s"
+            placed = await self._deliver(kind, row["full_jid"], bytes(row["stanza"]),
+                                         row["id"])
             if placed is not False:
                 self._done.add(row["id"])
                 if placed:
@@ -708,7 +818,7 @@ class Cluster:
                     await self.router.bus.fire("presence/broadcast",
                                                StanzaEvent(el, proxy, proxy.bare))
         n += await self._place_dead(dead_seconds)
-        await self.claim_homes()
+        await self._take_over_rooms(dead_seconds)
         return n
 
     async def _place_dead(self, dead_seconds: float) -> int:
@@ -727,7 +837,10 @@ class Cluster:
                     except Exception:  # noqa: BLE001
                         placed.append(row["id"])
                         continue
-                    if not _is_message(el) or \
+                    if "\x1d" in row["full_jid"]:  # a room message its home never ran
+                        self._rerun_room_message(row["full_jid"], el)
+                        placed.append(row["id"])
+                    elif not _is_message(el) or \
                             await self.to_bare(row["full_jid"].partition("/")[0], el):
                         placed.append(row["id"])
                 await repo.delete_handoffs(conn, placed)

@@ -1,5 +1,6 @@
 """The only SQL of XMPP across nodes (`xmpp.cluster`): the session registry
-(`xmpp_sessions`), the hand-off table (`xmpp_handoff`) and NOTIFY.
+(`xmpp_sessions`), the hand-off table (`xmpp_handoff`), the rooms' home leases
+(`xmpp_room_homes`) and NOTIFY.
 
 Liveness of an owner is the `nodes` table's rule (`directory.nodes_repo.live_owner`).
 """
@@ -157,27 +158,45 @@ async def counts(conn: Conn) -> dict[str, dict[str, int]]:
     return out
 
 
-async def claim_home(conn: Conn, service: str, node_id: str, dead_seconds: float) -> str:
-    """Become the home of `service` unless a live node is; returns the home's node id."""
+async def claim_room(conn: Conn, room: str, node_id: str, dead_seconds: float) -> str:
+    """Become the home of `room` unless a live node is; returns the home's node id."""
     got = await conn.fetchval(
-        "insert into xmpp_homes(service, node_id) values ($1, $2)"
-        " on conflict (service) do update set node_id = excluded.node_id, since = case"
-        " when xmpp_homes.node_id = excluded.node_id then xmpp_homes.since else now() end"
-        " where xmpp_homes.node_id = excluded.node_id or not "
-        + live_owner("xmpp_homes.node_id", "$3") + " returning node_id",
-        service, node_id, float(dead_seconds))
+        "insert into xmpp_room_homes(room, node_id) values ($1, $2)"
+        " on conflict (room) do update set node_id = excluded.node_id, since = case"
+        " when xmpp_room_homes.node_id = excluded.node_id then xmpp_room_homes.since"
+        " else now() end where xmpp_room_homes.node_id = excluded.node_id or not "
+        + live_owner("xmpp_room_homes.node_id", "$3") + " returning node_id",
+        room, node_id, float(dead_seconds))
     if got is not None:
         return str(got)
-    return str(await conn.fetchval("select node_id from xmpp_homes where service = $1",
-                                   service))
+    return str(await conn.fetchval("select node_id from xmpp_room_homes where room = $1",
+                                   room))
 
 
-async def release_home(conn: Conn, node_id: str) -> None:
-    await conn.execute("delete from xmpp_homes where node_id = $1", node_id)
+async def room_homes(conn: Conn, dead_seconds: float) -> dict[str, str]:
+    """Room → home node, for rooms whose home is a live node (a node's mirror)."""
+    return {r["room"]: r["node_id"] for r in await conn.fetch(
+        "select room, node_id from xmpp_room_homes h where "
+        + live_owner("h.node_id", "$1"), float(dead_seconds))}
 
 
-async def homes(conn: Conn) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for r in await conn.fetch("select service, node_id from xmpp_homes order by 1"):
-        out.setdefault(r["node_id"], []).append(r["service"])
-    return out
+async def orphan_rooms(conn: Conn, dead_seconds: float) -> list[str]:
+    """Rooms whose home is not a live node and that still have occupants (taken over by
+    a survivor; a room nobody is in gets a home again when someone next uses it). Only
+    once the dead home's sessions are reaped: the new home then no longer sees them as
+    live and lets them leave the room."""
+    return [r["room"] for r in await conn.fetch(
+        "select room from xmpp_room_homes h where not " + live_owner("h.node_id", "$1")
+        + " and exists (select 1 from xmpp_muc_occupant o where o.room = h.room)"
+        " and not exists (select 1 from xmpp_sessions s where s.node_id = h.node_id)"
+        " order by room", float(dead_seconds))]
+
+
+async def release_rooms(conn: Conn, node_id: str) -> None:
+    await conn.execute("delete from xmpp_room_homes where node_id = $1", node_id)
+
+
+async def homes(conn: Conn) -> dict[str, int]:
+    """Rooms each node is home of (`cxgw nodes`)."""
+    return {r["node_id"]: int(r["n"]) for r in await conn.fetch(
+        "select node_id, count(*) n from xmpp_room_homes group by 1")}

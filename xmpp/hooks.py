@@ -9,6 +9,8 @@ value other than None wins. Points (see ``xmpp.router``):
   delivery; return True to consume it (XEP-0191 blocking).
 - ``message/routed`` ``(stanza, origin, to_bare, delivered)``: a message was delivered to
   the sessions in `delivered` (possibly none: it went offline) (XEP-0280 carbons).
+- ``muc/message`` ``(MucMessage)``: a room broadcast a groupchat message (the archive
+  queues it; every handler is called).
 """
 
 from __future__ import annotations

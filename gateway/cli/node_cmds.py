@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
 
 
 async def nodes_report(pool: Any, dead_seconds: float) -> list[dict[str, Any]]:
-    """Each node with heartbeat age, XMPP sessions, room services it is home of,
+    """Each node with heartbeat age, XMPP sessions, rooms it is home of,
     hand-offs waiting for it and queue rows it leases."""
     rows = await list_nodes(pool, dead_seconds)
     async with pool.acquire() as conn:
@@ -38,7 +38,7 @@ async def nodes_report(pool: Any, dead_seconds: float) -> list[dict[str, Any]]:
         c = counts.get(r["id"], {})
         r["sessions"] = c.get("sessions", 0)
         r["handoffs"] = c.get("handoffs", 0)
-        r["rooms"] = ",".join(homes.get(r["id"], []))
+        r["rooms"] = homes.get(r["id"], 0)
         r["queue_leases"] = leases.get(r["id"], 0)
     return rows
 

@@ -3,7 +3,8 @@
 Two `RunningServer`s in this process share one database, each with its own node identity,
 database pool and LISTEN connection; slixmpp clients log in to either. Shown: chat and
 presence both ways, a resource conflict across nodes (the new session wins, the old one
-gets `<conflict/>`), and a node that dies mid-conversation (no goodbye: its rows stay
+gets `<conflict/>`), rooms homed on either node that outlive their home's crash with
+their occupants, and a node that dies mid-conversation (no goodbye: its rows stay
 until the survivor's reaper sees its heartbeat stop): messages sent to its users in the
 meantime are delivered once when they log in again, none lost.
 """
@@ -125,8 +126,10 @@ async def test_resource_conflict_across_nodes(nodes: Nodes) -> None:
 async def crash(srv: Any) -> None:
     """The node stops like a killed process: no heartbeat, no LISTEN, no goodbye rows;
     its clients lose their TCP connections."""
+    from tests.integration.test_xmpp_muc import muc_service
     s = srv.services
     x = s.components["xmpp"]
+    muc_service(srv).writer.store = _DeadStore()  # a killed node writes nothing more
     x.cluster.router.remote = None  # nothing more reaches the database from this node
     for task in x.cluster._tasks:
         task.cancel()
@@ -186,64 +189,193 @@ async def test_node_dies_mid_conversation(nodes: Nodes, services: Any) -> None:
     assert (await li2.next_message())["body"] == "after"
 
 
-async def test_unit_room_with_members_on_both_nodes(nodes: Nodes, services: Any) -> None:
+PLAZA = f"plaza@conference.{DOMAIN}"
+
+
+class _DeadStore:
+    """What a killed node's MUC writes: nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def refuse(*_a: Any, **_k: Any) -> None:
+            raise ConnectionError("the node is dead")
+        return refuse
+
+
+async def room_archive(client: Any, room: str) -> list[str]:
+    """A MAM query to the room (XEP-0313 §4): the bodies, in archive order (results come
+    before the iq result, on whichever node the room's home is)."""
+    from xml.etree.ElementTree import fromstring
+
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+    bodies: list[str] = []
+
+    def on_message(msg: Any) -> None:
+        fwd = msg.xml.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded")
+        if fwd is not None:
+            bodies.append(fwd.findtext("{jabber:client}message/{jabber:client}body"))
+
+    client.register_handler(Callback("room-mam", MatchXPath(
+        "{jabber:client}message/{urn:xmpp:mam:2}result"), on_message))
+    try:
+        iq = client.make_iq_set(ito=room)
+        iq.append(fromstring("<query xmlns='urn:xmpp:mam:2' queryid='q'/>"))
+        await iq.send(timeout=10)
+    finally:
+        client.remove_handler("room-mam")
+    return bodies
+
+
+async def said_in(client: Any, probes: dict[str, str],
+                  want: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Groupchat bodies per room until each room's probe came (or, with `want`, until
+    each room's wanted bodies all came)."""
+    got: dict[str, list[str]] = {r: [] for r in probes}
+
+    def done(r: str) -> bool:
+        if want is not None:
+            return set(want[r]) <= set(got[r])
+        return probes[r] in got[r]
+    while not all(done(r) for r in probes):
+        msg = await client.said()
+        got.setdefault(msg["from"].bare, []).append(msg["body"])
+    return got
+
+
+async def test_rooms_homed_on_two_nodes_survive_a_home_crash(nodes: Nodes,
+                                                            services: Any) -> None:
+    """Two rooms, one homed on each node (where its first occupant joined), members on
+    both nodes; everyone sees every message once; one archive per room. The home of one
+    room is killed: its members on the survivor stay in the room (no rejoin) and get new
+    messages, the dead node's occupant leaves with unavailable presence, the archive
+    holds each message once."""
     from tests.integration.test_xmpp_muc import FIN, MucClient
-    homes = {s.services.components["xmpp"].cluster.homes.get(f"conference.{DOMAIN}")
-             for s in nodes.servers}
-    assert len(homes) == 1  # one home for the rooms, known to both nodes
-    clients = []
-    for i, (user, nick) in enumerate((("zhang.san/desk", "张三"), ("li.si/phone", "李四"))):
+    fin = str(FIN)
+    a, b = (s.services.components["xmpp"].cluster for s in nodes.servers)
+    a_id, b_id = a.node_id, b.node_id
+
+    async def client(i: int, user: str) -> Any:
         c = MucClient(f"{user.partition('/')[0]}@{DOMAIN}/{user.partition('/')[2]}")
         nodes.clients.append(c)
-        await c.login(nodes.servers[i].ports["xmpp"])
-        await c.muc.join_muc_wait(FIN, nick, maxstanzas=0, timeout=10)
-        clients.append(c)
-    zhang, li = clients
-    home = homes.pop()
-    far = next(s for s in nodes.servers if s.services.node.id != home)
-    before = far.services.components["xmpp"].cluster.handed
-    zhang.send_message(mto=FIN, mbody="from A", mtype="groupchat")
-    li.send_message(mto=FIN, mbody="from B", mtype="groupchat")
-    for c in clients:  # everyone sees every message once, in the room's order
-        got = sorted([(await c.said())["body"], (await c.said())["body"]])
-        assert got == ["from A", "from B"]
-    # a probe behind them: nothing else (no duplicate) arrived before it
-    zhang.send_message(mto=FIN, mbody="last", mtype="groupchat")
-    for c in clients:
-        assert (await c.said())["body"] == "last"
-    # one history: the room's archive holds each message once
+        return await c.login(nodes.servers[i].ports["xmpp"])
+    zhang = await client(0, "zhang.san/desk")
+    wang = await client(0, "wang.wu/pc")
+    li = await client(1, "li.si/phone")
+    # the finance room: first joined on A, so A is its home; li.si joins from B
+    await zhang.muc.join_muc_wait(FIN, "张三", maxstanzas=0, timeout=10)
+    assert a.room_homes[fin] == a_id
+    await until(lambda: b.room_homes.get(fin) == a_id, "node B learns the room's home")
+    await li.muc.join_muc_wait(FIN, "李四", maxstanzas=0, timeout=10)
+    # a room created on B (instant, temporary): B is its home; two members join from A
+    await li.muc.join_muc_wait(PLAZA, "李四", maxstanzas=0, timeout=10)
+    form = li.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/muc#roomconfig")
+    await li.muc.set_room_config(PLAZA, form)
+    assert b.room_homes[PLAZA] == b_id
+    await until(lambda: a.room_homes.get(PLAZA) == b_id, "node A learns the room's home")
+    await zhang.muc.join_muc_wait(PLAZA, "张三", maxstanzas=0, timeout=10)
+    await wang.muc.join_muc_wait(PLAZA, "王五", maxstanzas=0, timeout=10)
+
+    async def occupants() -> set[tuple[str, str, str, str]]:
+        async with services.db.pool.acquire() as conn:
+            return {(r["room"], r["full_jid"], r["nick"], r["node_id"]) for r in
+                    await conn.fetch("select * from xmpp_muc_occupant")}
+    want = {(fin, f"zhang.san@{DOMAIN}/desk", "张三", a_id),
+            (fin, f"li.si@{DOMAIN}/phone", "李四", b_id),
+            (PLAZA, f"li.si@{DOMAIN}/phone", "李四", b_id),
+            (PLAZA, f"zhang.san@{DOMAIN}/desk", "张三", a_id),
+            (PLAZA, f"wang.wu@{DOMAIN}/pc", "王五", a_id)}
     loop = asyncio.get_running_loop()
     end = loop.time() + 10
-    while True:
-        async with services.db.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "select stanza from xmpp_mam where owner = $1", str(FIN))
-        bodies = sorted(b for b in ("from A", "from B", "last")
-                        for r in rows if f">{b}<" in r["stanza"])
-        if len(bodies) >= 3 or loop.time() > end:
-            break
+    while (got := await occupants()) != want:  # written behind by each room's home
+        assert loop.time() < end, f"occupancy in PostgreSQL: {got}"
         await asyncio.sleep(0.05)
-    assert bodies == ["from A", "from B", "last"]
-    # the node without the rooms forwarded its occupant's stanzas to their home
-    assert far.services.components["xmpp"].cluster.handed > before
+
+    # every member says something in every room it is in; once everyone has them all,
+    # one probe per room: nothing may come before it (no copy of an earlier message)
+    said = [(zhang, fin, "f zhang"), (li, fin, "f li"), (li, PLAZA, "p li"),
+            (zhang, PLAZA, "p zhang"), (wang, PLAZA, "p wang")]
+    for c, room, body in said:
+        c.send_message(mto=room, mbody=body, mtype="groupchat")
+    fin_said = ["f zhang", "f li"]
+    plaza_said = ["p li", "p zhang", "p wang"]
+    members = {zhang: (fin, PLAZA), li: (fin, PLAZA), wang: (PLAZA,)}
+    for c, rooms in members.items():
+        got = await said_in(c, {r: "" for r in rooms}, {fin: fin_said, PLAZA: plaza_said})
+        assert {r: sorted(v) for r, v in got.items()} == \
+            {r: sorted(fin_said if r == fin else plaza_said) for r in rooms}
+    zhang.send_message(mto=fin, mbody="f end", mtype="groupchat")
+    wang.send_message(mto=PLAZA, mbody="p end", mtype="groupchat")
+    for c, rooms in members.items():
+        got = await said_in(c, {r: "f end" if r == fin else "p end" for r in rooms})
+        assert got == {r: ["f end" if r == fin else "p end"] for r in rooms}
+    fin_said.append("f end")
+    plaza_said.append("p end")
+    # one archive per room, each message once: the finance room's read from B (the
+    # query goes to its home, A), the plaza's from A (its home is B)
+    end = loop.time() + 10
+    while sorted(await room_archive(li, fin)) != sorted(fin_said):
+        assert loop.time() < end, "the finance archive never held its messages"
+        await asyncio.sleep(0.1)
+    while sorted(plaza := await room_archive(zhang, PLAZA)) != sorted(plaza_said):
+        assert loop.time() < end, f"the plaza archive holds {plaza}"
+        await asyncio.sleep(0.1)
+
+    # B, the plaza's home, is killed
+    await crash(nodes.servers[1])
+    # said before node A knows that B is dead: handed to B (a row B never deletes), so
+    # A's reaper runs it in the room once A took the room over
+    wang.send_message(mto=PLAZA, mbody="p during", mtype="groupchat")
+    await until(lambda: a.room_homes.get(PLAZA) == a_id, "node A took the plaza over")
+    # the dead node's occupant leaves both rooms with unavailable presence
+    for c in (zhang, wang):
+        left: set[str] = set()
+        rooms = {fin, PLAZA} if c is zhang else {PLAZA}
+        while left != rooms:
+            pres = await asyncio.wait_for(c.room_presences.get(), 10)
+            if pres["type"] == "unavailable":
+                assert pres["from"].resource == "李四", pres
+                left.add(pres["from"].bare)
+    # zhang and wang stay in the plaza without rejoining: new messages reach them
+    zhang.send_message(mto=PLAZA, mbody="p after", mtype="groupchat")
+    wang.send_message(mto=PLAZA, mbody="p after 2", mtype="groupchat")
+    for c in (zhang, wang):
+        assert (await said_in(c, {PLAZA: "p after 2"}))[PLAZA] == \
+            ["p during", "p after", "p after 2"]
+    zhang.send_message(mto=fin, mbody="f after", mtype="groupchat")
+    assert (await said_in(zhang, {fin: "f after"}))[fin] == ["f after"]
+    end = loop.time() + 10
+    while (got := await occupants()) != {w for w in want if w[3] == a_id}:
+        assert loop.time() < end, f"occupancy after the crash: {got}"
+        await asyncio.sleep(0.05)
+    # the plaza's archive: B's messages and A's, each once
+    plaza_said += ["p during", "p after", "p after 2"]
+    while sorted(plaza := await room_archive(wang, PLAZA)) != sorted(plaza_said):
+        assert loop.time() < end, f"the plaza archive holds {plaza}"
+        await asyncio.sleep(0.1)
 
 
 async def test_room_home_taken_over(nodes: Nodes) -> None:
     from tests.integration.test_xmpp_muc import FIN, MucClient, muc_service
-    domain = f"conference.{DOMAIN}"
+    fin = str(FIN)
     a, b = (s.services.components["xmpp"].cluster for s in nodes.servers)
-    assert a.homes[domain] == nodes.servers[0].services.node.id  # the first node started
     zhang = MucClient(f"zhang.san@{DOMAIN}/desk")
     nodes.clients.append(zhang)
     await zhang.login(nodes.servers[0].ports["xmpp"])
     await zhang.muc.join_muc_wait(FIN, "张三", maxstanzas=0, timeout=10)
+    assert a.room_homes[fin] == nodes.servers[0].services.node.id  # its first occupant's
     zhang.send_message(mto=FIN, mbody="said before the crash", mtype="groupchat")
     assert (await zhang.said())["body"] == "said before the crash"
     writer = muc_service(nodes.servers[0]).writer
     await until(lambda: writer.task is None and not writer.jobs, "history written")
     await crash(nodes.servers[0])
     b_id = nodes.servers[1].services.node.id
-    await until(lambda: b.homes.get(domain) == b_id, "node B took the rooms over")
+    # the room still has an occupant in PostgreSQL (zhang's dead session): B takes it
+    # over, and zhang leaves it
+    await until(lambda: b.room_homes.get(fin) == b_id, "node B took the room over")
+    room = muc_service(nodes.servers[1]).rooms[fin]
+    assert room.occupants == {}
     li = MucClient(f"li.si@{DOMAIN}/phone")
     nodes.clients.append(li)
     await li.login(nodes.servers[1].ports["xmpp"])
@@ -256,13 +388,16 @@ async def test_room_home_taken_over(nodes: Nodes) -> None:
     assert seen in (["the room lives on"], ["said before the crash", "the room lives on"])
 
 
-
 async def test_cxgw_nodes_shows_sessions_and_room_homes(nodes: Nodes, cfg: Any, capsys: Any,
                                                        monkeypatch: Any) -> None:
     import json
 
     from tests.integration.test_mail_cli import cli
-    await nodes.connect(1, "li.si/phone")
+    from tests.integration.test_xmpp_muc import FIN, MucClient
+    li = MucClient(f"li.si@{DOMAIN}/phone")
+    nodes.clients.append(li)
+    await li.login(nodes.servers[1].ports["xmpp"])
+    await li.muc.join_muc_wait(FIN, "李四", maxstanzas=0, timeout=10)  # B: the room's home
     await until(lambda: remote(nodes.router(0), f"li.si@{DOMAIN}/phone") is not None,
                 "node A sees li.si")
     code, out, err = await cli(capsys, monkeypatch, cfg, "nodes", "--json")
@@ -271,7 +406,7 @@ async def test_cxgw_nodes_shows_sessions_and_room_homes(nodes: Nodes, cfg: Any, 
     a, b = (s.services.node.id for s in nodes.servers)
     assert rows[a]["alive"] and rows[b]["alive"]
     assert (rows[a]["sessions"], rows[b]["sessions"]) == (0, 1)
-    assert rows[a]["rooms"] == f"conference.{DOMAIN}" and rows[b]["rooms"] == ""
+    assert (rows[a]["rooms"], rows[b]["rooms"]) == (0, 1)
     assert rows[a]["queue_leases"] == 0 and rows[b]["handoffs"] == 0
 
 

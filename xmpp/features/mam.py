@@ -15,11 +15,12 @@ delivery, XEP-0198 resends, carbons) are not archived again, and a repeated writ
 no-op. Purging one user's archive hides their side of shared rows only (per-side
 ``owner_shown`` / ``peer_shown``); a row in nobody's view is deleted.
 
-Rooms: the MUC module fires ``muc/message`` for each groupchat broadcast (room JID,
-stanza, stable id); the row goes to the room's archive (``owner`` = room). Queries sent
-to a room JID are taken off the component route here and answered when
-``muc/archive/allowed`` (``StanzaEvent(iq, origin, room)``) says the requester may read
-the room's history; nobody answering means ``forbidden``.
+Rooms: the MUC module calls the ``muc/message`` sync hook for each groupchat broadcast
+(room JID, stanza, stable id) on the room's home node; the row goes to the room's archive
+(``owner`` = room): one archive however many nodes the occupants are on. Queries sent to
+a room JID reach the room (on its home) and come here as the ``muc/room/iq`` bus event;
+they are answered when ``muc/archive/allowed`` (``StanzaEvent(iq, origin, room)``) says
+the requester may read the room's history; nobody answering means ``forbidden``.
 
 Preferences (XEP-0313 §7): default always | never | roster, plus always/never lists,
 kept in memory (they are consulted on the routing hot path) and in PostgreSQL.
@@ -403,10 +404,6 @@ class Mam:
 
     async def start(self) -> None:
         self.prefs = await self.store.all_prefs()
-        # Room queries arrive on the MUC component's route: take MAM queries off it.
-        router = self.host.router
-        for domain, handler in list(router.components.items()):
-            router.components[domain] = self._room_route(handler)
 
     async def stop(self) -> None:
         try:
@@ -453,7 +450,8 @@ class Mam:
         self._kick()
         return None
 
-    async def on_room_message(self, ev: Any) -> None:
+    def on_room_message(self, ev: Any) -> None:
+        """``muc/message`` (a sync hook: queued in memory here, written by ``_write``)."""
         room = _attr(ev, "room", "room_jid", "jid")
         stanza = _attr(ev, "stanza", "message")
         id_ = _attr(ev, "id", "stanza_id")
@@ -569,17 +567,12 @@ class Mam:
                               rows[-1].stanza_id if rows else None, total))
         return iq_result(iq, fin)
 
-    def _room_route(self, handler: Any) -> Any:
-        def route(stanza: Element, origin: Resource) -> None:
-            child = stanza[0] if stanza.tag == ns.IQ and len(stanza) else None
-            if child is not None and child.tag == QUERY and stanza.get("type") in ("get", "set"):
-                origin.run(lambda: self._room_query(stanza, origin))
-                return
-            handler(stanza, origin)
-        return route
-
-    async def _room_query(self, iq: Element, origin: Resource) -> None:
-        room = iq.get("to", "").partition("/")[0]
+    async def on_room_iq(self, ev: Any) -> Element | None:
+        """``muc/room/iq``: a MAM query to a room (XEP-0313 §4 on a MUC archive)."""
+        iq, origin, room = ev.stanza, ev.origin, ev.room
+        child = iq[0] if len(iq) else None
+        if child is None or child.tag != QUERY:
+            return None
         try:
             if iq.get("type") == "get":
                 q = Element(QUERY)
@@ -593,7 +586,7 @@ class Mam:
                 reply = await self._answer(iq, origin, room)
         except StanzaError as exc:
             reply = error_reply(iq, exc)
-        origin.deliver(reply)
+        return reply
 
     # -- preferences (XEP-0313 §7) -----------------------------------------------------------
 
@@ -649,7 +642,8 @@ def register(host: Host) -> Mam:
     host.changes.on("mam-prefs", m.heard_prefs, m.reload_prefs)
     host.hooks.on("stanza/inbound", m.on_inbound, priority=-100)  # after blocking
     host.hooks.on("message/routed", m.on_routed, priority=-100)
-    host.bus.on("muc/message", m.on_room_message)
+    host.hooks.on("muc/message", m.on_room_message)
+    host.bus.on("muc/room/iq", m.on_room_iq)
     host.bus.on("muc/room/purged", m.on_room_purged)
     host.bus.on(f"iq/self/set/{QUERY}", m.query)
     host.bus.on(f"iq/self/get/{QUERY}", m.query_form)
@@ -668,6 +662,6 @@ def register(host: Host) -> Mam:
     host.bus.on(f"iq/host/set/{QUERY}", m.query)
     host.bus.on(f"iq/host/get/{QUERY}", m.query_form)
     # XEP-0313 §7 / XEP-0045: every room keeps an archive (``muc/message``) and answers
-    # queries (``_room_route``): rooms advertise it, where poezio looks before fetching.
+    # queries (``muc/room/iq``): rooms advertise it, where poezio looks before fetching.
     host.hooks.on("muc/room/features", lambda room: (NS, NS_EXTENDED))
     return m

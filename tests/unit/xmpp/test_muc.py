@@ -167,7 +167,7 @@ async def test_groupchat_fanout_stanza_id_and_history() -> None:
     await join(w, li, FIN, "李四")
     take(z)
     fired: list[object] = []
-    w.bus.on("muc/message", fired.append)
+    w.hooks.on("muc/message", fired.append)
     for n in range(3):
         await w.send(z, f"<message to='{FIN}' type='groupchat' id='m{n}'><body>hi {n}</body>"
                         f"<stanza-id xmlns='urn:xmpp:sid:0' by='{FIN}' id='forged'/></message>")
@@ -492,3 +492,51 @@ async def test_nicks_are_prepared_with_the_precis_nickname_profile() -> None:
     assert me.get("from") == f"{FIN}/Zhang San" and 210 in codes(me)  # §7.2.11: nick changed
     out = await join(w, await w.login("li.si"), FIN, "li\u200dsi")  # zero width joiner
     assert error_of(out[0]) == "jid-malformed"
+
+
+# -- occupancy in the store, a new home keeps live occupants (issue 14) ------------------------
+
+class FakeCluster:
+    """The router's PostgreSQL side as the MUC sees it: this node's id, the room homes."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.room_homes: dict[str, str] = {}
+
+    def bound(self, _s: object) -> None: ...
+    def unbound(self, _s: object) -> None: ...
+    def changed(self, _s: object) -> None: ...
+    def registered(self, _s: object) -> None: ...
+    def stored_offline(self, _b: str) -> None: ...
+
+
+async def test_occupancy_is_stored_and_a_new_home_keeps_live_occupants() -> None:
+    w = await world()
+    w.router.remote = FakeCluster("node-a")  # type: ignore[assignment]
+    m = svc(w)
+    z, li = await w.login("zhang.san"), await w.login("li.si")
+    await join(w, z, FIN, "张三")
+    await join(w, li, FIN, "李四")
+    await m.writer.flush()
+    store = m.store
+    rows = {(o.full, o.nick, o.role, o.node) for o in await store.occupants(FIN)}
+    assert rows == {(f"{Z}/r", "张三", "moderator", "node-a"),
+                    (f"{L}/r", "李四", "participant", "node-a")}
+    # this node loses the room and gets it back; li.si's row names a node that is gone
+    await m.on_room_lost(FIN)
+    assert m.rooms[FIN].occupants == {}
+    gone = next(o for o in await store.occupants(FIN) if o.full == f"{L}/r")
+    await store.write_occupants([dataclasses.replace(gone, node="node-b")], [])
+    take(z)
+    await m.on_room_home(FIN)
+    left = [el for el in take(z) if el.get("type") == "unavailable"]
+    assert [el.get("from") for el in left] == [f"{FIN}/李四"]  # told once, as li.si left
+    assert set(m.rooms[FIN].occupants) == {"张三"}
+    await say(w, z, FIN, "still here")  # no rejoin: zhang.san is in the room
+    assert bodies(take(z)) == ["still here"]
+    await m.writer.flush()
+    assert [o.full for o in await store.occupants(FIN)] == [f"{Z}/r"]
+    # leaving removes the row
+    await w.send(z, f"<presence to='{FIN}/张三' type='unavailable'/>")
+    await m.writer.flush()
+    assert await store.occupants(FIN) == []

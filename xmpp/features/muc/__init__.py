@@ -4,12 +4,15 @@ rules: presence, messages, roles, affiliations, history, invitations, voice requ
 ``admin`` (muc#admin, muc#owner, room disco), ``service`` (the component: dispatch,
 fan-out, unit rooms from the directory, write-behind persistence), ``repo`` (SQL).
 
-Extension points: fires ``muc/message`` (``service.MucMessage``) on the bus for every
-groupchat message a room broadcasts; lists itself through the ``disco/host/items`` hook;
+Extension points: calls the ``muc/message`` sync hook (``service.MucMessage``) for every
+groupchat message a room broadcasts; fires ``muc/room/iq`` (``service.RoomIq``) on the bus
+for an iq to a room it does not serve (MAM queries); lists itself through the
+``disco/host/items`` hook;
 fires ``muc/room/purged`` (the room JID) when an ad-hoc room holding a unit's address is
 closed for the unit's room (the archive forgets it).
-Listens to ``session/closed``, ``session/remote/closed`` (xmpp.cluster), ``cluster/home``
-(this node took the rooms over: reload from PostgreSQL) and unavailable ``presence/broadcast`` (occupants leave)
+Listens to ``session/closed``, ``session/remote/closed`` (xmpp.cluster),
+``cluster/room/home`` (this node became a room's home: the room and its occupants come
+from PostgreSQL), ``cluster/room/lost``, unavailable ``presence/broadcast`` (occupants leave)
 and to directory changes (unit rooms).
 """
 
@@ -24,7 +27,8 @@ def register(host: Host) -> MucService:
     host.router.components[svc.domain] = svc.handle
     host.bus.on("session/closed", svc.on_closed, priority=10)
     host.bus.on("session/remote/closed", svc.on_closed)  # a session on another node (issue 14)
-    host.bus.on("cluster/home", svc.on_home)  # this node became the rooms' home
+    host.bus.on("cluster/room/home", svc.on_room_home)  # this node became a room's home
+    host.bus.on("cluster/room/lost", svc.on_room_lost)  # another node took a room over
     host.bus.on("presence/broadcast", svc.on_broadcast, priority=10)
     host.directory.listeners.append(svc.on_directory)
     host.on_start(svc.start)

@@ -1,5 +1,8 @@
 """MUC persistence (the package's only SQL): rooms with config and subject, affiliations,
-recent history. Read once at start; written behind the hot path (``writer``)."""
+recent history, and occupancy (issue 14: each occupant session of a room with its nick,
+role, node and last presence, so a room's new home keeps its occupants). Rooms are read
+at start and by a node that becomes a room's home; everything is written behind the hot
+path (``writer``)."""
 
 from __future__ import annotations
 
@@ -35,11 +38,25 @@ class HistoryRow:
     keep: int  # the room's history length: older rows are trimmed
 
 
+@dataclass(frozen=True)
+class OccupantRow:
+    room: str
+    full: str
+    nick: str
+    role: str
+    node: str      # the node holding the session
+    presence: str  # its last presence to the room (XML)
+
+
 class MucStoreLike(Protocol):
     async def load(self, history: int) -> list[RoomRow]: ...
+    async def load_room(self, jid: str, history: int) -> RoomRow | None: ...
     async def save_room(self, row: RoomRow) -> None: ...
     async def delete_room(self, jid: str) -> None: ...
     async def add_history(self, rows: list[HistoryRow]) -> None: ...
+    async def occupants(self, room: str) -> list[OccupantRow]: ...
+    async def write_occupants(self, put: list[OccupantRow],
+                              gone: list[tuple[str, str]]) -> None: ...
 
 
 class MucStore:
@@ -47,17 +64,31 @@ class MucStore:
         self.pool = pool
 
     async def load(self, history: int) -> list[RoomRow]:
+        return await self._load(history, None)
+
+    async def load_room(self, jid: str, history: int) -> RoomRow | None:
+        """One room as stored now (a node that becomes its home reads it)."""
+        rows = await self._load(history, jid)
+        return rows[0] if rows else None
+
+    async def _load(self, history: int, jid: str | None) -> list[RoomRow]:
+        """Every room (`jid` None) or one room, with affiliations and recent history."""
+        room_where = "" if jid is None else " where jid = $1"
+        where = "" if jid is None else " where room = $1"
+        hist_where = "" if jid is None else " where room = $2"
+        one: list[Any] = [] if jid is None else [jid]
         async with self.pool.acquire() as conn:
             rooms = {r["jid"]: RoomRow(r["jid"], r["unit"], json.loads(r["config"]),
                                        r["subject"], r["subject_nick"])
-                     for r in await conn.fetch("select * from xmpp_muc_room")}
-            for r in await conn.fetch("select * from xmpp_muc_affiliation"):
+                     for r in await conn.fetch("select * from xmpp_muc_room" + room_where,
+                                               *one)}
+            for r in await conn.fetch("select * from xmpp_muc_affiliation" + where, *one):
                 if r["room"] in rooms:
                     rooms[r["room"]].affiliations[r["jid"]] = (r["affiliation"], r["managed"])
             for r in await conn.fetch(
-                    """select * from (select h.*, row_number() over
-                         (partition by room order by id desc) as n from xmpp_muc_history h) t
-                       where n <= $1 order by id""", history):
+                    "select * from (select h.*, row_number() over (partition by room"
+                    " order by id desc) as n from xmpp_muc_history h" + hist_where
+                    + ") t where n <= $1 order by id", history, *one):
                 if r["room"] in rooms:
                     rooms[r["room"]].history.append(
                         (r["stanza_id"], r["nick"], r["sender"], r["stanza"],
@@ -80,8 +111,37 @@ class MucStore:
                 [(row.jid, j, a, m) for j, (a, m) in row.affiliations.items()])
 
     async def delete_room(self, jid: str) -> None:
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("delete from xmpp_muc_room where jid = $1", jid)
+            await conn.execute("delete from xmpp_muc_occupant where room = $1", jid)
+
+    async def occupants(self, room: str) -> list[OccupantRow]:
+        async with self.pool.acquire() as conn:
+            return [OccupantRow(r["room"], r["full_jid"], r["nick"], r["role"], r["node_id"],
+                                r["presence"]) for r in await conn.fetch(
+                "select * from xmpp_muc_occupant where room = $1 order by nick, full_jid",
+                room)]
+
+    async def write_occupants(self, put: list[OccupantRow],
+                              gone: list[tuple[str, str]]) -> None:
+        """One batch of occupancy changes (many rooms): rows to write, (room, full JID)
+        pairs that left."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if gone:
+                await conn.execute(
+                    """delete from xmpp_muc_occupant o using unnest($1::text[], $2::text[])
+                       as g(room, full_jid) where o.room = g.room and o.full_jid = g.full_jid""",
+                    [g[0] for g in gone], [g[1] for g in gone])
+            if put:
+                await conn.execute(
+                    """insert into xmpp_muc_occupant(room, full_jid, nick, role, node_id,
+                       presence) select * from unnest($1::text[], $2::text[], $3::text[],
+                       $4::text[], $5::text[], $6::text[])
+                       on conflict (room, full_jid) do update set nick = excluded.nick,
+                       role = excluded.role, node_id = excluded.node_id,
+                       presence = excluded.presence""",
+                    [p.room for p in put], [p.full for p in put], [p.nick for p in put],
+                    [p.role for p in put], [p.node for p in put], [p.presence for p in put])
 
     async def add_history(self, rows: list[HistoryRow]) -> None:
         """One batch of messages (many rooms), then each room trimmed to its length."""
@@ -100,4 +160,3 @@ class MucStore:
                    (select id from xmpp_muc_history where room = $1
                     order by id desc offset $2 limit 1), 0)""",
                 list(keep.items()))
-

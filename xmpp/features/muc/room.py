@@ -109,6 +109,9 @@ class Room:
         self.subject_nick = ""
         self.changed = False
         self.destroyed = False
+        # Occupant sessions whose occupancy (presence, nick, role) changed or that left:
+        # the service writes them to PostgreSQL (the next home reads them, issue 14).
+        self.touched: set[str] = set()
 
     # -- small queries --------------------------------------------------------------------
 
@@ -221,6 +224,7 @@ class Room:
                 self._change_nick(stanza, occ, full, nick)
             else:
                 occ.sessions[full] = stanza
+                self.touched.add(full)
                 self._broadcast_presence(occ)
         except StanzaError as exc:
             self._error(stanza, exc)
@@ -265,6 +269,7 @@ class Room:
             codes.append(201)
         if clean != nick:
             codes.append(210)
+        self.touched.add(full)
         if taken is not None:  # another session of the same occupant (multi-session)
             taken.sessions[full] = stanza
             self.by_full[full] = taken
@@ -329,6 +334,7 @@ class Room:
         self.out.broadcast(el, to)
 
     def _leave(self, occ: Occupant, full: str, status: str | None) -> None:
+        self.touched.add(full)
         occ.sessions.pop(full, None)
         self.by_full.pop(full, None)
         if occ.sessions:  # other sessions stay: only this one hears it left
@@ -344,6 +350,8 @@ class Room:
     def _change_nick(self, stanza: Element, occ: Occupant, full: str, nick: str) -> None:
         """XEP-0045 §7.6: unavailable with 303 from the old nick, then the new one."""
         clean = _prepare(nick)
+        self.touched.update(occ.sessions)
+        self.touched.add(full)
         if clean == occ.nick:  # the same nick once prepared: nothing changes
             occ.sessions[full] = stanza
             self._broadcast_presence(occ)
@@ -360,6 +368,18 @@ class Room:
         self.occupants[clean] = occ
         self._broadcast_presence(occ, self_codes=[210] if clean != nick else [])
 
+    def restore(self, full: str, nick: str, role: str, presence: Element) -> None:
+        """An occupant session read back from PostgreSQL by a new home (issue 14): it
+        is in the room as it was, nobody is told (nothing changed for them)."""
+        bare = full.partition("/")[0]
+        occ = self.occupants.get(nick)
+        if occ is None:
+            occ = self.occupants[nick] = Occupant(nick, bare, role)
+        elif occ.bare != bare:
+            return  # cannot happen with rows one home wrote; refuse a mixed occupant
+        occ.sessions[full] = presence
+        self.by_full[full] = occ
+
     def session_gone(self, full: str) -> None:
         """The session ended without telling the room (RFC 6121 §4.5.2 on its behalf)."""
         occ = self.by_full.get(full)
@@ -370,6 +390,7 @@ class Room:
                reason: str | None = None, destroy: Element | None = None) -> None:
         """Kick, ban, or removal by affiliation change / shutdown (XEP-0045 §8.2, §9.1)."""
         fulls = list(occ.sessions)
+        self.touched.update(fulls)
         kw = dict(actor=actor, reason=reason, destroy=destroy)
         self.occupants.pop(occ.nick, None)
         for f in fulls:
@@ -463,6 +484,7 @@ class Room:
                 self.remove(occ, [321], actor, reason)  # §9.4 membership revoked
             else:
                 occ.role = self.default_role(new)
+                self.touched.update(occ.sessions)
                 self._broadcast_presence(occ, actor=actor, reason=reason)
 
     def set_role(self, occ: Occupant, role: str, actor: str | None = None,
@@ -472,6 +494,7 @@ class Room:
             return
         if role != occ.role:
             occ.role = role
+            self.touched.update(occ.sessions)
             self._broadcast_presence(occ, actor=actor, reason=reason)
 
     def apply_config(self, new: RoomConfig) -> None:

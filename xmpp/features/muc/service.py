@@ -5,8 +5,16 @@ sync with the directory, and write-behind persistence.
 The hot path (a groupchat message) is a dict lookup, one serialisation and one buffered
 write per occupant session; nothing waits for the database. Durable changes (room
 config, affiliations, subject, recent history) are queued to ``Writer``, one task that
-batches them. Every broadcast groupchat message fires ``muc/message`` on the bus with a
-``MucMessage`` (the archive listens there).
+batches them. Every broadcast groupchat message calls the ``muc/message`` sync hook with a
+``MucMessage`` (the archive listens there); an iq to a room that the MUC itself does not
+serve fires ``muc/room/iq`` on the bus (``RoomIq``: the archive answers MAM queries).
+
+Across nodes (issue 14, ``xmpp.cluster``) a room runs on its home node only. Occupancy is
+written behind to ``xmpp_muc_occupant`` (each occupant session: nick, role, node, last
+presence); a node that becomes a room's home (``cluster/room/home``) reloads the room and
+its occupants from PostgreSQL, keeps those whose sessions still live (local, or a proxy
+on their node) and lets the others leave with unavailable presence. Rooms homed on
+another node are not written from here (their home's state is newer).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ...router import Resource, SessionEvent, StanzaEvent
 from ...stanzas import iq_result
 from . import admin, forms
 from .config import MAX_HISTORY, MUC, RoomConfig
-from .repo import HistoryRow, MucStoreLike, RoomRow
+from .repo import HistoryRow, MucStoreLike, OccupantRow, RoomRow
 from .room import REQUEST, USER, HistoryItem, Room
 
 log = logging.getLogger("cxgw.xmpp.muc")
@@ -57,6 +65,17 @@ class MucMessage:
     stanza: Element
     stamp: float       # epoch seconds
     archive: bool      # room config muc#roomconfig_enablelogging
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RoomIq:
+    """Payload of ``muc/room/iq``: an iq to a room the MUC does not serve itself. A
+    handler that serves it returns the reply (an iq result or error); the requester is
+    an occupant or not as the room says (``muc/archive/allowed``)."""
+
+    room: str          # room bare JID
+    stanza: Element
+    origin: Resource
 
 
 def unit_config(name: str) -> RoomConfig:
@@ -119,6 +138,11 @@ class Writer:
                         while self.jobs and self.jobs[0][0] == "history" and len(batch) < 1000:
                             batch.append(self.jobs.popleft()[1])
                         await self.store.add_history(batch)
+                    elif kind == "occupants":
+                        batch = [arg]
+                        while self.jobs and self.jobs[0][0] == "occupants":
+                            batch.append(self.jobs.popleft()[1])
+                        await self.store.write_occupants(*_last_word(batch))
                     elif kind == "save":
                         await self.store.save_room(arg)
                     elif kind == "delete":
@@ -166,36 +190,108 @@ class MucService:
         return True
     async def start(self) -> None:
         for row in await self.store.load(MAX_HISTORY):
-            room = Room(row.jid, RoomConfig.from_dict(row.config), self.out, unit=row.unit)
-            for jid, (aff, managed) in row.affiliations.items():
-                room.affiliations[jid] = aff
-                if managed:
-                    room.managed.add(jid)
-            room.subject, room.subject_nick = row.subject, row.subject_nick
-            for sid, nick, sender, xml, stamp in row.history:
-                try:
-                    el = fromstring(f'<w xmlns="{ns.CLIENT}">{xml}</w>')[0]
-                except Exception:
-                    continue
-                room.history.append(HistoryItem(sid, nick, sender, stamp, el, True))
-            self.rooms[room.jid] = room
-            self.persisted.add(room.jid)
+            if row.config.get("persistent", False) or row.unit is not None:
+                self._from_row(row)  # temporary rooms: read by their home when used
         self.sync(self.host.directory.snapshot)
+
+    def _from_row(self, row: RoomRow) -> Room:
+        room = Room(row.jid, RoomConfig.from_dict(row.config), self.out, unit=row.unit)
+        for jid, (aff, managed) in row.affiliations.items():
+            room.affiliations[jid] = aff
+            if managed:
+                room.managed.add(jid)
+        room.subject, room.subject_nick = row.subject, row.subject_nick
+        for sid, nick, sender, xml, stamp in row.history:
+            try:
+                el = fromstring(f'<w xmlns="{ns.CLIENT}">{xml}</w>')[0]
+            except Exception:
+                continue
+            room.history.append(HistoryItem(sid, nick, sender, stamp, el, True))
+        old = self.rooms.get(room.jid)
+        if old is not None:  # read again (a new home): the same object, as stored now
+            vars(old).update(vars(room))
+            room = old
+        self.rooms[room.jid] = room
+        self.persisted.add(room.jid)
+        return room
 
     async def stop(self) -> None:
         await self.writer.flush()
 
-    async def on_home(self, domain: str) -> None:
-        """This node became the rooms' home (the previous one died, issue 14): rooms come
-        back from PostgreSQL; occupants rejoin (their sessions were on the old home's
-        books)."""
-        if domain != self.domain:
+    @property
+    def node_id(self) -> str:
+        return str(getattr(self.host.router.remote, "node_id", ""))
+
+    def _elsewhere(self, jid: str) -> bool:
+        """Is the room homed on another node (its state there is newer than ours)?"""
+        homes = getattr(self.host.router.remote, "room_homes", None)
+        home = homes.get(jid) if homes else None
+        return home is not None and home != self.node_id
+
+    async def on_room_home(self, jid: str) -> None:
+        """This node became the home of room `jid` (issue 14): the room as stored and its
+        occupants come from PostgreSQL. Occupant sessions that still live (here, or on
+        the node the row names) stay in the room without rejoining; the others leave with
+        unavailable presence to the rest (RFC 6121 §4.5.2 on their behalf)."""
+        if jid.partition("@")[2] != self.domain:
             return
         await self.writer.flush()
-        self.rooms.clear()
-        self.persisted.clear()
-        self.joined.clear()
-        await self.start()
+        row = await self.store.load_room(jid, MAX_HISTORY)
+        old = self.rooms.get(jid)
+        if old is not None:
+            for full in old.by_full:
+                self._untrack(jid, full)
+        if row is not None:
+            room = self._from_row(row)
+        elif old is not None:  # not stored yet (a unit room the directory just made)
+            room = old
+            room.occupants.clear()
+            room.by_full.clear()
+        else:
+            return  # a new room: created by its first join
+        room.touched.clear()
+        gone = []
+        for occ in await self.store.occupants(jid):
+            try:
+                presence = fromstring(f'<w xmlns="{ns.CLIENT}">{occ.presence}</w>')[0]
+            except Exception:  # noqa: BLE001 - written by us: a broken row is a gone occupant
+                presence = Element(ns.PRESENCE)
+            room.restore(occ.full, occ.nick, occ.role, presence)
+            self.joined.setdefault(occ.full, set()).add(jid)
+            if self._node_of(occ.full) != occ.node:
+                gone.append(occ.full)
+        for full in gone:  # their sessions died with their node (or ended meanwhile)
+            self._untrack(jid, full)
+            room.session_gone(full)
+        if gone:
+            log.info("room %s: %d occupant sessions gone with their node", jid, len(gone))
+        self._after(room)
+
+    async def on_room_lost(self, jid: str) -> None:
+        """Another node took room `jid` over (this one was thought dead): its occupancy
+        is the new home's business now."""
+        room = self.rooms.get(jid)
+        if room is None:
+            return
+        for full in room.by_full:
+            self._untrack(jid, full)
+        room.occupants.clear()
+        room.by_full.clear()
+        room.touched.clear()
+
+    def _untrack(self, jid: str, full: str) -> None:
+        rooms = self.joined.get(full)
+        if rooms is not None:
+            rooms.discard(jid)
+            if not rooms:
+                del self.joined[full]
+
+    def _node_of(self, full: str) -> str | None:
+        """The node of a live session (None: no such session)."""
+        s = self.host.router.session(full)
+        if s is None:
+            return None
+        return str(getattr(s, "node", "")) if not s.local else self.node_id
 
     # -- directory: one members-only room per unit -----------------------------------------------
 
@@ -266,21 +362,40 @@ class MucService:
         if gone:
             if self.rooms.get(room.jid) is room:
                 del self.rooms[room.jid]
+            room.touched.clear()
             if room.jid in self.persisted:
                 self.persisted.discard(room.jid)
-                self.writer.push("delete", room.jid)
+                self.writer.push("delete", room.jid)  # its occupancy rows go too
             return
-        if room.changed:
+        if room.touched:
+            if self.node_id:
+                self._write_occupancy(room)
+            else:  # one process without a node identity: nobody else reads occupancy
+                room.touched.clear()
+        if room.changed and not self._elsewhere(room.jid):
+            # Temporary rooms are stored too while they exist: a new home (issue 14)
+            # needs their configuration and owners; they go when the last occupant does.
             room.changed = False
-            if room.config.persistent:
-                self.persisted.add(room.jid)
-                self.writer.push("save", RoomRow(
-                    room.jid, room.unit, room.config.to_dict(), room.subject,
-                    room.subject_nick,
-                    {j: (a, j in room.managed) for j, a in room.affiliations.items()}))
-            elif room.jid in self.persisted:
-                self.persisted.discard(room.jid)
-                self.writer.push("delete", room.jid)
+            self.persisted.add(room.jid)
+            self.writer.push("save", RoomRow(
+                room.jid, room.unit, room.config.to_dict(), room.subject,
+                room.subject_nick,
+                {j: (a, j in room.managed) for j, a in room.affiliations.items()}))
+
+    def _write_occupancy(self, room: Room) -> None:
+        put: list[OccupantRow] = []
+        gone: list[tuple[str, str]] = []
+        for full in room.touched:
+            occ = room.by_full.get(full)
+            if occ is None:
+                gone.append((room.jid, full))
+                continue
+            node = self._node_of(full)
+            if node:  # else a session not announced yet: written with its next change
+                put.append(OccupantRow(room.jid, full, occ.nick, occ.role, node,
+                                       to_string(occ.sessions[full])))
+        room.touched.clear()
+        self.writer.push("occupants", (put, gone))
 
     def _track(self, room: Room, full: str) -> None:
         if full in room.by_full:
@@ -348,6 +463,7 @@ class MucService:
             locked = stanza.find(ns.q(MUC, "x")) is not None
             room = Room(room_jid, RoomConfig(), self.out, locked=locked)
             room.affiliations[origin.bare] = "owner"
+            room.changed = True  # stored while it exists: a new home needs its owner
             self.rooms[room_jid] = room
             created = True
         room.presence(stanza, origin.full, nick, self.clock(), created=created)
@@ -385,11 +501,15 @@ class MucService:
             self.writer.push("history", HistoryRow(
                 room.jid, item.stanza_id, item.nick, item.sender, to_string(item.stanza),
                 item.stamp, room.config.history_length))
-        bus = self.host.bus
-        if bus.has("muc/message"):
+        # A sync hook, not a bus event (docs/NOTES.md "Two event systems"): a listener
+        # such as the archive only queues the message in memory for its own writer (pure,
+        # per stanza, on the fan-out fast path); a bus event would cost a task per message.
+        hooks = self.host.hooks.handlers("muc/message")
+        if hooks:
             ev = MucMessage(room.jid, item.stanza_id, item.nick, item.sender, item.stanza,
                             item.stamp, room.config.logging)
-            origin.run(lambda: bus.fire("muc/message", ev))
+            for hook in hooks:
+                hook(ev)
 
     def _iq(self, room: Room | None, nick: str, stanza: Element, origin: Resource) -> None:
         if room is None:
@@ -432,9 +552,24 @@ class MucService:
             result = None
         elif key == ("get", ns.q(PING, "ping")):
             result = None
+        elif self.host.bus.has("muc/room/iq"):
+            # Another feature's iq on the room (MAM queries, XEP-0313 §4): a bus event,
+            # since its handler waits for the database; run in the sender's ordered lane.
+            ev = RoomIq(room.jid, stanza, origin)
+            origin.run(lambda: self._room_iq(ev))
+            return
         else:
             raise StanzaError("service-unavailable")
         origin.deliver(iq_result(stanza, result))
+
+    async def _room_iq(self, ev: RoomIq) -> None:
+        try:
+            reply = await self.host.bus.fire("muc/room/iq", ev)
+        except StanzaError as exc:
+            reply = error_reply(ev.stanza, exc)
+        if reply is None:
+            reply = error_reply(ev.stanza, StanzaError("service-unavailable"))
+        ev.origin.deliver(reply)
 
     def _service(self, stanza: Element, origin: Resource) -> None:
         """Stanzas to conference.<domain> itself: disco (XEP-0045 §6.1, §6.3), ping."""
@@ -475,3 +610,17 @@ class MucService:
 def _bounce(stanza: Element, origin: Resource, error: StanzaError) -> None:
     if stanza.get("type") != "error":
         origin.deliver(error_reply(stanza, error))
+
+
+def _last_word(jobs: list[tuple[list[OccupantRow], list[tuple[str, str]]]]
+               ) -> tuple[list[OccupantRow], list[tuple[str, str]]]:
+    """Occupancy changes of several jobs as one write: the last change of each (room,
+    session) wins (within one job a session is either written or gone)."""
+    last: dict[tuple[str, str], OccupantRow | None] = {}
+    for put, gone in jobs:
+        for p in put:
+            last[(p.room, p.full)] = p
+        for g in gone:
+            last[g] = None
+    return ([p for p in last.values() if p is not None],
+            [k for k, v in last.items() if v is None])
