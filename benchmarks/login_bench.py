@@ -23,6 +23,7 @@ import ssl
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from cpu import ServerCPU
@@ -53,7 +54,7 @@ async def sync(port: int, ctx: ssl.SSLContext) -> None:
         w.close()
 
 
-async def cpu_per_sync(port: int, cpu: ServerCPU, syncs: int, conns: int) -> float:
+async def cpu_per_sync(port: int, cpu: ServerCPU, syncs: int, conns: int) -> dict[str, float]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -68,7 +69,10 @@ async def cpu_per_sync(port: int, cpu: ServerCPU, syncs: int, conns: int) -> flo
             await sync(port, ctx)
     before = cpu.sample()
     await asyncio.gather(*(client() for _ in range(conns)))
-    return (cpu.sample() - before).total / syncs
+    used = cpu.sample() - before
+    return {"cpu_ms_per_sync": round(1000 * used.total / syncs, 3),
+            "server_cpu_ms_per_sync": round(1000 * used.server / syncs, 3),
+            "postgres_cpu_ms_per_sync": round(1000 * used.database / syncs, 3)}
 
 
 async def queries_per_sync(url: str) -> dict[str, int]:
@@ -79,9 +83,16 @@ async def queries_per_sync(url: str) -> dict[str, int]:
 
     sent: list[str] = []
 
+    # the server's own pool settings (gateway.db), each connection logging what it sends
+    from gateway import db
+    opts: dict[str, Any] = db.pool_options() if hasattr(db, "pool_options") else {}
+    server_init = opts.pop("init", None)
+
     async def init(conn: asyncpg.Connection) -> None:
+        if server_init is not None:
+            await server_init(conn)
         conn.add_query_logger(lambda rec: sent.append(rec.query))
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=init, **opts)
     try:
         auth = Authenticator(pool, DirectorySettings(domain=DOMAIN))
         store = PgMailStore(pool)
@@ -112,8 +123,7 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         await seed(url, args.messages)
         cpu = ServerCPU([proc.pid], state / "var" / "pg")
         res: dict[str, object] = {"messages": args.messages, "syncs": args.syncs}
-        res["cpu_ms_per_sync"] = round(
-            1000 * await cpu_per_sync(ports["imaps"], cpu, args.syncs, args.conns), 3)
+        res.update(await cpu_per_sync(ports["imaps"], cpu, args.syncs, args.conns))
         res.update(await queries_per_sync(url))
         return res
     finally:
