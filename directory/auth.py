@@ -221,9 +221,8 @@ class Authenticator:
     async def _outcome(self, address: str, network: str, ok: bool,
                        account: Account | None) -> None:
         async with self.pool.acquire() as conn:
-            await repo.record_outcome(conn, address, network, ok, self.settings.penalty_window)
-            if ok and account is not None:
-                await repo.mark_login(conn, account.id)
+            await repo.record_outcome(conn, address, network, ok, self.settings.penalty_window,
+                                      account.id if ok and account is not None else None)
 
     def _log(self, ok: bool, reason: str, protocol: str, remote: str, address: str,
              mechanism: str) -> None:
@@ -249,8 +248,11 @@ class Authenticator:
         """Verify a username/password pair, counting toward the lockout and penalty."""
         address = self.username_to_address(username)
         network = network_of(remote)
+        # one round trip: the login row and the name's current count (a cached success
+        # needs both; an uncached attempt is counted afresh by `_count` below)
         async with self.pool.acquire() as conn:
-            found = await repo.get_login(conn, address, "SCRAM-SHA-256")
+            found, attempts = await repo.get_login_attempts(
+                conn, address, "SCRAM-SHA-256", self.settings.lockout_seconds)
         usable = self._usable(found)
         keys = found[1] if found is not None and found[1] is not None else \
             await self.fake_keys(address, "SCRAM-SHA-256")
@@ -258,14 +260,12 @@ class Authenticator:
         if tag is not None and self._cached(tag):
             # Verified recently against these very keys: no PBKDF2, but the lockout holds.
             assert found is not None
-            async with self.pool.acquire() as conn:
-                attempts = await repo.current_attempts(conn, address,
-                                                       self.settings.lockout_seconds)
-                if attempts < self.settings.lockout_failures:
-                    if attempts:
+            if attempts < self.settings.lockout_failures:
+                if attempts:
+                    async with self.pool.acquire() as conn:
                         await repo.clear_attempts(conn, address)
-                    self._log(True, "ok", protocol, remote, address, mechanism)
-                    return AuthResult(True, found[0], "ok")
+                self._log(True, "ok", protocol, remote, address, mechanism)
+                return AuthResult(True, found[0], "ok")
         allowed = await self._count(address, network)
         ok = False
         if allowed:

@@ -130,6 +130,28 @@ async def get_login(conn: Conn, address: str, mechanism: str) -> tuple[Account, 
     return _account(r), keys
 
 
+async def get_login_attempts(conn: Conn, address: str, mechanism: str, window_seconds: float
+                             ) -> tuple[tuple[Account, ScramKeys | None] | None, int]:
+    """`get_login` and `current_attempts` in one round trip (one snapshot): the login row
+    of `address` (None if unknown) and the attempts counted for it in its current window
+    (0 when the address is unknown: a cached success needs a known account)."""
+    r = await conn.fetchrow(
+        ACCOUNT_SELECT.replace("from accounts a", ", c.mechanism, c.salt, c.iterations,"
+                               " c.stored_key, c.server_key,"
+                               " (select t.attempts from auth_attempts t where t.name = a.address"
+                               "  and t.window_start > now() - make_interval(secs => $3))"
+                               " as attempts from accounts a")
+        + " left join credentials c on c.account_id = a.id and c.mechanism = $2"
+          " where a.address = $1", address, mechanism, float(window_seconds))
+    if r is None:
+        return None, 0
+    keys = None
+    if r["salt"] is not None:
+        keys = ScramKeys(r["mechanism"], bytes(r["salt"]), r["iterations"],
+                         bytes(r["stored_key"]), bytes(r["server_key"]))
+    return (_account(r), keys), int(r["attempts"] or 0)
+
+
 async def mark_login(conn: Conn, account_id: int) -> None:
     """A successful login: remember when."""
     await conn.execute("update accounts set last_login=now() where id=$1", account_id)
@@ -172,13 +194,15 @@ async def count_attempt(conn: Conn, name: str, window_seconds: float,
 
 
 async def record_outcome(conn: Conn, name: str, network: str, ok: bool,
-                         penalty_window: float) -> None:
-    """After a check: a success clears the name's counter and the network's penalty; a
-    failure adds to the network's penalty (the name was counted before the check)."""
+                         penalty_window: float, account_id: int | None = None) -> None:
+    """After a check, in one statement: a success clears the name's counter and the
+    network's penalty and stamps the account's last login (`account_id`); a failure adds
+    to the network's penalty (the name was counted before the check)."""
     if ok:
-        await conn.execute("delete from auth_attempts where name=$1", name)
-        if network:
-            await conn.execute("delete from auth_penalty where ip=$1", network)
+        await conn.execute(
+            "with t as (delete from auth_attempts where name = $1),"
+            " p as (delete from auth_penalty where $2 <> '' and ip = $2)"
+            " update accounts set last_login = now() where id = $3", name, network, account_id)
         return
     if network:
         await conn.execute(

@@ -79,6 +79,9 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     """Apply pending migrations; return those applied. Safe to run from several processes."""
     applied: list[Migration] = []
     # One advisory lock so two processes starting together do not race.
+    needs_reset = getattr(conn, "needs_reset", None)  # a pool's PoolConnection
+    if needs_reset is not None:
+        needs_reset()  # a session lock: released in full even if the unlock fails
     await conn.execute("select pg_advisory_lock(727100)")
     try:
         await conn.execute(MIGRATIONS_TABLE)
@@ -196,8 +199,7 @@ class Database:
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=pool_min or cfg.database.pool_min,
-                max_size=pool_max or cfg.database.pool_max, init=_init_connection,
-                reset=_reset_connection, connection_class=_Connection)
+                max_size=pool_max or cfg.database.pool_max, **pool_options())
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if embedded:
                 await loop.run_in_executor(None, embedded.stop)
@@ -223,35 +225,50 @@ def _jsonb_decode(data: bytes) -> Any:
     return json.loads(data[1:])  # jsonb binary format: version byte 1, then JSON text
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Binary format so that COPY (used by group commits) can carry jsonb too.
-    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode,
-                              schema="pg_catalog", format="binary")
+class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection that knows whether it may carry session state back to the pool.
 
+    asyncpg resets every connection it takes back with ``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`` (after rolling back an open transaction): one more
+    round trip and four statements per ``acquire``, about half of the round trips of an
+    IMAP login or SELECT. Our statements leave no session state (``set_config(..., true)``
+    is transaction-local; no SET, WITH HOLD cursor or temporary table), so only a
+    connection that LISTENed or took a session advisory lock (`needs_reset`) gets that
+    reset; the others go back as they are (the open-transaction rollback stays).
+    """
 
-class _Connection(asyncpg.Connection):  # type: ignore[misc]
-    """A pooled connection that remembers whether it ever LISTENed (see _reset_connection)."""
+    _dirty = False
 
-    _cx_listened = False
+    def needs_reset(self) -> None:
+        """This connection holds session state: reset it fully on release."""
+        self._dirty = True
 
     async def add_listener(self, channel: str, callback: Any) -> None:
-        self._cx_listened = True
+        self._dirty = True  # UNLISTEN * on release even if remove_listener never ran
         await super().add_listener(channel, callback)
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
-    """Pool release. asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL` on every release: one more round trip to PostgreSQL per pooled
-    use (~11% of the server's samples under the workday, and 20-30 µs of our CPU plus
-    15-20 µs of PostgreSQL's per use, benchmarks: see benchmarks/load_harness.md). asyncpg
-    itself still rolls back an unfinished transaction and drops the listener callbacks
-    before calling this hook. Our code keeps no other session state on a pooled connection:
-    settings are transaction-local (`set_config(..., true)`), advisory locks are `_xact_`
-    ones or unlocked in `finally` (migrate); the one session that LISTENs
-    (cxkernel.listen) is marked by `_Connection` and gets the full reset query."""
-    if getattr(conn, "_cx_listened", False):
-        await conn.execute(conn.get_reset_query())
-        conn._cx_listened = False
+    """The pool's reset on release (see `PoolConnection`)."""
+    if isinstance(conn, PoolConnection) and not conn._dirty:
+        return
+    if isinstance(conn, PoolConnection):
+        conn._dirty = False
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
+def pool_options() -> dict[str, Any]:
+    """``asyncpg.create_pool`` keywords of the server's pool (benchmarks use them too)."""
+    return {"init": _init_connection, "connection_class": PoolConnection,
+            "reset": _reset_connection}
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Binary format so that COPY (used by group commits) can carry jsonb too.
+    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode,
+                              schema="pg_catalog", format="binary")
 
 
 async def _ensure_database(admin_uri: str, name: str) -> None:

@@ -329,24 +329,37 @@ class PgMailStore:
                 raise _no_such("NONEXISTENT")
 
     # -- selecting -----------------------------------------------------------------------
+    #: SELECT/EXAMINE in one statement (one snapshot: no explicit transaction): the mailbox
+    #: row joined to its messages, one row per message in UID order (one row with uid null
+    #: for an empty mailbox). Per-message columns come first (fixed positions), then the
+    #: mailbox's (``box``, by name): what else the view needs goes into ``box``.
+    #: RFC 3501 §2.3.2: SELECT (not EXAMINE, $3 false) claims \Recent for the messages of
+    #: the snapshot nobody has claimed; later arrivals are claimed as they are reported.
+    #: ``box`` is materialized (it calls a volatile function): the claim runs once.
+    SELECT_SQL = (
+        "with box as materialized ("
+        " select id, uidvalidity, uidnext, highestmodseq, recent_uid, keywords,"
+        "  case when $3 and recent_uid < uidnext then imap_claim_recent(id, uidnext) end"
+        "   as claimed"
+        " from mailboxes where account_id = $1 and name = $2)"
+        " select m.uid, m.flags, m.modseq, box.*"
+        " from box left join mailbox_messages m on m.mailbox_id = box.id"
+        " order by m.uid"
+    )
+
     async def select(self, user: str, name: str, readonly: bool) -> SelectResult:
         async with self.pool.acquire() as conn:
-            async with conn.transaction(isolation="repeatable_read"):
-                box = await self._mailbox(conn, user, name)
-                rows = await conn.fetch(
-                    "select uid, flags, modseq from mailbox_messages where mailbox_id = $1"
-                    " order by uid",
-                    box["id"],
-                )
-            # RFC 3501 §2.3.2: SELECT (not EXAMINE) takes \Recent for the messages of the
-            # snapshot nobody has claimed; later arrivals are claimed as they are reported
-            recent_from, uidnext = box["recent_uid"], box["uidnext"]
-            if not readonly and recent_from < uidnext:
-                first = await conn.fetchval(
-                    "select imap_claim_recent($1, $2)", box["id"], uidnext
-                )
-                recent_from = uidnext if first is None else first
-        metas = [MessageMeta(r[0], _flags(r[1]), r[2]) for r in rows]
+            aid = await self._account(conn, user)
+            rows = await conn.fetch(self.SELECT_SQL, aid, name, not readonly)
+        if not rows:
+            raise _no_such("NONEXISTENT")
+        box = rows[0]
+        uidnext = box["uidnext"]
+        recent_from = box["recent_uid"]
+        if not readonly and recent_from < uidnext:
+            first = box["claimed"]
+            recent_from = uidnext if first is None else first
+        metas = [MessageMeta(r[0], _flags(r[1]), r[2]) for r in rows if r[0] is not None]
         return SelectResult(
             box["id"],
             box["uidvalidity"],
