@@ -102,10 +102,10 @@ OUTPUT_HIGH = 256 << 10
 def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
     """Whether a FETCH response would be big enough to write item by item. BINARY
     items are rendered whole (an unknown encoding must fail before anything is sent)."""
-    if row.raw is None or any(a.name.startswith("BINARY") for a in attrs):
+    p = fetchmod.plan(attrs)
+    if row.raw is None or p.binary:
         return False
-    bodies = sum(1 for a in attrs if a.section is not None or a.name in fetchmod.RAW_ITEMS)
-    return bodies * len(row.raw) > OUTPUT_HIGH
+    return p.bodies * len(row.raw) > OUTPUT_HIGH
 
 
 #: what ENABLE accepts (RFC 5161)
@@ -685,12 +685,11 @@ class ImapSession:
             gone = cmd.seqset.filter(gone, max(gone, default=1))
             if gone:
                 self._untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
-        attrs = list(cmd.attrs)
-        raw = fetchmod.needs_raw(attrs)
-        structure = fetchmod.needs_structure(attrs)
-        env_only = fetchmod.envelope_only(attrs)
-        set_seen = fetchmod.sets_seen(attrs) and not view.readonly
-        has_flags = any(a.name == "FLAGS" for a in attrs)
+        attrs = cmd.attrs
+        fp = fetchmod.plan(attrs)
+        raw, structure, env_only = fp.raw, fp.structure, fp.envelope_only
+        set_seen = fp.sets_seen and not view.readonly
+        has_flags = fp.has_flags
         early = await self._read_ahead(cmd, view, uids, raw, structure, env_only)
         if early is not None:
             if await self._fetch_chunk(cmd, view, early, attrs, set_seen, has_flags, False):
@@ -748,8 +747,8 @@ class ImapSession:
             not uids
             or len(uids) > 4
             or cmd.changedsince is not None
-            or fetchmod.sets_seen(cmd.attrs)
-            or any(a.name in ("FLAGS", "MODSEQ") for a in cmd.attrs)
+            or fetchmod.plan(cmd.attrs).sets_seen
+            or fetchmod.plan(cmd.attrs).volatile
         ):
             return None
         self._ahead_key, self._ahead_last = key, max(uids)
@@ -799,7 +798,7 @@ class ImapSession:
         cmd: c.Fetch,
         view: SelectedView,
         rows: list[MessageRow],
-        attrs: list[c.FetchAttr],
+        attrs: Sequence[c.FetchAttr],
         set_seen: bool,
         has_flags: bool,
         flush: bool = True,
@@ -813,15 +812,15 @@ class ImapSession:
                 res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
                 seen_rows = {m.uid: m for m in res.updated}
                 if not has_flags:  # RFC 3501 §6.4.5: report the change
-                    chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+                    chunk_attrs = (*attrs, c.FetchAttr("FLAGS"))
                 if view.condstore:  # RFC 7162 §3.1: the implicit \Seen with UID and MODSEQ
                     names = {a.name for a in chunk_attrs}
                     extra = [c.FetchAttr(n) for n in ("UID", "MODSEQ") if n not in names]
-                    chunk_attrs = [*chunk_attrs, *extra]
+                    chunk_attrs = (*chunk_attrs, *extra)
         if seen_rows:
             for line in view.note_own_flags(seen_rows.values()):
                 self.core.send(line)
-        if any(a.name == "FLAGS" for a in chunk_attrs):
+        if fetchmod.plan(chunk_attrs).has_flags:
             # a keyword another session just set is announced before it is shown
             for line in view.keywords_for(r.flags for r in rows):
                 self.core.send(line)
