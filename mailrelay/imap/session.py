@@ -229,6 +229,8 @@ class ImapSession:
         self._ahead: dict[int, MessageRow] = {}
         self._ahead_key: tuple[object, ...] | None = None
         self._ahead_last = 0  # the highest UID a read-ahead FETCH has answered
+        # the next block of a walk, loading while the client is answered from _ahead
+        self._next: asyncio.Future[list[MessageRow]] | None = None
         self._sasl: SaslServer | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
@@ -355,7 +357,7 @@ class ImapSession:
         if self.core.utf8_accept:
             UTF8_NAMES.set(True)  # this task's replies carry UTF-8 mailbox names
         if self._ahead_key is not None and not isinstance(cmd, c.Fetch):
-            self._ahead, self._ahead_key = {}, None  # read-ahead rows live one burst only
+            self._drop_ahead()  # read-ahead rows live one burst only
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
         try:
             await handler(cmd, now)
@@ -739,10 +741,24 @@ class ImapSession:
         walking = (
             self._ahead_key == key and bool(uids) and self._ahead_last < min(uids)
         )
+        if self._ahead_key == key and uids and self._next is not None and not all(
+            u in self._ahead for u in uids
+        ):
+            block, self._next = self._next, None  # the walk reached the block loading
+            try:
+                self._ahead.update((r.uid, r) for r in await block)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # the ordinary path below asks again (and reports a failure)
         if self._ahead_key == key and uids and all(u in self._ahead for u in uids):
             self._ahead_last = max(uids)
-            return [self._ahead.pop(u) for u in uids]
-        self._ahead, self._ahead_key = {}, None
+            rows = [self._ahead.pop(u) for u in uids]
+            if walking and self._next is None and len(self._ahead) <= READ_AHEAD:
+                self._load_next(view, raw, structure, env_only)
+                await asyncio.sleep(0)  # the query leaves now, not after this burst
+            return rows
+        self._drop_ahead()
         if (
             not uids
             or len(uids) > 4
@@ -792,6 +808,34 @@ class ImapSession:
             return None  # this command's own messages exceed the bound: ordinary path
         self._ahead = {r.uid: r for r in rows if r.uid not in now}
         return [r for r in rows if r.uid in now]
+
+    def _load_next(self, view: SelectedView, raw: bool, structure: bool, env_only: bool) -> None:
+        """Start loading the READ_AHEAD messages after those read ahead: a client walking
+        the mailbox one FETCH per message then never waits for the database (at most
+        two blocks, each bounded by CHUNK_BYTES, are held)."""
+        top = max(self._ahead, default=self._ahead_last)
+        seq = view.seq_of(top)
+        if seq is None:
+            return
+        uids = [view.uid_of(q) for q in range(seq + 1, min(seq + READ_AHEAD, view.exists) + 1)]
+        if not uids:
+            return
+        self._next = asyncio.ensure_future(self.store.fetch_upto(
+            view.mailbox_id,
+            uids,
+            CHUNK_BYTES if raw else 1 << 62,
+            raw=raw,
+            structure=structure,
+            envelope_only=env_only,
+        ))
+        # a block never used (the client stopped walking) must not log an unread error
+        self._next.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _drop_ahead(self) -> None:
+        self._ahead, self._ahead_key = {}, None
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
 
     async def _fetch_chunk(
         self,
