@@ -50,7 +50,7 @@ UNAUTH_TIMEOUT = 60.0
 WRITE_BUFFER_HIGH = 1 << 20
 #: replies to pipelined commands are gathered up to this size before one write (one TLS
 #: record and one deflate flush instead of one per command)
-COALESCE_BYTES = 16 << 10
+COALESCE_BYTES = 64 << 10
 #: commands run back to back from one connection's input before others get a turn
 YIELD_EVERY = 32
 #: The refusal of a connection over the cap (RFC 5530 UNAVAILABLE); on imaps it is said after
