@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def dovecot_config(d: Path, port: int, crt: Path, key: Path, *, auth_plain: bool = False,
-                   min_avail: int = 0) -> str:
+                   min_avail: int = 0, compress: bool = False) -> str:
+    """``compress``: offer COMPRESS=DEFLATE (the imap_zlib plugin), as we do: a client
+    that uses it (mbsync) then compresses against both servers."""
+    extra_imap = ("protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n"
+                  if compress else "")
     extra_auth = "auth_mechanisms = plain\n" if auth_plain else ""
     extra_login = f"  process_min_avail = {min_avail}\n" if min_avail else ""
     return f"""
@@ -39,4 +43,4 @@ service imap-login {{
     ssl = yes
   }}
 {extra_login}}}
-"""
+{extra_imap}"""

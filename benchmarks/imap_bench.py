@@ -5,8 +5,12 @@ adds one account, then drives the `imaps` listener (implicit TLS) with a small r
 client in this process:
   1. APPEND/s on one connection and on ten (ten mailboxes, LITERAL+);
   2. seeds INBOX to --messages (default 10,000) distinct ~3 KB messages through SQL;
-  3. full-message FETCH/s: `UID FETCH 1:* (BODY.PEEK[])`, one connection and ten;
-  4. header sync msgs/s: `UID FETCH 1:* (UID FLAGS ENVELOPE)`, one connection and ten;
+  3. full-message FETCH/s: `UID FETCH 1:* (BODY.PEEK[])`, one connection and ten, with
+     the whole server's CPU per message (our process plus PostgreSQL, benchmarks/cpu.py);
+     each connection must get exactly one FETCH line per message;
+  4. header sync msgs/s: `UID FETCH 1:* (UID FLAGS ENVELOPE)`, one connection and ten,
+     CPU per message likewise (the ENVELOPE is the one stored at delivery, as in
+     production);
   5. SEARCH cost: a UID SEARCH with a 64 KB UID set while another client NOOPs (search
      time, that client's worst NOOP), and the answer to a 0.3 MB program (BAD);
   6. FETCH amplification: clients send `FETCH 1:* (BODY.PEEK[] x20)` and never read;
@@ -42,6 +46,7 @@ from pathlib import Path
 import aiosmtplib
 import asyncpg
 import psutil
+from cpu import ServerCPU
 from serverproc import ROOT, cli, start
 
 sys.path.insert(0, str(ROOT))
@@ -161,7 +166,11 @@ async def seed(url: str, count: int, user: str = USER) -> None:
         await conn.close()
 
 
-async def fetch_rate(port: int, conns: int, items: bytes, expected: int) -> float:
+async def fetch_rate(port: int, conns: int, items: bytes, expected: int,
+                     cpu: ServerCPU | None = None) -> tuple[float, float]:
+    """(messages/s, whole-server CPU µs per message) of ``UID FETCH 1:* items`` on
+    ``conns`` connections at once; each must answer exactly ``expected`` FETCH lines (the
+    mailbox is EXAMINEd: nothing else is announced)."""
     clients = [await Client.connect(port) for _ in range(conns)]
     for c in clients:
         await c.login()
@@ -171,13 +180,16 @@ async def fetch_rate(port: int, conns: int, items: bytes, expected: int) -> floa
         n, _ = await c.cmd(b"UID FETCH 1:* " + items)
         return n
 
+    c0 = cpu.sample() if cpu else None
     t0 = time.perf_counter()
     counts = await asyncio.gather(*(run(c) for c in clients))
     dt = time.perf_counter() - t0
-    assert all(n >= expected for n in counts), counts
+    used = (cpu.sample() - c0).total if cpu and c0 else 0.0
+    if any(n != expected for n in counts):
+        raise SystemExit(f"FETCH answered {counts} lines, expected {expected} each")
     for c in clients:
         c.close()
-    return sum(counts) / dt
+    return sum(counts) / dt, used / sum(counts) * 1e6
 
 
 async def idle_latency(ports: dict[str, int], rounds: int) -> dict[str, float]:
@@ -371,11 +383,16 @@ async def main_async(args: argparse.Namespace, state: Path) -> dict[str, object]
         await seed(url, args.messages)
         res["seed_seconds"] = time.perf_counter() - t
         n = args.messages
-        res["full_fetch_msgs_per_s_1conn"] = await fetch_rate(port, 1, b"(BODY.PEEK[])", n)
-        res["full_fetch_msgs_per_s_10conn"] = await fetch_rate(port, 10, b"(BODY.PEEK[])", n)
-        hdr = b"(UID FLAGS ENVELOPE)"
-        res["header_sync_msgs_per_s_1conn"] = await fetch_rate(port, 1, hdr, n)
-        res["header_sync_msgs_per_s_10conn"] = await fetch_rate(port, 10, hdr, n)
+        cpu = ServerCPU([proc.pid], state / "var" / "pg")
+        # full FETCH: every body read from PostgreSQL and sent; header sync: the ENVELOPE
+        # stored with the message's structure at delivery (mailrelay.mime.parse_message,
+        # as seed() stores it), flags and UIDs as a client's first sync asks them
+        for name, items in (("full_fetch", b"(BODY.PEEK[])"),
+                            ("header_sync", b"(UID FLAGS ENVELOPE)")):
+            for conns in (1, 10):
+                rate, us = await fetch_rate(port, conns, items, n, cpu)
+                res[f"{name}_msgs_per_s_{conns}conn"] = rate
+                res[f"{name}_cpu_us_per_msg_{conns}conn"] = us
         res.update(await search_cost(port, n))
         res.update(await fetch_amplification(port, proc.pid))
         res["append_20mb_unfinished_rss_growth_per_conn_bytes"] = await append_spool(

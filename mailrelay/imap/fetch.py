@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,8 @@ from .proto.commands import FetchAttr
 from .store_api import MessageRow
 
 __all__ = [
+    "FetchPlan",
+    "plan",
     "needs_raw",
     "needs_structure",
     "envelope_only",
@@ -65,6 +68,50 @@ def envelope_only(attrs: Sequence[FetchAttr]) -> bool:
         a.name in ("BODY", "BODYSTRUCTURE", "BINARY", "BINARY.SIZE") or a.section is not None
         for a in attrs
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPlan:
+    """What a list of FETCH items needs, worked out once per list (a client that
+    pipelines one FETCH per message sends the same items thousands of times)."""
+
+    raw: bool  # the message bytes
+    structure: bool  # the stored MIME structure
+    envelope_only: bool  # of the structure only the ENVELOPE
+    sets_seen: bool  # RFC 3501 §6.4.5 implicit \Seen
+    has_flags: bool  # FLAGS is among the items
+    volatile: bool  # FLAGS or MODSEQ: the answer changes over time for one UID
+    bodies: int  # items that carry (part of) the message bytes
+    binary: bool  # a BINARY item (rendered whole: an unknown encoding fails first)
+
+
+#: id(items tuple) -> (the tuple, its plan); the tuple is kept so its id stays its own
+_PLANS: dict[int, tuple[Sequence[FetchAttr], FetchPlan]] = {}
+_MAX_PLANS = 256
+
+
+def plan(attrs: Sequence[FetchAttr]) -> FetchPlan:
+    """The :class:`FetchPlan` of ``attrs``; cached for tuples (the parser hands out the
+    same tuple for every FETCH with the same items, mailrelay.imap.proto.parser)."""
+    hit = _PLANS.get(id(attrs))
+    if hit is not None and hit[0] is attrs:
+        return hit[1]
+    names = [a.name for a in attrs]
+    p = FetchPlan(
+        raw=needs_raw(attrs),
+        structure=needs_structure(attrs),
+        envelope_only=envelope_only(attrs),
+        sets_seen=sets_seen(attrs),
+        has_flags="FLAGS" in names,
+        volatile="FLAGS" in names or "MODSEQ" in names,
+        bodies=sum(1 for a in attrs if a.section is not None or a.name in RAW_ITEMS),
+        binary=any(n.startswith("BINARY") for n in names),
+    )
+    if type(attrs) is tuple:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[id(attrs)] = (attrs, p)
+    return p
 
 
 # RFC 3501 §9 QUOTED-CHAR: any CHAR (1-127) except CR and LF
@@ -157,7 +204,7 @@ def fetch_items(
     message is \\Recent in this session, RFC 3501 §2.3.2)."""
     st = row.structure
     raw = row.raw
-    if st is None and raw is not None and needs_structure(attrs):
+    if st is None and raw is not None and plan(attrs).structure:
         st = parse_message(raw)  # fallback for rows stored before structures existed
     out: list[bytes] = []
     for a in attrs:

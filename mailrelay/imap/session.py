@@ -102,10 +102,10 @@ OUTPUT_HIGH = 256 << 10
 def _streams(row: MessageRow, attrs: Sequence[c.FetchAttr]) -> bool:
     """Whether a FETCH response would be big enough to write item by item. BINARY
     items are rendered whole (an unknown encoding must fail before anything is sent)."""
-    if row.raw is None or any(a.name.startswith("BINARY") for a in attrs):
+    p = fetchmod.plan(attrs)
+    if row.raw is None or p.binary:
         return False
-    bodies = sum(1 for a in attrs if a.section is not None or a.name in fetchmod.RAW_ITEMS)
-    return bodies * len(row.raw) > OUTPUT_HIGH
+    return p.bodies * len(row.raw) > OUTPUT_HIGH
 
 
 #: what ENABLE accepts (RFC 5161)
@@ -227,6 +227,8 @@ class ImapSession:
         self._ahead: dict[int, MessageRow] = {}
         self._ahead_key: tuple[object, ...] | None = None
         self._ahead_last = 0  # the highest UID a read-ahead FETCH has answered
+        # the next block of a walk, loading while the client is answered from _ahead
+        self._next: asyncio.Future[list[MessageRow]] | None = None
         self._sasl: SaslServer | None = None
         #: set by the driver: write out what the core holds, waiting for a slow client
         self.flush_output: Callable[[], Awaitable[bool]] | None = None
@@ -353,7 +355,7 @@ class ImapSession:
         if self.core.utf8_accept:
             UTF8_NAMES.set(True)  # this task's replies carry UTF-8 mailbox names
         if self._ahead_key is not None and not isinstance(cmd, c.Fetch):
-            self._ahead, self._ahead_key = {}, None  # read-ahead rows live one burst only
+            self._drop_ahead()  # read-ahead rows live one burst only
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
         try:
             await handler(cmd, now)
@@ -679,12 +681,11 @@ class ImapSession:
             gone = cmd.seqset.filter(gone, max(gone, default=1))
             if gone:
                 self._untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
-        attrs = list(cmd.attrs)
-        raw = fetchmod.needs_raw(attrs)
-        structure = fetchmod.needs_structure(attrs)
-        env_only = fetchmod.envelope_only(attrs)
-        set_seen = fetchmod.sets_seen(attrs) and not view.readonly
-        has_flags = any(a.name == "FLAGS" for a in attrs)
+        attrs = cmd.attrs
+        fp = fetchmod.plan(attrs)
+        raw, structure, env_only = fp.raw, fp.structure, fp.envelope_only
+        set_seen = fp.sets_seen and not view.readonly
+        has_flags = fp.has_flags
         early = await self._read_ahead(cmd, view, uids, raw, structure, env_only)
         if early is not None:
             if await self._fetch_chunk(cmd, view, early, attrs, set_seen, has_flags, False):
@@ -734,16 +735,30 @@ class ImapSession:
         walking = (
             self._ahead_key == key and bool(uids) and self._ahead_last < min(uids)
         )
+        if self._ahead_key == key and uids and self._next is not None and not all(
+            u in self._ahead for u in uids
+        ):
+            block, self._next = self._next, None  # the walk reached the block loading
+            try:
+                self._ahead.update((r.uid, r) for r in await block)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # the ordinary path below asks again (and reports a failure)
         if self._ahead_key == key and uids and all(u in self._ahead for u in uids):
             self._ahead_last = max(uids)
-            return [self._ahead.pop(u) for u in uids]
-        self._ahead, self._ahead_key = {}, None
+            rows = [self._ahead.pop(u) for u in uids]
+            if walking and self._next is None and len(self._ahead) <= READ_AHEAD:
+                self._load_next(view, raw, structure, env_only)
+                await asyncio.sleep(0)  # the query leaves now, not after this burst
+            return rows
+        self._drop_ahead()
         if (
             not uids
             or len(uids) > 4
             or cmd.changedsince is not None
-            or fetchmod.sets_seen(cmd.attrs)
-            or any(a.name in ("FLAGS", "MODSEQ") for a in cmd.attrs)
+            or fetchmod.plan(cmd.attrs).sets_seen
+            or fetchmod.plan(cmd.attrs).volatile
         ):
             return None
         self._ahead_key, self._ahead_last = key, max(uids)
@@ -788,12 +803,40 @@ class ImapSession:
         self._ahead = {r.uid: r for r in rows if r.uid not in now}
         return [r for r in rows if r.uid in now]
 
+    def _load_next(self, view: SelectedView, raw: bool, structure: bool, env_only: bool) -> None:
+        """Start loading the READ_AHEAD messages after those read ahead: a client walking
+        the mailbox one FETCH per message then never waits for the database (at most
+        two blocks, each bounded by CHUNK_BYTES, are held)."""
+        top = max(self._ahead, default=self._ahead_last)
+        seq = view.seq_of(top)
+        if seq is None:
+            return
+        uids = [view.uid_of(q) for q in range(seq + 1, min(seq + READ_AHEAD, view.exists) + 1)]
+        if not uids:
+            return
+        self._next = asyncio.ensure_future(self.store.fetch_upto(
+            view.mailbox_id,
+            uids,
+            CHUNK_BYTES if raw else 1 << 62,
+            raw=raw,
+            structure=structure,
+            envelope_only=env_only,
+        ))
+        # a block never used (the client stopped walking) must not log an unread error
+        self._next.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _drop_ahead(self) -> None:
+        self._ahead, self._ahead_key = {}, None
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+
     async def _fetch_chunk(
         self,
         cmd: c.Fetch,
         view: SelectedView,
         rows: list[MessageRow],
-        attrs: list[c.FetchAttr],
+        attrs: Sequence[c.FetchAttr],
         set_seen: bool,
         has_flags: bool,
         flush: bool = True,
@@ -807,15 +850,15 @@ class ImapSession:
                 res = await self.store.store_flags(view.mailbox_id, unseen, "+", ["\\Seen"])
                 seen_rows = {m.uid: m for m in res.updated}
                 if not has_flags:  # RFC 3501 §6.4.5: report the change
-                    chunk_attrs = [*attrs, c.FetchAttr("FLAGS")]
+                    chunk_attrs = (*attrs, c.FetchAttr("FLAGS"))
                 if view.condstore:  # RFC 7162 §3.1: the implicit \Seen with UID and MODSEQ
                     names = {a.name for a in chunk_attrs}
                     extra = [c.FetchAttr(n) for n in ("UID", "MODSEQ") if n not in names]
-                    chunk_attrs = [*chunk_attrs, *extra]
+                    chunk_attrs = (*chunk_attrs, *extra)
         if seen_rows:
             for line in view.note_own_flags(seen_rows.values()):
                 self.core.send(line)
-        if any(a.name == "FLAGS" for a in chunk_attrs):
+        if fetchmod.plan(chunk_attrs).has_flags:
             # a keyword another session just set is announced before it is shown
             for line in view.keywords_for(r.flags for r in rows):
                 self.core.send(line)

@@ -6,6 +6,7 @@ Raises only :class:`ParseError` (documented; property-tested).
 from __future__ import annotations
 
 import binascii
+import re
 from base64 import b64decode
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from . import commands as c
 from .errors import ParseError
 from .items import parse_fetch_attrs, parse_search_program, seqset
 from .lexer import ASTRING_CHARS, Cursor
+from .seqset import SequenceSet
 from .spool import Spool
 
 __all__ = ["parse_command", "parse_tag"]
@@ -486,9 +488,62 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
 COMMAND_NAMES = frozenset(_COMMANDS)
 
 
+#: ``tag [UID] FETCH set rest``: a FETCH line split where its parts vary independently
+_FETCH_LINE = re.compile(rb"([^ ]+) (UID )?FETCH ([0-9:*,]+) (.+)", re.IGNORECASE | re.DOTALL)
+#: (uid, rest of the line) -> (items, CHANGEDSINCE, VANISHED) of a FETCH already parsed
+#: in full; what follows the set does not depend on the tag or the set
+_FETCH_SHAPES: dict[tuple[bool, bytes], tuple[tuple[c.FetchAttr, ...], int | None, bool]] = {}
+_MAX_SHAPES = 256
+
+
+def _fetch_again(head: bytes) -> c.Fetch | None:
+    """A FETCH whose items were seen before (clients pipeline the same FETCH with
+    different sets: mbsync one message per command): only the tag and the set are
+    parsed. None when this line must go through the full parser."""
+    m = _FETCH_LINE.fullmatch(head)
+    if m is None:
+        return None
+    shape = _FETCH_SHAPES.get((m[2] is not None, m[4]))
+    if shape is None:
+        return None
+    tag = parse_tag(head)
+    if tag is None or len(tag) != len(m[1]):
+        return None
+    try:
+        seqs = SequenceSet.parse(m[3].decode("ascii"))
+    except Exception:
+        return None  # the full parser says what is wrong
+    attrs, changedsince, vanished = shape
+    return c.Fetch(tag, seqs, attrs, m[2] is not None, changedsince, vanished)
+
+
+def _remember_fetch(head: bytes, cmd: c.Fetch) -> None:
+    m = _FETCH_LINE.fullmatch(head)
+    if m is None or cmd.seqset.saved:
+        return
+    if len(_FETCH_SHAPES) >= _MAX_SHAPES:
+        _FETCH_SHAPES.clear()
+    _FETCH_SHAPES[(m[2] is not None, m[4])] = (cmd.attrs, cmd.changedsince, cmd.vanished)
+
+
 def parse_command(chunks: list[bytes | Spool], *, utf8: bool = False) -> c.Command:
     """Parse ``[line, literal, line, ...]`` (lines without CRLF) into a command;
     ``utf8``: the client enabled UTF8=ACCEPT (RFC 6855), mailbox names are UTF-8."""
+    head = chunks[0]
+    single = len(chunks) == 1 and isinstance(head, bytes)
+    if single:
+        assert isinstance(head, bytes)
+        again = _fetch_again(head)
+        if again is not None:
+            return again
+    cmd = _parse(chunks, utf8)
+    if single and isinstance(cmd, c.Fetch):
+        assert isinstance(head, bytes)
+        _remember_fetch(head, cmd)
+    return cmd
+
+
+def _parse(chunks: list[bytes | Spool], utf8: bool) -> c.Command:
     cur = Cursor(chunks)
     cur.utf8 = utf8
     head = chunks[0]

@@ -93,7 +93,9 @@ async def test_pipelined_single_message_fetches_share_one_query(store: CountingS
     store.fetches.clear()
     burst = b"".join(b"f%d UID FETCH %d (BODY.PEEK[])\r\n" % (u, u) for u in range(1, 21))
     out = (await c.send(burst + b"g UID FETCH 21 (FLAGS BODY.PEEK[])\r\n")).decode()
-    assert len(store.fetches) == 2  # 20 read-ahead commands in one, the FLAGS one alone
+    # 20 read-ahead commands in one query, the FLAGS one alone; between them the walk's
+    # next block (21-25) started loading, dropped by the FETCH of another shape
+    assert [n for n, _ in store.fetches] == [20, 5, 1], store.fetches
     for u in range(1, 21):
         assert f"* {u} FETCH (BODY[] {{" in out and f" UID {u})\r\nf{u} OK" in out
     assert "m19" in out and "FLAGS" in out.split("f20 OK")[1]
@@ -144,3 +146,36 @@ async def test_search_loads_only_the_rows_its_sets_name(store: CountingStore) ->
     store.fetches.clear()
     out = await c.cmd("c SEARCH OR 1 UID 25 NOT 2:24")
     assert "* SEARCH 1 25\r\n" in out and store.fetches == []
+
+
+async def test_a_walk_never_waits_for_the_next_block(monkeypatch) -> None:
+    """The block after the one being answered loads while the client is answered: every
+    query but the first two starts before the client asks for its messages; at most two
+    blocks are held; another command drops the block still loading."""
+    monkeypatch.setattr(sessmod, "READ_AHEAD", 8)
+    store = FakeStore()
+    for i in range(60):
+        store.deliver("INBOX", b"Subject: w%d\r\n\r\nbody\r\n" % i)
+    asked: list[tuple[int, int]] = []  # (first UID loaded, UID the client was at)
+    at = 0
+    real = store.fetch_upto
+
+    async def counting(mailbox_id, uids, max_bytes, **kw):
+        asked.append((min(uids), at))
+        return await real(mailbox_id, uids, max_bytes, **kw)
+
+    monkeypatch.setattr(store, "fetch_upto", counting)
+    c = Client(store)
+    await c.cmd("a LOGIN alice secret")
+    await c.cmd("s SELECT INBOX")
+    for u in range(1, 61):
+        at = u
+        out = await c.cmd(f"f{u} UID FETCH {u} (BODY.PEEK[])")
+        assert f"* {u} FETCH (BODY[] {{" in out and f"Subject: w{u - 1}\r\n" in out
+        held = len(c.session._ahead) + (8 if c.session._next is not None else 0)
+        assert held <= 2 * 8
+    assert len(asked) >= 60 // 8
+    assert all(first > client for first, client in asked[2:]), asked
+    await c.cmd("f61 UID FETCH 1 (BODY.PEEK[])")  # backwards: not a walk
+    await c.cmd("n NOOP")
+    assert c.session._next is None and c.session._ahead == {}
