@@ -35,3 +35,6 @@ row verify               $PY benchmarks/verify_bench.py
 row verify-before-after $PY benchmarks/verify_bench.py --tree ${BEFORE:-/tmp/main_before} --seconds 3 --rounds 3
 row login                $PY benchmarks/login_bench.py --syncs 1200 --messages 300
 row workday              $PY benchmarks/peers/run_workday.py --accel 10 100 --duration 30 --processes 2
+row workday-mail         $PY benchmarks/peers/run_workday.py --accel 100 --duration 20 --processes 2 --only mail
+row workday-imap         $PY benchmarks/peers/run_workday.py --accel 100 --duration 20 --processes 2 --only imap
+row faults               $PY benchmarks/fault_bench.py --messages 200
