@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from cxkernel.batcher import Batcher
 from cxkernel.errors import CxError, Unavailable
 from cxkernel.metrics import Metrics
 from mailrelay.addressbook import AddressBook
@@ -89,6 +90,10 @@ class MailboxFull(CxError):
         super().__init__("Mailbox full", reason="over quota at delivery")
 
 
+#: A submission waiting for the group commit: queue id, message, its waiter.
+_Pending = tuple[str, repo.NewMessage, "asyncio.Future[int]"]
+
+
 class Submitter:
     """The submission stage. `book` is a callable so the address book can be reloaded."""
 
@@ -102,14 +107,13 @@ class Submitter:
         self.hostname = hostname
         self.metrics = metrics or Metrics()
         self.max_batch = max_batch
-        self._pending: list[tuple[str, repo.NewMessage, asyncio.Future[int]]] = []
-        self._slots = asyncio.Semaphore(max_inflight)
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Group commit: smtp.group_commit_ms lets a batch gather before it is written.
+        self._batches: Batcher[_Pending] = Batcher(
+            self._commit, max_batch=max_batch, max_inflight=max_inflight,
+            window=group_commit_ms / 1000.0)
         self.on_committed = on_committed
         self.dkim = dkim  # signs outbound mail of `domain` (CPU-bound: run in the executor)
         self.domain = domain.lower()
-        self.window = group_commit_ms / 1000.0
         # Success notices for inline deliveries: (queue id, sender, envid, raw,
         # [(recipient, original recipient)]) -> DSN (the bounce stage).
         self.on_delivered: Callable[[str, str, str | None, bytes, list[tuple[str, str | None]]],
@@ -215,8 +219,7 @@ class Submitter:
     async def submit(self, sub: Submission) -> SubmitResult:
         queue_id, message = await self._prepare(sub)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((queue_id, message, fut))
-        self._ensure_writer()
+        self._batches.add((queue_id, message, fut))
         message_id = await fut
         self._queued(sub, queue_id, message)
         return SubmitResult(queue_id, message_id, len(message.rows))
@@ -260,26 +263,7 @@ class Submitter:
             out.append(SubmitResult(queue_id, mid, len(message.rows)))
         return out
 
-    def _ensure_writer(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._writer())
-
-    async def _writer(self) -> None:
-        """Take everything pending as one batch whenever a commit slot is free."""
-        while self._pending:
-            await self._slots.acquire()
-            if self.window and len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.window)  # smtp.group_commit_ms: let a batch gather
-            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-            if not batch:
-                self._slots.release()
-                break
-            task = asyncio.get_running_loop().create_task(self._commit(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            await asyncio.sleep(0)
-
-    async def _commit(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> None:
         try:
             refused: set[int] = set()
             async with self.pool.acquire() as conn, conn.transaction():
@@ -309,12 +293,8 @@ class Submitter:
                 self._success_notices(batch, inline)
             if self.on_committed:
                 self.on_committed()
-        finally:
-            self._slots.release()
-            if self._pending:
-                self._ensure_writer()
 
-    def _success_notices(self, batch: list[tuple[str, repo.NewMessage, asyncio.Future[int]]],
+    def _success_notices(self, batch: list[_Pending],
                          inline: list[tuple[str, str]]) -> None:
         """RFC 3461 §6.2.7.1: a "delivered" notice for each inline recipient that asked."""
         assert self.on_delivered is not None
@@ -340,11 +320,7 @@ class Submitter:
 
     async def close(self) -> None:
         """Wait for in-flight commits (new submissions are refused by the listeners first)."""
-        while (self._pending or self._inflight or self._notice_tasks
-               or (self._task and not self._task.done())):
+        while self._batches.busy or self._notice_tasks:
+            await self._batches.drain()
             if self._notice_tasks:
                 await asyncio.gather(*self._notice_tasks, return_exceptions=True)
-            elif self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
-            else:
-                await asyncio.sleep(0.01)

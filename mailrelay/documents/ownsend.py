@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from cxkernel.batcher import Batcher
 from mailrelay.documents import events
 from mailrelay.documents import repo as docs_repo
 from mailrelay.documents.arrival import Examined, examine, stamp, verdict_value
@@ -78,10 +79,8 @@ class OwnDelivery:
                  max_inflight: int = 2) -> None:
         self.s = service
         self.max_batch = max_batch
-        self._pending: list[tuple[Ready, asyncio.Future[SubmitResult]]] = []
-        self._slots = asyncio.Semaphore(max_inflight)
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._batches: Batcher[tuple[Ready, asyncio.Future[SubmitResult]]] = Batcher(
+            self._commit, max_batch=max_batch, max_inflight=max_inflight)
         self.commits = 0  # group commits made (benchmarks: documents per commit)
 
     async def verify(self, raw: bytes, units: Sequence[str]) -> Verified | None:
@@ -155,23 +154,8 @@ class OwnDelivery:
         """Write ``item`` with the documents sent meanwhile, in one transaction; returns
         after its COMMIT (or raises, and nothing of the batch was written)."""
         fut: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._writer())
+        self._batches.add((item, fut))
         return await fut
-
-    async def _writer(self) -> None:
-        while self._pending:
-            await self._slots.acquire()
-            batch, self._pending = (self._pending[:self.max_batch],
-                                    self._pending[self.max_batch:])
-            if not batch:
-                self._slots.release()
-                break
-            task = asyncio.get_running_loop().create_task(self._commit(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            await asyncio.sleep(0)
 
     async def _commit(self, batch: list[tuple[Ready, asyncio.Future[SubmitResult]]]) -> None:
         try:
@@ -190,18 +174,10 @@ class OwnDelivery:
             for (_r, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
-        finally:
-            self._slots.release()
-            if self._pending and (self._task is None or self._task.done()):
-                self._task = asyncio.get_running_loop().create_task(self._writer())
 
     async def close(self) -> None:
         """Wait for documents being written."""
-        while self._pending or self._inflight or (self._task and not self._task.done()):
-            if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
-            else:
-                await asyncio.sleep(0.01)
+        await self._batches.drain()
 
     async def announce(self, item: Ready, result: SubmitResult) -> None:
         """After COMMIT: metrics, the log line, the clerks' events (XMPP)."""

@@ -19,7 +19,7 @@ async def _run(services, window_ms: float) -> float:
                     group_commit_ms=window_ms)
     first = asyncio.ensure_future(sub.submit(Submission("a@remote.example",
                                                         ["b@remote.example"], MSG)))
-    while not sub._task:  # the first message is pending, its batch is being gathered
+    while not sub._batches.busy:  # the first message is pending, its batch gathering
         await asyncio.sleep(0)
     await asyncio.sleep(0.01)
     second = asyncio.ensure_future(sub.submit(Submission("a@remote.example",
