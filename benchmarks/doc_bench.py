@@ -32,21 +32,8 @@ handler), RSA-2048 unit seals (the default `ca.key_type`), a 100 KB attachment:
     .venv/bin/python benchmarks/doc_bench.py [--count 400] [--workers N]
         [--concurrency 16] [--seconds 3] [--compare] [--queries] [--json out.json]
 
-Last run (2026-12-04 13:36, 2 shared CPUs, load average 7.8 from other work,
-`--count 300 --workers 2 --concurrency 16 --seconds 2 --compare`): bare signing at N=2
-1,698/s (the load halves it; 3,290/s at load 4.4 earlier). Queued to the docs handler:
-40.5/s (2.4% of bare signing), 15.7 ms CPU per document (8.1 ours + 7.6 PostgreSQL),
-32.4 statements, 315 KB WAL, 303 KB stored. Verified and delivered while sent: 99/s
-(5.8%: target (50%) MISSED), 7.7 ms CPU per document (5.6 ours of which 1.6 in the seal
-workers, 2.0 PostgreSQL), 7.0 statements, 157 KB WAL, 151 KB stored (one copy). The
-bound: 50% of bare signing at N=2 is ~1.2 ms of CPU per document on 2 cores, while
-signing with the MIME build (~0.9 ms), verification (`examine`, ~1 ms) and PostgreSQL
-writing the ~147 KB copy once (0.6-0.8 ms measured for a 110 KB row alone) already
-exceed 2.4 ms: ~25% of bare signing is the ceiling even with nothing else to do.
-Verification per core, warm: `examine` 970/s,
-the seal check alone (`verify_message`: S/MIME, cached chain, cached revocation) 1,400/s
-(target 2,000/s: MISSED by 30%, asn1crypto parsing and header parsing dominate); cold
-(path built, certificates parsed, our OCSP answer signed and read back) 560/s.
+Figures: `benchmarks/README.md` (one table, quiet machine); this docstring keeps none,
+so that no stale figure outlives a re-run.
 """
 
 from __future__ import annotations
