@@ -272,6 +272,18 @@ class Authenticator:
             self.metrics.inc("auth_password_checks_total")
             loop = asyncio.get_running_loop()
             ok = await loop.run_in_executor(None, check_password, keys, password)
+        res = await self._finish(address, network, allowed, ok, usable, found, protocol,
+                                 remote, mechanism)
+        if res.ok and tag is not None:
+            self._remember(tag)
+        return res
+
+    async def _finish(self, address: str, network: str, allowed: bool, ok: bool,
+                      usable: str, found: tuple[Account, ScramKeys | None] | None,
+                      protocol: str, remote: str,
+                      mechanism: str) -> AuthResult:
+        """After a counted check (password or SCRAM proof, `ok`): record the outcome,
+        release the name's waiters, log once; the one ending of both paths."""
         success = ok and usable == "ok"
         account = found[0] if found is not None else None
         try:
@@ -279,8 +291,6 @@ class Authenticator:
         finally:
             if allowed:  # after the outcome: waiters then see the counter it left
                 self._checked(address)
-        if success and tag is not None:
-            self._remember(tag)
         reason = "ok" if success else ("locked" if not allowed else
                                        ("bad-credentials" if not ok else usable))
         self._log(success, reason, protocol, remote, address, mechanism)
@@ -325,16 +335,7 @@ class Authenticator:
         if allowed:
             self.metrics.inc("auth_password_checks_total")
             proof_ok = server.check_proof()
-        usable = self._usable(found)
-        success = proof_ok and usable == "ok"
-        account = found[0] if found is not None else None
-        try:
-            await self._outcome(address, network, success, account)
-        finally:
-            if allowed:  # after the outcome: waiters then see the counter it left
-                self._checked(address)
-        server.account = account if success else None
-        reason = "ok" if success else ("locked" if not allowed else
-                                       ("bad-credentials" if not proof_ok else usable))
-        self._log(success, reason, protocol, remote, address, server.mechanism)
-        return server.proof_result(success)
+        res = await self._finish(address, network, allowed, proof_ok, self._usable(found),
+                                 found, protocol, remote, server.mechanism)
+        server.account = res.account if res.ok else None
+        return server.proof_result(res.ok)

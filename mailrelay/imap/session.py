@@ -789,19 +789,19 @@ class ImapSession:
         wanted = sorted(set(wanted))
         if wanted[: len(uids)] != sorted(uids):
             return None  # the burst does not start with this command's messages
-        rows = await self.store.fetch_upto(
-            view.mailbox_id,
-            wanted,
-            CHUNK_BYTES if raw else 1 << 62,
-            raw=raw,
-            structure=structure,
-            envelope_only=env_only,
-        )
+        rows = await self._block(view, wanted, raw, structure, env_only)
         now = set(uids)
         if rows and rows[-1].uid < wanted[len(uids) - 1]:
             return None  # this command's own messages exceed the bound: ordinary path
         self._ahead = {r.uid: r for r in rows if r.uid not in now}
         return [r for r in rows if r.uid in now]
+
+    def _block(self, view: SelectedView, uids: list[int], raw: bool, structure: bool,
+               env_only: bool) -> Awaitable[list[MessageRow]]:
+        """One read-ahead block: bodies bounded by CHUNK_BYTES, headers unbounded."""
+        return self.store.fetch_upto(view.mailbox_id, uids,
+                                     CHUNK_BYTES if raw else 1 << 62, raw=raw,
+                                     structure=structure, envelope_only=env_only)
 
     def _load_next(self, view: SelectedView, raw: bool, structure: bool, env_only: bool) -> None:
         """Start loading the READ_AHEAD messages after those read ahead: a client walking
@@ -814,14 +814,7 @@ class ImapSession:
         uids = [view.uid_of(q) for q in range(seq + 1, min(seq + READ_AHEAD, view.exists) + 1)]
         if not uids:
             return
-        self._next = asyncio.ensure_future(self.store.fetch_upto(
-            view.mailbox_id,
-            uids,
-            CHUNK_BYTES if raw else 1 << 62,
-            raw=raw,
-            structure=structure,
-            envelope_only=env_only,
-        ))
+        self._next = asyncio.ensure_future(self._block(view, uids, raw, structure, env_only))
         # a block never used (the client stopped walking) must not log an unread error
         self._next.add_done_callback(lambda f: f.cancelled() or f.exception())
 
