@@ -14,7 +14,6 @@ import dataclasses
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,11 +30,6 @@ from cxkernel.config import ListenConfig
 # every listener the config knows (a new one must not fall back to a fixed default port)
 LISTENERS = tuple(f.name for f in dataclasses.fields(ListenConfig) if f.name != "xmpp_component")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, db_url: str, *, smarthost_port: int, lease: int = 5,

@@ -25,16 +25,12 @@ import pytest
 from gateway.clientsetup import AUTODISCOVER_OUTLOOK as OL
 from gateway.clientsetup import AUTODISCOVER_REQ
 from tests.integration.mailutil import PASSWORD, seed_city
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.integration
 ROLES = ("imap", "imaps", "pop3", "pop3s", "submission", "submissions", "http", "https")
 NAMES = ["mail.cx.example", "imap.cx.example"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.integration.faultutil import Serve, Sink, free_port, send, wait_for, write_config
+from tests.integration.faultutil import Serve, Sink, send, wait_for, write_config
+from tests.netutil import free_port
 
 
 async def test_kill_while_leased_loses_nothing_and_sends_once(db_url, tmp_path: Path):

@@ -16,11 +16,11 @@ from tests.integration.faultutil import (
     LISTENERS,
     Serve,
     Sink,
-    free_port,
     send,
     wait_for,
     write_config,
 )
+from tests.netutil import free_port
 from tests.pgfault import RestartablePostgres
 
 

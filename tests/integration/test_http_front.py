@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -16,6 +15,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from tests.netutil import free_port
+
 from . import test_xmpp
 from .test_xmpp import DOMAIN, TIMEOUT
 
@@ -24,11 +25,6 @@ pytestmark = pytest.mark.integration
 UP = "urn:xmpp:http:upload:0"
 BIG = 20 << 20
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import shutil
-import socket
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ import pytest
 import websockets
 
 from tests.integration.test_xmpp_muc import FIN, cfg_overrides, xmpp  # noqa: F401
+from tests.netutil import free_port
 
 from .test_xmpp import DOMAIN, PASSWORD
 
@@ -32,11 +32,6 @@ pytestmark = [
 ]
 WAIT = 30.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Page:

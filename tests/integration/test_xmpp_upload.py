@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 import slixmpp
 
+from tests.netutil import free_port
 from xmpp.features.upload import UploadSettings
 
 from . import test_xmpp
@@ -32,11 +32,6 @@ async def xmpp(services: Any) -> AsyncIterator[Any]:
 UP = "urn:xmpp:http:upload:0"
 SERVICE = f"upload.{DOMAIN}"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from xml.etree import ElementTree as ET
 import pytest
 import websockets
 
+from tests.netutil import free_port
+
 from . import test_xmpp
 from .test_xmpp import DOMAIN, PASSWORD, TIMEOUT
 
@@ -31,12 +33,6 @@ BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 SM = "urn:xmpp:sm:3"
 OPEN = f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>"
 
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
