@@ -6,37 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from xml.etree.ElementTree import fromstring
 
 import pytest
 from slixmpp.exceptions import IqError
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
+from tests.integration.mamutil import room_archive as room_query
 from tests.integration.test_xmpp_muc import FIN, cfg_overrides, xmpp  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
-async def room_query(client: Any, room: str) -> list[str]:
-    bodies: list[str] = []
-
-    def on_message(msg: Any) -> None:
-        fwd = msg.xml.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded")
-        if fwd is not None:
-            bodies.append(fwd.findtext("{jabber:client}message/{jabber:client}body"))
-
-    client.register_handler(Callback("room-mam", MatchXPath(
-        "{jabber:client}message/{urn:xmpp:mam:2}result"), on_message))
-    try:
-        iq = client.make_iq_set(ito=room)
-        iq.append(fromstring("<query xmlns='urn:xmpp:mam:2' queryid='r'/>"))
-        await iq.send(timeout=10)
-        for _ in range(50):
-            await asyncio.sleep(0.02)
-    finally:
-        client.remove_handler("room-mam")
-    return bodies
 
 
 async def test_room_archive_for_members_only(xmpp: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.mamutil import room_archive
 from tests.integration.test_xmpp import DOMAIN, Client, seed
 
 pytestmark = pytest.mark.integration
@@ -201,29 +202,6 @@ class _DeadStore:
         return refuse
 
 
-async def room_archive(client: Any, room: str) -> list[str]:
-    """A MAM query to the room (XEP-0313 §4): the bodies, in archive order (results come
-    before the iq result, on whichever node the room's home is)."""
-    from xml.etree.ElementTree import fromstring
-
-    from slixmpp.xmlstream.handler import Callback
-    from slixmpp.xmlstream.matcher import MatchXPath
-    bodies: list[str] = []
-
-    def on_message(msg: Any) -> None:
-        fwd = msg.xml.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded")
-        if fwd is not None:
-            bodies.append(fwd.findtext("{jabber:client}message/{jabber:client}body"))
-
-    client.register_handler(Callback("room-mam", MatchXPath(
-        "{jabber:client}message/{urn:xmpp:mam:2}result"), on_message))
-    try:
-        iq = client.make_iq_set(ito=room)
-        iq.append(fromstring("<query xmlns='urn:xmpp:mam:2' queryid='q'/>"))
-        await iq.send(timeout=10)
-    finally:
-        client.remove_handler("room-mam")
-    return bodies
 
 
 async def said_in(client: Any, probes: dict[str, str],
