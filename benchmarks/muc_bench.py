@@ -81,42 +81,14 @@ class Member:
 
 
 async def two_nodes(args: argparse.Namespace) -> None:
-    from xmpp_nodes_bench import toml_for
-
-    from tests.integration.faultutil import LISTENERS
-    from tests.pgfault import RestartablePostgres
-    pg = RestartablePostgres()
-    tmp = Path(tempfile.mkdtemp(prefix="cxmucnodes"))
-    procs = []
-    try:
-        url = await pg.create_database("bench")
-        ports = [free_port(), free_port()]
-        base: dict[str, dict[str, Any]] = {
-            "server": {"domain": DOMAIN, "state_dir": str(tmp / "a")},
-            "database": {"url": url, "pool_min": 2, "pool_max": 10},
-            "listen": {k: "" for k in LISTENERS} | {"xmpp": f"127.0.0.1:{ports[0]}"},
-            "xmpp": {"rate_bytes_per_s": 100_000_000},
-        }
-        users = [(f"m{i:04d}", "unit000") for i in range(args.members)]
-        print(f"seeding {len(users)} accounts in one unit ...", flush=True)
-        await seed(base, users, {"unit000"})
-        for i, name in enumerate("ab"):
-            cfg = {k: dict(v) for k, v in base.items()}
-            cfg["server"]["state_dir"] = str(tmp / name)
-            cfg["listen"]["xmpp"] = f"127.0.0.1:{ports[i]}"
-            path = tmp / f"{name}.toml"
-            path.write_text(toml_for(cfg))
-            procs.append(start_server(path, tmp / f"{name}.log"))
+    import xmpp_nodes_bench
+    users = [(f"m{i:04d}", "unit000") for i in range(args.members)]
+    print(f"seeding {len(users)} accounts in one unit ...", flush=True)
+    async with xmpp_nodes_bench.two_nodes({}, users, {"unit000"}, "cxmucnodes") as (
+            procs, ports, _url, cpu):
         print(f"two nodes (pids {procs[0].pid}, {procs[1].pid}) on one PostgreSQL; the "
               f"room's home is node A, the sender is on node B", flush=True)
-        await run(args, procs[0].pid, ports, ServerCPU([p.pid for p in procs], pg.pgdata))
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        await run(args, procs[0].pid, ports, cpu)
 
 
 async def main_async(args: argparse.Namespace) -> None:

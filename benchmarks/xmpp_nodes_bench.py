@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -96,22 +98,25 @@ async def run(args: argparse.Namespace, ports: list[int], url: str, cpu: ServerC
     await asyncio.sleep(1.5)
 
 
-async def main_async(args: argparse.Namespace) -> None:
+@contextlib.asynccontextmanager
+async def two_nodes(xmpp: dict[str, Any], users: list[tuple[str, str]], units: set[str],
+                    prefix: str) -> AsyncIterator[tuple[list[Any], list[int], str, ServerCPU]]:
+    """Two `cxgw serve` (XMPP only) on one PostgreSQL of their own, `users` seeded:
+    yields (processes, their XMPP ports, the database URL, a CPU meter of both servers
+    and PostgreSQL); stops everything and shows a node's traceback if it logged one."""
     pg = RestartablePostgres()
-    tmp = Path(tempfile.mkdtemp(prefix="cxnodes"))
-    procs = []
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    procs: list[Any] = []
     try:
         url = await pg.create_database("bench")
         ports = [xb.free_port(), xb.free_port()]
         base: dict[str, dict[str, Any]] = {
             "server": {"domain": xb.DOMAIN, "state_dir": str(tmp / "a")},
             "database": {"url": url, "pool_min": 2, "pool_max": 10},
-            "listen": {k: "" for k in LISTENERS} | {
-                "xmpp": f"127.0.0.1:{ports[0]}"},
-            "xmpp": {"rate_bytes_per_s": 100_000_000, "archive_default": args.archive},
+            "listen": {k: "" for k in LISTENERS} | {"xmpp": f"127.0.0.1:{ports[0]}"},
+            "xmpp": {"rate_bytes_per_s": 100_000_000} | xmpp,
         }
-        users = [(f"p{i:04d}", f"pair{i // 2:03d}") for i in range(2 * args.pairs)]
-        await xb.seed(base, users, {u for _, u in users})
+        await xb.seed(base, users, units)
         for i, name in enumerate("ab"):
             cfg = {k: dict(v) for k, v in base.items()}
             cfg["server"]["state_dir"] = str(tmp / name)
@@ -119,10 +124,7 @@ async def main_async(args: argparse.Namespace) -> None:
             path = tmp / f"{name}.toml"
             path.write_text(toml_for(cfg))
             procs.append(xb.start_server(path, tmp / f"{name}.log"))
-        cpu = ServerCPU([p.pid for p in procs], pg.pgdata)
-        print(f"two nodes (pids {procs[0].pid}, {procs[1].pid}) on one PostgreSQL", flush=True)
-        await run(args, ports, url, cpu, cross=False)
-        await run(args, ports, url, cpu, cross=True)
+        yield procs, ports, url, ServerCPU([p.pid for p in procs], pg.pgdata)
     finally:
         for p in procs:
             p.terminate()
@@ -135,6 +137,15 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"node {name} log:\n{log.read_text()[-3000:]}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(pg.tmp, ignore_errors=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    users = [(f"p{i:04d}", f"pair{i // 2:03d}") for i in range(2 * args.pairs)]
+    async with two_nodes({"archive_default": args.archive}, users, {u for _, u in users},
+                         "cxnodes") as (procs, ports, url, cpu):
+        print(f"two nodes (pids {procs[0].pid}, {procs[1].pid}) on one PostgreSQL", flush=True)
+        await run(args, ports, url, cpu, cross=False)
+        await run(args, ports, url, cpu, cross=True)
 
 
 def main() -> None:
