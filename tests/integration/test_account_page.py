@@ -13,12 +13,10 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from . import test_xmpp
 from .test_xmpp import PASSWORD, TIMEOUT
 
 pytestmark = pytest.mark.integration
@@ -28,12 +26,6 @@ NEW = "Neu-Passw0rt!42"
 @pytest.fixture
 def cfg_overrides() -> dict[str, dict[str, object]]:
     return {"auth": {"scram_iterations": 4096}}
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 class Browser:

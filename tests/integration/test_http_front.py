@@ -9,7 +9,6 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -17,7 +16,6 @@ import pytest
 
 from tests.netutil import free_port
 
-from . import test_xmpp
 from .test_xmpp import DOMAIN, TIMEOUT
 
 pytestmark = pytest.mark.integration
@@ -33,12 +31,6 @@ def cfg_overrides() -> dict[str, dict[str, object]]:
     return {"auth": {"scram_iterations": 4096},
             "listen": {"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{free_port()}"},
             "http": {"body_timeout": 1.0, "header_timeout": 2.0}}
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 def client_tls() -> ssl.SSLContext:

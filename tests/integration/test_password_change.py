@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import poplib
-from collections.abc import AsyncIterator
 from typing import Any
 from xml.etree.ElementTree import fromstring
 
@@ -18,7 +17,6 @@ from slixmpp.exceptions import IqError
 
 from tests.integration.mailutil import client_tls
 
-from . import test_xmpp
 from .test_xmpp import DOMAIN, PASSWORD, TIMEOUT
 
 pytestmark = pytest.mark.integration
@@ -29,12 +27,6 @@ REG = "jabber:iq:register"
 @pytest.fixture
 def cfg_overrides() -> dict[str, dict[str, object]]:
     return {"auth": {"scram_iterations": 4096}}
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 async def change(client: Any, password: str, user: str = "zhang.san") -> Any:

@@ -4,24 +4,15 @@ shared secret, then exchanges messages with a user; a wrong secret is refused.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import slixmpp
 from slixmpp.componentxmpp import ComponentXMPP
 
-from . import test_xmpp
 from .test_xmpp import DOMAIN, TIMEOUT
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    """The whole server with the users of ``test_xmpp`` (its fixture, reused)."""
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 BOT = f"bot.{DOMAIN}"

@@ -8,24 +8,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
 import slixmpp
 
-from . import test_xmpp
 from .test_xmpp import DOMAIN, TIMEOUT, Client
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    """The whole server with the users of ``test_xmpp`` (its fixture, reused)."""
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 PS = "http://jabber.org/protocol/pubsub"

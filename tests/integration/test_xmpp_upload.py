@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -16,17 +15,9 @@ import slixmpp
 from tests.netutil import free_port
 from xmpp.features.upload import UploadSettings
 
-from . import test_xmpp
 from .test_xmpp import DOMAIN, TIMEOUT
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    """The whole server with the users of ``test_xmpp`` (its fixture, reused)."""
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 UP = "urn:xmpp:http:upload:0"

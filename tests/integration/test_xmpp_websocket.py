@@ -13,7 +13,6 @@ import json
 import secrets
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -22,7 +21,6 @@ import websockets
 
 from tests.netutil import free_port
 
-from . import test_xmpp
 from .test_xmpp import DOMAIN, PASSWORD, TIMEOUT
 
 pytestmark = pytest.mark.integration
@@ -40,12 +38,6 @@ def cfg_overrides() -> dict[str, dict[str, object]]:
     # host-meta names the configured https port: it needs a known one here.
     return {"auth": {"scram_iterations": 4096},
             "listen": {"http": f"127.0.0.1:{free_port()}", "https": f"127.0.0.1:{free_port()}"}}
-
-
-@pytest.fixture
-async def xmpp(services: Any) -> AsyncIterator[Any]:
-    async for srv in test_xmpp.xmpp.__wrapped__(services):  # type: ignore[attr-defined]
-        yield srv
 
 
 def tls() -> ssl.SSLContext:
