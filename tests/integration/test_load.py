@@ -123,15 +123,20 @@ async def test_xmpp_chat(city: Any, tmp_path: Path) -> None:
     assert (r["sent"], r["delivered"]) == (60, 60)
 
 
-async def test_workday_all_protocols(city: Any, tmp_path: Path) -> None:
+async def _workday(city: Any, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    """A short, fast workday against every listener of `city` (the parts' ports given)."""
     need(city, "imaps", "xmpp", "submission")
     p = city.ports
-    rc, r = await load(tmp_path, "workday", "--target", "127.0.0.1", "--insecure",
-                       "--credentials", str(city.creds), "--acceleration", "20000",
-                       "--duration", "1.5", "--chat-pairs", "2", "--connections", "3",
-                       "--smtp-port", str(p["smtp"]), "--submission-port", str(p["submission"]),
-                       "--imaps-port", str(p["imaps"]), "--xmpp-port", str(p["xmpp"]),
-                       "--seed", "1")
+    return await load(tmp_path, "workday", "--target", "127.0.0.1", "--insecure",
+                      "--credentials", str(city.creds), "--acceleration", "20000",
+                      "--duration", "1.5", "--chat-pairs", "2", *extra,
+                      "--smtp-port", str(p["smtp"]), "--submission-port", str(p["submission"]),
+                      "--imaps-port", str(p["imaps"]), "--xmpp-port", str(p["xmpp"]),
+                      "--seed", "1")
+
+
+async def test_workday_all_protocols(city: Any, tmp_path: Path) -> None:
+    rc, r = await _workday(city, tmp_path, "--connections", "3")
     assert rc == 0, (r["errors"], r["error_samples"], r.get("skipped"), r["protocols"])
     parts = r["protocols"]
     assert set(parts) == {"mail", "imap", "chat", "docs", "circular"}, r.get("skipped")
@@ -144,15 +149,7 @@ async def test_workday_two_generator_processes(city: Any, tmp_path: Path) -> Non
     """Issue 17: `--processes 2` splits the staff and every rate between two generator
     processes and merges their results into one report: the books balance, every part
     ran, the per-part counts add up to the total, and each process's CPU is reported."""
-    need(city, "imaps", "xmpp", "submission")
-    p = city.ports
-    rc, r = await load(tmp_path, "workday", "--target", "127.0.0.1", "--insecure",
-                       "--credentials", str(city.creds), "--acceleration", "20000",
-                       "--duration", "1.5", "--chat-pairs", "2", "--connections", "4",
-                       "--processes", "2",
-                       "--smtp-port", str(p["smtp"]), "--submission-port", str(p["submission"]),
-                       "--imaps-port", str(p["imaps"]), "--xmpp-port", str(p["xmpp"]),
-                       "--seed", "1")
+    rc, r = await _workday(city, tmp_path, "--connections", "4", "--processes", "2")
     assert rc == 0, (r["errors"], r["error_samples"], r.get("skipped"), r["protocols"])
     parts = r["protocols"]
     assert set(parts) == {"mail", "imap", "chat", "docs", "circular"}, r.get("skipped")
