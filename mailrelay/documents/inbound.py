@@ -67,6 +67,8 @@ if TYPE_CHECKING:
     from mailrelay.documents.service import DocumentService
 
 log = logging.getLogger("cxgw.docs")
+#: A unit without an active clerk cannot sign for anything: the row waits (4xx).
+NO_CLERK = Outcome("temp", 450, "4.2.0", "receiving unit has no active clerk")
 EXTRA_REASONS = {
     "header-mismatch": "the outer header fields differ from the sealed document",
     "wrong-recipient": "the sealed document is not addressed to this unit",
@@ -197,8 +199,7 @@ class Inbound(Replies):
                     continue
                 clerks = book.clerks(unit)
                 if not clerks:
-                    results[r.id] = Outcome("temp", 450, "4.2.0",
-                                            "receiving unit has no active clerk")
+                    results[r.id] = NO_CLERK
                     continue
                 units.append(unit)
                 to += [c for c in clerks if c not in to]
@@ -329,8 +330,7 @@ class Inbound(Replies):
                     continue
                 clerks = book.clerks(unit)
                 if not clerks:
-                    results[r.id] = Outcome("temp", 450, "4.2.0",
-                                            "receiving unit has no active clerk")
+                    results[r.id] = NO_CLERK
                     continue
                 deliver[r.id] = (unit, clerks)
             for r, unit, reason, text in held:
